@@ -1,0 +1,41 @@
+//! Command-line verbs. Each submodule owns one verb (or family of verbs) and
+//! its arguments; `run` parses and dispatches.
+
+mod keygen;
+mod reader;
+mod snapshot;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Portier: access-control gateway (OSDP control panel, offline decisions,
+/// durable events).
+#[derive(Debug, Parser)]
+#[command(name = "portier", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Technician tools for one OSDP reader.
+    #[command(subcommand)]
+    Reader(reader::ReaderCmd),
+    /// Create an ed25519 key pair for signing snapshots and commands.
+    Keygen(keygen::KeygenArgs),
+    /// Build, inspect, apply and query signed rule snapshots.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
+}
+
+/// Parse the command line and run the verb.
+pub(crate) fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.verb {
+        Verb::Reader(cmd) => reader::run(cmd),
+        Verb::Keygen(args) => keygen::run(args),
+        Verb::Snapshot(cmd) => snapshot::run(cmd),
+    }
+}

@@ -1,0 +1,2 @@
+//! Thin async drivers: the only code that touches serial ports, sled, MQTT,
+//! HTTP and the clock.

@@ -1,0 +1,1 @@
+//! OSDP wire framing.

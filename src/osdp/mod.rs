@@ -1,0 +1,17 @@
+//! The OSDP v2.2 stack, sans-IO: bytes and `now` in; bytes, events and the
+//! next deadline out. No runtime, no clock reads, no randomness of its own.
+//!
+//! Layers, bottom up:
+//! - [`frame`]: the wire frame (mark, SOM, address, length, control, security
+//!   block, CRC-16 or checksum) and a resynchronising reader;
+//! - [`message`]: typed commands and replies;
+//! - [`secure`]: Secure Channel cryptography;
+//! - [`channel`]: a frame plus Secure Channel state → authenticated message;
+//! - [`pd`]: the CP's view of one PD (identity, capabilities, SC handshake, online/offline);
+//! - [`bus`]: the multi-drop scheduler, one exchange in flight per bus;
+//! - [`peripheral`]: the PD side, used by the simulator;
+//! - [`pcap`]: bus capture records.
+
+pub mod frame;
+pub mod message;
+pub mod secure;

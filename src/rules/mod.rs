@@ -1,0 +1,1 @@
+//! Signed rule snapshots and the offline decision engine (sans-IO).
