@@ -1,2 +1,5 @@
 //! Thin async drivers: the only code that touches serial ports, sled, MQTT,
 //! HTTP and the clock.
+
+pub mod clock;
+pub mod serial;

@@ -15,3 +15,11 @@
 pub mod frame;
 pub mod message;
 pub mod secure;
+pub mod bus;
+pub mod channel;
+pub mod pd;
+
+pub use bus::{Bus, BusError, BusStats, Entropy, Transmit};
+pub use pd::{BusEvent, CommandFailure, KeyPolicy, OfflineReason, PdConfig, PdStatus, SecurityAlarm, Timing};
+pub mod peripheral;
+pub mod pcap;

@@ -1,0 +1,249 @@
+//! The serial bus task: owns one RS-485 port and drives one [`Bus`] core.
+//!
+//! The loop is the sans-IO contract made concrete: send what the bus wants
+//! to send, hand its events to the owner, then wait for bytes, a command,
+//! the bus's deadline, or shutdown — whichever comes first. Works over any
+//! `AsyncRead + AsyncWrite` (a serial port, or a pseudo-terminal in tests).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::driver::clock;
+use crate::osdp::message::Command;
+use crate::osdp::{Bus, BusError, BusEvent, PdStatus, pcap};
+
+/// How the RS-485 transceiver's direction is switched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rs485Mode {
+    /// The adapter switches by itself (most USB–RS-485 adapters).
+    #[default]
+    Adapter,
+    /// The kernel's RS-485 mode (`TIOCSRS485`, RTS on send).
+    Kernel,
+}
+
+/// How to open a serial port.
+#[derive(Debug, Clone)]
+pub struct PortSettings {
+    /// Device path, e.g. `/dev/ttyUSB0`.
+    pub path: PathBuf,
+    /// 9600..=230400.
+    pub baud: u32,
+    /// Direction control.
+    pub rs485: Rs485Mode,
+    /// Discard our own transmitted bytes when the adapter echoes them.
+    pub suppress_echo: bool,
+}
+
+/// Serial driver failures.
+#[derive(Debug, Error)]
+pub enum SerialError {
+    /// The baud rate is not one OSDP uses.
+    #[error("baud rate {0} not supported (9600, 19200, 38400, 57600, 115200, 230400)")]
+    BadBaud(u32),
+    /// The port could not be opened.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// Device path.
+        path: PathBuf,
+        /// Cause.
+        source: tokio_serial::Error,
+    },
+    /// Kernel RS-485 mode could not be set.
+    #[error("cannot enable kernel RS-485 mode on {path}: {source}")]
+    Rs485 {
+        /// Device path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Reading or writing the port failed.
+    #[error("serial I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Open a port for OSDP: 8N1, no flow control, exclusive.
+pub fn open_port(settings: &PortSettings) -> Result<tokio_serial::SerialStream, SerialError> {
+    const BAUDS: [u32; 6] = [9600, 19200, 38400, 57600, 115_200, 230_400];
+    if !BAUDS.contains(&settings.baud) {
+        return Err(SerialError::BadBaud(settings.baud));
+    }
+    let path_str = settings.path.to_string_lossy().into_owned();
+    let builder = tokio_serial::new(path_str, settings.baud)
+        .data_bits(tokio_serial::DataBits::Eight)
+        .parity(tokio_serial::Parity::None)
+        .stop_bits(tokio_serial::StopBits::One)
+        .flow_control(tokio_serial::FlowControl::None);
+    let port = tokio_serial::SerialStream::open(&builder).map_err(|source| SerialError::Open {
+        path: settings.path.clone(),
+        source,
+    })?;
+    if settings.rs485 == Rs485Mode::Kernel {
+        use std::os::fd::AsRawFd;
+        rs485::enable(port.as_raw_fd()).map_err(|source| SerialError::Rs485 {
+            path: settings.path.clone(),
+            source,
+        })?;
+    }
+    Ok(port)
+}
+
+/// A request to the bus task.
+#[derive(Debug)]
+pub enum BusRequest {
+    /// Queue a command for a PD; the result comes back on the oneshot.
+    Command {
+        /// PD address.
+        address: u8,
+        /// What to send.
+        command: Command,
+        /// Whether it was queued.
+        queued: tokio::sync::oneshot::Sender<Result<(), BusError>>,
+    },
+}
+
+/// Where the task writes a bus capture (pcap, link type 162).
+#[derive(Debug)]
+pub struct Capture {
+    file: std::fs::File,
+}
+
+impl Capture {
+    /// Create a capture file (truncating), writing the pcap header.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(path)?;
+        file.write_all(&pcap::file_header())?;
+        Ok(Self { file })
+    }
+
+    fn write(&mut self, packet: &[u8]) {
+        use std::io::Write;
+        // A capture is a diagnostic aid: a failed write must not stop the bus.
+        if let Err(err) = self.file.write_all(&pcap::record(clock::since_epoch(), packet)) {
+            tracing::warn!(%err, "bus capture write failed");
+        }
+    }
+}
+
+/// Channels between the bus task and its owner.
+#[derive(Debug)]
+pub struct BusHandles {
+    /// Requests to the bus.
+    pub requests: mpsc::Receiver<BusRequest>,
+    /// Events from the bus (card reads, online/offline, alarms, …).
+    pub events: mpsc::Sender<BusEvent>,
+    /// Latest PD statuses, updated after every exchange.
+    pub status: watch::Sender<Vec<PdStatus>>,
+    /// Ends the task when it changes to `true`.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Drive `bus` over `port` until shutdown or until the event receiver is gone.
+pub async fn run_bus<P>(
+    mut port: P,
+    mut bus: Bus,
+    mut handles: BusHandles,
+    suppress_echo: bool,
+    mut capture: Option<Capture>,
+) -> Result<(), SerialError>
+where
+    P: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 1024];
+    let mut echo: Vec<u8> = Vec::new();
+    loop {
+        let now = clock::monotonic();
+        while let Some(tx) = bus.poll_transmit(now) {
+            port.write_all(&tx.bytes).await?;
+            port.flush().await?;
+            if suppress_echo {
+                echo.extend_from_slice(&tx.bytes);
+            }
+            if let Some(capture) = &mut capture {
+                if !tx.sensitive {
+                    capture.write(&tx.bytes);
+                }
+            }
+        }
+        while let Some(event) = bus.poll_event() {
+            if handles.events.send(event).await.is_err() {
+                return Ok(());
+            }
+        }
+        handles.status.send_replace(bus.statuses());
+        let sleep = match bus.poll_timeout() {
+            Some(deadline) => tokio::time::sleep_until(deadline.into()),
+            None => tokio::time::sleep(Duration::from_secs(3600)),
+        };
+        tokio::select! {
+            read = port.read(&mut buf) => {
+                let n = read?;
+                if n == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                }
+                let mut bytes = &buf[..n];
+                // Drop the adapter's echo of what we sent, byte by byte.
+                while let (Some(&e), Some(&b)) = (echo.first(), bytes.first()) {
+                    if e != b { echo.clear(); break; }
+                    echo.remove(0);
+                    bytes = &bytes[1..];
+                }
+                if !bytes.is_empty() {
+                    if let Some(capture) = &mut capture { capture.write(bytes); }
+                    bus.handle_input(clock::monotonic(), bytes);
+                }
+            }
+            () = sleep => bus.handle_timeout(clock::monotonic()),
+            request = handles.requests.recv() => match request {
+                Some(BusRequest::Command { address, command, queued }) => {
+                    let _ = queued.send(bus.queue_command(address, command));
+                }
+                None => return Ok(()),
+            },
+            changed = handles.shutdown.changed() => {
+                if changed.is_err() || *handles.shutdown.borrow() { return Ok(()); }
+            }
+        }
+    }
+}
+
+/// Kernel RS-485 mode. The only unsafe code in Portier: one ioctl.
+#[allow(unsafe_code)]
+mod rs485 {
+    use std::os::fd::RawFd;
+
+    const TIOCSRS485: libc::c_ulong = 0x542F;
+    const SER_RS485_ENABLED: u32 = 1 << 0;
+    const SER_RS485_RTS_ON_SEND: u32 = 1 << 1;
+
+    /// `struct serial_rs485` from `<linux/serial.h>`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct SerialRs485 {
+        flags: u32,
+        delay_rts_before_send: u32,
+        delay_rts_after_send: u32,
+        padding: [u32; 5],
+    }
+
+    pub(super) fn enable(fd: RawFd) -> std::io::Result<()> {
+        let config = SerialRs485 {
+            flags: SER_RS485_ENABLED | SER_RS485_RTS_ON_SEND,
+            ..Default::default()
+        };
+        // SAFETY: `fd` is an open descriptor owned by the caller for the
+        // duration of the call, and `config` is a valid, initialised
+        // `serial_rs485` that the kernel only reads.
+        let rc = unsafe { libc::ioctl(fd, TIOCSRS485 as _, &config as *const SerialRs485) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}

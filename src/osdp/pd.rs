@@ -1,0 +1,690 @@
+//! The control panel's view of one PD: where it is in bring-up (identity →
+//! capabilities → Secure Channel handshake → online), its command queue, and
+//! what its replies mean.
+//!
+//! Security policy, enforced here and nowhere else: a PD with a key is only
+//! ever online inside Secure Channel. A refused or failed handshake, a wrong
+//! cryptogram, a plaintext or badly MAC'd reply in session all take it
+//! offline with a [`SecurityAlarm`]; there is no fallback to SCBK-D or to
+//! plaintext, and no card data is accepted from a PD that is not online.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::channel::{SecureSession, Side};
+use super::frame::{Frame, Integrity, Received, SecurityBlock, scs};
+use super::message::{
+    Capability, Command, FormattedCard, KeypadData, LocalStatus, NakCode, PdIdentity, RawCard,
+    Reply,
+};
+use super::secure::{SCBK_DEFAULT, Scbk, SessionKeys, ct_eq};
+
+/// How a PD is secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPolicy {
+    /// No Secure Channel (bench and legacy readers only; the daemon config
+    /// must ask for it explicitly).
+    Plaintext,
+    /// Secure Channel with this base key; required.
+    Secure(Scbk),
+    /// Install mode: handshake with SCBK-D, send KEYSET with this new key
+    /// (which the caller has already persisted), then continue as
+    /// [`KeyPolicy::Secure`] with it.
+    Install(Scbk),
+}
+
+/// Configuration of one PD on a bus.
+#[derive(Debug, Clone)]
+pub struct PdConfig {
+    /// Address 0..=126.
+    pub address: u8,
+    /// Secure Channel policy.
+    pub key: KeyPolicy,
+}
+
+/// Why a PD went offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfflineReason {
+    /// No valid reply within the offline timeout.
+    NoReply,
+    /// A security failure (see the alarm raised with it).
+    Security(SecurityAlarm),
+}
+
+/// Secure Channel alarms. Each one also takes the PD offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecurityAlarm {
+    /// The PD refused or ignored the challenge (claims no SC support).
+    HandshakeRefused,
+    /// The PD's cryptogram did not match: wrong key.
+    WrongKey,
+    /// The PD's initial R-MAC did not match.
+    BadInitialRmac,
+    /// A reply inside the session was plaintext.
+    PlaintextInSession,
+    /// A reply failed its MAC (tampering, replay, or lost sync).
+    BadMac,
+    /// The PD refused the new key in install mode.
+    KeySetRefused(NakCode),
+}
+
+/// Why a queued command did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandFailure {
+    /// The PD answered NAK with this code; the link stays up.
+    Nak(NakCode),
+    /// The PD went offline before the command was sent or answered.
+    Offline,
+}
+
+/// Something the bus reports to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// The PD is online; `secure` says whether inside Secure Channel.
+    Online {
+        /// PD address.
+        address: u8,
+        /// Secure Channel active.
+        secure: bool,
+        /// Identity, if the PD answered ID.
+        identity: Option<PdIdentity>,
+        /// Capabilities, if the PD answered CAP.
+        capabilities: Vec<Capability>,
+    },
+    /// The PD went offline.
+    Offline {
+        /// PD address.
+        address: u8,
+        /// Why.
+        reason: OfflineReason,
+    },
+    /// A Secure Channel alarm (followed by `Offline`).
+    SecurityAlarm {
+        /// PD address.
+        address: u8,
+        /// What happened.
+        alarm: SecurityAlarm,
+    },
+    /// Install mode finished: the PD accepted the new key.
+    KeyInstalled {
+        /// PD address.
+        address: u8,
+    },
+    /// A card was read.
+    Card {
+        /// PD address.
+        address: u8,
+        /// The raw bits.
+        card: RawCard,
+    },
+    /// Formatted card data.
+    FormattedCard {
+        /// PD address.
+        address: u8,
+        /// The characters.
+        card: FormattedCard,
+    },
+    /// Keypad digits.
+    Keypad {
+        /// PD address.
+        address: u8,
+        /// The digits.
+        keys: KeypadData,
+    },
+    /// Tamper / power status.
+    LocalStatus {
+        /// PD address.
+        address: u8,
+        /// Status.
+        status: LocalStatus,
+    },
+    /// Input states (door contact, REX, …).
+    Inputs {
+        /// PD address.
+        address: u8,
+        /// One byte per input.
+        inputs: Vec<u8>,
+    },
+    /// Output states.
+    Outputs {
+        /// PD address.
+        address: u8,
+        /// One byte per output.
+        outputs: Vec<u8>,
+    },
+    /// Reader tamper states.
+    Readers {
+        /// PD address.
+        address: u8,
+        /// One byte per attached reader.
+        readers: Vec<u8>,
+    },
+    /// A queued command was acknowledged.
+    CommandDone {
+        /// PD address.
+        address: u8,
+        /// Command code.
+        code: u8,
+    },
+    /// A queued command failed.
+    CommandFailed {
+        /// PD address.
+        address: u8,
+        /// Command code.
+        code: u8,
+        /// Why.
+        reason: CommandFailure,
+    },
+    /// A reply the bus does not interpret (e.g. MFGREP, COM), passed on.
+    Other {
+        /// PD address.
+        address: u8,
+        /// The reply.
+        reply: Reply,
+    },
+}
+
+/// Where a PD is in its life cycle.
+#[derive(Debug, Clone)]
+enum Phase {
+    Identify,
+    Capabilities,
+    Challenge {
+        rnd_a: [u8; 8],
+    },
+    ServerCryptogram {
+        keys: SessionKeys,
+        rnd_a: [u8; 8],
+        rnd_b: [u8; 8],
+    },
+    InstallKey,
+    Online,
+    Offline {
+        probe_at: Instant,
+    },
+}
+
+/// The request in flight to this PD, kept for retries and reply handling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Request {
+    Handshake,
+    Poll,
+    Command(Command),
+}
+
+/// A public snapshot of a PD's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PdStatus {
+    /// Address.
+    pub address: u8,
+    /// Online (and, when keyed, inside Secure Channel).
+    pub online: bool,
+    /// Secure Channel active.
+    pub secure: bool,
+    /// Identity, once known.
+    pub identity: Option<PdIdentity>,
+    /// Last valid reply.
+    pub last_reply: Option<Instant>,
+    /// Last reported local status.
+    pub local_status: Option<LocalStatus>,
+    /// Commands waiting.
+    pub queued: usize,
+}
+
+/// Timing knobs shared by all PDs of a bus.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// How long to wait for a reply.
+    pub reply_timeout: Duration,
+    /// Offline after this long without a valid reply.
+    pub offline_after: Duration,
+    /// First delay before probing an offline PD again.
+    pub backoff_initial: Duration,
+    /// Longest delay between probes.
+    pub backoff_max: Duration,
+    /// Minimum time between two polls of the same idle PD.
+    pub poll_interval: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            reply_timeout: Duration::from_millis(200),
+            offline_after: Duration::from_secs(8),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(8),
+            poll_interval: Duration::ZERO,
+        }
+    }
+}
+
+/// One PD as the control panel sees it.
+#[derive(Debug)]
+pub(crate) struct Pd {
+    pub(crate) address: u8,
+    key: KeyPolicy,
+    phase: Phase,
+    /// Sequence number of the last request sent.
+    sequence: u8,
+    session: Option<SecureSession>,
+    identity: Option<PdIdentity>,
+    capabilities: Vec<Capability>,
+    local_status: Option<LocalStatus>,
+    commands: VecDeque<Command>,
+    /// The request awaiting its reply (or a retry after a timeout).
+    pub(crate) outstanding: Option<(Request, Vec<u8>)>,
+    last_reply: Option<Instant>,
+    /// Start of the current silence (last valid reply or start of bring-up).
+    silent_since: Option<Instant>,
+    /// Set while probing an offline PD: one try, then back to offline.
+    probing: bool,
+    backoff: Duration,
+    next_poll: Option<Instant>,
+    poll_interval: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+}
+
+/// Where a PD's reply handling leaves the exchange.
+pub(crate) enum Outcome {
+    /// Exchange complete.
+    Done,
+    /// The PD asked to be retried later (BUSY): keep the outstanding request.
+    Retry,
+}
+
+impl Pd {
+    pub(crate) fn new(config: PdConfig, timing: &Timing) -> Self {
+        Self {
+            address: config.address,
+            key: config.key,
+            phase: Phase::Identify,
+            sequence: 0,
+            session: None,
+            identity: None,
+            capabilities: Vec::new(),
+            local_status: None,
+            commands: VecDeque::new(),
+            outstanding: None,
+            last_reply: None,
+            silent_since: None,
+            probing: false,
+            backoff: timing.backoff_initial,
+            next_poll: None,
+            poll_interval: timing.poll_interval,
+            backoff_initial: timing.backoff_initial,
+            backoff_max: timing.backoff_max,
+        }
+    }
+
+    pub(crate) fn status(&self) -> PdStatus {
+        PdStatus {
+            address: self.address,
+            online: self.is_online(),
+            secure: self.session.is_some() && self.is_online(),
+            identity: self.identity,
+            last_reply: self.last_reply,
+            local_status: self.local_status,
+            queued: self.commands.len(),
+        }
+    }
+
+    /// Whether the request being built carries key material (KEYSET).
+    pub(crate) fn sending_key(&self) -> bool {
+        matches!(self.phase, Phase::InstallKey)
+    }
+
+    pub(crate) fn is_online(&self) -> bool {
+        matches!(self.phase, Phase::Online)
+    }
+
+    pub(crate) fn queue(&mut self, command: Command) {
+        self.commands.push_back(command);
+    }
+
+    /// When this PD next wants the bus, or `None` if it wants it now.
+    pub(crate) fn ready_at(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Offline { probe_at } => Some(probe_at),
+            Phase::Online if self.outstanding.is_none() && self.commands.is_empty() => {
+                self.next_poll
+            }
+            _ => None,
+        }
+    }
+
+    /// Build the next request's bytes: a retry of the outstanding one, or
+    /// the next step of bring-up, a queued command, or a POLL.
+    pub(crate) fn next_request(&mut self, now: Instant, entropy: &mut dyn FnMut(&mut [u8])) -> Vec<u8> {
+        if let Some((_, bytes)) = &self.outstanding {
+            return bytes.clone();
+        }
+        if let Phase::Offline { .. } = self.phase {
+            self.restart(now, true);
+        }
+        if self.silent_since.is_none() {
+            self.silent_since = Some(now);
+        }
+        let (request, command, security) = match &self.phase {
+            Phase::Identify => {
+                // Sequence 0 tells the PD to start afresh (and drop any session).
+                self.sequence = 0;
+                self.session = None;
+                (Request::Handshake, Command::Id, None)
+            }
+            Phase::Capabilities => (Request::Handshake, Command::Capabilities, None),
+            Phase::Challenge { .. } => {
+                let mut rnd_a = [0u8; 8];
+                entropy(&mut rnd_a);
+                self.phase = Phase::Challenge { rnd_a };
+                let sb = SecurityBlock {
+                    kind: scs::SCS_11,
+                    data: vec![self.key_type()],
+                };
+                (Request::Handshake, Command::Challenge(rnd_a), Some(sb))
+            }
+            Phase::ServerCryptogram { keys, rnd_a, rnd_b } => {
+                let cryptogram = keys.server_cryptogram(rnd_a, rnd_b);
+                let sb = SecurityBlock {
+                    kind: scs::SCS_13,
+                    data: vec![self.key_type()],
+                };
+                (Request::Handshake, Command::ServerCryptogram(cryptogram), Some(sb))
+            }
+            Phase::InstallKey => {
+                let KeyPolicy::Install(new_key) = &self.key else {
+                    unreachable!("InstallKey phase only with an install policy")
+                };
+                let command = Command::KeySet(super::message::KeySet {
+                    key_type: 1,
+                    key: new_key.0.to_vec(),
+                });
+                (Request::Handshake, command, None)
+            }
+            Phase::Online => match self.commands.pop_front() {
+                Some(c) => (Request::Command(c.clone()), c, None),
+                None => (Request::Poll, Command::Poll, None),
+            },
+            Phase::Offline { .. } => unreachable!("restarted above"),
+        };
+        if !matches!(self.phase, Phase::Identify) {
+            self.sequence = if self.sequence >= 3 { 1 } else { self.sequence + 1 };
+        }
+        let mut frame = Frame {
+            address: self.address,
+            is_reply: false,
+            sequence: self.sequence,
+            integrity: Integrity::Crc16,
+            security,
+            code: command.code(),
+            data: Vec::new(),
+            mac: None,
+        };
+        command.encode_data(&mut frame.data);
+        if let Some(session) = &mut self.session {
+            // Sealing cannot fail for frames we build: they are far below
+            // the maximum size.
+            session.seal(&mut frame).expect("own frame fits");
+        }
+        let bytes = frame.encode(true).expect("own frame fits");
+        self.outstanding = Some((request, bytes.clone()));
+        bytes
+    }
+
+    fn key_type(&self) -> u8 {
+        match self.key {
+            KeyPolicy::Install(_) => 0,
+            _ => 1,
+        }
+    }
+
+    fn handshake_key(&self) -> Option<&Scbk> {
+        match &self.key {
+            KeyPolicy::Plaintext => None,
+            KeyPolicy::Secure(k) => Some(k),
+            KeyPolicy::Install(_) => Some(&SCBK_DEFAULT),
+        }
+    }
+
+    fn sequence(&self) -> u8 {
+        self.sequence
+    }
+
+    /// Whether a frame is the reply to the outstanding request.
+    pub(crate) fn is_reply_to_outstanding(&self, rx: &Received) -> bool {
+        rx.frame.is_reply
+            && rx.frame.address == self.address
+            && rx.frame.sequence == self.sequence()
+            && self.outstanding.is_some()
+    }
+
+    /// Handle the reply to the outstanding request.
+    pub(crate) fn handle_reply(&mut self, now: Instant, rx: &Received, events: &mut VecDeque<BusEvent>) -> Outcome {
+        let Some((request, _)) = self.outstanding.clone() else {
+            return Outcome::Done;
+        };
+        // Authenticate first: nothing from a keyed PD counts before this.
+        let data = match &mut self.session {
+            Some(session) => match session.open(rx) {
+                Ok(data) => data,
+                Err(super::channel::ChannelError::NotSecured) => {
+                    self.fail_security(now, SecurityAlarm::PlaintextInSession, events);
+                    return Outcome::Done;
+                }
+                Err(_) => {
+                    self.fail_security(now, SecurityAlarm::BadMac, events);
+                    return Outcome::Done;
+                }
+            },
+            None => rx.frame.data.clone(),
+        };
+        let reply = match Reply::decode(rx.frame.code, &data) {
+            Ok(reply) => reply,
+            Err(_) => {
+                // Authenticated but malformed: a PD bug. Count it as a reply
+                // (the link is alive) and move on.
+                self.mark_alive(now);
+                self.outstanding = None;
+                if let Request::Command(c) = request {
+                    events.push_back(BusEvent::CommandFailed {
+                        address: self.address,
+                        code: c.code(),
+                        reason: CommandFailure::Nak(NakCode::UnableToProcess),
+                    });
+                }
+                return Outcome::Done;
+            }
+        };
+        if matches!(reply, Reply::Busy) {
+            self.mark_alive(now);
+            return Outcome::Retry;
+        }
+        self.outstanding = None;
+        self.mark_alive(now);
+        let phase = std::mem::replace(&mut self.phase, Phase::Identify);
+        self.phase = match (phase, reply) {
+            (Phase::Identify, Reply::Identity(id)) => {
+                self.identity = Some(id);
+                Phase::Capabilities
+            }
+            (Phase::Identify, _) => Phase::Capabilities,
+            (Phase::Capabilities, reply) => {
+                if let Reply::Capabilities(caps) = reply {
+                    self.capabilities = caps;
+                }
+                if self.handshake_key().is_some() {
+                    Phase::Challenge { rnd_a: [0; 8] }
+                } else {
+                    self.go_online(events);
+                    Phase::Online
+                }
+            }
+            (Phase::Challenge { rnd_a }, Reply::ClientCryptogram(cc)) => {
+                let key = self.handshake_key().expect("challenge only with a key");
+                let keys = SessionKeys::derive(key, &rnd_a);
+                if rx.frame.security.as_ref().map(|sb| sb.kind) != Some(scs::SCS_12)
+                    || !ct_eq(&keys.client_cryptogram(&rnd_a, &cc.rnd_b), &cc.cryptogram)
+                {
+                    return self.fail_security(now, SecurityAlarm::WrongKey, events);
+                }
+                Phase::ServerCryptogram {
+                    keys,
+                    rnd_a,
+                    rnd_b: cc.rnd_b,
+                }
+            }
+            (Phase::Challenge { .. }, _) => {
+                return self.fail_security(now, SecurityAlarm::HandshakeRefused, events);
+            }
+            (Phase::ServerCryptogram { keys, rnd_a, rnd_b }, Reply::InitialRmac(rmac)) => {
+                let expected = keys.initial_rmac(&keys.server_cryptogram(&rnd_a, &rnd_b));
+                if rx.frame.security.as_ref().map(|sb| sb.kind) != Some(scs::SCS_14)
+                    || !ct_eq(&expected, &rmac)
+                {
+                    return self.fail_security(now, SecurityAlarm::BadInitialRmac, events);
+                }
+                self.session = Some(SecureSession::new(Side::ControlPanel, keys, rmac));
+                if matches!(self.key, KeyPolicy::Install(_)) {
+                    Phase::InstallKey
+                } else {
+                    self.go_online(events);
+                    Phase::Online
+                }
+            }
+            (Phase::ServerCryptogram { .. }, _) => {
+                return self.fail_security(now, SecurityAlarm::HandshakeRefused, events);
+            }
+            (Phase::InstallKey, Reply::Ack) => {
+                let KeyPolicy::Install(new_key) = self.key.clone() else {
+                    unreachable!("InstallKey phase only with an install policy")
+                };
+                self.key = KeyPolicy::Secure(new_key);
+                self.session = None;
+                events.push_back(BusEvent::KeyInstalled {
+                    address: self.address,
+                });
+                Phase::Challenge { rnd_a: [0; 8] }
+            }
+            (Phase::InstallKey, reply) => {
+                let code = match reply {
+                    Reply::Nak(code) => code,
+                    _ => NakCode::Other(0xFF),
+                };
+                return self.fail_security(now, SecurityAlarm::KeySetRefused(code), events);
+            }
+            (Phase::Online, reply) => {
+                self.handle_online_reply(request, reply, events);
+                self.next_poll = Some(now + self.poll_interval);
+                Phase::Online
+            }
+            (offline @ Phase::Offline { .. }, _) => offline,
+        };
+        Outcome::Done
+    }
+
+    fn handle_online_reply(&mut self, request: Request, reply: Reply, events: &mut VecDeque<BusEvent>) {
+        let address = self.address;
+        let command_code = match &request {
+            Request::Command(c) => Some(c.code()),
+            _ => None,
+        };
+        match reply {
+            Reply::Ack => {}
+            Reply::Nak(nak) => {
+                if let Some(code) = command_code {
+                    events.push_back(BusEvent::CommandFailed {
+                        address,
+                        code,
+                        reason: CommandFailure::Nak(nak),
+                    });
+                    return;
+                }
+            }
+            Reply::RawCard(card) => events.push_back(BusEvent::Card { address, card }),
+            Reply::FormattedCard(card) => events.push_back(BusEvent::FormattedCard { address, card }),
+            Reply::Keypad(keys) => events.push_back(BusEvent::Keypad { address, keys }),
+            Reply::LocalStatus(status) => {
+                self.local_status = Some(status);
+                events.push_back(BusEvent::LocalStatus { address, status });
+            }
+            Reply::InputStatus(inputs) => events.push_back(BusEvent::Inputs { address, inputs }),
+            Reply::OutputStatus(outputs) => events.push_back(BusEvent::Outputs { address, outputs }),
+            Reply::ReaderStatus(readers) => events.push_back(BusEvent::Readers { address, readers }),
+            other => events.push_back(BusEvent::Other { address, reply: other }),
+        }
+        if let Some(code) = command_code {
+            events.push_back(BusEvent::CommandDone { address, code });
+        }
+    }
+
+    fn go_online(&mut self, events: &mut VecDeque<BusEvent>) {
+        self.probing = false;
+        self.backoff = self.backoff_initial;
+        events.push_back(BusEvent::Online {
+            address: self.address,
+            secure: self.session.is_some(),
+            identity: self.identity,
+            capabilities: self.capabilities.clone(),
+        });
+    }
+
+    fn mark_alive(&mut self, now: Instant) {
+        self.last_reply = Some(now);
+        self.silent_since = Some(now);
+    }
+
+    fn fail_security(&mut self, now: Instant, alarm: SecurityAlarm, events: &mut VecDeque<BusEvent>) -> Outcome {
+        events.push_back(BusEvent::SecurityAlarm {
+            address: self.address,
+            alarm: alarm.clone(),
+        });
+        self.go_offline(now, OfflineReason::Security(alarm), events);
+        Outcome::Done
+    }
+
+    /// Take the PD offline: drop the session, fail queued commands, and
+    /// schedule the next probe with exponential back-off.
+    pub(crate) fn go_offline(&mut self, now: Instant, reason: OfflineReason, events: &mut VecDeque<BusEvent>, ) {
+        let was_probing = self.probing;
+        self.session = None;
+        self.outstanding = None;
+        self.silent_since = None;
+        self.phase = Phase::Offline {
+            probe_at: now + self.backoff,
+        };
+        self.backoff = (self.backoff * 2).min(self.backoff_max);
+        for command in self.commands.drain(..) {
+            events.push_back(BusEvent::CommandFailed {
+                address: self.address,
+                code: command.code(),
+                reason: CommandFailure::Offline,
+            });
+        }
+        // A failed probe of a PD already known to be offline is not news,
+        // unless it failed for a security reason.
+        if !was_probing || matches!(reason, OfflineReason::Security(_)) {
+            events.push_back(BusEvent::Offline {
+                address: self.address,
+                reason,
+            });
+        }
+    }
+
+    fn restart(&mut self, now: Instant, probing: bool) {
+        self.phase = Phase::Identify;
+        self.session = None;
+        self.outstanding = None;
+        self.silent_since = Some(now);
+        self.probing = probing;
+    }
+
+    /// The outstanding request got no valid reply in time. The request stays
+    /// outstanding and is retried (same bytes, same sequence number) on this
+    /// PD's next turn, unless the PD has been silent too long.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, timing: &Timing, events: &mut VecDeque<BusEvent>) {
+        let silent_for = self.silent_since.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        if self.probing || silent_for >= timing.offline_after {
+            self.go_offline(now, OfflineReason::NoReply, events);
+        }
+    }
+}
