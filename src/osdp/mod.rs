@@ -21,5 +21,6 @@ pub mod pd;
 
 pub use bus::{Bus, BusError, BusStats, Entropy, Transmit};
 pub use pd::{BusEvent, CommandFailure, KeyPolicy, OfflineReason, PdConfig, PdStatus, SecurityAlarm, Timing};
+pub mod fuzz;
 pub mod peripheral;
 pub mod pcap;
