@@ -1,0 +1,186 @@
+//! Shared test support: pseudo-terminal pairs from socat, child processes
+//! that speak JSON lines, and waiting on conditions with deadlines.
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::disallowed_methods)] // tests wait on real time
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python with libosdp, installed by `scripts/test` into `.venv`.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("PORTIER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} not found: run scripts/test once (it creates .venv with libosdp) or set PORTIER_PYTHON",
+        path.display()
+    );
+    path
+}
+
+pub fn portier_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_portier"))
+}
+
+/// Poll `cond` until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// Two linked pseudo-terminals, `a` and `b`, made by socat.
+pub struct PtyPair {
+    pub dir: tempfile::TempDir,
+    pub a: PathBuf,
+    pub b: PathBuf,
+    child: Child,
+}
+
+impl PtyPair {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        let child = Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat (installed by scripts/test)");
+        wait_for(Duration::from_secs(5), "socat PTY links", || a.exists() && b.exists());
+        Self { dir, a, b, child }
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process that prints JSON lines (and takes JSON lines on stdin).
+pub struct JsonChild {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<Value>,
+    pub seen: Vec<Value>,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl JsonChild {
+    pub fn spawn(program: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let stderr_buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr_buf.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let stdin = child.stdin.take();
+        Self { child, stdin, lines, seen: Vec::new(), stderr: stderr_buf }
+    }
+
+    pub fn send(&mut self, v: Value) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{v}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The first line (seen or new) matching `pred`, within `limit`.
+    pub fn expect(&mut self, limit: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let end = Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "timed out after {limit:?} waiting for {what}; saw {:?}; stderr: {}",
+                    self.seen,
+                    self.stderr.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    /// Lines seen so far plus any waiting, without blocking.
+    pub fn drain(&mut self) -> &[Value] {
+        while let Ok(v) = self.lines.try_recv() {
+            self.seen.push(v);
+        }
+        &self.seen
+    }
+
+    /// Wait for the process to exit within `limit`; its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < end, "process still running after {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for JsonChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Write a key file (32 hex digits) into `dir`.
+pub fn key_file(dir: &Path, name: &str, key: &[u8; 16]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, hex::encode(key)).unwrap();
+    path
+}
