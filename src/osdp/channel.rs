@@ -133,3 +133,115 @@ impl SecureSession {
         Ok(data)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::osdp::frame::{FrameReader, Integrity};
+    use crate::osdp::secure::Scbk;
+
+    fn bytes(hex_digits: &str) -> Vec<u8> {
+        hex::decode(hex_digits.replace(' ', "")).unwrap()
+    }
+
+    fn received(hex_digits: &str) -> Received {
+        let mut r = FrameReader::new();
+        r.push(&bytes(hex_digits));
+        r.next_frame().unwrap().unwrap()
+    }
+
+    fn frame(is_reply: bool, sequence: u8, code: u8, data: &[u8]) -> Frame {
+        Frame {
+            address: 1,
+            is_reply,
+            sequence,
+            integrity: Integrity::Crc16,
+            security: None,
+            code,
+            data: data.to_vec(),
+            mac: None,
+        }
+    }
+
+    /// A Secure Channel conversation between libosdp 3.2.9's CP and PD,
+    /// captured on a PTY (tests/interop/captures/secure_channel.socat.log):
+    /// our sessions must reproduce every byte and accept every frame.
+    #[test]
+    fn replays_a_libosdp_secure_channel_conversation() {
+        let key = Scbk(bytes("A1B2C3D4E5F60718293A4B5C6D7E8F90").try_into().unwrap());
+        let rnd_a: [u8; 8] = bytes("d764c8cce93255c4").try_into().unwrap();
+        let rnd_b = rnd_a; // libosdp's two PRNGs happened to agree
+        let keys = SessionKeys::derive(&key, &rnd_a);
+        let cryptogram = bytes("5f647db468749668 3469b87f6c6657dc");
+        assert_eq!(keys.client_cryptogram(&rnd_a, &rnd_b).to_vec(), cryptogram);
+        let server = keys.server_cryptogram(&rnd_a, &rnd_b);
+        assert_eq!(server.to_vec(), cryptogram);
+        let rmac = keys.initial_rmac(&server);
+        assert_eq!(rmac.to_vec(), bytes("196e83e460549fd81fe72931e6f6d08d"));
+
+        let mut cp = SecureSession::new(Side::ControlPanel, keys.clone(), rmac);
+        let mut pd = SecureSession::new(Side::Peripheral, keys, rmac);
+
+        // CP → PD: POLL, MAC only.
+        let mut poll = frame(false, 1, 0x60, &[]);
+        cp.seal(&mut poll).unwrap();
+        let wire = "ff 53 01 0e 00 0d 02 15 60 84 a9 82 ac de ec";
+        assert_eq!(poll.encode(true).unwrap(), bytes(wire));
+        assert_eq!(pd.open(&received(wire)).unwrap(), Vec::<u8>::new());
+
+        // PD → CP: RAW card, encrypted.
+        let card = bytes("00 00 1a 00 95 01 f4 80");
+        let mut raw = frame(true, 1, 0x50, &card);
+        pd.seal(&mut raw).unwrap();
+        let wire = "53 81 1e 00 0d 02 18 50 c0 cc 84 2b 50 8d 3c a7 85 78 7d 86 72 c2 f2 f1 e4 a7 d2 40 74 3c";
+        assert_eq!(raw.encode(false).unwrap(), bytes(wire));
+        assert_eq!(cp.open(&received(wire)).unwrap(), card);
+
+        // CP → PD: LED, encrypted; decrypt with the PD session, re-seal with ours.
+        let wire = "ff 53 01 1e 00 0e 02 17 69 87 14 b4 ca ca cc 2e fb dd 77 46 27 04 ad a5 58 87 43 23 80 a6 e3";
+        let led = pd.open(&received(wire)).unwrap();
+        assert_eq!(led.len(), 14);
+        let mut ours = frame(false, 2, 0x69, &led);
+        cp.seal(&mut ours).unwrap();
+        assert_eq!(ours.encode(true).unwrap(), bytes(wire));
+
+        // PD → CP: ACK, MAC only.
+        let mut ack = frame(true, 2, 0x40, &[]);
+        pd.seal(&mut ack).unwrap();
+        let wire = "53 81 0e 00 0e 02 16 40 98 cc 25 fe 05 b1";
+        assert_eq!(ack.encode(false).unwrap(), bytes(wire));
+        assert_eq!(cp.open(&received(wire)).unwrap(), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn a_replayed_reply_fails_the_mac_chain() {
+        let keys = SessionKeys::derive(&Scbk([7; 16]), &[1; 8]);
+        let mut cp = SecureSession::new(Side::ControlPanel, keys.clone(), [9; 16]);
+        let mut pd = SecureSession::new(Side::Peripheral, keys, [9; 16]);
+        let mut replies = Vec::new();
+        for seq in 1..=2 {
+            let mut poll = frame(false, seq, 0x60, &[]);
+            cp.seal(&mut poll).unwrap();
+            let mut r = FrameReader::new();
+            r.push(&poll.encode(true).unwrap());
+            pd.open(&r.next_frame().unwrap().unwrap()).unwrap();
+            let mut ack = frame(true, seq, 0x40, &[]);
+            pd.seal(&mut ack).unwrap();
+            let mut r = FrameReader::new();
+            r.push(&ack.encode(false).unwrap());
+            let rx = r.next_frame().unwrap().unwrap();
+            if seq == 1 {
+                replies.push(rx.clone());
+            }
+            cp.open(&rx).unwrap();
+        }
+        // Replaying the first ACK later fails, even with a matching sequence.
+        let mut poll = frame(false, 1, 0x60, &[]);
+        cp.seal(&mut poll).unwrap();
+        assert_eq!(cp.open(&replies[0]), Err(ChannelError::Secure(SecureError::MacMismatch)));
+        // And plaintext is refused outright.
+        let mut r = FrameReader::new();
+        r.push(&frame(true, 1, 0x40, &[]).encode(false).unwrap());
+        assert_eq!(cp.open(&r.next_frame().unwrap().unwrap()), Err(ChannelError::NotSecured));
+    }
+}
