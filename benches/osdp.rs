@@ -18,13 +18,28 @@ fn setup(scbk: Option<Scbk>) -> (Bus, Peripheral, Instant) {
         Some(k) => KeyPolicy::Secure(k.clone()),
         None => KeyPolicy::Plaintext,
     };
-    let mut bus = Bus::new(Timing::default(), vec![PdConfig { address: 1, key }], Box::new(|b: &mut [u8]| b.fill(7))).unwrap();
+    let mut bus = Bus::new(
+        Timing::default(),
+        vec![PdConfig { address: 1, key }],
+        Box::new(|b: &mut [u8]| b.fill(7)),
+    )
+    .unwrap();
     let mut pd = Peripheral::new(PeripheralConfig {
         address: 1,
         scbk,
         install_mode: false,
-        identity: PdIdentity { vendor: [1, 2, 3], model: 1, version: 1, serial: 1, firmware: [1, 0, 0] },
-        capabilities: vec![Capability { function: 9, compliance: 1, count: 1 }],
+        identity: PdIdentity {
+            vendor: [1, 2, 3],
+            model: 1,
+            version: 1,
+            serial: 1,
+            firmware: [1, 0, 0],
+        },
+        capabilities: vec![Capability {
+            function: 9,
+            compliance: 1,
+            count: 1,
+        }],
         inputs: 1,
         outputs: 1,
     });

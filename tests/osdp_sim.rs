@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use portier::osdp::frame::{FrameReader, crc16};
 use portier::osdp::message::{
-    BuzzerControl, Capability, Command, LedColor, LedControl, LedPermanent, LedTemporary,
-    NakCode, OutputAction, OutputControl, PdIdentity, RawCard,
+    BuzzerControl, Capability, Command, LedColor, LedControl, LedPermanent, LedTemporary, NakCode,
+    OutputAction, OutputControl, PdIdentity, RawCard,
 };
 use portier::osdp::peripheral::{Peripheral, PeripheralConfig, PeripheralEvent};
 use portier::osdp::secure::Scbk;
-use portier::osdp::{Bus, BusEvent, CommandFailure, KeyPolicy, OfflineReason, PdConfig, SecurityAlarm, Timing};
+use portier::osdp::{
+    Bus, BusEvent, CommandFailure, KeyPolicy, OfflineReason, PdConfig, SecurityAlarm, Timing,
+};
 
 const KEY: Scbk = Scbk([0xA5; 16]);
 const OTHER_KEY: Scbk = Scbk([0x5A; 16]);
@@ -48,7 +50,9 @@ fn counter_entropy(seed: u8) -> impl FnMut(&mut [u8]) + Send {
     let mut n = u64::from(seed);
     move |buf: &mut [u8]| {
         for b in buf {
-            n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             *b = (n >> 56) as u8;
         }
     }
@@ -59,8 +63,18 @@ fn pd(address: u8, scbk: Option<Scbk>, install_mode: bool) -> Peripheral {
         address,
         scbk,
         install_mode,
-        identity: PdIdentity { vendor: [1, 2, 3], model: 4, version: 5, serial: 77, firmware: [1, 2, 3] },
-        capabilities: vec![Capability { function: 9, compliance: 1, count: 1 }],
+        identity: PdIdentity {
+            vendor: [1, 2, 3],
+            model: 4,
+            version: 5,
+            serial: 77,
+            firmware: [1, 2, 3],
+        },
+        capabilities: vec![Capability {
+            function: 9,
+            compliance: 1,
+            count: 1,
+        }],
         inputs: 2,
         outputs: 2,
     })
@@ -202,24 +216,48 @@ fn forge_mac(packet: &mut [u8]) {
 }
 
 fn secure(address: u8) -> PdConfig {
-    PdConfig { address, key: KeyPolicy::Secure(KEY) }
+    PdConfig {
+        address,
+        key: KeyPolicy::Secure(KEY),
+    }
 }
 
 fn plain(address: u8) -> PdConfig {
-    PdConfig { address, key: KeyPolicy::Plaintext }
+    PdConfig {
+        address,
+        key: KeyPolicy::Plaintext,
+    }
 }
 
 fn card() -> RawCard {
     // H10301 facility 42, card 1001.
-    RawCard { reader: 0, format: 0, bits: 26, data: vec![0x95, 0x01, 0xf4, 0x80] }
+    RawCard {
+        reader: 0,
+        format: 0,
+        bits: 26,
+        data: vec![0x95, 0x01, 0xf4, 0x80],
+    }
 }
 
 fn green_led() -> Command {
     Command::Led(vec![LedControl {
         reader: 0,
         led: 0,
-        temporary: LedTemporary { control: 2, on_100ms: 5, off_100ms: 0, on_color: LedColor::Green, off_color: LedColor::Off, timer_100ms: 10 },
-        permanent: LedPermanent { control: 0, on_100ms: 0, off_100ms: 0, on_color: LedColor::Off, off_color: LedColor::Off },
+        temporary: LedTemporary {
+            control: 2,
+            on_100ms: 5,
+            off_100ms: 0,
+            on_color: LedColor::Green,
+            off_color: LedColor::Off,
+            timer_100ms: 10,
+        },
+        permanent: LedPermanent {
+            control: 0,
+            on_100ms: 0,
+            off_100ms: 0,
+            on_color: LedColor::Off,
+            off_color: LedColor::Off,
+        },
     }])
 }
 
@@ -228,10 +266,18 @@ fn plaintext_pd_comes_online_and_reports_a_card() {
     let mut net = Net::new(vec![plain(1)], vec![pd(1, None, false)]);
     assert!(net.run_until(Duration::from_secs(1), |n| n.online(1, false)));
     net.pds[0].present_card(card());
-    assert!(net.run_until(Duration::from_secs(1), |n| n.count(|e| matches!(e, BusEvent::Card { .. })) == 1));
+    assert!(net.run_until(Duration::from_secs(1), |n| {
+        n.count(|e| matches!(e, BusEvent::Card { .. })) == 1
+    }));
     net.bus.queue_command(1, green_led()).unwrap();
-    assert!(net.run_until(Duration::from_secs(1), |n| n.count(|e| matches!(e, BusEvent::CommandDone { address: 1, .. })) == 1));
-    assert!(net.pd_events.iter().any(|(_, e)| matches!(e, PeripheralEvent::Command(Command::Led(_)))));
+    assert!(net.run_until(Duration::from_secs(1), |n| {
+        n.count(|e| matches!(e, BusEvent::CommandDone { address: 1, .. })) == 1
+    }));
+    assert!(
+        net.pd_events
+            .iter()
+            .any(|(_, e)| matches!(e, PeripheralEvent::Command(Command::Led(_))))
+    );
 }
 
 #[test]
@@ -241,9 +287,20 @@ fn secure_channel_comes_up_and_carries_cards_and_commands() {
     assert!(!net.online(2, false), "never online in plaintext");
     assert!(net.pds[0].is_secure());
     net.pds[0].present_card(card());
-    net.bus.queue_command(2, Command::Output(vec![OutputControl { output: 0, action: OutputAction::TimedOn, timer_100ms: 30 }])).unwrap();
-    assert!(net.run_until(Duration::from_secs(1), |n| n.count(|e| matches!(e, BusEvent::Card { card, .. } if *card == self::card())) == 1
-        && n.count(|e| matches!(e, BusEvent::CommandDone { .. })) == 1));
+    net.bus
+        .queue_command(
+            2,
+            Command::Output(vec![OutputControl {
+                output: 0,
+                action: OutputAction::TimedOn,
+                timer_100ms: 30,
+            }]),
+        )
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(1), |n| {
+        n.count(|e| matches!(e, BusEvent::Card { card, .. } if *card == self::card())) == 1
+            && n.count(|e| matches!(e, BusEvent::CommandDone { .. })) == 1
+    }));
     assert_eq!(net.pds[0].outputs()[0], 1);
 }
 
@@ -252,10 +309,22 @@ fn wrong_key_stays_offline_with_an_alarm_and_probes_with_backoff() {
     let mut net = Net::new(vec![secure(3)], vec![pd(3, Some(OTHER_KEY), false)]);
     net.run_for(Duration::from_secs(20));
     assert!(!net.online(3, true) && !net.online(3, false));
-    let alarms = net.count(|e| matches!(e, BusEvent::SecurityAlarm { alarm: SecurityAlarm::WrongKey, .. }));
+    let alarms = net.count(|e| {
+        matches!(
+            e,
+            BusEvent::SecurityAlarm {
+                alarm: SecurityAlarm::WrongKey,
+                ..
+            }
+        )
+    });
     assert!(alarms >= 2, "alarm raised and repeated on probes: {alarms}");
     // Back-off: 0.5, 1, 2, 4, 8, 8 s … — at most ~8 handshakes in 20 s.
-    let challenges = net.sent_to.iter().filter(|(_, _, code)| *code == 0x76).count();
+    let challenges = net
+        .sent_to
+        .iter()
+        .filter(|(_, _, code)| *code == 0x76)
+        .count();
     assert!(challenges <= 8, "{challenges} challenges in 20 s");
     assert!(net.pd_events.is_empty(), "no command reached the PD");
 }
@@ -265,7 +334,15 @@ fn keyed_pd_that_refuses_secure_channel_never_goes_online() {
     let mut net = Net::new(vec![secure(4)], vec![pd(4, None, false)]);
     net.run_for(Duration::from_secs(5));
     assert!(!net.online(4, false) && !net.online(4, true));
-    assert!(net.count(|e| matches!(e, BusEvent::SecurityAlarm { alarm: SecurityAlarm::HandshakeRefused, .. })) >= 1);
+    assert!(
+        net.count(|e| matches!(
+            e,
+            BusEvent::SecurityAlarm {
+                alarm: SecurityAlarm::HandshakeRefused,
+                ..
+            }
+        )) >= 1
+    );
     // And a card presented meanwhile is never accepted.
     net.pds[0].present_card(card());
     net.run_for(Duration::from_secs(5));
@@ -275,15 +352,24 @@ fn keyed_pd_that_refuses_secure_channel_never_goes_online() {
 #[test]
 fn install_mode_sets_a_new_key_then_runs_secure_on_it() {
     let mut net = Net::new(
-        vec![PdConfig { address: 5, key: KeyPolicy::Install(OTHER_KEY) }],
+        vec![PdConfig {
+            address: 5,
+            key: KeyPolicy::Install(OTHER_KEY),
+        }],
         vec![pd(5, None, true)],
     );
     assert!(net.run_until(Duration::from_secs(2), |n| n.online(5, true)));
-    assert_eq!(net.count(|e| matches!(e, BusEvent::KeyInstalled { address: 5 })), 1);
+    assert_eq!(
+        net.count(|e| matches!(e, BusEvent::KeyInstalled { address: 5 })),
+        1
+    );
     assert_eq!(net.pds[0].scbk(), Some(&OTHER_KEY));
     // Without install mode, SCBK-D is refused.
     let mut net = Net::new(
-        vec![PdConfig { address: 5, key: KeyPolicy::Install(OTHER_KEY) }],
+        vec![PdConfig {
+            address: 5,
+            key: KeyPolicy::Install(OTHER_KEY),
+        }],
         vec![pd(5, Some(KEY), false)],
     );
     net.run_for(Duration::from_secs(2));
@@ -293,42 +379,93 @@ fn install_mode_sets_a_new_key_then_runs_secure_on_it() {
 
 #[test]
 fn a_dead_pd_goes_offline_after_8_s_and_does_not_starve_the_live_one() {
-    let mut net = Net::new(vec![secure(1), secure(2)], vec![pd(1, Some(KEY), false), pd(2, Some(KEY), false)]);
-    assert!(net.run_until(Duration::from_secs(1), |n| n.online(1, true) && n.online(2, true)));
+    let mut net = Net::new(
+        vec![secure(1), secure(2)],
+        vec![pd(1, Some(KEY), false), pd(2, Some(KEY), false)],
+    );
+    assert!(net.run_until(Duration::from_secs(1), |n| n.online(1, true)
+        && n.online(2, true)));
     net.dead[1] = true;
     let died = net.elapsed();
-    assert!(net.run_until(Duration::from_secs(10), |n| n.count(|e| matches!(e, BusEvent::Offline { address: 2, reason: OfflineReason::NoReply })) == 1));
-    let offline_at = net.events.iter().find(|(_, e)| matches!(e, BusEvent::Offline { address: 2, .. })).unwrap().0;
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.count(|e| matches!(
+            e,
+            BusEvent::Offline {
+                address: 2,
+                reason: OfflineReason::NoReply
+            }
+        )) == 1)
+    );
+    let offline_at = net
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, BusEvent::Offline { address: 2, .. }))
+        .unwrap()
+        .0;
     let took = offline_at - died;
-    assert!(took >= Duration::from_secs(8) && took <= Duration::from_millis(8_500), "offline after {took:?}");
+    assert!(
+        took >= Duration::from_secs(8) && took <= Duration::from_millis(8_500),
+        "offline after {took:?}"
+    );
     // The live PD was polled throughout: at least once per 2 × (timeout + wire).
-    let live: Vec<Duration> = net.sent_to.iter().filter(|(t, a, _)| *a == 1 && *t >= died).map(|(t, ..)| *t).collect();
+    let live: Vec<Duration> = net
+        .sent_to
+        .iter()
+        .filter(|(t, a, _)| *a == 1 && *t >= died)
+        .map(|(t, ..)| *t)
+        .collect();
     let worst_gap = live.windows(2).map(|w| w[1] - w[0]).max().unwrap();
-    assert!(worst_gap <= Duration::from_millis(420), "live PD starved for {worst_gap:?}");
+    assert!(
+        worst_gap <= Duration::from_millis(420),
+        "live PD starved for {worst_gap:?}"
+    );
     // Once offline, the dead PD costs one probe per back-off period.
     let since = net.elapsed();
     net.run_for(Duration::from_secs(30));
-    let probes = net.sent_to.iter().filter(|(t, a, _)| *a == 2 && *t > since).count();
+    let probes = net
+        .sent_to
+        .iter()
+        .filter(|(t, a, _)| *a == 2 && *t > since)
+        .count();
     assert!(probes <= 8, "{probes} probes in 30 s");
-    assert_eq!(net.count(|e| matches!(e, BusEvent::Offline { address: 2, .. })), 1, "one offline event, not one per probe");
+    assert_eq!(
+        net.count(|e| matches!(e, BusEvent::Offline { address: 2, .. })),
+        1,
+        "one offline event, not one per probe"
+    );
     // And it comes back when it answers again.
     net.dead[1] = false;
-    assert!(net.run_until(Duration::from_secs(10), |n| n.count(|e| matches!(e, BusEvent::Online { address: 2, .. })) == 2));
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        n.count(|e| matches!(e, BusEvent::Online { address: 2, .. })) == 2
+    }));
 }
 
 #[test]
 fn lossy_corrupt_and_duplicated_replies_lose_no_card_and_keep_the_link() {
     let mut net = Net::new(vec![secure(7)], vec![pd(7, Some(KEY), false)]);
-    net.faults = Faults { drop_every: Some(5), corrupt_every: Some(7), duplicate_every: Some(3), ..Faults::default() };
+    net.faults = Faults {
+        drop_every: Some(5),
+        corrupt_every: Some(7),
+        duplicate_every: Some(3),
+        ..Faults::default()
+    };
     assert!(net.run_until(Duration::from_secs(3), |n| n.online(7, true)));
     for _ in 0..20 {
         net.pds[0].present_card(card());
         net.run_for(Duration::from_millis(300));
     }
     net.run_for(Duration::from_secs(2));
-    assert_eq!(net.count(|e| matches!(e, BusEvent::Card { .. })), 20, "every card exactly once");
+    assert_eq!(
+        net.count(|e| matches!(e, BusEvent::Card { .. })),
+        20,
+        "every card exactly once"
+    );
     assert_eq!(net.count(|e| matches!(e, BusEvent::Offline { .. })), 0);
-    assert!(net.bus.stats().framing_errors > 0 && net.bus.stats().ignored_frames > 0 && net.bus.stats().timeouts > 0);
+    assert!(
+        net.bus.stats().framing_errors > 0
+            && net.bus.stats().ignored_frames > 0
+            && net.bus.stats().timeouts > 0
+    );
 }
 
 #[test]
@@ -347,10 +484,28 @@ fn a_forged_mac_takes_the_pd_offline_with_an_alarm() {
     let mut net = Net::new(vec![secure(9)], vec![pd(9, Some(KEY), false)]);
     assert!(net.run_until(Duration::from_secs(1), |n| n.online(9, true)));
     net.faults.forge_mac_at = Some(net.replies + 3);
-    assert!(net.run_until(Duration::from_secs(1), |n| n.count(|e| matches!(e, BusEvent::SecurityAlarm { alarm: SecurityAlarm::BadMac, .. })) == 1));
-    assert!(net.count(|e| matches!(e, BusEvent::Offline { address: 9, reason: OfflineReason::Security(SecurityAlarm::BadMac) })) == 1);
+    assert!(
+        net.run_until(Duration::from_secs(1), |n| n.count(|e| matches!(
+            e,
+            BusEvent::SecurityAlarm {
+                alarm: SecurityAlarm::BadMac,
+                ..
+            }
+        )) == 1)
+    );
+    assert!(
+        net.count(|e| matches!(
+            e,
+            BusEvent::Offline {
+                address: 9,
+                reason: OfflineReason::Security(SecurityAlarm::BadMac)
+            }
+        )) == 1
+    );
     // It recovers through a fresh handshake.
-    assert!(net.run_until(Duration::from_secs(5), |n| n.count(|e| matches!(e, BusEvent::Online { .. })) == 2));
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        n.count(|e| matches!(e, BusEvent::Online { .. })) == 2
+    }));
 }
 
 #[test]
@@ -358,9 +513,39 @@ fn a_nak_fails_the_command_not_the_link() {
     let mut net = Net::new(vec![secure(10)], vec![pd(10, Some(KEY), false)]);
     assert!(net.run_until(Duration::from_secs(1), |n| n.online(10, true)));
     // Our PD refuses a KEYSET with a bad key length: NAK 9.
-    net.bus.queue_command(10, Command::KeySet(portier::osdp::message::KeySet { key_type: 1, key: vec![1, 2, 3] })).unwrap();
-    net.bus.queue_command(10, Command::Buzzer(BuzzerControl { reader: 0, tone: 2, on_100ms: 2, off_100ms: 0, count: 1 })).unwrap();
-    assert!(net.run_until(Duration::from_secs(1), |n| n.count(|e| matches!(e, BusEvent::CommandDone { code: 0x6A, .. })) == 1));
-    assert_eq!(net.count(|e| matches!(e, BusEvent::CommandFailed { reason: CommandFailure::Nak(NakCode::UnableToProcess), .. })), 1);
+    net.bus
+        .queue_command(
+            10,
+            Command::KeySet(portier::osdp::message::KeySet {
+                key_type: 1,
+                key: vec![1, 2, 3],
+            }),
+        )
+        .unwrap();
+    net.bus
+        .queue_command(
+            10,
+            Command::Buzzer(BuzzerControl {
+                reader: 0,
+                tone: 2,
+                on_100ms: 2,
+                off_100ms: 0,
+                count: 1,
+            }),
+        )
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(1), |n| {
+        n.count(|e| matches!(e, BusEvent::CommandDone { code: 0x6A, .. })) == 1
+    }));
+    assert_eq!(
+        net.count(|e| matches!(
+            e,
+            BusEvent::CommandFailed {
+                reason: CommandFailure::Nak(NakCode::UnableToProcess),
+                ..
+            }
+        )),
+        1
+    );
     assert_eq!(net.count(|e| matches!(e, BusEvent::Offline { .. })), 0);
 }

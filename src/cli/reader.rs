@@ -99,7 +99,9 @@ pub(crate) struct SimulateArgs {
 }
 
 pub(crate) fn run(cmd: ReaderCmd) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     match cmd {
         ReaderCmd::Probe(args) => runtime.block_on(probe(args)),
         ReaderCmd::InstallKey(args) => runtime.block_on(install_key(args)),
@@ -109,15 +111,19 @@ pub(crate) fn run(cmd: ReaderCmd) -> anyhow::Result<ExitCode> {
 
 /// Read a key file: 32 hex digits, surrounding whitespace allowed.
 pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Scbk> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading key file {}", path.display()))?;
     parse_key(text.trim()).with_context(|| format!("key file {}", path.display()))
 }
 
 fn parse_key(hex_digits: &str) -> anyhow::Result<Scbk> {
     let bytes = hex::decode(hex_digits).context("not hex: a key file holds 32 hex digits")?;
-    let key: [u8; 16] = bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| anyhow::anyhow!("{} bytes: a key file holds exactly 16 bytes (32 hex digits)", b.len()))?;
+    let key: [u8; 16] = bytes.try_into().map_err(|b: Vec<u8>| {
+        anyhow::anyhow!(
+            "{} bytes: a key file holds exactly 16 bytes (32 hex digits)",
+            b.len()
+        )
+    })?;
     Ok(Scbk(key))
 }
 
@@ -132,19 +138,33 @@ fn start_bus(port: &PortArgs, key: KeyPolicy) -> anyhow::Result<RunningBus> {
     let settings = PortSettings {
         path: port.port.clone(),
         baud: port.baud,
-        rs485: if port.kernel_rs485 { Rs485Mode::Kernel } else { Rs485Mode::Adapter },
+        rs485: if port.kernel_rs485 {
+            Rs485Mode::Kernel
+        } else {
+            Rs485Mode::Adapter
+        },
         suppress_echo: port.suppress_echo,
     };
     let stream = open_port(&settings)?;
     let capture = match &port.capture {
-        Some(path) => Some(Capture::create(path).with_context(|| format!("creating capture {}", path.display()))?),
+        Some(path) => Some(
+            Capture::create(path)
+                .with_context(|| format!("creating capture {}", path.display()))?,
+        ),
         None => None,
     };
     let timing = Timing {
         poll_interval: Duration::from_millis(20),
         ..Timing::default()
     };
-    let bus = Bus::new(timing, vec![PdConfig { address: port.address, key }], Box::new(clock::os_entropy))?;
+    let bus = Bus::new(
+        timing,
+        vec![PdConfig {
+            address: port.address,
+            key,
+        }],
+        Box::new(clock::os_entropy),
+    )?;
     let (events_tx, events) = mpsc::channel(64);
     let (requests, requests_rx) = mpsc::channel(16);
     let (status, _) = watch::channel(Vec::new());
@@ -155,7 +175,13 @@ fn start_bus(port: &PortArgs, key: KeyPolicy) -> anyhow::Result<RunningBus> {
         status,
         shutdown: shutdown_rx,
     };
-    let task = tokio::spawn(run_bus(stream, bus, handles, settings.suppress_echo, capture));
+    let task = tokio::spawn(run_bus(
+        stream,
+        bus,
+        handles,
+        settings.suppress_echo,
+        capture,
+    ));
     Ok(RunningBus {
         events,
         _requests: requests,
@@ -185,10 +211,14 @@ fn capabilities_json(caps: &[Capability]) -> serde_json::Value {
 
 fn alarm_hint(alarm: &SecurityAlarm) -> &'static str {
     match alarm {
-        SecurityAlarm::HandshakeRefused => "the reader refused Secure Channel (no SC support, or not keyed)",
+        SecurityAlarm::HandshakeRefused => {
+            "the reader refused Secure Channel (no SC support, or not keyed)"
+        }
         SecurityAlarm::WrongKey => "the reader's key differs from the key file",
         SecurityAlarm::BadInitialRmac => "the reader's initial R-MAC did not verify",
-        SecurityAlarm::PlaintextInSession => "the reader answered in plaintext inside Secure Channel",
+        SecurityAlarm::PlaintextInSession => {
+            "the reader answered in plaintext inside Secure Channel"
+        }
         SecurityAlarm::BadMac => "a reply failed its MAC check",
         SecurityAlarm::KeySetRefused(_) => "the reader refused the new key",
     }
@@ -212,27 +242,39 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         } else {
             match tokio::time::timeout_at(deadline, bus.events.recv()).await {
                 Ok(e) => e,
-                Err(_) => break Err(anyhow::anyhow!(
-                    "PD {address} did not come online within {} s (check wiring, address, baud rate)",
-                    args.timeout
-                )),
+                Err(_) => {
+                    break Err(anyhow::anyhow!(
+                        "PD {address} did not come online within {} s (check wiring, address, baud rate)",
+                        args.timeout
+                    ));
+                }
             }
         };
         let Some(event) = event else {
             break Err(anyhow::anyhow!("bus stopped"));
         };
         let line = match &event {
-            BusEvent::Online { secure, identity, capabilities, .. } => {
+            BusEvent::Online {
+                secure,
+                identity,
+                capabilities,
+                ..
+            } => {
                 online = true;
                 json!({"event": "online", "address": address, "secure": secure,
                        "identity": identity_json(identity), "capabilities": capabilities_json(capabilities)})
             }
             BusEvent::SecurityAlarm { alarm, .. } => {
-                break Err(anyhow::anyhow!("PD {address}: Secure Channel failed: {} ({alarm:?})", alarm_hint(alarm)));
+                break Err(anyhow::anyhow!(
+                    "PD {address}: Secure Channel failed: {} ({alarm:?})",
+                    alarm_hint(alarm)
+                ));
             }
             BusEvent::Offline { reason, .. } => {
                 if !online || matches!(reason, OfflineReason::NoReply) {
-                    break Err(anyhow::anyhow!("PD {address} offline: no valid reply (check wiring, address, baud rate)"));
+                    break Err(anyhow::anyhow!(
+                        "PD {address} offline: no valid reply (check wiring, address, baud rate)"
+                    ));
                 }
                 json!({"event": "offline", "address": address})
             }
@@ -266,11 +308,19 @@ fn human(line: &serde_json::Value) -> String {
     match line["event"].as_str() {
         Some("online") => format!(
             "online: secure channel {}; identity {}; capabilities {}",
-            if line["secure"].as_bool() == Some(true) { "ON" } else { "off (plaintext)" },
+            if line["secure"].as_bool() == Some(true) {
+                "ON"
+            } else {
+                "off (plaintext)"
+            },
             line["identity"],
             line["capabilities"]
         ),
-        Some("card") => format!("card: {}/{}", line["data"].as_str().unwrap_or(""), line["bits"]),
+        Some("card") => format!(
+            "card: {}/{}",
+            line["data"].as_str().unwrap_or(""),
+            line["bits"]
+        ),
         _ => line.to_string(),
     }
 }
@@ -283,7 +333,10 @@ async fn install_key(args: InstallArgs) -> anyhow::Result<ExitCode> {
     // must already be on disk, or the reader is orphaned.
     write_new_key_file(&args.out, &key)?;
     tracing::info!(address, out = %args.out.display(), "install mode: new key written, sending KEYSET over SCBK-D");
-    eprintln!("install mode: new key for PD {address} written to {}; sending it now", args.out.display());
+    eprintln!(
+        "install mode: new key for PD {address} written to {}; sending it now",
+        args.out.display()
+    );
     let mut bus = start_bus(&args.port, KeyPolicy::Install(Scbk(key)))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     let mut installed = false;
@@ -291,12 +344,20 @@ async fn install_key(args: InstallArgs) -> anyhow::Result<ExitCode> {
         let event = match tokio::time::timeout_at(deadline, bus.events.recv()).await {
             Ok(Some(e)) => e,
             Ok(None) => break Err(anyhow::anyhow!("bus stopped")),
-            Err(_) => break Err(anyhow::anyhow!("PD {address}: key not installed within {} s", args.timeout)),
+            Err(_) => {
+                break Err(anyhow::anyhow!(
+                    "PD {address}: key not installed within {} s",
+                    args.timeout
+                ));
+            }
         };
         match event {
             BusEvent::KeyInstalled { .. } => installed = true,
             BusEvent::Online { secure: true, .. } if installed => {
-                println!("{}", json!({"event": "key_installed", "address": address, "key_file": args.out}));
+                println!(
+                    "{}",
+                    json!({"event": "key_installed", "address": address, "key_file": args.out})
+                );
                 break Ok(ExitCode::SUCCESS);
             }
             BusEvent::SecurityAlarm { alarm, .. } => {
@@ -324,7 +385,12 @@ fn write_new_key_file(path: &Path, key: &[u8; 16]) -> anyhow::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("creating key file {} (it must not exist yet)", path.display()))?;
+        .with_context(|| {
+            format!(
+                "creating key file {} (it must not exist yet)",
+                path.display()
+            )
+        })?;
     writeln!(file, "{}", hex::encode(key))?;
     file.sync_all()?;
     Ok(())
@@ -352,10 +418,26 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             firmware: [0, 1, 0],
         },
         capabilities: vec![
-            Capability { function: 1, compliance: 1, count: 4 },
-            Capability { function: 2, compliance: 1, count: 2 },
-            Capability { function: 4, compliance: 1, count: 1 },
-            Capability { function: 9, compliance: 1, count: 1 },
+            Capability {
+                function: 1,
+                compliance: 1,
+                count: 4,
+            },
+            Capability {
+                function: 2,
+                compliance: 1,
+                count: 2,
+            },
+            Capability {
+                function: 4,
+                compliance: 1,
+                count: 1,
+            },
+            Capability {
+                function: 9,
+                compliance: 1,
+                count: 1,
+            },
         ],
         inputs: 4,
         outputs: 2,
@@ -418,6 +500,8 @@ fn peripheral_event_json(event: &PeripheralEvent) -> serde_json::Value {
             let r = &records[0];
             json!({"event": "output", "output": r.output, "action": format!("{:?}", r.action), "timer": r.timer_100ms})
         }
-        PeripheralEvent::Command(other) => json!({"event": "command", "detail": format!("{other:?}")}),
+        PeripheralEvent::Command(other) => {
+            json!({"event": "command", "detail": format!("{other:?}")})
+        }
     }
 }

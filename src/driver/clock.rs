@@ -11,7 +11,9 @@ pub fn monotonic() -> Instant {
 /// Wall-clock time since the Unix epoch, for timestamps.
 #[allow(clippy::disallowed_methods)] // the clock read point
 pub fn since_epoch() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Fill `buf` from the operating system's CSPRNG.

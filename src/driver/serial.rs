@@ -124,7 +124,10 @@ impl Capture {
     fn write(&mut self, packet: &[u8]) {
         use std::io::Write;
         // A capture is a diagnostic aid: a failed write must not stop the bus.
-        if let Err(err) = self.file.write_all(&pcap::record(clock::since_epoch(), packet)) {
+        if let Err(err) = self
+            .file
+            .write_all(&pcap::record(clock::since_epoch(), packet))
+        {
             tracing::warn!(%err, "bus capture write failed");
         }
     }
@@ -164,10 +167,10 @@ where
             if suppress_echo {
                 echo.extend_from_slice(&tx.bytes);
             }
-            if let Some(capture) = &mut capture {
-                if !tx.sensitive {
-                    capture.write(&tx.bytes);
-                }
+            if let Some(capture) = &mut capture
+                && !tx.sensitive
+            {
+                capture.write(&tx.bytes);
             }
         }
         while let Some(event) = bus.poll_event() {

@@ -131,7 +131,10 @@ impl Bus {
 
     /// The state of one PD.
     pub fn status(&self, address: u8) -> Option<PdStatus> {
-        self.pds.iter().find(|p| p.address == address).map(Pd::status)
+        self.pds
+            .iter()
+            .find(|p| p.address == address)
+            .map(Pd::status)
     }
 
     /// The state of every PD, in configuration order.
@@ -183,13 +186,13 @@ impl Bus {
 
     /// Call when [`Bus::poll_timeout`]'s deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(flight) = &self.in_flight {
-            if now >= flight.deadline {
-                self.stats.timeouts += 1;
-                let index = flight.pd;
-                self.in_flight = None;
-                self.pds[index].handle_timeout(now, &self.timing, &mut self.events);
-            }
+        if let Some(flight) = &self.in_flight
+            && now >= flight.deadline
+        {
+            self.stats.timeouts += 1;
+            let index = flight.pd;
+            self.in_flight = None;
+            self.pds[index].handle_timeout(now, &self.timing, &mut self.events);
         }
     }
 

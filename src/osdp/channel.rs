@@ -168,7 +168,11 @@ mod tests {
     /// our sessions must reproduce every byte and accept every frame.
     #[test]
     fn replays_a_libosdp_secure_channel_conversation() {
-        let key = Scbk(bytes("A1B2C3D4E5F60718293A4B5C6D7E8F90").try_into().unwrap());
+        let key = Scbk(
+            bytes("A1B2C3D4E5F60718293A4B5C6D7E8F90")
+                .try_into()
+                .unwrap(),
+        );
         let rnd_a: [u8; 8] = bytes("d764c8cce93255c4").try_into().unwrap();
         let rnd_b = rnd_a; // libosdp's two PRNGs happened to agree
         let keys = SessionKeys::derive(&key, &rnd_a);
@@ -238,10 +242,16 @@ mod tests {
         // Replaying the first ACK later fails, even with a matching sequence.
         let mut poll = frame(false, 1, 0x60, &[]);
         cp.seal(&mut poll).unwrap();
-        assert_eq!(cp.open(&replies[0]), Err(ChannelError::Secure(SecureError::MacMismatch)));
+        assert_eq!(
+            cp.open(&replies[0]),
+            Err(ChannelError::Secure(SecureError::MacMismatch))
+        );
         // And plaintext is refused outright.
         let mut r = FrameReader::new();
         r.push(&frame(true, 1, 0x40, &[]).encode(false).unwrap());
-        assert_eq!(cp.open(&r.next_frame().unwrap().unwrap()), Err(ChannelError::NotSecured));
+        assert_eq!(
+            cp.open(&r.next_frame().unwrap().unwrap()),
+            Err(ChannelError::NotSecured)
+        );
     }
 }

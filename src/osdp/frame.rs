@@ -208,7 +208,9 @@ pub fn crc16(data: &[u8]) -> u16 {
 
 /// The 8-bit checksum: the two's complement of the byte sum.
 pub fn checksum(data: &[u8]) -> u8 {
-    data.iter().fold(0u8, |acc, b| acc.wrapping_add(*b)).wrapping_neg()
+    data.iter()
+        .fold(0u8, |acc, b| acc.wrapping_add(*b))
+        .wrapping_neg()
 }
 
 /// A frame found in the byte stream, with what the security layer needs.
@@ -258,31 +260,29 @@ impl FrameReader {
     /// The next complete frame or framing error; `None` when more bytes are
     /// needed. After an error, call again: the reader has moved past the SOM.
     pub fn next_frame(&mut self) -> Option<Result<Received, FrameError>> {
-        loop {
-            let som = self.buf.iter().position(|&b| b == SOM)?;
-            let had_mark = som > 0 && self.buf[som - 1] == MARK;
-            self.buf.drain(..som);
-            if self.buf.len() < HEADER_LEN {
-                return None;
-            }
-            let len = usize::from(u16::from_le_bytes([self.buf[2], self.buf[3]]));
-            let ctrl = self.buf[4];
-            let min = HEADER_LEN + 1 + if ctrl & CTRL_CRC != 0 { 2 } else { 1 };
-            if !(min..=MAX_FRAME_LEN).contains(&len) {
-                self.buf.drain(..1);
-                return Some(Err(FrameError::BadLength(len)));
-            }
-            if self.buf.len() < len {
-                return None;
-            }
-            let result = parse(&self.buf[..len], had_mark);
-            match &result {
-                Ok(_) => drop(self.buf.drain(..len)),
-                // The length may have been garbage: resume right after SOM.
-                Err(_) => drop(self.buf.drain(..1)),
-            }
-            return Some(result);
+        let som = self.buf.iter().position(|&b| b == SOM)?;
+        let had_mark = som > 0 && self.buf[som - 1] == MARK;
+        self.buf.drain(..som);
+        if self.buf.len() < HEADER_LEN {
+            return None;
         }
+        let len = usize::from(u16::from_le_bytes([self.buf[2], self.buf[3]]));
+        let ctrl = self.buf[4];
+        let min = HEADER_LEN + 1 + if ctrl & CTRL_CRC != 0 { 2 } else { 1 };
+        if !(min..=MAX_FRAME_LEN).contains(&len) {
+            self.buf.drain(..1);
+            return Some(Err(FrameError::BadLength(len)));
+        }
+        if self.buf.len() < len {
+            return None;
+        }
+        let result = parse(&self.buf[..len], had_mark);
+        match &result {
+            Ok(_) => drop(self.buf.drain(..len)),
+            // The length may have been garbage: resume right after SOM.
+            Err(_) => drop(self.buf.drain(..1)),
+        }
+        Some(result)
     }
 }
 

@@ -19,7 +19,10 @@ pub fn frame(data: &[u8]) {
             if let Ok(rx) = item {
                 let _ = Command::decode(rx.frame.code, &rx.frame.data);
                 let _ = Reply::decode(rx.frame.code, &rx.frame.data);
-                let again = rx.frame.encode(rx.had_mark).expect("a parsed frame re-encodes");
+                let again = rx
+                    .frame
+                    .encode(rx.had_mark)
+                    .expect("a parsed frame re-encodes");
                 let mut check = FrameReader::new();
                 check.push(&again);
                 let back = check.next_frame().expect("complete").expect("valid");

@@ -12,15 +12,17 @@
 //! - [`peripheral`]: the PD side, used by the simulator;
 //! - [`pcap`]: bus capture records.
 
-pub mod frame;
-pub mod message;
-pub mod secure;
 pub mod bus;
 pub mod channel;
+pub mod frame;
+pub mod message;
 pub mod pd;
+pub mod secure;
 
 pub use bus::{Bus, BusError, BusStats, Entropy, Transmit};
-pub use pd::{BusEvent, CommandFailure, KeyPolicy, OfflineReason, PdConfig, PdStatus, SecurityAlarm, Timing};
+pub use pd::{
+    BusEvent, CommandFailure, KeyPolicy, OfflineReason, PdConfig, PdStatus, SecurityAlarm, Timing,
+};
 pub mod fuzz;
-pub mod peripheral;
 pub mod pcap;
+pub mod peripheral;

@@ -355,7 +355,11 @@ impl Pd {
 
     /// Build the next request's bytes: a retry of the outstanding one, or
     /// the next step of bring-up, a queued command, or a POLL.
-    pub(crate) fn next_request(&mut self, now: Instant, entropy: &mut dyn FnMut(&mut [u8])) -> Vec<u8> {
+    pub(crate) fn next_request(
+        &mut self,
+        now: Instant,
+        entropy: &mut dyn FnMut(&mut [u8]),
+    ) -> Vec<u8> {
         if let Some((_, bytes)) = &self.outstanding {
             return bytes.clone();
         }
@@ -389,7 +393,11 @@ impl Pd {
                     kind: scs::SCS_13,
                     data: vec![self.key_type()],
                 };
-                (Request::Handshake, Command::ServerCryptogram(cryptogram), Some(sb))
+                (
+                    Request::Handshake,
+                    Command::ServerCryptogram(cryptogram),
+                    Some(sb),
+                )
             }
             Phase::InstallKey => {
                 let KeyPolicy::Install(new_key) = &self.key else {
@@ -408,7 +416,11 @@ impl Pd {
             Phase::Offline { .. } => unreachable!("restarted above"),
         };
         if !matches!(self.phase, Phase::Identify) {
-            self.sequence = if self.sequence >= 3 { 1 } else { self.sequence + 1 };
+            self.sequence = if self.sequence >= 3 {
+                1
+            } else {
+                self.sequence + 1
+            };
         }
         let mut frame = Frame {
             address: self.address,
@@ -459,7 +471,12 @@ impl Pd {
     }
 
     /// Handle the reply to the outstanding request.
-    pub(crate) fn handle_reply(&mut self, now: Instant, rx: &Received, events: &mut VecDeque<BusEvent>) -> Outcome {
+    pub(crate) fn handle_reply(
+        &mut self,
+        now: Instant,
+        rx: &Received,
+        events: &mut VecDeque<BusEvent>,
+    ) -> Outcome {
         let Some((request, _)) = self.outstanding.clone() else {
             return Outcome::Done;
         };
@@ -582,7 +599,12 @@ impl Pd {
         Outcome::Done
     }
 
-    fn handle_online_reply(&mut self, request: Request, reply: Reply, events: &mut VecDeque<BusEvent>) {
+    fn handle_online_reply(
+        &mut self,
+        request: Request,
+        reply: Reply,
+        events: &mut VecDeque<BusEvent>,
+    ) {
         let address = self.address;
         let command_code = match &request {
             Request::Command(c) => Some(c.code()),
@@ -601,16 +623,25 @@ impl Pd {
                 }
             }
             Reply::RawCard(card) => events.push_back(BusEvent::Card { address, card }),
-            Reply::FormattedCard(card) => events.push_back(BusEvent::FormattedCard { address, card }),
+            Reply::FormattedCard(card) => {
+                events.push_back(BusEvent::FormattedCard { address, card })
+            }
             Reply::Keypad(keys) => events.push_back(BusEvent::Keypad { address, keys }),
             Reply::LocalStatus(status) => {
                 self.local_status = Some(status);
                 events.push_back(BusEvent::LocalStatus { address, status });
             }
             Reply::InputStatus(inputs) => events.push_back(BusEvent::Inputs { address, inputs }),
-            Reply::OutputStatus(outputs) => events.push_back(BusEvent::Outputs { address, outputs }),
-            Reply::ReaderStatus(readers) => events.push_back(BusEvent::Readers { address, readers }),
-            other => events.push_back(BusEvent::Other { address, reply: other }),
+            Reply::OutputStatus(outputs) => {
+                events.push_back(BusEvent::Outputs { address, outputs })
+            }
+            Reply::ReaderStatus(readers) => {
+                events.push_back(BusEvent::Readers { address, readers })
+            }
+            other => events.push_back(BusEvent::Other {
+                address,
+                reply: other,
+            }),
         }
         if let Some(code) = command_code {
             events.push_back(BusEvent::CommandDone { address, code });
@@ -633,7 +664,12 @@ impl Pd {
         self.silent_since = Some(now);
     }
 
-    fn fail_security(&mut self, now: Instant, alarm: SecurityAlarm, events: &mut VecDeque<BusEvent>) -> Outcome {
+    fn fail_security(
+        &mut self,
+        now: Instant,
+        alarm: SecurityAlarm,
+        events: &mut VecDeque<BusEvent>,
+    ) -> Outcome {
         events.push_back(BusEvent::SecurityAlarm {
             address: self.address,
             alarm: alarm.clone(),
@@ -644,7 +680,12 @@ impl Pd {
 
     /// Take the PD offline: drop the session, fail queued commands, and
     /// schedule the next probe with exponential back-off.
-    pub(crate) fn go_offline(&mut self, now: Instant, reason: OfflineReason, events: &mut VecDeque<BusEvent>, ) {
+    pub(crate) fn go_offline(
+        &mut self,
+        now: Instant,
+        reason: OfflineReason,
+        events: &mut VecDeque<BusEvent>,
+    ) {
         let was_probing = self.probing;
         self.session = None;
         self.outstanding = None;
@@ -681,8 +722,15 @@ impl Pd {
     /// The outstanding request got no valid reply in time. The request stays
     /// outstanding and is retried (same bytes, same sequence number) on this
     /// PD's next turn, unless the PD has been silent too long.
-    pub(crate) fn handle_timeout(&mut self, now: Instant, timing: &Timing, events: &mut VecDeque<BusEvent>) {
-        let silent_for = self.silent_since.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+    pub(crate) fn handle_timeout(
+        &mut self,
+        now: Instant,
+        timing: &Timing,
+        events: &mut VecDeque<BusEvent>,
+    ) {
+        let silent_for = self
+            .silent_since
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         if self.probing || silent_for >= timing.offline_after {
             self.go_offline(now, OfflineReason::NoReply, events);
         }

@@ -115,7 +115,8 @@ impl Peripheral {
     pub fn set_input(&mut self, input: usize, active: bool) {
         if let Some(slot) = self.inputs.get_mut(input) {
             *slot = u8::from(active);
-            self.reports.push_back(Reply::InputStatus(self.inputs.clone()));
+            self.reports
+                .push_back(Reply::InputStatus(self.inputs.clone()));
         }
     }
 
@@ -134,20 +135,20 @@ impl Peripheral {
         while let Some(item) = self.reader.next_frame() {
             let Ok(rx) = item else { continue };
             let frame = &rx.frame;
-            if frame.is_reply || (frame.address != self.config.address && frame.address != BROADCAST) {
+            if frame.is_reply
+                || (frame.address != self.config.address && frame.address != BROADCAST)
+            {
                 continue;
             }
-            if frame.sequence != 0 {
-                if let Some((seq, bytes)) = &self.last_reply {
-                    if *seq == frame.sequence {
-                        // The CP did not get our reply: send it again as is.
-                        self.transmit.push_back(bytes.clone());
-                        continue;
-                    }
-                }
-            } else {
+            if frame.sequence == 0 {
                 self.session = None;
                 self.handshake = None;
+            } else if let Some((seq, bytes)) = &self.last_reply
+                && *seq == frame.sequence
+            {
+                // The CP did not get our reply: send it again as is.
+                self.transmit.push_back(bytes.clone());
+                continue;
             }
             let reply_frame = self.respond(&rx, entropy);
             let bytes = reply_frame.encode(rx.had_mark).expect("own reply fits");
@@ -263,7 +264,8 @@ impl Peripheral {
                 key.copy_from_slice(&keyset.key);
                 self.config.scbk = Some(Scbk(key));
                 self.config.install_mode = false;
-                self.events.push_back(PeripheralEvent::KeyInstalled(Scbk(key)));
+                self.events
+                    .push_back(PeripheralEvent::KeyInstalled(Scbk(key)));
                 Reply::Ack
             }
             Command::ComSet(settings) => {
@@ -291,10 +293,16 @@ impl Peripheral {
 
     fn challenge(&mut self, rx: &Received, entropy: &mut dyn FnMut(&mut [u8])) -> Frame {
         self.session = None;
-        let key_type = rx.frame.security.as_ref().and_then(|sb| sb.data.first().copied()).unwrap_or(1);
-        let (Some(key), Ok(Command::Challenge(rnd_a))) =
-            (self.handshake_key(key_type), Command::decode(rx.frame.code, &rx.frame.data))
-        else {
+        let key_type = rx
+            .frame
+            .security
+            .as_ref()
+            .and_then(|sb| sb.data.first().copied())
+            .unwrap_or(1);
+        let (Some(key), Ok(Command::Challenge(rnd_a))) = (
+            self.handshake_key(key_type),
+            Command::decode(rx.frame.code, &rx.frame.data),
+        ) else {
             return self.nak(rx, NakCode::UnsupportedSecurityBlock);
         };
         let mut rnd_b = [0u8; 8];
@@ -321,7 +329,8 @@ impl Peripheral {
         let Some((keys, rnd_a, rnd_b)) = self.handshake.take() else {
             return self.nak(rx, NakCode::UnsupportedSecurityBlock);
         };
-        let Ok(Command::ServerCryptogram(got)) = Command::decode(rx.frame.code, &rx.frame.data) else {
+        let Ok(Command::ServerCryptogram(got)) = Command::decode(rx.frame.code, &rx.frame.data)
+        else {
             return self.nak(rx, NakCode::UnsupportedSecurityBlock);
         };
         let expected = keys.server_cryptogram(&rnd_a, &rnd_b);

@@ -63,7 +63,9 @@ impl PtyPair {
             .stderr(Stdio::null())
             .spawn()
             .expect("socat (installed by scripts/test)");
-        wait_for(Duration::from_secs(5), "socat PTY links", || a.exists() && b.exists());
+        wait_for(Duration::from_secs(5), "socat PTY links", || {
+            a.exists() && b.exists()
+        });
         Self { dir, a, b, child }
     }
 }
@@ -117,7 +119,13 @@ impl JsonChild {
             }
         });
         let stdin = child.stdin.take();
-        Self { child, stdin, lines, seen: Vec::new(), stderr: stderr_buf }
+        Self {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+            stderr: stderr_buf,
+        }
     }
 
     pub fn send(&mut self, v: Value) {
@@ -165,7 +173,10 @@ impl JsonChild {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < end, "process still running after {limit:?}");
+            assert!(
+                Instant::now() < end,
+                "process still running after {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
