@@ -429,40 +429,520 @@ pub struct ClientCryptogram {
     pub cryptogram: [u8; 16],
 }
 
+impl From<NakCode> for u8 {
+    fn from(code: NakCode) -> u8 {
+        match code {
+            NakCode::None => 0,
+            NakCode::CheckCharacter => 1,
+            NakCode::CommandLength => 2,
+            NakCode::UnknownCommand => 3,
+            NakCode::SequenceNumber => 4,
+            NakCode::UnsupportedSecurityBlock => 5,
+            NakCode::EncryptionRequired => 6,
+            NakCode::BioTypeNotSupported => 7,
+            NakCode::BioFormatNotSupported => 8,
+            NakCode::UnableToProcess => 9,
+            NakCode::Other(v) => v,
+        }
+    }
+}
+
+impl From<u8> for NakCode {
+    fn from(v: u8) -> Self {
+        match v {
+            0 => NakCode::None,
+            1 => NakCode::CheckCharacter,
+            2 => NakCode::CommandLength,
+            3 => NakCode::UnknownCommand,
+            4 => NakCode::SequenceNumber,
+            5 => NakCode::UnsupportedSecurityBlock,
+            6 => NakCode::EncryptionRequired,
+            7 => NakCode::BioTypeNotSupported,
+            8 => NakCode::BioFormatNotSupported,
+            9 => NakCode::UnableToProcess,
+            other => NakCode::Other(other),
+        }
+    }
+}
+
+impl From<LedColor> for u8 {
+    fn from(color: LedColor) -> u8 {
+        match color {
+            LedColor::Off => 0,
+            LedColor::Red => 1,
+            LedColor::Green => 2,
+            LedColor::Amber => 3,
+            LedColor::Blue => 4,
+            LedColor::Magenta => 5,
+            LedColor::Cyan => 6,
+            LedColor::White => 7,
+            LedColor::Other(v) => v,
+        }
+    }
+}
+
+impl From<u8> for LedColor {
+    fn from(v: u8) -> Self {
+        match v {
+            0 => LedColor::Off,
+            1 => LedColor::Red,
+            2 => LedColor::Green,
+            3 => LedColor::Amber,
+            4 => LedColor::Blue,
+            5 => LedColor::Magenta,
+            6 => LedColor::Cyan,
+            7 => LedColor::White,
+            other => LedColor::Other(other),
+        }
+    }
+}
+
+impl From<OutputAction> for u8 {
+    fn from(action: OutputAction) -> u8 {
+        match action {
+            OutputAction::Nop => 0,
+            OutputAction::PermanentOffAbortTimed => 1,
+            OutputAction::PermanentOnAbortTimed => 2,
+            OutputAction::PermanentOffAllowTimed => 3,
+            OutputAction::PermanentOnAllowTimed => 4,
+            OutputAction::TimedOn => 5,
+            OutputAction::TimedOff => 6,
+        }
+    }
+}
+
+impl OutputAction {
+    /// The action for a control code, if the spec defines one.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => OutputAction::Nop,
+            1 => OutputAction::PermanentOffAbortTimed,
+            2 => OutputAction::PermanentOnAbortTimed,
+            3 => OutputAction::PermanentOffAllowTimed,
+            4 => OutputAction::PermanentOnAllowTimed,
+            5 => OutputAction::TimedOn,
+            6 => OutputAction::TimedOff,
+            _ => return None,
+        })
+    }
+}
+
+/// A checked reader over a payload: every accessor returns an error rather
+/// than panicking when the payload is short.
+struct Payload<'a> {
+    code: u8,
+    data: &'a [u8],
+}
+
+impl<'a> Payload<'a> {
+    fn new(code: u8, data: &'a [u8]) -> Self {
+        Self { code, data }
+    }
+
+    fn bad(&self, why: &'static str) -> MessageError {
+        MessageError::BadLength {
+            code: self.code,
+            len: self.data.len(),
+            why,
+        }
+    }
+
+    /// Require exactly `n` bytes.
+    fn exact(&self, n: usize, why: &'static str) -> Result<&'a [u8], MessageError> {
+        if self.data.len() == n {
+            Ok(self.data)
+        } else {
+            Err(self.bad(why))
+        }
+    }
+
+    fn array<const N: usize>(&self, why: &'static str) -> Result<[u8; N], MessageError> {
+        let bytes = self.exact(N, why)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        Ok(out)
+    }
+
+    /// Split into records of `n` bytes, at least one.
+    fn records(&self, n: usize, why: &'static str) -> Result<std::slice::ChunksExact<'a, u8>, MessageError> {
+        if self.data.is_empty() || self.data.len() % n != 0 {
+            return Err(self.bad(why));
+        }
+        Ok(self.data.chunks_exact(n))
+    }
+
+    fn u16_le(&self, why: &'static str) -> Result<u16, MessageError> {
+        let b = self.array::<2>(why)?;
+        Ok(u16::from_le_bytes(b))
+    }
+}
+
+fn encode_com(settings: &ComSettings, out: &mut Vec<u8>) {
+    out.push(settings.address);
+    out.extend_from_slice(&settings.baud.to_le_bytes());
+}
+
+fn decode_com(p: &Payload<'_>) -> Result<ComSettings, MessageError> {
+    let b = p.array::<5>("address + 4-byte baud")?;
+    Ok(ComSettings {
+        address: b[0],
+        baud: u32::from_le_bytes([b[1], b[2], b[3], b[4]]),
+    })
+}
+
+fn decode_manufacturer(p: &Payload<'_>) -> Result<ManufacturerData, MessageError> {
+    if p.data.len() < 3 {
+        return Err(p.bad("3-byte vendor code + data"));
+    }
+    Ok(ManufacturerData {
+        vendor: [p.data[0], p.data[1], p.data[2]],
+        data: p.data[3..].to_vec(),
+    })
+}
+
+fn encode_manufacturer(m: &ManufacturerData, out: &mut Vec<u8>) {
+    out.extend_from_slice(&m.vendor);
+    out.extend_from_slice(&m.data);
+}
+
 impl Command {
     /// The command code on the wire.
     pub fn code(&self) -> u8 {
-        todo!("message codec")
+        use command_code::*;
+        match self {
+            Command::Poll => POLL,
+            Command::Id => ID,
+            Command::Capabilities => CAP,
+            Command::LocalStatus => LSTAT,
+            Command::InputStatus => ISTAT,
+            Command::OutputStatus => OSTAT,
+            Command::ReaderStatus => RSTAT,
+            Command::Output(_) => OUT,
+            Command::Led(_) => LED,
+            Command::Buzzer(_) => BUZ,
+            Command::Text(_) => TEXT,
+            Command::ComSet(_) => COMSET,
+            Command::KeySet(_) => KEYSET,
+            Command::Challenge(_) => CHLNG,
+            Command::ServerCryptogram(_) => SCRYPT,
+            Command::AcuReceiveSize(_) => ACURXSIZE,
+            Command::KeepActive(_) => KEEPACTIVE,
+            Command::Manufacturer(_) => MFG,
+        }
     }
 
     /// Append the command's data bytes (everything after the code) to `out`.
     pub fn encode_data(&self, out: &mut Vec<u8>) {
-        let _ = out;
-        todo!("message codec")
+        match self {
+            Command::Poll
+            | Command::LocalStatus
+            | Command::InputStatus
+            | Command::OutputStatus
+            | Command::ReaderStatus => {}
+            Command::Id | Command::Capabilities => out.push(0),
+            Command::Output(records) => {
+                for r in records {
+                    out.push(r.output);
+                    out.push(r.action.into());
+                    out.extend_from_slice(&r.timer_100ms.to_le_bytes());
+                }
+            }
+            Command::Led(records) => {
+                for r in records {
+                    let t = &r.temporary;
+                    let p = &r.permanent;
+                    out.extend_from_slice(&[r.reader, r.led, t.control, t.on_100ms, t.off_100ms]);
+                    out.extend_from_slice(&[t.on_color.into(), t.off_color.into()]);
+                    out.extend_from_slice(&t.timer_100ms.to_le_bytes());
+                    out.extend_from_slice(&[p.control, p.on_100ms, p.off_100ms]);
+                    out.extend_from_slice(&[p.on_color.into(), p.off_color.into()]);
+                }
+            }
+            Command::Buzzer(b) => out.extend_from_slice(&[b.reader, b.tone, b.on_100ms, b.off_100ms, b.count]),
+            Command::Text(t) => {
+                // The length byte bounds the text; `decode` enforces the same.
+                let len = t.text.len().min(usize::from(u8::MAX));
+                out.extend_from_slice(&[t.reader, t.command, t.temp_seconds, t.row, t.column, len as u8]);
+                out.extend_from_slice(&t.text[..len]);
+            }
+            Command::ComSet(c) => encode_com(c, out),
+            Command::KeySet(k) => {
+                let len = k.key.len().min(usize::from(u8::MAX));
+                out.extend_from_slice(&[k.key_type, len as u8]);
+                out.extend_from_slice(&k.key[..len]);
+            }
+            Command::Challenge(rnd) => out.extend_from_slice(rnd),
+            Command::ServerCryptogram(c) => out.extend_from_slice(c),
+            Command::AcuReceiveSize(n) | Command::KeepActive(n) => out.extend_from_slice(&n.to_le_bytes()),
+            Command::Manufacturer(m) => encode_manufacturer(m, out),
+        }
     }
 
     /// Decode a command from its code and data bytes.
     pub fn decode(code: u8, data: &[u8]) -> Result<Self, MessageError> {
-        let _ = (code, data);
-        todo!("message codec")
+        use command_code::*;
+        let p = Payload::new(code, data);
+        Ok(match code {
+            POLL => {
+                p.exact(0, "no data")?;
+                Command::Poll
+            }
+            LSTAT | ISTAT | OSTAT | RSTAT => {
+                p.exact(0, "no data")?;
+                match code {
+                    LSTAT => Command::LocalStatus,
+                    ISTAT => Command::InputStatus,
+                    OSTAT => Command::OutputStatus,
+                    _ => Command::ReaderStatus,
+                }
+            }
+            ID | CAP => {
+                p.exact(1, "one reply-type byte")?;
+                if code == ID { Command::Id } else { Command::Capabilities }
+            }
+            OUT => Command::Output(
+                p.records(4, "records of 4 bytes")?
+                    .map(|r| {
+                        let action = OutputAction::from_code(r[1]).ok_or(MessageError::BadField {
+                            code,
+                            field: "output control code",
+                        })?;
+                        Ok(OutputControl {
+                            output: r[0],
+                            action,
+                            timer_100ms: u16::from_le_bytes([r[2], r[3]]),
+                        })
+                    })
+                    .collect::<Result<_, MessageError>>()?,
+            ),
+            LED => Command::Led(
+                p.records(14, "records of 14 bytes")?
+                    .map(|r| LedControl {
+                        reader: r[0],
+                        led: r[1],
+                        temporary: LedTemporary {
+                            control: r[2],
+                            on_100ms: r[3],
+                            off_100ms: r[4],
+                            on_color: r[5].into(),
+                            off_color: r[6].into(),
+                            timer_100ms: u16::from_le_bytes([r[7], r[8]]),
+                        },
+                        permanent: LedPermanent {
+                            control: r[9],
+                            on_100ms: r[10],
+                            off_100ms: r[11],
+                            on_color: r[12].into(),
+                            off_color: r[13].into(),
+                        },
+                    })
+                    .collect(),
+            ),
+            BUZ => {
+                let b = p.array::<5>("5 bytes")?;
+                Command::Buzzer(BuzzerControl {
+                    reader: b[0],
+                    tone: b[1],
+                    on_100ms: b[2],
+                    off_100ms: b[3],
+                    count: b[4],
+                })
+            }
+            TEXT => {
+                if data.len() < 6 || data.len() != 6 + usize::from(data[5]) {
+                    return Err(p.bad("6 header bytes + text of the given length"));
+                }
+                Command::Text(TextControl {
+                    reader: data[0],
+                    command: data[1],
+                    temp_seconds: data[2],
+                    row: data[3],
+                    column: data[4],
+                    text: data[6..].to_vec(),
+                })
+            }
+            COMSET => Command::ComSet(decode_com(&p)?),
+            KEYSET => {
+                if data.len() < 2 || data.len() != 2 + usize::from(data[1]) {
+                    return Err(p.bad("key type, key length, key"));
+                }
+                Command::KeySet(KeySet {
+                    key_type: data[0],
+                    key: data[2..].to_vec(),
+                })
+            }
+            CHLNG => Command::Challenge(p.array::<8>("8-byte RND.A")?),
+            SCRYPT => Command::ServerCryptogram(p.array::<16>("16-byte cryptogram")?),
+            ACURXSIZE => Command::AcuReceiveSize(p.u16_le("2-byte size")?),
+            KEEPACTIVE => Command::KeepActive(p.u16_le("2-byte time")?),
+            MFG => Command::Manufacturer(decode_manufacturer(&p)?),
+            other => return Err(MessageError::UnknownCode(other)),
+        })
     }
 }
 
 impl Reply {
     /// The reply code on the wire.
     pub fn code(&self) -> u8 {
-        todo!("message codec")
+        use reply_code::*;
+        match self {
+            Reply::Ack => ACK,
+            Reply::Nak(_) => NAK,
+            Reply::Identity(_) => PDID,
+            Reply::Capabilities(_) => PDCAP,
+            Reply::LocalStatus(_) => LSTATR,
+            Reply::InputStatus(_) => ISTATR,
+            Reply::OutputStatus(_) => OSTATR,
+            Reply::ReaderStatus(_) => RSTATR,
+            Reply::RawCard(_) => RAW,
+            Reply::FormattedCard(_) => FMT,
+            Reply::Keypad(_) => KEYPAD,
+            Reply::ComSettings(_) => COM,
+            Reply::Busy => BUSY,
+            Reply::ClientCryptogram(_) => CCRYPT,
+            Reply::InitialRmac(_) => RMAC_I,
+            Reply::Manufacturer(_) => MFGREP,
+        }
     }
 
     /// Append the reply's data bytes (everything after the code) to `out`.
     pub fn encode_data(&self, out: &mut Vec<u8>) {
-        let _ = out;
-        todo!("message codec")
+        match self {
+            Reply::Ack | Reply::Busy => {}
+            Reply::Nak(code) => out.push((*code).into()),
+            Reply::Identity(id) => {
+                out.extend_from_slice(&id.vendor);
+                out.extend_from_slice(&[id.model, id.version]);
+                out.extend_from_slice(&id.serial.to_le_bytes());
+                out.extend_from_slice(&id.firmware);
+            }
+            Reply::Capabilities(caps) => {
+                for c in caps {
+                    out.extend_from_slice(&[c.function, c.compliance, c.count]);
+                }
+            }
+            Reply::LocalStatus(s) => out.extend_from_slice(&[s.tamper, s.power]),
+            Reply::InputStatus(v) | Reply::OutputStatus(v) | Reply::ReaderStatus(v) => out.extend_from_slice(v),
+            Reply::RawCard(card) => {
+                out.extend_from_slice(&[card.reader, card.format]);
+                out.extend_from_slice(&card.bits.to_le_bytes());
+                out.extend_from_slice(&card.data);
+            }
+            Reply::FormattedCard(card) => {
+                let len = card.data.len().min(usize::from(u8::MAX));
+                out.extend_from_slice(&[card.reader, card.direction, len as u8]);
+                out.extend_from_slice(&card.data[..len]);
+            }
+            Reply::Keypad(k) => {
+                let len = k.digits.len().min(usize::from(u8::MAX));
+                out.extend_from_slice(&[k.reader, len as u8]);
+                out.extend_from_slice(&k.digits[..len]);
+            }
+            Reply::ComSettings(c) => encode_com(c, out),
+            Reply::ClientCryptogram(cc) => {
+                out.extend_from_slice(&cc.client_uid);
+                out.extend_from_slice(&cc.rnd_b);
+                out.extend_from_slice(&cc.cryptogram);
+            }
+            Reply::InitialRmac(m) => out.extend_from_slice(m),
+            Reply::Manufacturer(m) => encode_manufacturer(m, out),
+        }
     }
 
     /// Decode a reply from its code and data bytes.
     pub fn decode(code: u8, data: &[u8]) -> Result<Self, MessageError> {
-        let _ = (code, data);
-        todo!("message codec")
+        use reply_code::*;
+        let p = Payload::new(code, data);
+        Ok(match code {
+            ACK => {
+                p.exact(0, "no data")?;
+                Reply::Ack
+            }
+            BUSY => {
+                p.exact(0, "no data")?;
+                Reply::Busy
+            }
+            // Extra bytes after the error code carry optional detail.
+            NAK => Reply::Nak(data.first().copied().ok_or_else(|| p.bad("an error code"))?.into()),
+            PDID => {
+                let b = p.array::<12>("12 bytes")?;
+                Reply::Identity(PdIdentity {
+                    vendor: [b[0], b[1], b[2]],
+                    model: b[3],
+                    version: b[4],
+                    serial: u32::from_le_bytes([b[5], b[6], b[7], b[8]]),
+                    firmware: [b[9], b[10], b[11]],
+                })
+            }
+            PDCAP => Reply::Capabilities(
+                p.records(3, "records of 3 bytes")?
+                    .map(|r| Capability {
+                        function: r[0],
+                        compliance: r[1],
+                        count: r[2],
+                    })
+                    .collect(),
+            ),
+            LSTATR => {
+                let b = p.array::<2>("tamper and power")?;
+                Reply::LocalStatus(LocalStatus {
+                    tamper: b[0],
+                    power: b[1],
+                })
+            }
+            ISTATR => Reply::InputStatus(data.to_vec()),
+            OSTATR => Reply::OutputStatus(data.to_vec()),
+            RSTATR => Reply::ReaderStatus(data.to_vec()),
+            RAW => {
+                if data.len() < 4 {
+                    return Err(p.bad("reader, format, 2-byte bit count, data"));
+                }
+                let bits = u16::from_le_bytes([data[2], data[3]]);
+                if data.len() - 4 != usize::from(bits).div_ceil(8) {
+                    return Err(p.bad("data length must be the bit count rounded up to bytes"));
+                }
+                Reply::RawCard(RawCard {
+                    reader: data[0],
+                    format: data[1],
+                    bits,
+                    data: data[4..].to_vec(),
+                })
+            }
+            FMT => {
+                if data.len() < 3 || data.len() != 3 + usize::from(data[2]) {
+                    return Err(p.bad("reader, direction, length, characters"));
+                }
+                Reply::FormattedCard(FormattedCard {
+                    reader: data[0],
+                    direction: data[1],
+                    data: data[3..].to_vec(),
+                })
+            }
+            KEYPAD => {
+                if data.len() < 2 || data.len() != 2 + usize::from(data[1]) {
+                    return Err(p.bad("reader, digit count, digits"));
+                }
+                Reply::Keypad(KeypadData {
+                    reader: data[0],
+                    digits: data[2..].to_vec(),
+                })
+            }
+            COM => Reply::ComSettings(decode_com(&p)?),
+            CCRYPT => {
+                let b = p.array::<32>("cUID 8 + RND.B 8 + cryptogram 16")?;
+                let mut cc = ClientCryptogram {
+                    client_uid: [0; 8],
+                    rnd_b: [0; 8],
+                    cryptogram: [0; 16],
+                };
+                cc.client_uid.copy_from_slice(&b[..8]);
+                cc.rnd_b.copy_from_slice(&b[8..16]);
+                cc.cryptogram.copy_from_slice(&b[16..]);
+                Reply::ClientCryptogram(cc)
+            }
+            RMAC_I => Reply::InitialRmac(p.array::<16>("16-byte R-MAC")?),
+            MFGREP => Reply::Manufacturer(decode_manufacturer(&p)?),
+            other => return Err(MessageError::UnknownCode(other)),
+        })
     }
 }
