@@ -564,7 +564,11 @@ impl<'a> Payload<'a> {
     }
 
     /// Split into records of `n` bytes, at least one.
-    fn records(&self, n: usize, why: &'static str) -> Result<std::slice::ChunksExact<'a, u8>, MessageError> {
+    fn records(
+        &self,
+        n: usize,
+        why: &'static str,
+    ) -> Result<std::slice::ChunksExact<'a, u8>, MessageError> {
         if self.data.is_empty() || self.data.len() % n != 0 {
             return Err(self.bad(why));
         }
@@ -658,11 +662,20 @@ impl Command {
                     out.extend_from_slice(&[p.on_color.into(), p.off_color.into()]);
                 }
             }
-            Command::Buzzer(b) => out.extend_from_slice(&[b.reader, b.tone, b.on_100ms, b.off_100ms, b.count]),
+            Command::Buzzer(b) => {
+                out.extend_from_slice(&[b.reader, b.tone, b.on_100ms, b.off_100ms, b.count])
+            }
             Command::Text(t) => {
                 // The length byte bounds the text; `decode` enforces the same.
                 let len = t.text.len().min(usize::from(u8::MAX));
-                out.extend_from_slice(&[t.reader, t.command, t.temp_seconds, t.row, t.column, len as u8]);
+                out.extend_from_slice(&[
+                    t.reader,
+                    t.command,
+                    t.temp_seconds,
+                    t.row,
+                    t.column,
+                    len as u8,
+                ]);
                 out.extend_from_slice(&t.text[..len]);
             }
             Command::ComSet(c) => encode_com(c, out),
@@ -673,7 +686,9 @@ impl Command {
             }
             Command::Challenge(rnd) => out.extend_from_slice(rnd),
             Command::ServerCryptogram(c) => out.extend_from_slice(c),
-            Command::AcuReceiveSize(n) | Command::KeepActive(n) => out.extend_from_slice(&n.to_le_bytes()),
+            Command::AcuReceiveSize(n) | Command::KeepActive(n) => {
+                out.extend_from_slice(&n.to_le_bytes())
+            }
             Command::Manufacturer(m) => encode_manufacturer(m, out),
         }
     }
@@ -698,15 +713,20 @@ impl Command {
             }
             ID | CAP => {
                 p.exact(1, "one reply-type byte")?;
-                if code == ID { Command::Id } else { Command::Capabilities }
+                if code == ID {
+                    Command::Id
+                } else {
+                    Command::Capabilities
+                }
             }
             OUT => Command::Output(
                 p.records(4, "records of 4 bytes")?
                     .map(|r| {
-                        let action = OutputAction::from_code(r[1]).ok_or(MessageError::BadField {
-                            code,
-                            field: "output control code",
-                        })?;
+                        let action =
+                            OutputAction::from_code(r[1]).ok_or(MessageError::BadField {
+                                code,
+                                field: "output control code",
+                            })?;
                         Ok(OutputControl {
                             output: r[0],
                             action,
@@ -822,7 +842,9 @@ impl Reply {
                 }
             }
             Reply::LocalStatus(s) => out.extend_from_slice(&[s.tamper, s.power]),
-            Reply::InputStatus(v) | Reply::OutputStatus(v) | Reply::ReaderStatus(v) => out.extend_from_slice(v),
+            Reply::InputStatus(v) | Reply::OutputStatus(v) | Reply::ReaderStatus(v) => {
+                out.extend_from_slice(v)
+            }
             Reply::RawCard(card) => {
                 out.extend_from_slice(&[card.reader, card.format]);
                 out.extend_from_slice(&card.bits.to_le_bytes());
@@ -863,7 +885,12 @@ impl Reply {
                 Reply::Busy
             }
             // Extra bytes after the error code carry optional detail.
-            NAK => Reply::Nak(data.first().copied().ok_or_else(|| p.bad("an error code"))?.into()),
+            NAK => Reply::Nak(
+                data.first()
+                    .copied()
+                    .ok_or_else(|| p.bad("an error code"))?
+                    .into(),
+            ),
             PDID => {
                 let b = p.array::<12>("12 bytes")?;
                 Reply::Identity(PdIdentity {
@@ -944,5 +971,441 @@ impl Reply {
             MFGREP => Reply::Manufacturer(decode_manufacturer(&p)?),
             other => return Err(MessageError::UnknownCode(other)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bytes(hex_digits: &str) -> Vec<u8> {
+        hex::decode(hex_digits.replace(' ', "")).unwrap()
+    }
+
+    fn command_round_trip(command: &Command, wire: &str) {
+        let mut data = Vec::new();
+        command.encode_data(&mut data);
+        assert_eq!(data, bytes(wire), "{command:?}");
+        assert_eq!(&Command::decode(command.code(), &data).unwrap(), command);
+    }
+
+    fn reply_round_trip(reply: &Reply, wire: &str) {
+        let mut data = Vec::new();
+        reply.encode_data(&mut data);
+        assert_eq!(data, bytes(wire), "{reply:?}");
+        assert_eq!(&Reply::decode(reply.code(), &data).unwrap(), reply);
+    }
+
+    // Payloads below are from libosdp 3.2.9 traffic captured on a PTY
+    // (tests/interop/captures/plaintext.socat.log).
+
+    #[test]
+    fn pdid_from_libosdp() {
+        let id = PdIdentity {
+            vendor: [0xb2, 0xa1, 0x00],
+            model: 1,
+            version: 2,
+            serial: 0x1001,
+            firmware: [1, 2, 3],
+        };
+        reply_round_trip(&Reply::Identity(id), "b2 a1 00 01 02 01 10 00 00 01 02 03");
+    }
+
+    #[test]
+    fn pdcap_from_libosdp() {
+        let wire = "01 01 08 02 01 04 03 01 01 04 01 01 05 01 01 06 01 01 08 01 00 09 01 00 0a 00 01 10 02 00";
+        let Reply::Capabilities(caps) = Reply::decode(reply_code::PDCAP, &bytes(wire)).unwrap()
+        else {
+            panic!("not PDCAP")
+        };
+        assert_eq!(caps.len(), 10);
+        assert_eq!(
+            caps[0],
+            Capability {
+                function: 1,
+                compliance: 1,
+                count: 8
+            }
+        );
+        assert_eq!(
+            caps[7],
+            Capability {
+                function: 9,
+                compliance: 1,
+                count: 0
+            }
+        );
+        reply_round_trip(&Reply::Capabilities(caps), wire);
+    }
+
+    #[test]
+    fn raw_keypad_and_istatr_from_libosdp() {
+        let card = RawCard {
+            reader: 0,
+            format: 0,
+            bits: 26,
+            data: bytes("9501f480"),
+        };
+        reply_round_trip(&Reply::RawCard(card), "00 00 1a 00 95 01 f4 80");
+        let keys = KeypadData {
+            reader: 0,
+            digits: b"1234".to_vec(),
+        };
+        reply_round_trip(&Reply::Keypad(keys), "00 04 31 32 33 34");
+        reply_round_trip(
+            &Reply::InputStatus(bytes("0000010000000000")),
+            "00 00 01 00 00 00 00 00",
+        );
+    }
+
+    #[test]
+    fn led_buz_out_as_libosdp_sends_them() {
+        let led = Command::Led(vec![LedControl {
+            reader: 0,
+            led: 0,
+            temporary: LedTemporary {
+                control: 0,
+                on_100ms: 0,
+                off_100ms: 0,
+                on_color: LedColor::Off,
+                off_color: LedColor::Off,
+                timer_100ms: 0,
+            },
+            permanent: LedPermanent {
+                control: 1,
+                on_100ms: 10,
+                off_100ms: 0,
+                on_color: LedColor::Red,
+                off_color: LedColor::Off,
+            },
+        }]);
+        command_round_trip(&led, "00 00 00 00 00 00 00 00 00 01 0a 00 01 00");
+        let buz = Command::Buzzer(BuzzerControl {
+            reader: 0,
+            tone: 2,
+            on_100ms: 10,
+            off_100ms: 10,
+            count: 1,
+        });
+        command_round_trip(&buz, "00 02 0a 0a 01");
+        let out = Command::Output(vec![OutputControl {
+            output: 1,
+            action: OutputAction::PermanentOnAbortTimed,
+            timer_100ms: 5,
+        }]);
+        command_round_trip(&out, "01 02 05 00");
+    }
+
+    #[test]
+    fn small_and_fixed_messages() {
+        command_round_trip(&Command::Poll, "");
+        command_round_trip(&Command::Id, "00");
+        command_round_trip(&Command::Capabilities, "00");
+        command_round_trip(
+            &Command::ComSet(ComSettings {
+                address: 5,
+                baud: 115_200,
+            }),
+            "05 00 c2 01 00",
+        );
+        command_round_trip(
+            &Command::KeySet(KeySet {
+                key_type: 1,
+                key: vec![0xAB; 16],
+            }),
+            &format!("01 10 {}", "ab".repeat(16)),
+        );
+        command_round_trip(
+            &Command::Challenge([1, 2, 3, 4, 5, 6, 7, 8]),
+            "0102030405060708",
+        );
+        command_round_trip(&Command::AcuReceiveSize(1024), "00 04");
+        command_round_trip(&Command::KeepActive(300), "2c 01");
+        command_round_trip(
+            &Command::Text(TextControl {
+                reader: 0,
+                command: 1,
+                temp_seconds: 0,
+                row: 1,
+                column: 1,
+                text: b"Hi".to_vec(),
+            }),
+            "00 01 00 01 01 02 48 69",
+        );
+        command_round_trip(
+            &Command::Manufacturer(ManufacturerData {
+                vendor: [1, 2, 3],
+                data: vec![9],
+            }),
+            "010203 09",
+        );
+        reply_round_trip(&Reply::Ack, "");
+        reply_round_trip(&Reply::Busy, "");
+        reply_round_trip(&Reply::Nak(NakCode::UnableToProcess), "09");
+        reply_round_trip(
+            &Reply::LocalStatus(LocalStatus {
+                tamper: 1,
+                power: 0,
+            }),
+            "01 00",
+        );
+        reply_round_trip(
+            &Reply::ComSettings(ComSettings {
+                address: 2,
+                baud: 9600,
+            }),
+            "02 80 25 00 00",
+        );
+        reply_round_trip(
+            &Reply::FormattedCard(FormattedCard {
+                reader: 0,
+                direction: 0,
+                data: b"123".to_vec(),
+            }),
+            "00 00 03 31 32 33",
+        );
+        reply_round_trip(&Reply::InitialRmac([7; 16]), &"07".repeat(16));
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors_not_panics() {
+        use command_code as c;
+        use reply_code as r;
+        assert_eq!(
+            Command::decode(0x00, &[]),
+            Err(MessageError::UnknownCode(0x00))
+        );
+        assert!(matches!(
+            Command::decode(c::POLL, &[1]),
+            Err(MessageError::BadLength { .. })
+        ));
+        assert!(matches!(
+            Command::decode(c::OUT, &[1, 2, 3]),
+            Err(MessageError::BadLength { .. })
+        ));
+        assert_eq!(
+            Command::decode(c::OUT, &[1, 9, 0, 0]),
+            Err(MessageError::BadField {
+                code: c::OUT,
+                field: "output control code"
+            })
+        );
+        assert!(matches!(
+            Command::decode(c::LED, &[0; 13]),
+            Err(MessageError::BadLength { .. })
+        ));
+        assert!(matches!(
+            Command::decode(c::TEXT, &[0, 1, 0, 1, 1, 5, b'a']),
+            Err(MessageError::BadLength { .. })
+        ));
+        assert!(matches!(
+            Command::decode(c::KEYSET, &[1, 16, 0]),
+            Err(MessageError::BadLength { .. })
+        ));
+        assert!(matches!(
+            Command::decode(c::CHLNG, &[0; 7]),
+            Err(MessageError::BadLength { .. })
+        ));
+        assert!(matches!(
+            Reply::decode(r::NAK, &[]),
+            Err(MessageError::BadLength { .. })
+        ));
+        assert!(matches!(
+            Reply::decode(r::RAW, &[0, 0, 26, 0, 1, 2, 3]),
+            Err(MessageError::BadLength { .. })
+        ));
+        assert!(matches!(
+            Reply::decode(r::PDID, &[0; 11]),
+            Err(MessageError::BadLength { .. })
+        ));
+        assert!(matches!(
+            Reply::decode(r::CCRYPT, &[0; 31]),
+            Err(MessageError::BadLength { .. })
+        ));
+        assert!(matches!(
+            Reply::decode(r::PDCAP, &[0; 4]),
+            Err(MessageError::BadLength { .. })
+        ));
+        // NAK detail bytes after the code are tolerated.
+        assert_eq!(
+            Reply::decode(r::NAK, &[6, 1, 2]),
+            Ok(Reply::Nak(NakCode::EncryptionRequired))
+        );
+        assert_eq!(NakCode::from(42), NakCode::Other(42));
+        assert_eq!(u8::from(NakCode::Other(42)), 42);
+    }
+
+    fn led_color() -> impl Strategy<Value = LedColor> {
+        any::<u8>().prop_map(LedColor::from)
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let output = (any::<u8>(), 0u8..=6, any::<u16>()).prop_map(|(output, a, timer_100ms)| {
+            OutputControl {
+                output,
+                action: OutputAction::from_code(a).unwrap(),
+                timer_100ms,
+            }
+        });
+        let led = (
+            any::<[u8; 5]>(),
+            led_color(),
+            led_color(),
+            any::<u16>(),
+            any::<[u8; 3]>(),
+            led_color(),
+            led_color(),
+        )
+            .prop_map(|(a, c1, c2, timer_100ms, b, c3, c4)| LedControl {
+                reader: a[0],
+                led: a[1],
+                temporary: LedTemporary {
+                    control: a[2],
+                    on_100ms: a[3],
+                    off_100ms: a[4],
+                    on_color: c1,
+                    off_color: c2,
+                    timer_100ms,
+                },
+                permanent: LedPermanent {
+                    control: b[0],
+                    on_100ms: b[1],
+                    off_100ms: b[2],
+                    on_color: c3,
+                    off_color: c4,
+                },
+            });
+        prop_oneof![
+            Just(Command::Poll),
+            Just(Command::Id),
+            Just(Command::Capabilities),
+            Just(Command::LocalStatus),
+            Just(Command::InputStatus),
+            Just(Command::OutputStatus),
+            Just(Command::ReaderStatus),
+            proptest::collection::vec(output, 1..5).prop_map(Command::Output),
+            proptest::collection::vec(led, 1..4).prop_map(Command::Led),
+            any::<[u8; 5]>().prop_map(|b| Command::Buzzer(BuzzerControl {
+                reader: b[0],
+                tone: b[1],
+                on_100ms: b[2],
+                off_100ms: b[3],
+                count: b[4]
+            })),
+            (
+                any::<[u8; 5]>(),
+                proptest::collection::vec(any::<u8>(), 0..40)
+            )
+                .prop_map(|(h, text)| Command::Text(TextControl {
+                    reader: h[0],
+                    command: h[1],
+                    temp_seconds: h[2],
+                    row: h[3],
+                    column: h[4],
+                    text
+                })),
+            (any::<u8>(), any::<u32>())
+                .prop_map(|(address, baud)| Command::ComSet(ComSettings { address, baud })),
+            (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..32))
+                .prop_map(|(key_type, key)| Command::KeySet(KeySet { key_type, key })),
+            any::<[u8; 8]>().prop_map(Command::Challenge),
+            any::<[u8; 16]>().prop_map(Command::ServerCryptogram),
+            any::<u16>().prop_map(Command::AcuReceiveSize),
+            any::<u16>().prop_map(Command::KeepActive),
+            (
+                any::<[u8; 3]>(),
+                proptest::collection::vec(any::<u8>(), 0..20)
+            )
+                .prop_map(|(vendor, data)| Command::Manufacturer(ManufacturerData {
+                    vendor,
+                    data
+                })),
+        ]
+    }
+
+    fn reply() -> impl Strategy<Value = Reply> {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..16);
+        prop_oneof![
+            Just(Reply::Ack),
+            Just(Reply::Busy),
+            any::<u8>().prop_map(|c| Reply::Nak(c.into())),
+            (any::<[u8; 5]>(), any::<u32>(), any::<[u8; 3]>()).prop_map(|(a, serial, firmware)| {
+                Reply::Identity(PdIdentity {
+                    vendor: [a[0], a[1], a[2]],
+                    model: a[3],
+                    version: a[4],
+                    serial,
+                    firmware,
+                })
+            }),
+            proptest::collection::vec(any::<[u8; 3]>(), 1..8).prop_map(|v| Reply::Capabilities(
+                v.into_iter()
+                    .map(|c| Capability {
+                        function: c[0],
+                        compliance: c[1],
+                        count: c[2]
+                    })
+                    .collect()
+            )),
+            any::<[u8; 2]>().prop_map(|b| Reply::LocalStatus(LocalStatus {
+                tamper: b[0],
+                power: b[1]
+            })),
+            bytes().prop_map(Reply::InputStatus),
+            bytes().prop_map(Reply::OutputStatus),
+            bytes().prop_map(Reply::ReaderStatus),
+            (any::<[u8; 2]>(), 0u16..200).prop_flat_map(|(h, bits)| proptest::collection::vec(
+                any::<u8>(),
+                usize::from(bits).div_ceil(8)
+            )
+            .prop_map(move |data| Reply::RawCard(RawCard {
+                reader: h[0],
+                format: h[1],
+                bits,
+                data
+            }))),
+            (any::<[u8; 2]>(), bytes()).prop_map(|(h, data)| Reply::FormattedCard(FormattedCard {
+                reader: h[0],
+                direction: h[1],
+                data
+            })),
+            (any::<u8>(), bytes())
+                .prop_map(|(reader, digits)| Reply::Keypad(KeypadData { reader, digits })),
+            (any::<u8>(), any::<u32>())
+                .prop_map(|(address, baud)| Reply::ComSettings(ComSettings { address, baud })),
+            (any::<[u8; 8]>(), any::<[u8; 8]>(), any::<[u8; 16]>()).prop_map(
+                |(client_uid, rnd_b, cryptogram)| Reply::ClientCryptogram(ClientCryptogram {
+                    client_uid,
+                    rnd_b,
+                    cryptogram
+                })
+            ),
+            any::<[u8; 16]>().prop_map(Reply::InitialRmac),
+            (any::<[u8; 3]>(), bytes())
+                .prop_map(|(vendor, data)| Reply::Manufacturer(ManufacturerData { vendor, data })),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(code: u8, data in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Command::decode(code, &data);
+            let _ = Reply::decode(code, &data);
+        }
+
+        #[test]
+        fn commands_round_trip(command in command()) {
+            let mut data = Vec::new();
+            command.encode_data(&mut data);
+            prop_assert_eq!(Command::decode(command.code(), &data), Ok(command));
+        }
+
+        #[test]
+        fn replies_round_trip(reply in reply()) {
+            let mut data = Vec::new();
+            reply.encode_data(&mut data);
+            prop_assert_eq!(Reply::decode(reply.code(), &data), Ok(reply));
+        }
     }
 }
