@@ -130,7 +130,7 @@ impl Net {
                 while let Some(mut reply) = pd.poll_transmit() {
                     self.replies += 1;
                     let n = self.replies;
-                    let hit = |every: Option<u64>| every.is_some_and(|e| n % e == 0);
+                    let hit = |every: Option<u64>| every.is_some_and(|e| n.is_multiple_of(e));
                     if hit(self.faults.drop_every) {
                         continue;
                     }

@@ -569,7 +569,7 @@ impl<'a> Payload<'a> {
         n: usize,
         why: &'static str,
     ) -> Result<std::slice::ChunksExact<'a, u8>, MessageError> {
-        if self.data.is_empty() || self.data.len() % n != 0 {
+        if self.data.is_empty() || !self.data.len().is_multiple_of(n) {
             return Err(self.bad(why));
         }
         Ok(self.data.chunks_exact(n))

@@ -218,10 +218,8 @@ impl Peripheral {
             Err(_) => Reply::Nak(NakCode::CommandLength),
         };
         let mut frame = self.reply_frame(rx, &reply, None);
-        if secured {
-            if let Some(session) = &mut self.session {
-                session.seal(&mut frame).expect("own reply fits");
-            }
+        if secured && let Some(session) = &mut self.session {
+            session.seal(&mut frame).expect("own reply fits");
         }
         frame
     }
