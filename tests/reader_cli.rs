@@ -134,6 +134,7 @@ fn install_key_writes_the_key_first_then_the_reader_runs_on_it() {
     let pty = PtyPair::new();
     let mut sim = simulator(&pty, &["--install-mode"]);
     let out = pty.dir.path().join("new.key");
+    let capture = pty.dir.path().join("install.pcap");
     let mut install = JsonChild::spawn(
         &portier_bin(),
         &[
@@ -147,11 +148,20 @@ fn install_key_writes_the_key_first_then_the_reader_runs_on_it() {
             "115200",
             "--out",
             out.to_str().unwrap(),
+            "--capture",
+            capture.to_str().unwrap(),
         ],
     );
     install.expect(Duration::from_secs(10), "key installed", |v| {
         v["event"] == "key_installed"
     });
+    // The capture has the handshakes but never the KEYSET frame.
+    let codes = pcap_command_codes(&std::fs::read(&capture).unwrap());
+    assert!(
+        codes.contains(&0x76) && codes.contains(&0x77),
+        "CHLNG and SCRYPT captured: {codes:x?}"
+    );
+    assert!(!codes.contains(&0x75), "KEYSET must never be captured");
     assert!(install.wait_exit(Duration::from_secs(5)).success());
     sim.expect(Duration::from_secs(2), "PD got KEYSET", |v| {
         v["event"] == "keyset"
@@ -184,4 +194,23 @@ fn install_key_writes_the_key_first_then_the_reader_runs_on_it() {
         ],
     );
     assert!(!again.wait_exit(Duration::from_secs(5)).success());
+}
+
+/// Command codes of the CP → PD packets in a pcap capture.
+fn pcap_command_codes(pcap: &[u8]) -> Vec<u8> {
+    use portier::osdp::frame::FrameReader;
+    let mut codes = Vec::new();
+    let mut pos = 24;
+    while pos + 16 <= pcap.len() {
+        let len = u32::from_le_bytes(pcap[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        let mut reader = FrameReader::new();
+        reader.push(&pcap[pos + 16..pos + 16 + len]);
+        while let Some(Ok(rx)) = reader.next_frame() {
+            if !rx.frame.is_reply {
+                codes.push(rx.frame.code);
+            }
+        }
+        pos += 16 + len;
+    }
+    codes
 }
