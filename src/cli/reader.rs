@@ -31,8 +31,8 @@ pub(crate) enum ReaderCmd {
 }
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct PortArgs {
-    /// Serial device, e.g. /dev/ttyUSB0.
+pub(crate) struct LinkArgs {
+    /// Serial device, e.g. /dev/ttyUSB0 (or one end of a PTY pair).
     #[arg(long)]
     port: PathBuf,
     /// PD address (0..=126).
@@ -41,6 +41,12 @@ pub(crate) struct PortArgs {
     /// Baud rate.
     #[arg(long, default_value_t = 9600)]
     baud: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PortArgs {
+    #[command(flatten)]
+    link: LinkArgs,
     /// Use the kernel's RS-485 mode for direction control.
     #[arg(long)]
     kernel_rs485: bool,
@@ -81,15 +87,8 @@ pub(crate) struct InstallArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SimulateArgs {
-    /// Serial device (one end of a pseudo-terminal pair in tests).
-    #[arg(long)]
-    port: PathBuf,
-    /// PD address.
-    #[arg(long)]
-    address: u8,
-    /// Baud rate.
-    #[arg(long, default_value_t = 9600)]
-    baud: u32,
+    #[command(flatten)]
+    link: LinkArgs,
     /// Base key file; without it the simulator speaks plaintext.
     #[arg(long)]
     scbk_file: Option<PathBuf>,
@@ -136,8 +135,8 @@ struct RunningBus {
 
 fn start_bus(port: &PortArgs, key: KeyPolicy) -> anyhow::Result<RunningBus> {
     let settings = PortSettings {
-        path: port.port.clone(),
-        baud: port.baud,
+        path: port.link.port.clone(),
+        baud: port.link.baud,
         rs485: if port.kernel_rs485 {
             Rs485Mode::Kernel
         } else {
@@ -160,7 +159,7 @@ fn start_bus(port: &PortArgs, key: KeyPolicy) -> anyhow::Result<RunningBus> {
     let bus = Bus::new(
         timing,
         vec![PdConfig {
-            address: port.address,
+            address: port.link.address,
             key,
         }],
         Box::new(clock::os_entropy),
@@ -229,7 +228,7 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         Some(path) => KeyPolicy::Secure(read_key_file(path)?),
         None => KeyPolicy::Plaintext,
     };
-    let address = args.port.address;
+    let address = args.port.link.address;
     let mut bus = start_bus(&args.port, key)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     let mut online = false;
@@ -326,7 +325,7 @@ fn human(line: &serde_json::Value) -> String {
 }
 
 async fn install_key(args: InstallArgs) -> anyhow::Result<ExitCode> {
-    let address = args.port.address;
+    let address = args.port.link.address;
     let mut key = [0u8; 16];
     clock::os_entropy(&mut key);
     // Persist first: if we crash after the reader took the key, the key
@@ -400,21 +399,21 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let scbk = args.scbk_file.as_deref().map(read_key_file).transpose()?;
     let settings = PortSettings {
-        path: args.port.clone(),
-        baud: args.baud,
+        path: args.link.port.clone(),
+        baud: args.link.baud,
         rs485: Rs485Mode::Adapter,
         suppress_echo: false,
     };
     let mut port = open_port(&settings)?;
     let mut pd = Peripheral::new(PeripheralConfig {
-        address: args.address,
+        address: args.link.address,
         scbk,
         install_mode: args.install_mode,
         identity: PdIdentity {
             vendor: [0x50, 0x4F, 0x52],
             model: 1,
             version: 1,
-            serial: u32::from(args.address) + 0x1000,
+            serial: u32::from(args.link.address) + 0x1000,
             firmware: [0, 1, 0],
         },
         capabilities: vec![
