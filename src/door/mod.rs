@@ -39,8 +39,8 @@ pub use revolving::{
     RevolvingInput, RevolvingMode, Rotation,
 };
 pub use standard::{
-    DenyReason, DoorAction, DoorEvent, DoorInput, FailMode, Mode, Override, OverrideState,
-    StandardConfig, StandardDoor, Strike,
+    DenyReason, DoorAction, DoorEvent, DoorInput, FailMode, Mode, Override, OverrideRefusal,
+    OverrideState, StandardConfig, StandardDoor, Strike,
 };
 
 /// The identity of a credential (card or person) as the rules engine names

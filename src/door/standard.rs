@@ -1140,7 +1140,13 @@ mod tests {
         assert!(drain(&mut d).contains(&DoorAction::LockStrike));
         d.handle(t + 2 * S, DoorInput::ContactClosed);
         let e = events(&drain(&mut d));
-        assert_eq!(e, vec![DoorEvent::Closed { was_forced: true, was_held_open: false }]);
+        assert_eq!(
+            e,
+            vec![DoorEvent::Closed {
+                was_forced: true,
+                was_held_open: false
+            }]
+        );
     }
 
     #[test]
@@ -1326,9 +1332,14 @@ mod tests {
                     match a {
                         DoorAction::ReleaseStrike { until } => {
                             prop_assert!(!refused_grant);
+                            // Reported only when it changes.
+                            prop_assert_ne!(reported, Strike::Released { until });
                             reported = Strike::Released { until };
                         }
-                        DoorAction::LockStrike => reported = Strike::Locked,
+                        DoorAction::LockStrike => {
+                            prop_assert_ne!(reported, Strike::Locked);
+                            reported = Strike::Locked;
+                        }
                         _ => {}
                     }
                 }
