@@ -20,7 +20,8 @@
 //! - a rotation the door did not allow is counted and reported as
 //!   [`RevolvingEvent::UnauthorisedRotation`].
 //!
-//! Choices: [`RevolvingMode::Locked`] refuses grants but accepts a remote
+//! Choices: a credential already in the queue is not queued again (no second
+//! passage for badging twice). [`RevolvingMode::Locked`] refuses grants but accepts a remote
 //! one-passage release (security lets someone through). Any change of the
 //! standing mode, and the start of free rotation, clears the queue. Setting
 //! `Locked` or `EmergencyFree` cancels a timed free-rotation release; setting
@@ -148,6 +149,11 @@ pub enum RevolvingEvent {
         direction: Direction,
         /// Passages ahead of it (0: served now).
         ahead: usize,
+    },
+    /// A grant for a credential that is already queued; not queued again.
+    AlreadyQueued {
+        /// Who.
+        credential: CredentialId,
     },
     /// A grant arrived while the door rotates freely; nothing to queue.
     GrantDuringFreeRotation {
@@ -293,6 +299,15 @@ impl RevolvingDoor {
                 } else if self.mode == RevolvingMode::Locked {
                     self.push(RevolvingAction::Feedback(Feedback::Lockdown));
                     self.event(RevolvingEvent::GrantRefusedLocked { credential });
+                } else if self
+                    .queue
+                    .iter()
+                    .any(|p| p.credential.as_ref() == Some(&credential))
+                {
+                    // Badging again while waiting earns no second passage:
+                    // one cardholder per badge, not two per impatience.
+                    self.push(RevolvingAction::Feedback(Feedback::Grant));
+                    self.event(RevolvingEvent::AlreadyQueued { credential });
                 } else {
                     self.push(RevolvingAction::Feedback(Feedback::Grant));
                     self.enqueue(Some(credential), direction);
@@ -612,6 +627,37 @@ mod tests {
                 unauthorised: 1
             }
         );
+    }
+
+    #[test]
+    fn badging_twice_does_not_queue_twice() {
+        let t = t0();
+        let mut d = door(RevolvingMode::CardholdersOnly);
+        d.handle(t, grant("a", Direction::In));
+        drain(&mut d);
+        d.handle(t + S, grant("a", Direction::In));
+        assert_eq!(
+            drain(&mut d),
+            vec![
+                RevolvingAction::Feedback(Feedback::Grant),
+                RevolvingAction::Event(RevolvingEvent::AlreadyQueued {
+                    credential: "a".into()
+                })
+            ]
+        );
+        assert_eq!(d.queue().count(), 1);
+        d.handle(t + 2 * S, rotated(Direction::In));
+        d.handle(t + 3 * S, rotated(Direction::In));
+        let e = events(&drain(&mut d));
+        assert_eq!(
+            e[1],
+            RevolvingEvent::UnauthorisedRotation {
+                direction: Direction::In
+            }
+        );
+        // Once served, the same credential may be queued again.
+        d.handle(t + 4 * S, grant("a", Direction::Out));
+        assert_eq!(d.queue().count(), 1);
     }
 
     #[test]

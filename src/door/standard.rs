@@ -1042,6 +1042,31 @@ mod tests {
     }
 
     #[test]
+    fn grant_during_scheduled_unlock_logs_entry_and_stays_released() {
+        let t = t0();
+        let mut d = door();
+        d.handle(t, DoorInput::SetMode(Mode::ScheduledUnlock));
+        drain(&mut d);
+        d.handle(t, grant("a"));
+        let a = drain(&mut d);
+        assert!(a.contains(&DoorAction::Feedback(Feedback::Grant)));
+        assert!(
+            !a.iter()
+                .any(|a| matches!(a, DoorAction::ReleaseStrike { .. }))
+        );
+        d.handle(t + S, DoorInput::ContactOpened);
+        assert_eq!(
+            events(&drain(&mut d)),
+            vec![DoorEvent::EntryOpened {
+                credential: "a".into()
+            }]
+        );
+        d.handle(t + 2 * S, DoorInput::ContactClosed);
+        assert!(!drain(&mut d).contains(&DoorAction::LockStrike));
+        assert_eq!(d.strike(), Strike::Released { until: None });
+    }
+
+    #[test]
     fn lockdown_refuses_grants_but_not_exempt_or_rex() {
         let t = t0();
         let mut d = door();
