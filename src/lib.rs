@@ -6,5 +6,6 @@
 
 pub mod door;
 pub mod driver;
+pub mod journal;
 pub mod osdp;
 pub mod rules;

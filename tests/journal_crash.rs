@@ -1,0 +1,100 @@
+//! Crash test for the event journal: a child process appends events and
+//! reports each batch once `append` has returned (flushed); the parent kills
+//! it with SIGKILL at a random moment, reopens the journal and checks that
+//! every reported event is there, in order, with no gap and no reuse.
+#![allow(clippy::disallowed_methods)] // real time: random kill delays
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portier::journal::{EventKind, Journal};
+
+const CHILD_ENV: &str = "PORTIER_JOURNAL_CRASH_CHILD";
+
+fn child(path: &str) -> ! {
+    let db = sled::Config::new().path(path).open().unwrap();
+    let mut journal = Journal::open(&db).unwrap();
+    let at = "2026-11-23T20:00:00Z".parse().unwrap();
+    loop {
+        let batch = (0..10)
+            .map(|i| EventKind::DoorForced {
+                door: format!("door-{i}"),
+            })
+            .collect();
+        let events = journal.append(at, batch).unwrap();
+        // Only now is the batch "acknowledged to the door".
+        println!("{}", events.last().unwrap().seq);
+    }
+}
+
+#[test]
+fn killed_writer_loses_no_acknowledged_event() {
+    if let Ok(path) = std::env::var(CHILD_ENV) {
+        child(&path);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut highest_seen = 0u64;
+    for round in 0..30 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "killed_writer_loses_no_acknowledged_event",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_millis(20 + seed % 200);
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut acked = 0u64;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(seq) = line.trim().parse::<u64>() {
+                    acked = seq;
+                }
+            }
+            acked
+        });
+        let started = Instant::now();
+        while started.elapsed() < delay {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let acked = reader.join().unwrap();
+
+        let db = sled::Config::new().path(&path).open().unwrap();
+        let journal = Journal::open(&db).unwrap();
+        let events = journal.after(0, usize::MAX).unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "round {round}: gap or disorder"
+        );
+        let last = seqs.last().copied().unwrap_or(0);
+        assert!(
+            last >= acked,
+            "round {round}: acknowledged {acked} but only {last} survived"
+        );
+        assert!(
+            last >= highest_seen,
+            "round {round}: events vanished ({last} < {highest_seen})"
+        );
+        assert!(
+            journal.next_seq().unwrap() > last,
+            "round {round}: sequence would be reused"
+        );
+        highest_seen = last;
+    }
+    assert!(highest_seen > 0, "the child never got to append");
+}
