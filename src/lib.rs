@@ -9,3 +9,4 @@ pub mod driver;
 pub mod journal;
 pub mod osdp;
 pub mod rules;
+pub mod site;

@@ -1,0 +1,5 @@
+//! The building's wiring, sans-IO: how the door cores' actions become OSDP
+//! commands on a PD (strike relay, reader LED and buzzer). The daemon owns
+//! the mapping of doors to buses and PDs; this module owns what is sent.
+
+pub mod outputs;

@@ -1,0 +1,237 @@
+//! Door actions → OSDP commands.
+//!
+//! Strike releases go out as *timed* OUT commands whenever the door core
+//! gives an end time, so the PD relocks by itself even if the daemon, the
+//! bus or the gateway dies mid-release: no failure of ours keeps a door
+//! open (IEC 60839-11-1). Only an open-ended release (scheduled unlock,
+//! override) is sent as a permanent state.
+//!
+//! Reader feedback patterns (configurable later, distinct by design):
+//! grant = green + one short beep; deny = red + one long beep; rules too old
+//! = amber blinking + three short beeps; lockdown = red fast blinking + two
+//! long beeps; held-open warning = amber blinking + repeated beeps until idle.
+
+use std::time::{Duration, Instant};
+
+use crate::door::Feedback;
+use crate::osdp::message::{
+    BuzzerControl, Command, LedColor, LedControl, LedPermanent, LedTemporary, OutputAction,
+    OutputControl,
+};
+
+/// How a door's lock is wired to a PD output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StrikeWiring {
+    /// Output number on the PD.
+    pub output: u8,
+    /// `true` for a fail-secure strike (energise to unlock); `false` for a
+    /// fail-safe maglock (energise to lock, de-energise to release).
+    pub energize_to_unlock: bool,
+}
+
+/// The OUT command that releases the strike until `until` (or indefinitely).
+pub fn release(wiring: StrikeWiring, now: Instant, until: Option<Instant>) -> Command {
+    let record = match until {
+        Some(until) => OutputControl {
+            output: wiring.output,
+            action: if wiring.energize_to_unlock {
+                OutputAction::TimedOn
+            } else {
+                OutputAction::TimedOff
+            },
+            timer_100ms: timer_100ms(until.saturating_duration_since(now)),
+        },
+        None => OutputControl {
+            output: wiring.output,
+            action: if wiring.energize_to_unlock {
+                OutputAction::PermanentOnAbortTimed
+            } else {
+                OutputAction::PermanentOffAbortTimed
+            },
+            timer_100ms: 0,
+        },
+    };
+    Command::Output(vec![record])
+}
+
+/// The OUT command that locks the strike now, aborting any timed release.
+pub fn lock(wiring: StrikeWiring) -> Command {
+    Command::Output(vec![OutputControl {
+        output: wiring.output,
+        action: if wiring.energize_to_unlock {
+            OutputAction::PermanentOffAbortTimed
+        } else {
+            OutputAction::PermanentOnAbortTimed
+        },
+        timer_100ms: 0,
+    }])
+}
+
+/// Round a duration up to OSDP's 100 ms timer units (at least 1, at most
+/// u16::MAX ≈ 109 min).
+fn timer_100ms(d: Duration) -> u16 {
+    let units = d.as_millis().div_ceil(100).max(1);
+    u16::try_from(units).unwrap_or(u16::MAX)
+}
+
+/// LED and buzzer commands for a feedback pattern on `reader`.
+pub fn feedback(reader: u8, pattern: Feedback) -> Vec<Command> {
+    // (colour, on, off in 100 ms, pattern duration in 100 ms, beep on, beep off, beeps)
+    let (color, on, off, timer, beep_on, beep_off, beeps) = match pattern {
+        Feedback::Grant => (LedColor::Green, 30, 0, 30, 2, 0, 1),
+        Feedback::Deny => (LedColor::Red, 30, 0, 30, 10, 0, 1),
+        Feedback::RulesTooOld => (LedColor::Amber, 3, 3, 30, 1, 1, 3),
+        Feedback::Lockdown => (LedColor::Red, 1, 1, 30, 6, 3, 2),
+        Feedback::HeldOpenWarning => (LedColor::Amber, 5, 5, 600, 5, 5, 0),
+        Feedback::Idle => return idle(reader),
+    };
+    vec![
+        Command::Led(vec![LedControl {
+            reader,
+            led: 0,
+            temporary: LedTemporary {
+                control: 2,
+                on_100ms: on,
+                off_100ms: off,
+                on_color: color,
+                off_color: LedColor::Off,
+                timer_100ms: timer,
+            },
+            permanent: no_permanent_change(),
+        }]),
+        Command::Buzzer(BuzzerControl {
+            reader,
+            tone: 2,
+            on_100ms: beep_on,
+            off_100ms: beep_off,
+            count: beeps,
+        }),
+    ]
+}
+
+fn no_permanent_change() -> LedPermanent {
+    LedPermanent {
+        control: 0,
+        on_100ms: 0,
+        off_100ms: 0,
+        on_color: LedColor::Off,
+        off_color: LedColor::Off,
+    }
+}
+
+fn idle(reader: u8) -> Vec<Command> {
+    vec![
+        Command::Led(vec![LedControl {
+            reader,
+            led: 0,
+            temporary: LedTemporary {
+                control: 1,
+                on_100ms: 0,
+                off_100ms: 0,
+                on_color: LedColor::Off,
+                off_color: LedColor::Off,
+                timer_100ms: 0,
+            },
+            permanent: no_permanent_change(),
+        }]),
+        Command::Buzzer(BuzzerControl {
+            reader,
+            tone: 1,
+            on_100ms: 0,
+            off_100ms: 0,
+            count: 0,
+        }),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)] // a base for virtual time
+    fn base() -> Instant {
+        Instant::now()
+    }
+
+    const STRIKE: StrikeWiring = StrikeWiring {
+        output: 1,
+        energize_to_unlock: true,
+    };
+    const MAGLOCK: StrikeWiring = StrikeWiring {
+        output: 0,
+        energize_to_unlock: false,
+    };
+
+    fn record(c: &Command) -> OutputControl {
+        match c {
+            Command::Output(r) => r[0],
+            other => panic!("not OUT: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn timed_release_relocks_at_the_pd_by_itself() {
+        let now = base();
+        let r = record(&release(
+            STRIKE,
+            now,
+            Some(now + Duration::from_millis(5_050)),
+        ));
+        assert_eq!(
+            (r.output, r.action, r.timer_100ms),
+            (1, OutputAction::TimedOn, 51)
+        );
+        let r = record(&release(MAGLOCK, now, Some(now + Duration::from_secs(3))));
+        assert_eq!((r.action, r.timer_100ms), (OutputAction::TimedOff, 30));
+        // A release whose end has passed still pulses briefly, never forever.
+        let r = record(&release(STRIKE, now, Some(now)));
+        assert_eq!(r.timer_100ms, 1);
+    }
+
+    #[test]
+    fn open_ended_release_and_lock_follow_the_wiring() {
+        let now = base();
+        assert_eq!(
+            record(&release(STRIKE, now, None)).action,
+            OutputAction::PermanentOnAbortTimed
+        );
+        assert_eq!(
+            record(&lock(STRIKE)).action,
+            OutputAction::PermanentOffAbortTimed
+        );
+        assert_eq!(
+            record(&release(MAGLOCK, now, None)).action,
+            OutputAction::PermanentOffAbortTimed
+        );
+        assert_eq!(
+            record(&lock(MAGLOCK)).action,
+            OutputAction::PermanentOnAbortTimed
+        );
+    }
+
+    #[test]
+    fn feedback_patterns_are_distinct() {
+        let patterns = [
+            Feedback::Grant,
+            Feedback::Deny,
+            Feedback::RulesTooOld,
+            Feedback::Lockdown,
+            Feedback::HeldOpenWarning,
+            Feedback::Idle,
+        ];
+        let all: Vec<Vec<Command>> = patterns.iter().map(|p| feedback(0, *p)).collect();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        let Command::Led(led) = &all[0][0] else {
+            panic!()
+        };
+        assert_eq!(led[0].temporary.on_color, LedColor::Green);
+        let Command::Led(led) = &all[1][0] else {
+            panic!()
+        };
+        assert_eq!(led[0].temporary.on_color, LedColor::Red);
+    }
+}
