@@ -1,8 +1,10 @@
 //! Portier: the access-control gateway of one building.
 //!
-//! Pure cores ([`osdp`], [`rules`]) take bytes, events and `now` as input and
-//! return actions; thin async drivers ([`driver`]) own serial ports, sled, MQTT
-//! and HTTP. See `ARCHITECTURE.md` for the map and the invariants.
+//! Pure cores ([`osdp`], [`rules`], [`door`], [`site`]) take bytes, events
+//! and `now` as input and return actions; they never read a clock or do I/O.
+//! Thin async drivers ([`driver`]) own serial ports, sled, MQTT and HTTP;
+//! [`journal`] is the durable event log. See `ARCHITECTURE.md` for the map
+//! and the invariants.
 
 pub mod door;
 pub mod driver;
@@ -10,3 +12,6 @@ pub mod journal;
 pub mod osdp;
 pub mod rules;
 pub mod site;
+
+#[cfg(test)]
+mod test_clock;

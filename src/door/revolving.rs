@@ -486,9 +486,8 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
-    #[allow(clippy::disallowed_methods)] // the one base instant of virtual time
     fn t0() -> Instant {
-        Instant::now()
+        crate::test_clock::epoch()
     }
 
     fn door(mode: RevolvingMode) -> RevolvingDoor {

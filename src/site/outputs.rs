@@ -148,9 +148,8 @@ fn idle(reader: u8) -> Vec<Command> {
 mod tests {
     use super::*;
 
-    #[allow(clippy::disallowed_methods)] // a base for virtual time
     fn base() -> Instant {
-        Instant::now()
+        crate::test_clock::epoch()
     }
 
     const STRIKE: StrikeWiring = StrikeWiring {
