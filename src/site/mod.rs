@@ -2,4 +2,10 @@
 //! commands on a PD (strike relay, reader LED and buzzer). The daemon owns
 //! the mapping of doors to buses and PDs; this module owns what is sent.
 
+pub mod building;
 pub mod outputs;
+
+pub use building::{
+    Building, BuildingAction, BuildingInput, DoorKind, DoorWiring, InputRef, OutputRef, PdRef,
+    ReaderRef, Verdict,
+};
