@@ -2,4 +2,5 @@
 //! HTTP and the clock.
 
 pub mod clock;
+pub mod daemon;
 pub mod serial;
