@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use portier::osdp::message::{Capability, PdIdentity};
 use portier::osdp::peripheral::{Peripheral, PeripheralConfig};
 use portier::osdp::secure::Scbk;
 use portier::osdp::{Bus, BusEvent, KeyPolicy, PdConfig, Timing};
@@ -24,25 +23,7 @@ fn setup(scbk: Option<Scbk>) -> (Bus, Peripheral, Instant) {
         Box::new(|b: &mut [u8]| b.fill(7)),
     )
     .unwrap();
-    let mut pd = Peripheral::new(PeripheralConfig {
-        address: 1,
-        scbk,
-        install_mode: false,
-        identity: PdIdentity {
-            vendor: [1, 2, 3],
-            model: 1,
-            version: 1,
-            serial: 1,
-            firmware: [1, 0, 0],
-        },
-        capabilities: vec![Capability {
-            function: 9,
-            compliance: 1,
-            count: 1,
-        }],
-        inputs: 1,
-        outputs: 1,
-    });
+    let mut pd = Peripheral::new(PeripheralConfig::simulator(1, scbk));
     let now = Instant::now();
     // Bring the PD online.
     for _ in 0..10 {

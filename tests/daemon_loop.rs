@@ -5,19 +5,20 @@
 
 use std::time::Duration;
 
+mod support;
+
 use portier::door::{DenyReason, Direction, StandardConfig};
 use portier::driver::daemon::{self, BusLink, Decider};
 use portier::driver::serial::{BusHandles, run_bus};
 use portier::journal::{EventKind, Journal};
-use portier::osdp::message::{Capability, Command, LedColor, OutputAction, PdIdentity, RawCard};
-use portier::osdp::peripheral::{Peripheral, PeripheralConfig, PeripheralEvent};
+use portier::osdp::message::{Command, LedColor, OutputAction, RawCard};
+use portier::osdp::peripheral::{PeripheralConfig, PeripheralEvent};
 use portier::osdp::secure::Scbk;
 use portier::osdp::{Bus, KeyPolicy, PdConfig, Timing};
 use portier::site::outputs::StrikeWiring;
 use portier::site::{
     Building, DoorKind, DoorWiring, InputRef, OutputRef, PdRef, ReaderRef, Verdict,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 /// A fixture decider: the staff card 42:1001 is granted, 42:1005 is
@@ -50,48 +51,8 @@ fn pd_ref() -> PdRef {
 #[tokio::test(flavor = "current_thread")]
 async fn card_to_relay_with_the_record_on_disk_first() {
     let key = Scbk([0x77; 16]);
-    let (cp_side, mut wire) = tokio::io::duplex(4096);
-    let (pd_events_tx, mut pd_events) = mpsc::unbounded_channel();
-    let (cards, mut card_rx) = mpsc::unbounded_channel::<RawCard>();
-    let pd_key = key.clone();
-    tokio::spawn(async move {
-        let mut pd = Peripheral::new(PeripheralConfig {
-            address: 1,
-            scbk: Some(pd_key),
-            install_mode: false,
-            identity: PdIdentity {
-                vendor: [1, 2, 3],
-                model: 1,
-                version: 1,
-                serial: 1,
-                firmware: [1, 0, 0],
-            },
-            capabilities: vec![Capability {
-                function: 9,
-                compliance: 1,
-                count: 1,
-            }],
-            inputs: 2,
-            outputs: 2,
-        });
-        let mut buf = [0u8; 512];
-        loop {
-            tokio::select! {
-                n = wire.read(&mut buf) => {
-                    let Ok(n) = n else { return };
-                    if n == 0 { return; }
-                    pd.handle_input(&buf[..n], &mut |b: &mut [u8]| b.fill(5));
-                    while let Some(reply) = pd.poll_transmit() {
-                        wire.write_all(&reply).await.unwrap();
-                    }
-                    while let Some(e) = pd.poll_event() {
-                        let _ = pd_events_tx.send(e);
-                    }
-                }
-                Some(card) = card_rx.recv() => pd.present_card(card),
-            }
-        }
-    });
+    let (cp_side, mut pd_events, cards) =
+        support::memory_pd(PeripheralConfig::simulator(1, Some(key.clone())), false);
 
     // The bus task, its events tagged with the bus name for the daemon.
     let bus = Bus::new(

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use portier::osdp::frame::{FrameReader, crc16};
 use portier::osdp::message::{
-    BuzzerControl, Capability, Command, LedColor, LedControl, LedPermanent, LedTemporary, NakCode,
-    OutputAction, OutputControl, PdIdentity, RawCard,
+    BuzzerControl, Command, LedColor, LedControl, LedPermanent, LedTemporary, NakCode,
+    OutputAction, OutputControl, RawCard,
 };
 use portier::osdp::peripheral::{Peripheral, PeripheralConfig, PeripheralEvent};
 use portier::osdp::secure::Scbk;
@@ -60,23 +60,8 @@ fn counter_entropy(seed: u8) -> impl FnMut(&mut [u8]) + Send {
 
 fn pd(address: u8, scbk: Option<Scbk>, install_mode: bool) -> Peripheral {
     Peripheral::new(PeripheralConfig {
-        address,
-        scbk,
         install_mode,
-        identity: PdIdentity {
-            vendor: [1, 2, 3],
-            model: 4,
-            version: 5,
-            serial: 77,
-            firmware: [1, 2, 3],
-        },
-        capabilities: vec![Capability {
-            function: 9,
-            compliance: 1,
-            count: 1,
-        }],
-        inputs: 2,
-        outputs: 2,
+        ..PeripheralConfig::simulator(address, scbk)
     })
 }
 

@@ -4,64 +4,20 @@
 
 use std::time::Duration;
 
+mod support;
+
 use portier::driver::serial::{BusHandles, BusRequest, run_bus};
-use portier::osdp::message::{
-    Capability, Command, OutputAction, OutputControl, PdIdentity, RawCard,
-};
-use portier::osdp::peripheral::{Peripheral, PeripheralConfig, PeripheralEvent};
+use portier::osdp::message::{Command, OutputAction, OutputControl, RawCard};
+use portier::osdp::peripheral::{PeripheralConfig, PeripheralEvent};
 use portier::osdp::secure::Scbk;
 use portier::osdp::{Bus, BusEvent, KeyPolicy, PdConfig, Timing};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 #[tokio::test(flavor = "current_thread")]
 async fn bus_task_over_an_echoing_stream() {
     let key = Scbk([0x3C; 16]);
-    let (cp_side, mut wire) = tokio::io::duplex(4096);
-    let (pd_events_tx, mut pd_events) = mpsc::unbounded_channel();
-    let (card_tx, mut card_rx) = mpsc::unbounded_channel::<RawCard>();
-    // The far end: echo what the CP sends (as a 2-wire adapter does), then
-    // let the PD core answer.
-    let pd_key = key.clone();
-    tokio::spawn(async move {
-        let mut pd = Peripheral::new(PeripheralConfig {
-            address: 4,
-            scbk: Some(pd_key),
-            install_mode: false,
-            identity: PdIdentity {
-                vendor: [1, 2, 3],
-                model: 1,
-                version: 1,
-                serial: 9,
-                firmware: [1, 0, 0],
-            },
-            capabilities: vec![Capability {
-                function: 9,
-                compliance: 1,
-                count: 1,
-            }],
-            inputs: 1,
-            outputs: 2,
-        });
-        let mut buf = [0u8; 512];
-        loop {
-            tokio::select! {
-                n = wire.read(&mut buf) => {
-                    let Ok(n) = n else { return };
-                    if n == 0 { return; }
-                    wire.write_all(&buf[..n]).await.unwrap();
-                    pd.handle_input(&buf[..n], &mut |b: &mut [u8]| b.fill(5));
-                    while let Some(reply) = pd.poll_transmit() {
-                        wire.write_all(&reply).await.unwrap();
-                    }
-                    while let Some(e) = pd.poll_event() {
-                        let _ = pd_events_tx.send(e);
-                    }
-                }
-                Some(card) = card_rx.recv() => pd.present_card(card),
-            }
-        }
-    });
+    let (cp_side, mut pd_events, card_tx) =
+        support::memory_pd(PeripheralConfig::simulator(4, Some(key.clone())), true);
 
     let bus = Bus::new(
         Timing::default(),

@@ -406,40 +406,8 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
     let mut port = open_port(&settings)?;
     let mut pd = Peripheral::new(PeripheralConfig {
-        address: args.link.address,
-        scbk,
         install_mode: args.install_mode,
-        identity: PdIdentity {
-            vendor: [0x50, 0x4F, 0x52],
-            model: 1,
-            version: 1,
-            serial: u32::from(args.link.address) + 0x1000,
-            firmware: [0, 1, 0],
-        },
-        capabilities: vec![
-            Capability {
-                function: 1,
-                compliance: 1,
-                count: 4,
-            },
-            Capability {
-                function: 2,
-                compliance: 1,
-                count: 2,
-            },
-            Capability {
-                function: 4,
-                compliance: 1,
-                count: 1,
-            },
-            Capability {
-                function: 9,
-                compliance: 1,
-                count: 1,
-            },
-        ],
-        inputs: 4,
-        outputs: 2,
+        ..PeripheralConfig::simulator(args.link.address, scbk)
     });
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut buf = [0u8; 512];

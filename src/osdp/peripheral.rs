@@ -36,6 +36,50 @@ pub struct PeripheralConfig {
     pub outputs: usize,
 }
 
+impl PeripheralConfig {
+    /// Portier's reader simulator: vendor "POR", serial 0x1000 + address,
+    /// contact monitoring (4 inputs), 2 outputs, a card reader, and Secure
+    /// Channel when keyed.
+    pub fn simulator(address: u8, scbk: Option<Scbk>) -> Self {
+        Self {
+            address,
+            scbk,
+            install_mode: false,
+            identity: PdIdentity {
+                vendor: [0x50, 0x4F, 0x52],
+                model: 1,
+                version: 1,
+                serial: 0x1000 + u32::from(address),
+                firmware: [0, 1, 0],
+            },
+            capabilities: vec![
+                Capability {
+                    function: 1,
+                    compliance: 1,
+                    count: 4,
+                },
+                Capability {
+                    function: 2,
+                    compliance: 1,
+                    count: 2,
+                },
+                Capability {
+                    function: 4,
+                    compliance: 1,
+                    count: 1,
+                },
+                Capability {
+                    function: 9,
+                    compliance: 1,
+                    count: 1,
+                },
+            ],
+            inputs: 4,
+            outputs: 2,
+        }
+    }
+}
+
 /// What the PD was told to do, for the simulator's owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeripheralEvent {

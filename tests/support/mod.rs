@@ -195,3 +195,42 @@ pub fn key_file(dir: &Path, name: &str, key: &[u8; 16]) -> PathBuf {
     std::fs::write(&path, hex::encode(key)).unwrap();
     path
 }
+
+/// A PD core behind an in-memory stream: returns the CP's end of the
+/// stream, the PD's events, and a sender to present cards. With `echo`, the
+/// far end first echoes every byte (a 2-wire adapter).
+pub fn memory_pd(
+    config: portier::osdp::peripheral::PeripheralConfig,
+    echo: bool,
+) -> (
+    tokio::io::DuplexStream,
+    tokio::sync::mpsc::UnboundedReceiver<portier::osdp::peripheral::PeripheralEvent>,
+    tokio::sync::mpsc::UnboundedSender<portier::osdp::message::RawCard>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cp_side, mut wire) = tokio::io::duplex(4096);
+    let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let (cards, mut card_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut pd = portier::osdp::peripheral::Peripheral::new(config);
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        loop {
+            tokio::select! {
+                n = wire.read(&mut buf) => {
+                    let Ok(n) = n else { return };
+                    if n == 0 { return; }
+                    if echo && wire.write_all(&buf[..n]).await.is_err() { return; }
+                    pd.handle_input(&buf[..n], &mut |b: &mut [u8]| b.fill(5));
+                    while let Some(reply) = pd.poll_transmit() {
+                        if wire.write_all(&reply).await.is_err() { return; }
+                    }
+                    while let Some(e) = pd.poll_event() {
+                        let _ = events_tx.send(e);
+                    }
+                }
+                Some(card) = card_rx.recv() => pd.present_card(card),
+            }
+        }
+    });
+    (cp_side, events, cards)
+}
