@@ -8,3 +8,4 @@ pub mod door;
 pub mod driver;
 pub mod osdp;
 pub mod rules;
+pub mod store;

@@ -463,20 +463,3 @@ pub fn apply_delta(
     next.key_id = delta.key_id.clone();
     Ok(next)
 }
-
-/// Rebuild a verified snapshot from a header and credentials that were
-/// verified before they were stored (used by the store on open).
-pub(crate) fn reassemble(
-    header: Header,
-    credentials: BTreeMap<CredentialKey, Credential>,
-    digest: [u8; 32],
-    key_id: String,
-) -> VerifiedSnapshot {
-    VerifiedSnapshot {
-        header,
-        credentials,
-        digest,
-        key_id,
-        _sealed: (),
-    }
-}

@@ -716,4 +716,4 @@ pub fn decide_with<L: CredentialLookup + ?Sized>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,15 +4,15 @@ use super::envelope::{Block, sign_delta, sign_snapshot};
 use super::*;
 use ed25519_dalek::SigningKey;
 
-fn ts(s: &str) -> Timestamp {
+pub(crate) fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
-fn key() -> SigningKey {
+pub(crate) fn key() -> SigningKey {
     SigningKey::from_bytes(&[1u8; 32])
 }
 
-fn trusted() -> TrustedKeys {
+pub(crate) fn trusted() -> TrustedKeys {
     let mut k = TrustedKeys::new();
     k.add(key().verifying_key());
     k
@@ -39,7 +39,7 @@ fn cred(n: u64, levels: &[&str]) -> Credential {
     }
 }
 
-fn snapshot(version: u64) -> Snapshot {
+pub(crate) fn snapshot(version: u64) -> Snapshot {
     let toml = r#"
 gateway_id = "gw1"
 building = "b1"
@@ -91,7 +91,7 @@ fn verified(version: u64) -> VerifiedSnapshot {
     verify_snapshot(&blob, &trusted(), "gw1", "b1", ts("2026-11-02T00:00:00Z"), None).unwrap()
 }
 
-fn req(door: &str, n: u64) -> Request {
+pub(crate) fn req(door: &str, n: u64) -> Request {
     Request {
         door: door.into(),
         card: Card::Key(card(n)),
@@ -100,7 +100,7 @@ fn req(door: &str, n: u64) -> Request {
     }
 }
 
-fn reason(d: Decision) -> Option<DenyReason> {
+pub(crate) fn reason(d: Decision) -> Option<DenyReason> {
     match d {
         Decision::Deny(r) => Some(r),
         Decision::Grant { .. } => None,
@@ -319,7 +319,7 @@ fn verify_errors_in_order() {
     assert!(verify_snapshot(&foreign, &two, "gw1", "b1", now, None).is_ok());
 }
 
-fn delta(base: u64, version: u64) -> Delta {
+pub(crate) fn delta(base: u64, version: u64) -> Delta {
     Delta {
         base_version: base,
         version,
