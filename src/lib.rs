@@ -4,6 +4,7 @@
 //! return actions; thin async drivers ([`driver`]) own serial ports, sled, MQTT
 //! and HTTP. See `ARCHITECTURE.md` for the map and the invariants.
 
+pub mod config;
 pub mod door;
 pub mod driver;
 pub mod osdp;
