@@ -121,8 +121,11 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_key() {
-        let t = "[gateway]\nid = \"g\"\nbuilding = 3\nstate_dir = \"s\"\n[trust]\ncentral_keys = []\n";
-        let e = Config::parse(Path::new("/etc/p.toml"), t).unwrap_err().to_string();
+        let t =
+            "[gateway]\nid = \"g\"\nbuilding = 3\nstate_dir = \"s\"\n[trust]\ncentral_keys = []\n";
+        let e = Config::parse(Path::new("/etc/p.toml"), t)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("/etc/p.toml:3: key `building`"), "{e}");
         let t = "[gateway]\nid = \"g\"\nbuilding = \"b\"\nstate_dir = \"s\"\n[trust]\ncentral_keys = []\n";
         let c = Config::parse(Path::new("/etc/p.toml"), t).unwrap();

@@ -33,10 +33,14 @@ pub(crate) fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     let mut f = opts
         .open(&key_path)
         .with_context(|| format!("creating {}", key_path.display()))?;
-    writeln!(f, "{}", hex::encode(seed)).with_context(|| format!("writing {}", key_path.display()))?;
+    writeln!(f, "{}", hex::encode(seed))
+        .with_context(|| format!("writing {}", key_path.display()))?;
     f.sync_all()?;
-    std::fs::write(&pub_path, format!("{}\n", hex::encode(key.verifying_key().as_bytes())))
-        .with_context(|| format!("writing {}", pub_path.display()))?;
+    std::fs::write(
+        &pub_path,
+        format!("{}\n", hex::encode(key.verifying_key().as_bytes())),
+    )
+    .with_context(|| format!("writing {}", pub_path.display()))?;
     println!(
         "{}",
         serde_json::json!({

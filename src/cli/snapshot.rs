@@ -124,14 +124,17 @@ fn read_text(path: &Path) -> anyhow::Result<String> {
 }
 
 fn signing_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let seed = read_hex32(&read_text(path)?).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let seed =
+        read_hex32(&read_text(path)?).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 
 fn trusted(path: &Path) -> anyhow::Result<TrustedKeys> {
-    let b = read_hex32(&read_text(path)?).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let b =
+        read_hex32(&read_text(path)?).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut k = TrustedKeys::new();
-    k.add_bytes(&b).with_context(|| path.display().to_string())?;
+    k.add_bytes(&b)
+        .with_context(|| path.display().to_string())?;
     Ok(k)
 }
 
@@ -159,7 +162,8 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
         } => {
             let text = read_text(&rules)?;
             let (issued, exp) = times(issued_at, expires_in_days)?;
-            let snap = source::parse_rules(&rules.display().to_string(), &text, version, issued, exp)?;
+            let snap =
+                source::parse_rules(&rules.display().to_string(), &text, version, issued, exp)?;
             let k = signing_key(&key)?;
             let bytes = sign_snapshot(&k, &snap)?;
             write_out(&out, &bytes)?;
@@ -242,7 +246,9 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
             let v = verify_snapshot(&bytes, &keys, &snap.gateway_id, &snap.building, at, None)?;
             let card = match (card, raw) {
                 (Some(c), _) => {
-                    let (f, n) = c.split_once(':').context("--card must be FACILITY:NUMBER")?;
+                    let (f, n) = c
+                        .split_once(':')
+                        .context("--card must be FACILITY:NUMBER")?;
                     Card::Key(CredentialKey::H10301 {
                         facility: f.trim().parse().context("--card facility")?,
                         number: n.trim().parse().context("--card number")?,

@@ -64,7 +64,8 @@ pub fn key_id(key: &VerifyingKey) -> String {
 
 /// Sign a snapshot into blob bytes.
 pub fn sign_snapshot(key: &SigningKey, snapshot: &Snapshot) -> Result<Vec<u8>, VerifyError> {
-    let payload = serde_cbor::to_vec(snapshot).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let payload =
+        serde_cbor::to_vec(snapshot).map_err(|e| VerifyError::Malformed(e.to_string()))?;
     Ok(SignedBlob::sign(key, SNAPSHOT_CONTEXT, payload).to_cbor())
 }
 
@@ -140,7 +141,9 @@ pub enum VerifyError {
     #[error("bad signature")]
     BadSignature,
     /// For another gateway or building.
-    #[error("for gateway {got_gateway:?} in {got_building:?}, this is {want_gateway:?} in {want_building:?}")]
+    #[error(
+        "for gateway {got_gateway:?} in {got_building:?}, this is {want_gateway:?} in {want_building:?}"
+    )]
     WrongGateway {
         /// Gateway in the blob.
         got_gateway: String,
@@ -393,7 +396,9 @@ pub fn verify_delta(
 #[derive(Debug, Error)]
 pub enum DeltaError {
     /// The delta is for another base version.
-    #[error("delta needs base version {need} but version {have} is in force; a full snapshot is needed")]
+    #[error(
+        "delta needs base version {need} but version {have} is in force; a full snapshot is needed"
+    )]
     BaseMismatch {
         /// Version in force.
         have: u64,

@@ -89,7 +89,9 @@ impl fmt::Display for CredentialKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::H10301 { facility, number } => write!(f, "h10301:{facility}:{number}"),
-            Self::Corporate1000 { company, number } => write!(f, "corporate1000:{company}:{number}"),
+            Self::Corporate1000 { company, number } => {
+                write!(f, "corporate1000:{company}:{number}")
+            }
             Self::H10304 { facility, number } => write!(f, "h10304:{facility}:{number}"),
             Self::Raw { data } => write!(f, "raw:{data}"),
         }
@@ -162,7 +164,12 @@ impl PinHash {
     pub fn matches(&self, pin: &str) -> bool {
         let got = hex::encode(Sha256::digest(format!("{}:{pin}", self.salt).as_bytes()));
         let want = self.sha256.to_ascii_lowercase();
-        got.len() == want.len() && got.bytes().zip(want.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+        got.len() == want.len()
+            && got
+                .bytes()
+                .zip(want.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0
     }
 }
 
@@ -443,7 +450,9 @@ impl Header {
             .map_err(|_| RulesError::TimeZone(snapshot.time_zone.clone()))?;
         let s = &snapshot;
         let missing = |what: &str, name: &str, at: &str| {
-            Err(RulesError::Reference(format!("{at}: unknown {what} {name:?}")))
+            Err(RulesError::Reference(format!(
+                "{at}: unknown {what} {name:?}"
+            )))
         };
         for (g, doors) in &s.door_groups {
             for d in doors {
@@ -522,7 +531,9 @@ impl Header {
     pub fn too_old(&self, door: &str, now: Timestamp) -> Option<OnTooOld> {
         let class = &self.snapshot.doors.get(door)?.class;
         let max = self.snapshot.max_age.get(class)?;
-        let age = now.as_second().saturating_sub(self.snapshot.issued_at.as_second());
+        let age = now
+            .as_second()
+            .saturating_sub(self.snapshot.issued_at.as_second());
         (age > 0 && age as u64 > max.hours.saturating_mul(3600)).then_some(max.on_too_old)
     }
 }

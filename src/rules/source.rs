@@ -134,7 +134,10 @@ pub fn parse_rules(
     for c in &snap.credentials {
         header.check_credential(c).map_err(rules)?;
         if !seen.insert(&c.key) {
-            return Err(rules(RulesError::Reference(format!("credential {} listed twice", c.key))));
+            return Err(rules(RulesError::Reference(format!(
+                "credential {} listed twice",
+                c.key
+            ))));
         }
     }
     Ok(snap)

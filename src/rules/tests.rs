@@ -88,7 +88,15 @@ on_too_old = "keep_deciding"
 
 fn verified(version: u64) -> VerifiedSnapshot {
     let blob = sign_snapshot(&key(), &snapshot(version)).unwrap();
-    verify_snapshot(&blob, &trusted(), "gw1", "b1", ts("2026-11-02T00:00:00Z"), None).unwrap()
+    verify_snapshot(
+        &blob,
+        &trusted(),
+        "gw1",
+        "b1",
+        ts("2026-11-02T00:00:00Z"),
+        None,
+    )
+    .unwrap()
 }
 
 pub(crate) fn req(door: &str, n: u64) -> Request {
@@ -111,7 +119,10 @@ pub(crate) fn reason(d: Decision) -> Option<DenyReason> {
 fn office_hours_and_holiday() {
     let v = verified(1);
     // Monday 2026-11-02 10:00 CET = 09:00Z
-    assert_eq!(reason(decide(&v, &req("lab", 1), ts("2026-11-02T09:00:00Z"))), None);
+    assert_eq!(
+        reason(decide(&v, &req("lab", 1), ts("2026-11-02T09:00:00Z"))),
+        None
+    );
     assert_eq!(
         reason(decide(&v, &req("lab", 1), ts("2026-11-02T17:30:00Z"))),
         Some(DenyReason::OutsideSchedule)
@@ -135,8 +146,14 @@ fn office_hours_and_holiday() {
 fn midnight_span() {
     let v = verified(1);
     // Friday 2026-11-06 23:00 local (22:00Z) and Saturday 05:00 local (04:00Z).
-    assert_eq!(reason(decide(&v, &req("lab", 2), ts("2026-11-06T22:00:00Z"))), None);
-    assert_eq!(reason(decide(&v, &req("lab", 2), ts("2026-11-07T04:00:00Z"))), None);
+    assert_eq!(
+        reason(decide(&v, &req("lab", 2), ts("2026-11-06T22:00:00Z"))),
+        None
+    );
+    assert_eq!(
+        reason(decide(&v, &req("lab", 2), ts("2026-11-07T04:00:00Z"))),
+        None
+    );
     assert_eq!(
         reason(decide(&v, &req("lab", 2), ts("2026-11-07T05:30:00Z"))),
         Some(DenyReason::OutsideSchedule)
@@ -154,8 +171,14 @@ fn dst_spring_forward_2027_03_28() {
     assert_eq!(at("2027-03-28T00:59:59Z"), None);
     assert_eq!(at("2027-03-28T01:00:00Z"), None);
     assert_eq!(at("2027-03-28T01:29:59Z"), None);
-    assert_eq!(at("2027-03-28T01:30:00Z"), Some(DenyReason::OutsideSchedule));
-    assert_eq!(at("2027-03-28T00:29:59Z"), Some(DenyReason::OutsideSchedule));
+    assert_eq!(
+        at("2027-03-28T01:30:00Z"),
+        Some(DenyReason::OutsideSchedule)
+    );
+    assert_eq!(
+        at("2027-03-28T00:29:59Z"),
+        Some(DenyReason::OutsideSchedule)
+    );
 }
 
 #[test]
@@ -164,15 +187,29 @@ fn dst_fall_back_2026_10_25() {
     s.issued_at = ts("2026-10-01T00:00:00Z");
     s.max_age.clear();
     let blob = sign_snapshot(&key(), &s).unwrap();
-    let v = verify_snapshot(&blob, &trusted(), "gw1", "b1", ts("2026-10-02T00:00:00Z"), None).unwrap();
+    let v = verify_snapshot(
+        &blob,
+        &trusted(),
+        "gw1",
+        "b1",
+        ts("2026-10-02T00:00:00Z"),
+        None,
+    )
+    .unwrap();
     let at = |s| reason(decide(&v, &req("lab", 2), ts(s)));
     // 02:30 local happens twice: 00:30Z (CEST) and 01:30Z (CET). Both open.
     assert_eq!(at("2026-10-25T00:30:00Z"), None);
     assert_eq!(at("2026-10-25T01:30:00Z"), None);
     // 03:30 local = 02:30Z: closed. 01:30 local = 23:30Z the day before: open.
-    assert_eq!(at("2026-10-25T02:30:00Z"), Some(DenyReason::OutsideSchedule));
+    assert_eq!(
+        at("2026-10-25T02:30:00Z"),
+        Some(DenyReason::OutsideSchedule)
+    );
     assert_eq!(at("2026-10-24T23:30:00Z"), None);
-    assert_eq!(at("2026-10-24T23:29:59Z"), Some(DenyReason::OutsideSchedule));
+    assert_eq!(
+        at("2026-10-24T23:29:59Z"),
+        Some(DenyReason::OutsideSchedule)
+    );
 }
 
 #[test]
@@ -199,8 +236,14 @@ fn check_order() {
     )
     .unwrap();
     let mon = ts("2026-11-02T09:00:00Z");
-    assert_eq!(reason(decide(&v, &req("lab", 5), mon)), Some(DenyReason::Blocked));
-    assert_eq!(reason(decide(&v, &req("lab", 7), mon)), Some(DenyReason::Expired));
+    assert_eq!(
+        reason(decide(&v, &req("lab", 5), mon)),
+        Some(DenyReason::Blocked)
+    );
+    assert_eq!(
+        reason(decide(&v, &req("lab", 7), mon)),
+        Some(DenyReason::Expired)
+    );
     let mut r = req("lab", 6);
     assert_eq!(reason(decide(&v, &r, mon)), Some(DenyReason::PinRequired));
     r.pin = Some("0000".into());
@@ -233,7 +276,10 @@ fn check_order() {
     assert_eq!(reason(decide(&v, &bad, mon)), Some(DenyReason::BadFormat));
     // Rules too old: revolving fails secure, standard keeps deciding.
     let late = ts("2026-11-03T09:00:00Z");
-    assert_eq!(reason(decide(&v, &req("front", 1), late)), Some(DenyReason::RulesTooOld));
+    assert_eq!(
+        reason(decide(&v, &req("front", 1), late)),
+        Some(DenyReason::RulesTooOld)
+    );
     assert!(matches!(
         decide(&v, &req("lab", 1), late),
         Decision::Grant {
@@ -253,7 +299,10 @@ fn check_order() {
         None,
     )
     .unwrap();
-    assert_eq!(reason(decide(&v2, &req("lab", 5), mon)), Some(DenyReason::NotYetValid));
+    assert_eq!(
+        reason(decide(&v2, &req("lab", 5), mon)),
+        Some(DenyReason::NotYetValid)
+    );
 }
 
 #[test]
@@ -280,14 +329,26 @@ fn verify_errors_in_order() {
     let now = ts("2026-11-02T00:00:00Z");
     let good = sign_snapshot(&key(), &snapshot(5)).unwrap();
     let v = |b: &[u8], gw: &str, last| verify_snapshot(b, &trusted(), gw, "b1", now, last);
-    assert!(matches!(v(b"\xff\x00garbage", "gw1", None), Err(VerifyError::Malformed(_))));
+    assert!(matches!(
+        v(b"\xff\x00garbage", "gw1", None),
+        Err(VerifyError::Malformed(_))
+    ));
     let other = SigningKey::from_bytes(&[2u8; 32]);
     let foreign = sign_snapshot(&other, &snapshot(5)).unwrap();
-    assert!(matches!(v(&foreign, "gw1", None), Err(VerifyError::UnknownKey(_))));
+    assert!(matches!(
+        v(&foreign, "gw1", None),
+        Err(VerifyError::UnknownKey(_))
+    ));
     let mut blob = SignedBlob::from_cbor(&good).unwrap();
     blob.payload[10] ^= 1;
-    assert!(matches!(v(&blob.to_cbor(), "gw1", None), Err(VerifyError::BadSignature)));
-    assert!(matches!(v(&good, "gw2", None), Err(VerifyError::WrongGateway { .. })));
+    assert!(matches!(
+        v(&blob.to_cbor(), "gw1", None),
+        Err(VerifyError::BadSignature)
+    ));
+    assert!(matches!(
+        v(&good, "gw2", None),
+        Err(VerifyError::WrongGateway { .. })
+    ));
     let mut s = snapshot(5);
     s.schema = 9;
     assert!(matches!(
@@ -305,7 +366,10 @@ fn verify_errors_in_order() {
         v(&good, "gw1", Some((6, [0; 32]))),
         Err(VerifyError::Rollback { got: 5, have: 6 })
     ));
-    assert!(matches!(v(&good, "gw1", Some((5, [0; 32]))), Err(VerifyError::VersionReused(5))));
+    assert!(matches!(
+        v(&good, "gw1", Some((5, [0; 32]))),
+        Err(VerifyError::VersionReused(5))
+    ));
     assert!(v(&good, "gw1", Some((5, ok.digest()))).is_ok());
     // A delta signature is not a snapshot signature.
     let d = delta(5, 6);
@@ -341,18 +405,36 @@ pub(crate) fn delta(base: u64, version: u64) -> Delta {
 fn deltas() {
     let v = verified(5);
     let now = ts("2026-11-02T09:00:00Z");
-    let d = verify_delta(&sign_delta(&key(), &delta(5, 6)).unwrap(), &trusted(), "gw1", "b1", now)
-        .unwrap();
+    let d = verify_delta(
+        &sign_delta(&key(), &delta(5, 6)).unwrap(),
+        &trusted(),
+        "gw1",
+        "b1",
+        now,
+    )
+    .unwrap();
     let n = apply_delta(&v, &d).unwrap();
     assert_eq!(n.version(), 6);
-    assert_eq!(reason(decide(&n, &req("lab", 1), now)), Some(DenyReason::Blocked));
+    assert_eq!(
+        reason(decide(&n, &req("lab", 1), now)),
+        Some(DenyReason::Blocked)
+    );
     assert_eq!(reason(decide(&n, &req("lab", 10), now)), None);
-    assert_eq!(reason(decide(&n, &req("lab", 3), now)), Some(DenyReason::UnknownCredential));
+    assert_eq!(
+        reason(decide(&n, &req("lab", 3), now)),
+        Some(DenyReason::UnknownCredential)
+    );
     let err = apply_delta(&n, &d).unwrap_err();
     assert!(matches!(err, DeltaError::BaseMismatch { have: 6, need: 5 }));
     assert!(err.to_string().contains("full snapshot"));
     assert!(matches!(
-        verify_delta(&sign_delta(&key(), &delta(5, 6)).unwrap(), &trusted(), "gw9", "b1", now),
+        verify_delta(
+            &sign_delta(&key(), &delta(5, 6)).unwrap(),
+            &trusted(),
+            "gw9",
+            "b1",
+            now
+        ),
         Err(VerifyError::WrongGateway { .. })
     ));
 }
@@ -360,14 +442,26 @@ fn deltas() {
 #[test]
 fn toml_errors_name_line_and_key() {
     let text = "gateway_id = \"g\"\nbuilding = \"b\"\ntime_zone = \"Europe/Amsterdam\"\n[doors.a]\nclass = 5\n";
-    let e = source::parse_rules("r.toml", text, 1, Timestamp::UNIX_EPOCH, Timestamp::UNIX_EPOCH)
-        .unwrap_err()
-        .to_string();
+    let e = source::parse_rules(
+        "r.toml",
+        text,
+        1,
+        Timestamp::UNIX_EPOCH,
+        Timestamp::UNIX_EPOCH,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.starts_with("r.toml:5: key `class`"), "{e}");
     let text = "gateway_id = \"g\"\nbuilding = \"b\"\ntime_zone = \"Mars/Base\"\n";
-    let e = source::parse_rules("r.toml", text, 1, Timestamp::UNIX_EPOCH, Timestamp::UNIX_EPOCH)
-        .unwrap_err()
-        .to_string();
+    let e = source::parse_rules(
+        "r.toml",
+        text,
+        1,
+        Timestamp::UNIX_EPOCH,
+        Timestamp::UNIX_EPOCH,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("Mars/Base"), "{e}");
 }
 
@@ -377,7 +471,10 @@ fn interval_parse() {
     assert!("00:00-24:00".parse::<Interval>().is_ok());
     assert!("25:00-18:00".parse::<Interval>().is_err());
     assert!("0800".parse::<Interval>().is_err());
-    assert_eq!("22:00-06:00".parse::<Interval>().unwrap().to_string(), "22:00-06:00");
+    assert_eq!(
+        "22:00-06:00".parse::<Interval>().unwrap().to_string(),
+        "22:00-06:00"
+    );
 }
 
 #[test]

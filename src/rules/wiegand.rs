@@ -65,7 +65,10 @@ pub fn decode(bytes: &[u8], bits: u16) -> Result<CredentialKey, WiegandError> {
             })
         }
         35 => {
-            let p2 = ones(bytes, (1..34).filter(|i| *i == 1 || (*i >= 2 && i % 3 != 1)));
+            let p2 = ones(
+                bytes,
+                (1..34).filter(|i| *i == 1 || (*i >= 2 && i % 3 != 1)),
+            );
             let p3 = ones(bytes, (1..35).filter(|i| *i == 34 || i % 3 != 0));
             let p1 = ones(bytes, 0..35);
             if p2 % 2 != 0 || p3 % 2 != 1 || p1 % 2 != 1 {
@@ -215,7 +218,11 @@ mod tests {
             for i in 0..usize::from(bits) {
                 let mut bad = bytes.clone();
                 bad[i / 8] ^= 0x80 >> (i % 8);
-                assert_eq!(decode(&bad, bits), Err(WiegandError::Parity(bits)), "{key} bit {i}");
+                assert_eq!(
+                    decode(&bad, bits),
+                    Err(WiegandError::Parity(bits)),
+                    "{key} bit {i}"
+                );
             }
         }
     }
@@ -223,7 +230,12 @@ mod tests {
     #[test]
     fn unknown_length_is_raw() {
         let k = decode(&[0xab, 0xff], 12).unwrap();
-        assert_eq!(k, CredentialKey::Raw { data: "abf0/12".into() });
+        assert_eq!(
+            k,
+            CredentialKey::Raw {
+                data: "abf0/12".into()
+            }
+        );
         assert!(decode(&[0xab], 12).is_err());
         assert_eq!(parse_raw("9501f480/26").unwrap().1, 26);
     }

@@ -29,8 +29,8 @@ use crate::rules::envelope::{
     DELTA_CONTEXT, SNAPSHOT_CONTEXT, check_delta_base, verify_delta, verify_snapshot,
 };
 use crate::rules::{
-    Credential, CredentialKey, CredentialLookup, Decision, DeltaError, Header, Request,
-    RulesError, Snapshot, TrustedKeys, VerifyError, decide_with,
+    Credential, CredentialKey, CredentialLookup, Decision, DeltaError, Header, Request, RulesError,
+    Snapshot, TrustedKeys, VerifyError, decide_with,
 };
 
 /// sled page cache size.
@@ -206,7 +206,9 @@ impl Store {
         }
         let names = self.db.tree_names();
         if !names.iter().any(|n| n == tree_name(g).as_bytes()) {
-            return Err(StoreError::Corrupt(format!("credential tree of generation {g} missing")));
+            return Err(StoreError::Corrupt(format!(
+                "credential tree of generation {g} missing"
+            )));
         }
         let header = Header::new(record.header.clone()).map_err(VerifyError::from)?;
         let creds = self.db.open_tree(tree_name(g))?;
@@ -284,7 +286,14 @@ impl Store {
     /// Verify and apply a signed full snapshot.
     pub fn apply_snapshot(&mut self, bytes: &[u8], now: Timestamp) -> Result<Applied, StoreError> {
         let highest = self.highest()?;
-        let v = verify_snapshot(bytes, &self.keys, &self.gateway, &self.building, now, highest)?;
+        let v = verify_snapshot(
+            bytes,
+            &self.keys,
+            &self.gateway,
+            &self.building,
+            now,
+            highest,
+        )?;
         if let Some(c) = &self.current {
             if c.record.version == v.version() && c.record.digest[..] == v.digest()[..] {
                 return Ok(Applied {
@@ -394,17 +403,18 @@ impl Store {
             .transaction(|(c, m, b)| {
                 let abort = |e: StoreError| ConflictableTransactionError::Abort(e);
                 let mut count = cur.record.credentials as i64;
-                let modify = |k: &CredentialKey,
-                              f: &dyn Fn(&mut Credential)|
-                 -> Result<(), ConflictableTransactionError<StoreError>> {
-                    let key = k.to_string().into_bytes();
-                    if let Some(raw) = c.get(&key)? {
-                        let mut cred: Credential = uncbor(&raw).map_err(abort)?;
-                        f(&mut cred);
-                        c.insert(key, cbor(&cred).map_err(abort)?)?;
-                    }
-                    Ok(())
-                };
+                let modify =
+                    |k: &CredentialKey,
+                     f: &dyn Fn(&mut Credential)|
+                     -> Result<(), ConflictableTransactionError<StoreError>> {
+                        let key = k.to_string().into_bytes();
+                        if let Some(raw) = c.get(&key)? {
+                            let mut cred: Credential = uncbor(&raw).map_err(abort)?;
+                            f(&mut cred);
+                            c.insert(key, cbor(&cred).map_err(abort)?)?;
+                        }
+                        Ok(())
+                    };
                 for blk in &delta.blocks {
                     modify(&blk.card, &|cr| cr.blocked = Some(blk.reason))?;
                 }

@@ -1,9 +1,9 @@
 //! Store tests: apply, reopen, rollback, idempotence, deltas.
 
 use super::*;
+use crate::rules::DenyReason;
 use crate::rules::envelope::{sign_delta, sign_snapshot};
 use crate::rules::tests::{delta, key, reason, req, snapshot, trusted, ts};
-use crate::rules::DenyReason;
 
 fn open(dir: &Path) -> Store {
     Store::open(dir, trusted(), "gw1", "b1").unwrap()
@@ -16,9 +16,15 @@ fn apply_reopen_rollback_delta() {
     let s5 = sign_snapshot(&key(), &snapshot(5)).unwrap();
     {
         let mut st = open(dir.path());
-        assert!(matches!(st.decide(&req("lab", 1), now), Err(StoreError::Empty)));
+        assert!(matches!(
+            st.decide(&req("lab", 1), now),
+            Err(StoreError::Empty)
+        ));
         let a = st.apply_snapshot(&s5, now).unwrap();
-        assert_eq!((a.version, a.generation, a.credentials, a.unchanged), (5, 1, 3, false));
+        assert_eq!(
+            (a.version, a.generation, a.credentials, a.unchanged),
+            (5, 1, 3, false)
+        );
         assert_eq!(reason(st.decide(&req("lab", 1), now).unwrap()), None);
         assert!(st.apply_snapshot(&s5, now).unwrap().unchanged);
     }
@@ -29,7 +35,10 @@ fn apply_reopen_rollback_delta() {
     let s4 = sign_snapshot(&key(), &snapshot(4)).unwrap();
     assert!(matches!(
         st.apply_snapshot(&s4, now),
-        Err(StoreError::Verify(VerifyError::Rollback { got: 4, have: 5 }))
+        Err(StoreError::Verify(VerifyError::Rollback {
+            got: 4,
+            have: 5
+        }))
     ));
     let mut other = snapshot(5);
     other.credentials.pop();
@@ -41,10 +50,16 @@ fn apply_reopen_rollback_delta() {
     let d = sign_delta(&key(), &delta(5, 6)).unwrap();
     let a = st.apply_delta(&d, now).unwrap();
     assert_eq!((a.version, a.credentials), (6, 3));
-    assert_eq!(reason(st.decide(&req("lab", 1), now).unwrap()), Some(DenyReason::Blocked));
+    assert_eq!(
+        reason(st.decide(&req("lab", 1), now).unwrap()),
+        Some(DenyReason::Blocked)
+    );
     assert!(matches!(
         st.apply_delta(&d, now),
-        Err(StoreError::Delta(DeltaError::BaseMismatch { have: 6, need: 5 }))
+        Err(StoreError::Delta(DeltaError::BaseMismatch {
+            have: 6,
+            need: 5
+        }))
     ));
     drop(st);
     let mut st = open(dir.path());
@@ -73,7 +88,10 @@ fn rollback_survives_cleared_rules() {
     assert_eq!(st.version(), None);
     assert!(matches!(
         st.apply_snapshot(&sign_snapshot(&key(), &snapshot(8)).unwrap(), now),
-        Err(StoreError::Verify(VerifyError::Rollback { got: 8, have: 9 }))
+        Err(StoreError::Verify(VerifyError::Rollback {
+            got: 8,
+            have: 9
+        }))
     ));
 }
 
