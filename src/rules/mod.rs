@@ -698,7 +698,7 @@ pub fn decide_with<L: CredentialLookup + ?Sized>(
         .filter(|e| {
             s.door_groups
                 .get(&e.door_group)
-                .is_some_and(|g| g.iter().any(|d| *d == req.door))
+                .is_some_and(|g| g.contains(&req.door))
         })
         .peekable();
     if covering.peek().is_none() {

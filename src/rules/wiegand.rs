@@ -98,10 +98,10 @@ pub fn decode(bytes: &[u8], bits: u16) -> Result<CredentialKey, WiegandError> {
 pub fn raw_text(bytes: &[u8], bits: u16) -> String {
     let mut masked = bytes.to_vec();
     let rem = usize::from(bits) % 8;
-    if rem != 0 {
-        if let Some(last) = masked.last_mut() {
-            *last &= 0xffu8 << (8 - rem);
-        }
+    if rem != 0
+        && let Some(last) = masked.last_mut()
+    {
+        *last &= 0xffu8 << (8 - rem);
     }
     format!("{}/{bits}", hex::encode(masked))
 }
@@ -149,7 +149,7 @@ pub fn encode(key: &CredentialKey) -> Result<(Vec<u8>, u16), WiegandError> {
             b.push(*number, 16);
             b.push(0, 1);
             b.0[0] = b.count(1..13) % 2 == 1;
-            b.0[25] = b.count(13..25) % 2 == 0;
+            b.0[25] = b.count(13..25).is_multiple_of(2);
             Ok((b.bytes(), 26))
         }
         CredentialKey::Corporate1000 { company, number } => {
@@ -161,8 +161,8 @@ pub fn encode(key: &CredentialKey) -> Result<(Vec<u8>, u16), WiegandError> {
             b.push(*number, 20);
             b.push(0, 1);
             b.0[1] = b.count((2..34).filter(|i| i % 3 != 1)) % 2 == 1;
-            b.0[34] = b.count((1..34).filter(|i| i % 3 != 0)) % 2 == 0;
-            b.0[0] = b.count(1..35) % 2 == 0;
+            b.0[34] = b.count((1..34).filter(|i| i % 3 != 0)).is_multiple_of(2);
+            b.0[0] = b.count(1..35).is_multiple_of(2);
             Ok((b.bytes(), 35))
         }
         CredentialKey::H10304 { facility, number } => {
@@ -174,7 +174,7 @@ pub fn encode(key: &CredentialKey) -> Result<(Vec<u8>, u16), WiegandError> {
             b.push(*number, 19);
             b.push(0, 1);
             b.0[0] = b.count(1..19) % 2 == 1;
-            b.0[36] = b.count(18..36) % 2 == 0;
+            b.0[36] = b.count(18..36).is_multiple_of(2);
             Ok((b.bytes(), 37))
         }
         CredentialKey::Raw { data } => parse_raw(data),

@@ -229,10 +229,9 @@ impl Store {
                 .ok()
                 .and_then(|n| n.strip_prefix("creds-"))
                 .and_then(|g| g.parse::<u64>().ok())
+                && Some(g) != keep
             {
-                if Some(g) != keep {
-                    self.db.drop_tree(&name)?;
-                }
+                self.db.drop_tree(&name)?;
             }
         }
         let prefix = keep.map(|g| format!("{g:020}/"));
@@ -294,15 +293,16 @@ impl Store {
             now,
             highest,
         )?;
-        if let Some(c) = &self.current {
-            if c.record.version == v.version() && c.record.digest[..] == v.digest()[..] {
-                return Ok(Applied {
-                    version: c.record.version,
-                    generation: c.record.generation,
-                    credentials: c.record.credentials,
-                    unchanged: true,
-                });
-            }
+        if let Some(c) = &self.current
+            && c.record.version == v.version()
+            && c.record.digest[..] == v.digest()[..]
+        {
+            return Ok(Applied {
+                version: c.record.version,
+                generation: c.record.generation,
+                credentials: c.record.credentials,
+                unchanged: true,
+            });
         }
         let old = self.current.as_ref().map(|c| c.record.generation);
         let generation = old.map_or(1, |g| g + 1);
@@ -376,14 +376,14 @@ impl Store {
         let cur = self.current.as_ref().ok_or(StoreError::Empty)?;
         let delta = d.delta();
         check_delta_base(cur.record.version, delta)?;
-        if let Some((hv, _)) = self.highest()? {
-            if delta.version <= hv {
-                return Err(VerifyError::Rollback {
-                    got: delta.version,
-                    have: hv,
-                }
-                .into());
+        if let Some((hv, _)) = self.highest()?
+            && delta.version <= hv
+        {
+            return Err(VerifyError::Rollback {
+                got: delta.version,
+                have: hv,
             }
+            .into());
         }
         let mut upserts = Vec::with_capacity(delta.upserts.len());
         for c in &delta.upserts {
