@@ -74,7 +74,10 @@ fn req(n: u64) -> Request {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -99,7 +102,10 @@ fn rules(c: &mut Criterion) {
     let mut st = Store::open(dir.path(), keys.clone(), GW, BUILDING).unwrap();
     let t = Instant::now();
     st.apply_snapshot(&blob, now).unwrap();
-    eprintln!("Store::apply_snapshot (verify + write + flush + flip, 1M): {:?}", t.elapsed());
+    eprintln!(
+        "Store::apply_snapshot (verify + write + flush + flip, 1M): {:?}",
+        t.elapsed()
+    );
     drop(st);
     let t = Instant::now();
     let mut st = Store::open(dir.path(), keys.clone(), GW, BUILDING).unwrap();
