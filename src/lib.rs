@@ -6,12 +6,14 @@
 //! [`journal`] is the durable event log. See `ARCHITECTURE.md` for the map
 //! and the invariants.
 
+pub mod config;
 pub mod door;
 pub mod driver;
 pub mod journal;
 pub mod osdp;
 pub mod rules;
 pub mod site;
+pub mod store;
 
 #[cfg(test)]
 mod test_clock;

@@ -26,3 +26,13 @@ fn osdp_frame_corpus() {
 fn osdp_secure_channel_corpus() {
     replay("secure_channel", portier::osdp::fuzz::secure_channel);
 }
+
+#[test]
+fn rules_envelope_corpus() {
+    replay("envelope", portier::rules::fuzz::envelope);
+}
+
+#[test]
+fn rules_snapshot_corpus() {
+    replay("snapshot", portier::rules::fuzz::snapshot);
+}

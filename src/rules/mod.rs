@@ -1,1 +1,730 @@
 //! Signed rule snapshots and the offline decision engine (sans-IO).
+//!
+//! This module owns the rule model ([`Snapshot`] and its parts), the decision
+//! function ([`decide`] / [`decide_with`]), Wiegand decoding ([`wiegand`]),
+//! the signed envelope, verification and deltas ([`envelope`]) and the
+//! human-readable TOML rules format ([`source`]). It never touches files,
+//! sockets, sled or the clock: bytes and `now` come in, values go out.
+//!
+//! Guarantees: a [`VerifiedSnapshot`] can only be made by
+//! [`envelope::verify_snapshot`] or [`envelope::apply_delta`]; [`decide`]
+//! checks in the documented order (see `docs/rules.md`) and never panics.
+
+pub mod envelope;
+pub mod fuzz;
+pub mod source;
+pub mod wiegand;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use jiff::civil::{Date, Weekday};
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+pub use envelope::{
+    Delta, DeltaError, SignedBlob, TrustedKeys, VerifiedDelta, VerifiedSnapshot, VerifyError,
+    apply_delta, verify_delta, verify_snapshot,
+};
+
+/// The snapshot schema this build understands.
+pub const SCHEMA: u32 = 1;
+
+/// Errors of the rule model (validation and lookups).
+#[derive(Debug, Error)]
+pub enum RulesError {
+    /// The time zone name is not known to the time zone database.
+    #[error("unknown time zone {0:?}")]
+    TimeZone(String),
+    /// A reference points at something that does not exist.
+    #[error("{0}")]
+    Reference(String),
+    /// An interval or key could not be parsed.
+    #[error("{0}")]
+    Syntax(String),
+    /// The credential store failed.
+    #[error("credential lookup failed: {0}")]
+    Lookup(String),
+}
+
+/// The identity of a card: a Wiegand format with its fields, or raw bits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "format", rename_all = "snake_case")]
+pub enum CredentialKey {
+    /// HID H10301, 26 bits: 8-bit facility, 16-bit number.
+    H10301 {
+        /// Facility code.
+        facility: u32,
+        /// Card number.
+        number: u64,
+    },
+    /// HID Corporate 1000, 35 bits: 12-bit company, 20-bit number.
+    #[serde(rename = "corporate1000")]
+    Corporate1000 {
+        /// Company code.
+        company: u32,
+        /// Card number.
+        number: u64,
+    },
+    /// HID H10304, 37 bits: 16-bit facility, 19-bit number.
+    H10304 {
+        /// Facility code.
+        facility: u32,
+        /// Card number.
+        number: u64,
+    },
+    /// Any other length: `HEX/BITS`, left-aligned, unused bits zero.
+    Raw {
+        /// Canonical `HEX/BITS` text.
+        data: String,
+    },
+}
+
+impl fmt::Display for CredentialKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::H10301 { facility, number } => write!(f, "h10301:{facility}:{number}"),
+            Self::Corporate1000 { company, number } => {
+                write!(f, "corporate1000:{company}:{number}")
+            }
+            Self::H10304 { facility, number } => write!(f, "h10304:{facility}:{number}"),
+            Self::Raw { data } => write!(f, "raw:{data}"),
+        }
+    }
+}
+
+impl FromStr for CredentialKey {
+    type Err = RulesError;
+    /// Parses the [`Display`](fmt::Display) form, e.g. `h10301:42:1001`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || RulesError::Syntax(format!("bad credential key {s:?}"));
+        let (fmt_, rest) = s.split_once(':').ok_or_else(bad)?;
+        if fmt_ == "raw" {
+            let (bytes, bits) = wiegand::parse_raw(rest).map_err(|_| bad())?;
+            return Ok(Self::Raw {
+                data: wiegand::raw_text(&bytes, bits),
+            });
+        }
+        let (a, b) = rest.split_once(':').ok_or_else(bad)?;
+        let a: u32 = a.parse().map_err(|_| bad())?;
+        let b: u64 = b.parse().map_err(|_| bad())?;
+        match fmt_ {
+            "h10301" => Ok(Self::H10301 {
+                facility: a,
+                number: b,
+            }),
+            "corporate1000" => Ok(Self::Corporate1000 {
+                company: a,
+                number: b,
+            }),
+            "h10304" => Ok(Self::H10304 {
+                facility: a,
+                number: b,
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Why a credential is blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockReason {
+    /// Reported lost.
+    Lost,
+    /// Reported stolen.
+    Stolen,
+    /// Blocked as a penalty.
+    Penalty,
+}
+
+/// A PIN check: `sha256` is the lowercase hex SHA-256 of `"{salt}:{pin}"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinHash {
+    /// Per-credential salt (any text).
+    pub salt: String,
+    /// Hex SHA-256 of `salt:pin`.
+    pub sha256: String,
+}
+
+impl PinHash {
+    /// Hash a PIN with a salt.
+    pub fn new(salt: &str, pin: &str) -> Self {
+        Self {
+            salt: salt.to_owned(),
+            sha256: hex::encode(Sha256::digest(format!("{salt}:{pin}").as_bytes())),
+        }
+    }
+    /// Whether `pin` matches (compares all bytes, no early exit).
+    pub fn matches(&self, pin: &str) -> bool {
+        let got = hex::encode(Sha256::digest(format!("{}:{pin}", self.salt).as_bytes()));
+        let want = self.sha256.to_ascii_lowercase();
+        got.len() == want.len()
+            && got
+                .bytes()
+                .zip(want.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0
+    }
+}
+
+/// One card holder's rights.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    /// The card.
+    pub key: CredentialKey,
+    /// Name shown in events and presence lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Names of access levels.
+    #[serde(default)]
+    pub access_levels: Vec<String>,
+    /// Not valid before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<Timestamp>,
+    /// Not valid after this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<Timestamp>,
+    /// Blocked, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<BlockReason>,
+    /// PIN required when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<PinHash>,
+    /// The door stays unlocked longer (accessibility).
+    #[serde(default)]
+    pub extended_unlock: bool,
+    /// Admitted during lockdown.
+    #[serde(default)]
+    pub lockdown_exempt: bool,
+}
+
+/// A wall-clock interval `HH:MM-HH:MM`; `end <= start` spans midnight into
+/// the next day; `00:00-24:00` is the whole day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval {
+    /// Start, minutes after midnight.
+    pub start: u16,
+    /// End (exclusive), minutes after midnight, up to 1440.
+    pub end: u16,
+}
+
+impl Interval {
+    fn spans_midnight(self) -> bool {
+        self.end <= self.start
+    }
+}
+
+impl FromStr for Interval {
+    type Err = RulesError;
+    fn from_str(s: &str) -> Result<Self, RulesError> {
+        let bad = || RulesError::Syntax(format!("interval {s:?} is not HH:MM-HH:MM"));
+        let hm = |t: &str| -> Option<u16> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 60 + m)
+        };
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (start, end) = (hm(a).ok_or_else(bad)?, hm(b).ok_or_else(bad)?);
+        if start == 1440 {
+            return Err(bad());
+        }
+        Ok(Self { start, end })
+    }
+}
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (s, e) = (self.start, self.end);
+        write!(f, "{:02}:{:02}-{:02}:{:02}", s / 60, s % 60, e / 60, e % 60)
+    }
+}
+
+impl Serialize for Interval {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Interval {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<'de, str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A weekly schedule of wall-clock intervals in the snapshot's time zone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Open at all times (the weekday lists are ignored).
+    #[serde(default)]
+    pub always: bool,
+    /// Intervals only start on working days (Monday–Friday, not a holiday).
+    #[serde(default)]
+    pub working_days_only: bool,
+    /// Monday.
+    #[serde(default)]
+    pub mon: Vec<Interval>,
+    /// Tuesday.
+    #[serde(default)]
+    pub tue: Vec<Interval>,
+    /// Wednesday.
+    #[serde(default)]
+    pub wed: Vec<Interval>,
+    /// Thursday.
+    #[serde(default)]
+    pub thu: Vec<Interval>,
+    /// Friday.
+    #[serde(default)]
+    pub fri: Vec<Interval>,
+    /// Saturday.
+    #[serde(default)]
+    pub sat: Vec<Interval>,
+    /// Sunday.
+    #[serde(default)]
+    pub sun: Vec<Interval>,
+}
+
+impl Schedule {
+    fn day(&self, w: Weekday) -> &[Interval] {
+        match w {
+            Weekday::Monday => &self.mon,
+            Weekday::Tuesday => &self.tue,
+            Weekday::Wednesday => &self.wed,
+            Weekday::Thursday => &self.thu,
+            Weekday::Friday => &self.fri,
+            Weekday::Saturday => &self.sat,
+            Weekday::Sunday => &self.sun,
+        }
+    }
+
+    /// Whether the schedule is open at local wall-clock `date` + `minute`.
+    pub fn is_open(&self, holidays: &[Date], date: Date, minute: u16) -> bool {
+        if self.always {
+            return true;
+        }
+        let usable = |d: Date| {
+            !self.working_days_only
+                || (!matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday)
+                    && holidays.binary_search(&d).is_err())
+        };
+        if usable(date)
+            && self.day(date.weekday()).iter().any(|i| {
+                if i.spans_midnight() {
+                    minute >= i.start
+                } else {
+                    i.start <= minute && minute < i.end
+                }
+            })
+        {
+            return true;
+        }
+        match date.yesterday() {
+            Ok(y) => {
+                usable(y)
+                    && self
+                        .day(y.weekday())
+                        .iter()
+                        .any(|i| i.spans_midnight() && minute < i.end)
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// A door as the rules see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Door {
+    /// Door class, e.g. `revolving` or `standard` (selects `max_age`).
+    #[serde(default = "standard_class")]
+    pub class: String,
+}
+
+fn standard_class() -> String {
+    "standard".to_owned()
+}
+
+/// One entry of an access level: a door group during a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LevelEntry {
+    /// Door group name.
+    pub door_group: String,
+    /// Schedule name.
+    pub schedule: String,
+}
+
+/// A scheduled door mode (e.g. `free_rotation` during office hours).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoorModeSchedule {
+    /// Door id.
+    pub door: String,
+    /// Schedule name.
+    pub schedule: String,
+    /// Mode name, passed to the door (e.g. `free_rotation`, `unlocked`).
+    pub mode: String,
+}
+
+/// What to do when the rules are older than a door class allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTooOld {
+    /// Keep deciding; grants carry `rules_too_old = true`.
+    KeepDeciding,
+    /// Deny everything with `rules_too_old`.
+    FailSecure,
+}
+
+/// Maximum rule age for a door class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaxAge {
+    /// Hours after `issued_at`.
+    pub hours: u64,
+    /// Policy when exceeded.
+    pub on_too_old: OnTooOld,
+}
+
+/// A full rule snapshot for one gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Schema number ([`SCHEMA`]).
+    pub schema: u32,
+    /// Gateway this snapshot is for.
+    pub gateway_id: String,
+    /// Building this snapshot is for.
+    pub building: String,
+    /// Monotonic version.
+    pub version: u64,
+    /// When central issued it.
+    pub issued_at: Timestamp,
+    /// Not accepted after this instant.
+    pub expires_at: Timestamp,
+    /// IANA time zone of the building, e.g. `Europe/Amsterdam`.
+    pub time_zone: String,
+    /// Named schedules.
+    #[serde(default)]
+    pub schedules: BTreeMap<String, Schedule>,
+    /// Public holidays (local dates; not working days).
+    #[serde(default)]
+    pub holidays: Vec<Date>,
+    /// Doors by id.
+    #[serde(default)]
+    pub doors: BTreeMap<String, Door>,
+    /// Door groups: name → door ids.
+    #[serde(default)]
+    pub door_groups: BTreeMap<String, Vec<String>>,
+    /// Access levels: name → (door group × schedule) entries.
+    #[serde(default)]
+    pub access_levels: BTreeMap<String, Vec<LevelEntry>>,
+    /// Credentials.
+    #[serde(default)]
+    pub credentials: Vec<Credential>,
+    /// Scheduled door modes.
+    #[serde(default)]
+    pub door_mode_schedules: Vec<DoorModeSchedule>,
+    /// Maximum rule age per door class.
+    #[serde(default)]
+    pub max_age: BTreeMap<String, MaxAge>,
+}
+
+/// Everything of a snapshot except its credentials, checked and ready to
+/// decide with (time zone resolved, holidays sorted).
+#[derive(Debug, Clone)]
+pub struct Header {
+    snapshot: Snapshot,
+    tz: TimeZone,
+}
+
+impl Header {
+    /// Check references and resolve the time zone. `snapshot.credentials`
+    /// is cleared (they live in a [`CredentialLookup`]).
+    pub fn new(mut snapshot: Snapshot) -> Result<Self, RulesError> {
+        snapshot.credentials = Vec::new();
+        snapshot.holidays.sort();
+        snapshot.holidays.dedup();
+        let tz = TimeZone::get(&snapshot.time_zone)
+            .map_err(|_| RulesError::TimeZone(snapshot.time_zone.clone()))?;
+        let s = &snapshot;
+        let missing = |what: &str, name: &str, at: &str| {
+            Err(RulesError::Reference(format!(
+                "{at}: unknown {what} {name:?}"
+            )))
+        };
+        for (g, doors) in &s.door_groups {
+            for d in doors {
+                if !s.doors.contains_key(d) {
+                    return missing("door", d, &format!("door_groups.{g}"));
+                }
+            }
+        }
+        for (l, entries) in &s.access_levels {
+            for e in entries {
+                if !s.door_groups.contains_key(&e.door_group) {
+                    return missing("door group", &e.door_group, &format!("access_levels.{l}"));
+                }
+                if !s.schedules.contains_key(&e.schedule) {
+                    return missing("schedule", &e.schedule, &format!("access_levels.{l}"));
+                }
+            }
+        }
+        for m in &s.door_mode_schedules {
+            if !s.doors.contains_key(&m.door) {
+                return missing("door", &m.door, "door_mode_schedules");
+            }
+            if !s.schedules.contains_key(&m.schedule) {
+                return missing("schedule", &m.schedule, "door_mode_schedules");
+            }
+        }
+        Ok(Self { snapshot, tz })
+    }
+
+    /// The snapshot fields (credentials empty).
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// Check a credential's references against this header.
+    pub fn check_credential(&self, c: &Credential) -> Result<(), RulesError> {
+        for l in &c.access_levels {
+            if !self.snapshot.access_levels.contains_key(l) {
+                return Err(RulesError::Reference(format!(
+                    "credential {}: unknown access level {l:?}",
+                    c.key
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_times(&mut self, version: u64, issued_at: Timestamp, expires_at: Timestamp) {
+        self.snapshot.version = version;
+        self.snapshot.issued_at = issued_at;
+        self.snapshot.expires_at = expires_at;
+    }
+
+    /// Whether schedule `name` is open at `now` (wall clock in the building's
+    /// time zone; see `docs/rules.md` for DST).
+    pub fn schedule_open(&self, name: &str, now: Timestamp) -> bool {
+        let Some(s) = self.snapshot.schedules.get(name) else {
+            return false;
+        };
+        let local = self.tz.to_datetime(now);
+        let minute = local.hour() as u16 * 60 + local.minute() as u16;
+        s.is_open(&self.snapshot.holidays, local.date(), minute)
+    }
+
+    /// The scheduled mode of `door` at `now`, if any (first match wins).
+    pub fn door_mode(&self, door: &str, now: Timestamp) -> Option<&str> {
+        self.snapshot
+            .door_mode_schedules
+            .iter()
+            .find(|m| m.door == door && self.schedule_open(&m.schedule, now))
+            .map(|m| m.mode.as_str())
+    }
+
+    /// The rules are older than `door`'s class allows at `now`; returns the
+    /// policy when so.
+    pub fn too_old(&self, door: &str, now: Timestamp) -> Option<OnTooOld> {
+        let class = &self.snapshot.doors.get(door)?.class;
+        let max = self.snapshot.max_age.get(class)?;
+        let age = now
+            .as_second()
+            .saturating_sub(self.snapshot.issued_at.as_second());
+        (age > 0 && age as u64 > max.hours.saturating_mul(3600)).then_some(max.on_too_old)
+    }
+}
+
+/// Where the decision engine finds credentials: an in-memory map or the
+/// sled store.
+pub trait CredentialLookup {
+    /// The credential with this key, if any.
+    fn credential(&self, key: &CredentialKey) -> Result<Option<Credential>, RulesError>;
+}
+
+impl CredentialLookup for BTreeMap<CredentialKey, Credential> {
+    fn credential(&self, key: &CredentialKey) -> Result<Option<Credential>, RulesError> {
+        Ok(self.get(key).cloned())
+    }
+}
+
+/// The card as the reader reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Card {
+    /// Raw bits, first bit in the high bit of the first byte.
+    Raw {
+        /// Bytes.
+        bytes: Vec<u8>,
+        /// Bit count.
+        bits: u16,
+    },
+    /// Already decoded.
+    Key(CredentialKey),
+}
+
+/// One decision request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Door id.
+    pub door: String,
+    /// The card read.
+    pub card: Card,
+    /// PIN typed, if any.
+    pub pin: Option<String>,
+    /// The building (or this door) is in lockdown.
+    pub lockdown: bool,
+}
+
+/// Why access was denied. Names are part of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    /// No such credential.
+    UnknownCredential,
+    /// Blocked (lost, stolen, penalty).
+    Blocked,
+    /// Before `valid_from`.
+    NotYetValid,
+    /// After `valid_until`.
+    Expired,
+    /// No access level covers the door.
+    NoAccess,
+    /// A level covers the door, but not now.
+    OutsideSchedule,
+    /// Lockdown and not exempt.
+    Lockdown,
+    /// Card bits could not be decoded (length or parity).
+    BadFormat,
+    /// Rules too old and the door class fails secure.
+    RulesTooOld,
+    /// The credential needs a PIN and none was given.
+    PinRequired,
+    /// The PIN is wrong.
+    WrongPin,
+}
+
+impl DenyReason {
+    /// The contract name, e.g. `outside_schedule`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownCredential => "unknown_credential",
+            Self::Blocked => "blocked",
+            Self::NotYetValid => "not_yet_valid",
+            Self::Expired => "expired",
+            Self::NoAccess => "no_access",
+            Self::OutsideSchedule => "outside_schedule",
+            Self::Lockdown => "lockdown",
+            Self::BadFormat => "bad_format",
+            Self::RulesTooOld => "rules_too_old",
+            Self::PinRequired => "pin_required",
+            Self::WrongPin => "wrong_pin",
+        }
+    }
+}
+
+/// The outcome of [`decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let them in.
+    Grant {
+        /// Who.
+        credential: CredentialKey,
+        /// Keep the door unlocked longer.
+        extended_unlock: bool,
+        /// Admitted although in lockdown.
+        lockdown_exempt: bool,
+        /// Name for events.
+        display_name: Option<String>,
+        /// The rules are older than the door class allows (keep_deciding).
+        rules_too_old: bool,
+    },
+    /// Keep them out.
+    Deny(DenyReason),
+}
+
+/// Decide on a verified in-memory snapshot.
+pub fn decide(rules: &VerifiedSnapshot, req: &Request, now: Timestamp) -> Decision {
+    match decide_with(rules.header(), rules.credentials(), req, now) {
+        Ok(d) => d,
+        // The in-memory lookup never fails; deny anyway rather than panic.
+        Err(_) => Decision::Deny(DenyReason::UnknownCredential),
+    }
+}
+
+/// Decide with a header and any credential source (e.g. the sled store).
+/// Checks, in order: bad_format, rules_too_old, unknown_credential, blocked,
+/// not_yet_valid, expired, no_access, outside_schedule, lockdown,
+/// pin_required / wrong_pin.
+pub fn decide_with<L: CredentialLookup + ?Sized>(
+    header: &Header,
+    creds: &L,
+    req: &Request,
+    now: Timestamp,
+) -> Result<Decision, RulesError> {
+    use DenyReason as R;
+    let deny = |r| Ok(Decision::Deny(r));
+    let key = match &req.card {
+        Card::Raw { bytes, bits } => match wiegand::decode(bytes, *bits) {
+            Ok(k) => k,
+            Err(_) => return deny(R::BadFormat),
+        },
+        Card::Key(k) => k.clone(),
+    };
+    let too_old = header.too_old(&req.door, now);
+    if too_old == Some(OnTooOld::FailSecure) {
+        return deny(R::RulesTooOld);
+    }
+    let Some(c) = creds.credential(&key)? else {
+        return deny(R::UnknownCredential);
+    };
+    if c.blocked.is_some() {
+        return deny(R::Blocked);
+    }
+    if c.valid_from.is_some_and(|t| now < t) {
+        return deny(R::NotYetValid);
+    }
+    if c.valid_until.is_some_and(|t| now > t) {
+        return deny(R::Expired);
+    }
+    let s = &header.snapshot;
+    let mut covering = c
+        .access_levels
+        .iter()
+        .filter_map(|l| s.access_levels.get(l))
+        .flatten()
+        .filter(|e| {
+            s.door_groups
+                .get(&e.door_group)
+                .is_some_and(|g| g.contains(&req.door))
+        })
+        .peekable();
+    if covering.peek().is_none() {
+        return deny(R::NoAccess);
+    }
+    if !covering.any(|e| header.schedule_open(&e.schedule, now)) {
+        return deny(R::OutsideSchedule);
+    }
+    if req.lockdown && !c.lockdown_exempt {
+        return deny(R::Lockdown);
+    }
+    if let Some(pin) = &c.pin {
+        match &req.pin {
+            None => return deny(R::PinRequired),
+            Some(p) if !pin.matches(p) => return deny(R::WrongPin),
+            Some(_) => {}
+        }
+    }
+    Ok(Decision::Grant {
+        credential: c.key,
+        extended_unlock: c.extended_unlock,
+        lockdown_exempt: c.lockdown_exempt,
+        display_name: c.display_name,
+        rules_too_old: too_old.is_some(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

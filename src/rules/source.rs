@@ -1,0 +1,190 @@
+//! The human-readable TOML rules format (`portier snapshot build`) and the
+//! TOML change-set format (`portier snapshot delta`), parsed from text.
+//!
+//! Guarantees: every parse error names the file, the line and (where the
+//! TOML has one) the key; a parsed file is checked for dangling names before
+//! it is signed.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::envelope::Block;
+use super::{
+    Credential, CredentialKey, Delta, Door, DoorModeSchedule, Header, LevelEntry, MaxAge,
+    RulesError, SCHEMA, Schedule, Snapshot,
+};
+
+/// A rules or changes file could not be used.
+#[derive(Debug, Error)]
+pub enum SourceError {
+    /// TOML syntax or shape error.
+    #[error("{file}:{line}: {key}{message}")]
+    Toml {
+        /// File name.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// `key `x`: ` prefix, or empty.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Names that do not resolve.
+    #[error("{file}: {source}")]
+    Rules {
+        /// File name.
+        file: String,
+        /// The problem.
+        source: RulesError,
+    },
+}
+
+/// Turn a TOML error into file / line / key.
+pub fn toml_error(file: &str, text: &str, err: &toml::de::Error) -> SourceError {
+    let start = err.span().map_or(0, |s| s.start.min(text.len()));
+    let line = text[..start].matches('\n').count() + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or("");
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_start_matches('[').trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('#'))
+        .map(|k| format!("key `{k}`: "))
+        .unwrap_or_default();
+    SourceError::Toml {
+        file: file.to_owned(),
+        line,
+        key,
+        message: err.message().trim().to_owned(),
+    }
+}
+
+/// The rules file: a [`Snapshot`] without version and times.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFile {
+    /// Gateway id.
+    pub gateway_id: String,
+    /// Building.
+    pub building: String,
+    /// IANA time zone.
+    pub time_zone: String,
+    /// Schedules.
+    #[serde(default)]
+    pub schedules: BTreeMap<String, Schedule>,
+    /// Holidays, quoted `"YYYY-MM-DD"`.
+    #[serde(default)]
+    pub holidays: Vec<Date>,
+    /// Doors.
+    #[serde(default)]
+    pub doors: BTreeMap<String, Door>,
+    /// Door groups.
+    #[serde(default)]
+    pub door_groups: BTreeMap<String, Vec<String>>,
+    /// Access levels.
+    #[serde(default)]
+    pub access_levels: BTreeMap<String, Vec<LevelEntry>>,
+    /// Credentials.
+    #[serde(default)]
+    pub credentials: Vec<Credential>,
+    /// Door modes.
+    #[serde(default)]
+    pub door_mode_schedules: Vec<DoorModeSchedule>,
+    /// Max age per door class.
+    #[serde(default)]
+    pub max_age: BTreeMap<String, MaxAge>,
+}
+
+/// Parse a rules file into a snapshot with the given version and times, and
+/// check it holds together.
+pub fn parse_rules(
+    file: &str,
+    text: &str,
+    version: u64,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+) -> Result<Snapshot, SourceError> {
+    let r: RulesFile = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+    let snap = Snapshot {
+        schema: SCHEMA,
+        gateway_id: r.gateway_id,
+        building: r.building,
+        version,
+        issued_at,
+        expires_at,
+        time_zone: r.time_zone,
+        schedules: r.schedules,
+        holidays: r.holidays,
+        doors: r.doors,
+        door_groups: r.door_groups,
+        access_levels: r.access_levels,
+        credentials: r.credentials,
+        door_mode_schedules: r.door_mode_schedules,
+        max_age: r.max_age,
+    };
+    let rules = |source| SourceError::Rules {
+        file: file.to_owned(),
+        source,
+    };
+    let header = Header::new(snap.clone()).map_err(rules)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &snap.credentials {
+        header.check_credential(c).map_err(rules)?;
+        if !seen.insert(&c.key) {
+            return Err(rules(RulesError::Reference(format!(
+                "credential {} listed twice",
+                c.key
+            ))));
+        }
+    }
+    Ok(snap)
+}
+
+/// The changes file of `portier snapshot delta`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesFile {
+    /// Gateway id.
+    pub gateway_id: String,
+    /// Building.
+    pub building: String,
+    /// Blocks.
+    #[serde(default)]
+    pub blocks: Vec<Block>,
+    /// Unblocks.
+    #[serde(default)]
+    pub unblocks: Vec<CredentialKey>,
+    /// Upserts.
+    #[serde(default)]
+    pub upserts: Vec<Credential>,
+    /// Removals.
+    #[serde(default)]
+    pub removals: Vec<CredentialKey>,
+}
+
+/// Parse a changes file into a delta.
+pub fn parse_changes(
+    file: &str,
+    text: &str,
+    base_version: u64,
+    version: u64,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+) -> Result<Delta, SourceError> {
+    let c: ChangesFile = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+    Ok(Delta {
+        base_version,
+        version,
+        issued_at,
+        expires_at,
+        gateway_id: c.gateway_id,
+        building: c.building,
+        blocks: c.blocks,
+        unblocks: c.unblocks,
+        upserts: c.upserts,
+        removals: c.removals,
+    })
+}

@@ -1,0 +1,111 @@
+//! Store tests: apply, reopen, rollback, idempotence, deltas.
+
+use super::*;
+use crate::rules::DenyReason;
+use crate::rules::envelope::{sign_delta, sign_snapshot};
+use crate::rules::tests::{delta, key, reason, req, snapshot, trusted, ts};
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, trusted(), "gw1", "b1").unwrap()
+}
+
+#[test]
+fn apply_reopen_rollback_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = ts("2026-11-02T09:00:00Z");
+    let s5 = sign_snapshot(&key(), &snapshot(5)).unwrap();
+    {
+        let mut st = open(dir.path());
+        assert!(matches!(
+            st.decide(&req("lab", 1), now),
+            Err(StoreError::Empty)
+        ));
+        let a = st.apply_snapshot(&s5, now).unwrap();
+        assert_eq!(
+            (a.version, a.generation, a.credentials, a.unchanged),
+            (5, 1, 3, false)
+        );
+        assert_eq!(reason(st.decide(&req("lab", 1), now).unwrap()), None);
+        assert!(st.apply_snapshot(&s5, now).unwrap().unchanged);
+    }
+    let mut st = open(dir.path());
+    assert_eq!(st.version(), Some(5));
+    assert_eq!(st.count_stored_credentials().unwrap(), 3);
+    assert_eq!(reason(st.decide(&req("lab", 1), now).unwrap()), None);
+    let s4 = sign_snapshot(&key(), &snapshot(4)).unwrap();
+    assert!(matches!(
+        st.apply_snapshot(&s4, now),
+        Err(StoreError::Verify(VerifyError::Rollback {
+            got: 4,
+            have: 5
+        }))
+    ));
+    let mut other = snapshot(5);
+    other.credentials.pop();
+    assert!(matches!(
+        st.apply_snapshot(&sign_snapshot(&key(), &other).unwrap(), now),
+        Err(StoreError::Verify(VerifyError::VersionReused(5)))
+    ));
+    // Delta: blocks card 1, adds 10, removes 3.
+    let d = sign_delta(&key(), &delta(5, 6)).unwrap();
+    let a = st.apply_delta(&d, now).unwrap();
+    assert_eq!((a.version, a.credentials), (6, 3));
+    assert_eq!(
+        reason(st.decide(&req("lab", 1), now).unwrap()),
+        Some(DenyReason::Blocked)
+    );
+    assert!(matches!(
+        st.apply_delta(&d, now),
+        Err(StoreError::Delta(DeltaError::BaseMismatch {
+            have: 6,
+            need: 5
+        }))
+    ));
+    drop(st);
+    let mut st = open(dir.path());
+    assert_eq!(st.version(), Some(6));
+    assert_eq!(reason(st.decide(&req("lab", 10), now).unwrap()), None);
+    // A new full snapshot replaces generation 1 with 2.
+    let s7 = sign_snapshot(&key(), &snapshot(7)).unwrap();
+    assert_eq!(st.apply_snapshot(&s7, now).unwrap().generation, 2);
+    assert_eq!(st.count_stored_credentials().unwrap(), 3);
+    assert!(!st.db.tree_names().iter().any(|n| n == b"creds-1"));
+}
+
+#[test]
+fn rollback_survives_cleared_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = ts("2026-11-02T09:00:00Z");
+    {
+        let mut st = open(dir.path());
+        st.apply_snapshot(&sign_snapshot(&key(), &snapshot(9)).unwrap(), now)
+            .unwrap();
+        // Lose the rules in force but keep `highest`.
+        st.meta.remove(CURRENT).unwrap();
+        st.db.flush().unwrap();
+    }
+    let mut st = open(dir.path());
+    assert_eq!(st.version(), None);
+    assert!(matches!(
+        st.apply_snapshot(&sign_snapshot(&key(), &snapshot(8)).unwrap(), now),
+        Err(StoreError::Verify(VerifyError::Rollback {
+            got: 8,
+            have: 9
+        }))
+    ));
+}
+
+#[test]
+fn reopen_with_other_key_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = ts("2026-11-02T09:00:00Z");
+    open(dir.path())
+        .apply_snapshot(&sign_snapshot(&key(), &snapshot(1)).unwrap(), now)
+        .unwrap();
+    let mut k = TrustedKeys::new();
+    k.add(ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key());
+    assert!(matches!(
+        Store::open(dir.path(), k, "gw1", "b1"),
+        Err(StoreError::Verify(VerifyError::UnknownKey(_)))
+    ));
+}
