@@ -375,6 +375,15 @@ impl Store {
         let d = verify_delta(bytes, &self.keys, &self.gateway, &self.building, now)?;
         let cur = self.current.as_ref().ok_or(StoreError::Empty)?;
         let delta = d.delta();
+        if delta.version == cur.record.version && cur.record.digest[..] == d.digest()[..] {
+            // The same delta delivered again (MQTT QoS 1): nothing to do.
+            return Ok(Applied {
+                version: cur.record.version,
+                generation: cur.record.generation,
+                credentials: cur.record.credentials,
+                unchanged: true,
+            });
+        }
         check_delta_base(cur.record.version, delta)?;
         if let Some((hv, _)) = self.highest()?
             && delta.version <= hv

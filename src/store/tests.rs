@@ -5,8 +5,18 @@ use crate::rules::DenyReason;
 use crate::rules::envelope::{sign_delta, sign_snapshot};
 use crate::rules::tests::{delta, key, reason, req, snapshot, trusted, ts};
 
+/// Open, retrying while the previous handle's background threads still
+/// hold sled's file lock (dropping a `Db` releases it asynchronously).
 fn open(dir: &Path) -> Store {
-    Store::open(dir, trusted(), "gw1", "b1").unwrap()
+    for _ in 0..100 {
+        match Store::open(dir, trusted(), "gw1", "b1") {
+            Err(StoreError::Sled(sled::Error::Io(e))) if e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("sled lock not released");
 }
 
 #[test]
@@ -54,11 +64,14 @@ fn apply_reopen_rollback_delta() {
         reason(st.decide(&req("lab", 1), now).unwrap()),
         Some(DenyReason::Blocked)
     );
+    // Delivered again (MQTT QoS 1): a no-op. On an older base: refused.
+    assert!(st.apply_delta(&d, now).unwrap().unchanged);
+    let d2 = sign_delta(&key(), &delta(4, 5)).unwrap();
     assert!(matches!(
-        st.apply_delta(&d, now),
+        st.apply_delta(&d2, now),
         Err(StoreError::Delta(DeltaError::BaseMismatch {
             have: 6,
-            need: 5
+            need: 4
         }))
     ));
     drop(st);
@@ -104,6 +117,7 @@ fn reopen_with_other_key_fails() {
         .unwrap();
     let mut k = TrustedKeys::new();
     k.add(ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key());
+    drop(open(dir.path()));
     assert!(matches!(
         Store::open(dir.path(), k, "gw1", "b1"),
         Err(StoreError::Verify(VerifyError::UnknownKey(_)))
