@@ -5,18 +5,8 @@ use crate::rules::DenyReason;
 use crate::rules::envelope::{sign_delta, sign_snapshot};
 use crate::rules::tests::{delta, key, reason, req, snapshot, trusted, ts};
 
-/// Open, retrying while the previous handle's background threads still
-/// hold sled's file lock (dropping a `Db` releases it asynchronously).
 fn open(dir: &Path) -> Store {
-    for _ in 0..100 {
-        match Store::open(dir, trusted(), "gw1", "b1") {
-            Err(StoreError::Sled(sled::Error::Io(e))) if e.to_string().contains("lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other.unwrap(),
-        }
-    }
-    panic!("sled lock not released");
+    Store::open(dir, trusted(), "gw1", "b1").unwrap()
 }
 
 #[test]
