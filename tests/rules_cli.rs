@@ -302,8 +302,27 @@ fn apply_refuses_rollback() {
     ]);
     let d = ok_json(&["snapshot", "apply", &env.p("d3.bin"), "--config", &cfg]);
     assert_eq!(d["version"], 3);
-    let again = portier(&["snapshot", "apply", &env.p("d3.bin"), "--config", &cfg]);
-    assert!(String::from_utf8_lossy(&again.stderr).contains("full snapshot"));
+    // Delivered again: a no-op.
+    let again = ok_json(&["snapshot", "apply", &env.p("d3.bin"), "--config", &cfg]);
+    assert_eq!(again["unchanged"], true);
+    // A delta on an older base needs a full snapshot.
+    ok_json(&[
+        "snapshot",
+        "delta",
+        "--base-version",
+        "1",
+        "--changes",
+        &changes,
+        "--key",
+        &env.p("central.key"),
+        "--version",
+        "4",
+        "--out",
+        &env.p("d4.bin"),
+    ]);
+    let stale = portier(&["snapshot", "apply", &env.p("d4.bin"), "--config", &cfg]);
+    assert!(!stale.status.success());
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("full snapshot"));
     let _: PathBuf = env.dir.path().join("state");
 }
 

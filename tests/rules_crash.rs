@@ -157,7 +157,12 @@ fn sigkill_during_apply_leaves_one_complete_generation() {
         let mut child = apply();
         std::thread::sleep(Duration::from_millis(rng.next() % max_ms));
         let _ = child.kill();
-        let _ = child.wait();
+        let status = child.wait().unwrap();
+        // Killed, or finished successfully before the kill; never failed.
+        assert!(
+            status.success() || status.code().is_none(),
+            "round {round}: apply failed on its own: {status}"
+        );
         let v = check(dir.path(), &keys, &[current, version]);
         if v == version {
             new += 1;
@@ -165,7 +170,6 @@ fn sigkill_during_apply_leaves_one_complete_generation() {
             old += 1;
         }
         current = v;
-        let _ = round;
     }
     eprintln!(
         "full apply {full:?}, kills within {max_ms} ms: {old} rounds kept the old generation, {new} the new"

@@ -240,7 +240,8 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
         } => {
             let bytes = read(&file)?;
             let keys = trusted(&pubkey)?;
-            let blob = SignedBlob::from_cbor(&bytes)?;
+            // Signature first; only then read the target it names.
+            let blob = keys.check(&bytes, portier::rules::envelope::SNAPSHOT_CONTEXT)?;
             let snap: Snapshot = serde_cbor::from_slice(&blob.payload)
                 .map_err(|e| anyhow::anyhow!("malformed snapshot: {e}"))?;
             let v = verify_snapshot(&bytes, &keys, &snap.gateway_id, &snap.building, at, None)?;

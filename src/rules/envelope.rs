@@ -436,12 +436,16 @@ pub fn check_delta_base(have: u64, delta: &Delta) -> Result<(), DeltaError> {
 }
 
 /// Apply a verified delta: blocks and unblocks first, then upserts and
-/// removals. Blocks of unknown cards are ignored (they are denied anyway).
+/// removals. The delta last applied, delivered again, is a no-op. Blocks of unknown cards are ignored (they are denied anyway).
 pub fn apply_delta(
     snap: &VerifiedSnapshot,
     delta: &VerifiedDelta,
 ) -> Result<VerifiedSnapshot, DeltaError> {
     let d = &delta.delta;
+    if d.version == snap.version() && delta.digest == snap.digest {
+        // The same delta delivered again (MQTT QoS 1): nothing to do.
+        return Ok(snap.clone());
+    }
     check_delta_base(snap.version(), d)?;
     for c in &d.upserts {
         snap.header.check_credential(c)?;

@@ -424,7 +424,19 @@ fn deltas() {
         reason(decide(&n, &req("lab", 3), now)),
         Some(DenyReason::UnknownCredential)
     );
-    let err = apply_delta(&n, &d).unwrap_err();
+    // The same delta again is a no-op; another one on the old base is not.
+    assert_eq!(apply_delta(&n, &d).unwrap().version(), 6);
+    let mut other = delta(5, 6);
+    other.blocks.clear();
+    let other = verify_delta(
+        &sign_delta(&key(), &other).unwrap(),
+        &trusted(),
+        "gw1",
+        "b1",
+        now,
+    )
+    .unwrap();
+    let err = apply_delta(&n, &other).unwrap_err();
     assert!(matches!(err, DeltaError::BaseMismatch { have: 6, need: 5 }));
     assert!(err.to_string().contains("full snapshot"));
     assert!(matches!(

@@ -240,3 +240,30 @@ mod tests {
         assert_eq!(parse_raw("9501f480/26").unwrap().1, 26);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip(f in 0u32..=0xff, n in 0u64..=0xffff,
+                                    c in 0u32..=0xfff, m in 0u64..=0xf_ffff,
+                                    g in 0u32..=0xffff, k in 0u64..=0x7_ffff) {
+            for key in [
+                CredentialKey::H10301 { facility: f, number: n },
+                CredentialKey::Corporate1000 { company: c, number: m },
+                CredentialKey::H10304 { facility: g, number: k },
+            ] {
+                let (bytes, bits) = encode(&key).unwrap();
+                prop_assert_eq!(decode(&bytes, bits).unwrap(), key);
+            }
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..8), bits in 0u16..80) {
+            let _ = decode(&bytes, bits);
+        }
+    }
+}

@@ -14,7 +14,8 @@
 //! transaction over the credential, blob and meta trees. A crash at any
 //! point leaves the old or the new rules entirely in force. On open the
 //! stored signed bytes are re-verified against the trusted keys, and
-//! leftovers of an interrupted apply are removed.
+//! leftovers of an interrupted apply are removed. Opening waits up to about
+//! a second for sled's file lock, then fails (another process owns the store).
 
 use std::path::Path;
 
@@ -112,6 +113,26 @@ fn digest32(v: &[u8]) -> Result<[u8; 32], StoreError> {
         .map_err(|_| StoreError::Corrupt("digest is not 32 bytes".into()))
 }
 
+/// Open sled, waiting up to about a second for its file lock: a handle
+/// dropped just before (in this or a just-finished process) releases the
+/// lock only when sled's background threads have finished.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let mut attempts = 0;
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_CAPACITY)
+            .open()
+        {
+            Err(sled::Error::Io(e)) if attempts < 50 && e.to_string().contains("acquire lock") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 struct Current {
     record: CurrentRecord,
     header: Header,
@@ -160,10 +181,7 @@ impl Store {
         gateway: &str,
         building: &str,
     ) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_CAPACITY)
-            .open()?;
+        let db = open_db(dir)?;
         let meta = db.open_tree("meta")?;
         let blob = db.open_tree("blob")?;
         let mut store = Self {
@@ -375,6 +393,15 @@ impl Store {
         let d = verify_delta(bytes, &self.keys, &self.gateway, &self.building, now)?;
         let cur = self.current.as_ref().ok_or(StoreError::Empty)?;
         let delta = d.delta();
+        if delta.version == cur.record.version && cur.record.digest[..] == d.digest()[..] {
+            // The same delta delivered again (MQTT QoS 1): nothing to do.
+            return Ok(Applied {
+                version: cur.record.version,
+                generation: cur.record.generation,
+                credentials: cur.record.credentials,
+                unchanged: true,
+            });
+        }
         check_delta_base(cur.record.version, delta)?;
         if let Some((hv, _)) = self.highest()?
             && delta.version <= hv

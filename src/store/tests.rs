@@ -54,11 +54,14 @@ fn apply_reopen_rollback_delta() {
         reason(st.decide(&req("lab", 1), now).unwrap()),
         Some(DenyReason::Blocked)
     );
+    // Delivered again (MQTT QoS 1): a no-op. On an older base: refused.
+    assert!(st.apply_delta(&d, now).unwrap().unchanged);
+    let d2 = sign_delta(&key(), &delta(4, 5)).unwrap();
     assert!(matches!(
-        st.apply_delta(&d, now),
+        st.apply_delta(&d2, now),
         Err(StoreError::Delta(DeltaError::BaseMismatch {
             have: 6,
-            need: 5
+            need: 4
         }))
     ));
     drop(st);
@@ -104,6 +107,7 @@ fn reopen_with_other_key_fails() {
         .unwrap();
     let mut k = TrustedKeys::new();
     k.add(ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key());
+    drop(open(dir.path()));
     assert!(matches!(
         Store::open(dir.path(), k, "gw1", "b1"),
         Err(StoreError::Verify(VerifyError::UnknownKey(_)))
