@@ -96,10 +96,11 @@ fn check(dir: &Path, keys: &TrustedKeys, allowed: &[u64]) -> u64 {
 }
 
 #[test]
-// Known failure, kept visible: sled 0.34 sometimes reports `Corruption` on
-// reopen after a SIGKILL mid-apply (seen once in ~200 kills). scripts/test
-// runs it and reports the outcome without gating CI until the store can
-// recover from the last-good signed blob (open work on the rules issue).
+// Under watch: sled 0.34 reported `Corruption` on reopen once after a
+// SIGKILL mid-apply (before the store waited for sled's file lock on open;
+// 3 × 100 kills passed since). scripts/test runs it and reports the outcome
+// without gating CI until the store can also recover from its last-good
+// signed blob (open work on the rules issue).
 #[ignore = "sled 0.34 corruption after SIGKILL mid-apply; run by scripts/test, non-gating"]
 // The test times a real apply to aim its kills: it may read the clock.
 #[allow(clippy::disallowed_methods)]
