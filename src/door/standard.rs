@@ -40,6 +40,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::{CredentialId, Feedback};
+pub use crate::rules::DenyReason;
 
 /// What the door hardware does when the daemon (or its power) is absent.
 ///
@@ -111,79 +112,13 @@ pub struct Override {
     pub until: Instant,
 }
 
-/// Why the rules engine denied; passed through to the event, and chosen
-/// feedback from. Codes are the contract's deny reasons.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum DenyReason {
-    /// `unknown_credential`
-    UnknownCredential,
-    /// `blocked`
-    Blocked,
-    /// `not_yet_valid`
-    NotYetValid,
-    /// `expired`
-    Expired,
-    /// `no_access`
-    NoAccess,
-    /// `outside_schedule`
-    OutsideSchedule,
-    /// `lockdown`
-    Lockdown,
-    /// `bad_format`
-    BadFormat,
-    /// `rules_too_old`
-    RulesTooOld,
-    /// `pin_required`
-    PinRequired,
-    /// `wrong_pin`
-    WrongPin,
-    /// A reason added to the contract after this code was written.
-    Other(String),
-}
-
-impl DenyReason {
-    /// The contract's code for this reason.
-    pub fn code(&self) -> &str {
-        match self {
-            Self::UnknownCredential => "unknown_credential",
-            Self::Blocked => "blocked",
-            Self::NotYetValid => "not_yet_valid",
-            Self::Expired => "expired",
-            Self::NoAccess => "no_access",
-            Self::OutsideSchedule => "outside_schedule",
-            Self::Lockdown => "lockdown",
-            Self::BadFormat => "bad_format",
-            Self::RulesTooOld => "rules_too_old",
-            Self::PinRequired => "pin_required",
-            Self::WrongPin => "wrong_pin",
-            Self::Other(code) => code,
-        }
-    }
-
-    /// The reason for a contract code; unknown codes are kept as `Other`.
-    pub fn from_code(code: &str) -> Self {
-        match code {
-            "unknown_credential" => Self::UnknownCredential,
-            "blocked" => Self::Blocked,
-            "not_yet_valid" => Self::NotYetValid,
-            "expired" => Self::Expired,
-            "no_access" => Self::NoAccess,
-            "outside_schedule" => Self::OutsideSchedule,
-            "lockdown" => Self::Lockdown,
-            "bad_format" => Self::BadFormat,
-            "rules_too_old" => Self::RulesTooOld,
-            "pin_required" => Self::PinRequired,
-            "wrong_pin" => Self::WrongPin,
-            other => Self::Other(other.to_owned()),
-        }
-    }
-
-    fn feedback(&self) -> Feedback {
-        match self {
-            Self::Lockdown => Feedback::Lockdown,
-            Self::RulesTooOld => Feedback::RulesTooOld,
-            _ => Feedback::Deny,
-        }
+/// The reader feedback for a deny reason: lockdown and stale rules have
+/// their own patterns so people (and technicians) can tell them apart.
+fn deny_feedback(reason: DenyReason) -> Feedback {
+    match reason {
+        DenyReason::Lockdown => Feedback::Lockdown,
+        DenyReason::RulesTooOld => Feedback::RulesTooOld,
+        _ => Feedback::Deny,
     }
 }
 
@@ -445,7 +380,7 @@ impl StandardDoor {
                 exempt,
             } => self.grant(now, credential, extended, exempt),
             DoorInput::Denied { credential, reason } => {
-                self.push(DoorAction::Feedback(reason.feedback()));
+                self.push(DoorAction::Feedback(deny_feedback(reason)));
                 self.event(DoorEvent::Denied { credential, reason });
             }
             DoorInput::ExitRequest => self.rex(now),
@@ -982,13 +917,13 @@ mod tests {
             (DenyReason::NoAccess, Feedback::Deny),
             (DenyReason::Lockdown, Feedback::Lockdown),
             (DenyReason::RulesTooOld, Feedback::RulesTooOld),
-            (DenyReason::from_code("new_reason"), Feedback::Deny),
+            (DenyReason::Expired, Feedback::Deny),
         ] {
             d.handle(
                 t,
                 DoorInput::Denied {
                     credential: Some("x".into()),
-                    reason: reason.clone(),
+                    reason,
                 },
             );
             assert_eq!(
@@ -1003,11 +938,6 @@ mod tests {
             );
         }
         assert_eq!(d.strike(), Strike::Locked);
-        assert_eq!(
-            DenyReason::from_code("outside_schedule").code(),
-            "outside_schedule"
-        );
-        assert_eq!(DenyReason::from_code("new_reason").code(), "new_reason");
     }
 
     #[test]

@@ -492,7 +492,7 @@ impl Building {
                     door,
                     reader,
                     credential,
-                    reason: reason.code().to_owned(),
+                    reason: reason.as_str().to_owned(),
                 });
             }
         }
@@ -605,13 +605,13 @@ fn standard_event(door: &str, reader: &str, event: DoorEvent) -> Option<EventKin
             door,
             reader: reader.to_owned(),
             credential: Some(credential.0),
-            reason: DenyReason::Lockdown.code().to_owned(),
+            reason: DenyReason::Lockdown.as_str().to_owned(),
         },
         DoorEvent::Denied { credential, reason } => EventKind::AccessDenied {
             door,
             reader: reader.to_owned(),
             credential: credential.map(|c| c.0),
-            reason: reason.code().to_owned(),
+            reason: reason.as_str().to_owned(),
         },
         DoorEvent::Rex => EventKind::ExitRequest { door },
         DoorEvent::Forced => EventKind::DoorForced { door },
@@ -661,7 +661,7 @@ fn revolving_event(door: &str, reader: &str, event: RevolvingEvent) -> Option<Ev
             door,
             reader: reader.to_owned(),
             credential: Some(credential.0),
-            reason: DenyReason::Lockdown.code().to_owned(),
+            reason: DenyReason::Lockdown.as_str().to_owned(),
         },
         RevolvingEvent::UnauthorisedRotation { .. } => EventKind::DoorForced { door },
         RevolvingEvent::ModeChanged { mode, .. } => EventKind::DoorModeChanged {
