@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-use super::frame::{FrameError, FrameReader};
+use super::frame::FrameReader;
 use super::message::Command;
-use super::pd::{BusEvent, Outcome, Pd, PdConfig, PdStatus, Timing};
+use super::pd::{BusEvent, Pd, PdConfig, PdStatus, Timing};
 
 /// A source of unpredictable bytes (RND.A for the Secure Channel challenge).
 pub type Entropy = Box<dyn FnMut(&mut [u8]) + Send>;
@@ -160,8 +160,7 @@ impl Bus {
         while let Some(item) = self.reader.next_frame() {
             let rx = match item {
                 Ok(rx) => rx,
-                Err(FrameError::BadLength(_) | FrameError::BadCrc | FrameError::BadChecksum)
-                | Err(FrameError::BadSecurityBlock | FrameError::TooLarge) => {
+                Err(_) => {
                     self.stats.framing_errors += 1;
                     continue;
                 }
@@ -176,9 +175,8 @@ impl Bus {
                 continue;
             }
             self.stats.replies += 1;
-            match pd.handle_reply(now, &rx, &mut self.events) {
-                Outcome::Done | Outcome::Retry => {}
-            }
+            // BUSY leaves the request outstanding; the PD retries it on its next turn.
+            pd.handle_reply(now, &rx, &mut self.events);
             self.in_flight = None;
             self.reader.clear();
         }

@@ -285,14 +285,6 @@ pub(crate) struct Pd {
     backoff_max: Duration,
 }
 
-/// Where a PD's reply handling leaves the exchange.
-pub(crate) enum Outcome {
-    /// Exchange complete.
-    Done,
-    /// The PD asked to be retried later (BUSY): keep the outstanding request.
-    Retry,
-}
-
 impl Pd {
     pub(crate) fn new(config: PdConfig, timing: &Timing) -> Self {
         Self {
@@ -458,15 +450,11 @@ impl Pd {
         }
     }
 
-    fn sequence(&self) -> u8 {
-        self.sequence
-    }
-
     /// Whether a frame is the reply to the outstanding request.
     pub(crate) fn is_reply_to_outstanding(&self, rx: &Received) -> bool {
         rx.frame.is_reply
             && rx.frame.address == self.address
-            && rx.frame.sequence == self.sequence()
+            && rx.frame.sequence == self.sequence
             && self.outstanding.is_some()
     }
 
@@ -476,9 +464,9 @@ impl Pd {
         now: Instant,
         rx: &Received,
         events: &mut VecDeque<BusEvent>,
-    ) -> Outcome {
+    ) {
         let Some((request, _)) = self.outstanding.clone() else {
-            return Outcome::Done;
+            return;
         };
         // Authenticate first: nothing from a keyed PD counts before this.
         let data = match &mut self.session {
@@ -486,11 +474,11 @@ impl Pd {
                 Ok(data) => data,
                 Err(super::channel::ChannelError::NotSecured) => {
                     self.fail_security(now, SecurityAlarm::PlaintextInSession, events);
-                    return Outcome::Done;
+                    return;
                 }
                 Err(_) => {
                     self.fail_security(now, SecurityAlarm::BadMac, events);
-                    return Outcome::Done;
+                    return;
                 }
             },
             None => rx.frame.data.clone(),
@@ -509,12 +497,12 @@ impl Pd {
                         reason: CommandFailure::Nak(NakCode::UnableToProcess),
                     });
                 }
-                return Outcome::Done;
+                return;
             }
         };
         if matches!(reply, Reply::Busy) {
             self.mark_alive(now);
-            return Outcome::Retry;
+            return;
         }
         self.outstanding = None;
         self.mark_alive(now);
@@ -542,7 +530,8 @@ impl Pd {
                 if rx.frame.security.as_ref().map(|sb| sb.kind) != Some(scs::SCS_12)
                     || !ct_eq(&keys.client_cryptogram(&rnd_a, &cc.rnd_b), &cc.cryptogram)
                 {
-                    return self.fail_security(now, SecurityAlarm::WrongKey, events);
+                    self.fail_security(now, SecurityAlarm::WrongKey, events);
+                    return;
                 }
                 Phase::ServerCryptogram {
                     keys,
@@ -551,14 +540,16 @@ impl Pd {
                 }
             }
             (Phase::Challenge { .. }, _) => {
-                return self.fail_security(now, SecurityAlarm::HandshakeRefused, events);
+                self.fail_security(now, SecurityAlarm::HandshakeRefused, events);
+                return;
             }
             (Phase::ServerCryptogram { keys, rnd_a, rnd_b }, Reply::InitialRmac(rmac)) => {
                 let expected = keys.initial_rmac(&keys.server_cryptogram(&rnd_a, &rnd_b));
                 if rx.frame.security.as_ref().map(|sb| sb.kind) != Some(scs::SCS_14)
                     || !ct_eq(&expected, &rmac)
                 {
-                    return self.fail_security(now, SecurityAlarm::BadInitialRmac, events);
+                    self.fail_security(now, SecurityAlarm::BadInitialRmac, events);
+                    return;
                 }
                 self.session = Some(SecureSession::new(Side::ControlPanel, keys, rmac));
                 if matches!(self.key, KeyPolicy::Install(_)) {
@@ -569,7 +560,8 @@ impl Pd {
                 }
             }
             (Phase::ServerCryptogram { .. }, _) => {
-                return self.fail_security(now, SecurityAlarm::HandshakeRefused, events);
+                self.fail_security(now, SecurityAlarm::HandshakeRefused, events);
+                return;
             }
             (Phase::InstallKey, Reply::Ack) => {
                 let KeyPolicy::Install(new_key) = self.key.clone() else {
@@ -587,7 +579,8 @@ impl Pd {
                     Reply::Nak(code) => code,
                     _ => NakCode::Other(0xFF),
                 };
-                return self.fail_security(now, SecurityAlarm::KeySetRefused(code), events);
+                self.fail_security(now, SecurityAlarm::KeySetRefused(code), events);
+                return;
             }
             (Phase::Online, reply) => {
                 self.handle_online_reply(request, reply, events);
@@ -596,7 +589,6 @@ impl Pd {
             }
             (offline @ Phase::Offline { .. }, _) => offline,
         };
-        Outcome::Done
     }
 
     fn handle_online_reply(
@@ -669,13 +661,12 @@ impl Pd {
         now: Instant,
         alarm: SecurityAlarm,
         events: &mut VecDeque<BusEvent>,
-    ) -> Outcome {
+    ) {
         events.push_back(BusEvent::SecurityAlarm {
             address: self.address,
             alarm: alarm.clone(),
         });
         self.go_offline(now, OfflineReason::Security(alarm), events);
-        Outcome::Done
     }
 
     /// Take the PD offline: drop the session, fail queued commands, and
