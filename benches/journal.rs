@@ -7,11 +7,7 @@ use portier::journal::{EventKind, Journal};
 
 fn append(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new()
-        .path(dir.path())
-        .cache_capacity(64 << 20)
-        .open()
-        .unwrap();
+    let db = portier::storage::open_db(dir.path(), 64 << 20).unwrap();
     let mut journal = Journal::open(&db).unwrap();
     let at = "2026-11-23T20:00:00Z".parse().unwrap();
     let mut group = c.benchmark_group("journal_append_flushed");

@@ -13,6 +13,7 @@ pub mod journal;
 pub mod osdp;
 pub mod rules;
 pub mod site;
+pub mod storage;
 pub mod store;
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ async fn card_to_relay_with_the_record_on_disk_first() {
         rotation_out: None,
     }]);
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let db = portier::storage::open_db(dir.path(), 8 << 20).unwrap();
     let journal = Journal::open(&db).unwrap();
     let reader_journal = Journal::open(&db).unwrap();
     let links = vec![BusLink {

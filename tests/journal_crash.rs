@@ -13,7 +13,7 @@ use portier::journal::{EventKind, Journal};
 const CHILD_ENV: &str = "PORTIER_JOURNAL_CRASH_CHILD";
 
 fn child(path: &str) -> ! {
-    let db = sled::Config::new().path(path).open().unwrap();
+    let db = portier::storage::open_db(path.as_ref(), 8 << 20).unwrap();
     let mut journal = Journal::open(&db).unwrap();
     let at = "2026-11-23T20:00:00Z".parse().unwrap();
     loop {
@@ -73,7 +73,7 @@ fn killed_writer_loses_no_acknowledged_event() {
         child.wait().unwrap();
         let acked = reader.join().unwrap();
 
-        let db = sled::Config::new().path(&path).open().unwrap();
+        let db = portier::storage::open_db(&path, 8 << 20).unwrap();
         let journal = Journal::open(&db).unwrap();
         let events = journal.after(0, usize::MAX).unwrap();
         let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();

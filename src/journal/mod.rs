@@ -162,7 +162,7 @@ mod tests {
 
     fn db() -> (tempfile::TempDir, sled::Db) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = crate::storage::open_db(dir.path(), 8 << 20).unwrap();
         (dir, db)
     }
 
@@ -207,7 +207,7 @@ mod tests {
         assert!(journal.is_empty());
         drop(journal);
         drop(db);
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = crate::storage::open_db(dir.path(), 8 << 20).unwrap();
         let mut journal = Journal::open(&db).unwrap();
         let next = journal.append(at(), vec![granted("d")]).unwrap();
         assert_eq!(next[0].seq, 4);

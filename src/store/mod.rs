@@ -113,24 +113,8 @@ fn digest32(v: &[u8]) -> Result<[u8; 32], StoreError> {
         .map_err(|_| StoreError::Corrupt("digest is not 32 bytes".into()))
 }
 
-/// Open sled, waiting up to about a second for its file lock: a handle
-/// dropped just before (in this or a just-finished process) releases the
-/// lock only when sled's background threads have finished.
 fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
-    let mut attempts = 0;
-    loop {
-        match sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_CAPACITY)
-            .open()
-        {
-            Err(sled::Error::Io(e)) if attempts < 50 && e.to_string().contains("acquire lock") => {
-                attempts += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return Ok(other?),
-        }
-    }
+    Ok(crate::storage::open_db(dir, CACHE_CAPACITY)?)
 }
 
 struct Current {
