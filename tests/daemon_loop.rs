@@ -8,7 +8,7 @@ use std::time::Duration;
 mod support;
 
 use portier::door::{DenyReason, Direction, StandardConfig};
-use portier::driver::daemon::{self, BusLink, Decider};
+use portier::driver::daemon::{self, BusLink, Daemon, DaemonInputs, Decider};
 use portier::driver::serial::{BusHandles, run_bus};
 use portier::journal::{EventKind, Journal};
 use portier::osdp::message::{Command, LedColor, OutputAction, RawCard};
@@ -118,13 +118,17 @@ async fn card_to_relay_with_the_record_on_disk_first() {
         name: "bus0".into(),
         requests,
     }];
+    let presence = daemon::PresenceBook::open(&db).unwrap();
+    let (_control, control) = mpsc::channel(4);
+    let (view, _) = watch::channel(daemon::DaemonView::default());
     let daemon = tokio::spawn(daemon::run(
-        building,
-        Box::new(Fixture),
-        journal,
-        links,
-        tagged,
-        shutdown_rx,
+        Daemon::new(building, Box::new(Fixture), journal, presence, links),
+        DaemonInputs {
+            events: tagged,
+            control,
+            shutdown: shutdown_rx,
+        },
+        view,
     ));
 
     let within = Duration::from_secs(5);

@@ -3,6 +3,7 @@
 
 mod keygen;
 mod reader;
+mod run;
 mod snapshot;
 
 use std::process::ExitCode;
@@ -25,6 +26,11 @@ enum Verb {
     Reader(reader::ReaderCmd),
     /// Create an ed25519 key pair for signing snapshots and commands.
     Keygen(keygen::KeygenArgs),
+    /// Run the gateway daemon.
+    Run(run::RunArgs),
+    /// Check a config file (and the key files it names); exit non-zero with
+    /// file, line and key on error.
+    CheckConfig(run::CheckArgs),
     /// Build, inspect, apply and query signed rule snapshots.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
@@ -37,5 +43,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         Verb::Reader(cmd) => reader::run(cmd),
         Verb::Keygen(args) => keygen::run(args),
         Verb::Snapshot(cmd) => snapshot::run(cmd),
+        Verb::Run(args) => run::run(args),
+        Verb::CheckConfig(args) => run::check(args),
     }
 }

@@ -110,20 +110,8 @@ pub(crate) fn run(cmd: ReaderCmd) -> anyhow::Result<ExitCode> {
 
 /// Read a key file: 32 hex digits, surrounding whitespace allowed.
 pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Scbk> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading key file {}", path.display()))?;
-    parse_key(text.trim()).with_context(|| format!("key file {}", path.display()))
-}
-
-fn parse_key(hex_digits: &str) -> anyhow::Result<Scbk> {
-    let bytes = hex::decode(hex_digits).context("not hex: a key file holds 32 hex digits")?;
-    let key: [u8; 16] = bytes.try_into().map_err(|b: Vec<u8>| {
-        anyhow::anyhow!(
-            "{} bytes: a key file holds exactly 16 bytes (32 hex digits)",
-            b.len()
-        )
-    })?;
-    Ok(Scbk(key))
+    portier::config::read_scbk_file(path)
+        .map_err(|message| anyhow::anyhow!("key file {}: {message}", path.display()))
 }
 
 struct RunningBus {

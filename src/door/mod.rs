@@ -35,7 +35,7 @@ pub mod standard;
 
 pub use presence::{Occupant, Passage, Presence, PresenceEvent};
 pub use revolving::{
-    PassageCounters, RevolvingAction, RevolvingConfig, RevolvingDoor, RevolvingEvent,
+    PassageCause, PassageCounters, RevolvingAction, RevolvingConfig, RevolvingDoor, RevolvingEvent,
     RevolvingInput, RevolvingMode, Rotation,
 };
 pub use standard::{
@@ -63,6 +63,7 @@ impl std::fmt::Display for CredentialId {
 
 /// Direction of a passage through a door, seen from the building.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Into the building (or the controlled area).
     In,

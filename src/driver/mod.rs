@@ -3,4 +3,5 @@
 
 pub mod clock;
 pub mod daemon;
+pub mod gateway;
 pub mod serial;

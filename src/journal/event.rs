@@ -117,6 +117,22 @@ pub enum EventKind {
         /// What happened.
         alarm: String,
     },
+    /// The daemon started.
+    DaemonStarted {
+        /// Software version.
+        version: String,
+        /// Rules version in force, if any.
+        rules_version: Option<u64>,
+    },
+    /// A remote door action (central command, admin page, test hook).
+    RemoteAction {
+        /// Who asked.
+        source: String,
+        /// The action, as JSON.
+        action: String,
+        /// `accepted` or `refused: <why>`.
+        outcome: String,
+    },
     /// A rules snapshot or delta was applied.
     RulesApplied {
         /// Version now in force.

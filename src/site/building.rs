@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use crate::door::{
-    CredentialId, DenyReason, Direction, DoorAction, DoorEvent, DoorInput, Feedback,
+    CredentialId, DenyReason, Direction, DoorAction, DoorEvent, DoorInput, Feedback, PassageCause,
     RevolvingAction, RevolvingConfig, RevolvingDoor, RevolvingEvent, RevolvingInput, Rotation,
     StandardConfig, StandardDoor,
 };
@@ -17,6 +17,7 @@ use crate::journal::EventKind;
 use crate::osdp::message::{Command, RawCard};
 use crate::osdp::{BusEvent, OfflineReason};
 
+use super::modes::{DoorClass, ModePlanner};
 use super::outputs::{self, StrikeWiring};
 
 /// A PD: bus name and address.
@@ -175,6 +176,16 @@ pub enum BuildingAction {
     },
     /// Append this to the journal.
     Record(EventKind),
+    /// A granted person went through a door: the owner updates the
+    /// presence list (it knows office hours and names).
+    Passage {
+        /// Door id.
+        door: String,
+        /// Who.
+        credential: String,
+        /// Which way.
+        direction: Direction,
+    },
 }
 
 enum Machine {
@@ -271,6 +282,22 @@ impl Building {
                 }
             }
         }
+    }
+
+    /// The door ids, in config order.
+    pub fn door_ids(&self) -> impl Iterator<Item = &str> {
+        self.doors.iter().map(|d| d.wiring.id.as_str())
+    }
+
+    /// A mode planner for these doors.
+    pub fn mode_planner(&self) -> ModePlanner {
+        ModePlanner::new(self.doors.iter().map(|d| {
+            let class = match d.machine {
+                Machine::Standard(_) => DoorClass::Standard,
+                Machine::Revolving(_) => DoorClass::Revolving,
+            };
+            (d.wiring.id.clone(), class)
+        }))
     }
 
     fn door_index(&self, id: &str) -> Option<usize> {
@@ -522,6 +549,19 @@ impl Building {
                         }
                         DoorAction::Feedback(f) => self.feedback(i, f),
                         DoorAction::Event(e) => {
+                            if let DoorEvent::EntryOpened { credential } = &e {
+                                let direction = door
+                                    .wiring
+                                    .readers
+                                    .iter()
+                                    .find(|r| r.id == reader)
+                                    .map_or(Direction::In, |r| r.direction);
+                                self.actions.push_back(BuildingAction::Passage {
+                                    door: id.clone(),
+                                    credential: credential.0.clone(),
+                                    direction,
+                                });
+                            }
                             if let Some(kind) = standard_event(&id, &reader, e) {
                                 self.record(kind);
                             }
@@ -539,6 +579,17 @@ impl Building {
                         RevolvingAction::DisableRotation => self.rotation(now, i, None),
                         RevolvingAction::Feedback(f) => self.feedback(i, f),
                         RevolvingAction::Event(e) => {
+                            if let RevolvingEvent::Passage {
+                                direction,
+                                cause: PassageCause::Grant(credential),
+                            } = &e
+                            {
+                                self.actions.push_back(BuildingAction::Passage {
+                                    door: id.clone(),
+                                    credential: credential.0.clone(),
+                                    direction: *direction,
+                                });
+                            }
                             if let Some(kind) = revolving_event(&id, &reader, e) {
                                 self.record(kind);
                             }

@@ -3,7 +3,9 @@
 //! the mapping of doors to buses and PDs; this module owns what is sent.
 
 pub mod building;
+pub mod modes;
 pub mod outputs;
+pub mod remote;
 
 pub use building::{
     Building, BuildingAction, BuildingInput, DoorKind, DoorWiring, InputRef, OutputRef, PdRef,

@@ -1,0 +1,322 @@
+//! The daemon configuration file (TOML), documented key by key in
+//! `config/portier.example.toml`: `[gateway]`, `[trust]`, `[presence]`,
+//! `[[bus]]` with `[[bus.pd]]`, and `[[door]]` (see [`site`]).
+//!
+//! Guarantees: every error names the file, the line and the key; relative
+//! paths are resolved against the config file's directory; cross-references
+//! (doors → PDs), trusted keys and PD key files are checked by
+//! [`Config::load`] / [`Config::check`], before anything is opened.
+
+pub mod site;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+use toml::Spanned;
+
+use crate::driver::serial::PortSettings;
+use crate::osdp::secure::Scbk;
+use crate::osdp::{KeyPolicy, PdConfig, Timing};
+use crate::rules::TrustedKeys;
+use crate::rules::source::{SourceError, toml_error};
+use site::{BusConfig, DoorEntry, PdPlace, Site, SiteError};
+
+/// Configuration errors.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// File.
+        file: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a missing / mistyped key.
+    #[error(transparent)]
+    Toml(#[from] SourceError),
+    /// A public key file is unusable.
+    #[error("{file}: key `trust.central_keys`: {path}: {message}")]
+    Key {
+        /// Config file.
+        file: String,
+        /// Key file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is wrong or a reference does not resolve.
+    #[error("{file}:{line}: key `{key}`: {message}")]
+    Invalid {
+        /// Config file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// Dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// Gateway id (must match snapshots).
+    pub id: String,
+    /// Building (must match snapshots).
+    pub building: String,
+    /// sled state directory.
+    pub state_dir: PathBuf,
+    /// IANA time zone of the building (logs and the status page; decisions
+    /// use the snapshot's, and a mismatch is reported).
+    pub time_zone: Option<Spanned<String>>,
+}
+
+/// `[presence]`: who is inside after hours.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// The rules' schedule that means "office hours"; passages outside it
+    /// are journaled as presence events.
+    #[serde(default = "default_office_hours")]
+    pub office_hours_schedule: String,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            office_hours_schedule: default_office_hours(),
+        }
+    }
+}
+
+fn default_office_hours() -> String {
+    "office-hours".into()
+}
+
+/// `[trust]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    /// Files with central public keys (64 hex digits each).
+    pub central_keys: Vec<PathBuf>,
+}
+
+/// The configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[gateway]`.
+    pub gateway: Gateway,
+    /// `[trust]`.
+    pub trust: Trust,
+    /// `[presence]`.
+    #[serde(default)]
+    pub presence: PresenceConfig,
+    /// `[[bus]]`.
+    #[serde(default, rename = "bus")]
+    pub buses: Vec<BusConfig>,
+    /// `[[door]]`.
+    #[serde(default, rename = "door")]
+    pub doors: Vec<DoorEntry>,
+    /// Config file path (for errors).
+    #[serde(skip)]
+    pub file: PathBuf,
+    /// Config text (for error lines).
+    #[serde(skip)]
+    text: String,
+    /// PDs by name, after [`Config::check`].
+    #[serde(skip)]
+    pub pds: HashMap<String, PdPlace>,
+}
+
+/// One bus, ready to open: port settings, timing and its PDs with keys.
+#[derive(Debug, Clone)]
+pub struct BusPlan {
+    /// Bus name.
+    pub name: String,
+    /// Serial port.
+    pub port: PortSettings,
+    /// OSDP timing.
+    pub timing: Timing,
+    /// PDs with their key policy.
+    pub pds: Vec<PdConfig>,
+    /// PD names by address (for logs and the status page).
+    pub names: HashMap<u8, String>,
+}
+
+impl Config {
+    /// Parse config text; `file` names it in errors and anchors relative paths.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let name = file.display().to_string();
+        let mut c: Config = toml::from_str(text).map_err(|e| toml_error(&name, text, &e))?;
+        c.file = file.to_owned();
+        c.text = text.to_owned();
+        let base = file.parent().unwrap_or(Path::new("."));
+        c.gateway.state_dir = base.join(&c.gateway.state_dir);
+        for k in &mut c.trust.central_keys {
+            *k = base.join(&*k);
+        }
+        for bus in &mut c.buses {
+            for pd in &mut bus.pds {
+                if let Some(k) = &mut pd.key_file {
+                    *k = base.join(&*k);
+                }
+            }
+        }
+        if let Some(tz) = &c.gateway.time_zone
+            && jiff::tz::TimeZone::get(tz.get_ref()).is_err()
+        {
+            return Err(c.invalid(SiteError {
+                at: tz.span().start,
+                key: "gateway.time_zone".into(),
+                message: format!("{:?} is not an IANA time zone", tz.get_ref()),
+            }));
+        }
+        let site = Site {
+            buses: c.buses.clone(),
+            doors: c.doors.clone(),
+        };
+        c.pds = site.check().map_err(|e| c.invalid(e))?;
+        Ok(c)
+    }
+
+    fn invalid(&self, e: SiteError) -> ConfigError {
+        let at = e.at.min(self.text.len());
+        ConfigError::Invalid {
+            file: self.file.display().to_string(),
+            line: self.text[..at].matches('\n').count() + 1,
+            key: e.key,
+            message: e.message,
+        }
+    }
+
+    /// Everything [`Config::load`] checks, plus the files it names: trusted
+    /// keys and PD key files. What `portier check-config` runs.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.trusted_keys(&self.file)?;
+        self.bus_plans()?;
+        Ok(())
+    }
+
+    /// The doors as the building core wants them.
+    pub fn door_wiring(&self) -> Vec<crate::site::DoorWiring> {
+        let site = Site {
+            buses: Vec::new(),
+            doors: self.doors.clone(),
+        };
+        site.wiring(&self.pds)
+    }
+
+    /// The buses, with PD keys read from their files.
+    pub fn bus_plans(&self) -> Result<Vec<BusPlan>, ConfigError> {
+        let mut plans = Vec::new();
+        for bus in &self.buses {
+            let mut pds = Vec::new();
+            let mut names = HashMap::new();
+            for pd in &bus.pds {
+                let key = match &pd.key_file {
+                    Some(path) => KeyPolicy::Secure(read_scbk_file(path).map_err(|message| {
+                        self.invalid(SiteError {
+                            at: pd.name.span().start,
+                            key: "bus.pd.key_file".into(),
+                            message: format!("{}: {message}", path.display()),
+                        })
+                    })?),
+                    None => KeyPolicy::Plaintext,
+                };
+                pds.push(PdConfig {
+                    address: *pd.address.get_ref(),
+                    key,
+                });
+                names.insert(*pd.address.get_ref(), pd.name.get_ref().clone());
+            }
+            plans.push(BusPlan {
+                name: bus.name.get_ref().clone(),
+                port: PortSettings {
+                    path: bus.port.clone(),
+                    baud: *bus.baud.get_ref(),
+                    rs485: bus.rs485.into(),
+                    suppress_echo: bus.suppress_echo,
+                },
+                timing: Timing {
+                    poll_interval: Duration::from_millis(bus.poll_interval_ms),
+                    ..Timing::default()
+                },
+                pds,
+                names,
+            });
+        }
+        Ok(plans)
+    }
+
+    /// Read and parse a config file.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.display().to_string(),
+            source,
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Load the trusted central keys named in `[trust]`.
+    pub fn trusted_keys(&self, file: &Path) -> Result<TrustedKeys, ConfigError> {
+        let mut keys = TrustedKeys::new();
+        for p in &self.trust.central_keys {
+            let err = |message: String| ConfigError::Key {
+                file: file.display().to_string(),
+                path: p.display().to_string(),
+                message,
+            };
+            let text = std::fs::read_to_string(p).map_err(|e| err(e.to_string()))?;
+            let bytes = read_hex32(&text).map_err(err)?;
+            keys.add_bytes(&bytes).map_err(|e| err(e.to_string()))?;
+        }
+        Ok(keys)
+    }
+}
+
+/// Read an OSDP key file: the 16-byte SCBK as 32 hex digits (surrounding
+/// whitespace allowed).
+pub fn read_scbk_file(path: &Path) -> Result<Scbk, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let bytes = hex::decode(text.trim())
+        .map_err(|e| format!("not hex ({e}): a key file holds 32 hex digits"))?;
+    let key: [u8; 16] = bytes.try_into().map_err(|b: Vec<u8>| {
+        format!(
+            "{} bytes: a key file holds exactly 16 bytes (32 hex digits)",
+            b.len()
+        )
+    })?;
+    Ok(Scbk(key))
+}
+
+/// Parse 64 hex digits (surrounding whitespace allowed) into 32 bytes.
+pub fn read_hex32(text: &str) -> Result<[u8; 32], String> {
+    let v = hex::decode(text.trim()).map_err(|e| format!("not hex: {e}"))?;
+    v.try_into()
+        .map_err(|v: Vec<u8>| format!("expected 32 bytes (64 hex digits), found {}", v.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_file_line_key() {
+        let t =
+            "[gateway]\nid = \"g\"\nbuilding = 3\nstate_dir = \"s\"\n[trust]\ncentral_keys = []\n";
+        let e = Config::parse(Path::new("/etc/p.toml"), t)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/p.toml:3: key `building`"), "{e}");
+        let t = "[gateway]\nid = \"g\"\nbuilding = \"b\"\nstate_dir = \"s\"\n[trust]\ncentral_keys = []\n";
+        let c = Config::parse(Path::new("/etc/p.toml"), t).unwrap();
+        assert_eq!(c.gateway.state_dir, Path::new("/etc/s"));
+    }
+}

@@ -1,0 +1,339 @@
+//! `portier run`: builds the gateway of one building from its config and
+//! runs it — the rules store, the event journal and presence list, one
+//! task per bus, the daemon loop, and (when asked) the local control
+//! socket. Everything here is assembly; behaviour lives in the cores.
+//!
+//! State directory layout: `rules/` (the signed rules in sled, see
+//! [`crate::store`]) and `events/` (journal and presence list, one sled
+//! database so one flush covers both).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use jiff::Timestamp;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::clock;
+use super::daemon::{
+    self, BusLink, Control, Daemon, DaemonInputs, DaemonView, Decider, PresenceBook,
+};
+use super::serial::{BusHandles, open_port, run_bus};
+use crate::config::Config;
+use crate::door::DenyReason;
+use crate::journal::{EventKind, Journal};
+use crate::osdp::message::RawCard;
+use crate::osdp::{Bus, PdStatus};
+use crate::rules::{Card, Decision, Request};
+use crate::site::remote::RemoteAction;
+use crate::site::{Building, Verdict};
+use crate::store::{Store, StoreError};
+
+/// Page-cache budget of the events database.
+const EVENTS_CACHE: u64 = 16 * 1024 * 1024;
+
+/// The rules store as the daemon's [`Decider`]. Shared so that an apply
+/// (from the uplink or the admin page) and decisions use the same store.
+pub struct StoreDecider {
+    store: Arc<RwLock<Store>>,
+    office_hours_schedule: String,
+    /// Display names of recent grants, for the presence list.
+    names: HashMap<String, Option<String>>,
+}
+
+/// How many recent grant names are kept for presence.
+const NAME_CACHE: usize = 4096;
+
+impl StoreDecider {
+    /// A decider over `store`; `office_hours_schedule` names the rules'
+    /// schedule that means office hours.
+    pub fn new(store: Arc<RwLock<Store>>, office_hours_schedule: String) -> Self {
+        Self {
+            store,
+            office_hours_schedule,
+            names: HashMap::new(),
+        }
+    }
+}
+
+impl Decider for StoreDecider {
+    fn decide(&mut self, door: &str, card: &RawCard, now: Timestamp) -> Verdict {
+        let req = Request {
+            door: door.to_owned(),
+            card: Card::Raw {
+                bytes: card.data.clone(),
+                bits: card.bits,
+            },
+            pin: None,
+            lockdown: false,
+        };
+        let credential = crate::rules::wiegand::decode(&card.data, card.bits)
+            .ok()
+            .map(|k| k.to_string());
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        match store.decide(&req, now) {
+            Ok(Decision::Grant {
+                credential,
+                extended_unlock,
+                lockdown_exempt,
+                display_name,
+                ..
+            }) => {
+                let credential = credential.to_string();
+                if self.names.len() >= NAME_CACHE {
+                    self.names.clear();
+                }
+                self.names.insert(credential.clone(), display_name);
+                Verdict::Grant {
+                    credential,
+                    extended: extended_unlock,
+                    lockdown_exempt,
+                }
+            }
+            Ok(Decision::Deny(reason)) => Verdict::Deny { credential, reason },
+            // No rules at all: as old as rules can be.
+            Err(StoreError::Empty) => Verdict::Deny {
+                credential,
+                reason: DenyReason::RulesTooOld,
+            },
+            Err(e) => {
+                tracing::error!(door, error = %e, "rules lookup failed; denying");
+                Verdict::Deny {
+                    credential,
+                    reason: DenyReason::UnknownCredential,
+                }
+            }
+        }
+    }
+
+    fn door_mode(&self, door: &str, now: Timestamp) -> Option<String> {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        store
+            .header()
+            .and_then(|h| h.door_mode(door, now))
+            .map(str::to_owned)
+    }
+
+    fn office_hours(&self, now: Timestamp) -> Option<bool> {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        store
+            .header()
+            .map(|h| h.schedule_open(&self.office_hours_schedule, now))
+    }
+
+    fn display_name(&self, credential: &str) -> Option<String> {
+        self.names.get(credential).cloned().flatten()
+    }
+}
+
+/// Options of `portier run` beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Serve the local control socket here (JSON lines; the test hook for
+    /// remote actions until the uplink carries signed commands).
+    pub control_socket: Option<PathBuf>,
+}
+
+/// Handles to a running gateway.
+#[derive(Debug)]
+pub struct Running {
+    /// Requests to the daemon loop.
+    pub control: mpsc::Sender<Control>,
+    /// Daemon state after every round.
+    pub view: watch::Receiver<DaemonView>,
+    /// PD statuses per bus.
+    pub bus_status: HashMap<String, watch::Receiver<Vec<PdStatus>>>,
+    /// The rules store.
+    pub store: Arc<RwLock<Store>>,
+}
+
+/// Build and run the gateway until `shutdown` turns true or the daemon
+/// loop fails.
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    shutdown: watch::Receiver<bool>,
+    started: Option<oneshot::Sender<Running>>,
+) -> anyhow::Result<()> {
+    let keys = config.trusted_keys(&config.file)?;
+    let state = &config.gateway.state_dir;
+    create_private_dir(state)?;
+    let store = Store::open(
+        &state.join("rules"),
+        keys,
+        &config.gateway.id,
+        &config.gateway.building,
+    )
+    .with_context(|| {
+        format!(
+            "opening the rules store in {}",
+            state.join("rules").display()
+        )
+    })?;
+    match store.version() {
+        Some(v) => tracing::info!(version = v, "rules in force"),
+        None => tracing::warn!(
+            "no rules yet: every card is denied (rules_too_old) until a snapshot is applied"
+        ),
+    }
+    let store = Arc::new(RwLock::new(store));
+    let events_db =
+        crate::storage::open_db(&state.join("events"), EVENTS_CACHE).with_context(|| {
+            format!(
+                "opening the event journal in {}",
+                state.join("events").display()
+            )
+        })?;
+    let mut journal = Journal::open(&events_db)?;
+    let presence = PresenceBook::open(&events_db)?;
+    let decider = StoreDecider::new(store.clone(), config.presence.office_hours_schedule.clone());
+    let building = Building::new(config.door_wiring());
+
+    let (bus_tx, bus_rx) = mpsc::channel(256);
+    let mut links = Vec::new();
+    let mut bus_status = HashMap::new();
+    for plan in config.bus_plans()? {
+        let port = open_port(&plan.port)
+            .with_context(|| format!("bus {}: opening {}", plan.name, plan.port.path.display()))?;
+        let bus = Bus::new(plan.timing, plan.pds.clone(), Box::new(clock::os_entropy))
+            .with_context(|| format!("bus {}", plan.name))?;
+        let (events_tx, mut events) = mpsc::channel(64);
+        let (requests, requests_rx) = mpsc::channel(64);
+        let (status, status_rx) = watch::channel(Vec::new());
+        let handles = BusHandles {
+            requests: requests_rx,
+            events: events_tx,
+            status,
+            shutdown: shutdown.clone(),
+        };
+        let name = plan.name.clone();
+        let suppress = plan.port.suppress_echo;
+        tokio::spawn(async move {
+            if let Err(e) = run_bus(port, bus, handles, suppress, None).await {
+                tracing::error!(bus = name, error = %e, "bus task ended");
+            }
+        });
+        let tagged = bus_tx.clone();
+        let name = plan.name.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if tagged.send((name.clone(), e)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tracing::info!(bus = plan.name, port = %plan.port.path.display(), pds = plan.pds.len(), "bus open");
+        bus_status.insert(plan.name.clone(), status_rx);
+        links.push(BusLink {
+            name: plan.name,
+            requests,
+        });
+    }
+    drop(bus_tx);
+
+    journal.append(
+        daemon::wall_now(),
+        vec![EventKind::DaemonStarted {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            rules_version: store.read().unwrap_or_else(|e| e.into_inner()).version(),
+        }],
+    )?;
+
+    let (control_tx, control_rx) = mpsc::channel(64);
+    if let Some(path) = &options.control_socket {
+        serve_control_socket(path, control_tx.clone(), shutdown.clone())?;
+    }
+    let (view_tx, view_rx) = watch::channel(DaemonView::default());
+    if let Some(started) = started {
+        let _ = started.send(Running {
+            control: control_tx.clone(),
+            view: view_rx,
+            bus_status,
+            store: store.clone(),
+        });
+    }
+    let daemon = Daemon::new(building, Box::new(decider), journal, presence, links);
+    let inputs = DaemonInputs {
+        events: bus_rx,
+        control: control_rx,
+        shutdown,
+    };
+    daemon::run(daemon, inputs, view_tx).await?;
+    events_db.flush_async().await?;
+    tracing::info!("stopped; doors left to their PDs' locked state");
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating state directory {}", dir.display()))
+}
+
+/// The local control socket: one JSON [`RemoteAction`] per line in, one
+/// `{"ok":true}` or `{"ok":false,"error":"…"}` per line out. Mode 0600 in
+/// a directory only the service user reads; it is a test and maintenance
+/// hook, not a network interface.
+fn serve_control_socket(
+    path: &Path,
+    control: mpsc::Sender<Control>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    tokio::spawn(control_connection(stream, control.clone()));
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn control_connection(stream: tokio::net::UnixStream, control: mpsc::Sender<Control>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let answer = match serde_json::from_str::<RemoteAction>(&line) {
+            Err(e) => Err(format!("bad request: {e}")),
+            Ok(action) => {
+                let (reply, result) = oneshot::channel();
+                let sent = control
+                    .send(Control::Remote {
+                        source: "control-socket".into(),
+                        action,
+                        reply: Some(reply),
+                    })
+                    .await;
+                match sent {
+                    Err(_) => Err("daemon stopping".into()),
+                    Ok(()) => result.await.unwrap_or(Err("daemon stopping".into())),
+                }
+            }
+        };
+        let json = match answer {
+            Ok(()) => serde_json::json!({"ok": true}),
+            Err(e) => serde_json::json!({"ok": false, "error": e}),
+        };
+        if write
+            .write_all(format!("{json}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Which standing mode each door should be in, sans-IO: the rules'
+//! door-mode schedule, a building or door lockdown, and remote mode changes
+//! with an expiry, layered in that order of precedence (lowest first):
+//!
+//! 1. the kind's default (`card_only` / `cardholders_only`);
+//! 2. the scheduled mode from the snapshot (e.g. free rotation in office
+//!    hours);
+//! 3. a remote mode set with an expiry (wall clock; reverts by itself at
+//!    its expiry, also while the uplink is down);
+//! 4. lockdown, which wins over everything until it is released.
+//!
+//! The planner only says when the effective mode changes; the door machines
+//! own timed overrides (momentary unlock, free rotation for a time) and
+//! revert those by themselves. Times are wall-clock [`Timestamp`]s handed
+//! in by the owner, because schedules and command expiries are wall-clock.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use thiserror::Error;
+
+use crate::door::{Mode, RevolvingMode};
+
+/// A standing mode of either door kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StandingMode {
+    /// Standard door.
+    Standard(Mode),
+    /// Revolving door.
+    Revolving(RevolvingMode),
+}
+
+impl StandingMode {
+    /// The name used in rules, commands and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard(Mode::CardOnly) => "card_only",
+            Self::Standard(Mode::ScheduledUnlock) => "unlocked",
+            Self::Standard(Mode::Lockdown) => "lockdown",
+            Self::Revolving(RevolvingMode::Locked) => "locked",
+            Self::Revolving(RevolvingMode::CardholdersOnly) => "cardholders_only",
+            Self::Revolving(RevolvingMode::FreeRotation) => "free_rotation",
+            Self::Revolving(RevolvingMode::EmergencyFree) => "emergency_free",
+        }
+    }
+}
+
+/// A mode name that does not fit the door.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("mode {mode:?} is not a mode of a {kind} door (one of: {allowed})")]
+pub struct UnknownMode {
+    /// The name given.
+    pub mode: String,
+    /// `standard` or `revolving`.
+    pub kind: &'static str,
+    /// The names that would do.
+    pub allowed: &'static str,
+}
+
+/// Kind of door, for parsing mode names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoorClass {
+    /// Swing door.
+    Standard,
+    /// Revolving door.
+    Revolving,
+}
+
+impl DoorClass {
+    /// Parse a mode name for this kind of door.
+    pub fn parse_mode(self, name: &str) -> Result<StandingMode, UnknownMode> {
+        match (self, name) {
+            (Self::Standard, "card_only") => Ok(StandingMode::Standard(Mode::CardOnly)),
+            (Self::Standard, "unlocked") => Ok(StandingMode::Standard(Mode::ScheduledUnlock)),
+            (Self::Standard, "lockdown") => Ok(StandingMode::Standard(Mode::Lockdown)),
+            (Self::Revolving, "locked") => Ok(StandingMode::Revolving(RevolvingMode::Locked)),
+            (Self::Revolving, "cardholders_only") => {
+                Ok(StandingMode::Revolving(RevolvingMode::CardholdersOnly))
+            }
+            (Self::Revolving, "free_rotation") => {
+                Ok(StandingMode::Revolving(RevolvingMode::FreeRotation))
+            }
+            (Self::Revolving, "emergency_free") => {
+                Ok(StandingMode::Revolving(RevolvingMode::EmergencyFree))
+            }
+            (Self::Standard, _) => Err(UnknownMode {
+                mode: name.to_owned(),
+                kind: "standard",
+                allowed: "card_only, unlocked, lockdown",
+            }),
+            (Self::Revolving, _) => Err(UnknownMode {
+                mode: name.to_owned(),
+                kind: "revolving",
+                allowed: "locked, cardholders_only, free_rotation, emergency_free",
+            }),
+        }
+    }
+
+    fn default_mode(self) -> StandingMode {
+        match self {
+            Self::Standard => StandingMode::Standard(Mode::CardOnly),
+            Self::Revolving => StandingMode::Revolving(RevolvingMode::CardholdersOnly),
+        }
+    }
+
+    fn lockdown_mode(self) -> StandingMode {
+        match self {
+            Self::Standard => StandingMode::Standard(Mode::Lockdown),
+            Self::Revolving => StandingMode::Revolving(RevolvingMode::Locked),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DoorPlan {
+    class: DoorClass,
+    scheduled: Option<StandingMode>,
+    remote: Option<(StandingMode, Timestamp)>,
+    lockdown: bool,
+    applied: Option<StandingMode>,
+}
+
+impl DoorPlan {
+    fn effective(&self, now: Timestamp) -> StandingMode {
+        if self.lockdown {
+            return self.class.lockdown_mode();
+        }
+        if let Some((mode, until)) = self.remote
+            && now < until
+        {
+            return mode;
+        }
+        self.scheduled.unwrap_or(self.class.default_mode())
+    }
+}
+
+/// The mode planner of one building.
+#[derive(Debug, Default)]
+pub struct ModePlanner {
+    doors: BTreeMap<String, DoorPlan>,
+}
+
+impl ModePlanner {
+    /// A planner for these doors; nothing applied yet, so the first
+    /// [`ModePlanner::changes`] reports every door.
+    pub fn new(doors: impl IntoIterator<Item = (String, DoorClass)>) -> Self {
+        Self {
+            doors: doors
+                .into_iter()
+                .map(|(id, class)| {
+                    let plan = DoorPlan {
+                        class,
+                        scheduled: None,
+                        remote: None,
+                        lockdown: false,
+                        applied: None,
+                    };
+                    (id, plan)
+                })
+                .collect(),
+        }
+    }
+
+    /// The kind of a door, if the planner knows it.
+    pub fn class(&self, door: &str) -> Option<DoorClass> {
+        self.doors.get(door).map(|d| d.class)
+    }
+
+    /// Set the scheduled mode names (from the rules at `now`); a name that
+    /// does not fit its door is returned and otherwise ignored.
+    pub fn set_scheduled<'a>(
+        &mut self,
+        scheduled: impl Fn(&str) -> Option<&'a str>,
+    ) -> Vec<(String, UnknownMode)> {
+        let mut bad = Vec::new();
+        for (id, plan) in &mut self.doors {
+            plan.scheduled = match scheduled(id).map(|name| plan.class.parse_mode(name)) {
+                Some(Ok(mode)) => Some(mode),
+                Some(Err(e)) => {
+                    bad.push((id.clone(), e));
+                    None
+                }
+                None => None,
+            };
+        }
+        bad
+    }
+
+    /// A remote mode until `until`.
+    pub fn set_remote(&mut self, door: &str, mode: StandingMode, until: Timestamp) -> bool {
+        match self.doors.get_mut(door) {
+            Some(plan) => {
+                plan.remote = Some((mode, until));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lock down (or release) the given doors, or all when `doors` is empty.
+    pub fn set_lockdown(&mut self, doors: &[String], on: bool) {
+        for (id, plan) in &mut self.doors {
+            if doors.is_empty() || doors.contains(id) {
+                plan.lockdown = on;
+            }
+        }
+    }
+
+    /// Whether a door is locked down.
+    pub fn is_locked_down(&self, door: &str) -> bool {
+        self.doors.get(door).is_some_and(|d| d.lockdown)
+    }
+
+    /// The doors whose effective mode differs from the last one reported,
+    /// marking them applied.
+    pub fn changes(&mut self, now: Timestamp) -> Vec<(String, StandingMode)> {
+        let mut out = Vec::new();
+        for (id, plan) in &mut self.doors {
+            if let Some((_, until)) = plan.remote
+                && now >= until
+            {
+                plan.remote = None;
+            }
+            let mode = plan.effective(now);
+            if plan.applied != Some(mode) {
+                plan.applied = Some(mode);
+                out.push((id.clone(), mode));
+            }
+        }
+        out
+    }
+
+    /// The earliest remote-mode expiry (the owner wakes then).
+    pub fn next_expiry(&self) -> Option<Timestamp> {
+        self.doors
+            .values()
+            .filter_map(|d| d.remote.map(|(_, until)| until))
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn planner() -> ModePlanner {
+        ModePlanner::new([
+            ("rev".to_owned(), DoorClass::Revolving),
+            ("side".to_owned(), DoorClass::Standard),
+        ])
+    }
+
+    #[test]
+    fn first_changes_report_defaults_then_nothing() {
+        let mut p = planner();
+        let now = t("2026-11-23T12:00:00Z");
+        let c = p.changes(now);
+        assert_eq!(
+            c,
+            vec![
+                (
+                    "rev".into(),
+                    StandingMode::Revolving(RevolvingMode::CardholdersOnly)
+                ),
+                ("side".into(), StandingMode::Standard(Mode::CardOnly)),
+            ]
+        );
+        assert!(p.changes(now).is_empty());
+    }
+
+    #[test]
+    fn schedule_then_lockdown_then_release() {
+        let mut p = planner();
+        let now = t("2026-11-23T12:00:00Z");
+        p.changes(now);
+        let bad = p.set_scheduled(|d| (d == "rev").then_some("free_rotation"));
+        assert!(bad.is_empty());
+        assert_eq!(
+            p.changes(now),
+            vec![(
+                "rev".into(),
+                StandingMode::Revolving(RevolvingMode::FreeRotation)
+            )]
+        );
+        p.set_lockdown(&[], true);
+        let c = p.changes(now);
+        assert_eq!(c.len(), 2);
+        assert!(c.contains(&("side".into(), StandingMode::Standard(Mode::Lockdown))));
+        assert!(c.contains(&("rev".into(), StandingMode::Revolving(RevolvingMode::Locked))));
+        // The schedule moving on does not lift a lockdown.
+        p.set_scheduled(|_| None);
+        assert!(p.changes(now).is_empty());
+        p.set_lockdown(&["rev".into()], false);
+        assert_eq!(
+            p.changes(now),
+            vec![(
+                "rev".into(),
+                StandingMode::Revolving(RevolvingMode::CardholdersOnly)
+            )]
+        );
+    }
+
+    #[test]
+    fn remote_mode_reverts_at_expiry() {
+        let mut p = planner();
+        let now = t("2026-11-23T12:00:00Z");
+        p.changes(now);
+        let until = t("2026-11-23T12:10:00Z");
+        assert!(p.set_remote("side", StandingMode::Standard(Mode::ScheduledUnlock), until));
+        assert_eq!(p.next_expiry(), Some(until));
+        assert_eq!(p.changes(now).len(), 1);
+        assert!(p.changes(t("2026-11-23T12:09:59Z")).is_empty());
+        assert_eq!(
+            p.changes(until),
+            vec![("side".into(), StandingMode::Standard(Mode::CardOnly))]
+        );
+        assert_eq!(p.next_expiry(), None);
+    }
+
+    #[test]
+    fn wrong_mode_names_are_reported_not_applied() {
+        let mut p = planner();
+        let bad = p.set_scheduled(|_| Some("free_rotation"));
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, "side");
+        assert!(
+            bad[0]
+                .1
+                .to_string()
+                .contains("card_only, unlocked, lockdown")
+        );
+        assert!(DoorClass::Revolving.parse_mode("unlocked").is_err());
+    }
+}
