@@ -319,4 +319,70 @@ mod tests {
         let c = Config::parse(Path::new("/etc/p.toml"), t).unwrap();
         assert_eq!(c.gateway.state_dir, Path::new("/etc/s"));
     }
+
+    #[test]
+    fn the_example_config_parses_and_names_missing_key_files() {
+        let file = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/portier.example.toml"
+        ));
+        let c = Config::load(file).unwrap();
+        assert_eq!(c.buses.len(), 1);
+        assert_eq!(c.doors.len(), 3);
+        let wiring = c.door_wiring();
+        assert_eq!(wiring[1].id, "side-entrance");
+        assert_eq!(wiring[1].readers[0].id, "side-reader");
+        let e = c.bus_plans().unwrap_err().to_string();
+        assert!(
+            e.contains("key `bus.pd.key_file`") && e.contains("entrance-reader.scbk"),
+            "{e}"
+        );
+    }
+
+    fn site_error(extra: &str) -> String {
+        let t = format!(
+            "[gateway]\nid = \"g\"\nbuilding = \"b\"\nstate_dir = \"s\"\n[trust]\ncentral_keys = []\n\
+             [[bus]]\nname = \"b1\"\nport = \"/dev/null\"\n\
+             [[bus.pd]]\nname = \"r1\"\naddress = 1\nrole = \"reader\"\nplaintext = true\n{extra}"
+        );
+        Config::parse(Path::new("/etc/p.toml"), &t)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn semantic_errors_name_line_and_key() {
+        let e = site_error(
+            "[[door]]\nid = \"d\"\nkind = \"standard\"\nstrike = { pd = \"nope\", output = 0 }\n",
+        );
+        assert!(
+            e.starts_with("/etc/p.toml:18: key `door.strike.pd`: no PD named \"nope\" (known: r1)"),
+            "{e}"
+        );
+        let e =
+            site_error("[[bus.pd]]\nname = \"r2\"\naddress = 1\nrole = \"io\"\nplaintext = true\n");
+        assert!(
+            e.starts_with("/etc/p.toml:17: key `bus.pd.address`: address 1 used twice"),
+            "{e}"
+        );
+        let e = site_error("[[bus.pd]]\nname = \"r2\"\naddress = 2\nrole = \"io\"\n");
+        assert!(
+            e.starts_with("/etc/p.toml:16: key `bus.pd.key_file`"),
+            "{e}"
+        );
+        let e = site_error("[[door]]\nid = \"d\"\nkind = \"standard\"\n");
+        assert!(
+            e.contains(":16: key `door.strike`: a standard door needs"),
+            "{e}"
+        );
+        let e = site_error("[[door]]\nid = \"d\"\nkind = \"sliding\"\n");
+        assert!(e.contains(":17: key `kind`"), "{e}");
+        let e = site_error(
+            "[[door]]\nid = \"d\"\nkind = \"revolving\"\nrelease_in = { pd = \"r1\", output = 0 }\ncontact = { pd = \"r1\", input = 0 }\n",
+        );
+        assert!(
+            e.contains("key `door.kind`: strike/contact/exit_button are for standard doors"),
+            "{e}"
+        );
+    }
 }
