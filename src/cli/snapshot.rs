@@ -213,12 +213,12 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
             let keys = cfg.trusted_keys(&config)?;
             let bytes = read(&file)?;
             let mut store = Store::open(
-                &cfg.gateway.state_dir,
+                &cfg.rules_dir(),
                 keys,
                 &cfg.gateway.id,
                 &cfg.gateway.building,
             )
-            .with_context(|| format!("opening {}", cfg.gateway.state_dir.display()))?;
+            .with_context(|| format!("opening {}", cfg.rules_dir().display()))?;
             let applied = if VerifiedDelta::looks_like_delta(&bytes) {
                 store.apply_delta(&bytes, now())
             } else {

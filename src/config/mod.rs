@@ -204,6 +204,16 @@ impl Config {
         Ok(())
     }
 
+    /// Where the rules store lives: `<state_dir>/rules`.
+    pub fn rules_dir(&self) -> PathBuf {
+        self.gateway.state_dir.join("rules")
+    }
+
+    /// Where the event journal and presence list live: `<state_dir>/events`.
+    pub fn events_dir(&self) -> PathBuf {
+        self.gateway.state_dir.join("events")
+    }
+
     /// The doors as the building core wants them.
     pub fn door_wiring(&self) -> Vec<crate::site::DoorWiring> {
         let site = Site {

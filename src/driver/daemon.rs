@@ -371,8 +371,10 @@ impl Daemon {
                 return Ok(());
             }
             if !records.is_empty() {
-                self.journal
+                let appended = self
+                    .journal
                     .append(wall_now(), std::mem::take(&mut records))?;
+                appended.iter().for_each(log_event);
             }
             send_commands(links, commands).await;
         }
@@ -439,6 +441,24 @@ async fn send_commands(
             tracing::warn!(bus, address, %err, "command not queued");
         }
     }
+}
+
+/// One line per journaled event: what `portier demo` shows and what a
+/// technician greps for. Structured fields go to journald as such.
+fn log_event(event: &crate::journal::Event) {
+    let json = serde_json::to_value(&event.kind).unwrap_or_default();
+    let kind = json["type"].as_str().unwrap_or("event");
+    let door = json["door"].as_str().unwrap_or("");
+    let credential = json["credential"].as_str().unwrap_or("");
+    let reason = json["reason"].as_str().unwrap_or("");
+    tracing::info!(
+        seq = event.seq,
+        kind,
+        door,
+        credential,
+        reason,
+        "event {json}"
+    );
 }
 
 /// Wall-clock now, from the one clock read point.

@@ -242,10 +242,16 @@ pub async fn run(
     )?;
 
     let (control_tx, control_rx) = mpsc::channel(64);
-    if let Some(path) = &options.control_socket {
-        serve_control_socket(path, control_tx.clone(), shutdown.clone())?;
-    }
     let (view_tx, view_rx) = watch::channel(DaemonView::default());
+    if let Some(path) = &options.control_socket {
+        let context = ControlContext {
+            control: control_tx.clone(),
+            view: view_rx.clone(),
+            journal: Arc::new(Journal::open(&events_db)?),
+            buses: bus_status.clone(),
+        };
+        serve_control_socket(path, context, shutdown.clone())?;
+    }
     if let Some(started) = started {
         let _ = started.send(Running {
             control: control_tx.clone(),
@@ -275,13 +281,24 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", dir.display()))
 }
 
-/// The local control socket: one JSON [`RemoteAction`] per line in, one
-/// `{"ok":true}` or `{"ok":false,"error":"…"}` per line out. Mode 0600 in
-/// a directory only the service user reads; it is a test and maintenance
-/// hook, not a network interface.
+/// What the control socket serves.
+#[derive(Clone)]
+struct ControlContext {
+    control: mpsc::Sender<Control>,
+    view: watch::Receiver<DaemonView>,
+    journal: Arc<Journal>,
+    buses: HashMap<String, watch::Receiver<Vec<PdStatus>>>,
+}
+
+/// The local control socket: one JSON request per line in, one JSON answer
+/// per line out. A request is a [`RemoteAction`] (`{"action":"unlock",…}`
+/// → `{"ok":true}` or `{"ok":false,"error":"…"}`) or a query:
+/// `{"query":"events","after":N,"limit":M}`, `{"query":"presence"}`,
+/// `{"query":"buses"}`. Mode 0600 in a directory only the service user
+/// reads: a maintenance and test hook, not a network interface.
 fn serve_control_socket(
     path: &Path,
-    control: mpsc::Sender<Control>,
+    context: ControlContext,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -294,7 +311,7 @@ fn serve_control_socket(
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    tokio::spawn(control_connection(stream, control.clone()));
+                    tokio::spawn(control_connection(stream, context.clone()));
                 }
                 _ = shutdown.changed() => return,
             }
@@ -303,29 +320,18 @@ fn serve_control_socket(
     Ok(())
 }
 
-async fn control_connection(stream: tokio::net::UnixStream, control: mpsc::Sender<Control>) {
+async fn control_connection(stream: tokio::net::UnixStream, context: ControlContext) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let answer = match serde_json::from_str::<RemoteAction>(&line) {
+        let answer = match serde_json::from_str::<serde_json::Value>(&line) {
             Err(e) => Err(format!("bad request: {e}")),
-            Ok(action) => {
-                let (reply, result) = oneshot::channel();
-                let sent = control
-                    .send(Control::Remote {
-                        source: "control-socket".into(),
-                        action,
-                        reply: Some(reply),
-                    })
-                    .await;
-                match sent {
-                    Err(_) => Err("daemon stopping".into()),
-                    Ok(()) => result.await.unwrap_or(Err("daemon stopping".into())),
-                }
-            }
+            Ok(v) if v.get("query").is_some() => query(&context, &v),
+            Ok(v) => action(&context, v).await,
         };
         let json = match answer {
-            Ok(()) => serde_json::json!({"ok": true}),
+            Ok(serde_json::Value::Null) => serde_json::json!({"ok": true}),
+            Ok(v) => serde_json::json!({"ok": true, "result": v}),
             Err(e) => serde_json::json!({"ok": false, "error": e}),
         };
         if write
@@ -335,5 +341,56 @@ async fn control_connection(stream: tokio::net::UnixStream, control: mpsc::Sende
         {
             return;
         }
+    }
+}
+
+async fn action(
+    context: &ControlContext,
+    v: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let action: RemoteAction =
+        serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))?;
+    let (reply, result) = oneshot::channel();
+    context
+        .control
+        .send(Control::Remote {
+            source: "control-socket".into(),
+            action,
+            reply: Some(reply),
+        })
+        .await
+        .map_err(|_| "daemon stopping".to_owned())?;
+    result
+        .await
+        .unwrap_or(Err("daemon stopping".into()))
+        .map(|()| serde_json::Value::Null)
+}
+
+fn query(context: &ControlContext, v: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let to_json = |r: Result<serde_json::Value, serde_json::Error>| r.map_err(|e| e.to_string());
+    match v["query"].as_str() {
+        Some("events") => {
+            let after = v["after"].as_u64().unwrap_or(0);
+            let limit = v["limit"].as_u64().unwrap_or(100).min(10_000) as usize;
+            let events = context
+                .journal
+                .after(after, limit)
+                .map_err(|e| e.to_string())?;
+            to_json(serde_json::to_value(events))
+        }
+        Some("presence") => to_json(serde_json::to_value(&context.view.borrow().presence)),
+        Some("buses") => {
+            let mut buses = serde_json::Map::new();
+            for (name, status) in &context.buses {
+                let pds: Vec<serde_json::Value> = status
+                    .borrow()
+                    .iter()
+                    .map(|p| serde_json::json!({"address": p.address, "online": p.online, "secure": p.secure}))
+                    .collect();
+                buses.insert(name.clone(), pds.into());
+            }
+            Ok(buses.into())
+        }
+        other => Err(format!("unknown query {other:?} (events, presence, buses)")),
     }
 }

@@ -9,15 +9,15 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use crate::door::{
-    CredentialId, DenyReason, Direction, DoorAction, DoorEvent, DoorInput, Feedback, PassageCause,
-    RevolvingAction, RevolvingConfig, RevolvingDoor, RevolvingEvent, RevolvingInput, Rotation,
-    StandardConfig, StandardDoor,
+    CredentialId, DenyReason, Direction, DoorAction, DoorEvent, DoorInput, Feedback, OverrideState,
+    PassageCause, RevolvingAction, RevolvingConfig, RevolvingDoor, RevolvingEvent, RevolvingInput,
+    Rotation, StandardConfig, StandardDoor,
 };
 use crate::journal::EventKind;
 use crate::osdp::message::{Command, RawCard};
 use crate::osdp::{BusEvent, OfflineReason};
 
-use super::modes::{DoorClass, ModePlanner};
+use super::modes::{DoorClass, ModePlanner, StandingMode};
 use super::outputs::{self, StrikeWiring};
 
 /// A PD: bus name and address.
@@ -434,9 +434,12 @@ impl Building {
                 };
                 let was_active = match level(before, r) {
                     Some(was) => was,
-                    // First report: an open door is news (it may be forced);
-                    // a pressed button or a sensor level without an edge is not.
-                    None if role == 0 && active => false,
+                    // First report: an open door is news (it may be forced),
+                    // and so is a rotation pulse (sensors rest inactive and
+                    // PDs report inputs only on change). A pressed exit
+                    // button without a seen edge is not: it must not
+                    // release a door on a stuck or miswired button.
+                    None if role != 1 && active => false,
                     None => continue,
                 };
                 if active == was_active {
@@ -678,13 +681,16 @@ fn standard_event(door: &str, reader: &str, event: DoorEvent) -> Option<EventKin
         DoorEvent::ModeChanged { mode, override_ } => EventKind::DoorModeChanged {
             door,
             mode: match override_ {
-                Some(o) => format!("{:?} (override {:?})", mode, o.state).to_lowercase(),
-                None => format!("{mode:?}").to_lowercase(),
+                Some(o) => match o.state {
+                    OverrideState::Unlocked => "override_unlocked".to_owned(),
+                    OverrideState::Locked => "override_locked".to_owned(),
+                },
+                None => StandingMode::Standard(mode).as_str().to_owned(),
             },
         },
         DoorEvent::OverrideExpired { reverted_to } => EventKind::DoorModeChanged {
             door,
-            mode: format!("{reverted_to:?}").to_lowercase(),
+            mode: StandingMode::Standard(reverted_to).as_str().to_owned(),
         },
         // Entry, unused grants, plain openings and refused overrides are
         // state, not journal records (presence is fed from EntryOpened by
@@ -717,11 +723,11 @@ fn revolving_event(door: &str, reader: &str, event: RevolvingEvent) -> Option<Ev
         RevolvingEvent::UnauthorisedRotation { .. } => EventKind::DoorForced { door },
         RevolvingEvent::ModeChanged { mode, .. } => EventKind::DoorModeChanged {
             door,
-            mode: format!("{mode:?}").to_lowercase(),
+            mode: StandingMode::Revolving(mode).as_str().to_owned(),
         },
         RevolvingEvent::FreeRotationExpired { reverted_to } => EventKind::DoorModeChanged {
             door,
-            mode: format!("{reverted_to:?}").to_lowercase(),
+            mode: StandingMode::Revolving(reverted_to).as_str().to_owned(),
         },
         _ => return None,
     })
