@@ -16,11 +16,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Human-readable logs on stderr, level from `RUST_LOG` (default `info`).
+/// Human-readable logs on stderr, level from `RUST_LOG` (default `info`;
+/// `warn` for `portier demo`, whose own output is the readable log).
 /// Standard output stays free for the verbs' own output (JSON lines).
 fn init_logging() {
+    let default = match std::env::args().nth(1).as_deref() {
+        Some("demo") => "warn",
+        _ => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

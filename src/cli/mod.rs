@@ -1,6 +1,7 @@
 //! Command-line verbs. Each submodule owns one verb (or family of verbs) and
 //! its arguments; `run` parses and dispatches.
 
+mod demo;
 mod keygen;
 mod reader;
 mod run;
@@ -26,6 +27,9 @@ enum Verb {
     Reader(reader::ReaderCmd),
     /// Create an ed25519 key pair for signing snapshots and commands.
     Keygen(keygen::KeygenArgs),
+    /// A whole simulated building on this machine: simulated readers, signed
+    /// demo rules, the daemon, scripted badges, and a live log.
+    Demo(demo::DemoArgs),
     /// Run the gateway daemon.
     Run(run::RunArgs),
     /// Check a config file (and the key files it names); exit non-zero with
@@ -44,6 +48,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         Verb::Keygen(args) => keygen::run(args),
         Verb::Snapshot(cmd) => snapshot::run(cmd),
         Verb::Run(args) => run::run(args),
+        Verb::Demo(args) => demo::run(args),
         Verb::CheckConfig(args) => run::check(args),
     }
 }

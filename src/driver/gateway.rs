@@ -147,6 +147,8 @@ pub struct Running {
     pub bus_status: HashMap<String, watch::Receiver<Vec<PdStatus>>>,
     /// The rules store.
     pub store: Arc<RwLock<Store>>,
+    /// A read handle on the event journal.
+    pub journal: Arc<Journal>,
 }
 
 /// Build and run the gateway until `shutdown` turns true or the daemon
@@ -243,11 +245,12 @@ pub async fn run(
 
     let (control_tx, control_rx) = mpsc::channel(64);
     let (view_tx, view_rx) = watch::channel(DaemonView::default());
+    let journal_reader = Arc::new(Journal::open(&events_db)?);
     if let Some(path) = &options.control_socket {
         let context = ControlContext {
             control: control_tx.clone(),
             view: view_rx.clone(),
-            journal: Arc::new(Journal::open(&events_db)?),
+            journal: journal_reader.clone(),
             buses: bus_status.clone(),
         };
         serve_control_socket(path, context, shutdown.clone())?;
@@ -258,6 +261,7 @@ pub async fn run(
             view: view_rx,
             bus_status,
             store: store.clone(),
+            journal: journal_reader,
         });
     }
     let daemon = Daemon::new(building, Box::new(decider), journal, presence, links);

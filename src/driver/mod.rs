@@ -5,3 +5,4 @@ pub mod clock;
 pub mod daemon;
 pub mod gateway;
 pub mod serial;
+pub mod simulator;

@@ -144,3 +144,100 @@ pub enum EventKind {
         reason: String,
     },
 }
+
+impl EventKind {
+    /// One sentence for people: the demo's live log, the admin page.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::AccessGranted {
+                door,
+                reader,
+                credential,
+            } => format!("{door}: {credential} granted at {reader}"),
+            Self::AccessDenied {
+                door,
+                reader,
+                credential,
+                reason,
+            } => format!(
+                "{door}: {} denied at {reader} — {}",
+                credential.as_deref().unwrap_or("unreadable card"),
+                reason_in_words(reason)
+            ),
+            Self::ExitRequest { door } => format!("{door}: exit button, strike released"),
+            Self::DoorForced { door } => format!("{door}: DOOR FORCED (opened without grant)"),
+            Self::DoorHeldOpen { door, stage } => format!("{door}: door held open ({stage})"),
+            Self::DoorClosed { door } => format!("{door}: door closed"),
+            Self::DoorModeChanged { door, mode } => format!("{door}: mode now {mode}"),
+            Self::Presence {
+                credential,
+                name,
+                direction,
+            } => format!(
+                "presence: {} ({credential}) went {direction} after hours",
+                name.as_deref().unwrap_or("someone")
+            ),
+            Self::PdOnline {
+                bus,
+                address,
+                secure,
+            } => format!(
+                "{bus}/{address}: reader online{}",
+                if *secure {
+                    " (Secure Channel)"
+                } else {
+                    " (PLAINTEXT)"
+                }
+            ),
+            Self::PdOffline {
+                bus,
+                address,
+                reason,
+            } => format!("{bus}/{address}: reader OFFLINE ({reason})"),
+            Self::PdStatus {
+                bus,
+                address,
+                tamper,
+                power_failure,
+            } => format!("{bus}/{address}: tamper {tamper}, power failure {power_failure}"),
+            Self::SecurityAlarm {
+                bus,
+                address,
+                alarm,
+            } => format!("{bus}/{address}: SECURITY ALARM {alarm}"),
+            Self::DaemonStarted {
+                version,
+                rules_version,
+            } => match rules_version {
+                Some(v) => format!("portier {version} started with rules version {v}"),
+                None => format!("portier {version} started WITHOUT rules: every card is denied"),
+            },
+            Self::RemoteAction {
+                source,
+                action,
+                outcome,
+            } => format!("remote action from {source}: {action} — {outcome}"),
+            Self::RulesApplied { version } => format!("rules version {version} in force"),
+            Self::RulesRefused { reason } => format!("rules refused: {reason}"),
+        }
+    }
+}
+
+/// A contract deny reason in words (unknown codes are shown as they are).
+pub fn reason_in_words(reason: &str) -> String {
+    let words = match reason {
+        "unknown_credential" => "card not known here",
+        "blocked" => "pass blocked (lost, stolen or penalty)",
+        "not_yet_valid" => "pass not valid yet",
+        "expired" => "pass expired",
+        "no_access" => "no access to this door",
+        "outside_schedule" => "outside the allowed hours",
+        "lockdown" => "lockdown",
+        "bad_format" => "card not read correctly (format or parity)",
+        "rules_too_old" => "rules too old (no recent update from central)",
+        "pin_required" => "PIN required",
+        "wrong_pin" => "wrong PIN",
+        other => return other.to_owned(),
+    };
+    format!("{words} [{reason}]")
+}

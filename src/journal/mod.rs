@@ -12,7 +12,7 @@
 
 mod event;
 
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, reason_in_words};
 
 use jiff::Timestamp;
 use sled::Transactional;

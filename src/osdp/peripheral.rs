@@ -127,6 +127,11 @@ impl Peripheral {
         }
     }
 
+    /// The PD's address.
+    pub fn address(&self) -> u8 {
+        self.config.address
+    }
+
     /// The PD's current base key.
     pub fn scbk(&self) -> Option<&Scbk> {
         self.config.scbk.as_ref()
