@@ -118,6 +118,9 @@ pub struct Config {
     /// `[presence]`.
     #[serde(default)]
     pub presence: PresenceConfig,
+    /// `[feedback]`.
+    #[serde(default)]
+    pub feedback: Option<Spanned<site::FeedbackConfig>>,
     /// `[[bus]]`.
     #[serde(default, rename = "bus")]
     pub buses: Vec<BusConfig>,
@@ -183,6 +186,15 @@ impl Config {
             doors: c.doors.clone(),
         };
         c.pds = site.check().map_err(|e| c.invalid(e))?;
+        if let Some(f) = &c.feedback
+            && let Err(message) = f.get_ref().table()
+        {
+            return Err(c.invalid(SiteError {
+                at: f.span().start,
+                key: "feedback".into(),
+                message,
+            }));
+        }
         Ok(c)
     }
 
@@ -212,6 +224,14 @@ impl Config {
     /// Where the event journal and presence list live: `<state_dir>/events`.
     pub fn events_dir(&self) -> PathBuf {
         self.gateway.state_dir.join("events")
+    }
+
+    /// The reader feedback patterns (checked at load).
+    pub fn feedback_table(&self) -> crate::site::outputs::FeedbackTable {
+        self.feedback
+            .as_ref()
+            .and_then(|f| f.get_ref().table().ok())
+            .unwrap_or_default()
     }
 
     /// The doors as the building core wants them.
@@ -392,6 +412,28 @@ mod tests {
         );
         assert!(
             e.contains("key `door.kind`: strike/contact/exit_button are for standard doors"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn feedback_patterns_are_configurable_but_must_stay_distinct() {
+        let base = "[gateway]\nid = \"g\"\nbuilding = \"b\"\nstate_dir = \"s\"\n[trust]\ncentral_keys = []\n";
+        let c = Config::parse(
+            Path::new("/etc/p.toml"),
+            &format!("{base}[feedback.grant]\ncolor = \"blue\"\nbeeps = 2\n"),
+        )
+        .unwrap();
+        let t = c.feedback_table();
+        assert_eq!(t.grant.color, crate::osdp::message::LedColor::Blue);
+        assert_eq!(t.grant.beeps, 2);
+        assert_eq!(t.deny, crate::site::outputs::FeedbackTable::default().deny);
+        let same = "[feedback.lockdown]\ncolor = \"red\"\nled_on_ms = 3000\nled_off_ms = 0\nbeep_on_ms = 1000\nbeep_off_ms = 0\nbeeps = 1\n";
+        let e = Config::parse(Path::new("/etc/p.toml"), &format!("{base}{same}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key `feedback`: patterns `deny` and `lockdown` look and sound the same"),
             "{e}"
         );
     }

@@ -15,7 +15,8 @@ use toml::Spanned;
 
 use crate::door::{Direction, FailMode, RevolvingConfig, StandardConfig};
 use crate::driver::serial::Rs485Mode;
-use crate::site::outputs::StrikeWiring;
+use crate::osdp::message::LedColor;
+use crate::site::outputs::{FeedbackStyle, FeedbackTable, StrikeWiring};
 use crate::site::{DoorKind, DoorWiring, InputRef, OutputRef, PdRef, ReaderRef};
 
 /// One RS-485 bus (`[[bus]]`).
@@ -519,5 +520,117 @@ fn reader_id(r: &ReaderEntry) -> String {
     match r.reader {
         0 => r.pd.get_ref().clone(),
         n => format!("{}:{n}", r.pd.get_ref()),
+    }
+}
+
+/// `[feedback]`: reader LED and buzzer patterns. Every pattern and every
+/// key is optional; what is left out keeps its default (see
+/// `config/portier.example.toml`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackConfig {
+    /// Access granted.
+    pub grant: Option<FeedbackEntry>,
+    /// Access denied.
+    pub deny: Option<FeedbackEntry>,
+    /// Rules older than the door class allows.
+    pub rules_too_old: Option<FeedbackEntry>,
+    /// Lockdown.
+    pub lockdown: Option<FeedbackEntry>,
+    /// Door held open (pre-alarm).
+    pub held_open: Option<FeedbackEntry>,
+}
+
+/// One pattern; times in milliseconds (rounded up to OSDP's 100 ms).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackEntry {
+    /// LED colour: off, red, green, amber, blue, magenta, cyan, white.
+    pub color: Option<ColorSetting>,
+    /// LED on time per blink.
+    pub led_on_ms: Option<u32>,
+    /// LED off time per blink (0: steady).
+    pub led_off_ms: Option<u32>,
+    /// How long the pattern shows.
+    pub duration_ms: Option<u32>,
+    /// Beep length.
+    pub beep_on_ms: Option<u32>,
+    /// Pause between beeps.
+    pub beep_off_ms: Option<u32>,
+    /// Number of beeps.
+    pub beeps: Option<u8>,
+}
+
+/// LED colours by name.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum ColorSetting {
+    Off,
+    Red,
+    Green,
+    Amber,
+    Blue,
+    Magenta,
+    Cyan,
+    White,
+}
+
+impl From<ColorSetting> for LedColor {
+    fn from(c: ColorSetting) -> Self {
+        match c {
+            ColorSetting::Off => LedColor::Off,
+            ColorSetting::Red => LedColor::Red,
+            ColorSetting::Green => LedColor::Green,
+            ColorSetting::Amber => LedColor::Amber,
+            ColorSetting::Blue => LedColor::Blue,
+            ColorSetting::Magenta => LedColor::Magenta,
+            ColorSetting::Cyan => LedColor::Cyan,
+            ColorSetting::White => LedColor::White,
+        }
+    }
+}
+
+fn units<T: TryFrom<u32>>(ms: u32, max: T) -> T {
+    T::try_from(ms.div_ceil(100)).unwrap_or(max)
+}
+
+impl FeedbackEntry {
+    fn over(&self, base: FeedbackStyle) -> FeedbackStyle {
+        FeedbackStyle {
+            color: self.color.map_or(base.color, LedColor::from),
+            led_on: self.led_on_ms.map_or(base.led_on, |v| units(v, u8::MAX)),
+            led_off: self.led_off_ms.map_or(base.led_off, |v| units(v, u8::MAX)),
+            duration: self
+                .duration_ms
+                .map_or(base.duration, |v| units(v, u16::MAX)),
+            beep_on: self.beep_on_ms.map_or(base.beep_on, |v| units(v, u8::MAX)),
+            beep_off: self
+                .beep_off_ms
+                .map_or(base.beep_off, |v| units(v, u8::MAX)),
+            beeps: self.beeps.unwrap_or(base.beeps),
+        }
+    }
+}
+
+impl FeedbackConfig {
+    /// The table: defaults with this config's changes. Refuses patterns that
+    /// people could not tell apart (grant, deny, rules too old, lockdown).
+    pub fn table(&self) -> Result<FeedbackTable, String> {
+        let d = FeedbackTable::default();
+        let pick = |e: &Option<FeedbackEntry>, base| e.as_ref().map_or(base, |e| e.over(base));
+        let table = FeedbackTable {
+            grant: pick(&self.grant, d.grant),
+            deny: pick(&self.deny, d.deny),
+            rules_too_old: pick(&self.rules_too_old, d.rules_too_old),
+            lockdown: pick(&self.lockdown, d.lockdown),
+            held_open: pick(&self.held_open, d.held_open),
+        };
+        match table.indistinct() {
+            Some((a, b)) => Err(format!(
+                "patterns `{a}` and `{b}` look and sound the same; people must be able to tell them apart"
+            )),
+            None => Ok(table),
+        }
     }
 }

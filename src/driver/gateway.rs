@@ -191,7 +191,7 @@ pub async fn run(
     let mut journal = Journal::open(&events_db)?;
     let presence = PresenceBook::open(&events_db)?;
     let decider = StoreDecider::new(store.clone(), config.presence.office_hours_schedule.clone());
-    let building = Building::new(config.door_wiring());
+    let building = Building::new(config.door_wiring()).with_feedback(config.feedback_table());
 
     let (bus_tx, bus_rx) = mpsc::channel(256);
     let mut links = Vec::new();

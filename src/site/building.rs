@@ -18,7 +18,7 @@ use crate::osdp::message::{Command, RawCard};
 use crate::osdp::{BusEvent, OfflineReason};
 
 use super::modes::{DoorClass, ModePlanner, StandingMode};
-use super::outputs::{self, StrikeWiring};
+use super::outputs::{self, FeedbackTable, StrikeWiring};
 
 /// A PD: bus name and address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -206,6 +206,7 @@ pub struct Building {
     /// Last input report per PD, for edge detection.
     inputs: HashMap<PdRef, Vec<u8>>,
     actions: VecDeque<BuildingAction>,
+    feedback: FeedbackTable,
 }
 
 impl std::fmt::Debug for Building {
@@ -237,7 +238,14 @@ impl Building {
             doors,
             inputs: HashMap::new(),
             actions: VecDeque::new(),
+            feedback: FeedbackTable::default(),
         }
+    }
+
+    /// Use these reader feedback patterns instead of the defaults.
+    pub fn with_feedback(mut self, feedback: FeedbackTable) -> Self {
+        self.feedback = feedback;
+        self
     }
 
     /// The commands that put every door in its safe, locked state (at
@@ -631,7 +639,7 @@ impl Building {
     fn feedback(&mut self, i: usize, pattern: Feedback) {
         let readers: Vec<ReaderRef> = self.doors[i].wiring.readers.clone();
         for r in readers {
-            for command in outputs::feedback(r.reader, pattern) {
+            for command in outputs::feedback(r.reader, pattern, &self.feedback) {
                 self.command(r.pd.clone(), command);
             }
         }

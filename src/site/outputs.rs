@@ -6,10 +6,8 @@
 //! open (IEC 60839-11-1). Only an open-ended release (scheduled unlock,
 //! override) is sent as a permanent state.
 //!
-//! Reader feedback patterns (configurable later, distinct by design):
-//! grant = green + one short beep; deny = red + one long beep; rules too old
-//! = amber blinking + three short beeps; lockdown = red fast blinking + two
-//! long beeps; held-open warning = amber blinking + repeated beeps until idle.
+//! Reader feedback patterns are a [`FeedbackTable`] (configurable under
+//! `[feedback]`; the config refuses patterns people cannot tell apart).
 
 use std::time::{Duration, Instant};
 
@@ -74,16 +72,105 @@ fn timer_100ms(d: Duration) -> u16 {
     u16::try_from(units).unwrap_or(u16::MAX)
 }
 
+/// How one feedback pattern looks and sounds at a reader. Times are in
+/// OSDP's 100 ms units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedbackStyle {
+    /// LED colour while on.
+    pub color: LedColor,
+    /// LED on time per blink (a steady light: `led_off` 0).
+    pub led_on: u8,
+    /// LED off time per blink.
+    pub led_off: u8,
+    /// How long the pattern lasts before the LED returns to idle.
+    pub duration: u16,
+    /// Beep length.
+    pub beep_on: u8,
+    /// Pause between beeps.
+    pub beep_off: u8,
+    /// Number of beeps (0: until told otherwise).
+    pub beeps: u8,
+}
+
+/// The feedback patterns of a building. The defaults: grant = green + one
+/// short beep; deny = red + one long beep; rules too old = amber blinking +
+/// three short beeps; lockdown = red fast blinking + two long beeps;
+/// held-open warning = amber blinking + beeps until the door closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedbackTable {
+    /// Access granted.
+    pub grant: FeedbackStyle,
+    /// Access denied.
+    pub deny: FeedbackStyle,
+    /// Denied or granted with rules older than the door class allows.
+    pub rules_too_old: FeedbackStyle,
+    /// Denied because of a lockdown.
+    pub lockdown: FeedbackStyle,
+    /// A door is held open (pre-alarm).
+    pub held_open: FeedbackStyle,
+}
+
+const fn style(color: LedColor, led: (u8, u8), duration: u16, beep: (u8, u8, u8)) -> FeedbackStyle {
+    FeedbackStyle {
+        color,
+        led_on: led.0,
+        led_off: led.1,
+        duration,
+        beep_on: beep.0,
+        beep_off: beep.1,
+        beeps: beep.2,
+    }
+}
+
+impl Default for FeedbackTable {
+    fn default() -> Self {
+        Self {
+            grant: style(LedColor::Green, (30, 0), 30, (2, 0, 1)),
+            deny: style(LedColor::Red, (30, 0), 30, (10, 0, 1)),
+            rules_too_old: style(LedColor::Amber, (3, 3), 30, (1, 1, 3)),
+            lockdown: style(LedColor::Red, (1, 1), 30, (6, 3, 2)),
+            held_open: style(LedColor::Amber, (5, 5), 600, (5, 5, 0)),
+        }
+    }
+}
+
+impl FeedbackTable {
+    /// The patterns that people must be able to tell apart, by name: grant,
+    /// deny, rules too old and lockdown. Returns the first pair that looks
+    /// and sounds the same.
+    pub fn indistinct(&self) -> Option<(&'static str, &'static str)> {
+        let named = [
+            ("grant", self.grant),
+            ("deny", self.deny),
+            ("rules_too_old", self.rules_too_old),
+            ("lockdown", self.lockdown),
+        ];
+        for (i, (a, sa)) in named.iter().enumerate() {
+            for (b, sb) in &named[i + 1..] {
+                if sa == sb {
+                    return Some((a, b));
+                }
+            }
+        }
+        None
+    }
+
+    fn style(&self, pattern: Feedback) -> Option<FeedbackStyle> {
+        Some(match pattern {
+            Feedback::Grant => self.grant,
+            Feedback::Deny => self.deny,
+            Feedback::RulesTooOld => self.rules_too_old,
+            Feedback::Lockdown => self.lockdown,
+            Feedback::HeldOpenWarning => self.held_open,
+            Feedback::Idle => return None,
+        })
+    }
+}
+
 /// LED and buzzer commands for a feedback pattern on `reader`.
-pub fn feedback(reader: u8, pattern: Feedback) -> Vec<Command> {
-    // (colour, on, off in 100 ms, pattern duration in 100 ms, beep on, beep off, beeps)
-    let (color, on, off, timer, beep_on, beep_off, beeps) = match pattern {
-        Feedback::Grant => (LedColor::Green, 30, 0, 30, 2, 0, 1),
-        Feedback::Deny => (LedColor::Red, 30, 0, 30, 10, 0, 1),
-        Feedback::RulesTooOld => (LedColor::Amber, 3, 3, 30, 1, 1, 3),
-        Feedback::Lockdown => (LedColor::Red, 1, 1, 30, 6, 3, 2),
-        Feedback::HeldOpenWarning => (LedColor::Amber, 5, 5, 600, 5, 5, 0),
-        Feedback::Idle => return idle(reader),
+pub fn feedback(reader: u8, pattern: Feedback, table: &FeedbackTable) -> Vec<Command> {
+    let Some(s) = table.style(pattern) else {
+        return idle(reader);
     };
     vec![
         Command::Led(vec![LedControl {
@@ -91,20 +178,20 @@ pub fn feedback(reader: u8, pattern: Feedback) -> Vec<Command> {
             led: 0,
             temporary: LedTemporary {
                 control: 2,
-                on_100ms: on,
-                off_100ms: off,
-                on_color: color,
+                on_100ms: s.led_on,
+                off_100ms: s.led_off,
+                on_color: s.color,
                 off_color: LedColor::Off,
-                timer_100ms: timer,
+                timer_100ms: s.duration,
             },
             permanent: no_permanent_change(),
         }]),
         Command::Buzzer(BuzzerControl {
             reader,
             tone: 2,
-            on_100ms: beep_on,
-            off_100ms: beep_off,
-            count: beeps,
+            on_100ms: s.beep_on,
+            off_100ms: s.beep_off,
+            count: s.beeps,
         }),
     ]
 }
@@ -218,7 +305,9 @@ mod tests {
             Feedback::HeldOpenWarning,
             Feedback::Idle,
         ];
-        let all: Vec<Vec<Command>> = patterns.iter().map(|p| feedback(0, *p)).collect();
+        let table = FeedbackTable::default();
+        assert_eq!(table.indistinct(), None);
+        let all: Vec<Vec<Command>> = patterns.iter().map(|p| feedback(0, *p, &table)).collect();
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
                 assert_ne!(a, b);
