@@ -9,7 +9,7 @@
 //! latency distribution next to the measured poll cycle.
 #![allow(missing_docs, clippy::disallowed_methods)] // a bench reads the clock
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -60,7 +60,7 @@ async fn start() -> Harness {
         .unwrap();
     let snapshot = source::parse_rules("rules", &rules, 1, now, until).unwrap();
     let bytes = envelope::sign_snapshot(&key, &snapshot).unwrap();
-    let mut store = Store::open(
+    let store = Store::open(
         &dir.path().join("rules"),
         trusted,
         "gw-university-1",
@@ -68,7 +68,7 @@ async fn start() -> Harness {
     )
     .unwrap();
     store.apply_snapshot(&bytes, now).unwrap();
-    let store = Arc::new(RwLock::new(store));
+    let store = Arc::new(store);
 
     let keys: Vec<Scbk> = (1..=PDS).map(|a| Scbk([a; 16])).collect();
     let bus = Bus::new(

@@ -99,7 +99,7 @@ fn rules(c: &mut Criterion) {
     eprintln!("verify_snapshot (1M, in memory): {:?}", t.elapsed());
     drop(v);
     let dir = tempfile::tempdir().unwrap();
-    let mut st = Store::open(dir.path(), keys.clone(), GW, BUILDING).unwrap();
+    let st = Store::open(dir.path(), keys.clone(), GW, BUILDING).unwrap();
     let t = Instant::now();
     st.apply_snapshot(&blob, now).unwrap();
     eprintln!(
@@ -108,7 +108,7 @@ fn rules(c: &mut Criterion) {
     );
     drop(st);
     let t = Instant::now();
-    let mut st = Store::open(dir.path(), keys.clone(), GW, BUILDING).unwrap();
+    let st = Store::open(dir.path(), keys.clone(), GW, BUILDING).unwrap();
     eprintln!("Store::open (re-verify, 1M in force): {:?}", t.elapsed());
 
     // p99 over single decisions at random cards (cold-ish cache at first).

@@ -465,3 +465,60 @@ fn restart_never_pulses_a_relay_and_presence_survives() {
     }
     assert!(gw.state().join("state/events").exists());
 }
+
+#[test]
+fn a_block_delta_applied_to_the_running_daemon_denies_at_once() {
+    let gw = &mut Gateway::start();
+    let d = gw.state().to_owned();
+    std::fs::write(
+        d.join("block.toml"),
+        "gateway_id = \"gw-university-1\"\nbuilding = \"university-main\"\n[[blocks]]\n\
+         card = { format = \"h10301\", facility = 42, number = 1001 }\nreason = \"stolen\"\n",
+    )
+    .unwrap();
+    let delta = d.join("block.delta");
+    portier(&[
+        "snapshot",
+        "delta",
+        "--base-version",
+        "1",
+        "--changes",
+        d.join("block.toml").to_str().unwrap(),
+        "--key",
+        d.join("central.key").to_str().unwrap(),
+        "--version",
+        "2",
+        "--out",
+        delta.to_str().unwrap(),
+    ]);
+    // Without the socket the store is the daemon's: a clear refusal.
+    let out = Command::new(portier_bin())
+        .args(["snapshot", "apply", delta.to_str().unwrap(), "--config"])
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use --control-socket"));
+    let applied = portier(&[
+        "snapshot",
+        "apply",
+        delta.to_str().unwrap(),
+        "--config",
+        gw.config.to_str().unwrap(),
+        "--control-socket",
+        gw.socket.to_str().unwrap(),
+    ]);
+    assert!(applied.contains("\"version\":2"), "{applied}");
+    gw.expect_event("rules applied", |e| {
+        e["type"] == "rules_applied" && e["version"] == 2
+    });
+    gw.badge(2, STAFF);
+    let denied = gw.expect_event("stolen pass denied", |e| {
+        e["type"] == "access_denied" && e["credential"] == STAFF
+    });
+    assert_eq!(denied["reason"], "blocked");
+    // Replaying an older version is refused and journaled.
+    let r = gw.ask(json!({"apply": "snapshot", "file": d.join("snapshot.cbor")}));
+    assert_eq!(r["ok"], false, "{r}");
+    gw.expect_event("rollback refused", |e| e["type"] == "rules_refused");
+}

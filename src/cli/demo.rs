@@ -215,7 +215,7 @@ fn sign_and_apply_rules(key: &ed25519_dalek::SigningKey, config: &Config) -> any
     let snapshot =
         source::parse_rules("config/rules.example.toml", EXAMPLE_RULES, 1, now, expires)?;
     let bytes = envelope::sign_snapshot(key, &snapshot)?;
-    let mut store = Store::open(
+    let store = Store::open(
         &config.rules_dir(),
         config.trusted_keys(&config.file)?,
         &config.gateway.id,

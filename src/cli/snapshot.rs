@@ -80,6 +80,10 @@ pub(crate) enum SnapshotCmd {
         /// Daemon config (gateway, trust).
         #[arg(long)]
         config: PathBuf,
+        /// Hand the file to the running daemon through its control socket
+        /// (decisions go on during the apply) instead of opening the store.
+        #[arg(long)]
+        control_socket: Option<PathBuf>,
     },
     /// Verify a snapshot and decide one card read at a given time.
     Decide {
@@ -208,17 +212,49 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        SnapshotCmd::Apply { file, config } => {
+        SnapshotCmd::Apply {
+            file,
+            config,
+            control_socket: Some(socket),
+        } => {
+            let bytes = read(&file)?;
+            let kind = if VerifiedDelta::looks_like_delta(&bytes) {
+                "delta"
+            } else {
+                "snapshot"
+            };
+            let file = std::fs::canonicalize(&file)?;
+            let _ = config;
+            let answer = ask_daemon(
+                &socket,
+                &serde_json::json!({"apply": kind, "file": file.display().to_string()}),
+            )?;
+            if answer["ok"] != true {
+                bail!("{} refused: {}", file.display(), answer["error"]);
+            }
+            println!("{}", answer["result"]);
+            Ok(ExitCode::SUCCESS)
+        }
+        SnapshotCmd::Apply {
+            file,
+            config,
+            control_socket: None,
+        } => {
             let cfg = Config::load(&config)?;
             let keys = cfg.trusted_keys(&config)?;
             let bytes = read(&file)?;
-            let mut store = Store::open(
+            let store = Store::open(
                 &cfg.rules_dir(),
                 keys,
                 &cfg.gateway.id,
                 &cfg.gateway.building,
             )
-            .with_context(|| format!("opening {}", cfg.rules_dir().display()))?;
+            .with_context(|| {
+                format!(
+                    "opening {} (if the daemon is running, use --control-socket)",
+                    cfg.rules_dir().display()
+                )
+            })?;
             let applied = if VerifiedDelta::looks_like_delta(&bytes) {
                 store.apply_delta(&bytes, now())
             } else {
@@ -320,4 +356,15 @@ fn inspect(file: &Path, pubkey: Option<&Path>) -> anyhow::Result<ExitCode> {
         })
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// One request to a running daemon's control socket; its answer.
+fn ask_daemon(socket: &Path, request: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    use std::io::{BufRead, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    writeln!(stream, "{request}")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line)?;
+    serde_json::from_str(&line).with_context(|| format!("daemon answered {line:?}"))
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use anyhow::Context;
 use jiff::Timestamp;
@@ -35,9 +35,11 @@ use crate::store::{Store, StoreError};
 const EVENTS_CACHE: u64 = 16 * 1024 * 1024;
 
 /// The rules store as the daemon's [`Decider`]. Shared so that an apply
-/// (from the uplink or the admin page) and decisions use the same store.
+/// (from the uplink, the admin page or the control socket) runs beside
+/// decisions: the store swaps generations atomically, so decisions never
+/// wait for an apply.
 pub struct StoreDecider {
-    store: Arc<RwLock<Store>>,
+    store: Arc<Store>,
     office_hours_schedule: String,
     /// Display names of recent grants, for the presence list.
     names: HashMap<String, Option<String>>,
@@ -49,7 +51,7 @@ const NAME_CACHE: usize = 4096;
 impl StoreDecider {
     /// A decider over `store`; `office_hours_schedule` names the rules'
     /// schedule that means office hours.
-    pub fn new(store: Arc<RwLock<Store>>, office_hours_schedule: String) -> Self {
+    pub fn new(store: Arc<Store>, office_hours_schedule: String) -> Self {
         Self {
             store,
             office_hours_schedule,
@@ -72,8 +74,7 @@ impl Decider for StoreDecider {
         let credential = crate::rules::wiegand::decode(&card.data, card.bits)
             .ok()
             .map(|k| k.to_string());
-        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
-        match store.decide(&req, now) {
+        match self.store.decide(&req, now) {
             Ok(Decision::Grant {
                 credential,
                 extended_unlock,
@@ -109,16 +110,12 @@ impl Decider for StoreDecider {
     }
 
     fn door_mode(&self, door: &str, now: Timestamp) -> Option<String> {
-        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
-        store
-            .header()
-            .and_then(|h| h.door_mode(door, now))
-            .map(str::to_owned)
+        let header = self.store.header()?;
+        header.door_mode(door, now).map(str::to_owned)
     }
 
     fn office_hours(&self, now: Timestamp) -> Option<bool> {
-        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
-        store
+        self.store
             .header()
             .map(|h| h.schedule_open(&self.office_hours_schedule, now))
     }
@@ -126,6 +123,53 @@ impl Decider for StoreDecider {
     fn display_name(&self, credential: &str) -> Option<String> {
         self.names.get(credential).cloned().flatten()
     }
+}
+
+/// Which kind of signed rules blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RulesBlob {
+    /// A full snapshot.
+    Snapshot,
+    /// A delta on the version in force.
+    Delta,
+}
+
+/// Verify and apply a signed rules blob beside running decisions, journal
+/// the outcome (`rules_applied` / `rules_refused` with the reason), and
+/// have the daemon re-read door-mode schedules. The entry point for the
+/// control socket, the uplink and the admin page.
+pub async fn apply_rules(
+    store: Arc<Store>,
+    control: &mpsc::Sender<Control>,
+    kind: RulesBlob,
+    bytes: Vec<u8>,
+) -> Result<crate::store::Applied, String> {
+    let now = daemon::wall_now();
+    let result = tokio::task::spawn_blocking(move || match kind {
+        RulesBlob::Snapshot => store.apply_snapshot(&bytes, now),
+        RulesBlob::Delta => store.apply_delta(&bytes, now),
+    })
+    .await
+    .map_err(|e| format!("apply task failed: {e}"))?
+    .map_err(|e| e.to_string());
+    let record = match &result {
+        Ok(a) => EventKind::RulesApplied { version: a.version },
+        Err(reason) => EventKind::RulesRefused {
+            reason: reason.clone(),
+        },
+    };
+    match &result {
+        Ok(a) => tracing::info!(
+            version = a.version,
+            credentials = a.credentials,
+            unchanged = a.unchanged,
+            "rules applied"
+        ),
+        Err(reason) => tracing::warn!(reason, "rules refused"),
+    }
+    let _ = control.send(Control::Record(vec![record])).await;
+    let _ = control.send(Control::RulesChanged).await;
+    result
 }
 
 /// Options of `portier run` beyond the config file.
@@ -146,7 +190,7 @@ pub struct Running {
     /// PD statuses per bus.
     pub bus_status: HashMap<String, watch::Receiver<Vec<PdStatus>>>,
     /// The rules store.
-    pub store: Arc<RwLock<Store>>,
+    pub store: Arc<Store>,
     /// A read handle on the event journal.
     pub journal: Arc<Journal>,
 }
@@ -180,7 +224,7 @@ pub async fn run(
             "no rules yet: every card is denied (rules_too_old) until a snapshot is applied"
         ),
     }
-    let store = Arc::new(RwLock::new(store));
+    let store = Arc::new(store);
     let events_db =
         crate::storage::open_db(&state.join("events"), EVENTS_CACHE).with_context(|| {
             format!(
@@ -239,7 +283,7 @@ pub async fn run(
         daemon::wall_now(),
         vec![EventKind::DaemonStarted {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            rules_version: store.read().unwrap_or_else(|e| e.into_inner()).version(),
+            rules_version: store.version(),
         }],
     )?;
 
@@ -249,6 +293,7 @@ pub async fn run(
     if let Some(path) = &options.control_socket {
         let context = ControlContext {
             control: control_tx.clone(),
+            store: store.clone(),
             view: view_rx.clone(),
             journal: journal_reader.clone(),
             buses: bus_status.clone(),
@@ -289,6 +334,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 #[derive(Clone)]
 struct ControlContext {
     control: mpsc::Sender<Control>,
+    store: Arc<Store>,
     view: watch::Receiver<DaemonView>,
     journal: Arc<Journal>,
     buses: HashMap<String, watch::Receiver<Vec<PdStatus>>>,
@@ -298,7 +344,8 @@ struct ControlContext {
 /// per line out. A request is a [`RemoteAction`] (`{"action":"unlock",…}`
 /// → `{"ok":true}` or `{"ok":false,"error":"…"}`) or a query:
 /// `{"query":"events","after":N,"limit":M}`, `{"query":"presence"}`,
-/// `{"query":"buses"}`. Mode 0600 in a directory only the service user
+/// `{"query":"buses"}`; or a rules file to apply:
+/// `{"apply":"snapshot","file":PATH}`. Mode 0600 in a directory only the service user
 /// reads: a maintenance and test hook, not a network interface.
 fn serve_control_socket(
     path: &Path,
@@ -331,6 +378,7 @@ async fn control_connection(stream: tokio::net::UnixStream, context: ControlCont
         let answer = match serde_json::from_str::<serde_json::Value>(&line) {
             Err(e) => Err(format!("bad request: {e}")),
             Ok(v) if v.get("query").is_some() => query(&context, &v),
+            Ok(v) if v.get("apply").is_some() => apply(&context, &v).await,
             Ok(v) => action(&context, v).await,
         };
         let json = match answer {
@@ -368,6 +416,29 @@ async fn action(
         .await
         .unwrap_or(Err("daemon stopping".into()))
         .map(|()| serde_json::Value::Null)
+}
+
+/// `{"apply":"snapshot"|"delta","file":PATH}`: the file is read by the
+/// daemon (its user must be able to read it).
+async fn apply(
+    context: &ControlContext,
+    v: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let kind = match v["apply"].as_str() {
+        Some("snapshot") => RulesBlob::Snapshot,
+        Some("delta") => RulesBlob::Delta,
+        other => {
+            return Err(format!(
+                "apply {other:?}: expected \"snapshot\" or \"delta\""
+            ));
+        }
+    };
+    let file = v["file"].as_str().ok_or("apply: `file` missing")?;
+    let bytes = tokio::fs::read(file)
+        .await
+        .map_err(|e| format!("{file}: {e}"))?;
+    let applied = apply_rules(context.store.clone(), &context.control, kind, bytes).await?;
+    serde_json::to_value(applied).map_err(|e| e.to_string())
 }
 
 fn query(context: &ControlContext, v: &serde_json::Value) -> Result<serde_json::Value, String> {

@@ -18,6 +18,7 @@
 //! a second for sled's file lock, then fails (another process owns the store).
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -119,7 +120,7 @@ fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
 
 struct Current {
     record: CurrentRecord,
-    header: Header,
+    header: Arc<Header>,
     creds: sled::Tree,
 }
 
@@ -144,7 +145,11 @@ pub struct Store {
     keys: TrustedKeys,
     gateway: String,
     building: String,
-    current: Option<Current>,
+    /// The rules in force: swapped whole, so a decision sees one
+    /// generation from start to end while an apply builds the next.
+    current: RwLock<Option<Arc<Current>>>,
+    /// Serialises appliers (decisions never take it).
+    applying: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -175,7 +180,8 @@ impl Store {
             keys,
             gateway: gateway.to_owned(),
             building: building.to_owned(),
-            current: None,
+            current: RwLock::new(None),
+            applying: Mutex::new(()),
         };
         store.load()?;
         store.cleanup()?;
@@ -214,9 +220,9 @@ impl Store {
         }
         let header = Header::new(record.header.clone()).map_err(VerifyError::from)?;
         let creds = self.db.open_tree(tree_name(g))?;
-        self.current = Some(Current {
+        self.set_current(Current {
             record,
-            header,
+            header: Arc::new(header),
             creds,
         });
         Ok(())
@@ -225,7 +231,7 @@ impl Store {
     /// Drop credential trees and blobs of other generations (leftovers of an
     /// interrupted apply or of the previous generation).
     fn cleanup(&self) -> Result<(), StoreError> {
-        let keep = self.current.as_ref().map(|c| c.record.generation);
+        let keep = self.current().map(|c| c.record.generation);
         for name in self.db.tree_names() {
             if let Some(g) = std::str::from_utf8(&name)
                 .ok()
@@ -260,32 +266,36 @@ impl Store {
 
     /// Version in force.
     pub fn version(&self) -> Option<u64> {
-        self.current.as_ref().map(|c| c.record.version)
+        self.current().map(|c| c.record.version)
     }
 
     /// Generation in force.
     pub fn generation(&self) -> Option<u64> {
-        self.current.as_ref().map(|c| c.record.generation)
+        self.current().map(|c| c.record.generation)
     }
 
     /// Credentials in force, as recorded when applied.
     pub fn credential_count(&self) -> Option<u64> {
-        self.current.as_ref().map(|c| c.record.credentials)
+        self.current().map(|c| c.record.credentials)
     }
 
     /// Rules in force (without credentials).
-    pub fn header(&self) -> Option<&Header> {
-        self.current.as_ref().map(|c| &c.header)
+    pub fn header(&self) -> Option<Arc<Header>> {
+        self.current().map(|c| c.header.clone())
     }
 
     /// Count the credential tree (O(n)); must equal [`Self::credential_count`].
     pub fn count_stored_credentials(&self) -> Result<u64, StoreError> {
-        let c = self.current.as_ref().ok_or(StoreError::Empty)?;
+        let c = self.current().ok_or(StoreError::Empty)?;
         Ok(c.creds.len() as u64)
     }
 
     /// Verify and apply a signed full snapshot.
-    pub fn apply_snapshot(&mut self, bytes: &[u8], now: Timestamp) -> Result<Applied, StoreError> {
+    ///
+    /// Takes `&self`: decisions go on against the rules in force while the
+    /// new generation is written; they switch over in one pointer swap.
+    pub fn apply_snapshot(&self, bytes: &[u8], now: Timestamp) -> Result<Applied, StoreError> {
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let highest = self.highest()?;
         let v = verify_snapshot(
             bytes,
@@ -295,7 +305,8 @@ impl Store {
             now,
             highest,
         )?;
-        if let Some(c) = &self.current
+        let current = self.current();
+        if let Some(c) = &current
             && c.record.version == v.version()
             && c.record.digest[..] == v.digest()[..]
         {
@@ -306,7 +317,7 @@ impl Store {
                 unchanged: true,
             });
         }
-        let old = self.current.as_ref().map(|c| c.record.generation);
+        let old = current.as_ref().map(|c| c.record.generation);
         let generation = old.map_or(1, |g| g + 1);
         let name = tree_name(generation);
         self.db.drop_tree(name.as_bytes())?;
@@ -336,9 +347,9 @@ impl Store {
             header: header.snapshot().clone(),
         };
         self.flip(&record)?;
-        self.current = Some(Current {
+        self.set_current(Current {
             record,
-            header,
+            header: Arc::new(header),
             creds,
         });
         if let Some(g) = old {
@@ -373,9 +384,10 @@ impl Store {
 
     /// Verify and apply a signed delta on top of the version in force, in
     /// one atomic transaction (blocks and unblocks first).
-    pub fn apply_delta(&mut self, bytes: &[u8], now: Timestamp) -> Result<Applied, StoreError> {
+    pub fn apply_delta(&self, bytes: &[u8], now: Timestamp) -> Result<Applied, StoreError> {
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let d = verify_delta(bytes, &self.keys, &self.gateway, &self.building, now)?;
-        let cur = self.current.as_ref().ok_or(StoreError::Empty)?;
+        let cur = self.current().ok_or(StoreError::Empty)?;
         let delta = d.delta();
         if delta.version == cur.record.version && cur.record.digest[..] == d.digest()[..] {
             // The same delta delivered again (MQTT QoS 1): nothing to do.
@@ -401,7 +413,7 @@ impl Store {
             cur.header.check_credential(c).map_err(DeltaError::from)?;
             upserts.push((c.key.to_string().into_bytes(), cbor(c)?));
         }
-        let mut header = cur.header.clone();
+        let mut header = (*cur.header).clone();
         header.set_times(delta.version, delta.issued_at, delta.expires_at);
         let mut record = cur.record.clone();
         record.version = delta.version;
@@ -458,9 +470,9 @@ impl Store {
         record.credentials = count;
         let generation = record.generation;
         let version = record.version;
-        self.current = Some(Current {
+        self.set_current(Current {
             record,
-            header,
+            header: Arc::new(header),
             creds,
         });
         Ok(Applied {
@@ -472,17 +484,40 @@ impl Store {
     }
 
     /// Decide against the rules in force.
+    ///
+    /// A decision that started on a generation an apply has just replaced
+    /// (and dropped) is decided again on the new one.
     pub fn decide(&self, req: &Request, now: Timestamp) -> Result<Decision, StoreError> {
-        let c = self.current.as_ref().ok_or(StoreError::Empty)?;
-        decide_with(&c.header, self, req, now).map_err(|e| StoreError::Corrupt(e.to_string()))
+        let c = self.current().ok_or(StoreError::Empty)?;
+        match decide_with(&c.header, &*c, req, now) {
+            Ok(d) => Ok(d),
+            Err(e) => match self.current() {
+                Some(next) if next.record.generation != c.record.generation => {
+                    decide_with(&next.header, &*next, req, now)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                }
+                _ => Err(StoreError::Corrupt(e.to_string())),
+            },
+        }
+    }
+
+    fn current(&self) -> Option<Arc<Current>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_current(&self, current: Current) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(current));
     }
 }
 
-impl CredentialLookup for Store {
+/// One generation's credentials, looked up in its own tree (never a mix of
+/// generations within one decision).
+impl CredentialLookup for Current {
     fn credential(&self, key: &CredentialKey) -> Result<Option<Credential>, RulesError> {
-        let Some(c) = &self.current else {
-            return Ok(None);
-        };
+        let c = self;
         match c.creds.get(key.to_string().as_bytes()) {
             Ok(None) => Ok(None),
             Ok(Some(raw)) => serde_cbor::from_slice(&raw)

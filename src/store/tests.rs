@@ -15,7 +15,7 @@ fn apply_reopen_rollback_delta() {
     let now = ts("2026-11-02T09:00:00Z");
     let s5 = sign_snapshot(&key(), &snapshot(5)).unwrap();
     {
-        let mut st = open(dir.path());
+        let st = open(dir.path());
         assert!(matches!(
             st.decide(&req("lab", 1), now),
             Err(StoreError::Empty)
@@ -28,7 +28,7 @@ fn apply_reopen_rollback_delta() {
         assert_eq!(reason(st.decide(&req("lab", 1), now).unwrap()), None);
         assert!(st.apply_snapshot(&s5, now).unwrap().unchanged);
     }
-    let mut st = open(dir.path());
+    let st = open(dir.path());
     assert_eq!(st.version(), Some(5));
     assert_eq!(st.count_stored_credentials().unwrap(), 3);
     assert_eq!(reason(st.decide(&req("lab", 1), now).unwrap()), None);
@@ -65,7 +65,7 @@ fn apply_reopen_rollback_delta() {
         }))
     ));
     drop(st);
-    let mut st = open(dir.path());
+    let st = open(dir.path());
     assert_eq!(st.version(), Some(6));
     assert_eq!(reason(st.decide(&req("lab", 10), now).unwrap()), None);
     // A new full snapshot replaces generation 1 with 2.
@@ -80,14 +80,14 @@ fn rollback_survives_cleared_rules() {
     let dir = tempfile::tempdir().unwrap();
     let now = ts("2026-11-02T09:00:00Z");
     {
-        let mut st = open(dir.path());
+        let st = open(dir.path());
         st.apply_snapshot(&sign_snapshot(&key(), &snapshot(9)).unwrap(), now)
             .unwrap();
         // Lose the rules in force but keep `highest`.
         st.meta.remove(CURRENT).unwrap();
         st.db.flush().unwrap();
     }
-    let mut st = open(dir.path());
+    let st = open(dir.path());
     assert_eq!(st.version(), None);
     assert!(matches!(
         st.apply_snapshot(&sign_snapshot(&key(), &snapshot(8)).unwrap(), now),
@@ -112,4 +112,45 @@ fn reopen_with_other_key_fails() {
         Store::open(dir.path(), k, "gw1", "b1"),
         Err(StoreError::Verify(VerifyError::UnknownKey(_)))
     ));
+}
+
+#[test]
+fn decisions_go_on_while_a_big_snapshot_is_applied() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let now = ts("2026-11-02T09:00:00Z");
+    let st = open(dir.path());
+    st.apply_snapshot(&sign_snapshot(&key(), &snapshot(5)).unwrap(), now)
+        .unwrap();
+    let mut big = snapshot(6);
+    let template = big.credentials[2].clone();
+    big.credentials.extend((10..60_000).map(|n| {
+        let mut c = template.clone();
+        c.key = crate::rules::CredentialKey::H10301 {
+            facility: 1,
+            number: n,
+        };
+        c
+    }));
+    let blob = sign_snapshot(&key(), &big).unwrap();
+    let done = AtomicBool::new(false);
+    let during = std::thread::scope(|s| {
+        s.spawn(|| {
+            st.apply_snapshot(&blob, now).unwrap();
+            done.store(true, Ordering::SeqCst);
+        });
+        let mut during = 0u32;
+        while !done.load(Ordering::SeqCst) {
+            // Card 3 has lab access in both versions: never a deny, never
+            // a half-applied state.
+            assert_eq!(reason(st.decide(&req("lab", 3), now).unwrap()), None);
+            during += 1;
+        }
+        during
+    });
+    assert_eq!(st.version(), Some(6));
+    assert!(
+        during > 10,
+        "only {during} decisions while 60 000 credentials were applied: apply blocks decisions"
+    );
 }
