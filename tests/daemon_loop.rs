@@ -48,10 +48,20 @@ fn pd_ref() -> PdRef {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn card_to_relay_with_the_record_on_disk_first() {
+struct Running {
+    pd_events: mpsc::UnboundedReceiver<PeripheralEvent>,
+    cards: mpsc::UnboundedSender<RawCard>,
+    shutdown: watch::Sender<bool>,
+    daemon: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
+    reader_journal: Journal,
+    _dir: tempfile::TempDir,
+}
+
+/// Our PD in SC behind the bus task, a side door on it, and the daemon
+/// loop with `decider`.
+fn start(decider: Box<dyn Decider>) -> Running {
     let key = Scbk([0x77; 16]);
-    let (cp_side, mut pd_events, cards) =
+    let (cp_side, pd_events, cards) =
         support::memory_pd(PeripheralConfig::simulator(1, Some(key.clone())), false);
 
     // The bus task, its events tagged with the bus name for the daemon.
@@ -122,7 +132,7 @@ async fn card_to_relay_with_the_record_on_disk_first() {
     let (_control, control) = mpsc::channel(4);
     let (view, _) = watch::channel(daemon::DaemonView::default());
     let daemon = tokio::spawn(daemon::run(
-        Daemon::new(building, Box::new(Fixture), journal, presence, links),
+        Daemon::new(building, decider, journal, presence, links),
         DaemonInputs {
             events: tagged,
             control,
@@ -131,6 +141,26 @@ async fn card_to_relay_with_the_record_on_disk_first() {
         view,
     ));
 
+    Running {
+        pd_events,
+        cards,
+        shutdown,
+        daemon,
+        reader_journal,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn card_to_relay_with_the_record_on_disk_first() {
+    let Running {
+        mut pd_events,
+        cards,
+        shutdown,
+        daemon,
+        reader_journal,
+        _dir,
+    } = start(Box::new(Fixture));
     let within = Duration::from_secs(5);
     // Coming online, the strike output is locked first.
     let first = next_command(&mut pd_events, within)
@@ -240,4 +270,53 @@ async fn next_command(
         }
     })
     .await
+}
+
+/// The rules schedule the side door unlocked (e.g. office hours).
+struct ScheduledOpen;
+
+impl Decider for ScheduledOpen {
+    fn decide(&mut self, door: &str, card: &RawCard, now: jiff::Timestamp) -> Verdict {
+        Fixture.decide(door, card, now)
+    }
+
+    fn door_mode(&self, door: &str, _now: jiff::Timestamp) -> Option<String> {
+        (door == "side-entrance").then(|| "unlocked".to_owned())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_scheduled_unlock_holds_the_strike_released_and_is_journaled() {
+    let Running {
+        mut pd_events,
+        shutdown,
+        daemon,
+        reader_journal,
+        ..
+    } = start(Box::new(ScheduledOpen));
+    let within = Duration::from_secs(5);
+    // Locked first when the PD comes online, then released by the schedule
+    // (an open-ended release: the mode holds it, not a timer).
+    loop {
+        let c = next_command(&mut pd_events, within)
+            .await
+            .expect("scheduled release");
+        if let Command::Output(r) = &c
+            && r[0].action == OutputAction::PermanentOnAbortTimed
+        {
+            assert_eq!(r[0].output, 1);
+            break;
+        }
+    }
+    let records = reader_journal.after(0, 100).unwrap();
+    assert!(
+        records.iter().any(|e| matches!(&e.kind, EventKind::DoorModeChanged { door, mode } if door == "side-entrance" && mode == "unlocked")),
+        "{records:?}"
+    );
+    shutdown.send(true).unwrap();
+    tokio::time::timeout(within, daemon)
+        .await
+        .expect("daemon stops")
+        .unwrap()
+        .unwrap();
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::door::{
     CredentialId, DenyReason, Direction, DoorAction, DoorEvent, DoorInput, Feedback, OverrideState,
     PassageCause, RevolvingAction, RevolvingConfig, RevolvingDoor, RevolvingEvent, RevolvingInput,
-    Rotation, StandardConfig, StandardDoor,
+    Rotation, StandardConfig, StandardDoor, Strike,
 };
 use crate::journal::EventKind;
 use crate::osdp::message::{Command, RawCard};
@@ -372,22 +372,12 @@ impl Building {
                     address,
                     secure,
                 });
-                // A PD that comes (back) online gets its outputs re-locked:
-                // whatever it did while we were apart, it starts safe.
+                // A PD that comes (back) online gets its outputs set to what
+                // its doors are now: locked, unless a door is released by its
+                // mode or a grant still running. Whatever it did while we
+                // were apart, it starts from our state, never a stale one.
                 let pd = PdRef { bus, address };
-                for door in &self.doors {
-                    for out in [&door.wiring.lock, &door.wiring.release_out]
-                        .into_iter()
-                        .flatten()
-                    {
-                        if out.pd == pd {
-                            self.actions.push_back(BuildingAction::Command {
-                                pd: pd.clone(),
-                                command: outputs::lock(out.wiring),
-                            });
-                        }
-                    }
-                }
+                self.reassert_outputs(now, &pd);
             }
             BusEvent::Offline { address, reason } => {
                 let reason = match reason {
@@ -414,6 +404,40 @@ impl Building {
                 power_failure: status.power != 0,
             }),
             _ => {}
+        }
+    }
+
+    fn reassert_outputs(&mut self, now: Instant, pd: &PdRef) {
+        let mut commands = Vec::new();
+        for door in &self.doors {
+            let outs = [&door.wiring.lock, &door.wiring.release_out];
+            let released = match &door.machine {
+                Machine::Standard(d) => match d.strike() {
+                    Strike::Released { until } => [Some(until), None],
+                    Strike::Locked => [None, None],
+                },
+                Machine::Revolving(d) => match d.rotation() {
+                    Some(Rotation::In) => [Some(None), None],
+                    Some(Rotation::Out) => [None, Some(None)],
+                    Some(Rotation::Both) => [Some(None), Some(None)],
+                    None => [None, None],
+                },
+            };
+            for (out, release) in outs.into_iter().zip(released) {
+                let Some(out) = out.as_ref().filter(|o| &o.pd == pd) else {
+                    continue;
+                };
+                let command = match release {
+                    Some(until) if until.is_none_or(|t| t > now) => {
+                        outputs::release(out.wiring, now, until)
+                    }
+                    _ => outputs::lock(out.wiring),
+                };
+                commands.push((out.pd.clone(), command));
+            }
+        }
+        for (pd, command) in commands {
+            self.command(pd, command);
         }
     }
 
