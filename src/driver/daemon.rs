@@ -55,6 +55,10 @@ pub trait Decider: Send {
     }
 }
 
+/// The loop wakes at least this often, so its published view proves it is
+/// alive (the systemd watchdog checks that).
+pub const MAX_IDLE: Duration = Duration::from_secs(10);
+
 /// Daemon loop failures (each one stops the daemon: the doors stay locked).
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -179,7 +183,8 @@ pub struct DaemonInputs {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Observable state, published after every round.
+/// Observable state, published after every round (at least every
+/// [`MAX_IDLE`]).
 #[derive(Debug, Clone, Default)]
 pub struct DaemonView {
     /// Who is inside.
@@ -243,7 +248,7 @@ impl Daemon {
         let now = clock::monotonic();
         let wall = wall_now();
         let to_minute = 60 - (wall.as_second().rem_euclid(60) as u64);
-        let mut wake = now + Duration::from_secs(to_minute);
+        let mut wake = now + Duration::from_secs(to_minute).min(MAX_IDLE);
         if let Some(t) = self.building.poll_timeout() {
             wake = wake.min(t);
         }

@@ -21,6 +21,7 @@ use super::daemon::{
     self, BusLink, Control, Daemon, DaemonInputs, DaemonView, Decider, PresenceBook,
 };
 use super::serial::{BusHandles, open_port, run_bus};
+use super::service;
 use crate::config::Config;
 use crate::door::DenyReason;
 use crate::journal::{EventKind, Journal};
@@ -240,7 +241,10 @@ pub async fn run(
     let (bus_tx, bus_rx) = mpsc::channel(256);
     let mut links = Vec::new();
     let mut bus_status = HashMap::new();
-    for plan in config.bus_plans()? {
+    let mut watched_buses = Vec::new();
+    let plans = config.bus_plans()?;
+    let bus_count = plans.len();
+    for plan in plans {
         let port = open_port(&plan.port)
             .with_context(|| format!("bus {}: opening {}", plan.name, plan.port.path.display()))?;
         let bus = Bus::new(plan.timing, plan.pds.clone(), Box::new(clock::os_entropy))
@@ -271,6 +275,9 @@ pub async fn run(
             }
         });
         tracing::info!(bus = plan.name, port = %plan.port.path.display(), pds = plan.pds.len(), "bus open");
+        if !plan.pds.is_empty() {
+            watched_buses.push((plan.name.clone(), status_rx.clone()));
+        }
         bus_status.insert(plan.name.clone(), status_rx);
         links.push(BusLink {
             name: plan.name,
@@ -303,7 +310,7 @@ pub async fn run(
     if let Some(started) = started {
         let _ = started.send(Running {
             control: control_tx.clone(),
-            view: view_rx,
+            view: view_rx.clone(),
             bus_status,
             store: store.clone(),
             journal: journal_reader,
@@ -313,9 +320,18 @@ pub async fn run(
     let inputs = DaemonInputs {
         events: bus_rx,
         control: control_rx,
-        shutdown,
+        shutdown: shutdown.clone(),
     };
-    daemon::run(daemon, inputs, view_tx).await?;
+    let liveness = service::Liveness::new(watched_buses, view_rx.clone());
+    tokio::spawn(service::watchdog(liveness, shutdown.clone()));
+    service::ready(&format!(
+        "rules version {}, {} bus(es) open",
+        store.version().map_or("none".into(), |v| v.to_string()),
+        bus_count
+    ));
+    let result = daemon::run(daemon, inputs, view_tx).await;
+    service::stopping();
+    result?;
     events_db.flush_async().await?;
     tracing::info!("stopped; doors left to their PDs' locked state");
     Ok(())

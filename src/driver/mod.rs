@@ -5,4 +5,5 @@ pub mod clock;
 pub mod daemon;
 pub mod gateway;
 pub mod serial;
+pub mod service;
 pub mod simulator;
