@@ -16,18 +16,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Human-readable logs on stderr, level from `RUST_LOG` (default `info`;
-/// `warn` for `portier demo`, whose own output is the readable log).
-/// Standard output stays free for the verbs' own output (JSON lines).
+/// Logs go to the journal under systemd, else to stderr; default level
+/// `info` (`warn` for `portier demo`, whose own output is the readable
+/// log). `portier run` applies the config's level after loading it.
 fn init_logging() {
     let default = match std::env::args().nth(1).as_deref() {
         Some("demo") => "warn",
         _ => "info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let control = portier::driver::logging::init(default);
+    let _ = LOG_CONTROL.set(control);
 }
+
+/// The process's log control, for `portier run` (config level, SIGHUP).
+pub(crate) static LOG_CONTROL: std::sync::OnceLock<portier::driver::logging::LogControl> =
+    std::sync::OnceLock::new();

@@ -1,7 +1,8 @@
 //! `portier run` under a systemd-like supervisor: `NOTIFY_SOCKET` and
 //! `WATCHDOG_USEC` set, a test listener in systemd's place. READY=1 comes
 //! once the rules store is open and the bus is open, watchdog pings follow
-//! while the loops make progress, SIGTERM gives STOPPING=1 and a clean exit.
+//! while the loops make progress, SIGHUP reloads what is safe and names
+//! what needs a restart, SIGTERM gives STOPPING=1 and a clean exit.
 //! The reader is Portier's own simulator over a socat PTY pair.
 #![allow(clippy::disallowed_methods)] // tests wait on real time
 
@@ -83,12 +84,14 @@ fn ready_then_watchdog_pings_then_stopping() {
     .unwrap();
     let notify = d.join("notify.sock");
     let sock = UnixDatagram::bind(&notify).unwrap();
+    let log = d.join("stderr.log");
     let mut daemon = Command::new(portier_bin())
         .args(["run", "--config"])
         .arg(&config)
         .env("NOTIFY_SOCKET", &notify)
         .env("WATCHDOG_USEC", "400000")
-        .stderr(std::process::Stdio::null())
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let t = Duration::from_secs(15);
@@ -105,16 +108,45 @@ fn ready_then_watchdog_pings_then_stopping() {
         pings += usize::from(m.contains("WATCHDOG=1"));
         pings >= 3
     });
-    terminate(daemon.id());
+    // SIGHUP: the log level applies in place, a door change needs a restart.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("[log]\nlevel = \"debug\"\n{text}unlock_seconds = 7\n"),
+    )
+    .unwrap();
+    signal(daemon.id(), "HUP");
+    let logged = |what: &str| {
+        let log = log.clone();
+        let what = what.to_owned();
+        move || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(&what)
+        }
+    };
+    support::wait_for(t, "reload report", logged("need a restart"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let report = text.lines().find(|l| l.contains("need a restart")).unwrap();
+    assert!(
+        report.contains("door") && !report.contains("log,"),
+        "{report}"
+    );
+    // A broken config is refused; the daemon keeps running.
+    std::fs::write(&config, "[gateway]\nid = 3\n").unwrap();
+    signal(daemon.id(), "HUP");
+    support::wait_for(t, "refused reload", logged("config reload refused"));
+    assert!(daemon.try_wait().unwrap().is_none(), "still running");
+    signal(daemon.id(), "TERM");
     recv_until(&sock, t, "STOPPING=1", |m| m.contains("STOPPING=1"));
     let status = daemon.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
 
-/// SIGTERM, as systemd stops a service.
-fn terminate(pid: u32) {
+/// Send a signal, as systemd does (TERM to stop, HUP to reload).
+fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([&format!("-{name}"), &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());

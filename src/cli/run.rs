@@ -48,6 +48,7 @@ pub(crate) fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     config.check()?;
+    apply_log_level(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -62,9 +63,64 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let options = RunOptions {
             control_socket: args.control_socket,
         };
-        gateway::run(config, options, shutdown, None).await
+        let (started_tx, started) = tokio::sync::oneshot::channel::<gateway::Running>();
+        let path = args.config.clone();
+        let running_config = config.clone();
+        tokio::spawn(async move {
+            if let Ok(running) = started.await {
+                reload_on_hangup(path, running_config, running.control).await;
+            }
+        });
+        gateway::run(config, options, shutdown, Some(started_tx)).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn apply_log_level(config: &Config) {
+    if let (Some(level), Some(control)) = (&config.log.level, crate::LOG_CONTROL.get())
+        && let Err(e) = control.set_level(level.get_ref())
+    {
+        tracing::info!(reason = %e, "log level from the config not applied");
+    }
+}
+
+/// SIGHUP: re-read the config; apply what is safe in place (log level,
+/// reader feedback) and say what needs a restart. A config that does not
+/// load is refused and the running one stays.
+async fn reload_on_hangup(
+    path: PathBuf,
+    mut current: Config,
+    control: tokio::sync::mpsc::Sender<portier::driver::daemon::Control>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let new = match Config::load(&path).and_then(|c| c.check().map(|()| c)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "config reload refused; the running config stays");
+                continue;
+            }
+        };
+        apply_log_level(&new);
+        let _ = control
+            .send(portier::driver::daemon::Control::SetFeedback(
+                new.feedback_table(),
+            ))
+            .await;
+        let restart = new.changes_needing_restart(&current);
+        if restart.is_empty() {
+            tracing::info!("config reloaded (log level, reader feedback)");
+        } else {
+            tracing::warn!(
+                sections = restart.join(", "),
+                "config reloaded: log level and reader feedback applied; changes to these sections need a restart (systemctl restart portier)"
+            );
+        }
+        current = new;
+    }
 }
 
 async fn wait_for_stop_signal() {

@@ -77,6 +77,15 @@ pub struct Gateway {
     pub time_zone: Option<Spanned<String>>,
 }
 
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Level or filter directives (`info`, `debug`, `portier=debug,warn`).
+    /// `RUST_LOG` overrides it. Reloaded on SIGHUP.
+    pub level: Option<Spanned<String>>,
+}
+
 /// `[presence]`: who is inside after hours.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +127,9 @@ pub struct Config {
     /// `[presence]`.
     #[serde(default)]
     pub presence: PresenceConfig,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogConfig,
     /// `[feedback]`.
     #[serde(default)]
     pub feedback: Option<Spanned<site::FeedbackConfig>>,
@@ -181,6 +193,15 @@ impl Config {
                 message: format!("{:?} is not an IANA time zone", tz.get_ref()),
             }));
         }
+        if let Some(level) = &c.log.level
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(level.get_ref())
+        {
+            return Err(c.invalid(SiteError {
+                at: level.span().start,
+                key: "log.level".into(),
+                message: e.to_string(),
+            }));
+        }
         let site = Site {
             buses: c.buses.clone(),
             doors: c.doors.clone(),
@@ -214,6 +235,22 @@ impl Config {
         self.trusted_keys(&self.file)?;
         self.bus_plans()?;
         Ok(())
+    }
+
+    /// Top-level sections that differ from `other`'s, by name. What SIGHUP
+    /// can apply in place (`log`, `feedback`) is left out: everything
+    /// listed needs a restart.
+    pub fn changes_needing_restart(&self, other: &Config) -> Vec<String> {
+        let table = |text: &str| text.parse::<toml::Table>().unwrap_or_default();
+        let (a, b) = (table(&self.text), table(&other.text));
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| !matches!(k.as_str(), "log" | "feedback"))
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect()
     }
 
     /// Where the rules store lives: `<state_dir>/rules`.

@@ -96,6 +96,8 @@ pub enum Control {
     RulesChanged,
     /// Append these records (rules applied or refused, uplink, admin).
     Record(Vec<EventKind>),
+    /// Use these reader feedback patterns from now on (config reload).
+    SetFeedback(crate::site::outputs::FeedbackTable),
 }
 
 /// The presence list, persisted in a sled tree of the journal's database
@@ -331,6 +333,7 @@ impl Daemon {
             }
             Control::RulesChanged => self.apply_modes(wall_now(), records),
             Control::Record(kinds) => records.extend(kinds),
+            Control::SetFeedback(table) => self.building.set_feedback(table),
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod daemon;
 pub mod gateway;
+pub mod logging;
 pub mod serial;
 pub mod service;
 pub mod simulator;

@@ -248,6 +248,11 @@ impl Building {
         self
     }
 
+    /// Change the reader feedback patterns (config reload).
+    pub fn set_feedback(&mut self, feedback: FeedbackTable) {
+        self.feedback = feedback;
+    }
+
     /// The commands that put every door in its safe, locked state (at
     /// start, and whenever a PD comes back online).
     pub fn lock_all(&mut self) {

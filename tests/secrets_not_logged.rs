@@ -1,0 +1,63 @@
+//! No secret is ever logged: the demo (readers installed with fresh SC
+//! keys, rules signed with a fresh central key) runs at `RUST_LOG=trace`,
+//! and neither its output nor its logs contain any of those keys.
+
+mod support;
+
+use std::process::Command;
+
+#[test]
+fn a_trace_level_demo_run_logs_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(support::portier_bin())
+        .args(["demo", "--once", "--pace-ms", "0", "--dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .to_lowercase();
+    assert!(
+        all.len() > 10_000,
+        "a trace run says a lot; got {} bytes",
+        all.len()
+    );
+    let mut secrets = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".scbk") || name.ends_with(".key") {
+            secrets.push((
+                name,
+                std::fs::read_to_string(&path)
+                    .unwrap()
+                    .trim()
+                    .to_lowercase(),
+            ));
+        }
+    }
+    assert_eq!(
+        secrets.len(),
+        4,
+        "three reader keys and the central key: {secrets:?}"
+    );
+    for (name, secret) in secrets {
+        // Any 8-byte window of the key would be a leak, not only the whole.
+        for window in secret.as_bytes().chunks(16) {
+            let part = std::str::from_utf8(window).unwrap();
+            assert!(
+                !all.contains(part),
+                "{name}: part of the key appears in the logs"
+            );
+        }
+    }
+}
