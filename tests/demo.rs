@@ -38,4 +38,17 @@ fn the_demo_runs_its_script_and_tells_what_happened() {
             .permissions(),
     );
     assert_eq!(mode & 0o077, 0);
+    // Run again in the same directory: same key, next rules version.
+    let again = Command::new(support::portier_bin())
+        .args(["demo", "--once", "--pace-ms", "0", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        again.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(stdout.contains("version 2 applied"), "{stdout}");
 }

@@ -196,7 +196,15 @@ fn write_demo_config(dir: &Path, port: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// A fresh demo signing key ("central"), written as `central.key`/`.pub`.
+/// A `--dir` used before keeps its key, so its stored rules still verify.
 fn central_key(dir: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    let path = dir.join("central.key");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)?;
+        let seed = portier::config::read_hex32(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        return Ok(ed25519_dalek::SigningKey::from_bytes(&seed));
+    }
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
@@ -212,18 +220,25 @@ fn central_key(dir: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
 fn sign_and_apply_rules(key: &ed25519_dalek::SigningKey, config: &Config) -> anyhow::Result<()> {
     let now = portier::driver::daemon::wall_now();
     let expires = now.checked_add(jiff::SignedDuration::from_hours(24 * 30))?;
-    let snapshot =
-        source::parse_rules("config/rules.example.toml", EXAMPLE_RULES, 1, now, expires)?;
-    let bytes = envelope::sign_snapshot(key, &snapshot)?;
     let store = Store::open(
         &config.rules_dir(),
         config.trusted_keys(&config.file)?,
         &config.gateway.id,
         &config.gateway.building,
     )?;
+    // Versions only go up: a demo directory used before gets the next one.
+    let version = store.highest()?.map_or(1, |(v, _)| v + 1);
+    let snapshot = source::parse_rules(
+        "config/rules.example.toml",
+        EXAMPLE_RULES,
+        version,
+        now,
+        expires,
+    )?;
+    let bytes = envelope::sign_snapshot(key, &snapshot)?;
     let applied = store.apply_snapshot(&bytes, now)?;
     say(&format!(
-        "example rules signed with a fresh demo key (id {}), version {} applied: {} cardholders",
+        "example rules signed with the demo key (id {}), version {} applied: {} cardholders",
         envelope::key_id(&key.verifying_key()),
         applied.version,
         applied.credentials

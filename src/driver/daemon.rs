@@ -444,9 +444,10 @@ async fn send_commands(
             tracing::error!(bus, address, "bus task gone; command dropped");
             continue;
         }
-        // An offline PD refuses commands; that is already an event.
+        // An offline PD refuses commands; that is already an event, and the
+        // PD gets its doors' current state when it comes back.
         if let Ok(Err(err)) = result.await {
-            tracing::warn!(bus, address, %err, "command not queued");
+            tracing::debug!(bus, address, %err, "command not queued");
         }
     }
 }
