@@ -193,6 +193,8 @@ pub struct DaemonView {
     pub presence: Presence,
     /// Last appended event sequence number.
     pub last_seq: u64,
+    /// What every door is doing.
+    pub doors: Vec<crate::site::DoorState>,
 }
 
 /// Run until shutdown or until every bus is gone. Doors are locked first.
@@ -241,6 +243,7 @@ impl Daemon {
         view.send_replace(DaemonView {
             presence: self.presence.list().clone(),
             last_seq: self.journal.next_seq().unwrap_or(1).saturating_sub(1),
+            doors: self.building.door_states(),
         });
     }
 

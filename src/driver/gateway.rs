@@ -360,7 +360,7 @@ struct ControlContext {
 /// per line out. A request is a [`RemoteAction`] (`{"action":"unlock",…}`
 /// → `{"ok":true}` or `{"ok":false,"error":"…"}`) or a query:
 /// `{"query":"events","after":N,"limit":M}`, `{"query":"presence"}`,
-/// `{"query":"buses"}`; or a rules file to apply:
+/// `{"query":"buses"}`, `{"query":"doors"}`; or a rules file to apply:
 /// `{"apply":"snapshot","file":PATH}`. Mode 0600 in a directory only the service user
 /// reads: a maintenance and test hook, not a network interface.
 fn serve_control_socket(
@@ -470,6 +470,7 @@ fn query(context: &ControlContext, v: &serde_json::Value) -> Result<serde_json::
             to_json(serde_json::to_value(events))
         }
         Some("presence") => to_json(serde_json::to_value(&context.view.borrow().presence)),
+        Some("doors") => to_json(serde_json::to_value(&context.view.borrow().doors)),
         Some("buses") => {
             let mut buses = serde_json::Map::new();
             for (name, status) in &context.buses {
@@ -482,6 +483,8 @@ fn query(context: &ControlContext, v: &serde_json::Value) -> Result<serde_json::
             }
             Ok(buses.into())
         }
-        other => Err(format!("unknown query {other:?} (events, presence, buses)")),
+        other => Err(format!(
+            "unknown query {other:?} (events, presence, buses, doors)"
+        )),
     }
 }

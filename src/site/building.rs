@@ -200,6 +200,28 @@ struct Door {
     last_reader: String,
 }
 
+/// What a door is doing now (status page, control socket, uplink status).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DoorState {
+    /// Door id.
+    pub id: String,
+    /// `standard` or `revolving`.
+    pub kind: &'static str,
+    /// Standing mode (contract name), or `override_unlocked` /
+    /// `override_locked` while a timed override runs.
+    pub mode: String,
+    /// Strike released (standard) or rotation allowed (revolving).
+    pub released: bool,
+    /// Door contact open (standard).
+    pub open: bool,
+    /// Forced open and not closed since.
+    pub forced: bool,
+    /// Held open past its alarm time.
+    pub held_open: bool,
+    /// Revolving door: passages in, out, and unauthorised rotations.
+    pub passages: Option<[u64; 3]>,
+}
+
 /// The doors of one building and how they are wired.
 pub struct Building {
     doors: Vec<Door>,
@@ -295,6 +317,42 @@ impl Building {
                 }
             }
         }
+    }
+
+    /// What every door is doing now.
+    pub fn door_states(&self) -> Vec<DoorState> {
+        self.doors
+            .iter()
+            .map(|d| match &d.machine {
+                Machine::Standard(m) => DoorState {
+                    id: d.wiring.id.clone(),
+                    kind: "standard",
+                    mode: match m.override_state() {
+                        Some(o) if o.state == OverrideState::Unlocked => "override_unlocked".into(),
+                        Some(_) => "override_locked".into(),
+                        None => StandingMode::Standard(m.mode()).as_str().into(),
+                    },
+                    released: matches!(m.strike(), Strike::Released { .. }),
+                    open: m.is_open(),
+                    forced: m.is_forced(),
+                    held_open: m.is_held_open(),
+                    passages: None,
+                },
+                Machine::Revolving(m) => {
+                    let c = m.counters();
+                    DoorState {
+                        id: d.wiring.id.clone(),
+                        kind: "revolving",
+                        mode: StandingMode::Revolving(m.mode()).as_str().into(),
+                        released: m.rotation().is_some(),
+                        open: false,
+                        forced: false,
+                        held_open: false,
+                        passages: Some([c.entries, c.exits, c.unauthorised]),
+                    }
+                }
+            })
+            .collect()
     }
 
     /// The door ids, in config order.

@@ -8,6 +8,6 @@ pub mod outputs;
 pub mod remote;
 
 pub use building::{
-    Building, BuildingAction, BuildingInput, DoorKind, DoorWiring, InputRef, OutputRef, PdRef,
-    ReaderRef, Verdict,
+    Building, BuildingAction, BuildingInput, DoorKind, DoorState, DoorWiring, InputRef, OutputRef,
+    PdRef, ReaderRef, Verdict,
 };
