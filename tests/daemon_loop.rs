@@ -248,8 +248,16 @@ async fn card_to_relay_with_the_record_on_disk_first() {
         )
     );
 
+    stop(shutdown, daemon).await;
+}
+
+/// Shut the daemon loop down; it must stop cleanly and soon.
+async fn stop(
+    shutdown: watch::Sender<bool>,
+    daemon: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
+) {
     shutdown.send(true).unwrap();
-    tokio::time::timeout(within, daemon)
+    tokio::time::timeout(Duration::from_secs(5), daemon)
         .await
         .expect("daemon stops")
         .unwrap()
@@ -313,10 +321,5 @@ async fn a_scheduled_unlock_holds_the_strike_released_and_is_journaled() {
         records.iter().any(|e| matches!(&e.kind, EventKind::DoorModeChanged { door, mode } if door == "side-entrance" && mode == "unlocked")),
         "{records:?}"
     );
-    shutdown.send(true).unwrap();
-    tokio::time::timeout(within, daemon)
-        .await
-        .expect("daemon stops")
-        .unwrap()
-        .unwrap();
+    stop(shutdown, daemon).await;
 }

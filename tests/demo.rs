@@ -3,16 +3,10 @@
 
 mod support;
 
-use std::process::Command;
-
 #[test]
 fn the_demo_runs_its_script_and_tells_what_happened() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(support::portier_bin())
-        .args(["demo", "--once", "--pace-ms", "0", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = support::run_demo(dir.path(), &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -39,11 +33,7 @@ fn the_demo_runs_its_script_and_tells_what_happened() {
     );
     assert_eq!(mode & 0o077, 0);
     // Run again in the same directory: same key, next rules version.
-    let again = Command::new(support::portier_bin())
-        .args(["demo", "--once", "--pace-ms", "0", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let again = support::run_demo(dir.path(), &[]);
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(
         again.status.success(),

@@ -61,7 +61,7 @@ impl Rng {
 
 fn check(dir: &Path, keys: &TrustedKeys, allowed: &[u64]) -> u64 {
     let st = Store::open(
-        &dir.join("state"),
+        &dir.join("state/rules"),
         keys.clone(),
         "gw-university-1",
         "university-main",

@@ -4,17 +4,10 @@
 
 mod support;
 
-use std::process::Command;
-
 #[test]
 fn a_trace_level_demo_run_logs_no_key() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(support::portier_bin())
-        .args(["demo", "--once", "--pace-ms", "0", "--dir"])
-        .arg(dir.path())
-        .env("RUST_LOG", "trace")
-        .output()
-        .unwrap();
+    let out = support::run_demo(dir.path(), &[("RUST_LOG", "trace")]);
     assert!(
         out.status.success(),
         "{}",

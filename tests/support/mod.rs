@@ -234,3 +234,14 @@ pub fn memory_pd(
     });
     (cp_side, events, cards)
 }
+
+/// `portier demo --once --pace-ms 0 --dir DIR` with extra environment; its
+/// output.
+pub fn run_demo(dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(portier_bin())
+        .args(["demo", "--once", "--pace-ms", "0", "--dir"])
+        .arg(dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
