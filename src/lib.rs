@@ -6,6 +6,7 @@
 //! [`journal`] is the durable event log. See `ARCHITECTURE.md` for the map
 //! and the invariants.
 
+pub mod command;
 pub mod config;
 pub mod door;
 pub mod driver;
@@ -15,6 +16,7 @@ pub mod rules;
 pub mod site;
 pub mod storage;
 pub mod store;
+pub mod uplink;
 
 #[cfg(test)]
 mod test_clock;

@@ -337,6 +337,7 @@ impl Script<'_> {
             .control
             .send(Control::Remote {
                 source: "demo".into(),
+                command: None,
                 action: RemoteAction::ReleasePassage {
                     door: "main-revolving".into(),
                     direction: portier::door::Direction::Out,

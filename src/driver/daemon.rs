@@ -31,6 +31,7 @@ use crate::osdp::BusEvent;
 use crate::osdp::message::RawCard;
 use crate::site::modes::{ModePlanner, StandingMode};
 use crate::site::remote::RemoteAction;
+use crate::site::trusted_time::TrustedTime;
 use crate::site::{Building, BuildingAction, BuildingInput, PdRef, Verdict};
 
 /// The rules engine as the daemon sees it.
@@ -85,8 +86,10 @@ pub struct BusLink {
 pub enum Control {
     /// A remote door action; the reply says whether it was accepted.
     Remote {
-        /// Who asked (`central`, `admin:<user>`, `test-hook`).
+        /// Who asked (`central`, `admin:<user>`, `control-socket`).
         source: String,
+        /// The signed command's id, when it came from central.
+        command: Option<String>,
         /// The action.
         action: RemoteAction,
         /// Accepted, or refused with the reason.
@@ -98,17 +101,23 @@ pub enum Control {
     Record(Vec<EventKind>),
     /// Use these reader feedback patterns from now on (config reload).
     SetFeedback(crate::site::outputs::FeedbackTable),
+    /// A time vouched for by a signature (snapshot or command issue time).
+    TrustedTime(Timestamp),
 }
 
-/// The presence list, persisted in a sled tree of the journal's database
-/// so the journal's flush makes it durable with the events.
+/// The daemon's own durable state, in a sled tree of the journal's
+/// database so the journal's flush makes it durable with the events: the
+/// presence list and the latest trusted time.
 #[derive(Debug)]
 pub struct PresenceBook {
     tree: sled::Tree,
     list: Presence,
+    clock: TrustedTime,
+    clock_saved: Option<Timestamp>,
 }
 
 const PRESENCE_KEY: &[u8] = b"list";
+const TRUSTED_TIME_KEY: &[u8] = b"trusted_time";
 
 impl PresenceBook {
     /// Load (or start) the list in `db`.
@@ -119,7 +128,64 @@ impl PresenceBook {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string()))?,
             None => Presence::new(),
         };
-        Ok(Self { tree, list })
+        let saved = match tree
+            .get(TRUSTED_TIME_KEY)
+            .map_err(|e| fail(e.to_string()))?
+        {
+            Some(bytes) => Some(
+                std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|t| t.parse::<Timestamp>().ok())
+                    .ok_or_else(|| fail("trusted time unreadable".into()))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            tree,
+            list,
+            clock: TrustedTime::new(saved),
+            clock_saved: saved,
+        })
+    }
+
+    /// The time to decide with (never earlier than a time already
+    /// trusted); a `clock_went_back` record when the system clock jumped
+    /// back. The trusted time is saved when it moved by a minute or more.
+    fn now(&mut self, records: &mut Vec<EventKind>) -> Timestamp {
+        let (now, alarm) = self.clock.now(wall_now());
+        if let Some(a) = alarm {
+            tracing::error!(seen = %a.seen, trusted = %a.trusted, "system clock went back");
+            records.push(EventKind::ClockWentBack {
+                seen: a.seen,
+                trusted: a.trusted,
+            });
+        }
+        self.save_clock(false);
+        now
+    }
+
+    fn observe_trusted(&mut self, t: Timestamp) {
+        self.clock.observe_trusted(t);
+        self.save_clock(true);
+    }
+
+    fn save_clock(&mut self, force: bool) {
+        let Some(latest) = self.clock.latest() else {
+            return;
+        };
+        let moved = self
+            .clock_saved
+            .is_none_or(|s| latest.duration_since(s) >= jiff::SignedDuration::from_mins(1));
+        if (force || moved) && self.clock_saved != Some(latest) {
+            // Best effort: losing it only loses part of the floor.
+            if self
+                .tree
+                .insert(TRUSTED_TIME_KEY, latest.to_string().as_bytes())
+                .is_ok()
+            {
+                self.clock_saved = Some(latest);
+            }
+        }
     }
 
     /// Who is inside.
@@ -209,7 +275,8 @@ pub async fn run(
         .collect();
     daemon.building.lock_all();
     let mut pending = Vec::new();
-    daemon.apply_modes(wall_now(), &mut pending);
+    let now = daemon.presence.now(&mut pending);
+    daemon.apply_modes(now, &mut pending);
     daemon.drain(&links, pending).await?;
     daemon.publish(&view);
     let mut control_open = true;
@@ -227,7 +294,8 @@ pub async fn run(
             },
             () = tokio::time::sleep_until(deadline.into()) => {
                 daemon.building.handle_timeout(clock::monotonic());
-                daemon.apply_modes(wall_now(), &mut records);
+                let now = daemon.presence.now(&mut records);
+                daemon.apply_modes(now, &mut records);
             }
             changed = inputs.shutdown.changed() => {
                 if changed.is_err() || *inputs.shutdown.borrow() { return Ok(()); }
@@ -305,10 +373,11 @@ impl Daemon {
         match control {
             Control::Remote {
                 source,
+                command,
                 action,
                 reply,
             } => {
-                let wall = wall_now();
+                let wall = self.presence.now(records);
                 let result = action.plan(&mut self.planner, clock::monotonic(), wall);
                 let outcome = match &result {
                     Ok(_) => "accepted".to_owned(),
@@ -317,6 +386,7 @@ impl Daemon {
                 tracing::info!(source, action = action.name(), outcome, "remote action");
                 records.push(EventKind::RemoteAction {
                     source,
+                    command,
                     action: serde_json::to_string(&action).unwrap_or_default(),
                     outcome,
                 });
@@ -334,9 +404,13 @@ impl Daemon {
                     let _ = reply.send(answer);
                 }
             }
-            Control::RulesChanged => self.apply_modes(wall_now(), records),
+            Control::RulesChanged => {
+                let now = self.presence.now(records);
+                self.apply_modes(now, records);
+            }
             Control::Record(kinds) => records.extend(kinds),
             Control::SetFeedback(table) => self.building.set_feedback(table),
+            Control::TrustedTime(t) => self.presence.observe_trusted(t),
         }
     }
 
@@ -355,7 +429,8 @@ impl Daemon {
                     BuildingAction::Decide {
                         door, reader, card, ..
                     } => {
-                        let verdict = self.decider.decide(&door, &card, wall_now());
+                        let now = self.presence.now(&mut records);
+                        let verdict = self.decider.decide(&door, &card, now);
                         self.building.handle(
                             clock::monotonic(),
                             BuildingInput::Verdict {
@@ -372,7 +447,8 @@ impl Daemon {
                         direction,
                         ..
                     } => {
-                        if let Some(kind) = self.passage(credential, direction)? {
+                        let at = self.presence.now(&mut records);
+                        if let Some(kind) = self.passage(credential, direction, at)? {
                             records.push(kind);
                         }
                     }
@@ -382,9 +458,8 @@ impl Daemon {
                 return Ok(());
             }
             if !records.is_empty() {
-                let appended = self
-                    .journal
-                    .append(wall_now(), std::mem::take(&mut records))?;
+                let at = self.presence.now(&mut records);
+                let appended = self.journal.append(at, std::mem::take(&mut records))?;
                 appended.iter().for_each(log_event);
             }
             send_commands(links, commands).await;
@@ -395,8 +470,8 @@ impl Daemon {
         &mut self,
         credential: String,
         direction: Direction,
+        at: Timestamp,
     ) -> Result<Option<EventKind>, DaemonError> {
-        let at = wall_now();
         let name = self.decider.display_name(&credential);
         let office_hours = self.decider.office_hours(at).unwrap_or(false);
         let event = self.presence.record(Passage {

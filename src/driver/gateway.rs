@@ -423,6 +423,7 @@ async fn action(
         .control
         .send(Control::Remote {
             source: "control-socket".into(),
+            command: None,
             action,
             reply: Some(reply),
         })

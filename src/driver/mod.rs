@@ -8,3 +8,4 @@ pub mod logging;
 pub mod serial;
 pub mod service;
 pub mod simulator;
+pub mod uplink;

@@ -128,10 +128,35 @@ pub enum EventKind {
     RemoteAction {
         /// Who asked.
         source: String,
+        /// The central command's id, for a signed command.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<String>,
         /// The action, as JSON.
         action: String,
         /// `accepted` or `refused: <why>`.
         outcome: String,
+    },
+    /// A signed command was refused before acting (bad signature, expired,
+    /// replayed, another gateway's).
+    CommandRefused {
+        /// Its id, when it could be read.
+        id: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// The system clock reads earlier than a time already trusted; the
+    /// trusted time is used for validity until the clock catches up.
+    ClockWentBack {
+        /// What the system clock said.
+        seen: jiff::Timestamp,
+        /// The latest trusted time.
+        trusted: jiff::Timestamp,
+    },
+    /// The journal reached its budget: routine events are being dropped
+    /// (counted); alarms and security events are still kept.
+    JournalFull {
+        /// Routine events dropped so far.
+        dropped: u64,
     },
     /// A rules snapshot or delta was applied.
     RulesApplied {
@@ -214,9 +239,23 @@ impl EventKind {
             },
             Self::RemoteAction {
                 source,
+                command,
                 action,
                 outcome,
-            } => format!("remote action from {source}: {action} — {outcome}"),
+            } => match command {
+                Some(id) => format!("command {id} from {source}: {action} — {outcome}"),
+                None => format!("remote action from {source}: {action} — {outcome}"),
+            },
+            Self::CommandRefused { id, reason } => format!(
+                "command {} REFUSED: {reason}",
+                id.as_deref().unwrap_or("(unreadable)")
+            ),
+            Self::ClockWentBack { seen, trusted } => {
+                format!("CLOCK went back: system says {seen}, latest trusted time {trusted}")
+            }
+            Self::JournalFull { dropped } => {
+                format!("JOURNAL FULL: {dropped} routine events dropped so far (alarms are kept)")
+            }
             Self::RulesApplied { version } => format!("rules version {version} in force"),
             Self::RulesRefused { reason } => format!("rules refused: {reason}"),
         }

@@ -6,6 +6,7 @@ pub mod building;
 pub mod modes;
 pub mod outputs;
 pub mod remote;
+pub mod trusted_time;
 
 pub use building::{
     Building, BuildingAction, BuildingInput, DoorKind, DoorState, DoorWiring, InputRef, OutputRef,

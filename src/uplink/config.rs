@@ -1,0 +1,64 @@
+//! `[uplink]`: the broker and this gateway's identity on it.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `[uplink]` (optional: without it the gateway runs offline, events stay
+/// in the journal up to its budget).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// Broker host name or address; the broker's certificate must name it
+    /// (subjectAltName).
+    pub host: String,
+    /// Broker TLS port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// CA that signed the broker's certificate (PEM).
+    pub ca: PathBuf,
+    /// This gateway's client certificate (PEM; its CN is the gateway id).
+    pub cert: PathBuf,
+    /// Its private key (PEM, PKCS#8 or SEC1).
+    pub key: PathBuf,
+    /// Topic prefix; default `portier/v1/<gateway-id>`.
+    pub topic_prefix: Option<String>,
+    /// Events per message.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Events sent and not yet acknowledged centrally, at most.
+    #[serde(default = "default_window")]
+    pub window: u64,
+    /// Largest snapshot accepted, MiB (MQTT packet size limit; 1 M
+    /// credentials are well under 100 MiB).
+    #[serde(default = "default_max_snapshot")]
+    pub max_snapshot_mib: usize,
+    /// Status republished at least this often, seconds.
+    #[serde(default = "default_status_interval")]
+    pub status_interval_seconds: u64,
+}
+
+fn default_port() -> u16 {
+    8883
+}
+fn default_batch() -> usize {
+    500
+}
+fn default_window() -> u64 {
+    20_000
+}
+fn default_max_snapshot() -> usize {
+    256
+}
+fn default_status_interval() -> u64 {
+    60
+}
+
+impl UplinkConfig {
+    /// The topic prefix for `gateway`.
+    pub fn prefix(&self, gateway: &str) -> String {
+        self.topic_prefix
+            .clone()
+            .unwrap_or_else(|| format!("portier/v1/{gateway}"))
+    }
+}
