@@ -1,6 +1,7 @@
 //! Command-line verbs. Each submodule owns one verb (or family of verbs) and
 //! its arguments; `run` parses and dispatches.
 
+mod command;
 mod demo;
 mod keygen;
 mod reader;
@@ -30,6 +31,12 @@ enum Verb {
     /// A whole simulated building on this machine: simulated readers, signed
     /// demo rules, the daemon, scripted badges, and a live log.
     Demo(demo::DemoArgs),
+    /// Signed remote commands (integrator tool).
+    #[command(subcommand)]
+    Command(command::CommandCmd),
+    /// Send a signed snapshot, delta or command to a gateway through the
+    /// broker (integrator and test tool).
+    Publish(command::PublishArgs),
     /// Run the gateway daemon.
     Run(run::RunArgs),
     /// Check a config file (and the key files it names); exit non-zero with
@@ -49,6 +56,8 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         Verb::Snapshot(cmd) => snapshot::run(cmd),
         Verb::Run(args) => run::run(args),
         Verb::Demo(args) => demo::run(args),
+        Verb::Command(cmd) => command::run(cmd),
+        Verb::Publish(args) => command::publish(args),
         Verb::CheckConfig(args) => run::check(args),
     }
 }

@@ -48,6 +48,14 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A certificate or key file of `[uplink]` is unusable.
+    #[error("{file}: section `[uplink]`: {message}")]
+    Uplink {
+        /// Config file.
+        file: String,
+        /// What is wrong (names the file).
+        message: String,
+    },
     /// A value is wrong or a reference does not resolve.
     #[error("{file}:{line}: key `{key}`: {message}")]
     Invalid {
@@ -130,6 +138,8 @@ pub struct Config {
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[uplink]`: the broker; without it the gateway runs offline.
+    pub uplink: Option<crate::uplink::UplinkConfig>,
     /// `[feedback]`.
     #[serde(default)]
     pub feedback: Option<Spanned<site::FeedbackConfig>>,
@@ -176,6 +186,11 @@ impl Config {
         c.gateway.state_dir = base.join(&c.gateway.state_dir);
         for k in &mut c.trust.central_keys {
             *k = base.join(&*k);
+        }
+        if let Some(u) = &mut c.uplink {
+            for p in [&mut u.ca, &mut u.cert, &mut u.key] {
+                *p = base.join(&*p);
+            }
         }
         for bus in &mut c.buses {
             for pd in &mut bus.pds {
@@ -234,6 +249,12 @@ impl Config {
     pub fn check(&self) -> Result<(), ConfigError> {
         self.trusted_keys(&self.file)?;
         self.bus_plans()?;
+        if let Some(u) = &self.uplink {
+            crate::driver::uplink::tls_config(u).map_err(|e| ConfigError::Uplink {
+                file: self.file.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
         Ok(())
     }
 

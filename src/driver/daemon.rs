@@ -261,6 +261,8 @@ pub struct DaemonView {
     pub last_seq: u64,
     /// What every door is doing.
     pub doors: Vec<crate::site::DoorState>,
+    /// The latest trusted time (never below a signed issue time).
+    pub trusted_time: Option<Timestamp>,
 }
 
 /// Run until shutdown or until every bus is gone. Doors are locked first.
@@ -312,6 +314,7 @@ impl Daemon {
             presence: self.presence.list().clone(),
             last_seq: self.journal.next_seq().unwrap_or(1).saturating_sub(1),
             doors: self.building.door_states(),
+            trusted_time: self.presence.clock.latest(),
         });
     }
 

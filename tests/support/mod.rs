@@ -245,3 +245,4 @@ pub fn run_demo(dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
         .output()
         .unwrap()
 }
+pub mod broker;

@@ -1,0 +1,299 @@
+//! A real Mosquitto for tests: certificates and config from
+//! `scripts/dev-pki` (made at test time), a free loopback port,
+//! `require_certificate true`, per-gateway ACLs; and a "central" MQTT
+//! client (the central certificate) that collects event batches and acks.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use portier::uplink::wire::{Ack, EventBatch};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
+
+use super::{portier_bin, repo, wait_for};
+
+pub struct Broker {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    /// Certificates for `gateways` and a broker that requires them.
+    pub fn start(gateways: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let out = Command::new(repo().join("scripts/dev-pki"))
+            .arg(dir.path())
+            .args([
+                "--gateways",
+                &gateways.join(","),
+                "--port",
+                &port.to_string(),
+            ])
+            .env("PORTIER_BIN", portier_bin())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dev-pki: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Running as root (CI), Mosquitto would drop to its own user, which
+        // cannot read these 0600 files: stay as the test's user.
+        let conf = dir.path().join("mosquitto.conf");
+        let text = std::fs::read_to_string(&conf).unwrap().replace(
+            &format!("listener {port}\n"),
+            &format!("listener {port} 127.0.0.1\n"),
+        );
+        assert!(text.contains("127.0.0.1"), "dev-pki listener line changed");
+        let text = format!("{text}user {}\n", whoami());
+        std::fs::write(&conf, text).unwrap();
+        let mut b = Self {
+            dir,
+            port,
+            child: None,
+        };
+        b.run();
+        b
+    }
+
+    pub fn pki(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto (installed by scripts/test)");
+        self.child = Some(child);
+        let port = self.port;
+        let log = self.dir.path().join("mosquitto.log");
+        let ok = (0..1000).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            ok,
+            "mosquitto not listening on {port}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    /// Mosquitto's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    /// The `[uplink]` section for `gateway`.
+    pub fn uplink_section(&self, gateway: &str) -> String {
+        let p = |f: &str| self.pki().join(f).display().to_string();
+        format!(
+            "[uplink]\nhost = \"localhost\"\nport = {}\nca = {:?}\ncert = {:?}\nkey = {:?}\nbatch = 200\nstatus_interval_seconds = 1\n",
+            self.port,
+            p("ca.crt"),
+            p(&format!("{gateway}.crt")),
+            p(&format!("{gateway}.key"))
+        )
+    }
+
+    /// MQTT options over mTLS with this PKI's `name.crt`/`name.key`.
+    pub fn options(&self, client_id: &str, name: &str) -> MqttOptions {
+        let cfg = portier::uplink::UplinkConfig {
+            host: "localhost".into(),
+            port: self.port,
+            ca: self.pki().join("ca.crt"),
+            cert: self.pki().join(format!("{name}.crt")),
+            key: self.pki().join(format!("{name}.key")),
+            topic_prefix: None,
+            batch: 1,
+            window: 1,
+            max_snapshot_mib: 256,
+            status_interval_seconds: 60,
+        };
+        let mut o = portier::driver::uplink::mqtt_options(&cfg, client_id, None).unwrap();
+        o.set_clean_session(true);
+        o
+    }
+
+    /// Options that present no client certificate at all.
+    pub fn options_without_certificate(&self, client_id: &str) -> MqttOptions {
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = std::fs::read(self.pki().join("ca.crt")).unwrap();
+        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut o = MqttOptions::new(client_id, "localhost", self.port);
+        o.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))));
+        o
+    }
+}
+
+fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What the central client saw.
+#[derive(Default)]
+pub struct Seen {
+    /// Every event seq received, per gateway, in arrival order (duplicates kept).
+    pub seqs: BTreeMap<String, Vec<u64>>,
+    /// Every event received, per gateway (last copy wins).
+    pub events: BTreeMap<String, BTreeMap<u64, serde_json::Value>>,
+    /// Status payloads per gateway.
+    pub status: BTreeMap<String, portier::uplink::wire::Status>,
+}
+
+impl Seen {
+    /// Highest seq such that every seq up to it was received.
+    pub fn contiguous(&self, gateway: &str) -> u64 {
+        let mut n = 0;
+        if let Some(e) = self.events.get(gateway) {
+            while e.contains_key(&(n + 1)) {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// The central system's side: subscribes to every gateway's events and
+/// status, stores them, and acks the contiguous prefix (when `ack`).
+pub struct Central {
+    pub seen: Arc<Mutex<Seen>>,
+    pub client: AsyncClient,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Central {
+    pub fn start(broker: &Broker, ack: bool) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut options = broker.options("central-test", "central");
+        options.set_max_packet_size(256 << 20, 256 << 20);
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        let store = seen.clone();
+        let acker = client.clone();
+        runtime.spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        for t in ["portier/v1/+/events", "portier/v1/+/status"] {
+                            let _ = acker.subscribe(t, QoS::AtLeastOnce).await;
+                        }
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let gateway = p.topic.split('/').nth(2).unwrap_or("").to_owned();
+                        if p.topic.ends_with("/status") {
+                            if let Ok(s) = serde_cbor::from_slice(&p.payload) {
+                                store.lock().unwrap().status.insert(gateway, s);
+                            }
+                            continue;
+                        }
+                        let batch: EventBatch = serde_cbor::from_slice(&p.payload).unwrap();
+                        let upto = {
+                            let mut s = store.lock().unwrap();
+                            for e in &batch.events {
+                                s.seqs.entry(gateway.clone()).or_default().push(e.seq);
+                                s.events
+                                    .entry(gateway.clone())
+                                    .or_default()
+                                    .insert(e.seq, serde_json::to_value(e).unwrap());
+                            }
+                            s.contiguous(&gateway)
+                        };
+                        if ack {
+                            let payload = serde_cbor::to_vec(&Ack { seq: upto }).unwrap();
+                            let topic = format!("portier/v1/{gateway}/ack");
+                            let _ = acker.publish(topic, QoS::AtLeastOnce, false, payload).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        Self {
+            seen,
+            client,
+            runtime,
+        }
+    }
+
+    /// Publish `payload` to `topic` as central.
+    pub fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+        let client = self.client.clone();
+        let topic = topic.to_owned();
+        self.runtime.block_on(async move {
+            client
+                .publish(topic, QoS::AtLeastOnce, retain, payload)
+                .await
+                .unwrap();
+        });
+    }
+
+    pub fn events(&self, gateway: &str) -> Vec<serde_json::Value> {
+        self.seen
+            .lock()
+            .unwrap()
+            .events
+            .get(gateway)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A config file for a gateway of `broker`, built from the given sections.
+pub fn write_config(dir: &Path, gateway: &str, body: &str, broker: &Broker) -> PathBuf {
+    let path = dir.join("portier.toml");
+    std::fs::write(&path, format!("{body}\n{}", broker.uplink_section(gateway))).unwrap();
+    let _ = gateway;
+    path
+}
