@@ -14,7 +14,7 @@ use std::time::Duration;
 use portier::uplink::wire::{Ack, EventBatch};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
 
-use super::{portier_bin, repo, wait_for};
+use super::{portier_bin, repo};
 
 pub struct Broker {
     pub dir: tempfile::TempDir,
