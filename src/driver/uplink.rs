@@ -186,7 +186,12 @@ pub async fn run_uplink(
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let first_kept = h.journal.after(0, 1)?.first().map(|e| e.seq);
     let acked = first_kept.map_or_else(|| h.journal.next_seq().map(|n| n - 1), |s| Ok(s - 1))?;
-    let mut outbox = Outbox::new(acked, cfg.batch, cfg.window);
+    let mut outbox = Outbox::new(
+        acked,
+        cfg.batch,
+        cfg.window,
+        Duration::from_secs(cfg.resend_after_seconds.max(1)),
+    );
     let mut connected = false;
     let mut failures = 0u32;
     let status_every = Duration::from_secs(cfg.status_interval_seconds.max(1));
@@ -194,6 +199,9 @@ pub async fn run_uplink(
     update_state(&h, &outbox, connected, None)?;
     loop {
         if connected {
+            if outbox.on_tick(clock::monotonic()) {
+                tracing::info!(from = outbox.acked(), "no ack for a while: sending again");
+            }
             pump(&client, &mut h.journal, &mut outbox, &topics, &gateway)?;
             if tokio::time::Instant::now() >= status_due {
                 publish_status(&client, &h, &outbox, &topics)?;
@@ -206,7 +214,7 @@ pub async fn run_uplink(
                     tracing::info!(host = cfg.host, port = cfg.port, "uplink connected");
                     connected = true;
                     failures = 0;
-                    outbox.on_connected();
+                    outbox.on_connected(clock::monotonic());
                     subscribe(&client, &topics);
                     status_due = tokio::time::Instant::now();
                     update_state(&h, &outbox, connected, None)?;
@@ -231,11 +239,19 @@ pub async fn run_uplink(
             _ = h.appended.changed() => {}
             _ = h.status.changed() => status_due = tokio::time::Instant::now(),
             () = tokio::time::sleep_until(status_due), if connected => {}
+            () = sleep_until_opt(outbox.next_tick()), if connected => {}
             _ = h.shutdown.changed() => {
                 let _ = client.try_disconnect();
                 return Ok(());
             }
         }
+    }
+}
+
+async fn sleep_until_opt(at: Option<std::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -304,7 +320,7 @@ async fn incoming(
     let inbound = if topic == topics.ack {
         match serde_cbor::from_slice::<Ack>(&payload) {
             Ok(ack) => {
-                if let Some(through) = outbox.on_ack(ack.seq) {
+                if let Some(through) = outbox.on_ack(ack.seq, clock::monotonic()) {
                     h.journal.delete_through(through)?;
                 }
             }

@@ -783,17 +783,16 @@ fn standard_event(door: &str, reader: &str, event: DoorEvent) -> Option<EventKin
                 None => StandingMode::Standard(mode).as_str().to_owned(),
             },
         },
-        DoorEvent::OverrideExpired { reverted_to } => EventKind::DoorModeChanged {
-            door,
-            mode: StandingMode::Standard(reverted_to).as_str().to_owned(),
-        },
+
         // Entry, unused grants, plain openings and refused overrides are
         // state, not journal records (presence is fed from EntryOpened by
         // the daemon, which knows office hours).
         DoorEvent::EntryOpened { .. }
         | DoorEvent::GrantUnused { .. }
         | DoorEvent::Opened
-        | DoorEvent::OverrideRefused { .. } => return None,
+        | DoorEvent::OverrideRefused { .. }
+        // The ModeChanged that follows records the mode reverted to.
+        | DoorEvent::OverrideExpired { .. } => return None,
     })
 }
 

@@ -33,6 +33,10 @@ pub struct UplinkConfig {
     /// credentials are well under 100 MiB).
     #[serde(default = "default_max_snapshot")]
     pub max_snapshot_mib: usize,
+    /// Events sent but not acknowledged are sent again when central has
+    /// acknowledged nothing new for this long, seconds.
+    #[serde(default = "default_resend_after")]
+    pub resend_after_seconds: u64,
     /// Status republished at least this often, seconds.
     #[serde(default = "default_status_interval")]
     pub status_interval_seconds: u64,
@@ -49,6 +53,9 @@ fn default_window() -> u64 {
 }
 fn default_max_snapshot() -> usize {
     256
+}
+fn default_resend_after() -> u64 {
+    10
 }
 fn default_status_interval() -> u64 {
     60

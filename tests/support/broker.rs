@@ -118,7 +118,7 @@ impl Broker {
     pub fn uplink_section(&self, gateway: &str) -> String {
         let p = |f: &str| self.pki().join(f).display().to_string();
         format!(
-            "[uplink]\nhost = \"localhost\"\nport = {}\nca = {:?}\ncert = {:?}\nkey = {:?}\nbatch = 200\nstatus_interval_seconds = 1\n",
+            "[uplink]\nhost = \"localhost\"\nport = {}\nca = {:?}\ncert = {:?}\nkey = {:?}\nbatch = 200\nstatus_interval_seconds = 1\nresend_after_seconds = 2\n",
             self.port,
             p("ca.crt"),
             p(&format!("{gateway}.crt")),
@@ -138,6 +138,7 @@ impl Broker {
             batch: 1,
             window: 1,
             max_snapshot_mib: 256,
+            resend_after_seconds: 10,
             status_interval_seconds: 60,
         };
         let mut o = portier::driver::uplink::mqtt_options(&cfg, client_id, None).unwrap();
@@ -185,6 +186,8 @@ pub struct Seen {
     pub events: BTreeMap<String, BTreeMap<u64, serde_json::Value>>,
     /// Status payloads per gateway.
     pub status: BTreeMap<String, portier::uplink::wire::Status>,
+    /// Payloads that did not decode.
+    pub errors: Vec<String>,
 }
 
 impl Seen {
@@ -237,7 +240,17 @@ impl Central {
                             }
                             continue;
                         }
-                        let batch: EventBatch = serde_cbor::from_slice(&p.payload).unwrap();
+                        let batch: EventBatch = match serde_cbor::from_slice(&p.payload) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                store
+                                    .lock()
+                                    .unwrap()
+                                    .errors
+                                    .push(format!("{}: {e}", p.topic));
+                                continue;
+                            }
+                        };
                         let upto = {
                             let mut s = store.lock().unwrap();
                             for e in &batch.events {
