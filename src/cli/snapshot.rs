@@ -10,10 +10,12 @@ use anyhow::{Context, bail};
 use ed25519_dalek::SigningKey;
 use jiff::{SignedDuration, Timestamp};
 use portier::config::{Config, read_hex32};
-use portier::rules::envelope::{VerifiedDelta, key_id, sign_delta, sign_snapshot};
+use portier::rules::envelope::{
+    SNAPSHOT_CONTEXT, SignedBlobRef, VerifiedDelta, decode_snapshot_payload, key_id, sign_delta,
+    sign_snapshot,
+};
 use portier::rules::{
-    Card, CredentialKey, Decision, Request, SignedBlob, Snapshot, TrustedKeys, decide, source,
-    verify_snapshot, wiegand,
+    Card, CredentialKey, Decision, Request, TrustedKeys, decide, source, verify_snapshot, wiegand,
 };
 use portier::store::Store;
 
@@ -146,6 +148,11 @@ fn times(issued_at: Option<Timestamp>, days: u32) -> anyhow::Result<(Timestamp, 
     Ok((issued, exp))
 }
 
+/// The rules store's directory inside the gateway's state directory.
+pub(crate) fn rules_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("rules")
+}
+
 fn write_out(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))
 }
@@ -212,13 +219,12 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(&config)?;
             let keys = cfg.trusted_keys(&config)?;
             let bytes = read(&file)?;
-            let mut store = Store::open(
-                &cfg.gateway.state_dir,
-                keys,
-                &cfg.gateway.id,
-                &cfg.gateway.building,
-            )
-            .with_context(|| format!("opening {}", cfg.gateway.state_dir.display()))?;
+            let dir = rules_dir(&cfg.gateway.state_dir);
+            let mut store = Store::open(&dir, keys, &cfg.gateway.id, &cfg.gateway.building)
+                .with_context(|| format!("opening {}", dir.display()))?;
+            if let Some(r) = store.recovery() {
+                eprintln!("warning: rules store rebuilt from its last-good files: {r:?}");
+            }
             let applied = if VerifiedDelta::looks_like_delta(&bytes) {
                 store.apply_delta(&bytes, now())
             } else {
@@ -241,9 +247,8 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
             let bytes = read(&file)?;
             let keys = trusted(&pubkey)?;
             // Signature first; only then read the target it names.
-            let blob = keys.check(&bytes, portier::rules::envelope::SNAPSHOT_CONTEXT)?;
-            let snap: Snapshot = serde_cbor::from_slice(&blob.payload)
-                .map_err(|e| anyhow::anyhow!("malformed snapshot: {e}"))?;
+            let checked = keys.check(&bytes, SNAPSHOT_CONTEXT)?;
+            let snap = decode_snapshot_payload(checked.payload)?;
             let v = verify_snapshot(&bytes, &keys, &snap.gateway_id, &snap.building, at, None)?;
             let card = match (card, raw) {
                 (Some(c), _) => {
@@ -287,12 +292,11 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
 
 fn inspect(file: &Path, pubkey: Option<&Path>) -> anyhow::Result<ExitCode> {
     let bytes = read(file)?;
-    let blob = SignedBlob::from_cbor(&bytes)?;
+    let blob = SignedBlobRef::parse(&bytes)?;
     if let Some(p) = pubkey {
-        trusted(p)?.check(&bytes, portier::rules::envelope::SNAPSHOT_CONTEXT)?;
+        trusted(p)?.check(&bytes, SNAPSHOT_CONTEXT)?;
     }
-    let s: Snapshot = serde_cbor::from_slice(&blob.payload)
-        .map_err(|e| anyhow::anyhow!("malformed snapshot: {e}"))?;
+    let s = decode_snapshot_payload(blob.payload)?;
     let blocked = s.credentials.iter().filter(|c| c.blocked.is_some()).count();
     println!(
         "{}",
