@@ -488,7 +488,6 @@ pub fn check_version(
     Ok(())
 }
 
-
 /// A block in a delta: the card and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Block {

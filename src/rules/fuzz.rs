@@ -22,7 +22,10 @@ pub fn envelope(data: &[u8]) {
 /// decision per door. The bytes are also fed to the record parser directly.
 pub fn snapshot(data: &[u8]) {
     let _ = super::record::check_section(data, 4);
-    if let Some(r) = super::record::Records::new(data).next().and_then(Result::ok) {
+    if let Some(r) = super::record::Records::new(data)
+        .next()
+        .and_then(Result::ok)
+    {
         let _ = r.decode(&["a".into(), "b".into()]);
         let _ = r.with_blocked(None);
     }

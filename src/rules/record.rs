@@ -348,7 +348,9 @@ impl<'a> Record<'a> {
         let b = self.body()?;
         for l in b.levels.chunks_exact(2) {
             if usize::from(u16::from_be_bytes([l[0], l[1]])) >= levels {
-                return Err(RulesError::Reference("credential record: unknown access level".into()));
+                return Err(RulesError::Reference(
+                    "credential record: unknown access level".into(),
+                ));
             }
         }
         Ok(())
@@ -563,7 +565,10 @@ mod tests {
         let mut out = Vec::new();
         encode(&plain, &levels(), &mut out).unwrap();
         assert_eq!(out.len(), 2 + 13 + 2 + 4);
-        assert_eq!(Record::parse(&out).unwrap().decode(&levels()).unwrap(), plain);
+        assert_eq!(
+            Record::parse(&out).unwrap().decode(&levels()).unwrap(),
+            plain
+        );
     }
 
     #[test]
@@ -576,7 +581,10 @@ mod tests {
         ));
         let mut out = Vec::new();
         encode(&full(), &levels(), &mut out).unwrap();
-        assert!(Record::parse(&out).unwrap().check(1).is_err(), "level 2 of 1");
+        assert!(
+            Record::parse(&out).unwrap().check(1).is_err(),
+            "level 2 of 1"
+        );
         for cut in 0..out.len() {
             assert!(Record::parse(&out[..cut]).is_err(), "cut at {cut}");
         }

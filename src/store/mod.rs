@@ -277,10 +277,7 @@ impl Store {
             Err(e) => return Err(e),
         };
         st.highest = raise(st.highest, file_highest);
-        if st.current.is_none()
-            && st.recovery.is_none()
-            && !files::generations(dir)?.is_empty()
-        {
+        if st.current.is_none() && st.recovery.is_none() && !files::generations(dir)?.is_empty() {
             st.rebuild(
                 "sled has no rules in force but a last-good snapshot file exists".into(),
                 None,
@@ -617,7 +614,11 @@ impl Store {
         for k in &delta.unblocks {
             blocks.push((key(k)?, None));
         }
-        let removals = delta.removals.iter().map(key).collect::<Result<Vec<_>, _>>()?;
+        let removals = delta
+            .removals
+            .iter()
+            .map(key)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut header = cur.header.clone();
         header.set_times(delta.version, delta.issued_at, delta.expires_at);
         let mut record = cur.record.clone();
@@ -642,7 +643,12 @@ impl Store {
         // The pages never change after import; read them before the
         // transaction (a plain read inside a sled transaction deadlocks).
         let mut base: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
-        for k in blocks.iter().map(|b| &b.0).chain(upserts.iter().map(|u| &u.0)).chain(&removals) {
+        for k in blocks
+            .iter()
+            .map(|b| &b.0)
+            .chain(upserts.iter().map(|u| &u.0))
+            .chain(&removals)
+        {
             base.insert(k.clone(), page_lookup(&pages, k)?);
         }
         let count = (&overlay, &self.meta)

@@ -127,7 +127,11 @@ fn inconsistent_database_is_moved_aside_and_rebuilt_with_deltas() {
     }
     let mut st = open(dir.path());
     let r = st.recovery().expect("rebuilt").clone();
-    assert!(r.reason.contains("credential pages of generation 1 missing"), "{r:?}");
+    assert!(
+        r.reason
+            .contains("credential pages of generation 1 missing"),
+        "{r:?}"
+    );
     let aside = r.moved_aside.expect("moved aside");
     assert!(aside.ends_with("sled.corrupt-1") && aside.join("db").exists());
     // The delta log was replayed: card 1 blocked, 10 added, 3 removed.
@@ -151,7 +155,8 @@ fn inconsistent_database_is_moved_aside_and_rebuilt_with_deltas() {
         facility: 42,
         number: 10,
     }];
-    st.apply_delta(&sign_delta(&key(), &d).unwrap(), now).unwrap();
+    st.apply_delta(&sign_delta(&key(), &d).unwrap(), now)
+        .unwrap();
     drop(st);
     let st = open(dir.path());
     assert!(st.recovery().is_none());
