@@ -390,20 +390,27 @@ pub struct MaxAge {
     pub on_too_old: OnTooOld,
 }
 
-/// A full rule snapshot for one gateway.
+/// A full rule snapshot for one gateway. Also the shape of the TOML rules
+/// file, which leaves out `schema`, `version`, `issued_at` and `expires_at`
+/// (they come from the command line; see [`source::parse_rules`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Snapshot {
-    /// Schema number ([`SCHEMA`]).
+    /// Schema number ([`SCHEMA`]); 0 when absent, which no build reads.
+    #[serde(default)]
     pub schema: u32,
     /// Gateway this snapshot is for.
     pub gateway_id: String,
     /// Building this snapshot is for.
     pub building: String,
     /// Monotonic version.
+    #[serde(default)]
     pub version: u64,
     /// When central issued it.
+    #[serde(default)]
     pub issued_at: Timestamp,
-    /// Not accepted after this instant.
+    /// Not accepted after this instant (the epoch when absent: expired).
+    #[serde(default)]
     pub expires_at: Timestamp,
     /// IANA time zone of the building, e.g. `Europe/Amsterdam`.
     pub time_zone: String,
