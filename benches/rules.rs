@@ -1,6 +1,9 @@
 //! Rules benchmarks: decisions against a 1 M-credential sled store (with a
 //! p99 over 100 000 single decisions), verify + apply of a 1 M-credential
-//! snapshot, and a one-block delta apply.
+//! snapshot, and a one-block delta apply. Also writes the signed snapshot,
+//! its public key and a config to `target/bench-rules-1m/` so that
+//! `scripts/bench-rules-rss` can measure the peak RSS of a real
+//! `portier snapshot apply` (this process holds the built model too).
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock by design
 #![allow(missing_docs)]
 
@@ -11,7 +14,7 @@ use ed25519_dalek::SigningKey;
 use portier::rules::envelope::{Block, sign_delta, sign_snapshot};
 use portier::rules::{
     BlockReason, Card, Credential, CredentialKey, Delta, Request, Snapshot, TrustedKeys, source,
-    verify_snapshot,
+    verify_snapshot_records,
 };
 use portier::store::Store;
 
@@ -94,9 +97,27 @@ fn rules(c: &mut Criterion) {
         t.elapsed(),
         blob.len()
     );
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-rules-1m");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("snap.bin"), &blob).unwrap();
+    std::fs::write(
+        out.join("central.pub"),
+        hex::encode(sk.verifying_key().as_bytes()),
+    )
+    .unwrap();
+    std::fs::write(
+        out.join("portier.toml"),
+        format!(
+            "[gateway]\nid = \"{GW}\"\nbuilding = \"{BUILDING}\"\nstate_dir = \"state\"\n[trust]\ncentral_keys = [\"central.pub\"]\n"
+        ),
+    )
+    .unwrap();
     let t = Instant::now();
-    let v = verify_snapshot(&blob, &keys, GW, BUILDING, now, None).unwrap();
-    eprintln!("verify_snapshot (1M, in memory): {:?}", t.elapsed());
+    let v = verify_snapshot_records(&blob, &keys, GW, BUILDING, now, None).unwrap();
+    eprintln!(
+        "verify_snapshot_records (1M, in memory, records checked in place): {:?}",
+        t.elapsed()
+    );
     drop(v);
     let dir = tempfile::tempdir().unwrap();
     let st = Store::open(dir.path(), keys.clone(), GW, BUILDING).unwrap();

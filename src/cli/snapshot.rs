@@ -10,10 +10,12 @@ use anyhow::{Context, bail};
 use ed25519_dalek::SigningKey;
 use jiff::{SignedDuration, Timestamp};
 use portier::config::{Config, read_hex32};
-use portier::rules::envelope::{VerifiedDelta, key_id, sign_delta, sign_snapshot};
+use portier::rules::envelope::{
+    SNAPSHOT_CONTEXT, SignedBlobRef, VerifiedDelta, decode_snapshot_payload, key_id, sign_delta,
+    sign_snapshot,
+};
 use portier::rules::{
-    Card, CredentialKey, Decision, Request, SignedBlob, Snapshot, TrustedKeys, decide, source,
-    verify_snapshot, wiegand,
+    Card, CredentialKey, Decision, Request, TrustedKeys, decide, source, verify_snapshot, wiegand,
 };
 use portier::store::Store;
 
@@ -255,6 +257,9 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                     cfg.rules_dir().display()
                 )
             })?;
+            if let Some(r) = store.recovery() {
+                eprintln!("warning: rules store rebuilt from its last-good files: {r:?}");
+            }
             let applied = if VerifiedDelta::looks_like_delta(&bytes) {
                 store.apply_delta(&bytes, now())
             } else {
@@ -277,9 +282,8 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
             let bytes = read(&file)?;
             let keys = trusted(&pubkey)?;
             // Signature first; only then read the target it names.
-            let blob = keys.check(&bytes, portier::rules::envelope::SNAPSHOT_CONTEXT)?;
-            let snap: Snapshot = serde_cbor::from_slice(&blob.payload)
-                .map_err(|e| anyhow::anyhow!("malformed snapshot: {e}"))?;
+            let checked = keys.check(&bytes, SNAPSHOT_CONTEXT)?;
+            let snap = decode_snapshot_payload(checked.payload)?;
             let v = verify_snapshot(&bytes, &keys, &snap.gateway_id, &snap.building, at, None)?;
             let card = match (card, raw) {
                 (Some(c), _) => {
@@ -323,12 +327,11 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
 
 fn inspect(file: &Path, pubkey: Option<&Path>) -> anyhow::Result<ExitCode> {
     let bytes = read(file)?;
-    let blob = SignedBlob::from_cbor(&bytes)?;
+    let blob = SignedBlobRef::parse(&bytes)?;
     if let Some(p) = pubkey {
-        trusted(p)?.check(&bytes, portier::rules::envelope::SNAPSHOT_CONTEXT)?;
+        trusted(p)?.check(&bytes, SNAPSHOT_CONTEXT)?;
     }
-    let s: Snapshot = serde_cbor::from_slice(&blob.payload)
-        .map_err(|e| anyhow::anyhow!("malformed snapshot: {e}"))?;
+    let s = decode_snapshot_payload(blob.payload)?;
     let blocked = s.credentials.iter().filter(|c| c.blocked.is_some()).count();
     println!(
         "{}",

@@ -4,8 +4,15 @@
 //! Guarantees: nothing is decoded into rules before its signature checks;
 //! verification runs in a fixed order with one error variant per step
 //! (see [`verify_snapshot`]); malformed input is an error, never a panic.
-//! Signatures cover a domain-separation prefix plus the payload, so a signed
-//! delta can never be replayed as a snapshot or the other way round.
+//! Signatures cover a domain-separation prefix plus the SHA-256 digest of
+//! the payload, so a signed delta can never be replayed as a snapshot or the
+//! other way round, and the digest that rollback protection compares is the
+//! one hash pass over a large payload.
+//!
+//! A snapshot payload is CBOR `{ header, records }`: the header is a
+//! [`Snapshot`] without credentials, `records` one byte string of compact
+//! credential records ([`super::record`]), checked in place and never
+//! materialised on the store's path ([`verify_snapshot_records`]).
 
 use std::collections::BTreeMap;
 
@@ -15,30 +22,55 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use super::record::{self, Records};
 use super::{BlockReason, Credential, CredentialKey, Header, RulesError, SCHEMA, Snapshot};
 
 /// Signature context of a full snapshot.
-pub const SNAPSHOT_CONTEXT: &[u8] = b"portier/v1/snapshot\0";
+pub const SNAPSHOT_CONTEXT: &[u8] = b"portier/v2/snapshot\0";
 /// Signature context of a delta.
-pub const DELTA_CONTEXT: &[u8] = b"portier/v1/delta\0";
+pub const DELTA_CONTEXT: &[u8] = b"portier/v2/delta\0";
 
 /// A signed payload as carried over MQTT and stored on disk (CBOR map).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedBlob {
     /// Hex of the first 8 bytes of the signer's public key.
     pub key_id: String,
-    /// Ed25519 signature (64 bytes) over context ‖ payload.
+    /// Ed25519 signature (64 bytes) over context ‖ SHA-256(payload).
     #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
-    /// CBOR of a [`Snapshot`] or [`Delta`].
+    /// CBOR of a snapshot payload or a [`Delta`].
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+}
+
+/// A [`SignedBlob`] borrowed from its bytes (no copy of a large payload).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct SignedBlobRef<'a> {
+    /// Hex of the first 8 bytes of the signer's public key.
+    pub key_id: &'a str,
+    /// Ed25519 signature bytes.
+    #[serde(with = "serde_bytes")]
+    pub signature: &'a [u8],
+    /// The signed payload.
+    #[serde(with = "serde_bytes")]
+    pub payload: &'a [u8],
+}
+
+impl<'a> SignedBlobRef<'a> {
+    /// Decode from CBOR, borrowing.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, VerifyError> {
+        serde_cbor::from_slice(bytes).map_err(malformed)
+    }
+}
+
+fn signed_message(context: &[u8], digest: &[u8; 32]) -> Vec<u8> {
+    [context, digest].concat()
 }
 
 impl SignedBlob {
     /// Decode from CBOR.
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, VerifyError> {
-        serde_cbor::from_slice(bytes).map_err(|e| VerifyError::Malformed(e.to_string()))
+        serde_cbor::from_slice(bytes).map_err(malformed)
     }
     /// Encode as CBOR.
     pub fn to_cbor(&self) -> Vec<u8> {
@@ -47,11 +79,13 @@ impl SignedBlob {
     }
     /// Sign a payload with `context`.
     pub fn sign(key: &SigningKey, context: &[u8], payload: Vec<u8>) -> Self {
-        let mut msg = context.to_vec();
-        msg.extend_from_slice(&payload);
+        let digest: [u8; 32] = Sha256::digest(&payload).into();
         Self {
             key_id: key_id(&key.verifying_key()),
-            signature: key.sign(&msg).to_bytes().to_vec(),
+            signature: key
+                .sign(&signed_message(context, &digest))
+                .to_bytes()
+                .to_vec(),
             payload,
         }
     }
@@ -62,16 +96,54 @@ pub fn key_id(key: &VerifyingKey) -> String {
     hex::encode(&key.as_bytes()[..8])
 }
 
+#[derive(Serialize)]
+struct PayloadOut<'a> {
+    header: &'a Snapshot,
+    #[serde(with = "serde_bytes")]
+    records: &'a [u8],
+}
+
+#[derive(Deserialize)]
+struct PayloadIn<'a> {
+    header: Snapshot,
+    #[serde(borrow, with = "serde_bytes")]
+    records: &'a [u8],
+}
+
+/// Encode a snapshot as a payload: header CBOR plus the sorted record
+/// section. Duplicate cards and unknown access levels are refused.
+pub fn encode_snapshot_payload(snapshot: &Snapshot) -> Result<Vec<u8>, VerifyError> {
+    let header = snapshot.without_credentials();
+    let levels: Vec<String> = snapshot.access_levels.keys().cloned().collect();
+    let records = record::encode_section(&snapshot.credentials, &levels)?;
+    serde_cbor::to_vec(&PayloadOut {
+        header: &header,
+        records: &records,
+    })
+    .map_err(malformed)
+}
+
+/// Decode a snapshot payload into the full model (credentials
+/// materialised); for tools and small snapshots. Nothing is verified.
+pub fn decode_snapshot_payload(payload: &[u8]) -> Result<Snapshot, VerifyError> {
+    let p: PayloadIn<'_> = serde_cbor::from_slice(payload).map_err(malformed)?;
+    let mut snap = p.header;
+    let levels: Vec<String> = snap.access_levels.keys().cloned().collect();
+    snap.credentials = Records::new(p.records)
+        .map(|r| r.and_then(|r| r.decode(&levels)))
+        .collect::<Result<_, _>>()?;
+    Ok(snap)
+}
+
 /// Sign a snapshot into blob bytes.
 pub fn sign_snapshot(key: &SigningKey, snapshot: &Snapshot) -> Result<Vec<u8>, VerifyError> {
-    let payload =
-        serde_cbor::to_vec(snapshot).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let payload = encode_snapshot_payload(snapshot)?;
     Ok(SignedBlob::sign(key, SNAPSHOT_CONTEXT, payload).to_cbor())
 }
 
 /// Sign a delta into blob bytes.
 pub fn sign_delta(key: &SigningKey, delta: &Delta) -> Result<Vec<u8>, VerifyError> {
-    let payload = serde_cbor::to_vec(delta).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let payload = serde_cbor::to_vec(delta).map_err(malformed)?;
     Ok(SignedBlob::sign(key, DELTA_CONTEXT, payload).to_cbor())
 }
 
@@ -79,6 +151,17 @@ pub fn sign_delta(key: &SigningKey, delta: &Delta) -> Result<Vec<u8>, VerifyErro
 #[derive(Debug, Clone, Default)]
 pub struct TrustedKeys {
     keys: BTreeMap<String, VerifyingKey>,
+}
+
+/// A blob whose signature checked: the payload, borrowed, and its digest.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked<'a> {
+    /// Who signed.
+    pub key_id: &'a str,
+    /// The signed payload.
+    pub payload: &'a [u8],
+    /// SHA-256 of the payload.
+    pub digest: [u8; 32],
 }
 
 impl TrustedKeys {
@@ -105,23 +188,28 @@ impl TrustedKeys {
         self.keys.is_empty()
     }
 
-    /// Check the blob's signature under `context`; returns the blob.
-    pub fn check(&self, bytes: &[u8], context: &[u8]) -> Result<SignedBlob, VerifyError> {
-        let blob = SignedBlob::from_cbor(bytes)?;
+    /// Check the blob's signature under `context`; returns the payload.
+    pub fn check<'a>(&self, bytes: &'a [u8], context: &[u8]) -> Result<Checked<'a>, VerifyError> {
+        let blob = SignedBlobRef::parse(bytes)?;
         let key = self
             .keys
-            .get(&blob.key_id)
-            .ok_or_else(|| VerifyError::UnknownKey(blob.key_id.clone()))?;
+            .get(blob.key_id)
+            .ok_or_else(|| VerifyError::UnknownKey(blob.key_id.to_owned()))?;
         let sig: [u8; 64] = blob
             .signature
-            .as_slice()
             .try_into()
             .map_err(|_| VerifyError::BadSignature)?;
-        let mut msg = context.to_vec();
-        msg.extend_from_slice(&blob.payload);
-        key.verify_strict(&msg, &Signature::from_bytes(&sig))
-            .map_err(|_| VerifyError::BadSignature)?;
-        Ok(blob)
+        let digest: [u8; 32] = Sha256::digest(blob.payload).into();
+        key.verify_strict(
+            &signed_message(context, &digest),
+            &Signature::from_bytes(&sig),
+        )
+        .map_err(|_| VerifyError::BadSignature)?;
+        Ok(Checked {
+            key_id: blob.key_id,
+            payload: blob.payload,
+            digest,
+        })
     }
 }
 
@@ -171,7 +259,8 @@ pub enum VerifyError {
     /// Same version as accepted, different content.
     #[error("version {0} reused with different content")]
     VersionReused(u64),
-    /// Content does not hold together (unknown time zone, dangling name).
+    /// Content does not hold together (unknown time zone, dangling name,
+    /// a bad or unsorted credential record).
     #[error("invalid rules: {0}")]
     Invalid(#[from] RulesError),
 }
@@ -208,9 +297,64 @@ impl VerifiedSnapshot {
     pub fn key_id(&self) -> &str {
         &self.key_id
     }
-    /// Split into header and credentials (for storage).
+    /// Split into header and credentials.
     pub fn into_parts(self) -> (Header, BTreeMap<CredentialKey, Credential>) {
         (self.header, self.credentials)
+    }
+}
+
+/// A verified snapshot whose credentials stay as checked record bytes,
+/// borrowed from the blob (the store's path: nothing is materialised).
+#[derive(Debug)]
+pub struct VerifiedRecords<'a> {
+    header: Header,
+    records: &'a [u8],
+    count: u64,
+    digest: [u8; 32],
+    key_id: String,
+    _sealed: (),
+}
+
+impl<'a> VerifiedRecords<'a> {
+    /// Rules without credentials.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+    /// The checked record section: sorted by key, well-formed, levels known.
+    pub fn records(&self) -> &'a [u8] {
+        self.records
+    }
+    /// Number of credentials.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+    /// Snapshot version.
+    pub fn version(&self) -> u64 {
+        self.header.snapshot.version
+    }
+    /// SHA-256 of the payload.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+    /// Key id that signed it.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+    /// Materialise the credentials (tools, tests, small snapshots).
+    pub fn into_snapshot(self) -> Result<VerifiedSnapshot, VerifyError> {
+        let levels = self.header.level_names();
+        let mut credentials = BTreeMap::new();
+        for r in Records::new(self.records) {
+            let c = r?.decode(levels)?;
+            credentials.insert(c.key.clone(), c);
+        }
+        Ok(VerifiedSnapshot {
+            header: self.header,
+            credentials,
+            digest: self.digest,
+            key_id: self.key_id,
+            _sealed: (),
+        })
     }
 }
 
@@ -220,6 +364,11 @@ struct Probe {
     schema: u32,
     gateway_id: String,
     building: String,
+}
+
+#[derive(Deserialize)]
+struct PayloadProbe {
+    header: Probe,
 }
 
 fn check_target(p: &Probe, gateway: &str, building: &str) -> Result<(), VerifyError> {
@@ -238,12 +387,13 @@ fn malformed(e: serde_cbor::Error) -> VerifyError {
     VerifyError::Malformed(e.to_string())
 }
 
-/// Verify a signed snapshot. Checks, in this order, each with its own
-/// error: CBOR shape (`Malformed`), `UnknownKey`, `BadSignature`,
-/// `WrongGateway` (gateway or building), `UnsupportedSchema`, `Expired`,
-/// `Rollback` (version lower than `last_accepted`), `VersionReused` (same
-/// version, different payload digest; same digest is accepted again), and
-/// finally the content's consistency (`Invalid`).
+/// Verify a signed snapshot and materialise its credentials. Checks, in
+/// this order, each with its own error: CBOR shape (`Malformed`),
+/// `UnknownKey`, `BadSignature`, `WrongGateway` (gateway or building),
+/// `UnsupportedSchema`, `Expired`, `Rollback` (version lower than
+/// `last_accepted`), `VersionReused` (same version, different payload
+/// digest; same digest is accepted again), and finally the content's
+/// consistency (`Invalid`).
 pub fn verify_snapshot(
     bytes: &[u8],
     keys: &TrustedKeys,
@@ -252,36 +402,77 @@ pub fn verify_snapshot(
     now: Timestamp,
     last_accepted: Option<(u64, [u8; 32])>,
 ) -> Result<VerifiedSnapshot, VerifyError> {
-    let blob = keys.check(bytes, SNAPSHOT_CONTEXT)?;
-    let probe: Probe = serde_cbor::from_slice(&blob.payload).map_err(malformed)?;
-    check_target(&probe, gateway, building)?;
-    if probe.schema != SCHEMA {
-        return Err(VerifyError::UnsupportedSchema(probe.schema));
+    verify_snapshot_records(bytes, keys, gateway, building, now, last_accepted)?.into_snapshot()
+}
+
+/// [`verify_snapshot`] without materialising credentials: the records are
+/// checked in place (shape, order, levels) and stay borrowed from `bytes`.
+pub fn verify_snapshot_records<'a>(
+    bytes: &'a [u8],
+    keys: &TrustedKeys,
+    gateway: &str,
+    building: &str,
+    now: Timestamp,
+    last_accepted: Option<(u64, [u8; 32])>,
+) -> Result<VerifiedRecords<'a>, VerifyError> {
+    verify_records(bytes, keys, gateway, building, Some((now, last_accepted)))
+}
+
+/// Re-verify a snapshot the store accepted before (its last-good file):
+/// signature, target, schema and content, but neither expiry (old rules
+/// keep deciding, limited by `max_age`) nor version (it may be below a
+/// later delta's).
+pub(crate) fn reverify_stored_snapshot<'a>(
+    bytes: &'a [u8],
+    keys: &TrustedKeys,
+    gateway: &str,
+    building: &str,
+) -> Result<VerifiedRecords<'a>, VerifyError> {
+    verify_records(bytes, keys, gateway, building, None)
+}
+
+type Freshness = Option<(Timestamp, Option<(u64, [u8; 32])>)>;
+
+fn verify_records<'a>(
+    bytes: &'a [u8],
+    keys: &TrustedKeys,
+    gateway: &str,
+    building: &str,
+    fresh: Freshness,
+) -> Result<VerifiedRecords<'a>, VerifyError> {
+    let checked = keys.check(bytes, SNAPSHOT_CONTEXT)?;
+    let probe: PayloadProbe = serde_cbor::from_slice(checked.payload).map_err(malformed)?;
+    check_target(&probe.header, gateway, building)?;
+    if probe.header.schema != SCHEMA {
+        return Err(VerifyError::UnsupportedSchema(probe.header.schema));
     }
-    let snap: Snapshot = serde_cbor::from_slice(&blob.payload).map_err(malformed)?;
-    if now > snap.expires_at {
-        return Err(VerifyError::Expired(snap.expires_at));
+    let p: PayloadIn<'a> = serde_cbor::from_slice(checked.payload).map_err(malformed)?;
+    if !p.header.credentials.is_empty() {
+        return Err(VerifyError::Malformed(
+            "credentials belong in the record section".into(),
+        ));
     }
-    let digest: [u8; 32] = Sha256::digest(&blob.payload).into();
-    check_version(snap.version, digest, last_accepted)?;
-    let mut credentials = BTreeMap::new();
-    let mut snap = snap;
-    let creds = std::mem::take(&mut snap.credentials);
-    let header = Header::new(snap)?;
-    for c in creds {
-        header.check_credential(&c)?;
-        credentials.insert(c.key.clone(), c);
+    if let Some((now, last)) = fresh {
+        if now > p.header.expires_at {
+            return Err(VerifyError::Expired(p.header.expires_at));
+        }
+        check_version(p.header.version, checked.digest, last)?;
     }
-    Ok(VerifiedSnapshot {
+    let header = Header::new(p.header)?;
+    let count = record::check_section(p.records, header.level_names().len())?;
+    Ok(VerifiedRecords {
         header,
-        credentials,
-        digest,
-        key_id: blob.key_id,
+        records: p.records,
+        count,
+        digest: checked.digest,
+        key_id: checked.key_id.to_owned(),
         _sealed: (),
     })
 }
 
-fn check_version(
+/// Rollback protection: `version` below the highest accepted is refused,
+/// the same version only with the same payload digest.
+pub fn check_version(
     version: u64,
     digest: [u8; 32],
     last: Option<(u64, [u8; 32])>,
@@ -360,9 +551,9 @@ impl VerifiedDelta {
         struct P {
             base_version: Option<u64>,
         }
-        SignedBlob::from_cbor(bytes)
+        SignedBlobRef::parse(bytes)
             .ok()
-            .and_then(|b| serde_cbor::from_slice::<P>(&b.payload).ok())
+            .and_then(|b| serde_cbor::from_slice::<P>(b.payload).ok())
             .is_some_and(|p| p.base_version.is_some())
     }
 }
@@ -377,17 +568,39 @@ pub fn verify_delta(
     building: &str,
     now: Timestamp,
 ) -> Result<VerifiedDelta, VerifyError> {
-    let blob = keys.check(bytes, DELTA_CONTEXT)?;
-    let probe: Probe = serde_cbor::from_slice(&blob.payload).map_err(malformed)?;
+    verify_delta_at(bytes, keys, gateway, building, Some(now))
+}
+
+/// Re-verify a delta the store accepted before (no expiry check).
+pub(crate) fn reverify_stored_delta(
+    bytes: &[u8],
+    keys: &TrustedKeys,
+    gateway: &str,
+    building: &str,
+) -> Result<VerifiedDelta, VerifyError> {
+    verify_delta_at(bytes, keys, gateway, building, None)
+}
+
+fn verify_delta_at(
+    bytes: &[u8],
+    keys: &TrustedKeys,
+    gateway: &str,
+    building: &str,
+    now: Option<Timestamp>,
+) -> Result<VerifiedDelta, VerifyError> {
+    let checked = keys.check(bytes, DELTA_CONTEXT)?;
+    let probe: Probe = serde_cbor::from_slice(checked.payload).map_err(malformed)?;
     check_target(&probe, gateway, building)?;
-    let delta: Delta = serde_cbor::from_slice(&blob.payload).map_err(malformed)?;
-    if now > delta.expires_at {
+    let delta: Delta = serde_cbor::from_slice(checked.payload).map_err(malformed)?;
+    if let Some(now) = now
+        && now > delta.expires_at
+    {
         return Err(VerifyError::Expired(delta.expires_at));
     }
     Ok(VerifiedDelta {
-        digest: Sha256::digest(&blob.payload).into(),
+        digest: checked.digest,
         delta,
-        key_id: blob.key_id,
+        key_id: checked.key_id.to_owned(),
         _sealed: (),
     })
 }

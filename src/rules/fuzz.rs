@@ -18,13 +18,22 @@ pub fn envelope(data: &[u8]) {
 }
 
 /// Snapshot payload decoding: the bytes are signed with the test key, so the
-/// fuzzer reaches the decoder, validation and one decision.
+/// fuzzer reaches the payload and record decoders, validation and one
+/// decision per door. The bytes are also fed to the record parser directly.
 pub fn snapshot(data: &[u8]) {
+    let _ = super::record::check_section(data, 4);
+    if let Some(r) = super::record::Records::new(data)
+        .next()
+        .and_then(Result::ok)
+    {
+        let _ = r.decode(&["a".into(), "b".into()]);
+        let _ = r.with_blocked(None);
+    }
     let key = test_key();
     let mut keys = TrustedKeys::new();
     keys.add(key.verifying_key());
     let blob = super::SignedBlob::sign(&key, super::envelope::SNAPSHOT_CONTEXT, data.to_vec());
-    let Ok(gw) = serde_cbor::from_slice::<super::Snapshot>(data) else {
+    let Ok(gw) = super::envelope::decode_snapshot_payload(data) else {
         return;
     };
     if let Ok(v) = verify_snapshot(

@@ -12,6 +12,7 @@
 
 pub mod envelope;
 pub mod fuzz;
+pub mod record;
 pub mod source;
 pub mod wiegand;
 
@@ -28,12 +29,13 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub use envelope::{
-    Delta, DeltaError, SignedBlob, TrustedKeys, VerifiedDelta, VerifiedSnapshot, VerifyError,
-    apply_delta, verify_delta, verify_snapshot,
+    Delta, DeltaError, SignedBlob, TrustedKeys, VerifiedDelta, VerifiedRecords, VerifiedSnapshot,
+    VerifyError, apply_delta, verify_delta, verify_snapshot, verify_snapshot_records,
 };
 
-/// The snapshot schema this build understands.
-pub const SCHEMA: u32 = 1;
+/// The snapshot schema this build understands (2: credentials as a
+/// section of compact records, signature over the payload digest).
+pub const SCHEMA: u32 = 2;
 
 /// Errors of the rule model (validation and lookups).
 #[derive(Debug, Error)]
@@ -388,20 +390,27 @@ pub struct MaxAge {
     pub on_too_old: OnTooOld,
 }
 
-/// A full rule snapshot for one gateway.
+/// A full rule snapshot for one gateway. Also the shape of the TOML rules
+/// file, which leaves out `schema`, `version`, `issued_at` and `expires_at`
+/// (they come from the command line; see [`source::parse_rules`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Snapshot {
-    /// Schema number ([`SCHEMA`]).
+    /// Schema number ([`SCHEMA`]); 0 when absent, which no build reads.
+    #[serde(default)]
     pub schema: u32,
     /// Gateway this snapshot is for.
     pub gateway_id: String,
     /// Building this snapshot is for.
     pub building: String,
     /// Monotonic version.
+    #[serde(default)]
     pub version: u64,
     /// When central issued it.
+    #[serde(default)]
     pub issued_at: Timestamp,
-    /// Not accepted after this instant.
+    /// Not accepted after this instant (the epoch when absent: expired).
+    #[serde(default)]
     pub expires_at: Timestamp,
     /// IANA time zone of the building, e.g. `Europe/Amsterdam`.
     pub time_zone: String,
@@ -420,8 +429,9 @@ pub struct Snapshot {
     /// Access levels: name → (door group × schedule) entries.
     #[serde(default)]
     pub access_levels: BTreeMap<String, Vec<LevelEntry>>,
-    /// Credentials.
-    #[serde(default)]
+    /// Credentials. On the wire they travel as a record section beside the
+    /// header (see [`envelope`]), never in this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<Credential>,
     /// Scheduled door modes.
     #[serde(default)]
@@ -431,12 +441,37 @@ pub struct Snapshot {
     pub max_age: BTreeMap<String, MaxAge>,
 }
 
+impl Snapshot {
+    /// A copy of everything but the credentials (the wire header).
+    pub fn without_credentials(&self) -> Snapshot {
+        Snapshot {
+            schema: self.schema,
+            gateway_id: self.gateway_id.clone(),
+            building: self.building.clone(),
+            version: self.version,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            time_zone: self.time_zone.clone(),
+            schedules: self.schedules.clone(),
+            holidays: self.holidays.clone(),
+            doors: self.doors.clone(),
+            door_groups: self.door_groups.clone(),
+            access_levels: self.access_levels.clone(),
+            credentials: Vec::new(),
+            door_mode_schedules: self.door_mode_schedules.clone(),
+            max_age: self.max_age.clone(),
+        }
+    }
+}
+
 /// Everything of a snapshot except its credentials, checked and ready to
 /// decide with (time zone resolved, holidays sorted).
 #[derive(Debug, Clone)]
 pub struct Header {
     snapshot: Snapshot,
     tz: TimeZone,
+    /// Access level names in order; records refer to levels by index.
+    levels: Vec<String>,
 }
 
 impl Header {
@@ -479,7 +514,17 @@ impl Header {
                 return missing("schedule", &m.schedule, "door_mode_schedules");
             }
         }
-        Ok(Self { snapshot, tz })
+        let levels = snapshot.access_levels.keys().cloned().collect();
+        Ok(Self {
+            snapshot,
+            tz,
+            levels,
+        })
+    }
+
+    /// Access level names, sorted: record level `i` is `level_names()[i]`.
+    pub fn level_names(&self) -> &[String] {
+        &self.levels
     }
 
     /// The snapshot fields (credentials empty).

@@ -5,18 +5,12 @@
 //! TOML has one) the key; a parsed file is checked for dangling names before
 //! it is signed.
 
-use std::collections::BTreeMap;
-
 use jiff::Timestamp;
-use jiff::civil::Date;
 use serde::Deserialize;
 use thiserror::Error;
 
 use super::envelope::Block;
-use super::{
-    Credential, CredentialKey, Delta, Door, DoorModeSchedule, Header, LevelEntry, MaxAge,
-    RulesError, SCHEMA, Schedule, Snapshot,
-};
+use super::{Credential, CredentialKey, Delta, Header, RulesError, SCHEMA, Snapshot};
 
 /// A rules or changes file could not be used.
 #[derive(Debug, Error)]
@@ -62,44 +56,12 @@ pub fn toml_error(file: &str, text: &str, err: &toml::de::Error) -> SourceError 
     }
 }
 
-/// The rules file: a [`Snapshot`] without version and times.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RulesFile {
-    /// Gateway id.
-    pub gateway_id: String,
-    /// Building.
-    pub building: String,
-    /// IANA time zone.
-    pub time_zone: String,
-    /// Schedules.
-    #[serde(default)]
-    pub schedules: BTreeMap<String, Schedule>,
-    /// Holidays, quoted `"YYYY-MM-DD"`.
-    #[serde(default)]
-    pub holidays: Vec<Date>,
-    /// Doors.
-    #[serde(default)]
-    pub doors: BTreeMap<String, Door>,
-    /// Door groups.
-    #[serde(default)]
-    pub door_groups: BTreeMap<String, Vec<String>>,
-    /// Access levels.
-    #[serde(default)]
-    pub access_levels: BTreeMap<String, Vec<LevelEntry>>,
-    /// Credentials.
-    #[serde(default)]
-    pub credentials: Vec<Credential>,
-    /// Door modes.
-    #[serde(default)]
-    pub door_mode_schedules: Vec<DoorModeSchedule>,
-    /// Max age per door class.
-    #[serde(default)]
-    pub max_age: BTreeMap<String, MaxAge>,
-}
+/// Keys of a [`Snapshot`] that the command line sets, never the rules file.
+const SET_BY_BUILD: [&str; 4] = ["schema", "version", "issued_at", "expires_at"];
 
-/// Parse a rules file into a snapshot with the given version and times, and
-/// check it holds together.
+/// Parse a rules file (a [`Snapshot`] without `schema`, `version` and
+/// times) into a snapshot with the given version and times, and check it
+/// holds together.
 pub fn parse_rules(
     file: &str,
     text: &str,
@@ -107,29 +69,29 @@ pub fn parse_rules(
     issued_at: Timestamp,
     expires_at: Timestamp,
 ) -> Result<Snapshot, SourceError> {
-    let r: RulesFile = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
-    let snap = Snapshot {
-        schema: SCHEMA,
-        gateway_id: r.gateway_id,
-        building: r.building,
-        version,
-        issued_at,
-        expires_at,
-        time_zone: r.time_zone,
-        schedules: r.schedules,
-        holidays: r.holidays,
-        doors: r.doors,
-        door_groups: r.door_groups,
-        access_levels: r.access_levels,
-        credentials: r.credentials,
-        door_mode_schedules: r.door_mode_schedules,
-        max_age: r.max_age,
-    };
+    let mut snap: Snapshot = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+    if let Some(key) = SET_BY_BUILD.iter().find(|k| table.contains_key(**k)) {
+        let line = text
+            .lines()
+            .position(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == *key))
+            .map_or(1, |i| i + 1);
+        return Err(SourceError::Toml {
+            file: file.to_owned(),
+            line,
+            key: format!("key `{key}`: "),
+            message: "set by `portier snapshot build`, not in the rules file".into(),
+        });
+    }
+    snap.schema = SCHEMA;
+    snap.version = version;
+    snap.issued_at = issued_at;
+    snap.expires_at = expires_at;
     let rules = |source| SourceError::Rules {
         file: file.to_owned(),
         source,
     };
-    let header = Header::new(snap.clone()).map_err(rules)?;
+    let header = Header::new(snap.without_credentials()).map_err(rules)?;
     let mut seen = std::collections::BTreeSet::new();
     for c in &snap.credentials {
         header.check_credential(c).map_err(rules)?;

@@ -475,6 +475,28 @@ fn toml_errors_name_line_and_key() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("Mars/Base"), "{e}");
+    // The command line sets the version, not the file.
+    let text = "gateway_id = \"g\"\nbuilding = \"b\"\nversion = 9\ntime_zone = \"UTC\"\n";
+    let e = source::parse_rules(
+        "r.toml",
+        text,
+        1,
+        Timestamp::UNIX_EPOCH,
+        Timestamp::UNIX_EPOCH,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("r.toml:3: key `version`: set by"), "{e}");
+    let e = source::parse_rules(
+        "r.toml",
+        "gateway_id = \"g\"\nbuilding = \"b\"\ntime_zone = \"UTC\"\ncolour = 1\n",
+        1,
+        Timestamp::UNIX_EPOCH,
+        Timestamp::UNIX_EPOCH,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("r.toml:4:") && e.contains("colour"), "{e}");
 }
 
 #[test]

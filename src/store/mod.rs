@@ -1,46 +1,61 @@
-//! Durable rule storage in sled: the snapshot in force, its credentials
-//! indexed by card for O(log n) lookup, the signed bytes it came from, and
-//! rollback protection.
+//! Durable rule storage: the snapshot in force, its credentials indexed by
+//! card for O(log n) lookup, the signed bytes it came from, and rollback
+//! protection.
 //!
-//! Layout: tree `meta` holds `current` (generation, version, digest, the
-//! snapshot header) and `highest` (highest version ever accepted and its
-//! digest; only ever raised). Tree `blob` holds the signed snapshot and the
-//! applied deltas of the current generation. Tree `creds-<generation>` maps
-//! the credential key's text to its CBOR credential.
+//! Layout of the store directory:
+//! * `sled/`: tree `meta` holds `current` (generation, version, digest, the
+//!   snapshot header, counts) and `highest`; tree `pages-G` maps the last
+//!   key of each run of about 4 KiB of credential records (the snapshot's
+//!   own record bytes, see [`crate::rules::record`]) to the run; tree
+//!   `overlay-G` holds what deltas changed (key → record, empty =
+//!   removed), consulted first.
+//! * `snapshot-G.bin` and `deltas-G.log`: the last-good signed blobs;
+//!   `highest`: the highest version ever accepted (see [`files`]).
 //!
-//! Guarantees: a full snapshot is written into a fresh generation tree and
-//! flushed before one atomic `meta` transaction flips `current` and
-//! `highest`; only then is the old tree dropped. A delta is one atomic
-//! transaction over the credential, blob and meta trees. A crash at any
-//! point leaves the old or the new rules entirely in force. On open the
-//! stored signed bytes are re-verified against the trusted keys, and
-//! leftovers of an interrupted apply are removed. Opening waits up to about
-//! a second for sled's file lock, then fails (another process owns the store).
+//! Guarantees: a full snapshot is written into fresh trees and flushed,
+//! then its blob file and `highest` are made durable, and only then does
+//! one atomic `meta` transaction flip `current`; the old generation is
+//! dropped after. A delta is appended to the delta log, then applied in one
+//! transaction over the overlay and `meta`. A crash at any point leaves the
+//! old or the new rules entirely in force. On open the signed bytes in
+//! force are re-verified; if sled reports corruption or its state does not
+//! match the files, the sled directory is moved aside and the rules are
+//! rebuilt from the last-good files, and [`Store::recovery`] says so.
 
-use std::path::Path;
+mod files;
+
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, UnabortableTransactionError,
+};
 use thiserror::Error;
 
 use crate::rules::envelope::{
-    DELTA_CONTEXT, SNAPSHOT_CONTEXT, check_delta_base, verify_delta, verify_snapshot,
+    DELTA_CONTEXT, SNAPSHOT_CONTEXT, VerifiedRecords, check_delta_base, check_version,
+    reverify_stored_delta, reverify_stored_snapshot, verify_delta, verify_snapshot_records,
 };
+use crate::rules::record::{self, Record, Records};
 use crate::rules::{
-    Credential, CredentialKey, CredentialLookup, Decision, DeltaError, Header, Request, RulesError,
-    Snapshot, TrustedKeys, VerifyError, decide_with,
+    BlockReason, Credential, CredentialKey, CredentialLookup, Decision, DeltaError, Header,
+    Request, RulesError, Snapshot, TrustedKeys, VerifiedDelta, VerifyError, decide_with,
 };
 
 /// sled page cache size.
 pub const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
 
+const SLED_DIR: &str = "sled";
 const CURRENT: &[u8] = b"current";
 const HIGHEST: &[u8] = b"highest";
-const BATCH: usize = 20_000;
+/// Bytes of records per sled value: large enough that 1 M credentials are
+/// ~9 000 sled inserts, small enough that a lookup scans ~100 records.
+const PAGE_BYTES: usize = 4096;
+const PAGES_PER_BATCH: usize = 64;
 
 /// Storage errors.
 #[derive(Debug, Error)]
@@ -48,18 +63,41 @@ pub enum StoreError {
     /// sled failed.
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    /// A store file could not be read or written.
+    #[error("store file: {0}")]
+    Io(#[from] std::io::Error),
     /// A blob was refused.
     #[error(transparent)]
     Verify(#[from] VerifyError),
     /// A delta did not fit.
     #[error(transparent)]
     Delta(#[from] DeltaError),
-    /// Stored data is inconsistent or does not verify.
+    /// Stored data is inconsistent.
     #[error("store corrupt: {0}")]
     Corrupt(String),
     /// No rules have been applied yet.
     #[error("no rules in force")]
     Empty,
+}
+
+impl StoreError {
+    /// Whether the sled state is damaged (rebuild from the files), as
+    /// opposed to a refusal, a lock held by another process or an I/O error
+    /// that moving the database aside would not cure.
+    fn is_corruption(&self) -> bool {
+        use std::io::ErrorKind::{InvalidData, UnexpectedEof};
+        match self {
+            Self::Corrupt(_) => true,
+            // `Unsupported` is what sled says about an unreadable `conf`.
+            Self::Sled(
+                sled::Error::Corruption { .. }
+                | sled::Error::ReportableBug(_)
+                | sled::Error::Unsupported(_),
+            ) => true,
+            Self::Sled(sled::Error::Io(e)) => matches!(e.kind(), UnexpectedEof | InvalidData),
+            _ => false,
+        }
+    }
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -71,6 +109,12 @@ impl From<TransactionError<StoreError>> for StoreError {
     }
 }
 
+impl From<RulesError> for StoreError {
+    fn from(e: RulesError) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CurrentRecord {
     generation: u64,
@@ -79,6 +123,8 @@ struct CurrentRecord {
     digest: Vec<u8>,
     deltas: u32,
     credentials: u64,
+    /// Entries of `pages-G` as written (a cheap consistency check at open).
+    pages: u64,
     header: Snapshot,
 }
 
@@ -89,6 +135,8 @@ struct HighestRecord {
     digest: Vec<u8>,
 }
 
+type Highest = Option<(u64, [u8; 32])>;
+
 fn cbor<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     serde_cbor::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -97,16 +145,12 @@ fn uncbor<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, StoreError> {
     serde_cbor::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn tree_name(generation: u64) -> String {
-    format!("creds-{generation}")
+fn pages_name(generation: u64) -> String {
+    format!("pages-{generation}")
 }
 
-fn snapshot_key(generation: u64) -> Vec<u8> {
-    format!("{generation:020}/snapshot").into_bytes()
-}
-
-fn delta_key(generation: u64, n: u32) -> Vec<u8> {
-    format!("{generation:020}/delta/{n:010}").into_bytes()
+fn overlay_name(generation: u64) -> String {
+    format!("overlay-{generation}")
 }
 
 fn digest32(v: &[u8]) -> Result<[u8; 32], StoreError> {
@@ -114,14 +158,31 @@ fn digest32(v: &[u8]) -> Result<[u8; 32], StoreError> {
         .map_err(|_| StoreError::Corrupt("digest is not 32 bytes".into()))
 }
 
-fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
-    Ok(crate::storage::open_db(dir, CACHE_CAPACITY)?)
+/// The higher of two highest-version records (never lowered).
+fn raise(a: Highest, b: Highest) -> Highest {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.0 > x.0 { y } else { x }),
+        (x, y) => x.or(y),
+    }
+}
+
+/// The record of `key` in a pages tree: the first run whose last key is
+/// not below it.
+fn page_lookup(pages: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    match pages.range(key..).next() {
+        None => Ok(None),
+        Some(item) => {
+            let (_, page) = item?;
+            Ok(record::find(&page, key)?.map(|r| r.bytes().to_vec()))
+        }
+    }
 }
 
 struct Current {
     record: CurrentRecord,
     header: Arc<Header>,
-    creds: sled::Tree,
+    pages: sled::Tree,
+    overlay: sled::Tree,
 }
 
 /// What an apply did.
@@ -137,19 +198,33 @@ pub struct Applied {
     pub unchanged: bool,
 }
 
+/// The store was rebuilt from its last-good files at open (for the
+/// daemon's journal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recovery {
+    /// What was wrong with the sled state.
+    pub reason: String,
+    /// Where the damaged sled directory was moved, kept for forensics.
+    pub moved_aside: Option<PathBuf>,
+    /// Version in force after the rebuild.
+    pub version: Option<u64>,
+}
+
 /// The rule store of one gateway.
 pub struct Store {
+    dir: PathBuf,
     db: sled::Db,
     meta: sled::Tree,
-    blob: sled::Tree,
     keys: TrustedKeys,
     gateway: String,
     building: String,
     /// The rules in force: swapped whole, so a decision sees one
     /// generation from start to end while an apply builds the next.
     current: RwLock<Option<Arc<Current>>>,
+    highest: Mutex<Highest>,
     /// Serialises appliers (decisions never take it).
     applying: Mutex<()>,
+    recovery: Option<Recovery>,
 }
 
 impl std::fmt::Debug for Store {
@@ -162,106 +237,216 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Open (or create) the store in `dir`, clean up after an interrupted
-    /// apply, and re-verify the signed bytes in force.
+    /// Open (or create) the store in `dir`, re-verify the signed bytes in
+    /// force, and clean up after an interrupted apply. A damaged sled
+    /// database is moved aside and rebuilt from the last-good files (see
+    /// [`Self::recovery`]); a lock held by another process, a refused
+    /// signature or an I/O error is an error.
     pub fn open(
         dir: &Path,
         keys: TrustedKeys,
         gateway: &str,
         building: &str,
     ) -> Result<Self, StoreError> {
-        let db = open_db(dir)?;
-        let meta = db.open_tree("meta")?;
-        let blob = db.open_tree("blob")?;
-        let mut store = Self {
-            db,
-            meta,
-            blob,
-            keys,
-            gateway: gateway.to_owned(),
-            building: building.to_owned(),
-            current: RwLock::new(None),
-            applying: Mutex::new(()),
+        fs::create_dir_all(dir)?;
+        let file_highest = files::read_highest(dir)?;
+        let sled_dir = dir.join(SLED_DIR);
+        let make = |db: sled::Db| -> Result<Self, StoreError> {
+            Ok(Self {
+                dir: dir.to_owned(),
+                meta: db.open_tree("meta")?,
+                db,
+                keys: keys.clone(),
+                gateway: gateway.to_owned(),
+                building: building.to_owned(),
+                current: RwLock::new(None),
+                highest: Mutex::new(None),
+                applying: Mutex::new(()),
+                recovery: None,
+            })
         };
-        store.load()?;
-        store.cleanup()?;
-        Ok(store)
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut st = make(crate::storage::open_db(&sled_dir, CACHE_CAPACITY)?)?;
+            st.load()?;
+            Ok::<_, StoreError>(st)
+        }))
+        .unwrap_or_else(|_| Err(StoreError::Corrupt("sled panicked while opening".into())));
+        let mut st = match first {
+            Ok(st) => st,
+            Err(e) if e.is_corruption() => {
+                let aside = files::move_aside(dir, SLED_DIR)?;
+                let mut st = make(crate::storage::open_db(&sled_dir, CACHE_CAPACITY)?)?;
+                *st.highest.get_mut().unwrap_or_else(|e| e.into_inner()) = file_highest;
+                st.rebuild(e.to_string(), Some(aside))?;
+                st
+            }
+            Err(e) => return Err(e),
+        };
+        let h = st.highest_now();
+        st.set_highest(raise(h, file_highest));
+        if st.current().is_none() && st.recovery.is_none() && !files::generations(dir)?.is_empty() {
+            st.rebuild(
+                "sled has no rules in force but a last-good snapshot file exists".into(),
+                None,
+            )?;
+        }
+        st.cleanup()?;
+        Ok(st)
     }
 
+    /// Read `current` and `highest`, re-verify the signed files in force
+    /// against them, and check the trees exist.
     fn load(&mut self) -> Result<(), StoreError> {
+        if let Some(raw) = self.meta.get(HIGHEST)? {
+            let h: HighestRecord = uncbor(&raw)?;
+            self.set_highest(Some((h.version, digest32(&h.digest)?)));
+        }
         let Some(raw) = self.meta.get(CURRENT)? else {
             return Ok(());
         };
         let record: CurrentRecord = uncbor(&raw)?;
         let g = record.generation;
-        let snap = self
-            .blob
-            .get(snapshot_key(g))?
-            .ok_or_else(|| StoreError::Corrupt(format!("generation {g} has no snapshot blob")))?;
-        let mut last = self.keys.check(&snap, SNAPSHOT_CONTEXT)?;
-        for n in 0..record.deltas {
-            let d = self
-                .blob
-                .get(delta_key(g, n))?
-                .ok_or_else(|| StoreError::Corrupt(format!("delta {n} missing")))?;
-            last = self.keys.check(&d, DELTA_CONTEXT)?;
+        let path = files::snapshot_path(&self.dir, g);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Corrupt(format!(
+                    "last-good snapshot {} of generation {g} missing",
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut digest = self.keys.check(&bytes, SNAPSHOT_CONTEXT)?.digest;
+        drop(bytes);
+        let deltas = files::read_deltas(&self.dir, g)?;
+        let want = record.deltas as usize;
+        if deltas.len() < want {
+            return Err(StoreError::Corrupt(format!(
+                "delta log holds {} of the {want} deltas in force",
+                deltas.len()
+            )));
         }
-        let digest: [u8; 32] = Sha256::digest(&last.payload).into();
+        for (d, _) in &deltas[..want] {
+            digest = self.keys.check(d, DELTA_CONTEXT)?.digest;
+        }
         if digest[..] != record.digest[..] {
             return Err(StoreError::Corrupt(
-                "stored blobs do not match the rules in force".into(),
+                "last-good files do not match the rules in force".into(),
             ));
         }
         let names = self.db.tree_names();
-        if !names.iter().any(|n| n == tree_name(g).as_bytes()) {
+        if !names.iter().any(|n| n == pages_name(g).as_bytes()) {
             return Err(StoreError::Corrupt(format!(
-                "credential tree of generation {g} missing"
+                "credential pages of generation {g} missing"
+            )));
+        }
+        let pages = self.db.open_tree(pages_name(g))?;
+        if pages.len() as u64 != record.pages {
+            return Err(StoreError::Corrupt(format!(
+                "generation {g} has {} credential pages, {} were written",
+                pages.len(),
+                record.pages
             )));
         }
         let header = Header::new(record.header.clone()).map_err(VerifyError::from)?;
-        let creds = self.db.open_tree(tree_name(g))?;
         self.set_current(Current {
+            overlay: self.db.open_tree(overlay_name(g))?,
             record,
             header: Arc::new(header),
-            creds,
+            pages,
         });
         Ok(())
     }
 
-    /// Drop credential trees and blobs of other generations (leftovers of an
-    /// interrupted apply or of the previous generation).
+    /// Rebuild the rules from the newest last-good snapshot file and its
+    /// delta log (re-verified; expiry is not re-checked, as at any open).
+    fn rebuild(&mut self, reason: String, moved_aside: Option<PathBuf>) -> Result<(), StoreError> {
+        let Some(&g) = files::generations(&self.dir)?.last() else {
+            return Err(StoreError::Corrupt(format!(
+                "{reason}; no last-good snapshot file to rebuild from"
+            )));
+        };
+        {
+            let bytes = fs::read(files::snapshot_path(&self.dir, g))?;
+            let v = reverify_stored_snapshot(&bytes, &self.keys, &self.gateway, &self.building)?;
+            let (pages, n) = self.import(g, v.records())?;
+            self.make_current(g, &v, pages, n)?;
+        }
+        let mut applied = 0;
+        for (d, _) in files::read_deltas(&self.dir, g)? {
+            let Ok(vd) = reverify_stored_delta(&d, &self.keys, &self.gateway, &self.building)
+            else {
+                break;
+            };
+            if self.apply_verified(&vd, &d, true).is_err() {
+                break;
+            }
+            applied += 1;
+        }
+        files::truncate_deltas(&self.dir, g, applied)?;
+        self.recovery = Some(Recovery {
+            reason,
+            moved_aside,
+            version: self.version(),
+        });
+        Ok(())
+    }
+
+    /// Drop trees and files of other generations (leftovers of an
+    /// interrupted apply or of the previous generation), and cut the delta
+    /// log to the deltas in force.
     fn cleanup(&self) -> Result<(), StoreError> {
-        let keep = self.current().map(|c| c.record.generation);
+        let keep = self.generation();
         for name in self.db.tree_names() {
             if let Some(g) = std::str::from_utf8(&name)
                 .ok()
-                .and_then(|n| n.strip_prefix("creds-"))
+                .and_then(|n| n.strip_prefix("pages-").or(n.strip_prefix("overlay-")))
                 .and_then(|g| g.parse::<u64>().ok())
                 && Some(g) != keep
             {
                 self.db.drop_tree(&name)?;
             }
         }
-        let prefix = keep.map(|g| format!("{g:020}/"));
-        for item in self.blob.iter().keys() {
-            let k = item?;
-            if prefix.as_ref().is_none_or(|p| !k.starts_with(p.as_bytes())) {
-                self.blob.remove(k)?;
-            }
-        }
         self.db.flush()?;
+        files::remove_other_generations(&self.dir, keep)?;
+        if let Some(c) = self.current() {
+            files::truncate_deltas(&self.dir, c.record.generation, c.record.deltas as usize)?;
+        }
         Ok(())
+    }
+
+    /// Whether this open rebuilt the rules from the last-good files, and why.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
     }
 
     /// Highest version ever accepted and its payload digest.
     pub fn highest(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
-        match self.meta.get(HIGHEST)? {
-            None => Ok(None),
-            Some(raw) => {
-                let h: HighestRecord = uncbor(&raw)?;
-                Ok(Some((h.version, digest32(&h.digest)?)))
-            }
-        }
+        Ok(self.highest_now())
+    }
+
+    fn highest_now(&self) -> Highest {
+        *self.highest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_highest(&self, h: Highest) {
+        *self.highest.lock().unwrap_or_else(|e| e.into_inner()) = h;
+    }
+
+    fn current(&self) -> Option<Arc<Current>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swap in a generation; returns the one it replaced.
+    fn set_current(&self, current: Current) -> Option<Arc<Current>> {
+        self.current
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(Arc::new(current))
     }
 
     /// Version in force.
@@ -284,10 +469,95 @@ impl Store {
         self.current().map(|c| c.header.clone())
     }
 
-    /// Count the credential tree (O(n)); must equal [`Self::credential_count`].
+    /// Count the stored credentials (O(n)); must equal
+    /// [`Self::credential_count`].
     pub fn count_stored_credentials(&self) -> Result<u64, StoreError> {
         let c = self.current().ok_or(StoreError::Empty)?;
-        Ok(c.creds.len() as u64)
+        let mut n: i64 = 0;
+        for page in c.pages.iter().values() {
+            for r in Records::new(&page?) {
+                r?;
+                n += 1;
+            }
+        }
+        for item in c.overlay.iter() {
+            let (k, v) = item?;
+            match (page_lookup(&c.pages, &k)?.is_some(), v.is_empty()) {
+                (true, true) => n -= 1,
+                (false, false) => n += 1,
+                _ => {}
+            }
+        }
+        Ok(n.max(0) as u64)
+    }
+
+    /// Write a checked record section into fresh trees of `generation` and
+    /// flush; returns the pages tree and its entry count.
+    fn import(&self, generation: u64, records: &[u8]) -> Result<(sled::Tree, u64), StoreError> {
+        self.db.drop_tree(pages_name(generation).as_bytes())?;
+        self.db.drop_tree(overlay_name(generation).as_bytes())?;
+        let pages = self.db.open_tree(pages_name(generation))?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for (last, page) in record::pages(records, PAGE_BYTES) {
+            batch.insert(last, page);
+            n += 1;
+            if n % PAGES_PER_BATCH as u64 == 0 {
+                pages.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        pages.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok((pages, n))
+    }
+
+    /// Flip `current` to an imported generation (one transaction with
+    /// `highest`, flushed) and drop the previous generation.
+    fn make_current(
+        &self,
+        generation: u64,
+        v: &VerifiedRecords<'_>,
+        pages: sled::Tree,
+        page_count: u64,
+    ) -> Result<(), StoreError> {
+        let record = CurrentRecord {
+            generation,
+            version: v.version(),
+            digest: v.digest().to_vec(),
+            deltas: 0,
+            credentials: v.count(),
+            pages: page_count,
+            header: v.header().snapshot().clone(),
+        };
+        let highest = raise(self.highest_now(), Some((v.version(), v.digest())));
+        let cur = cbor(&record)?;
+        let hi = cbor(&highest.map(|(version, d)| HighestRecord {
+            version,
+            digest: d.to_vec(),
+        }))?;
+        self.meta
+            .transaction(|t| {
+                t.insert(CURRENT, cur.as_slice())?;
+                t.insert(HIGHEST, hi.as_slice())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(StoreError::from)?;
+        self.db.flush()?;
+        self.set_highest(highest);
+        let old = self.set_current(Current {
+            overlay: self.db.open_tree(overlay_name(generation))?,
+            record,
+            header: Arc::new(v.header().clone()),
+            pages,
+        });
+        if let Some(o) = old.map(|c| c.record.generation)
+            && o != generation
+        {
+            self.db.drop_tree(pages_name(o).as_bytes())?;
+            self.db.drop_tree(overlay_name(o).as_bytes())?;
+            files::remove_other_generations(&self.dir, Some(generation))?;
+        }
+        Ok(())
     }
 
     /// Verify and apply a signed full snapshot.
@@ -296,17 +566,15 @@ impl Store {
     /// new generation is written; they switch over in one pointer swap.
     pub fn apply_snapshot(&self, bytes: &[u8], now: Timestamp) -> Result<Applied, StoreError> {
         let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
-        let highest = self.highest()?;
-        let v = verify_snapshot(
+        let v = verify_snapshot_records(
             bytes,
             &self.keys,
             &self.gateway,
             &self.building,
             now,
-            highest,
+            self.highest_now(),
         )?;
-        let current = self.current();
-        if let Some(c) = &current
+        if let Some(c) = self.current()
             && c.record.version == v.version()
             && c.record.digest[..] == v.digest()[..]
         {
@@ -317,69 +585,22 @@ impl Store {
                 unchanged: true,
             });
         }
-        let old = current.as_ref().map(|c| c.record.generation);
-        let generation = old.map_or(1, |g| g + 1);
-        let name = tree_name(generation);
-        self.db.drop_tree(name.as_bytes())?;
-        let creds = self.db.open_tree(&name)?;
-        let version = v.version();
-        let digest = v.digest();
-        let (header, credentials) = v.into_parts();
-        let count = credentials.len() as u64;
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for (k, c) in &credentials {
-            batch.insert(k.to_string().into_bytes(), cbor(c)?);
-            n += 1;
-            if n % BATCH == 0 {
-                creds.apply_batch(std::mem::take(&mut batch))?;
-            }
+        let generation = self.generation().map_or(1, |g| g + 1);
+        let (pages, n) = self.import(generation, v.records())?;
+        let highest = raise(self.highest_now(), Some((v.version(), v.digest())));
+        if highest != self.highest_now()
+            && let Some(h) = highest
+        {
+            files::write_highest(&self.dir, h)?;
         }
-        creds.apply_batch(batch)?;
-        self.blob.insert(snapshot_key(generation), bytes)?;
-        self.db.flush()?;
-        let record = CurrentRecord {
-            generation,
-            version,
-            digest: digest.to_vec(),
-            deltas: 0,
-            credentials: count,
-            header: header.snapshot().clone(),
-        };
-        self.flip(&record)?;
-        self.set_current(Current {
-            record,
-            header: Arc::new(header),
-            creds,
-        });
-        if let Some(g) = old {
-            self.db.drop_tree(tree_name(g).as_bytes())?;
-            self.blob.remove(snapshot_key(g))?;
-            self.cleanup()?;
-        }
+        files::write_snapshot(&self.dir, generation, bytes)?;
+        self.make_current(generation, &v, pages, n)?;
         Ok(Applied {
-            version,
+            version: v.version(),
             generation,
-            credentials: count,
+            credentials: v.count(),
             unchanged: false,
         })
-    }
-
-    fn flip(&self, record: &CurrentRecord) -> Result<(), StoreError> {
-        let cur = cbor(record)?;
-        let hi = cbor(&HighestRecord {
-            version: record.version,
-            digest: record.digest.clone(),
-        })?;
-        self.meta
-            .transaction(|t| {
-                t.insert(CURRENT, cur.as_slice())?;
-                t.insert(HIGHEST, hi.as_slice())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(StoreError::from)?;
-        self.meta.flush()?;
-        Ok(())
     }
 
     /// Verify and apply a signed delta on top of the version in force, in
@@ -387,6 +608,17 @@ impl Store {
     pub fn apply_delta(&self, bytes: &[u8], now: Timestamp) -> Result<Applied, StoreError> {
         let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let d = verify_delta(bytes, &self.keys, &self.gateway, &self.building, now)?;
+        self.apply_verified(&d, bytes, false)
+    }
+
+    /// Apply a verified delta. `replay` is a rebuild from the delta log:
+    /// the blob is already logged, and the highest version may be above it.
+    fn apply_verified(
+        &self,
+        d: &VerifiedDelta,
+        bytes: &[u8],
+        replay: bool,
+    ) -> Result<Applied, StoreError> {
         let cur = self.current().ok_or(StoreError::Empty)?;
         let delta = d.delta();
         if delta.version == cur.record.version && cur.record.digest[..] == d.digest()[..] {
@@ -399,20 +631,29 @@ impl Store {
             });
         }
         check_delta_base(cur.record.version, delta)?;
-        if let Some((hv, _)) = self.highest()?
-            && delta.version <= hv
-        {
-            return Err(VerifyError::Rollback {
-                got: delta.version,
-                have: hv,
-            }
-            .into());
+        if !replay {
+            check_version(delta.version, d.digest(), self.highest_now())?;
         }
+        let levels = cur.header.level_names();
+        let key = |k: &CredentialKey| record::key_bytes(k).map_err(DeltaError::from);
         let mut upserts = Vec::with_capacity(delta.upserts.len());
         for c in &delta.upserts {
-            cur.header.check_credential(c).map_err(DeltaError::from)?;
-            upserts.push((c.key.to_string().into_bytes(), cbor(c)?));
+            let mut r = Vec::new();
+            record::encode(c, levels, &mut r).map_err(DeltaError::from)?;
+            upserts.push((key(&c.key)?, r));
         }
+        let mut blocks: Vec<(Vec<u8>, Option<BlockReason>)> = Vec::new();
+        for b in &delta.blocks {
+            blocks.push((key(&b.card)?, Some(b.reason)));
+        }
+        for k in &delta.unblocks {
+            blocks.push((key(k)?, None));
+        }
+        let removals = delta
+            .removals
+            .iter()
+            .map(key)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut header = (*cur.header).clone();
         header.set_times(delta.version, delta.issued_at, delta.expires_at);
         let mut record = cur.record.clone();
@@ -420,60 +661,78 @@ impl Store {
         record.digest = d.digest().to_vec();
         record.deltas += 1;
         record.header = header.snapshot().clone();
-        let dkey = delta_key(record.generation, cur.record.deltas);
-        let creds = cur.creds.clone();
-        let count = (&creds, &self.meta, &self.blob)
-            .transaction(|(c, m, b)| {
-                let abort = |e: StoreError| ConflictableTransactionError::Abort(e);
-                let mut count = cur.record.credentials as i64;
-                let modify =
-                    |k: &CredentialKey,
-                     f: &dyn Fn(&mut Credential)|
-                     -> Result<(), ConflictableTransactionError<StoreError>> {
-                        let key = k.to_string().into_bytes();
-                        if let Some(raw) = c.get(&key)? {
-                            let mut cred: Credential = uncbor(&raw).map_err(abort)?;
-                            f(&mut cred);
-                            c.insert(key, cbor(&cred).map_err(abort)?)?;
-                        }
-                        Ok(())
-                    };
-                for blk in &delta.blocks {
-                    modify(&blk.card, &|cr| cr.blocked = Some(blk.reason))?;
-                }
-                for k in &delta.unblocks {
-                    modify(k, &|cr| cr.blocked = None)?;
-                }
-                for (k, v) in &upserts {
-                    if c.insert(k.as_slice(), v.as_slice())?.is_none() {
-                        count += 1;
+        let highest = raise(self.highest_now(), Some((delta.version, d.digest())));
+        if !replay {
+            files::append_delta(&self.dir, record.generation, bytes)?;
+            if highest != self.highest_now()
+                && let Some(h) = highest
+            {
+                files::write_highest(&self.dir, h)?;
+            }
+        }
+        let hi = cbor(&highest.map(|(version, d)| HighestRecord {
+            version,
+            digest: d.to_vec(),
+        }))?;
+        let (pages, overlay) = (cur.pages.clone(), cur.overlay.clone());
+        // The pages never change after import; read them before the
+        // transaction (a plain read inside a sled transaction deadlocks).
+        let mut base: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
+        for k in blocks
+            .iter()
+            .map(|b| &b.0)
+            .chain(upserts.iter().map(|u| &u.0))
+            .chain(&removals)
+        {
+            base.insert(k.clone(), page_lookup(&pages, k)?);
+        }
+        let count = (&overlay, &self.meta)
+            .transaction(|(o, m)| {
+                let abort = ConflictableTransactionError::Abort;
+                let lookup = |k: &[u8]| -> Result<Option<Vec<u8>>, UnabortableTransactionError> {
+                    match o.get(k)? {
+                        Some(v) if v.is_empty() => Ok(None),
+                        Some(v) => Ok(Some(v.to_vec())),
+                        None => Ok(base.get(k).cloned().flatten()),
+                    }
+                };
+                let mut count = record.credentials as i64;
+                for (k, reason) in &blocks {
+                    if let Some(r) = lookup(k)? {
+                        let new = Record::parse(&r)
+                            .and_then(|r| r.with_blocked(*reason))
+                            .map_err(|e| abort(e.into()))?;
+                        o.insert(k.as_slice(), new)?;
                     }
                 }
-                for k in &delta.removals {
-                    if c.remove(k.to_string().into_bytes())?.is_some() {
+                for (k, r) in &upserts {
+                    if lookup(k)?.is_none() {
+                        count += 1;
+                    }
+                    o.insert(k.as_slice(), r.as_slice())?;
+                }
+                for k in &removals {
+                    if lookup(k)?.is_some() {
                         count -= 1;
+                        o.insert(k.as_slice(), &[][..])?;
                     }
                 }
                 let mut rec = record.clone();
                 rec.credentials = count.max(0) as u64;
                 m.insert(CURRENT, cbor(&rec).map_err(abort)?)?;
-                let hi = HighestRecord {
-                    version: rec.version,
-                    digest: rec.digest.clone(),
-                };
-                m.insert(HIGHEST, cbor(&hi).map_err(abort)?)?;
-                b.insert(dkey.as_slice(), bytes)?;
+                m.insert(HIGHEST, hi.as_slice())?;
                 Ok(rec.credentials)
             })
             .map_err(StoreError::from)?;
         self.db.flush()?;
         record.credentials = count;
-        let generation = record.generation;
-        let version = record.version;
+        let (generation, version) = (record.generation, record.version);
+        self.set_highest(highest);
         self.set_current(Current {
             record,
             header: Arc::new(header),
-            creds,
+            pages,
+            overlay,
         });
         Ok(Applied {
             version,
@@ -500,30 +759,33 @@ impl Store {
             },
         }
     }
-
-    fn current(&self) -> Option<Arc<Current>> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn set_current(&self, current: Current) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(current));
-    }
 }
 
-/// One generation's credentials, looked up in its own tree (never a mix of
-/// generations within one decision).
+/// One generation's credentials (pages, then its delta overlay): never a
+/// mix of generations within one decision.
 impl CredentialLookup for Current {
     fn credential(&self, key: &CredentialKey) -> Result<Option<Credential>, RulesError> {
         let c = self;
-        match c.creds.get(key.to_string().as_bytes()) {
-            Ok(None) => Ok(None),
-            Ok(Some(raw)) => serde_cbor::from_slice(&raw)
-                .map(Some)
-                .map_err(|e| RulesError::Lookup(e.to_string())),
-            Err(e) => Err(RulesError::Lookup(e.to_string())),
+        // A key that has no byte form (malformed raw text) is stored nowhere.
+        let Ok(k) = record::key_bytes(key) else {
+            return Ok(None);
+        };
+        let failed = |e: sled::Error| RulesError::Lookup(e.to_string());
+        let levels = c.header.level_names();
+        if let Some(v) = c.overlay.get(&k).map_err(failed)? {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            return Record::parse(&v)?.decode(levels).map(Some);
+        }
+        match c.pages.range(k.as_slice()..).next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, page) = item.map_err(failed)?;
+                record::find(&page, &k)?
+                    .map(|r| r.decode(levels))
+                    .transpose()
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Store tests: apply, reopen, rollback, idempotence, deltas.
+//! Store tests: apply, reopen, rollback, idempotence, deltas, recovery
+//! from the last-good files.
 
 use super::*;
 use crate::rules::DenyReason;
@@ -72,20 +73,32 @@ fn apply_reopen_rollback_delta() {
     let s7 = sign_snapshot(&key(), &snapshot(7)).unwrap();
     assert_eq!(st.apply_snapshot(&s7, now).unwrap().generation, 2);
     assert_eq!(st.count_stored_credentials().unwrap(), 3);
-    assert!(!st.db.tree_names().iter().any(|n| n == b"creds-1"));
+    assert!(!st.db.tree_names().iter().any(|n| n == b"pages-1"));
+    assert_eq!(files::generations(dir.path()).unwrap(), vec![2]);
+    assert!(st.recovery().is_none());
 }
 
 #[test]
-fn rollback_survives_cleared_rules() {
+fn rollback_survives_a_lost_database_and_lost_files() {
     let dir = tempfile::tempdir().unwrap();
     let now = ts("2026-11-02T09:00:00Z");
-    {
-        let st = open(dir.path());
-        st.apply_snapshot(&sign_snapshot(&key(), &snapshot(9)).unwrap(), now)
-            .unwrap();
-        // Lose the rules in force but keep `highest`.
-        st.meta.remove(CURRENT).unwrap();
-        st.db.flush().unwrap();
+    open(dir.path())
+        .apply_snapshot(&sign_snapshot(&key(), &snapshot(9)).unwrap(), now)
+        .unwrap();
+    // The whole sled directory is gone: rebuilt from the last-good file.
+    std::fs::remove_dir_all(dir.path().join(SLED_DIR)).unwrap();
+    let st = open(dir.path());
+    assert_eq!(st.version(), Some(9));
+    let r = st.recovery().expect("rebuilt").clone();
+    assert!(r.reason.contains("no rules in force"), "{r:?}");
+    assert_eq!((r.moved_aside, r.version), (None, Some(9)));
+    assert_eq!(st.count_stored_credentials().unwrap(), 3);
+    drop(st);
+    // Database and snapshot files gone: no rules, but `highest` still
+    // refuses a rollback.
+    std::fs::remove_dir_all(dir.path().join(SLED_DIR)).unwrap();
+    for g in files::generations(dir.path()).unwrap() {
+        std::fs::remove_file(files::snapshot_path(dir.path(), g)).unwrap();
     }
     let st = open(dir.path());
     assert_eq!(st.version(), None);
@@ -96,6 +109,104 @@ fn rollback_survives_cleared_rules() {
             have: 9
         }))
     ));
+}
+
+#[test]
+fn inconsistent_database_is_moved_aside_and_rebuilt_with_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = ts("2026-11-02T09:00:00Z");
+    {
+        let st = open(dir.path());
+        st.apply_snapshot(&sign_snapshot(&key(), &snapshot(5)).unwrap(), now)
+            .unwrap();
+        st.apply_delta(&sign_delta(&key(), &delta(5, 6)).unwrap(), now)
+            .unwrap();
+        // Lose the credential pages behind sled's back.
+        st.db.drop_tree(pages_name(1).as_bytes()).unwrap();
+        st.db.flush().unwrap();
+    }
+    let st = open(dir.path());
+    let r = st.recovery().expect("rebuilt").clone();
+    assert!(
+        r.reason
+            .contains("credential pages of generation 1 missing"),
+        "{r:?}"
+    );
+    let aside = r.moved_aside.expect("moved aside");
+    assert!(aside.ends_with("sled.corrupt-1") && aside.join("db").exists());
+    // The delta log was replayed: card 1 blocked, 10 added, 3 removed.
+    assert_eq!((st.version(), st.credential_count()), (Some(6), Some(3)));
+    assert_eq!(st.count_stored_credentials().unwrap(), 3);
+    assert_eq!(
+        reason(st.decide(&req("lab", 1), now).unwrap()),
+        Some(DenyReason::Blocked)
+    );
+    assert_eq!(reason(st.decide(&req("lab", 10), now).unwrap()), None);
+    assert_eq!(
+        reason(st.decide(&req("lab", 3), now).unwrap()),
+        Some(DenyReason::UnknownCredential)
+    );
+    // Later deltas go on top of the rebuilt state; a clean reopen does not
+    // recover again.
+    let mut d = delta(6, 7);
+    d.blocks.clear();
+    d.upserts.clear();
+    d.removals = vec![crate::rules::CredentialKey::H10301 {
+        facility: 42,
+        number: 10,
+    }];
+    st.apply_delta(&sign_delta(&key(), &d).unwrap(), now)
+        .unwrap();
+    drop(st);
+    let st = open(dir.path());
+    assert!(st.recovery().is_none());
+    assert_eq!((st.version(), st.credential_count()), (Some(7), Some(2)));
+    assert_eq!(st.count_stored_credentials().unwrap(), 2);
+}
+
+#[test]
+fn garbage_database_files_are_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = ts("2026-11-02T09:00:00Z");
+    open(dir.path())
+        .apply_snapshot(&sign_snapshot(&key(), &snapshot(5)).unwrap(), now)
+        .unwrap();
+    // Overwrite the log, then every file of the sled directory, with a
+    // byte pattern.
+    for only_log in [true, false] {
+        for e in std::fs::read_dir(dir.path().join(SLED_DIR)).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() && (!only_log || p.ends_with("db")) {
+                let n = std::fs::metadata(&p).unwrap().len() as usize;
+                std::fs::write(&p, vec![0xa5; n.max(64)]).unwrap();
+            }
+        }
+        let st = open(dir.path());
+        let r = st.recovery().expect("recovered");
+        eprintln!("only_log={only_log}: {r:?}");
+        assert_eq!(r.version, Some(5));
+        assert_eq!(st.version(), Some(5));
+        assert_eq!(reason(st.decide(&req("lab", 1), now).unwrap()), None);
+    }
+}
+
+#[test]
+fn highest_raised_before_a_crashed_flip_still_accepts_the_same_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = ts("2026-11-02T09:00:00Z");
+    let s6 = sign_snapshot(&key(), &snapshot(6)).unwrap();
+    open(dir.path())
+        .apply_snapshot(&sign_snapshot(&key(), &snapshot(5)).unwrap(), now)
+        .unwrap();
+    // As if killed after `highest` was written for version 6, before the flip.
+    let digest = crate::rules::verify_snapshot(&s6, &trusted(), "gw1", "b1", now, None)
+        .unwrap()
+        .digest();
+    files::write_highest(dir.path(), (6, digest)).unwrap();
+    let st = open(dir.path());
+    assert_eq!(st.version(), Some(5));
+    assert_eq!(st.highest().unwrap(), Some((6, digest)));
+    assert_eq!(st.apply_snapshot(&s6, now).unwrap().version, 6);
 }
 
 #[test]
