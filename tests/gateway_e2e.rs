@@ -522,3 +522,27 @@ fn a_block_delta_applied_to_the_running_daemon_denies_at_once() {
     assert_eq!(r["ok"], false, "{r}");
     gw.expect_event("rollback refused", |e| e["type"] == "rules_refused");
 }
+
+#[test]
+fn a_lost_rules_database_is_rebuilt_and_journaled_at_start() {
+    let gw = &mut Gateway::start();
+    gw.kill_daemon();
+    // The rules store's sled database is gone (disk trouble, a bad
+    // restore); its last-good signed files are still there.
+    let rules = gw.state().join("state/rules");
+    let sled_dir = std::fs::read_dir(&rules)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("a sled directory in the rules store");
+    std::fs::remove_dir_all(&sled_dir).unwrap();
+    gw.run_daemon();
+    let e = gw.expect_event("rules_recovered", |e| e["type"] == "rules_recovered");
+    assert_eq!(e["version"], 1, "{e}");
+    // And the rules work: the staff card still opens the side door.
+    let mark = gw.mark();
+    gw.badge(2, STAFF);
+    gw.expect_pd(mark, "strike released", |v| {
+        v["event"] == "output" && v["address"] == 2 && v["control_code"] == TIMED_ON
+    });
+}

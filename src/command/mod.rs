@@ -126,8 +126,8 @@ pub fn verify_command(
     seen: impl FnOnce(&str) -> bool,
 ) -> Result<Command, CommandError> {
     let blob = keys.check(bytes, COMMAND_CONTEXT)?;
-    let c: Command = serde_cbor::from_slice(blob.payload)
-        .map_err(|e| CommandError::Malformed(e.to_string()))?;
+    let c: Command =
+        serde_cbor::from_slice(blob.payload).map_err(|e| CommandError::Malformed(e.to_string()))?;
     if c.gateway != gateway {
         return Err(CommandError::WrongGateway {
             id: c.id,

@@ -465,13 +465,22 @@ pub async fn run(
     }
     drop(bus_tx);
 
-    journal.append(
-        daemon::wall_now(),
-        vec![EventKind::DaemonStarted {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            rules_version: store.version(),
-        }],
-    )?;
+    let mut first = vec![EventKind::DaemonStarted {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        rules_version: store.version(),
+    }];
+    if let Some(r) = store.recovery() {
+        tracing::error!(
+            reason = r.reason,
+            "rules store rebuilt from its last-good files"
+        );
+        first.push(EventKind::RulesRecovered {
+            reason: r.reason.clone(),
+            moved_aside: r.moved_aside.as_ref().map(|p| p.display().to_string()),
+            version: r.version,
+        });
+    }
+    journal.append(daemon::wall_now(), first)?;
 
     let (control_tx, control_rx) = mpsc::channel(64);
     let (view_tx, view_rx) = watch::channel(DaemonView::default());

@@ -158,6 +158,16 @@ pub enum EventKind {
         /// Routine events dropped so far.
         dropped: u64,
     },
+    /// The rules store was rebuilt from its last-good signed files at
+    /// start (its sled database was damaged or empty).
+    RulesRecovered {
+        /// What was wrong.
+        reason: String,
+        /// Where the damaged database was moved, kept for forensics.
+        moved_aside: Option<String>,
+        /// Version in force after the rebuild.
+        version: Option<u64>,
+    },
     /// A rules snapshot or delta was applied.
     RulesApplied {
         /// Version now in force.
@@ -257,6 +267,12 @@ impl EventKind {
                 format!("JOURNAL FULL: {dropped} routine events dropped so far (alarms are kept)")
             }
             Self::RulesApplied { version } => format!("rules version {version} in force"),
+            Self::RulesRecovered {
+                reason, version, ..
+            } => format!(
+                "RULES STORE REBUILT from its last-good files ({reason}); version {}",
+                version.map_or("none".into(), |v| v.to_string())
+            ),
             Self::RulesRefused { reason } => format!("rules refused: {reason}"),
         }
     }
