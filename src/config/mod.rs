@@ -94,6 +94,28 @@ pub struct LogConfig {
     pub level: Option<Spanned<String>>,
 }
 
+/// `[journal]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Events kept until central acknowledges them, at most. When full,
+    /// routine events are dropped (counted, alarmed); alarms are kept.
+    #[serde(default = "default_max_events")]
+    pub max_events: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            max_events: default_max_events(),
+        }
+    }
+}
+
+fn default_max_events() -> u64 {
+    crate::journal::DEFAULT_MAX_EVENTS
+}
+
 /// `[presence]`: who is inside after hours.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +160,9 @@ pub struct Config {
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[journal]`.
+    #[serde(default)]
+    pub journal: JournalConfig,
     /// `[uplink]`: the broker; without it the gateway runs offline.
     pub uplink: Option<crate::uplink::UplinkConfig>,
     /// `[feedback]`.

@@ -412,7 +412,7 @@ pub async fn run(
                 state.join("events").display()
             )
         })?;
-    let mut journal = Journal::open(&events_db)?;
+    let mut journal = Journal::open(&events_db)?.with_budget(config.journal.max_events);
     let presence = PresenceBook::open(&events_db)?;
     let decider = StoreDecider::new(store.clone(), config.presence.office_hours_schedule.clone());
     let building = Building::new(config.door_wiring()).with_feedback(config.feedback_table());

@@ -356,6 +356,7 @@ fn publish_status(
     status.acked = outbox.acked();
     status.backlog = h.journal.len() as u64;
     status.backlog_oldest_seq = h.journal.after(0, 1)?.first().map(|e| e.seq);
+    status.dropped_events = h.journal.dropped()?;
     let _ = client.try_publish(
         topics.status.as_str(),
         QoS::AtLeastOnce,

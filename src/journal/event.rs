@@ -181,6 +181,20 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Alarms and security events, which a full journal still keeps.
+    pub fn must_keep(&self) -> bool {
+        !matches!(
+            self,
+            Self::AccessGranted { .. }
+                | Self::ExitRequest { .. }
+                | Self::DoorClosed { .. }
+                | Self::DoorModeChanged { .. }
+                | Self::PdOnline { .. }
+                | Self::DaemonStarted { .. }
+                | Self::RulesApplied { .. }
+        )
+    }
+
     /// One sentence for people: the demo's live log, the admin page.
     pub fn describe(&self) -> String {
         match self {

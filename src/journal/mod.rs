@@ -8,7 +8,14 @@
 //!   high-water mark is stored in the same transaction as the events;
 //! - [`Journal::append`] returns only after the batch is flushed to disk
 //!   (group commit: one flush per batch, not per event);
-//! - a crash leaves a prefix of what was appended, never a gap.
+//! - a crash leaves a prefix of what was appended, never a gap;
+//! - the journal holds at most its budget of events (default 10 M): when
+//!   it is full, routine events (grants, exits, door closed, mode changes,
+//!   PD online, start-ups, rules applied) are dropped and counted, and one
+//!   `journal_full` alarm is recorded per episode and every 10 000 drops;
+//!   alarms and security events (denials, forced and held doors, tamper,
+//!   offline PDs, Secure Channel alarms, refused commands and rules,
+//!   remote actions, presence, clock alarms) are always kept.
 
 mod event;
 
@@ -40,6 +47,13 @@ pub enum JournalError {
 const EVENTS_TREE: &str = "journal.events";
 const META_TREE: &str = "journal.meta";
 const NEXT_SEQ: &[u8] = b"next_seq";
+const DROPPED: &[u8] = b"dropped";
+
+/// Default budget: 10 M events (about 2–3 GB of sled on disk).
+pub const DEFAULT_MAX_EVENTS: u64 = 10_000_000;
+
+/// How often, in dropped events, a full journal records another alarm.
+const FULL_ALARM_EVERY: u64 = 10_000;
 
 /// The durable, ordered event log of this gateway. One writer: appending
 /// takes `&mut self`, so sequence numbers cannot race.
@@ -48,6 +62,9 @@ pub struct Journal {
     db: sled::Db,
     events: sled::Tree,
     meta: sled::Tree,
+    max_events: u64,
+    /// Whether the journal was full at the last append (an episode).
+    full: bool,
 }
 
 impl Journal {
@@ -57,7 +74,59 @@ impl Journal {
             db: db.clone(),
             events: db.open_tree(EVENTS_TREE)?,
             meta: db.open_tree(META_TREE)?,
+            max_events: DEFAULT_MAX_EVENTS,
+            full: false,
         })
+    }
+
+    /// Hold at most `max_events` (see the module docs for what is dropped).
+    pub fn with_budget(mut self, max_events: u64) -> Self {
+        self.max_events = max_events.max(1);
+        self
+    }
+
+    /// Routine events dropped so far because the journal was full.
+    pub fn dropped(&self) -> Result<u64, JournalError> {
+        Ok(self
+            .meta
+            .get(DROPPED)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Apply the budget: with no room, keep what must be kept, count the
+    /// rest, and add the `journal_full` alarm when an episode starts or
+    /// every [`FULL_ALARM_EVERY`] drops.
+    fn budget(&mut self, mut kinds: Vec<EventKind>) -> Result<Vec<EventKind>, JournalError> {
+        let room = self.max_events.saturating_sub(self.events.len() as u64);
+        if kinds.len() as u64 <= room {
+            self.full = false;
+            return Ok(kinds);
+        }
+        let before = kinds.len();
+        let mut kept_routine = room;
+        kinds.retain(|k| {
+            if k.must_keep() {
+                true
+            } else if kept_routine > 0 {
+                kept_routine -= 1;
+                true
+            } else {
+                false
+            }
+        });
+        let dropped_now = (before - kinds.len()) as u64;
+        if dropped_now == 0 {
+            return Ok(kinds);
+        }
+        let was = self.dropped()?;
+        let total = was + dropped_now;
+        self.meta.insert(DROPPED, &total.to_be_bytes()[..])?;
+        if !self.full || was / FULL_ALARM_EVERY != total / FULL_ALARM_EVERY {
+            kinds.push(EventKind::JournalFull { dropped: total });
+        }
+        self.full = true;
+        Ok(kinds)
     }
 
     /// The sequence number the next event will get.
@@ -82,6 +151,7 @@ impl Journal {
         at: Timestamp,
         kinds: Vec<EventKind>,
     ) -> Result<Vec<Event>, JournalError> {
+        let kinds = self.budget(kinds)?;
         if kinds.is_empty() {
             return Ok(Vec::new());
         }
@@ -211,5 +281,30 @@ mod tests {
         let mut journal = Journal::open(&db).unwrap();
         let next = journal.append(at(), vec![granted("d")]).unwrap();
         assert_eq!(next[0].seq, 4);
+    }
+
+    #[test]
+    fn a_full_journal_keeps_alarms_and_counts_what_it_drops() {
+        let (_dir, db) = db();
+        let mut journal = Journal::open(&db).unwrap().with_budget(5);
+        journal
+            .append(at(), (0..4).map(|i| granted(&i.to_string())).collect())
+            .unwrap();
+        let forced = EventKind::DoorForced { door: "side".into() };
+        let kept = journal
+            .append(at(), vec![granted("x"), granted("y"), forced.clone()])
+            .unwrap();
+        let kinds: Vec<EventKind> = kept.into_iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![granted("x"), forced.clone(), EventKind::JournalFull { dropped: 1 }]
+        );
+        // Still full: more drops, no second alarm for the same episode.
+        let kept = journal.append(at(), vec![granted("z"), forced.clone()]).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(journal.dropped().unwrap(), 2);
+        // Central acknowledged everything: room again, nothing dropped.
+        journal.delete_through(u64::MAX - 1).unwrap();
+        assert_eq!(journal.append(at(), vec![granted("w")]).unwrap().len(), 1);
     }
 }
