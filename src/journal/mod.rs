@@ -290,17 +290,25 @@ mod tests {
         journal
             .append(at(), (0..4).map(|i| granted(&i.to_string())).collect())
             .unwrap();
-        let forced = EventKind::DoorForced { door: "side".into() };
+        let forced = EventKind::DoorForced {
+            door: "side".into(),
+        };
         let kept = journal
             .append(at(), vec![granted("x"), granted("y"), forced.clone()])
             .unwrap();
         let kinds: Vec<EventKind> = kept.into_iter().map(|e| e.kind).collect();
         assert_eq!(
             kinds,
-            vec![granted("x"), forced.clone(), EventKind::JournalFull { dropped: 1 }]
+            vec![
+                granted("x"),
+                forced.clone(),
+                EventKind::JournalFull { dropped: 1 }
+            ]
         );
         // Still full: more drops, no second alarm for the same episode.
-        let kept = journal.append(at(), vec![granted("z"), forced.clone()]).unwrap();
+        let kept = journal
+            .append(at(), vec![granted("z"), forced.clone()])
+            .unwrap();
         assert_eq!(kept.len(), 1);
         assert_eq!(journal.dropped().unwrap(), 2);
         // Central acknowledged everything: room again, nothing dropped.
