@@ -265,7 +265,7 @@ pub struct DaemonView {
     pub trusted_time: Option<Timestamp>,
 }
 
-/// Run until shutdown or until every bus is gone. Doors are locked first.
+/// Run until shutdown. Doors are locked first.
 pub async fn run(
     mut daemon: Daemon,
     mut inputs: DaemonInputs,
@@ -282,13 +282,16 @@ pub async fn run(
     daemon.drain(&links, pending).await?;
     daemon.publish(&view);
     let mut control_open = true;
+    let mut events_open = true;
     loop {
         let mut records = Vec::new();
         let deadline = daemon.next_wake();
         tokio::select! {
-            event = inputs.events.recv() => match event {
+            // Every bus task gone (or none configured): keep serving control
+            // requests; a dead bus task stops the watchdog pings instead.
+            event = inputs.events.recv(), if events_open => match event {
                 Some((bus, event)) => daemon.building.handle(clock::monotonic(), BuildingInput::Bus { bus, event }),
-                None => return Ok(()),
+                None => events_open = false,
             },
             control = inputs.control.recv(), if control_open => match control {
                 Some(c) => daemon.control(c, &mut records),

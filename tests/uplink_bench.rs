@@ -1,0 +1,166 @@
+//! Uplink figures against a real Mosquitto over mTLS (`scripts/bench-uplink`
+//! runs these with `--ignored --nocapture` in release mode and
+//! BENCHMARKS.md records the output). They print numbers and the goal; they
+//! assert only that the work was done, never a time.
+//!
+//! - drain rate after an outage: 100 000 events waiting in the journal,
+//!   the uplink starts, central stores and acks; events/s until the
+//!   journal is empty (goal ≥ 10 000/s);
+//! - revocation latency: central publishes a block delta, the running
+//!   `portier run` applies it; from the publish to the `rules_applied`
+//!   event's own timestamp (same clock), then the card is denied; p50/p99
+//!   over 40 deltas (goal p99 ≤ 1 s).
+#![allow(clippy::disallowed_methods)] // a bench reads the clock
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use portier::driver::uplink::{UplinkHandles, UplinkState, run_uplink};
+use portier::journal::{EventKind, Journal};
+use portier::uplink::wire::Status;
+use support::broker::{Broker, Central};
+use support::{JsonChild, portier_bin, repo};
+use tokio::sync::{mpsc, watch};
+
+#[test]
+#[ignore = "bench: scripts/bench-uplink"]
+fn drain_rate_after_an_outage() {
+    const N: u64 = 100_000;
+    let broker = Broker::start(&["gw-a"]);
+    let central = Central::start(&broker, true);
+    let dir = tempfile::tempdir().unwrap();
+    let db = portier::storage::open_db(dir.path(), 64 << 20).unwrap();
+    let mut journal = Journal::open(&db).unwrap();
+    let at = "2026-11-23T22:00:00Z".parse().unwrap();
+    for b in 0..N / 1000 {
+        let kinds = (0..1000)
+            .map(|i| EventKind::AccessGranted {
+                door: "side-entrance".into(),
+                reader: "side-reader".into(),
+                credential: format!("h10301:42:{}", b * 1000 + i),
+            })
+            .collect();
+        journal.append(at, kinds).unwrap();
+    }
+    let mut cfg: portier::uplink::UplinkConfig = toml::from_str(
+        broker
+            .uplink_section("gw-a")
+            .trim_start_matches("[uplink]\n"),
+    )
+    .unwrap();
+    cfg.batch = 500;
+    cfg.window = 20_000;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_a, appended) = watch::channel(N);
+    let (_s, status) = watch::channel(Status::default());
+    let (inbound, _i) = mpsc::channel(4);
+    let (state, _) = watch::channel(UplinkState::default());
+    let (_shutdown, shutdown) = watch::channel(false);
+    let handles = UplinkHandles {
+        journal: Journal::open(&db).unwrap(),
+        appended,
+        status,
+        inbound,
+        state,
+        shutdown,
+    };
+    let start = Instant::now();
+    runtime.spawn(run_uplink(cfg, "gw-a".into(), handles));
+    while !journal.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(300), "not drained");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = start.elapsed();
+    assert_eq!(central.seen.lock().unwrap().contiguous("gw-a"), N);
+    println!(
+        "drain after outage: {N} events in {:.2} s = {:.0} events/s (goal ≥ 10000/s), including TLS connect",
+        took.as_secs_f64(),
+        N as f64 / took.as_secs_f64()
+    );
+}
+
+#[test]
+#[ignore = "bench: scripts/bench-uplink"]
+fn revocation_latency_publish_to_deny() {
+    const GW: &str = "gw-university-1";
+    const ROUNDS: u64 = 40;
+    let broker = Broker::start(&[GW]);
+    let central = Central::start(&broker, true);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = broker.pki();
+    let body = format!(
+        "[gateway]\nid = \"{GW}\"\nbuilding = \"university-main\"\nstate_dir = \"state\"\n\
+         [trust]\ncentral_keys = [{:?}]\n",
+        pki.join("central-signing.pub").display().to_string()
+    );
+    let config = support::broker::write_config(d, GW, &body, &broker);
+    let signing = std::fs::read_to_string(pki.join("central-signing.key")).unwrap();
+    let key =
+        ed25519_dalek::SigningKey::from_bytes(&portier::config::read_hex32(&signing).unwrap());
+    let now = portier::driver::daemon::wall_now();
+    let later = now
+        .checked_add(jiff::SignedDuration::from_hours(24))
+        .unwrap();
+    let rules = std::fs::read_to_string(repo().join("config/rules.example.toml")).unwrap();
+    let snapshot = portier::rules::source::parse_rules("rules", &rules, 1, now, later).unwrap();
+    let prefix = format!("portier/v1/{GW}");
+    central.publish(
+        &format!("{prefix}/snapshot"),
+        portier::rules::envelope::sign_snapshot(&key, &snapshot).unwrap(),
+        true,
+    );
+    let _daemon = JsonChild::spawn(
+        &portier_bin(),
+        &["run", "--config", config.to_str().unwrap()],
+    );
+
+    let applied =
+        |v: u64| move |e: &serde_json::Value| e["type"] == "rules_applied" && e["version"] == v;
+    wait(&central, GW, applied(1));
+    let mut latencies = Vec::new();
+    for n in 0..ROUNDS {
+        let changes = format!(
+            "gateway_id = \"{GW}\"\nbuilding = \"university-main\"\n[[blocks]]\ncard = {{ format = \"h10301\", facility = 42, number = {} }}\nreason = \"lost\"\n",
+            2000 + n
+        );
+        let delta =
+            portier::rules::source::parse_changes("d", &changes, n + 1, n + 2, now, later).unwrap();
+        let bytes = portier::rules::envelope::sign_delta(&key, &delta).unwrap();
+        let sent = portier::driver::daemon::wall_now();
+        central.publish(&format!("{prefix}/delta"), bytes, false);
+        let e = wait(&central, GW, applied(n + 2));
+        let at: jiff::Timestamp = e["at"].as_str().unwrap().parse().unwrap();
+        latencies.push(at.duration_since(sent).unsigned_abs());
+    }
+    latencies.sort();
+    let p = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    println!(
+        "revocation: publish → applied at the gateway, n={ROUNDS}: p50 {:?}, p99 {:?}, max {:?} (goal p99 ≤ 1 s)",
+        p(0.5),
+        p(0.99),
+        latencies[latencies.len() - 1]
+    );
+    // The deny itself at the door after a block delta is tested end to end
+    // in tests/uplink_e2e.rs; decisions take microseconds (BENCHMARKS.md).
+}
+
+fn wait(
+    central: &Central,
+    gw: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(e) = central.events(gw).into_iter().find(|e| pred(e)) {
+            return e;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out: {:?}",
+            central.events(gw).last()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
