@@ -1,0 +1,191 @@
+//! A campus: 50 gateways against one Mosquitto on loopback, each with its
+//! own client certificate (CN = gateway id) and the per-gateway ACL of
+//! `scripts/dev-pki`; one central publisher. Each gateway receives exactly
+//! its own rules and commands, its events arrive under its own topic, and a
+//! gateway certificate can neither read another gateway's commands nor
+//! publish events in its name.
+#![allow(clippy::disallowed_methods)] // tests wait on real time
+
+mod support;
+
+use std::time::Duration;
+
+use portier::driver::uplink::{Inbound, UplinkHandles, UplinkState, run_uplink};
+use portier::journal::{EventKind, Journal};
+use portier::uplink::wire::{EventBatch, Status};
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
+use support::broker::{Broker, Central};
+use support::wait_for;
+use tokio::sync::{mpsc, watch};
+
+const GATEWAYS: usize = 50;
+const T: Duration = Duration::from_secs(60);
+
+#[test]
+fn fifty_gateways_each_get_only_their_own() {
+    let names: Vec<String> = (1..=GATEWAYS).map(|i| format!("gw-{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let broker = Broker::start(&refs);
+    let central = Central::start(&broker, true);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let at = "2026-11-23T22:00:00Z".parse().unwrap();
+    let mut inboxes = Vec::new();
+    let mut states = Vec::new();
+    let mut keep = Vec::new();
+    for name in &names {
+        let db = portier::storage::open_db(&dir.path().join(name), 4 << 20).unwrap();
+        let mut journal = Journal::open(&db).unwrap();
+        // Ten events each, whose content names the gateway.
+        let kinds = (0..10)
+            .map(|_| EventKind::DoorClosed { door: name.clone() })
+            .collect();
+        journal.append(at, kinds).unwrap();
+        let cfg: portier::uplink::UplinkConfig =
+            toml::from_str(broker.uplink_section(name).trim_start_matches("[uplink]\n")).unwrap();
+        let (appended_tx, appended) = watch::channel(10);
+        let (status_tx, status) = watch::channel(Status::default());
+        let (inbound_tx, inbound) = mpsc::channel(16);
+        let (state_tx, state) = watch::channel(UplinkState::default());
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let handles = UplinkHandles {
+            journal: Journal::open(&db).unwrap(),
+            appended,
+            status,
+            inbound: inbound_tx,
+            state: state_tx,
+            shutdown,
+        };
+        runtime.spawn(run_uplink(cfg, name.clone(), handles));
+        inboxes.push(inbound);
+        states.push(state);
+        keep.push((journal, appended_tx, status_tx, shutdown_tx));
+    }
+    wait_for(T, "all 50 connected", || {
+        states.iter().all(|s| s.borrow().connected)
+    });
+
+    // Every gateway's events arrive under its own topic, and it is acked.
+    wait_for(T, "10 events from each gateway", || {
+        let seen = central.seen.lock().unwrap();
+        names.iter().all(|n| seen.contiguous(n) == 10)
+    });
+    for name in &names {
+        for e in central.events(name) {
+            assert_eq!(e["door"], name.as_str(), "{name} got another's event: {e}");
+        }
+    }
+    wait_for(T, "acks delivered", || {
+        states.iter().all(|s| s.borrow().acked == 10)
+    });
+
+    // Central sends each gateway its own snapshot and command.
+    for name in &names {
+        let prefix = format!("portier/v1/{name}");
+        central.publish(
+            &format!("{prefix}/snapshot"),
+            format!("rules of {name}").into_bytes(),
+            true,
+        );
+        central.publish(
+            &format!("{prefix}/command"),
+            format!("command for {name}").into_bytes(),
+            false,
+        );
+    }
+    for (name, inbox) in names.iter().zip(&mut inboxes) {
+        let got: Vec<Inbound> = runtime.block_on(async {
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                got.push(
+                    tokio::time::timeout(T, inbox.recv())
+                        .await
+                        .unwrap()
+                        .unwrap(),
+                );
+            }
+            // Nothing else arrives for this gateway.
+            if let Ok(Some(extra)) =
+                tokio::time::timeout(Duration::from_millis(200), inbox.recv()).await
+            {
+                got.push(extra);
+            }
+            got
+        });
+        assert_eq!(got.len(), 2, "{name} received more than its own: {got:?}");
+        assert!(got.contains(&Inbound::Snapshot(format!("rules of {name}").into_bytes())));
+        assert!(got.contains(&Inbound::Command(
+            format!("command for {name}").into_bytes()
+        )));
+    }
+
+    // The ACL: gw-01's certificate cannot read gw-02's commands, nor
+    // publish events as gw-02.
+    let intruder = runtime.block_on(async {
+        let (client, mut ev) = AsyncClient::new(broker.options("gw-01-probe", "gw-01"), 16);
+        client
+            .subscribe("portier/v1/gw-02/command", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        client
+            .subscribe("portier/v1/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let forged = EventBatch {
+            gateway: "gw-02".into(),
+            events: vec![portier::journal::Event {
+                seq: 999,
+                at,
+                kind: EventKind::DoorForced {
+                    door: "forged".into(),
+                },
+            }],
+        };
+        client
+            .publish(
+                "portier/v1/gw-02/events",
+                QoS::AtLeastOnce,
+                false,
+                serde_cbor::to_vec(&forged).unwrap(),
+            )
+            .await
+            .unwrap();
+        let mut received = Vec::new();
+        let end = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut published_gw02 = false;
+        while tokio::time::Instant::now() < end {
+            match tokio::time::timeout_at(end, ev.poll()).await {
+                Ok(Ok(Event::Incoming(Incoming::SubAck(_)))) if !published_gw02 => {
+                    published_gw02 = true;
+                }
+                Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => received.push(p.topic),
+                Ok(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        received
+    });
+    central.publish(
+        "portier/v1/gw-02/command",
+        b"secret for gw-02".to_vec(),
+        false,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        intruder.iter().all(|t| t.starts_with("portier/v1/gw-01/")),
+        "gw-01 saw other gateways' topics: {intruder:?}"
+    );
+    let forged_arrived = central
+        .seen
+        .lock()
+        .unwrap()
+        .seqs
+        .get("gw-02")
+        .is_some_and(|s| s.contains(&999));
+    assert!(!forged_arrived, "gw-01 published events as gw-02");
+    println!("campus: {GATEWAYS} gateways, each got only its own rules and commands");
+}
