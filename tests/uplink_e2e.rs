@@ -4,7 +4,7 @@
 //! and a signed unlock command with `portier publish`, and watches the
 //! gateway's events arrive. Covers: snapshot → applied; delta block → card
 //! denied; unlock command → strike released and reported with its id; the
-//! same command again → refused as a replay.
+//! same command again → refused as a replay, also after a kill -9 restart.
 #![allow(clippy::disallowed_methods)] // tests wait on real time
 
 mod support;
@@ -236,4 +236,30 @@ fn rules_and_commands_from_central_act_at_the_door() {
         refused["reason"].as_str().unwrap().contains("replay"),
         "{refused}"
     );
+
+    // The seen ids survive a restart: after kill -9 and a new start, the
+    // same command is still a replay.
+    let mut daemon = daemon;
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    let _daemon = JsonChild::spawn(
+        &portier_bin(),
+        &["run", "--config", config.to_str().unwrap()],
+    );
+    let count = |t: &str| central.events(GW).iter().filter(|e| e["type"] == t).count();
+    let end = Instant::now() + T;
+    while count("daemon_started") < 2 {
+        assert!(Instant::now() < end, "no restart");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    publish("command", &command);
+    while count("command_refused") < 2 {
+        assert!(
+            Instant::now() < end,
+            "replay after restart not refused: {:#?}",
+            central.events(GW)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(count("remote_action"), 1, "the command acted twice");
 }

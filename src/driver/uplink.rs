@@ -49,6 +49,8 @@ pub struct UplinkState {
     pub backlog: u64,
     /// The oldest of them.
     pub backlog_oldest_seq: Option<u64>,
+    /// When the oldest of them happened.
+    pub backlog_oldest_at: Option<jiff::Timestamp>,
     /// The last connection error, if any since the last success.
     pub last_error: Option<String>,
 }
@@ -355,7 +357,9 @@ fn publish_status(
     status.state = "online".into();
     status.acked = outbox.acked();
     status.backlog = h.journal.len() as u64;
-    status.backlog_oldest_seq = h.journal.after(0, 1)?.first().map(|e| e.seq);
+    let oldest = h.journal.after(0, 1)?;
+    status.backlog_oldest_seq = oldest.first().map(|e| e.seq);
+    status.backlog_oldest_at = oldest.first().map(|e| e.at);
     status.dropped_events = h.journal.dropped()?;
     let _ = client.try_publish(
         topics.status.as_str(),
@@ -372,12 +376,13 @@ fn update_state(
     connected: bool,
     error: Option<String>,
 ) -> Result<(), UplinkError> {
-    let oldest = h.journal.after(0, 1)?.first().map(|e| e.seq);
+    let oldest = h.journal.after(0, 1)?;
     h.state.send_modify(|s| {
         s.connected = connected;
         s.acked = outbox.acked();
         s.backlog = h.journal.len() as u64;
-        s.backlog_oldest_seq = oldest;
+        s.backlog_oldest_seq = oldest.first().map(|e| e.seq);
+        s.backlog_oldest_at = oldest.first().map(|e| e.at);
         if connected {
             s.last_error = None;
         }

@@ -40,6 +40,8 @@ pub struct Status {
     pub backlog: u64,
     /// Sequence number of the oldest of them.
     pub backlog_oldest_seq: Option<u64>,
+    /// When the oldest of them happened (the backlog's age).
+    pub backlog_oldest_at: Option<jiff::Timestamp>,
     /// Highest acknowledged sequence number.
     pub acked: u64,
     /// Events dropped because the journal's budget was full.
