@@ -10,13 +10,12 @@ mod support;
 
 use std::time::Duration;
 
-use portier::driver::uplink::{Inbound, UplinkHandles, UplinkState, run_uplink};
+use portier::driver::uplink::Inbound;
 use portier::journal::{EventKind, Journal};
-use portier::uplink::wire::{EventBatch, Status};
+use portier::uplink::wire::EventBatch;
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
-use support::broker::{Broker, Central};
+use support::broker::{Broker, Central, spawn_uplink};
 use support::wait_for;
-use tokio::sync::{mpsc, watch};
 
 const GATEWAYS: usize = 50;
 const T: Duration = Duration::from_secs(60);
@@ -34,8 +33,7 @@ fn fifty_gateways_each_get_only_their_own() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let at = "2026-11-23T22:00:00Z".parse().unwrap();
-    let mut inboxes = Vec::new();
-    let mut states = Vec::new();
+    let mut uplinks = Vec::new();
     let mut keep = Vec::new();
     for name in &names {
         let db = portier::storage::open_db(&dir.path().join(name), 4 << 20).unwrap();
@@ -45,28 +43,12 @@ fn fifty_gateways_each_get_only_their_own() {
             .map(|_| EventKind::DoorClosed { door: name.clone() })
             .collect();
         journal.append(at, kinds).unwrap();
-        let cfg: portier::uplink::UplinkConfig =
-            toml::from_str(broker.uplink_section(name).trim_start_matches("[uplink]\n")).unwrap();
-        let (appended_tx, appended) = watch::channel(10);
-        let (status_tx, status) = watch::channel(Status::default());
-        let (inbound_tx, inbound) = mpsc::channel(16);
-        let (state_tx, state) = watch::channel(UplinkState::default());
-        let (shutdown_tx, shutdown) = watch::channel(false);
-        let handles = UplinkHandles {
-            journal: Journal::open(&db).unwrap(),
-            appended,
-            status,
-            inbound: inbound_tx,
-            state: state_tx,
-            shutdown,
-        };
-        runtime.spawn(run_uplink(cfg, name.clone(), handles));
-        inboxes.push(inbound);
-        states.push(state);
-        keep.push((journal, appended_tx, status_tx, shutdown_tx));
+        let uplink = spawn_uplink(&runtime, &db, &broker, name, |_| {});
+        keep.push(journal);
+        uplinks.push(uplink);
     }
     wait_for(T, "all 50 connected", || {
-        states.iter().all(|s| s.borrow().connected)
+        uplinks.iter().all(|u| u.connected())
     });
 
     // Every gateway's events arrive under its own topic, and it is acked.
@@ -80,7 +62,7 @@ fn fifty_gateways_each_get_only_their_own() {
         }
     }
     wait_for(T, "acks delivered", || {
-        states.iter().all(|s| s.borrow().acked == 10)
+        uplinks.iter().all(|u| u.state.borrow().acked == 10)
     });
 
     // Central sends each gateway its own snapshot and command.
@@ -97,7 +79,8 @@ fn fifty_gateways_each_get_only_their_own() {
             false,
         );
     }
-    for (name, inbox) in names.iter().zip(&mut inboxes) {
+    for (name, uplink) in names.iter().zip(&mut uplinks) {
+        let inbox = &mut uplink.inbound;
         let got: Vec<Inbound> = runtime.block_on(async {
             let mut got = Vec::new();
             while got.len() < 2 {

@@ -55,13 +55,7 @@ fn card(key: &str) -> Value {
 }
 
 fn portier(args: &[&str]) -> String {
-    let out = Command::new(portier_bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "portier {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    support::portier_ok(args)
 }
 
 impl Gateway {

@@ -12,7 +12,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{JsonChild, PtyPair, portier_bin};
+use support::{PtyPair, portier_bin};
 
 fn recv_until(
     sock: &UnixDatagram,
@@ -47,21 +47,7 @@ fn ready_then_watchdog_pings_then_stopping() {
     let d = dir.path();
     let pty = PtyPair::new();
     let key = support::key_file(d, "pd.scbk", &[0x5a; 16]);
-    let _pd = JsonChild::spawn(
-        &portier_bin(),
-        &[
-            "reader",
-            "simulate",
-            "--port",
-            pty.a.to_str().unwrap(),
-            "--address",
-            "1",
-            "--baud",
-            "115200",
-            "--scbk-file",
-            key.to_str().unwrap(),
-        ],
-    );
+    let _pd = support::simulated_reader(&pty.a, &key);
     let out = Command::new(portier_bin())
         .args(["keygen", "--out"])
         .arg(d)

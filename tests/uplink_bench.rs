@@ -16,12 +16,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use portier::driver::uplink::{UplinkHandles, UplinkState, run_uplink};
 use portier::journal::{EventKind, Journal};
-use portier::uplink::wire::Status;
-use support::broker::{Broker, Central};
+use support::broker::{Broker, Central, spawn_uplink};
 use support::{JsonChild, portier_bin, repo};
-use tokio::sync::{mpsc, watch};
 
 #[test]
 #[ignore = "bench: scripts/bench-uplink"]
@@ -43,30 +40,12 @@ fn drain_rate_after_an_outage() {
             .collect();
         journal.append(at, kinds).unwrap();
     }
-    let mut cfg: portier::uplink::UplinkConfig = toml::from_str(
-        broker
-            .uplink_section("gw-a")
-            .trim_start_matches("[uplink]\n"),
-    )
-    .unwrap();
-    cfg.batch = 500;
-    cfg.window = 20_000;
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (_a, appended) = watch::channel(N);
-    let (_s, status) = watch::channel(Status::default());
-    let (inbound, _i) = mpsc::channel(4);
-    let (state, _) = watch::channel(UplinkState::default());
-    let (_shutdown, shutdown) = watch::channel(false);
-    let handles = UplinkHandles {
-        journal: Journal::open(&db).unwrap(),
-        appended,
-        status,
-        inbound,
-        state,
-        shutdown,
-    };
     let start = Instant::now();
-    runtime.spawn(run_uplink(cfg, "gw-a".into(), handles));
+    let _uplink = spawn_uplink(&runtime, &db, &broker, "gw-a", |cfg| {
+        cfg.batch = 500;
+        cfg.window = 20_000;
+    });
     while !journal.is_empty() {
         assert!(start.elapsed() < Duration::from_secs(300), "not drained");
         std::thread::sleep(Duration::from_millis(5));

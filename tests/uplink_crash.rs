@@ -13,11 +13,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portier::driver::uplink::{UplinkHandles, UplinkState, run_uplink};
 use portier::journal::{EventKind, Journal};
-use portier::uplink::wire::Status;
 use support::broker::{Broker, Central};
-use tokio::sync::{mpsc, watch};
 
 const CHILD: &str = "PORTIER_UPLINK_CRASH_CHILD";
 const GW: &str = "gw-a";
@@ -33,22 +30,7 @@ fn child(journal_dir: &str, uplink: &str, drain: bool) -> ! {
         .unwrap();
     let db = portier::storage::open_db(journal_dir.as_ref(), 8 << 20).unwrap();
     let mut journal = Journal::open(&db).unwrap();
-    let cfg: portier::uplink::UplinkConfig =
-        toml::from_str(uplink.trim_start_matches("[uplink]\n")).unwrap();
-    let (appended, appended_rx) = watch::channel(0);
-    let (_status, status) = watch::channel(Status::default());
-    let (inbound, _inbound_rx) = mpsc::channel(4);
-    let (state, _) = watch::channel(UplinkState::default());
-    let (_shutdown, shutdown) = watch::channel(false);
-    let handles = UplinkHandles {
-        journal: Journal::open(&db).unwrap(),
-        appended: appended_rx,
-        status,
-        inbound,
-        state,
-        shutdown,
-    };
-    runtime.spawn(async move { run_uplink(cfg, GW.into(), handles).await });
+    let uplink = spawn_uplink_section(&runtime, &db, uplink);
     let at = "2026-11-23T22:00:00Z".parse().unwrap();
     loop {
         if drain {
@@ -63,10 +45,25 @@ fn child(journal_dir: &str, uplink: &str, drain: bool) -> ! {
             .collect();
         let done = journal.append(at, kinds).unwrap();
         let last = done.last().unwrap().seq;
-        appended.send_replace(last);
+        uplink.appended.send_replace(last);
         println!("{last}");
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// The child has no `Broker` (it is another process): build the uplink
+/// from the `[uplink]` section the parent passed on.
+fn spawn_uplink_section(
+    runtime: &tokio::runtime::Runtime,
+    db: &sled::Db,
+    section: &str,
+) -> support::broker::TestUplink {
+    support::broker::spawn_uplink_with(
+        runtime,
+        db,
+        toml::from_str(section.trim_start_matches("[uplink]\n")).unwrap(),
+        GW,
+    )
 }
 
 fn spawn_child(journal_dir: &std::path::Path, uplink: &str, drain: bool) -> std::process::Child {

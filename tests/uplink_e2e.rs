@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -21,13 +20,7 @@ const T: Duration = Duration::from_secs(30);
 const STAFF: &str = "h10301:42:1001";
 
 fn portier(args: &[&str]) -> String {
-    let out = Command::new(portier_bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "portier {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    support::portier_ok(args)
 }
 
 fn wait_event(central: &Central, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
@@ -54,21 +47,7 @@ fn rules_and_commands_from_central_act_at_the_door() {
     let pki = broker.pki();
     let pty = PtyPair::new();
     let key = support::key_file(d, "reader.scbk", &[0x3c; 16]);
-    let mut reader = JsonChild::spawn(
-        &portier_bin(),
-        &[
-            "reader",
-            "simulate",
-            "--port",
-            pty.a.to_str().unwrap(),
-            "--address",
-            "1",
-            "--baud",
-            "115200",
-            "--scbk-file",
-            key.to_str().unwrap(),
-        ],
-    );
+    let mut reader = support::simulated_reader(&pty.a, &key);
     let body = format!(
         "[gateway]\nid = \"{GW}\"\nbuilding = \"university-main\"\nstate_dir = \"state\"\n\
          [trust]\ncentral_keys = [{:?}]\n\

@@ -9,23 +9,19 @@ mod support;
 
 use std::time::Duration;
 
-use portier::driver::uplink::{Inbound, UplinkHandles, UplinkState, run_uplink};
+use portier::driver::uplink::Inbound;
 use portier::journal::{EventKind, Journal};
-use portier::uplink::wire::{Ack, Status};
+use portier::uplink::wire::Ack;
 use rumqttc::{AsyncClient, Event, Incoming};
-use support::broker::{Broker, Central};
+use support::broker::{Broker, Central, TestUplink, spawn_uplink};
 use support::wait_for;
-use tokio::sync::{mpsc, watch};
 
 const GW: &str = "gw-a";
 
 struct Gateway {
     _dir: tempfile::TempDir,
     journal: Journal,
-    appended: watch::Sender<u64>,
-    inbound: mpsc::Receiver<Inbound>,
-    state: watch::Receiver<UplinkState>,
-    _shutdown: watch::Sender<bool>,
+    uplink: TestUplink,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -45,33 +41,11 @@ impl Gateway {
             .enable_all()
             .build()
             .unwrap();
-        let cfg: portier::uplink::UplinkConfig =
-            toml::from_str(broker.uplink_section(GW).trim_start_matches("[uplink]\n")).unwrap();
-        let (appended, appended_rx) = watch::channel(0);
-        let (_status_tx, status) = watch::channel(Status {
-            gateway: GW.into(),
-            ..Status::default()
-        });
-        std::mem::forget(_status_tx);
-        let (inbound_tx, inbound) = mpsc::channel(16);
-        let (state_tx, state) = watch::channel(UplinkState::default());
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let handles = UplinkHandles {
-            journal: Journal::open(&db).unwrap(),
-            appended: appended_rx,
-            status,
-            inbound: inbound_tx,
-            state: state_tx,
-            shutdown: shutdown_rx,
-        };
-        runtime.spawn(async move { run_uplink(cfg, GW.into(), handles).await.unwrap() });
+        let uplink = spawn_uplink(&runtime, &db, broker, GW, |_| {});
         Self {
             _dir: dir,
             journal,
-            appended,
-            inbound,
-            state,
-            _shutdown: shutdown,
+            uplink,
             runtime,
         }
     }
@@ -81,11 +55,13 @@ impl Gateway {
         let first = self.journal.next_seq().unwrap();
         let kinds = (first..first + n).map(event).collect();
         let appended = self.journal.append(at, kinds).unwrap();
-        self.appended.send_replace(appended.last().unwrap().seq);
+        self.uplink
+            .appended
+            .send_replace(appended.last().unwrap().seq);
     }
 
     fn connected(&self) -> bool {
-        self.state.borrow().connected
+        self.uplink.connected()
     }
 }
 
@@ -97,7 +73,7 @@ fn wait_connected(gw: &Gateway, broker: &Broker) {
         assert!(
             std::time::Instant::now() < end,
             "uplink not connected: {:?}\nmosquitto: {}",
-            gw.state.borrow(),
+            gw.uplink.state.borrow(),
             broker.log()
         );
         std::thread::sleep(Duration::from_millis(10));
@@ -160,7 +136,9 @@ fn events_arrive_in_order_and_are_deleted_only_on_the_central_ack() {
     assert_eq!(gw.journal.after(0, 1).unwrap()[0].seq, 401);
     ack(1000);
     wait_for(T, "all deleted", || gw.journal.is_empty());
-    wait_for(T, "state shows the ack", || gw.state.borrow().acked == 1000);
+    wait_for(T, "state shows the ack", || {
+        gw.uplink.state.borrow().acked == 1000
+    });
     // The retained status says online, then the backlog.
     wait_for(T, "status", || {
         central
@@ -196,7 +174,7 @@ fn snapshots_deltas_and_commands_reach_the_gateway() {
         let mut got = Vec::new();
         while got.len() < 3 {
             got.push(
-                tokio::time::timeout(T, gw.inbound.recv())
+                tokio::time::timeout(T, gw.uplink.inbound.recv())
                     .await
                     .unwrap()
                     .unwrap(),
@@ -215,7 +193,7 @@ fn snapshots_deltas_and_commands_reach_the_gateway() {
     );
     central.publish(&format!("{prefix}/command"), b"marker".to_vec(), false);
     let next = gw.runtime.block_on(async {
-        tokio::time::timeout(T, gw.inbound.recv())
+        tokio::time::timeout(T, gw.uplink.inbound.recv())
             .await
             .unwrap()
             .unwrap()

@@ -310,3 +310,77 @@ pub fn write_config(dir: &Path, gateway: &str, body: &str, broker: &Broker) -> P
     let _ = gateway;
     path
 }
+
+/// A gateway uplink running in `runtime` over the journal in `db`, and the
+/// handles a test needs. Dropping it ends the task.
+pub struct TestUplink {
+    pub appended: tokio::sync::watch::Sender<u64>,
+    pub inbound: tokio::sync::mpsc::Receiver<portier::driver::uplink::Inbound>,
+    pub state: tokio::sync::watch::Receiver<portier::driver::uplink::UplinkState>,
+    _status: tokio::sync::watch::Sender<portier::uplink::wire::Status>,
+    _shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl TestUplink {
+    pub fn connected(&self) -> bool {
+        self.state.borrow().connected
+    }
+}
+
+/// Start the uplink of `gateway` (its certificate from `broker`'s PKI),
+/// with `tune` applied to its config.
+pub fn spawn_uplink(
+    runtime: &tokio::runtime::Runtime,
+    db: &sled::Db,
+    broker: &Broker,
+    gateway: &str,
+    tune: impl FnOnce(&mut portier::uplink::UplinkConfig),
+) -> TestUplink {
+    let mut cfg: portier::uplink::UplinkConfig = toml::from_str(
+        broker
+            .uplink_section(gateway)
+            .trim_start_matches("[uplink]\n"),
+    )
+    .unwrap();
+    tune(&mut cfg);
+    spawn_uplink_with(runtime, db, cfg, gateway)
+}
+
+/// Start an uplink with this config.
+pub fn spawn_uplink_with(
+    runtime: &tokio::runtime::Runtime,
+    db: &sled::Db,
+    cfg: portier::uplink::UplinkConfig,
+    gateway: &str,
+) -> TestUplink {
+    use tokio::sync::{mpsc, watch};
+    let journal = portier::journal::Journal::open(db).unwrap();
+    let (appended, appended_rx) = watch::channel(journal.next_seq().unwrap() - 1);
+    let (status_tx, status) = watch::channel(portier::uplink::wire::Status {
+        gateway: gateway.into(),
+        ..Default::default()
+    });
+    let (inbound_tx, inbound) = mpsc::channel(16);
+    let (state_tx, state) = watch::channel(Default::default());
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let handles = portier::driver::uplink::UplinkHandles {
+        journal,
+        appended: appended_rx,
+        status,
+        inbound: inbound_tx,
+        state: state_tx,
+        shutdown,
+    };
+    runtime.spawn(portier::driver::uplink::run_uplink(
+        cfg,
+        gateway.into(),
+        handles,
+    ));
+    TestUplink {
+        appended,
+        inbound,
+        state,
+        _status: status_tx,
+        _shutdown: shutdown_tx,
+    }
+}

@@ -245,4 +245,36 @@ pub fn run_demo(dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// Run `portier ARGS` to success; its standard output.
+pub fn portier_ok(args: &[&str]) -> String {
+    let out = Command::new(portier_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "portier {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Portier's reader simulator (Secure Channel with `key`) at address 1 on
+/// `port`, at 115200 baud.
+pub fn simulated_reader(port: &Path, key: &Path) -> JsonChild {
+    JsonChild::spawn(
+        &portier_bin(),
+        &[
+            "reader",
+            "simulate",
+            "--port",
+            port.to_str().unwrap(),
+            "--address",
+            "1",
+            "--baud",
+            "115200",
+            "--scbk-file",
+            key.to_str().unwrap(),
+        ],
+    )
+}
+
 pub mod broker;
