@@ -126,6 +126,9 @@ struct CurrentRecord {
     /// Entries of `pages-G` as written (a cheap consistency check at open).
     pages: u64,
     header: Snapshot,
+    /// Key id of the central key that signed the snapshot in force.
+    #[serde(default)]
+    signer: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -464,6 +467,11 @@ impl Store {
         self.current().map(|c| c.record.credentials)
     }
 
+    /// Key id of the central key that signed the snapshot in force.
+    pub fn signer_key_id(&self) -> Option<String> {
+        self.current().map(|c| c.record.signer.clone())
+    }
+
     /// Rules in force (without credentials).
     pub fn header(&self) -> Option<Arc<Header>> {
         self.current().map(|c| c.header.clone())
@@ -528,6 +536,7 @@ impl Store {
             credentials: v.count(),
             pages: page_count,
             header: v.header().snapshot().clone(),
+            signer: v.key_id().to_owned(),
         };
         let highest = raise(self.highest_now(), Some((v.version(), v.digest())));
         let cur = cbor(&record)?;
