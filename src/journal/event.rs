@@ -127,4 +127,27 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// A login attempt on the local admin port (page or API).
+    AdminLogin {
+        /// User name as typed.
+        user: String,
+        /// Client address.
+        client: String,
+        /// `ok`, `failed` or `locked_out`.
+        result: String,
+    },
+    /// An operator's door action on the local admin port.
+    AdminAction {
+        /// Who (user or token name).
+        user: String,
+        /// Client address.
+        client: String,
+        /// Door id.
+        door: String,
+        /// What, e.g. `unlock 5s`, `override unlocked until …`,
+        /// `release one passage in`.
+        action: String,
+        /// `ok`, or why it was refused.
+        result: String,
+    },
 }
