@@ -207,6 +207,44 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn record(&self, event: EventKind) -> BoxFuture<'_, Result<(), BackendError>>;
 }
 
+/// The answer for a decision made with the rules engine (`rules::decide`,
+/// `Store::decide`): the credential the card decodes to, the holder's
+/// name on a grant, and the reason code on a deny.
+pub fn why_answer(
+    card: &Card,
+    decision: &crate::rules::Decision,
+    rules_version: Option<u64>,
+    at: Timestamp,
+) -> WhyAnswer {
+    use crate::rules::{Decision, wiegand};
+    let decoded = match card {
+        Card::Key(k) => Some(k.to_string()),
+        Card::Raw { bytes, bits } => wiegand::decode(bytes, *bits).ok().map(|k| k.to_string()),
+    };
+    match decision {
+        Decision::Grant {
+            credential,
+            display_name,
+            ..
+        } => WhyAnswer {
+            decision: "grant".into(),
+            reason: None,
+            credential: Some(credential.to_string()),
+            name: display_name.clone(),
+            rules_version,
+            at,
+        },
+        Decision::Deny(reason) => WhyAnswer {
+            decision: "deny".into(),
+            reason: Some(reason.as_str().into()),
+            credential: decoded,
+            name: None,
+            rules_version,
+            at,
+        },
+    }
+}
+
 /// Parse card text as a technician types it: `FC:NUMBER` (H10301, e.g.
 /// `42:1001`), `HEX/BITS` as the reader sends it (e.g. `9501f480/26`), or
 /// a credential key (`h10301:42:1001`, `corporate1000:…`, `raw:…`).
@@ -265,6 +303,32 @@ mod tests {
         for bad in ["", "42", "x:1", "1:2:3:4", "zz/26", "h10301:1"] {
             assert!(parse_card_text(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn answers_from_decisions() {
+        use crate::rules::{Decision, DenyReason};
+        let at = Timestamp::UNIX_EPOCH;
+        let card = parse_card_text("9501f480/26").unwrap();
+        let a = why_answer(&card, &Decision::Deny(DenyReason::Expired), Some(7), at);
+        assert_eq!(a.decision, "deny");
+        assert_eq!(a.reason.as_deref(), Some("expired"));
+        assert_eq!(a.credential.as_deref(), Some("h10301:42:1001"));
+        let g = Decision::Grant {
+            credential: CredentialKey::H10301 {
+                facility: 42,
+                number: 1001,
+            },
+            extended_unlock: false,
+            lockdown_exempt: false,
+            display_name: Some("Ada".into()),
+            rules_too_old: false,
+        };
+        let a = why_answer(&card, &g, Some(7), at);
+        assert_eq!(
+            (a.decision.as_str(), a.name.as_deref()),
+            ("grant", Some("Ada"))
+        );
     }
 
     #[test]

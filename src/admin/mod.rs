@@ -32,6 +32,7 @@ pub mod client;
 mod metrics;
 mod page;
 mod routes;
+mod text;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -47,10 +48,11 @@ pub use auth::{LockoutConfig, Role, SessionConfig, TokenEntry, UserEntry, UsersF
 pub use backend::{
     ActionOutcome, AdminBackend, BackendError, BoxFuture, DoorActionRequest, DoorCommand,
     MAX_OVERRIDE_MINUTES, MAX_UNLOCK_SECS, OverrideChoice, PassageDirection, WhyAnswer, WhyQuery,
-    parse_card_text,
+    parse_card_text, why_answer,
 };
 pub use metrics::Metrics;
 pub use routes::ROUTES;
+pub use text::status_text;
 
 /// Admin port failures (start-up only; request errors are responses).
 #[derive(Debug, Error)]

@@ -1,9 +1,11 @@
 //! Command-line verbs. Each submodule owns one verb (or family of verbs) and
 //! its arguments; `run` parses and dispatches.
 
+mod admin;
 mod keygen;
 mod reader;
 mod snapshot;
+mod status;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,11 @@ enum Verb {
     /// Build, inspect, apply and query signed rule snapshots.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Admin port users and API tokens (no default password exists).
+    #[command(subcommand)]
+    Admin(admin::AdminCmd),
+    /// What the admin page shows, in the terminal.
+    Status(status::StatusArgs),
 }
 
 /// Parse the command line and run the verb.
@@ -37,5 +44,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         Verb::Reader(cmd) => reader::run(cmd),
         Verb::Keygen(args) => keygen::run(args),
         Verb::Snapshot(cmd) => snapshot::run(cmd),
+        Verb::Admin(cmd) => admin::run(cmd),
+        Verb::Status(args) => status::run(args),
     }
 }
