@@ -7,6 +7,8 @@
 //! the real daemon can replace [`start_fake`] without touching the tests.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::disallowed_methods)] // tests wait on real time
 
+pub mod webdriver;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -170,6 +172,7 @@ impl FakeBackend {
                 p.online = online;
                 p.secure_channel = online;
                 p.offline_reason = (!online).then(|| "no reply for 8 s".into());
+                p.last_reply_age_ms = Some(if online { 40 } else { 8_200 });
             }
         }
     }
