@@ -519,6 +519,11 @@ async fn clients_pin_the_generated_certificate() {
     )
     .unwrap();
     assert_eq!(portier::admin::tls::fingerprint(&der), h.fingerprint);
+    // The start, with the fingerprint, is journaled.
+    assert!(h.fake.recorded().iter().any(|e| matches!(
+        e,
+        EventKind::AdminStarted { fingerprint, cert_generated: true, .. } if *fingerprint == h.fingerprint
+    )));
     let wrong = portier::admin::tls::fingerprint(b"another certificate");
     let c = AdminClient::new(&h.url, &Trust::Fingerprint(wrong), Auth::Anonymous).unwrap();
     let e = c
@@ -731,6 +736,30 @@ async fn cli_passwd_token_and_status() {
     assert!(out.status.success());
     let s: Status = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s.doors.len(), 2);
+    // On the gateway, --config finds the address and the certificate.
+    let gw_cfg = h.dir.path().join("gateway.toml");
+    std::fs::write(
+        &gw_cfg,
+        format!(
+            "[gateway]\nstate_dir = \"{}\"\n[admin]\nlisten = \"0.0.0.0:{}\"\n",
+            h.state_dir.display(),
+            h.url.rsplit(':').next().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .args(["status", "--config"])
+        .arg(&gw_cfg)
+        .env("PORTIER_ADMIN_TOKEN", &token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Ravelijn"), "{stdout}");
     // A wrong fingerprint fails loudly.
     let out = Command::new(bin)
         .args(["status", "--url", &h.url, "--fingerprint", &"AB".repeat(32)])

@@ -116,6 +116,28 @@ pub fn hash_password(password: &str, salt: &[u8; 16]) -> Result<String, String> 
         .map_err(|e| e.to_string())
 }
 
+/// A fresh login for a demo or a test: a user with a random 20-character
+/// password (from `random`), and that password to show once.
+pub fn generated_login(
+    name: &str,
+    role: Role,
+    random: &[u8; 20],
+    salt: &[u8; 16],
+) -> Result<(UserEntry, String), String> {
+    // 20 characters from an alphabet without look-alikes (0/O, 1/l/I).
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let password: String = random
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    let entry = UserEntry {
+        name: name.to_owned(),
+        role,
+        password_hash: hash_password(&password, salt)?,
+    };
+    Ok((entry, password))
+}
+
 /// Check a password against a PHC hash string. A malformed hash never
 /// matches.
 pub fn verify_password(hash: &str, password: &str) -> bool {
@@ -521,6 +543,9 @@ mod tests {
         assert_eq!(empty.check_password("", ""), PasswordCheck::Wrong);
         assert_eq!(empty.check_password("admin", "admin"), PasswordCheck::Wrong);
         assert!(!verify_password("not a hash", "x"));
+        let (u, pw) = generated_login("demo", Role::Operator, &[5; 20], &[6; 16]).unwrap();
+        assert_eq!(pw.len(), 20);
+        assert!(verify_password(&u.password_hash, &pw));
     }
 
     #[test]

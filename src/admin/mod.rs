@@ -232,7 +232,7 @@ pub async fn serve(
         &cfg.hostnames,
     )?;
     let tls_config = tls::server_config(&material)?;
-    let state = routes::AppState::new(cfg, backend, metrics)?;
+    let state = routes::AppState::new(cfg, backend.clone(), metrics)?;
     let users = state.user_count();
     let app = routes::router(Arc::new(state));
 
@@ -259,6 +259,29 @@ pub async fn serve(
         }
         stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
+    tracing::info!(
+        %addr,
+        fingerprint = %material.fingerprint,
+        cert = %material.cert_path.display(),
+        generated = material.generated,
+        users,
+        "admin port listening"
+    );
+    if users == 0 {
+        tracing::warn!(
+            "admin port: no users yet, nobody can log in; run `portier admin passwd --config CFG --user NAME --role operator`"
+        );
+    }
+    if let Err(e) = backend
+        .record(crate::journal::EventKind::AdminStarted {
+            listen: addr.to_string(),
+            fingerprint: material.fingerprint.clone(),
+            cert_generated: material.generated,
+        })
+        .await
+    {
+        tracing::error!("admin start not journaled: {e}");
+    }
     let task = tokio::spawn(async move {
         server
             .serve(app.into_make_service_with_connect_info::<SocketAddr>())

@@ -642,6 +642,21 @@ pub(crate) fn event_words(k: &EventKind) -> (String, &'static str) {
         } => (format!("SECURITY ALARM at {bus}/{address}: {alarm}"), "bad"),
         EventKind::RulesApplied { version } => (format!("rules version {version} applied"), "ok"),
         EventKind::RulesRefused { reason } => (format!("rules refused: {reason}"), "bad"),
+        EventKind::AdminStarted {
+            listen,
+            fingerprint,
+            cert_generated,
+        } => (
+            format!(
+                "admin port started on {listen}, certificate {fingerprint}{}",
+                if *cert_generated {
+                    " (generated now)"
+                } else {
+                    ""
+                }
+            ),
+            "",
+        ),
         EventKind::AdminLogin {
             user,
             client,

@@ -144,6 +144,9 @@ pub(crate) struct AppState {
     metrics: Metrics,
     users: UserStore,
     auth: Mutex<AuthState>,
+    /// Password checks running at once (argon2 costs ~19 MiB and tens of
+    /// milliseconds each; a flood of logins must not exhaust the gateway).
+    hashing: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -160,6 +163,7 @@ impl AppState {
                 lockout: Lockout::new(cfg.lockout),
                 sessions: Sessions::new(cfg.session),
             }),
+            hashing: tokio::sync::Semaphore::new(2),
         })
     }
 
@@ -484,6 +488,8 @@ async fn login_submit(
     }
     let dir = st.users.directory();
     let (u, p) = (user.clone(), form.password);
+    // The semaphore is never closed.
+    let _permit = st.hashing.acquire().await;
     let check = tokio::task::spawn_blocking(move || dir.check_password(&u, &p))
         .await
         .unwrap_or(PasswordCheck::Wrong);

@@ -127,6 +127,16 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// The local admin port started: where, and the SHA-256 fingerprint of
+    /// its certificate (to check the browser's warning against).
+    AdminStarted {
+        /// Listen address.
+        listen: String,
+        /// `AB:CD:…`.
+        fingerprint: String,
+        /// The self-signed certificate was generated on this start.
+        cert_generated: bool,
+    },
     /// A login attempt on the local admin port (page or API).
     AdminLogin {
         /// User name as typed.
