@@ -297,3 +297,35 @@ pub async fn serve(
         task,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_admin_section_parses() {
+        let file = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/portier.example.toml"
+        ));
+        let cfg = AdminConfig::from_config_file(file).unwrap();
+        assert_eq!(cfg.listen.port(), 8443);
+        assert_eq!(cfg.lockout, LockoutConfig::default());
+        assert_eq!(cfg.session, SessionConfig::default());
+        assert!(cfg.users.is_empty() && cfg.cert.is_none());
+        assert_eq!(
+            cfg.users_file.unwrap(),
+            file.parent().unwrap().join("admin-users.toml")
+        );
+        // Unknown keys are errors, not silently ignored.
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            "[admin]\nlisten = \"127.0.0.1:0\"\npassword = \"admin\"\n",
+        )
+        .unwrap();
+        let e = AdminConfig::from_config_file(&bad).unwrap_err().to_string();
+        assert!(e.contains("password"), "{e}");
+    }
+}
