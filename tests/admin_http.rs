@@ -8,6 +8,7 @@ mod admin_support;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use admin_support::{AdminHarness, start_fake};
 use portier::admin::auth::LockoutConfig;
@@ -520,10 +521,16 @@ async fn clients_pin_the_generated_certificate() {
     .unwrap();
     assert_eq!(portier::admin::tls::fingerprint(&der), h.fingerprint);
     // The start, with the fingerprint, is journaled.
-    assert!(h.fake.recorded().iter().any(|e| matches!(
-        e,
-        EventKind::AdminStarted { fingerprint, cert_generated: true, .. } if *fingerprint == h.fingerprint
-    )));
+    let fake = h.fake.clone();
+    let fp = h.fingerprint.clone();
+    admin_support::wait_until(Duration::from_secs(5), "admin_started event", move || {
+        let started = fake.recorded().iter().any(|e| matches!(
+            e,
+            EventKind::AdminStarted { fingerprint, cert_generated: true, .. } if *fingerprint == fp
+        ));
+        async move { started }
+    })
+    .await;
     let wrong = portier::admin::tls::fingerprint(b"another certificate");
     let c = AdminClient::new(&h.url, &Trust::Fingerprint(wrong), Auth::Anonymous).unwrap();
     let e = c

@@ -272,16 +272,18 @@ pub async fn serve(
             "admin port: no users yet, nobody can log in; run `portier admin passwd --config CFG --user NAME --role operator`"
         );
     }
-    if let Err(e) = backend
-        .record(crate::journal::EventKind::AdminStarted {
-            listen: addr.to_string(),
-            fingerprint: material.fingerprint.clone(),
-            cert_generated: material.generated,
-        })
-        .await
-    {
-        tracing::error!("admin start not journaled: {e}");
-    }
+    // Journaled from a task: the daemon's loop may only start consuming
+    // records after `serve` has returned.
+    let started = crate::journal::EventKind::AdminStarted {
+        listen: addr.to_string(),
+        fingerprint: material.fingerprint.clone(),
+        cert_generated: material.generated,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = backend.record(started).await {
+            tracing::error!("admin start not journaled: {e}");
+        }
+    });
     let task = tokio::spawn(async move {
         server
             .serve(app.into_make_service_with_connect_info::<SocketAddr>())
