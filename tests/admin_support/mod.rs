@@ -7,6 +7,7 @@
 //! the real daemon can replace [`start_fake`] without touching the tests.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::disallowed_methods)] // tests wait on real time
 
+pub mod walkthrough;
 pub mod webdriver;
 
 use std::sync::{Arc, Mutex};
