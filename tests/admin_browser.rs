@@ -30,9 +30,10 @@ async fn chromium_logs_in_watches_asks_why_and_unlocks() {
         offline_within: Duration::from_secs(20),
         why: (
             "42:1002".into(),
-            "main-entrance".into(),
+            "revolving-east".into(),
             vec![
                 "DENY".into(),
+                "at revolving-east".into(),
                 "access to this door, but not at this time".into(),
             ],
         ),
