@@ -6,6 +6,7 @@
 //! [`journal`] is the durable event log. See `ARCHITECTURE.md` for the map
 //! and the invariants.
 
+pub mod admin;
 pub mod command;
 pub mod config;
 pub mod door;
@@ -14,6 +15,7 @@ pub mod journal;
 pub mod osdp;
 pub mod rules;
 pub mod site;
+pub mod status;
 pub mod storage;
 pub mod store;
 pub mod uplink;

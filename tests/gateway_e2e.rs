@@ -128,7 +128,8 @@ impl Gateway {
             .replace(
                 "office_hours_schedule = \"office-hours\"",
                 "office_hours_schedule = \"test-never\"",
-            );
+            )
+            .replace("listen = \"0.0.0.0:8443\"", "listen = \"127.0.0.1:0\"");
         std::fs::write(&config, text).unwrap();
         portier(&["check-config", "--config", config.to_str().unwrap()]);
         portier(&[

@@ -13,6 +13,17 @@ fn a_trace_level_demo_run_logs_no_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The demo's one-time admin password is shown once, to the person who
+    // started it (standard output), and never logged.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let password = stdout
+        .split("login demo / ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the demo prints its admin login");
+    assert_eq!(stdout.matches(password).count(), 1);
+    assert!(!stderr.contains(password), "the admin password was logged");
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

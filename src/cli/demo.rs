@@ -93,9 +93,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let central = central_key(&dir)?;
     let config_path = write_demo_config(&dir, &port)?;
-    let config = Config::load(&config_path)?;
+    let mut config = Config::load(&config_path)?;
     config.check()?;
     sign_and_apply_rules(&central, &config)?;
+    // The admin page on loopback, with a login made for this run only.
+    let login = demo_login(&mut config)?;
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (ops, ops_rx) = mpsc::channel(16);
@@ -123,6 +125,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             bail!("the daemon stopped before it started");
         }
     };
+    if let (Some((addr, fingerprint)), Some((user, password))) = (&running.admin, &login) {
+        say(&format!(
+            "admin page: https://{addr}/  login {user} / {password}  (self-signed certificate, SHA-256 {fingerprint})"
+        ));
+    }
     // Print what readers are told to do, as it happens.
     tokio::spawn(async move {
         while let Some((address, event)) = pd_events.recv().await {
@@ -196,6 +203,28 @@ fn write_demo_config(dir: &Path, port: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// A fresh demo signing key ("central"), written as `central.key`/`.pub`.
+/// Listen on loopback only, on a free port, and add an operator login with
+/// a random password for this run (never a fixed default).
+fn demo_login(config: &mut Config) -> anyhow::Result<Option<(String, String)>> {
+    let Some(admin) = &mut config.admin else {
+        return Ok(None);
+    };
+    admin.listen = "127.0.0.1:0".parse()?;
+    let mut random = [0u8; 20];
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let (entry, password) = portier::admin::auth::generated_login(
+        "demo",
+        portier::admin::Role::Operator,
+        &random,
+        &salt,
+    )
+    .map_err(anyhow::Error::msg)?;
+    admin.users.push(entry);
+    Ok(Some(("demo".into(), password)))
+}
+
 /// A `--dir` used before keeps its key, so its stored rules still verify.
 fn central_key(dir: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
     let path = dir.join("central.key");

@@ -1,12 +1,14 @@
 //! Command-line verbs. Each submodule owns one verb (or family of verbs) and
 //! its arguments; `run` parses and dispatches.
 
+mod admin;
 mod command;
 mod demo;
 mod keygen;
 mod reader;
 mod run;
 mod snapshot;
+mod status;
 
 use std::process::ExitCode;
 
@@ -45,6 +47,11 @@ enum Verb {
     /// Build, inspect, apply and query signed rule snapshots.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Admin port users and API tokens (no default password exists).
+    #[command(subcommand)]
+    Admin(admin::AdminCmd),
+    /// What the admin page shows, in the terminal.
+    Status(status::StatusArgs),
 }
 
 /// Parse the command line and run the verb.
@@ -59,5 +66,7 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         Verb::Command(cmd) => command::run(cmd),
         Verb::Publish(args) => command::publish(args),
         Verb::CheckConfig(args) => run::check(args),
+        Verb::Admin(cmd) => admin::run(cmd),
+        Verb::Status(args) => status::run(args),
     }
 }

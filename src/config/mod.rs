@@ -165,6 +165,8 @@ pub struct Config {
     pub journal: JournalConfig,
     /// `[uplink]`: the broker; without it the gateway runs offline.
     pub uplink: Option<crate::uplink::UplinkConfig>,
+    /// `[admin]`: the technician's HTTPS page; without it, none.
+    pub admin: Option<crate::admin::AdminConfig>,
     /// `[feedback]`.
     #[serde(default)]
     pub feedback: Option<Spanned<site::FeedbackConfig>>,
@@ -211,6 +213,9 @@ impl Config {
         c.gateway.state_dir = base.join(&c.gateway.state_dir);
         for k in &mut c.trust.central_keys {
             *k = base.join(&*k);
+        }
+        if let Some(a) = &mut c.admin {
+            a.resolve_paths(base);
         }
         if let Some(u) = &mut c.uplink {
             for p in [&mut u.ca, &mut u.cert, &mut u.key] {

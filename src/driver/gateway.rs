@@ -184,7 +184,7 @@ fn start_uplink(
     control: mpsc::Sender<Control>,
     view: watch::Receiver<DaemonView>,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<watch::Receiver<UplinkState>> {
     let gateway = config.gateway.id.clone();
     let trusted = view.clone();
     let mut view = view;
@@ -206,7 +206,7 @@ fn start_uplink(
         ..Status::default()
     });
     let (inbound_tx, inbound) = mpsc::channel(16);
-    let (state, _) = watch::channel(UplinkState::default());
+    let (state, state_rx) = watch::channel(UplinkState::default());
     let handles = UplinkHandles {
         journal: Journal::open(events_db)?,
         appended,
@@ -231,7 +231,7 @@ fn start_uplink(
         view: trusted,
     };
     tokio::spawn(actor.run(inbound));
-    Ok(())
+    Ok(state_rx)
 }
 
 /// Acts on what central sent: rules are verified and applied beside the
@@ -373,6 +373,8 @@ pub struct Running {
     pub store: Arc<Store>,
     /// A read handle on the event journal.
     pub journal: Arc<Journal>,
+    /// The admin port's address and certificate fingerprint, when it runs.
+    pub admin: Option<(std::net::SocketAddr, String)>,
 }
 
 /// Build and run the gateway until `shutdown` turns true or the daemon
@@ -495,17 +497,9 @@ pub async fn run(
         };
         serve_control_socket(path, context, shutdown.clone())?;
     }
-    if let Some(started) = started {
-        let _ = started.send(Running {
-            control: control_tx.clone(),
-            view: view_rx.clone(),
-            bus_status,
-            store: store.clone(),
-            journal: journal_reader,
-        });
-    }
-    if let Some(uplink) = config.uplink.clone() {
-        start_uplink(
+    let uplink_state = match config.uplink.clone() {
+        None => None,
+        Some(uplink) => Some(start_uplink(
             uplink,
             &config,
             &events_db,
@@ -513,7 +507,40 @@ pub async fn run(
             control_tx.clone(),
             view_rx.clone(),
             shutdown.clone(),
-        )?;
+        )?),
+    };
+    let running = Running {
+        control: control_tx.clone(),
+        view: view_rx.clone(),
+        bus_status: bus_status.clone(),
+        store: store.clone(),
+        journal: journal_reader.clone(),
+        admin: None,
+    };
+    let admin = match &config.admin {
+        None => None,
+        Some(admin) => {
+            let backend = super::admin_backend::backend(
+                &config,
+                &running,
+                uplink_state.clone(),
+                daemon::wall_now(),
+            );
+            let server = crate::admin::serve(
+                admin,
+                &config.gateway.state_dir,
+                Arc::new(backend),
+                crate::admin::Metrics::new(),
+                shutdown.clone(),
+            )
+            .await
+            .context("starting the admin port")?;
+            tracing::info!(listen = %server.addr, fingerprint = server.fingerprint, "admin page");
+            Some((server.addr, server.fingerprint.clone()))
+        }
+    };
+    if let Some(started) = started {
+        let _ = started.send(Running { admin, ..running });
     }
     let daemon = Daemon::new(building, Box::new(decider), journal, presence, links);
     let inputs = DaemonInputs {

@@ -178,6 +178,39 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// The local admin port started: where, and the SHA-256 fingerprint of
+    /// its certificate (to check the browser's warning against).
+    AdminStarted {
+        /// Listen address.
+        listen: String,
+        /// `AB:CD:…`.
+        fingerprint: String,
+        /// The self-signed certificate was generated on this start.
+        cert_generated: bool,
+    },
+    /// A login attempt on the local admin port (page or API).
+    AdminLogin {
+        /// User name as typed.
+        user: String,
+        /// Client address.
+        client: String,
+        /// `ok`, `failed` or `locked_out`.
+        result: String,
+    },
+    /// An operator's door action on the local admin port.
+    AdminAction {
+        /// Who (user or token name).
+        user: String,
+        /// Client address.
+        client: String,
+        /// Door id.
+        door: String,
+        /// What, e.g. `unlock 5s`, `override unlocked until …`,
+        /// `release one passage in`.
+        action: String,
+        /// `ok`, or why it was refused.
+        result: String,
+    },
 }
 
 impl EventKind {
@@ -288,6 +321,23 @@ impl EventKind {
                 version.map_or("none".into(), |v| v.to_string())
             ),
             Self::RulesRefused { reason } => format!("rules refused: {reason}"),
+            Self::AdminStarted {
+                listen,
+                fingerprint,
+                ..
+            } => format!("admin page on {listen}, certificate {fingerprint}"),
+            Self::AdminLogin {
+                user,
+                client,
+                result,
+            } => format!("admin login {user} from {client}: {result}"),
+            Self::AdminAction {
+                user,
+                door,
+                action,
+                result,
+                ..
+            } => format!("admin {user} at {door}: {action}: {result}"),
         }
     }
 }

@@ -1,0 +1,626 @@
+//! Who may use the admin port, sans-IO: users with argon2 password hashes,
+//! API tokens stored as SHA-256 hashes, roles, sessions with CSRF tokens,
+//! and the login lockout. Time (`now`) and randomness (session ids, CSRF
+//! tokens, salts) are passed in; nothing here reads a clock.
+//!
+//! Guarantees:
+//! - no built-in user and no default password: with no users configured,
+//!   every login fails;
+//! - an unknown user costs one argon2 verification like a known one, so the
+//!   answer time does not tell which user names exist;
+//! - once a user name or a client address has `max_failures` failed logins
+//!   inside `window`, every login for it fails (even with the right
+//!   password) until `lockout` has passed;
+//! - a session ends after `idle` without use or `max` after login;
+//! - tokens and passwords are never stored in clear.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a user or token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read everything.
+    Viewer,
+    /// Read everything and act on doors.
+    Operator,
+}
+
+impl Role {
+    /// `viewer` or `operator`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Self::Viewer),
+            "operator" => Ok(Self::Operator),
+            _ => Err(format!("role must be viewer or operator, not {s:?}")),
+        }
+    }
+}
+
+/// A local user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    /// Login name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// PHC string of an argon2 hash (`$argon2id$v=19$…`), as written by
+    /// `portier admin passwd`.
+    pub password_hash: String,
+}
+
+/// An API token (for `portier status`, Prometheus, scripts), sent as
+/// `Authorization: Bearer <token>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Name, for events.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// SHA-256 of the token, 64 hex digits (tokens are 256-bit random, so a
+    /// fast hash is enough), as written by `portier admin token`.
+    pub token_sha256: String,
+}
+
+/// The users file (`[admin] users_file`), also the shape of inline users.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    /// Users.
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserEntry>,
+    /// Tokens.
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenEntry>,
+}
+
+impl UsersFile {
+    /// Add or replace a user.
+    pub fn set_user(&mut self, user: UserEntry) {
+        self.users.retain(|u| u.name != user.name);
+        self.users.push(user);
+    }
+
+    /// Add or replace a token.
+    pub fn set_token(&mut self, token: TokenEntry) {
+        self.tokens.retain(|t| t.name != token.name);
+        self.tokens.push(token);
+    }
+}
+
+/// Hash a password with argon2id (default parameters) and this 16-byte
+/// salt.
+pub fn hash_password(password: &str, salt: &[u8; 16]) -> Result<String, String> {
+    let salt = SaltString::encode_b64(salt).map_err(|e| e.to_string())?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// A fresh login for a demo or a test: a user with a random 20-character
+/// password (from `random`), and that password to show once.
+pub fn generated_login(
+    name: &str,
+    role: Role,
+    random: &[u8; 20],
+    salt: &[u8; 16],
+) -> Result<(UserEntry, String), String> {
+    // 20 characters from an alphabet without look-alikes (0/O, 1/l/I).
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let password: String = random
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    let entry = UserEntry {
+        name: name.to_owned(),
+        role,
+        password_hash: hash_password(&password, salt)?,
+    };
+    Ok((entry, password))
+}
+
+/// Check a password against a PHC hash string. A malformed hash never
+/// matches.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(h) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The SHA-256 of a token, as stored in [`TokenEntry::token_sha256`].
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A fresh token text from 32 random bytes.
+pub fn token_text(random: &[u8; 32]) -> String {
+    format!("ptk_{}", hex::encode(random))
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Compare two secrets without an early exit.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    same(a.as_bytes(), b.as_bytes())
+}
+
+/// The known users and tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    users: Vec<UserEntry>,
+    tokens: Vec<TokenEntry>,
+    /// A valid hash to verify against for unknown users (equal cost).
+    decoy: String,
+}
+
+/// Result of a password check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// Right user and password.
+    Ok(Role),
+    /// Unknown user or wrong password (not told apart).
+    Wrong,
+}
+
+impl Directory {
+    /// A directory over these users and tokens; `decoy_salt` seeds the hash
+    /// verified for unknown users.
+    pub fn new(files: &[&UsersFile], decoy_salt: &[u8; 16]) -> Self {
+        let mut d = Self {
+            decoy: hash_password("decoy password, never valid", decoy_salt).unwrap_or_default(),
+            ..Self::default()
+        };
+        for f in files {
+            d.users.extend(f.users.iter().cloned());
+            d.tokens.extend(f.tokens.iter().cloned());
+        }
+        d
+    }
+
+    /// Number of users.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Number of tokens.
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Check a login (slow: one argon2 verification, always).
+    pub fn check_password(&self, user: &str, password: &str) -> PasswordCheck {
+        match self.users.iter().find(|u| u.name == user) {
+            Some(u) if verify_password(&u.password_hash, password) => PasswordCheck::Ok(u.role),
+            Some(_) => PasswordCheck::Wrong,
+            None => {
+                let _ = verify_password(&self.decoy, password);
+                PasswordCheck::Wrong
+            }
+        }
+    }
+
+    /// The name and role of the token, if it is known.
+    pub fn check_token(&self, token: &str) -> Option<(String, Role)> {
+        let h = token_hash(token);
+        self.tokens
+            .iter()
+            .find(|t| same(t.token_sha256.to_ascii_lowercase().as_bytes(), h.as_bytes()))
+            .map(|t| (t.name.clone(), t.role))
+    }
+
+    /// The role of a user (to refresh a session's role after a change).
+    pub fn role_of(&self, user: &str) -> Option<Role> {
+        self.users.iter().find(|u| u.name == user).map(|u| u.role)
+    }
+}
+
+/// Lockout settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    /// Failed logins for one user name inside `window_secs` that lock it.
+    pub max_failures: u32,
+    /// Failed logins from one client address inside `window_secs` that
+    /// lock the address.
+    pub max_failures_per_address: u32,
+    /// The window failures are counted in, seconds.
+    pub window_secs: u64,
+    /// How long a lock lasts, seconds.
+    pub lockout_secs: u64,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            max_failures_per_address: 10,
+            window_secs: 900,
+            lockout_secs: 900,
+        }
+    }
+}
+
+/// What is counted: a user name or a client address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// A user name as typed.
+    User(String),
+    /// A client address.
+    Address(IpAddr),
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    failures: Vec<Instant>,
+    locked_until: Option<Instant>,
+}
+
+/// Counts failed logins per user name and per client address.
+#[derive(Debug)]
+pub struct Lockout {
+    cfg: LockoutConfig,
+    records: HashMap<Subject, Record>,
+}
+
+/// Most subjects tracked at once; beyond, the quietest are forgotten.
+const MAX_SUBJECTS: usize = 10_000;
+
+impl Lockout {
+    /// An empty lockout table.
+    pub fn new(cfg: LockoutConfig) -> Self {
+        Self {
+            cfg,
+            records: HashMap::new(),
+        }
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_secs(self.cfg.window_secs)
+    }
+
+    fn limit(&self, s: &Subject) -> u32 {
+        match s {
+            Subject::User(_) => self.cfg.max_failures,
+            Subject::Address(_) => self.cfg.max_failures_per_address,
+        }
+    }
+
+    /// Until when this login is locked out, if it is (by user or address).
+    pub fn locked(&self, user: &str, addr: IpAddr, now: Instant) -> Option<Instant> {
+        [Subject::User(user.to_owned()), Subject::Address(addr)]
+            .iter()
+            .filter_map(|s| self.records.get(s)?.locked_until)
+            .filter(|&until| until > now)
+            .max()
+    }
+
+    /// Count a failed login; returns whether it (now) locks the user or the
+    /// address.
+    pub fn failed(&mut self, user: &str, addr: IpAddr, now: Instant) -> bool {
+        self.prune(now);
+        let window = self.window();
+        let lock_for = Duration::from_secs(self.cfg.lockout_secs);
+        let mut locked = false;
+        for s in [Subject::User(user.to_owned()), Subject::Address(addr)] {
+            let limit = self.limit(&s);
+            let r = self.records.entry(s).or_default();
+            r.failures
+                .retain(|&t| now.saturating_duration_since(t) < window);
+            r.failures.push(now);
+            if r.failures.len() >= limit as usize {
+                r.locked_until = Some(now + lock_for);
+                r.failures.clear();
+            }
+            locked |= r.locked_until.is_some_and(|u| u > now);
+        }
+        locked
+    }
+
+    /// A successful login clears the user's failures (not the address's:
+    /// one valid account must not reset guessing at others).
+    pub fn succeeded(&mut self, user: &str) {
+        self.records.remove(&Subject::User(user.to_owned()));
+    }
+
+    fn prune(&mut self, now: Instant) {
+        let window = self.window();
+        self.records.retain(|_, r| {
+            r.locked_until.is_some_and(|u| u > now)
+                || r.failures
+                    .iter()
+                    .any(|&t| now.saturating_duration_since(t) < window)
+        });
+        if self.records.len() >= MAX_SUBJECTS {
+            // Keep locked subjects; forget unlocked ones with few failures.
+            self.records.retain(|_, r| r.locked_until.is_some());
+        }
+    }
+}
+
+/// Session lifetimes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// A session ends after this long without a request, seconds.
+    pub idle_secs: u64,
+    /// A session ends this long after login, seconds.
+    pub max_secs: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_secs: 30 * 60,
+            max_secs: 12 * 3600,
+        }
+    }
+}
+
+/// One logged-in browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// User name.
+    pub user: String,
+    /// Role at login.
+    pub role: Role,
+    /// The CSRF token every form and cookie-authenticated POST must carry.
+    pub csrf: String,
+    created: Instant,
+    last_seen: Instant,
+}
+
+/// Live sessions, keyed by the SHA-256 of the cookie value (a leaked
+/// table does not give away cookies).
+#[derive(Debug)]
+pub struct Sessions {
+    cfg: SessionConfig,
+    map: HashMap<String, Session>,
+}
+
+/// Most sessions at once; the oldest go first beyond.
+const MAX_SESSIONS: usize = 1_000;
+
+impl Sessions {
+    /// No sessions.
+    pub fn new(cfg: SessionConfig) -> Self {
+        Self {
+            cfg,
+            map: HashMap::new(),
+        }
+    }
+
+    /// Start a session for `cookie` (random, from the caller).
+    pub fn create(&mut self, cookie: &str, csrf: String, user: &str, role: Role, now: Instant) {
+        self.expire(now);
+        if self.map.len() >= MAX_SESSIONS
+            && let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, s)| s.created)
+                .map(|(k, _)| k.clone())
+        {
+            self.map.remove(&oldest);
+        }
+        self.map.insert(
+            token_hash(cookie),
+            Session {
+                user: user.to_owned(),
+                role,
+                csrf,
+                created: now,
+                last_seen: now,
+            },
+        );
+    }
+
+    /// The live session for this cookie, marked as used now.
+    pub fn touch(&mut self, cookie: &str, now: Instant) -> Option<Session> {
+        let key = token_hash(cookie);
+        let alive = self.map.get(&key).is_some_and(|s| self.alive(s, now));
+        if !alive {
+            self.map.remove(&key);
+            return None;
+        }
+        let s = self.map.get_mut(&key)?;
+        s.last_seen = now;
+        Some(s.clone())
+    }
+
+    /// End the session for this cookie.
+    pub fn remove(&mut self, cookie: &str) {
+        self.map.remove(&token_hash(cookie));
+    }
+
+    /// End every session of this user (password or role changed, removed).
+    pub fn remove_user(&mut self, user: &str) {
+        self.map.retain(|_, s| s.user != user);
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// No live sessions.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn alive(&self, s: &Session, now: Instant) -> bool {
+        now.saturating_duration_since(s.last_seen) < Duration::from_secs(self.cfg.idle_secs)
+            && now.saturating_duration_since(s.created) < Duration::from_secs(self.cfg.max_secs)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let cfg = self.cfg;
+        self.map.retain(|_, s| {
+            now.saturating_duration_since(s.last_seen) < Duration::from_secs(cfg.idle_secs)
+                && now.saturating_duration_since(s.created) < Duration::from_secs(cfg.max_secs)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_clock::epoch as base;
+
+    fn dir() -> Directory {
+        let f = UsersFile {
+            users: vec![
+                UserEntry {
+                    name: "tech".into(),
+                    role: Role::Operator,
+                    password_hash: hash_password("correct horse", &[1; 16]).unwrap(),
+                },
+                UserEntry {
+                    name: "guard".into(),
+                    role: Role::Viewer,
+                    password_hash: hash_password("battery staple", &[2; 16]).unwrap(),
+                },
+            ],
+            tokens: vec![TokenEntry {
+                name: "prometheus".into(),
+                role: Role::Viewer,
+                token_sha256: token_hash(&token_text(&[7; 32])),
+            }],
+        };
+        Directory::new(&[&f], &[9; 16])
+    }
+
+    #[test]
+    fn passwords_and_tokens() {
+        let d = dir();
+        assert_eq!(
+            d.check_password("tech", "correct horse"),
+            PasswordCheck::Ok(Role::Operator)
+        );
+        assert_eq!(
+            d.check_password("guard", "battery staple"),
+            PasswordCheck::Ok(Role::Viewer)
+        );
+        assert_eq!(
+            d.check_password("tech", "battery staple"),
+            PasswordCheck::Wrong
+        );
+        assert_eq!(
+            d.check_password("nobody", "correct horse"),
+            PasswordCheck::Wrong
+        );
+        assert_eq!(d.check_password("tech", ""), PasswordCheck::Wrong);
+        assert_eq!(
+            d.check_token(&token_text(&[7; 32])),
+            Some(("prometheus".into(), Role::Viewer))
+        );
+        assert_eq!(d.check_token(&token_text(&[8; 32])), None);
+        assert_eq!(d.check_token(""), None);
+        // No users, no way in.
+        let empty = Directory::new(&[], &[0; 16]);
+        assert_eq!(empty.check_password("", ""), PasswordCheck::Wrong);
+        assert_eq!(empty.check_password("admin", "admin"), PasswordCheck::Wrong);
+        assert!(!verify_password("not a hash", "x"));
+        let (u, pw) = generated_login("demo", Role::Operator, &[5; 20], &[6; 16]).unwrap();
+        assert_eq!(pw.len(), 20);
+        assert!(verify_password(&u.password_hash, &pw));
+    }
+
+    #[test]
+    fn lockout_per_user_and_address() {
+        let t0 = base();
+        let cfg = LockoutConfig {
+            max_failures: 3,
+            max_failures_per_address: 5,
+            window_secs: 60,
+            lockout_secs: 300,
+        };
+        let mut l = Lockout::new(cfg);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(!l.failed("tech", a, t0));
+        assert!(!l.failed("tech", b, t0 + Duration::from_secs(1)));
+        assert_eq!(l.locked("tech", a, t0 + Duration::from_secs(2)), None);
+        // Third failure for the user (from any address) locks the user.
+        assert!(l.failed("tech", a, t0 + Duration::from_secs(2)));
+        let until = t0 + Duration::from_secs(302);
+        assert_eq!(
+            l.locked("tech", b, t0 + Duration::from_secs(3)),
+            Some(until)
+        );
+        // Other users from another address are not locked.
+        assert_eq!(l.locked("guard", b, t0 + Duration::from_secs(3)), None);
+        // The lock ends by itself.
+        assert_eq!(l.locked("tech", b, until), None);
+
+        // Failures spread beyond the window do not add up.
+        let mut l = Lockout::new(cfg);
+        for i in 0..10 {
+            assert!(!l.failed("x", a, t0 + Duration::from_secs(i * 31)));
+            l.succeeded("x");
+        }
+        // One address trying many names is locked by address.
+        let mut l = Lockout::new(cfg);
+        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            assert!(!l.failed(name, a, t0 + Duration::from_secs(i as u64)));
+        }
+        assert!(l.failed("e", a, t0 + Duration::from_secs(4)));
+        assert!(l.locked("tech", a, t0 + Duration::from_secs(5)).is_some());
+        assert!(l.locked("tech", b, t0 + Duration::from_secs(5)).is_none());
+        // A success clears the user's count, not the address's.
+        l.succeeded("e");
+        assert!(l.locked("zzz", a, t0 + Duration::from_secs(6)).is_some());
+    }
+
+    #[test]
+    fn sessions_expire() {
+        let t0 = base();
+        let mut s = Sessions::new(SessionConfig {
+            idle_secs: 60,
+            max_secs: 300,
+        });
+        s.create("cookie", "csrf".into(), "tech", Role::Operator, t0);
+        let got = s.touch("cookie", t0 + Duration::from_secs(59)).unwrap();
+        assert_eq!(
+            (got.user.as_str(), got.role, got.csrf.as_str()),
+            ("tech", Role::Operator, "csrf")
+        );
+        assert!(s.touch("other", t0).is_none());
+        // Used every 50 s it lives until the maximum age.
+        for i in 2..6 {
+            assert!(
+                s.touch("cookie", t0 + Duration::from_secs(i * 50))
+                    .is_some()
+            );
+        }
+        assert!(s.touch("cookie", t0 + Duration::from_secs(300)).is_none());
+        // Idle expiry.
+        s.create("c2", "x".into(), "guard", Role::Viewer, t0);
+        assert!(s.touch("c2", t0 + Duration::from_secs(61)).is_none());
+        s.create("c3", "x".into(), "guard", Role::Viewer, t0);
+        s.remove_user("guard");
+        assert!(s.is_empty());
+    }
+}

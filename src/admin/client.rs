@@ -1,0 +1,377 @@
+//! A small HTTP/1.1 client (hyper over tokio-rustls) for `portier status`
+//! and the tests: one request per connection, bounded in time, TLS trust
+//! by pinned fingerprint or CA file (see [`super::tls::Trust`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// A parsed `http://` or `https://` base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    /// `https`.
+    pub tls: bool,
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl BaseUrl {
+    /// Parse `https://host[:port][/]` (a path is not allowed).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let bad = || format!("URL {url:?}: expected https://HOST[:PORT]");
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(bad());
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() || rest.contains('/') {
+            return Err(bad());
+        }
+        let default = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+            let (h, after) = r.split_once(']').ok_or_else(bad)?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad())?,
+                None if after.is_empty() => default,
+                None => return Err(bad()),
+            };
+            (h.to_owned(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| bad())?),
+                None => (rest.to_owned(), default),
+            }
+        };
+        Ok(Self { tls, host, port })
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A response, body read whole.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers (lower-case names), in order.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header with this (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All headers with this (lower-case) name.
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Send one request. `tls` is needed for `https://`.
+pub async fn request(
+    base: &BaseUrl,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
+    tokio::time::timeout(timeout, async {
+        let tcp = TcpStream::connect((base.host.as_str(), base.port))
+            .await
+            .map_err(|e| format!("connecting to {}: {e}", base.authority()))?;
+        if base.tls {
+            let cfg = tls.ok_or("https needs a TLS configuration")?;
+            let name = rustls::pki_types::ServerName::try_from(base.host.clone())
+                .map_err(|e| format!("{}: {e}", base.host))?;
+            let stream = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS with {}: {e}", base.authority()))?;
+            send(stream, base, method, path_and_query, headers, body).await
+        } else {
+            send(tcp, base, method, path_and_query, headers, body).await
+        }
+    })
+    .await
+    .map_err(|_| format!("{} {path_and_query}: no answer within {timeout:?}", method))?
+}
+
+async fn send<S>(
+    stream: S,
+    base: &BaseUrl,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<HttpResponse, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", base.authority())
+        .header("connection", "close");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("building request: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{method} {path}: reading body: {e}"))?
+        .to_bytes()
+        .to_vec();
+    conn.abort();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// How the client authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// `Authorization: Bearer`.
+    Token(String),
+    /// A session cookie (after [`AdminClient::login`]) and its CSRF token.
+    Session {
+        /// `__Host-portier_session=…`.
+        cookie: String,
+        /// The session's CSRF token, read from the status page.
+        csrf: Option<String>,
+    },
+    /// None (only `/healthz` and the login form answer).
+    Anonymous,
+}
+
+/// A client of one admin port.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    base: BaseUrl,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// How requests are authenticated.
+    pub auth: Auth,
+    /// Per-request time limit.
+    pub timeout: Duration,
+}
+
+/// The value of a hidden `name="…"` input in a page we rendered.
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
+}
+
+/// The `name=value` part of a `Set-Cookie` header for this cookie name.
+pub fn set_cookie_value<'a>(resp: &'a HttpResponse, name: &str) -> Option<&'a str> {
+    resp.headers_named("set-cookie")
+        .map(|c| c.split(';').next().unwrap_or(""))
+        .find(|kv| kv.starts_with(&format!("{name}=")) && kv.len() > name.len() + 1)
+}
+
+impl AdminClient {
+    /// A client for `url` trusting as told.
+    pub fn new(url: &str, trust: &super::tls::Trust, auth: Auth) -> Result<Self, String> {
+        let base = BaseUrl::parse(url)?;
+        let tls = if base.tls {
+            Some(super::tls::client_config(trust)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            base,
+            tls,
+            auth,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Send a request with this client's authentication.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<HttpResponse, String> {
+        let auth_header;
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        match &self.auth {
+            Auth::Token(t) => {
+                auth_header = format!("Bearer {t}");
+                headers.push(("authorization", &auth_header));
+            }
+            Auth::Session { cookie, csrf } => {
+                headers.push(("cookie", cookie));
+                if let Some(c) = csrf {
+                    headers.push(("x-csrf-token", c));
+                }
+            }
+            Auth::Anonymous => {}
+        }
+        request(
+            &self.base,
+            self.tls.clone(),
+            method,
+            path,
+            &headers,
+            body,
+            self.timeout,
+        )
+        .await
+    }
+
+    /// GET a JSON document; non-2xx answers become errors with the server's
+    /// message.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        let r = self.send("GET", path, &[], Vec::new()).await?;
+        if !(200..300).contains(&r.status) {
+            return Err(format!(
+                "GET {path}: HTTP {}: {}",
+                r.status,
+                r.text().trim()
+            ));
+        }
+        serde_json::from_slice(&r.body).map_err(|e| format!("GET {path}: {e}"))
+    }
+
+    /// Log in through the login form (as a browser does); on success the
+    /// client carries the session cookie and its CSRF token.
+    pub async fn login(&mut self, user: &str, password: &str) -> Result<(), String> {
+        self.auth = Auth::Anonymous;
+        let form = self.send("GET", "/login", &[], Vec::new()).await?;
+        let csrf = hidden_field(&form.text(), "csrf").ok_or("no login form")?;
+        let login_cookie =
+            set_cookie_value(&form, "__Host-portier_login").ok_or("no login cookie")?;
+        let body = serde_urlencoded::to_string([
+            ("user", user),
+            ("password", password),
+            ("csrf", csrf.as_str()),
+        ])
+        .map_err(|e| e.to_string())?;
+        let r = self
+            .send(
+                "POST",
+                "/login",
+                &[
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("cookie", login_cookie),
+                ],
+                body.into_bytes(),
+            )
+            .await?;
+        let Some(session) = set_cookie_value(&r, "__Host-portier_session") else {
+            let msg = hidden_error(&r.text()).unwrap_or_else(|| format!("HTTP {}", r.status));
+            return Err(format!("login refused: {msg}"));
+        };
+        let session = session.to_owned();
+        self.auth = Auth::Session {
+            cookie: session,
+            csrf: None,
+        };
+        let page = self.send("GET", "/", &[], Vec::new()).await?;
+        let csrf = hidden_field(&page.text(), "csrf");
+        if let Auth::Session { csrf: c, .. } = &mut self.auth {
+            *c = csrf;
+        }
+        Ok(())
+    }
+}
+
+fn hidden_error(html: &str) -> Option<String> {
+    let start = html.find("id=\"login-error\">")? + "id=\"login-error\">".len();
+    let end = html[start..].find('<')? + start;
+    Some(html[start..end].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            BaseUrl::parse("https://127.0.0.1:8443/").unwrap(),
+            BaseUrl {
+                tls: true,
+                host: "127.0.0.1".into(),
+                port: 8443
+            }
+        );
+        assert_eq!(BaseUrl::parse("https://gw.example").unwrap().port, 443);
+        assert_eq!(BaseUrl::parse("http://[::1]:9515").unwrap().host, "::1");
+        assert_eq!(
+            BaseUrl::parse("http://[::1]:9515").unwrap().authority(),
+            "[::1]:9515"
+        );
+        for bad in ["ftp://x", "https://", "https://h/path", "https://h:x"] {
+            assert!(BaseUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn form_scraping() {
+        let html = r#"<input type="hidden" name="csrf" value="abc123"><p class="bad" id="login-error">Wrong.</p>"#;
+        assert_eq!(hidden_field(html, "csrf").as_deref(), Some("abc123"));
+        assert_eq!(hidden_field(html, "x"), None);
+        assert_eq!(hidden_error(html).as_deref(), Some("Wrong."));
+    }
+}

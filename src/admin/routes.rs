@@ -1,0 +1,1100 @@
+//! The router and its handlers: authentication, role and CSRF checks, and
+//! the mapping of backend answers to HTML pages or JSON.
+//!
+//! Every handler authenticates first and only then parses its query or
+//! body, so an anonymous request gets 401 (API) or a redirect to the login
+//! form (pages), never a parse error.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::auth::{Directory, Lockout, PasswordCheck, Role, Sessions, UsersFile};
+use super::backend::{
+    AdminBackend, BackendError, DoorActionRequest, DoorCommand, OverrideChoice, PassageDirection,
+    WhyAnswer, WhyQuery, parse_card_text,
+};
+use super::page::{self, Viewer, WhyView};
+use super::{AdminConfig, AdminError, Metrics, read_users_file};
+use crate::journal::EventKind;
+use crate::status::reason_in_words;
+
+/// Every route: method and path (axum syntax). `docs/openapi.json`
+/// documents exactly these (a test checks), and the router is built from
+/// the same list of paths.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("GET", "/"),
+    ("GET", "/live"),
+    ("GET", "/confirm"),
+    ("POST", "/doors/{id}/unlock"),
+    ("POST", "/doors/{id}/override"),
+    ("POST", "/doors/{id}/release"),
+    ("GET", "/api/v1/status"),
+    ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/occupancy"),
+    ("GET", "/api/v1/why"),
+    ("POST", "/api/v1/doors/{id}/unlock"),
+    ("POST", "/api/v1/doors/{id}/mode"),
+    ("POST", "/api/v1/doors/{id}/release"),
+    ("GET", "/metrics"),
+];
+
+const SESSION_COOKIE: &str = "__Host-portier_session";
+const LOGIN_COOKIE: &str = "__Host-portier_login";
+
+/// Users from the config plus the users file, re-read when the file
+/// changes (so `portier admin passwd` needs no restart).
+struct UserStore {
+    inline: UsersFile,
+    file: Option<PathBuf>,
+    cache: Mutex<(Stamp, Arc<Directory>)>,
+}
+
+/// Modification time and length of the users file, when it exists.
+type Stamp = Option<(SystemTime, u64)>;
+
+impl UserStore {
+    fn new(cfg: &AdminConfig) -> Result<Self, AdminError> {
+        let inline = UsersFile {
+            users: cfg.users.clone(),
+            tokens: cfg.tokens.clone(),
+        };
+        let store = Self {
+            inline,
+            file: cfg.users_file.clone(),
+            cache: Mutex::new((None, Arc::new(Directory::default()))),
+        };
+        // Fail at start on a broken file; later a broken file keeps the
+        // last good directory.
+        let from_file = match &store.file {
+            Some(f) => read_users_file(f)?,
+            None => UsersFile::default(),
+        };
+        let stamp = store.file.as_deref().and_then(file_stamp);
+        *lock(&store.cache) = (stamp, Arc::new(store.build(&from_file)));
+        Ok(store)
+    }
+
+    fn build(&self, from_file: &UsersFile) -> Directory {
+        let mut salt = [0u8; 16];
+        crate::driver::clock::os_entropy(&mut salt);
+        Directory::new(&[&self.inline, from_file], &salt)
+    }
+
+    fn directory(&self) -> Arc<Directory> {
+        let Some(file) = &self.file else {
+            return lock(&self.cache).1.clone();
+        };
+        let stamp = file_stamp(file);
+        {
+            let c = lock(&self.cache);
+            if c.0 == stamp {
+                return c.1.clone();
+            }
+        }
+        match read_users_file(file) {
+            Ok(f) => {
+                let d = Arc::new(self.build(&f));
+                *lock(&self.cache) = (stamp, d.clone());
+                tracing::info!(file = %file.display(), users = d.user_count(), tokens = d.token_count(), "admin users reloaded");
+                d
+            }
+            Err(e) => {
+                tracing::error!("{e}; keeping the users loaded before");
+                lock(&self.cache).1.clone()
+            }
+        }
+    }
+}
+
+fn file_stamp(p: &std::path::Path) -> Stamp {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// A poisoned lock only means another handler panicked; the data (sessions,
+/// counters) is still consistent enough to go on.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct AuthState {
+    lockout: Lockout,
+    sessions: Sessions,
+}
+
+/// Shared state of all handlers.
+pub(crate) struct AppState {
+    backend: Arc<dyn AdminBackend>,
+    metrics: Metrics,
+    users: UserStore,
+    auth: Mutex<AuthState>,
+    /// Password checks running at once (argon2 costs ~19 MiB and tens of
+    /// milliseconds each; a flood of logins must not exhaust the gateway).
+    hashing: tokio::sync::Semaphore,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        cfg: &AdminConfig,
+        backend: Arc<dyn AdminBackend>,
+        metrics: Metrics,
+    ) -> Result<Self, AdminError> {
+        Ok(Self {
+            backend,
+            metrics,
+            users: UserStore::new(cfg)?,
+            auth: Mutex::new(AuthState {
+                lockout: Lockout::new(cfg.lockout),
+                sessions: Sessions::new(cfg.session),
+            }),
+            hashing: tokio::sync::Semaphore::new(2),
+        })
+    }
+
+    pub(crate) fn user_count(&self) -> usize {
+        self.users.directory().user_count()
+    }
+
+    async fn record(&self, event: EventKind) {
+        if let Err(e) = self.backend.record(event.clone()).await {
+            tracing::error!(?event, "admin event not journaled: {e}");
+        }
+    }
+}
+
+/// Monotonic now: the admin driver's clock read point for lockout and
+/// sessions.
+fn mono_now() -> Instant {
+    crate::driver::clock::monotonic()
+}
+
+/// Wall-clock now, for "why" and door actions.
+fn wall_now() -> Timestamp {
+    let d = crate::driver::clock::since_epoch();
+    Timestamp::new(
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    )
+    .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    crate::driver::clock::os_entropy(&mut b);
+    hex::encode(b)
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// How a request is authenticated.
+#[derive(Debug, Clone)]
+enum Via {
+    /// Session cookie; POSTs need this CSRF token.
+    Session { csrf: String },
+    /// `Authorization: Bearer`.
+    Token,
+}
+
+#[derive(Debug, Clone)]
+struct Caller {
+    name: String,
+    role: Role,
+    via: Via,
+    client: IpAddr,
+}
+
+impl Caller {
+    fn viewer(&self) -> Viewer {
+        Viewer {
+            name: self.name.clone(),
+            operator: self.role == Role::Operator,
+            csrf: match &self.via {
+                Via::Session { csrf } => csrf.clone(),
+                Via::Token => String::new(),
+            },
+        }
+    }
+}
+
+impl AppState {
+    fn caller(&self, headers: &HeaderMap, peer: SocketAddr) -> Option<Caller> {
+        let dir = self.users.directory();
+        if let Some(auth) = headers.get(header::AUTHORIZATION) {
+            let token = auth.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+            let (name, role) = dir.check_token(token)?;
+            return Some(Caller {
+                name,
+                role,
+                via: Via::Token,
+                client: peer.ip(),
+            });
+        }
+        let c = cookie(headers, SESSION_COOKIE)?;
+        let mut auth = lock(&self.auth);
+        let s = auth.sessions.touch(&c, mono_now())?;
+        // The role is re-read: a removed user's sessions stop working and a
+        // demoted operator cannot act.
+        let Some(role) = dir.role_of(&s.user) else {
+            auth.sessions.remove(&c);
+            return None;
+        };
+        Some(Caller {
+            name: s.user,
+            role,
+            via: Via::Session { csrf: s.csrf },
+            client: peer.ip(),
+        })
+    }
+
+    fn api_caller(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, NotLoggedIn> {
+        self.caller(headers, peer).ok_or(NotLoggedIn::Api)
+    }
+
+    fn page_caller(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, NotLoggedIn> {
+        self.caller(headers, peer).ok_or(NotLoggedIn::Page)
+    }
+}
+
+/// An anonymous request: 401 for the API, a redirect to the login form for
+/// pages.
+#[derive(Debug, Clone, Copy)]
+enum NotLoggedIn {
+    Api,
+    Page,
+}
+
+impl IntoResponse for NotLoggedIn {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Page => redirect("/login"),
+            Self::Api => {
+                let mut r = api_error(
+                    StatusCode::UNAUTHORIZED,
+                    "log in (session cookie) or send Authorization: Bearer <token>",
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"portier\""),
+                );
+                r
+            }
+        }
+    }
+}
+
+fn redirect(to: &'static str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
+}
+
+#[derive(Serialize)]
+struct ApiError<'a> {
+    error: &'a str,
+}
+
+fn api_error(status: StatusCode, msg: &str) -> Response {
+    (status, axum::Json(ApiError { error: msg })).into_response()
+}
+
+fn backend_status(e: &BackendError) -> StatusCode {
+    match e {
+        BackendError::UnknownDoor(_) => StatusCode::NOT_FOUND,
+        BackendError::Refused(_) => StatusCode::CONFLICT,
+        BackendError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_SECURITY_POLICY, page::csp())],
+        Html(body),
+    )
+        .into_response()
+}
+
+fn page_message(viewer: Option<&Viewer>, status: StatusCode, title: &str, text: &str) -> Response {
+    html(
+        status,
+        page::message(viewer, title, text, status.is_success()),
+    )
+}
+
+fn parse_query<T: serde::de::DeserializeOwned + Default>(q: Option<String>) -> Result<T, String> {
+    match q {
+        None => Ok(T::default()),
+        Some(q) => serde_urlencoded::from_str(&q).map_err(|e| e.to_string()),
+    }
+}
+
+/// Build the router.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/login", get(login_form).post(login_submit))
+        .route("/logout", post(logout))
+        .route("/", get(index))
+        .route("/live", get(live))
+        .route("/confirm", get(confirm))
+        .route("/doors/{id}/unlock", post(form_unlock))
+        .route("/doors/{id}/override", post(form_override))
+        .route("/doors/{id}/release", post(form_release))
+        .route("/api/v1/status", get(api_status))
+        .route("/api/v1/events", get(api_events))
+        .route("/api/v1/occupancy", get(api_occupancy))
+        .route("/api/v1/why", get(api_why))
+        .route("/api/v1/doors/{id}/unlock", post(api_unlock))
+        .route("/api/v1/doors/{id}/mode", post(api_mode))
+        .route("/api/v1/doors/{id}/release", post(api_release))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+    resp
+}
+
+type St = State<Arc<AppState>>;
+type Peer = ConnectInfo<SocketAddr>;
+
+async fn not_found(State(st): St, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    // Unknown paths look the same as known ones to anonymous callers.
+    match st.caller(&headers, peer) {
+        None => api_error(StatusCode::UNAUTHORIZED, "not logged in"),
+        Some(_) => api_error(StatusCode::NOT_FOUND, "no such page"),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+fn login_cookie_header(value: &str, max_age: u32) -> HeaderValue {
+    // Built from hex digits only: always a valid header value.
+    HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+async fn login_form(State(st): St) -> Response {
+    let token = random_hex(16);
+    let mut r = html(
+        StatusCode::OK,
+        page::login(&token, None, st.user_count() == 0),
+    );
+    r.headers_mut()
+        .append(header::SET_COOKIE, login_cookie_header(&token, 900));
+    r
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+    password: String,
+    csrf: String,
+}
+
+async fn login_submit(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let again = |st: &AppState, status: StatusCode, msg: &str| {
+        let token = random_hex(16);
+        let mut r = html(status, page::login(&token, Some(msg), st.user_count() == 0));
+        r.headers_mut()
+            .append(header::SET_COOKIE, login_cookie_header(&token, 900));
+        r
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
+        return again(
+            &st,
+            StatusCode::BAD_REQUEST,
+            "Fill in user name and password.",
+        );
+    };
+    // Login CSRF: the form must come from our own login page (double
+    // submit: the hidden field equals the cookie set with the form).
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !super::auth::constant_time_eq(&expected, &form.csrf) {
+        return again(
+            &st,
+            StatusCode::FORBIDDEN,
+            "The login form had expired; please try again.",
+        );
+    }
+    let client = peer.ip();
+    let user = form.user.trim().to_owned();
+    let locked = lock(&st.auth).lockout.locked(&user, client, mono_now());
+    if locked.is_some() {
+        st.metrics.login("locked_out");
+        st.record(EventKind::AdminLogin {
+            user,
+            client: client.to_string(),
+            result: "locked_out".into(),
+        })
+        .await;
+        return again(
+            &st,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed logins: this user or address is locked for a while.",
+        );
+    }
+    let dir = st.users.directory();
+    let (u, p) = (user.clone(), form.password);
+    // The semaphore is never closed.
+    let _permit = st.hashing.acquire().await;
+    let check = tokio::task::spawn_blocking(move || dir.check_password(&u, &p))
+        .await
+        .unwrap_or(PasswordCheck::Wrong);
+    match check {
+        PasswordCheck::Ok(role) => {
+            let cookie_value = random_hex(32);
+            let csrf = random_hex(16);
+            {
+                let mut a = lock(&st.auth);
+                a.lockout.succeeded(&user);
+                a.sessions
+                    .create(&cookie_value, csrf, &user, role, mono_now());
+            }
+            st.metrics.login("ok");
+            st.record(EventKind::AdminLogin {
+                user,
+                client: client.to_string(),
+                result: "ok".into(),
+            })
+            .await;
+            let mut r = redirect("/");
+            let h = r.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{SESSION_COOKIE}={cookie_value}; Path=/; Secure; HttpOnly; SameSite=Strict"
+            )) {
+                h.append(header::SET_COOKIE, v);
+            }
+            h.append(header::SET_COOKIE, login_cookie_header("", 0));
+            r
+        }
+        PasswordCheck::Wrong => {
+            let now_locked = lock(&st.auth).lockout.failed(&user, client, mono_now());
+            st.metrics.login("failed");
+            st.record(EventKind::AdminLogin {
+                user,
+                client: client.to_string(),
+                result: "failed".into(),
+            })
+            .await;
+            let msg = if now_locked {
+                "Wrong user name or password. Too many failures: locked for a while."
+            } else {
+                "Wrong user name or password."
+            };
+            again(&st, StatusCode::UNAUTHORIZED, msg)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Check a form's CSRF token against the session's. Token callers have no
+/// ambient credential and need none.
+fn csrf_ok(caller: &Caller, token: &str) -> bool {
+    match &caller.via {
+        Via::Session { csrf } => super::auth::constant_time_eq(csrf, token),
+        Via::Token => true,
+    }
+}
+
+async fn logout(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let caller = match st.page_caller(&headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let form: CsrfForm = serde_urlencoded::from_bytes(&body).unwrap_or(CsrfForm {
+        csrf: String::new(),
+    });
+    if !csrf_ok(&caller, &form.csrf) {
+        return page_message(
+            Some(&caller.viewer()),
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "The form was not sent by this page (CSRF check failed).",
+        );
+    }
+    if let Some(c) = cookie(&headers, SESSION_COOKIE) {
+        lock(&st.auth).sessions.remove(&c);
+    }
+    let mut r = redirect("/login");
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "__Host-portier_session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    r
+}
+
+#[derive(Deserialize, Default)]
+struct WhyParams {
+    door: Option<String>,
+    card: Option<String>,
+    at: Option<String>,
+}
+
+async fn run_why(
+    st: &AppState,
+    p: &WhyParams,
+) -> Option<Result<(String, String, WhyAnswer), (String, String, String)>> {
+    let door = p.door.clone().unwrap_or_default();
+    let text = p.card.clone().unwrap_or_default();
+    if door.trim().is_empty() && text.trim().is_empty() {
+        return None;
+    }
+    let at = match p.at.as_deref().filter(|a| !a.trim().is_empty()) {
+        None => wall_now(),
+        Some(a) => match a.trim().parse::<Timestamp>() {
+            Ok(t) => t,
+            Err(_) => {
+                return Some(Err((
+                    door,
+                    text,
+                    "time must be RFC 3339, e.g. 2026-11-23T21:30:00+01:00".into(),
+                )));
+            }
+        },
+    };
+    let card = match parse_card_text(&text) {
+        Ok(c) => c,
+        Err(e) => return Some(Err((door, text, e))),
+    };
+    let q = WhyQuery {
+        door: door.trim().to_owned(),
+        card,
+        at,
+    };
+    Some(match st.backend.why(q).await {
+        Ok(a) => Ok((door, text, a)),
+        Err(e) => Err((door, text, e.to_string())),
+    })
+}
+
+async fn index(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let caller = match st.page_caller(&headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let params: WhyParams = parse_query(q).unwrap_or_default();
+    let why = run_why(&st, &params).await.map(|r| match r {
+        Ok((door, card, answer)) => WhyView::Answer { door, card, answer },
+        Err((door, card, message)) => WhyView::Error {
+            door,
+            card,
+            message,
+        },
+    });
+    match st.backend.status().await {
+        Ok(s) => html(
+            StatusCode::OK,
+            page::index(&s, &caller.viewer(), why.as_ref()),
+        ),
+        Err(e) => page_message(
+            Some(&caller.viewer()),
+            backend_status(&e),
+            "Status unavailable",
+            &e.to_string(),
+        ),
+    }
+}
+
+async fn live(State(st): St, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    if let Err(r) = st.page_caller(&headers, peer) {
+        return r.into_response();
+    }
+    match st.backend.status().await {
+        Ok(s) => html(StatusCode::OK, page::live(&s)),
+        Err(e) => html(backend_status(&e), page::escape(&e.to_string())),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ActionParams {
+    door: Option<String>,
+    action: Option<String>,
+    seconds: Option<u32>,
+    minutes: Option<u32>,
+    state: Option<OverrideChoice>,
+    direction: Option<PassageDirection>,
+    #[serde(default)]
+    csrf: String,
+}
+
+fn command_of(kind: &str, p: &ActionParams) -> Result<DoorCommand, String> {
+    let cmd = match kind {
+        "unlock" => DoorCommand::Unlock {
+            seconds: p.seconds.ok_or("give the unlock time in seconds")?,
+        },
+        "override" => DoorCommand::Override {
+            state: p.state.ok_or("choose unlocked or locked")?,
+            minutes: p.minutes.ok_or("give the override time in minutes")?,
+        },
+        "release" => DoorCommand::ReleasePassage {
+            direction: p.direction.ok_or("choose the direction (in or out)")?,
+        },
+        other => return Err(format!("unknown action {other:?}")),
+    };
+    cmd.check()?;
+    Ok(cmd)
+}
+
+fn action_path(cmd: &DoorCommand) -> &'static str {
+    match cmd {
+        DoorCommand::Unlock { .. } => "unlock",
+        DoorCommand::Override { .. } => "override",
+        DoorCommand::ReleasePassage { .. } => "release",
+    }
+}
+
+async fn confirm(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let caller = match st.page_caller(&headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let v = caller.viewer();
+    if caller.role != Role::Operator {
+        return page_message(
+            Some(&v),
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "Door actions need the operator role.",
+        );
+    }
+    let p: ActionParams = match parse_query(q) {
+        Ok(p) => p,
+        Err(e) => return page_message(Some(&v), StatusCode::BAD_REQUEST, "Bad request", &e),
+    };
+    let door = p.door.clone().unwrap_or_default();
+    match command_of(p.action.as_deref().unwrap_or(""), &p) {
+        Ok(cmd) if !door.is_empty() => html(
+            StatusCode::OK,
+            page::confirm(&v, &door, &cmd, action_path(&cmd)),
+        ),
+        Ok(_) => page_message(
+            Some(&v),
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "choose a door",
+        ),
+        Err(e) => page_message(Some(&v), StatusCode::BAD_REQUEST, "Bad request", &e),
+    }
+}
+
+/// Check role and CSRF, run the action, journal it. `Err` carries the
+/// status and the operator-facing message.
+async fn act(
+    st: &AppState,
+    caller: &Caller,
+    door: String,
+    cmd: Result<DoorCommand, String>,
+    csrf: &str,
+) -> Result<super::ActionOutcome, (StatusCode, String)> {
+    let record = |door: &str, action: String, result: String| EventKind::AdminAction {
+        user: caller.name.clone(),
+        client: caller.client.to_string(),
+        door: door.to_owned(),
+        action,
+        result,
+    };
+    if caller.role != Role::Operator {
+        let what = cmd
+            .as_ref()
+            .map_or_else(|e| e.clone(), DoorCommand::describe);
+        st.metrics.action("forbidden");
+        st.record(record(&door, what, "forbidden: viewer role".into()))
+            .await;
+        return Err((
+            StatusCode::FORBIDDEN,
+            "door actions need the operator role".into(),
+        ));
+    }
+    if !csrf_ok(caller, csrf) {
+        st.metrics.action("forbidden");
+        let what = cmd
+            .as_ref()
+            .map_or_else(|e| e.clone(), DoorCommand::describe);
+        st.record(record(&door, what, "forbidden: CSRF check failed".into()))
+            .await;
+        return Err((
+            StatusCode::FORBIDDEN,
+            "CSRF check failed: send the session's token (form field csrf or header X-CSRF-Token)"
+                .into(),
+        ));
+    }
+    let cmd = cmd.map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+    let what = cmd.describe();
+    let req = DoorActionRequest {
+        door: door.clone(),
+        command: cmd,
+        by: caller.name.clone(),
+        at: wall_now(),
+    };
+    match st.backend.door_action(req).await {
+        Ok(outcome) => {
+            st.metrics.action("ok");
+            st.record(record(&door, what, "ok".into())).await;
+            Ok(outcome)
+        }
+        Err(e) => {
+            st.metrics.action("refused");
+            st.record(record(&door, what, e.to_string())).await;
+            Err((backend_status(&e), e.to_string()))
+        }
+    }
+}
+
+async fn form_action(
+    st: Arc<AppState>,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    door: String,
+    kind: &str,
+    body: Bytes,
+) -> Response {
+    let caller = match st.page_caller(&headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let v = caller.viewer();
+    let (cmd, csrf) = match serde_urlencoded::from_bytes::<ActionParams>(&body) {
+        Ok(p) => (command_of(kind, &p), p.csrf),
+        Err(e) => (Err(e.to_string()), String::new()),
+    };
+    match act(&st, &caller, door.clone(), cmd, &csrf).await {
+        Ok(o) => page_message(
+            Some(&v),
+            StatusCode::OK,
+            "Done",
+            &format!("Door {}: {}", o.door, o.done),
+        ),
+        Err((status, msg)) => {
+            page_message(Some(&v), status, "Not done", &format!("Door {door}: {msg}"))
+        }
+    }
+}
+
+async fn form_unlock(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    form_action(st, peer, headers, id, "unlock", body).await
+}
+
+async fn form_override(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    form_action(st, peer, headers, id, "override", body).await
+}
+
+async fn form_release(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    form_action(st, peer, headers, id, "release", body).await
+}
+
+async fn api_status(State(st): St, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    if let Err(r) = st.api_caller(&headers, peer) {
+        return r.into_response();
+    }
+    match st.backend.status().await {
+        Ok(s) => axum::Json(s).into_response(),
+        Err(e) => api_error(backend_status(&e), &e.to_string()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct EventsParams {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Most events one `/api/v1/events` call returns.
+const MAX_EVENTS: usize = 1000;
+
+#[derive(Serialize)]
+struct EventsPage {
+    events: Vec<crate::journal::Event>,
+}
+
+async fn api_events(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    if let Err(r) = st.api_caller(&headers, peer) {
+        return r.into_response();
+    }
+    let p: EventsParams = match parse_query(q) {
+        Ok(p) => p,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let limit = p.limit.unwrap_or(100).clamp(1, MAX_EVENTS);
+    match st.backend.events(p.after.unwrap_or(0), limit).await {
+        Ok(events) => axum::Json(EventsPage { events }).into_response(),
+        Err(e) => api_error(backend_status(&e), &e.to_string()),
+    }
+}
+
+async fn api_occupancy(State(st): St, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    if let Err(r) = st.api_caller(&headers, peer) {
+        return r.into_response();
+    }
+    match st.backend.occupancy().await {
+        Ok(o) => axum::Json(o).into_response(),
+        Err(e) => api_error(backend_status(&e), &e.to_string()),
+    }
+}
+
+#[derive(Serialize)]
+struct WhyReply {
+    door: String,
+    #[serde(flatten)]
+    answer: WhyAnswer,
+    reason_text: Option<String>,
+}
+
+async fn api_why(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    if let Err(r) = st.api_caller(&headers, peer) {
+        return r.into_response();
+    }
+    let p: WhyParams = match parse_query(q) {
+        Ok(p) => p,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, &e),
+    };
+    if p.door.as_deref().unwrap_or("").trim().is_empty() {
+        return api_error(StatusCode::BAD_REQUEST, "give door and card");
+    }
+    match run_why(&st, &p).await {
+        None => api_error(StatusCode::BAD_REQUEST, "give door and card"),
+        Some(Ok((door, _, answer))) => {
+            let reason_text = answer
+                .reason
+                .as_deref()
+                .map(|r| reason_in_words(r).to_owned());
+            axum::Json(WhyReply {
+                door: door.trim().to_owned(),
+                answer,
+                reason_text,
+            })
+            .into_response()
+        }
+        Some(Err((_, _, msg))) => api_error(StatusCode::BAD_REQUEST, &msg),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnlockBody {
+    seconds: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModeBody {
+    state: OverrideChoice,
+    minutes: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    direction: PassageDirection,
+}
+
+async fn api_action(
+    st: Arc<AppState>,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    door: String,
+    cmd: impl FnOnce(&[u8]) -> Result<DoorCommand, String>,
+    body: Bytes,
+) -> Response {
+    let caller = match st.api_caller(&headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let csrf = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let cmd = cmd(&body).and_then(|c| c.check().map(|()| c));
+    match act(&st, &caller, door, cmd, &csrf).await {
+        Ok(o) => axum::Json(o).into_response(),
+        Err((status, msg)) => api_error(status, &msg),
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(b).map_err(|e| format!("body: {e}"))
+}
+
+async fn api_unlock(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    api_action(
+        st,
+        peer,
+        headers,
+        id,
+        |b| json_body::<UnlockBody>(b).map(|u| DoorCommand::Unlock { seconds: u.seconds }),
+        body,
+    )
+    .await
+}
+
+async fn api_mode(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    api_action(
+        st,
+        peer,
+        headers,
+        id,
+        |b| {
+            json_body::<ModeBody>(b).map(|m| DoorCommand::Override {
+                state: m.state,
+                minutes: m.minutes,
+            })
+        },
+        body,
+    )
+    .await
+}
+
+async fn api_release(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    api_action(
+        st,
+        peer,
+        headers,
+        id,
+        |b| {
+            json_body::<ReleaseBody>(b).map(|r| DoorCommand::ReleasePassage {
+                direction: r.direction,
+            })
+        },
+        body,
+    )
+    .await
+}
+
+async fn metrics(State(st): St, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    if let Err(r) = st.api_caller(&headers, peer) {
+        return r.into_response();
+    }
+    match st.backend.status().await {
+        Ok(s) => st.metrics.observe_status(&s),
+        Err(e) => tracing::warn!("metrics: status unavailable: {e}"),
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.metrics.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,153 @@
+//! The status in the terminal (`portier status`): the same facts as the
+//! page, as plain text lines.
+
+use std::fmt::Write;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use super::page::{age, event_words};
+use crate::status::{DoorKindName, Status};
+
+fn when(tz: &TimeZone, t: Timestamp) -> String {
+    t.to_zoned(tz.clone())
+        .strftime("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+/// Render a status snapshot as text.
+pub fn status_text(s: &Status) -> String {
+    let tz = TimeZone::get(&s.gateway.time_zone).unwrap_or(TimeZone::UTC);
+    let g = &s.gateway;
+    let mut o = String::new();
+    let _ = writeln!(o, "{} · {} · portier {}", g.building, g.id, g.version);
+    let _ = writeln!(
+        o,
+        "clock {} ({}), up {}",
+        when(&tz, g.now),
+        g.time_zone,
+        age(g.uptime_secs)
+    );
+    match &s.rules {
+        None => {
+            let _ = writeln!(o, "RULES: none in force (every card is denied)");
+        }
+        Some(r) => {
+            let _ = writeln!(
+                o,
+                "rules v{} issued {} ({} ago), signer {}, {} credentials{}",
+                r.version,
+                when(&tz, r.issued_at),
+                age(r.age_secs),
+                r.signer_key_id,
+                r.credentials,
+                if r.too_old { ", TOO OLD" } else { "" }
+            );
+        }
+    }
+    let u = &s.uplink;
+    let _ = writeln!(
+        o,
+        "uplink {}{}, backlog {}{}{}",
+        if !u.configured {
+            "not configured"
+        } else if u.connected {
+            "connected"
+        } else {
+            "DISCONNECTED"
+        },
+        u.broker
+            .as_deref()
+            .map(|b| format!(" ({b})"))
+            .unwrap_or_default(),
+        u.backlog,
+        u.oldest_backlog_age_secs
+            .map(|a| format!(", oldest {}", age(a)))
+            .unwrap_or_default(),
+        u.last_ack_at
+            .map(|t| format!(", last ack {}", when(&tz, t)))
+            .unwrap_or_default()
+    );
+    for b in &s.buses {
+        let _ = writeln!(o, "bus {} ({})", b.name, b.device);
+        for p in &b.pds {
+            let _ = writeln!(
+                o,
+                "  pd {:>3} {:<7} {}{} last reply {}{}{}{}",
+                p.address,
+                p.role,
+                if p.online { "online " } else { "OFFLINE" },
+                if p.secure_channel { " SC" } else { " no-SC" },
+                p.last_reply_age_ms.map_or_else(
+                    || "never".to_owned(),
+                    |ms| format!("{:.1} s ago", ms as f64 / 1000.0)
+                ),
+                if p.tamper { " TAMPER" } else { "" },
+                if p.power_failure {
+                    " POWER-FAILURE"
+                } else {
+                    ""
+                },
+                p.identity
+                    .as_ref()
+                    .map(|i| format!(
+                        " [{} m{} s{} fw {}]",
+                        i.vendor, i.model, i.serial, i.firmware
+                    ))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    for d in &s.doors {
+        let mut state = vec![if d.locked { "locked" } else { "RELEASED" }];
+        if d.kind == DoorKindName::Standard {
+            state.push(if d.open { "open" } else { "closed" });
+        }
+        if d.forced {
+            state.push("FORCED");
+        }
+        if d.held_open {
+            state.push("HELD-OPEN");
+        }
+        let _ = writeln!(
+            o,
+            "door {} ({}) mode {}{}: {}{}",
+            d.id,
+            match d.kind {
+                DoorKindName::Standard => "standard",
+                DoorKindName::Revolving => "revolving",
+            },
+            d.mode,
+            d.override_state
+                .as_ref()
+                .map(|ov| format!(", override {} until {}", ov.state, when(&tz, ov.until)))
+                .unwrap_or_default(),
+            state.join(", "),
+            match d.schedule_open {
+                Some(true) => ", schedule open",
+                Some(false) => ", schedule closed",
+                None => "",
+            }
+        );
+    }
+    let _ = writeln!(o, "inside: {}", s.presence.len());
+    for p in &s.presence {
+        let _ = writeln!(
+            o,
+            "  {} ({}) since {}",
+            p.name.as_deref().unwrap_or("(no name)"),
+            p.credential,
+            when(&tz, p.since)
+        );
+    }
+    let _ = writeln!(o, "recent events:");
+    for e in &s.recent_events {
+        let (what, _) = event_words(&e.kind);
+        let code = match &e.kind {
+            crate::journal::EventKind::AccessDenied { reason, .. } => format!(" [{reason}]"),
+            _ => String::new(),
+        };
+        let _ = writeln!(o, "  {:>8} {} {what}{code}", e.seq, when(&tz, e.at));
+    }
+    o
+}

@@ -1,0 +1,403 @@
+//! The daemon's side of the admin port: [`AdminBackend`] over the running
+//! gateway — the daemon view (doors, presence, trusted time), the bus
+//! statuses, the uplink state, the rules store (status and the "why" box),
+//! the journal, and the daemon loop's control channel for door actions
+//! (the same path as central's commands, so they are journaled alike).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::daemon::{self, Control, DaemonView};
+use super::uplink::UplinkState;
+use crate::admin::{
+    ActionOutcome, AdminBackend, BackendError, BoxFuture, DoorActionRequest, DoorCommand,
+    OverrideChoice, PassageDirection, WhyAnswer, WhyQuery, why_answer,
+};
+use crate::config::Config;
+use crate::door::Direction;
+use crate::journal::{Event, EventKind, Journal};
+use crate::osdp;
+use crate::rules::Request;
+use crate::site::remote::RemoteAction;
+use crate::status::{
+    BusStatus, DoorKindName, DoorStatus, GatewayStatus, Occupancy, PdIdentity, PdStatus,
+    PresenceEntry, RulesStatus, Status, UplinkStatus,
+};
+use crate::store::Store;
+
+/// One bus as the admin port shows it.
+#[derive(Debug, Clone)]
+pub struct BusView {
+    /// Bus name.
+    pub name: String,
+    /// Serial device.
+    pub device: String,
+    /// PD roles by address.
+    pub roles: HashMap<u8, String>,
+    /// Live PD statuses.
+    pub status: watch::Receiver<Vec<osdp::PdStatus>>,
+}
+
+/// The running gateway, seen by the admin port.
+pub struct GatewayBackend {
+    /// Gateway id.
+    pub gateway: String,
+    /// Building.
+    pub building: String,
+    /// Time zone shown on the page.
+    pub time_zone: String,
+    /// When the daemon started.
+    pub started_at: Timestamp,
+    /// Monotonic start, for uptime.
+    pub started: std::time::Instant,
+    /// The rules.
+    pub store: Arc<Store>,
+    /// A read handle on the journal.
+    pub journal: Arc<Journal>,
+    /// Daemon state.
+    pub view: watch::Receiver<DaemonView>,
+    /// Buses.
+    pub buses: Vec<BusView>,
+    /// The uplink, when configured: its broker and state.
+    pub uplink: Option<(String, watch::Receiver<UplinkState>)>,
+    /// The daemon loop.
+    pub control: mpsc::Sender<Control>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(e.to_string())
+}
+
+impl GatewayBackend {
+    fn now(&self) -> Timestamp {
+        let system = daemon::wall_now();
+        self.view
+            .borrow()
+            .trusted_time
+            .map_or(system, |t| t.max(system))
+    }
+
+    fn status_now(&self) -> Result<Status, BackendError> {
+        let now = self.now();
+        let view = self.view.borrow().clone();
+        let rules = self.store.header().map(|h| {
+            let issued_at = h.snapshot().issued_at;
+            let too_old = h
+                .snapshot()
+                .doors
+                .keys()
+                .any(|d| h.too_old(d, now).is_some());
+            RulesStatus {
+                version: self.store.version().unwrap_or(0),
+                issued_at,
+                age_secs: now.duration_since(issued_at).as_secs().max(0) as u64,
+                signer_key_id: self.store.signer_key_id().unwrap_or_default(),
+                credentials: self.store.credential_count().unwrap_or(0),
+                too_old,
+            }
+        });
+        let mono = super::clock::monotonic();
+        let buses = self
+            .buses
+            .iter()
+            .map(|b| BusStatus {
+                name: b.name.clone(),
+                device: b.device.clone(),
+                pds: b
+                    .status
+                    .borrow()
+                    .iter()
+                    .map(|p| PdStatus {
+                        address: p.address,
+                        role: b.roles.get(&p.address).cloned().unwrap_or_default(),
+                        online: p.online,
+                        secure_channel: p.secure,
+                        last_reply_age_ms: p
+                            .last_reply
+                            .map(|t| mono.saturating_duration_since(t).as_millis() as u64),
+                        offline_reason: (!p.online).then(|| "no reply".to_owned()),
+                        tamper: p.local_status.is_some_and(|s| s.tamper != 0),
+                        power_failure: p.local_status.is_some_and(|s| s.power != 0),
+                        identity: p.identity.map(|i| PdIdentity {
+                            vendor: hex::encode(i.vendor),
+                            model: i.model,
+                            serial: i.serial,
+                            firmware: format!(
+                                "{}.{}.{}",
+                                i.firmware[0], i.firmware[1], i.firmware[2]
+                            ),
+                        }),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let header = self.store.header();
+        let doors = view
+            .doors
+            .iter()
+            .map(|d| {
+                let (mode, override_state) = match d.mode.strip_prefix("override_") {
+                    Some(state) => (
+                        "card_only".to_owned(),
+                        Some(crate::status::OverrideStatus {
+                            state: state.to_owned(),
+                            until: now,
+                        }),
+                    ),
+                    None => (d.mode.clone(), None),
+                };
+                DoorStatus {
+                    id: d.id.clone(),
+                    kind: if d.kind == "revolving" {
+                        DoorKindName::Revolving
+                    } else {
+                        DoorKindName::Standard
+                    },
+                    mode,
+                    override_state,
+                    locked: !d.released,
+                    open: d.open,
+                    forced: d.forced,
+                    held_open: d.held_open,
+                    schedule_open: header
+                        .as_ref()
+                        .and_then(|h| h.door_mode(&d.id, now).map(|_| true)),
+                }
+            })
+            .collect();
+        let uplink = match &self.uplink {
+            None => UplinkStatus {
+                configured: false,
+                connected: false,
+                broker: None,
+                last_ack_at: None,
+                last_ack_seq: None,
+                backlog: self.journal.len() as u64,
+                oldest_backlog_age_secs: None,
+            },
+            Some((broker, state)) => {
+                let s = state.borrow().clone();
+                UplinkStatus {
+                    configured: true,
+                    connected: s.connected,
+                    broker: Some(broker.clone()),
+                    last_ack_at: None,
+                    last_ack_seq: Some(s.acked),
+                    backlog: s.backlog,
+                    oldest_backlog_age_secs: s
+                        .backlog_oldest_at
+                        .map(|t| now.duration_since(t).as_secs().max(0) as u64),
+                }
+            }
+        };
+        let last = view.last_seq;
+        let recent_events = self
+            .journal
+            .after(last.saturating_sub(20), 20)
+            .map_err(unavailable)?;
+        Ok(Status {
+            gateway: GatewayStatus {
+                id: self.gateway.clone(),
+                building: self.building.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                started_at: self.started_at,
+                uptime_secs: self.started.elapsed().as_secs(),
+                now,
+                time_zone: self.time_zone.clone(),
+            },
+            rules,
+            buses,
+            doors,
+            uplink,
+            recent_events,
+            presence: presence(&view),
+        })
+    }
+}
+
+fn presence(view: &DaemonView) -> Vec<PresenceEntry> {
+    view.presence
+        .inside()
+        .map(|(credential, o)| PresenceEntry {
+            credential: credential.0.clone(),
+            name: o.name.clone(),
+            since: o.since,
+        })
+        .collect()
+}
+
+impl AdminBackend for GatewayBackend {
+    fn status(&self) -> BoxFuture<'_, Result<Status, BackendError>> {
+        Box::pin(async move { self.status_now() })
+    }
+
+    fn events(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>, BackendError>> {
+        Box::pin(async move { self.journal.after(after, limit).map_err(unavailable) })
+    }
+
+    fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BackendError>> {
+        Box::pin(async move {
+            Ok(Occupancy {
+                now: self.now(),
+                inside: presence(&self.view.borrow()),
+            })
+        })
+    }
+
+    fn why(&self, query: WhyQuery) -> BoxFuture<'_, Result<WhyAnswer, BackendError>> {
+        Box::pin(async move {
+            if !self.view.borrow().doors.iter().any(|d| d.id == query.door) {
+                return Err(BackendError::UnknownDoor(query.door));
+            }
+            let req = Request {
+                door: query.door.clone(),
+                card: query.card.clone(),
+                pin: None,
+                lockdown: false,
+            };
+            match self.store.decide(&req, query.at) {
+                Ok(d) => Ok(why_answer(&query.card, &d, self.store.version(), query.at)),
+                Err(crate::store::StoreError::Empty) => Ok(why_answer(
+                    &query.card,
+                    &crate::rules::Decision::Deny(crate::rules::DenyReason::RulesTooOld),
+                    None,
+                    query.at,
+                )),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+    }
+
+    fn door_action(
+        &self,
+        request: DoorActionRequest,
+    ) -> BoxFuture<'_, Result<ActionOutcome, BackendError>> {
+        Box::pin(async move {
+            let door = request.door.clone();
+            let (action, done, secs) = match request.command {
+                DoorCommand::Unlock { seconds } => (
+                    RemoteAction::Unlock {
+                        door: door.clone(),
+                        seconds: u64::from(seconds),
+                    },
+                    format!("released for {seconds} s"),
+                    Some(u64::from(seconds)),
+                ),
+                DoorCommand::Override { state, minutes } => {
+                    let class = self
+                        .view
+                        .borrow()
+                        .doors
+                        .iter()
+                        .find(|d| d.id == door)
+                        .map(|d| d.kind)
+                        .ok_or_else(|| BackendError::UnknownDoor(door.clone()))?;
+                    let mode = match (class, state) {
+                        ("revolving", OverrideChoice::Unlocked) => "free_rotation",
+                        ("revolving", OverrideChoice::Locked) => "locked",
+                        (_, OverrideChoice::Unlocked) => "unlocked",
+                        (_, OverrideChoice::Locked) => "card_only",
+                    };
+                    (
+                        RemoteAction::SetMode {
+                            door: door.clone(),
+                            mode: mode.into(),
+                            seconds: u64::from(minutes) * 60,
+                        },
+                        format!("{mode} for {minutes} min"),
+                        Some(u64::from(minutes) * 60),
+                    )
+                }
+                DoorCommand::ReleasePassage { direction } => (
+                    RemoteAction::ReleasePassage {
+                        door: door.clone(),
+                        direction: match direction {
+                            PassageDirection::In => Direction::In,
+                            PassageDirection::Out => Direction::Out,
+                        },
+                    },
+                    "one passage released".into(),
+                    None,
+                ),
+            };
+            let (reply, answer) = oneshot::channel();
+            self.control
+                .send(Control::Remote {
+                    source: format!("admin:{}", request.by),
+                    command: None,
+                    action,
+                    reply: Some(reply),
+                })
+                .await
+                .map_err(|_| unavailable("daemon stopping"))?;
+            match answer.await.map_err(|_| unavailable("daemon stopping"))? {
+                Ok(()) => Ok(ActionOutcome {
+                    door,
+                    done,
+                    until: secs.and_then(|s| {
+                        request
+                            .at
+                            .checked_add(jiff::SignedDuration::from_secs(s as i64))
+                            .ok()
+                    }),
+                }),
+                Err(e) if e.contains("unknown door") => Err(BackendError::UnknownDoor(door)),
+                Err(e) => Err(BackendError::Refused(e)),
+            }
+        })
+    }
+
+    fn record(&self, event: EventKind) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.control
+                .send(Control::Record(vec![event]))
+                .await
+                .map_err(|_| unavailable("daemon stopping"))
+        })
+    }
+}
+
+/// Build the backend for a running gateway.
+pub fn backend(
+    config: &Config,
+    running: &super::gateway::Running,
+    uplink: Option<watch::Receiver<UplinkState>>,
+    started_at: Timestamp,
+) -> GatewayBackend {
+    let plans = config.bus_plans().unwrap_or_default();
+    GatewayBackend {
+        gateway: config.gateway.id.clone(),
+        building: config.gateway.building.clone(),
+        time_zone: config
+            .gateway
+            .time_zone
+            .as_ref()
+            .map(|t| t.get_ref().clone())
+            .unwrap_or_else(|| "UTC".into()),
+        started_at,
+        started: super::clock::monotonic(),
+        store: running.store.clone(),
+        journal: running.journal.clone(),
+        view: running.view.clone(),
+        buses: plans
+            .iter()
+            .filter_map(|p| {
+                Some(BusView {
+                    name: p.name.clone(),
+                    device: p.port.path.display().to_string(),
+                    roles: p.names.iter().map(|(a, n)| (*a, n.clone())).collect(),
+                    status: running.bus_status.get(&p.name)?.clone(),
+                })
+            })
+            .collect(),
+        uplink: config
+            .uplink
+            .as_ref()
+            .zip(uplink)
+            .map(|(u, s)| (format!("mqtts://{}:{}", u.host, u.port), s)),
+        control: running.control.clone(),
+    }
+}

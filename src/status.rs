@@ -1,0 +1,247 @@
+//! The gateway's health at one instant, as plain data: what the admin page
+//! shows, what `/api/v1/status` returns, what `portier status` prints and
+//! what the MQTT `status` topic will carry.
+//!
+//! Guarantees: everything here is plain `serde` data (JSON field names are
+//! part of the contract with technicians' tools: snake_case, added to but
+//! never renamed); ages are computed by whoever builds the snapshot, at
+//! [`GatewayStatus::now`], so a reader never needs a clock to interpret it.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::journal::Event;
+
+/// One snapshot of the gateway's health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Identity, version, clock.
+    pub gateway: GatewayStatus,
+    /// The rule snapshot in force; `None` before the first one is applied.
+    pub rules: Option<RulesStatus>,
+    /// Every configured RS-485 bus with its PDs.
+    pub buses: Vec<BusStatus>,
+    /// Every configured door.
+    pub doors: Vec<DoorStatus>,
+    /// The link to the central system.
+    pub uplink: UplinkStatus,
+    /// The most recent events, newest last.
+    pub recent_events: Vec<Event>,
+    /// Who is inside (recorded outside office hours).
+    pub presence: Vec<PresenceEntry>,
+}
+
+/// Identity, software version and clock of the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayStatus {
+    /// Gateway id.
+    pub id: String,
+    /// Building name.
+    pub building: String,
+    /// Software version (`CARGO_PKG_VERSION` of the daemon).
+    pub version: String,
+    /// When the daemon started.
+    pub started_at: Timestamp,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// The gateway's wall clock when this snapshot was taken.
+    pub now: Timestamp,
+    /// IANA time zone the schedules use, e.g. `Europe/Amsterdam`.
+    pub time_zone: String,
+}
+
+/// The rule snapshot in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulesStatus {
+    /// Snapshot version (monotonic).
+    pub version: u64,
+    /// When the central system issued it.
+    pub issued_at: Timestamp,
+    /// Seconds between `issued_at` and now.
+    pub age_secs: u64,
+    /// Key id of the central key that signed it.
+    pub signer_key_id: String,
+    /// Number of credentials it holds.
+    pub credentials: u64,
+    /// Older than some door class allows: those doors deny (`rules_too_old`)
+    /// or warn.
+    pub too_old: bool,
+}
+
+/// One RS-485 bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusStatus {
+    /// Bus name from the config.
+    pub name: String,
+    /// Serial device.
+    pub device: String,
+    /// The PDs on it.
+    pub pds: Vec<PdStatus>,
+}
+
+/// One OSDP peripheral device (reader or I/O module).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PdStatus {
+    /// OSDP address.
+    pub address: u8,
+    /// Role from the config (`reader`, `io`).
+    pub role: String,
+    /// Online (answering polls, and in Secure Channel when a key is set).
+    pub online: bool,
+    /// Secure Channel active.
+    pub secure_channel: bool,
+    /// Milliseconds since its last valid reply; `None` if it never answered.
+    pub last_reply_age_ms: Option<u64>,
+    /// Why it is offline, when it is.
+    pub offline_reason: Option<String>,
+    /// Tamper switch active.
+    pub tamper: bool,
+    /// Power failure reported.
+    pub power_failure: bool,
+    /// Identity report, once received.
+    pub identity: Option<PdIdentity>,
+}
+
+/// What a PD said about itself (OSDP `PDID`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PdIdentity {
+    /// IEEE OUI of the vendor, as 6 hex digits.
+    pub vendor: String,
+    /// Model number.
+    pub model: u8,
+    /// Serial number.
+    pub serial: u32,
+    /// Firmware version `major.minor.build`.
+    pub firmware: String,
+}
+
+/// The kind of a door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoorKindName {
+    /// A swing door with a strike or maglock.
+    Standard,
+    /// A revolving door.
+    Revolving,
+}
+
+/// One door.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoorStatus {
+    /// Door id (as in the rules).
+    pub id: String,
+    /// Standard or revolving.
+    pub kind: DoorKindName,
+    /// Standing mode: `card_only`, `scheduled_unlock`, `lockdown` (standard);
+    /// `locked`, `cardholders_only`, `free_rotation`, `emergency_free`
+    /// (revolving).
+    pub mode: String,
+    /// A timed override in force (`unlocked` / `locked` / `free_rotation`)
+    /// and when it ends.
+    pub override_state: Option<OverrideStatus>,
+    /// Strike (or rotation) locked.
+    pub locked: bool,
+    /// Door contact reports open.
+    pub open: bool,
+    /// Opened without grant or exit request, not yet closed.
+    pub forced: bool,
+    /// Held open too long.
+    pub held_open: bool,
+    /// The rules' door-mode schedule says open (unlocked) now; `None` when
+    /// the door has no such schedule.
+    pub schedule_open: Option<bool>,
+}
+
+/// A timed override.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideStatus {
+    /// What the door does meanwhile.
+    pub state: String,
+    /// When it reverts by itself.
+    pub until: Timestamp,
+}
+
+/// The MQTT uplink to the central system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    /// An uplink is configured.
+    pub configured: bool,
+    /// Connected to the broker now.
+    pub connected: bool,
+    /// Broker URL.
+    pub broker: Option<String>,
+    /// When the central system last acknowledged events.
+    pub last_ack_at: Option<Timestamp>,
+    /// Highest sequence number acknowledged.
+    pub last_ack_seq: Option<u64>,
+    /// Events not yet acknowledged.
+    pub backlog: u64,
+    /// Age in seconds of the oldest unacknowledged event.
+    pub oldest_backlog_age_secs: Option<u64>,
+}
+
+/// Someone inside the building.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// Credential key.
+    pub credential: String,
+    /// Display name, if the rules carry one.
+    pub name: Option<String>,
+    /// When they last entered.
+    pub since: Timestamp,
+}
+
+/// `/api/v1/occupancy`: who is inside, and when that was computed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Occupancy {
+    /// The gateway's wall clock.
+    pub now: Timestamp,
+    /// Who is inside.
+    pub inside: Vec<PresenceEntry>,
+}
+
+/// A deny reason code (see `rules::DenyReason::as_str`) in words, for
+/// people. Unknown codes (added later) are shown as they are.
+pub fn reason_in_words(code: &str) -> &str {
+    match code {
+        "unknown_credential" => "card not known to this building",
+        "blocked" => "card blocked (lost, stolen or penalty)",
+        "not_yet_valid" => "authorisation not valid yet",
+        "expired" => "authorisation expired",
+        "no_access" => "no access to this door",
+        "outside_schedule" => "access to this door, but not at this time",
+        "lockdown" => "door in lockdown",
+        "bad_format" => "card data unreadable (format or parity)",
+        "rules_too_old" => "gateway rules too old to decide",
+        "pin_required" => "PIN required",
+        "wrong_pin" => "wrong PIN",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::DenyReason;
+
+    #[test]
+    fn every_contract_reason_has_words() {
+        use DenyReason as R;
+        for r in [
+            R::UnknownCredential,
+            R::Blocked,
+            R::NotYetValid,
+            R::Expired,
+            R::NoAccess,
+            R::OutsideSchedule,
+            R::Lockdown,
+            R::BadFormat,
+            R::RulesTooOld,
+            R::PinRequired,
+            R::WrongPin,
+        ] {
+            assert_ne!(reason_in_words(r.as_str()), r.as_str(), "{r:?}");
+        }
+        assert_eq!(reason_in_words("new_reason"), "new_reason");
+    }
+}
