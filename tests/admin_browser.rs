@@ -1,10 +1,11 @@
 //! Headless Chromium against the admin port over the fake backend: the
 //! walkthrough of `admin_support::walkthrough` (log in, live refresh shows
 //! a reader going offline, why box, confirmed unlock) and the screenshots
-//! in `docs/` that the README shows. A daemon test runs the same
-//! walkthrough with a real PD simulator to stop.
+//! in `docs/` that the README shows; then the same walkthrough against a
+//! running `portier run` whose libosdp PDs are stopped mid-way.
 
 mod admin_support;
+mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +28,7 @@ async fn chromium_logs_in_watches_asks_why_and_unlocks() {
         ],
         readers: 2,
         offline: ("bus0".into(), 2),
+        online_after: 1,
         offline_within: Duration::from_secs(20),
         why: (
             "42:1002".into(),
@@ -48,4 +50,36 @@ async fn chromium_logs_in_watches_asks_why_and_unlocks() {
     assert_eq!(actions[0].command, DoorCommand::Unlock { seconds: 5 });
     assert_eq!(actions[0].by, h.operator.0);
     h.stop().await;
+}
+
+#[test]
+fn chromium_against_the_running_daemon_sees_the_readers_go_offline() {
+    let mut gw = support::gateway::Gateway::start();
+    let (url, _) = gw.admin();
+    let w = Walkthrough {
+        url,
+        operator: gw.operator.clone(),
+        gateway_words: vec!["university-main".into(), "Europe/Amsterdam".into()],
+        readers: 3,
+        // The three libosdp PDs share one process: stopping it takes all
+        // three offline (the daemon's offline timeout is 8 s).
+        offline: ("bus-1".into(), 2),
+        online_after: 0,
+        offline_within: Duration::from_secs(30),
+        why: (
+            "42:1005".into(),
+            "side-entrance".into(),
+            vec!["DENY".into(), "blocked".into()],
+        ),
+        unlock_door: "side-entrance".into(),
+        screenshots: None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pds = &mut gw.pds;
+    rt.block_on(run(&w, || async move {
+        pds.child.kill().unwrap();
+    }));
+    gw.expect_event("the confirmed unlock, journaled", |e| {
+        e["type"] == "remote_action" && e["source"] == "admin:op"
+    });
 }

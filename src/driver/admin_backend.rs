@@ -277,13 +277,13 @@ impl AdminBackend for GatewayBackend {
     ) -> BoxFuture<'_, Result<ActionOutcome, BackendError>> {
         Box::pin(async move {
             let door = request.door.clone();
-            let (action, done, secs) = match request.command {
+            let done = request.command.describe();
+            let (action, secs) = match request.command {
                 DoorCommand::Unlock { seconds } => (
                     RemoteAction::Unlock {
                         door: door.clone(),
                         seconds: u64::from(seconds),
                     },
-                    format!("released for {seconds} s"),
                     Some(u64::from(seconds)),
                 ),
                 DoorCommand::Override { state, minutes } => {
@@ -307,7 +307,6 @@ impl AdminBackend for GatewayBackend {
                             mode: mode.into(),
                             seconds: u64::from(minutes) * 60,
                         },
-                        format!("{mode} for {minutes} min"),
                         Some(u64::from(minutes) * 60),
                     )
                 }
@@ -319,7 +318,6 @@ impl AdminBackend for GatewayBackend {
                             PassageDirection::Out => Direction::Out,
                         },
                     },
-                    "one passage released".into(),
                     None,
                 ),
             };

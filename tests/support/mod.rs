@@ -278,3 +278,4 @@ pub fn simulated_reader(port: &Path, key: &Path) -> JsonChild {
 }
 
 pub mod broker;
+pub mod gateway;

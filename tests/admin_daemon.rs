@@ -1,0 +1,144 @@
+//! The admin port of a running `portier run` (three libosdp PDs in Secure
+//! Channel, the example building): every route refuses an anonymous
+//! request but `/healthz`; a viewer reads but cannot act; an operator's
+//! unlock releases the strike at the libosdp PD and is journaled; a POST
+//! without its CSRF token is refused; the "why" box answers from the rules
+//! in force; repeated wrong passwords lock the account.
+#![allow(clippy::disallowed_methods)] // tests wait on real time
+
+mod support;
+
+use portier::admin::ROUTES;
+use portier::admin::client::{AdminClient, Auth};
+use portier::admin::tls::Trust;
+use serde_json::{Value, json};
+use support::gateway::{Gateway, TIMED_ON};
+
+fn path(p: &str) -> String {
+    p.replace("{id}", "side-entrance")
+}
+
+#[test]
+fn the_admin_port_of_the_running_daemon() {
+    let gw = &mut Gateway::start();
+    let (url, fingerprint) = gw.admin();
+    let trust = Trust::Fingerprint(fingerprint);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (operator, viewer) = (gw.operator.clone(), gw.viewer.clone());
+
+    // Anonymous: only /healthz and the login form answer.
+    rt.block_on(async {
+        let anon = AdminClient::new(&url, &trust, Auth::Anonymous).unwrap();
+        for (method, p) in ROUTES {
+            let r = anon.send(method, &path(p), &[], Vec::new()).await.unwrap();
+            let open = matches!((*method, *p), ("GET", "/healthz") | ("GET", "/login"));
+            assert_eq!(
+                (200..300).contains(&r.status),
+                open,
+                "{method} {p} answered {} anonymously",
+                r.status
+            );
+        }
+    });
+
+    // A viewer reads the real status, and cannot act.
+    rt.block_on(async {
+        let mut v = AdminClient::new(&url, &trust, Auth::Anonymous).unwrap();
+        v.login(&viewer.0, &viewer.1).await.unwrap();
+        let status: Value = v.get_json("/api/v1/status").await.unwrap();
+        assert_eq!(status["gateway"]["id"], "gw-university-1");
+        assert_eq!(status["rules"]["version"], 1);
+        let pds = status["buses"][0]["pds"].as_array().unwrap();
+        assert_eq!(pds.len(), 3);
+        assert!(
+            pds.iter()
+                .all(|p| p["online"] == true && p["secure_channel"] == true),
+            "{pds:?}"
+        );
+        let doors: Vec<&str> = status["doors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(doors, ["main-revolving", "side-entrance", "lab-1"]);
+        let why: Value = v
+            .get_json("/api/v1/why?door=side-entrance&card=42:1005")
+            .await
+            .unwrap();
+        assert_eq!(
+            (why["decision"].as_str(), why["reason"].as_str()),
+            (Some("deny"), Some("blocked")),
+            "{why}"
+        );
+        let r = v
+            .send(
+                "POST",
+                "/api/v1/doors/side-entrance/unlock",
+                &[("content-type", "application/json")],
+                json!({"seconds": 5}).to_string().into_bytes(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "a viewer unlocked: {}", r.text());
+    });
+
+    // An operator without the CSRF token is refused; with it, the strike
+    // releases at the libosdp PD.
+    let mark = gw.mark();
+    rt.block_on(async {
+        let mut op = AdminClient::new(&url, &trust, Auth::Anonymous).unwrap();
+        op.login(&operator.0, &operator.1).await.unwrap();
+        let Auth::Session { cookie, .. } = op.auth.clone() else {
+            panic!("no session")
+        };
+        let no_csrf = AdminClient::new(&url, &trust, Auth::Session { cookie, csrf: None }).unwrap();
+        let body = json!({"seconds": 5}).to_string().into_bytes();
+        let json_type = [("content-type", "application/json")];
+        let r = no_csrf
+            .send(
+                "POST",
+                "/api/v1/doors/side-entrance/unlock",
+                &json_type,
+                body.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status,
+            403,
+            "a POST without CSRF token acted: {}",
+            r.text()
+        );
+        let r = op
+            .send(
+                "POST",
+                "/api/v1/doors/side-entrance/unlock",
+                &json_type,
+                body,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    });
+    let out = gw.expect_pd(mark, "strike released by the operator", |v| {
+        v["event"] == "output" && v["address"] == 2 && v["control_code"] == TIMED_ON
+    });
+    assert_eq!(out["timer"], 50, "{out}");
+    gw.expect_event("journaled as an admin action", |e| {
+        e["type"] == "remote_action" && e["source"] == "admin:op"
+    });
+
+    // Lockout: five wrong passwords, then the right one is refused too.
+    rt.block_on(async {
+        let mut c = AdminClient::new(&url, &trust, Auth::Anonymous).unwrap();
+        for _ in 0..5 {
+            assert!(c.login(&operator.0, "wrong").await.is_err());
+        }
+        let e = c.login(&operator.0, &operator.1).await.unwrap_err();
+        assert!(e.contains("refused"), "{e}");
+    });
+    gw.expect_event("lockout journaled", |e| {
+        e["type"] == "admin_login" && e["result"] == "locked_out"
+    });
+}
