@@ -129,6 +129,25 @@ fn the_admin_port_of_the_running_daemon() {
         e["type"] == "remote_action" && e["source"] == "admin:op"
     });
 
+    // A decision shows in /metrics by result and reason.
+    gw.badge(2, support::gateway::LOST);
+    gw.expect_event("the lost pass denied", |e| {
+        e["type"] == "access_denied" && e["reason"] == "blocked"
+    });
+    let metrics = rt.block_on(async {
+        let mut v = AdminClient::new(&url, &trust, Auth::Anonymous).unwrap();
+        v.login(&viewer.0, &viewer.1).await.unwrap();
+        v.send("GET", "/metrics", &[], Vec::new())
+            .await
+            .unwrap()
+            .text()
+    });
+    let line = metrics
+        .lines()
+        .find(|l| l.contains("reason=\"blocked\"") && !l.starts_with('#'))
+        .unwrap_or_else(|| panic!("no blocked decision in /metrics:\n{metrics}"));
+    assert!(line.trim_end().ends_with(" 1"), "{line}");
+
     // Lockout: five wrong passwords, then the right one is refused too.
     rt.block_on(async {
         let mut c = AdminClient::new(&url, &trust, Auth::Anonymous).unwrap();

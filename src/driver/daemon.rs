@@ -220,7 +220,14 @@ impl Daemon {
             journal,
             presence,
             buses,
+            metrics: None,
         }
+    }
+
+    /// Count decisions in these metrics.
+    pub fn with_metrics(mut self, metrics: crate::admin::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -238,6 +245,8 @@ pub struct Daemon {
     pub presence: PresenceBook,
     /// Where commands go, by bus name.
     pub buses: Vec<BusLink>,
+    /// Decision counters for `/metrics`, when the admin port runs.
+    pub metrics: Option<crate::admin::Metrics>,
 }
 
 /// What the loop listens to.
@@ -437,6 +446,12 @@ impl Daemon {
                     } => {
                         let now = self.presence.now(&mut records);
                         let verdict = self.decider.decide(&door, &card, now);
+                        if let Some(m) = &self.metrics {
+                            m.decision(match &verdict {
+                                Verdict::Grant { .. } => None,
+                                Verdict::Deny { reason, .. } => Some(reason.as_str()),
+                            });
+                        }
                         self.building.handle(
                             clock::monotonic(),
                             BuildingInput::Verdict {

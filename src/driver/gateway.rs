@@ -517,6 +517,7 @@ pub async fn run(
         journal: journal_reader.clone(),
         admin: None,
     };
+    let metrics = crate::admin::Metrics::new();
     let admin = match &config.admin {
         None => None,
         Some(admin) => {
@@ -530,7 +531,7 @@ pub async fn run(
                 admin,
                 &config.gateway.state_dir,
                 Arc::new(backend),
-                crate::admin::Metrics::new(),
+                metrics.clone(),
                 shutdown.clone(),
             )
             .await
@@ -542,7 +543,8 @@ pub async fn run(
     if let Some(started) = started {
         let _ = started.send(Running { admin, ..running });
     }
-    let daemon = Daemon::new(building, Box::new(decider), journal, presence, links);
+    let daemon =
+        Daemon::new(building, Box::new(decider), journal, presence, links).with_metrics(metrics);
     let inputs = DaemonInputs {
         events: bus_rx,
         control: control_rx,
