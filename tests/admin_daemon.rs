@@ -147,6 +147,13 @@ fn the_admin_port_of_the_running_daemon() {
         .find(|l| l.contains("reason=\"blocked\"") && !l.starts_with('#'))
         .unwrap_or_else(|| panic!("no blocked decision in /metrics:\n{metrics}"));
     assert!(line.trim_end().ends_with(" 1"), "{line}");
+    // Poll round trips of the SC exchanges are measured per bus.
+    let count = metrics
+        .lines()
+        .find(|l| l.contains("round_trip") && l.contains("_count") && l.contains("bus-1"))
+        .unwrap_or_else(|| panic!("no poll round-trip histogram for bus-1:\n{metrics}"));
+    let n: f64 = count.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n > 10.0, "{count}");
 
     // Lockout: five wrong passwords, then the right one is refused too.
     rt.block_on(async {

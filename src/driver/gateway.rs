@@ -518,6 +518,24 @@ pub async fn run(
         admin: None,
     };
     let metrics = crate::admin::Metrics::new();
+    // Feed the poll round-trip histogram from every bus's status: one
+    // sample per new reply seen (a reply between two reads may be missed).
+    for (bus, status) in &bus_status {
+        let (bus, mut status, metrics) = (bus.clone(), status.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let mut seen: HashMap<u8, std::time::Instant> = HashMap::new();
+            while status.changed().await.is_ok() {
+                let pds = status.borrow_and_update().clone();
+                for p in pds {
+                    if let (Some(at), Some(rtt)) = (p.last_reply, p.last_round_trip)
+                        && seen.insert(p.address, at) != Some(at)
+                    {
+                        metrics.poll_round_trip(&bus, rtt);
+                    }
+                }
+            }
+        });
+    }
     let admin = match &config.admin {
         None => None,
         Some(admin) => {

@@ -71,6 +71,7 @@ pub struct BusStats {
 struct InFlight {
     pd: usize,
     deadline: Instant,
+    sent_at: Instant,
 }
 
 /// One RS-485 bus with its PDs.
@@ -175,6 +176,7 @@ impl Bus {
                 continue;
             }
             self.stats.replies += 1;
+            pd.last_round_trip = Some(now.saturating_duration_since(flight.sent_at));
             // BUSY leaves the request outstanding; the PD retries it on its next turn.
             pd.handle_reply(now, &rx, &mut self.events);
             self.in_flight = None;
@@ -211,6 +213,7 @@ impl Bus {
         self.in_flight = Some(InFlight {
             pd: index,
             deadline: now + self.timing.reply_timeout,
+            sent_at: now,
         });
         self.reader.clear();
         self.stats.sent += 1;

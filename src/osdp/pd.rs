@@ -225,6 +225,8 @@ pub struct PdStatus {
     pub identity: Option<PdIdentity>,
     /// Last valid reply.
     pub last_reply: Option<Instant>,
+    /// Time from the request to that reply.
+    pub last_round_trip: Option<Duration>,
     /// Last reported local status.
     pub local_status: Option<LocalStatus>,
     /// Commands waiting.
@@ -274,6 +276,7 @@ pub(crate) struct Pd {
     /// The request awaiting its reply (or a retry after a timeout).
     pub(crate) outstanding: Option<(Request, Vec<u8>)>,
     last_reply: Option<Instant>,
+    pub(crate) last_round_trip: Option<Duration>,
     /// Start of the current silence (last valid reply or start of bring-up).
     silent_since: Option<Instant>,
     /// Set while probing an offline PD: one try, then back to offline.
@@ -299,6 +302,7 @@ impl Pd {
             commands: VecDeque::new(),
             outstanding: None,
             last_reply: None,
+            last_round_trip: None,
             silent_since: None,
             probing: false,
             backoff: timing.backoff_initial,
@@ -316,6 +320,7 @@ impl Pd {
             secure: self.session.is_some() && self.is_online(),
             identity: self.identity,
             last_reply: self.last_reply,
+            last_round_trip: self.last_round_trip,
             local_status: self.local_status,
             queued: self.commands.len(),
         }
