@@ -107,8 +107,22 @@ fn fifty_gateways_each_get_only_their_own() {
     }
 
     // The ACL: gw-01's certificate cannot read gw-02's commands, nor
-    // publish events as gw-02.
-    let intruder = runtime.block_on(async {
+    // publish events as gw-02. Markers that gw-01 may see and send come
+    // after each probe, so waiting for them means the probes were handled.
+    let batch = |gateway: &str, seq: u64| {
+        serde_cbor::to_vec(&EventBatch {
+            gateway: gateway.into(),
+            events: vec![portier::journal::Event {
+                seq,
+                at,
+                kind: EventKind::DoorForced {
+                    door: "probe".into(),
+                },
+            }],
+        })
+        .unwrap()
+    };
+    let (client, mut ev) = runtime.block_on(async {
         let (client, mut ev) = AsyncClient::new(broker.options("gw-01-probe", "gw-01"), 16);
         client
             .subscribe("portier/v1/gw-02/command", QoS::AtLeastOnce)
@@ -118,50 +132,63 @@ fn fifty_gateways_each_get_only_their_own() {
             .subscribe("portier/v1/#", QoS::AtLeastOnce)
             .await
             .unwrap();
-        let forged = EventBatch {
-            gateway: "gw-02".into(),
-            events: vec![portier::journal::Event {
-                seq: 999,
-                at,
-                kind: EventKind::DoorForced {
-                    door: "forged".into(),
-                },
-            }],
-        };
-        client
-            .publish(
-                "portier/v1/gw-02/events",
-                QoS::AtLeastOnce,
-                false,
-                serde_cbor::to_vec(&forged).unwrap(),
-            )
-            .await
-            .unwrap();
-        let mut received = Vec::new();
-        let end = tokio::time::Instant::now() + Duration::from_secs(2);
-        let mut published_gw02 = false;
-        while tokio::time::Instant::now() < end {
-            match tokio::time::timeout_at(end, ev.poll()).await {
-                Ok(Ok(Event::Incoming(Incoming::SubAck(_)))) if !published_gw02 => {
-                    published_gw02 = true;
-                }
-                Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => received.push(p.topic),
-                Ok(Ok(_)) => {}
-                _ => break,
-            }
+        let mut subacks = 0;
+        while subacks < 2 {
+            let e = tokio::time::timeout(T, ev.poll()).await.unwrap().unwrap();
+            subacks += usize::from(matches!(e, Event::Incoming(Incoming::SubAck(_))));
         }
-        received
+        (client, ev)
     });
     central.publish(
         "portier/v1/gw-02/command",
         b"secret for gw-02".to_vec(),
         false,
     );
-    std::thread::sleep(Duration::from_millis(500));
+    central.publish("portier/v1/gw-01/command", b"marker".to_vec(), false);
+    let intruder = runtime.block_on(async {
+        client
+            .publish(
+                "portier/v1/gw-02/events",
+                QoS::AtLeastOnce,
+                false,
+                batch("gw-02", 999),
+            )
+            .await
+            .unwrap();
+        client
+            .publish(
+                "portier/v1/gw-01/events",
+                QoS::AtLeastOnce,
+                false,
+                batch("gw-01", 777),
+            )
+            .await
+            .unwrap();
+        let mut received = Vec::new();
+        loop {
+            let e = tokio::time::timeout(T, ev.poll()).await.unwrap().unwrap();
+            if let Event::Incoming(Incoming::Publish(p)) = e {
+                let marker = p.payload.as_ref() == b"marker";
+                received.push(p.topic);
+                if marker {
+                    break received;
+                }
+            }
+        }
+    });
     assert!(
         intruder.iter().all(|t| t.starts_with("portier/v1/gw-01/")),
         "gw-01 saw other gateways' topics: {intruder:?}"
     );
+    wait_for(T, "gw-01's own probe event centrally", || {
+        central
+            .seen
+            .lock()
+            .unwrap()
+            .seqs
+            .get("gw-01")
+            .is_some_and(|s| s.contains(&777))
+    });
     let forged_arrived = central
         .seen
         .lock()
