@@ -132,7 +132,7 @@ pub struct DoorStatus {
     pub id: String,
     /// Standard or revolving.
     pub kind: DoorKindName,
-    /// Standing mode: `card_only`, `scheduled_unlock`, `lockdown` (standard);
+    /// Standing mode: `card_only`, `unlocked`, `lockdown` (standard);
     /// `locked`, `cardholders_only`, `free_rotation`, `emergency_free`
     /// (revolving).
     pub mode: String,

@@ -120,6 +120,25 @@ fn the_admin_port_of_the_running_daemon() {
             .await
             .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
+        // The status shows the override and when it reverts by itself.
+        let status: Value = op.get_json("/api/v1/status").await.unwrap();
+        let door = status["doors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == "side-entrance")
+            .unwrap()
+            .clone();
+        assert_eq!(door["mode"], "card_only", "{door}");
+        assert_eq!(door["override_state"]["state"], "unlocked", "{door}");
+        let until: jiff::Timestamp = door["override_state"]["until"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let now: jiff::Timestamp = status["gateway"]["now"].as_str().unwrap().parse().unwrap();
+        let left = until.duration_since(now).as_secs_f64();
+        assert!((0.0..=5.5).contains(&left), "override reverts in {left} s");
     });
     let out = gw.expect_pd(mark, "strike released by the operator", |v| {
         v["event"] == "output" && v["address"] == 2 && v["control_code"] == TIMED_ON

@@ -139,16 +139,18 @@ impl GatewayBackend {
             .doors
             .iter()
             .map(|d| {
-                let (mode, override_state) = match d.mode.strip_prefix("override_") {
-                    Some(state) => (
-                        "card_only".to_owned(),
-                        Some(crate::status::OverrideStatus {
-                            state: state.to_owned(),
-                            until: now,
-                        }),
-                    ),
-                    None => (d.mode.clone(), None),
-                };
+                // A timed override's end, from the door's monotonic deadline.
+                let until = d.reverts_at.and_then(|t| {
+                    let left = t.saturating_duration_since(mono);
+                    now.checked_add(jiff::SignedDuration::try_from(left).ok()?)
+                        .ok()
+                });
+                let override_state = d.override_state.zip(until).map(|(state, until)| {
+                    crate::status::OverrideStatus {
+                        state: state.to_owned(),
+                        until,
+                    }
+                });
                 DoorStatus {
                     id: d.id.clone(),
                     kind: if d.kind == "revolving" {
@@ -156,7 +158,7 @@ impl GatewayBackend {
                     } else {
                         DoorKindName::Standard
                     },
-                    mode,
+                    mode: d.mode.clone(),
                     override_state,
                     locked: !d.released,
                     open: d.open,

@@ -207,9 +207,11 @@ pub struct DoorState {
     pub id: String,
     /// `standard` or `revolving`.
     pub kind: &'static str,
-    /// Standing mode (contract name), or `override_unlocked` /
-    /// `override_locked` while a timed override runs.
+    /// Standing mode (contract name).
     pub mode: String,
+    /// A timed override in force: `unlocked`, `locked` (standard) or
+    /// `free_rotation` (revolving), reverting at `reverts_at`.
+    pub override_state: Option<&'static str>,
     /// Strike released (standard) or rotation allowed (revolving).
     pub released: bool,
     /// Door contact open (standard).
@@ -220,6 +222,10 @@ pub struct DoorState {
     pub held_open: bool,
     /// Revolving door: passages in, out, and unauthorised rotations.
     pub passages: Option<[u64; 3]>,
+    /// When a timed override (standard) or free-rotation release
+    /// (revolving) reverts by itself.
+    #[serde(skip)]
+    pub reverts_at: Option<Instant>,
 }
 
 /// The doors of one building and how they are wired.
@@ -327,16 +333,17 @@ impl Building {
                 Machine::Standard(m) => DoorState {
                     id: d.wiring.id.clone(),
                     kind: "standard",
-                    mode: match m.override_state() {
-                        Some(o) if o.state == OverrideState::Unlocked => "override_unlocked".into(),
-                        Some(_) => "override_locked".into(),
-                        None => StandingMode::Standard(m.mode()).as_str().into(),
-                    },
+                    mode: StandingMode::Standard(m.mode()).as_str().into(),
+                    override_state: m.override_state().map(|o| match o.state {
+                        OverrideState::Unlocked => "unlocked",
+                        OverrideState::Locked => "locked",
+                    }),
                     released: matches!(m.strike(), Strike::Released { .. }),
                     open: m.is_open(),
                     forced: m.is_forced(),
                     held_open: m.is_held_open(),
                     passages: None,
+                    reverts_at: m.override_state().map(|o| o.until),
                 },
                 Machine::Revolving(m) => {
                     let c = m.counters();
@@ -349,6 +356,8 @@ impl Building {
                         forced: false,
                         held_open: false,
                         passages: Some([c.entries, c.exits, c.unauthorised]),
+                        override_state: m.free_until().map(|_| "free_rotation"),
+                        reverts_at: m.free_until(),
                     }
                 }
             })
