@@ -307,7 +307,6 @@ impl Central {
 pub fn write_config(dir: &Path, gateway: &str, body: &str, broker: &Broker) -> PathBuf {
     let path = dir.join("portier.toml");
     std::fs::write(&path, format!("{body}\n{}", broker.uplink_section(gateway))).unwrap();
-    let _ = gateway;
     path
 }
 
