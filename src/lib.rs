@@ -3,7 +3,7 @@
 //! Pure cores ([`osdp`], [`rules`], [`door`], [`site`]) take bytes, events
 //! and `now` as input and return actions; they never read a clock or do I/O.
 //! Thin async drivers ([`driver`]) own serial ports, sled, MQTT and HTTP;
-//! [`journal`] is the durable event log. See `ARCHITECTURE.md` for the map
+//! [`event`] says what happened (sans-IO), [`journal`] keeps it durably. See `ARCHITECTURE.md` for the map
 //! and the invariants.
 
 pub mod admin;
@@ -11,6 +11,8 @@ pub mod command;
 pub mod config;
 pub mod door;
 pub mod driver;
+pub mod event;
+pub mod ids;
 pub mod journal;
 pub mod osdp;
 pub mod rules;

@@ -273,6 +273,14 @@ impl Metrics {
     }
 }
 
+/// The daemon reports its decisions through the core's observer trait, so
+/// it needs to know nothing of the admin port.
+impl crate::site::DecisionObserver for Metrics {
+    fn decided(&self, deny: Option<crate::rules::DenyReason>) {
+        self.decision(deny.map(crate::rules::DenyReason::as_str));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -572,14 +572,14 @@ pub(crate) fn event_words(k: &EventKind) -> (String, &'static str) {
             format!(
                 "denied {} at {door} (reader {reader}): {}",
                 credential.as_deref().unwrap_or("unreadable card"),
-                reason_in_words(reason)
+                reason_in_words(reason.as_str())
             ),
             "bad",
         ),
         EventKind::ExitRequest { door } => (format!("exit button at {door}"), ""),
         EventKind::DoorForced { door } => (format!("door {door} FORCED open"), "bad"),
         EventKind::DoorHeldOpen { door, stage } => (
-            format!("door {door} held open ({})", stage.replace('_', " ")),
+            format!("door {door} held open ({})", stage.as_str().replace('_', " ")),
             "bad",
         ),
         EventKind::DoorClosed { door } => (format!("door {door} closed"), ""),
@@ -617,7 +617,14 @@ pub(crate) fn event_words(k: &EventKind) -> (String, &'static str) {
             bus,
             address,
             reason,
-        } => (format!("reader {bus}/{address} OFFLINE: {reason}"), "bad"),
+            alarm,
+        } => (
+            match alarm {
+                Some(alarm) => format!("reader {bus}/{address} OFFLINE: security alarm {alarm}"),
+                None => format!("reader {bus}/{address} OFFLINE: {reason}"),
+            },
+            "bad",
+        ),
         EventKind::PdStatus {
             bus,
             address,

@@ -337,7 +337,7 @@ impl Site {
                 }
                 let place = PdPlace {
                     pd: PdRef {
-                        bus: bus.name.get_ref().clone(),
+                        bus: bus.name.get_ref().into(),
                         address,
                     },
                     role: pd.role,
@@ -493,13 +493,13 @@ fn door_wiring(d: &DoorEntry, pds: &HashMap<String, PdPlace>) -> DoorWiring {
         DoorKindSetting::Revolving => d.release_in.as_ref().map(output),
     };
     DoorWiring {
-        id: d.id.get_ref().clone(),
+        id: d.id.get_ref().into(),
         kind,
         readers: d
             .readers
             .iter()
             .map(|r| ReaderRef {
-                id: reader_id(r),
+                id: reader_id(r).into(),
                 pd: pd(&r.pd),
                 reader: r.reader,
                 direction: r.direction.into(),

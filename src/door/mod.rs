@@ -71,6 +71,15 @@ pub enum Direction {
     Out,
 }
 
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::In => "in",
+            Self::Out => "out",
+        })
+    }
+}
+
 /// A reader feedback pattern; the daemon maps each to LED colours and
 /// buzzer tones for the reader at hand (OSDP `LED` / `BUZ`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

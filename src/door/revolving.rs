@@ -2,9 +2,11 @@
 //! it may rotate in, the queue of granted passages, passage counting, and
 //! its mode, including a timed free-rotation release that reverts by itself.
 //!
-//! Owns: the rotation output (a *level*: [`RevolvingAction::EnableRotation`]
-//! stays in force until [`RevolvingAction::DisableRotation`] or a different
-//! direction is enabled; the daemon maps it to the door controller's inputs),
+//! Owns: the rotation output ([`RevolvingAction::EnableRotation`] stays in
+//! force until [`RevolvingAction::DisableRotation`], a different direction,
+//! or its `until` — the end of a grant's passage window or of a timed free
+//! rotation, so the PD can time it; the daemon maps it to the door
+//! controller's inputs),
 //! passage counters per direction, and the grant queue.
 //!
 //! Guarantees:
@@ -118,6 +120,9 @@ pub enum RevolvingAction {
     EnableRotation {
         /// Which way.
         rotation: Rotation,
+        /// When it ends by itself (a grant's window, a timed free
+        /// rotation); `None` only in a standing free mode.
+        until: Option<Instant>,
     },
     /// Stop rotation.
     DisableRotation,
@@ -235,6 +240,8 @@ pub struct RevolvingDoor {
     free_until: Option<Instant>,
     queue: VecDeque<Pending>,
     rotation: Option<Rotation>,
+    /// The end of the rotation in force, as last reported.
+    rotation_until: Option<Instant>,
     counters: PassageCounters,
     actions: VecDeque<RevolvingAction>,
 }
@@ -249,6 +256,7 @@ impl RevolvingDoor {
             free_until: None,
             queue: VecDeque::new(),
             rotation: None,
+            rotation_until: None,
             counters: PassageCounters::default(),
             actions: VecDeque::new(),
         }
@@ -267,6 +275,12 @@ impl RevolvingDoor {
     /// The rotation last reported (`None`: disabled).
     pub fn rotation(&self) -> Option<Rotation> {
         self.rotation
+    }
+
+    /// When the rotation in force ends by itself (`None`: open-ended, or
+    /// no rotation).
+    pub fn rotation_until(&self) -> Option<Instant> {
+        self.rotation_until
     }
 
     /// Passages counted so far.
@@ -464,15 +478,25 @@ impl RevolvingDoor {
         {
             head.expires = Some(now + timeout);
         }
-        let rotation = if self.is_free() {
-            Some(Rotation::Both)
+        let standing_free = matches!(
+            self.mode,
+            RevolvingMode::FreeRotation | RevolvingMode::EmergencyFree
+        );
+        let (rotation, until) = if standing_free {
+            (Some(Rotation::Both), None)
+        } else if let Some(until) = self.free_until {
+            (Some(Rotation::Both), Some(until))
         } else {
-            self.queue.front().map(|p| p.direction.into())
+            match self.queue.front() {
+                Some(p) => (Some(p.direction.into()), p.expires),
+                None => (None, None),
+            }
         };
-        if rotation != self.rotation {
+        if (rotation, until) != (self.rotation, self.rotation_until) {
             self.rotation = rotation;
+            self.rotation_until = until;
             self.push(match rotation {
-                Some(rotation) => RevolvingAction::EnableRotation { rotation },
+                Some(rotation) => RevolvingAction::EnableRotation { rotation, until },
                 None => RevolvingAction::DisableRotation,
             });
         }

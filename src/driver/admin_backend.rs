@@ -4,6 +4,9 @@
 //! the journal, and the daemon loop's control channel for door actions
 //! (the same path as central's commands, so they are journaled alike).
 
+use crate::ids::DoorId;
+use crate::site::modes::DoorClass;
+use crate::site::remote::RemoteError;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -152,11 +155,10 @@ impl GatewayBackend {
                     }
                 });
                 DoorStatus {
-                    id: d.id.clone(),
-                    kind: if d.kind == "revolving" {
-                        DoorKindName::Revolving
-                    } else {
-                        DoorKindName::Standard
+                    id: d.id.to_string(),
+                    kind: match d.kind {
+                        DoorClass::Revolving => DoorKindName::Revolving,
+                        DoorClass::Standard => DoorKindName::Standard,
                     },
                     mode: d.mode.clone(),
                     override_state,
@@ -279,11 +281,12 @@ impl AdminBackend for GatewayBackend {
     ) -> BoxFuture<'_, Result<ActionOutcome, BackendError>> {
         Box::pin(async move {
             let door = request.door.clone();
+            let door_id = DoorId::from(&door);
             let done = request.command.describe();
             let (action, secs) = match request.command {
                 DoorCommand::Unlock { seconds } => (
                     RemoteAction::Unlock {
-                        door: door.clone(),
+                        door: door_id.clone(),
                         seconds: u64::from(seconds),
                     },
                     Some(u64::from(seconds)),
@@ -294,18 +297,18 @@ impl AdminBackend for GatewayBackend {
                         .borrow()
                         .doors
                         .iter()
-                        .find(|d| d.id == door)
+                        .find(|d| d.id == door_id)
                         .map(|d| d.kind)
                         .ok_or_else(|| BackendError::UnknownDoor(door.clone()))?;
                     let mode = match (class, state) {
-                        ("revolving", OverrideChoice::Unlocked) => "free_rotation",
-                        ("revolving", OverrideChoice::Locked) => "locked",
-                        (_, OverrideChoice::Unlocked) => "unlocked",
-                        (_, OverrideChoice::Locked) => "card_only",
+                        (DoorClass::Revolving, OverrideChoice::Unlocked) => "free_rotation",
+                        (DoorClass::Revolving, OverrideChoice::Locked) => "locked",
+                        (DoorClass::Standard, OverrideChoice::Unlocked) => "unlocked",
+                        (DoorClass::Standard, OverrideChoice::Locked) => "card_only",
                     };
                     (
                         RemoteAction::SetMode {
-                            door: door.clone(),
+                            door: door_id.clone(),
                             mode: mode.into(),
                             seconds: u64::from(minutes) * 60,
                         },
@@ -314,7 +317,7 @@ impl AdminBackend for GatewayBackend {
                 }
                 DoorCommand::ReleasePassage { direction } => (
                     RemoteAction::ReleasePassage {
-                        door: door.clone(),
+                        door: door_id.clone(),
                         direction: match direction {
                             PassageDirection::In => Direction::In,
                             PassageDirection::Out => Direction::Out,
@@ -344,8 +347,8 @@ impl AdminBackend for GatewayBackend {
                             .ok()
                     }),
                 }),
-                Err(e) if e.contains("unknown door") => Err(BackendError::UnknownDoor(door)),
-                Err(e) => Err(BackendError::Refused(e)),
+                Err(RemoteError::UnknownDoor(_)) => Err(BackendError::UnknownDoor(door)),
+                Err(e) => Err(BackendError::Refused(e.to_string())),
             }
         })
     }

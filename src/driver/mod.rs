@@ -3,8 +3,11 @@
 
 pub mod admin_backend;
 pub mod clock;
+pub mod control_socket;
 pub mod daemon;
+pub mod decider;
 pub mod gateway;
+pub mod inbound;
 pub mod logging;
 pub mod serial;
 pub mod service;

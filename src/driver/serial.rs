@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::driver::clock;
+use crate::ids::BusId;
 use crate::osdp::message::Command;
 use crate::osdp::{Bus, BusError, BusEvent, PdStatus, pcap};
 
@@ -101,8 +102,8 @@ pub enum BusRequest {
         address: u8,
         /// What to send.
         command: Command,
-        /// Whether it was queued.
-        queued: tokio::sync::oneshot::Sender<Result<(), BusError>>,
+        /// Whether it was queued, for a caller that waits to know.
+        queued: Option<tokio::sync::oneshot::Sender<Result<(), BusError>>>,
     },
 }
 
@@ -138,8 +139,10 @@ impl Capture {
 pub struct BusHandles {
     /// Requests to the bus.
     pub requests: mpsc::Receiver<BusRequest>,
+    /// This bus's name: the task tags its own events with it.
+    pub bus: BusId,
     /// Events from the bus (card reads, online/offline, alarms, …).
-    pub events: mpsc::Sender<BusEvent>,
+    pub events: mpsc::Sender<(BusId, BusEvent)>,
     /// Latest PD statuses, updated after every exchange.
     pub status: watch::Sender<Vec<PdStatus>>,
     /// Ends the task when it changes to `true`.
@@ -174,7 +177,7 @@ where
             }
         }
         while let Some(event) = bus.poll_event() {
-            if handles.events.send(event).await.is_err() {
+            if handles.events.send((handles.bus.clone(), event)).await.is_err() {
                 return Ok(());
             }
         }
@@ -204,7 +207,14 @@ where
             () = sleep => bus.handle_timeout(clock::monotonic()),
             request = handles.requests.recv() => match request {
                 Some(BusRequest::Command { address, command, queued }) => {
-                    let _ = queued.send(bus.queue_command(address, command));
+                    let result = bus.queue_command(address, command);
+                    if let Some(queued) = queued {
+                        let _ = queued.send(result);
+                    } else if let Err(e) = result {
+                        // An offline PD refuses commands; it gets its doors'
+                        // state when it comes back online.
+                        tracing::debug!(address, error = %e, "command not queued");
+                    }
                 }
                 None => return Ok(()),
             },

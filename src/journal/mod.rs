@@ -17,9 +17,9 @@
 //!   offline PDs, Secure Channel alarms, refused commands and rules,
 //!   remote actions, presence, clock alarms) are always kept.
 
-mod event;
 
-pub use event::{Event, EventKind, reason_in_words};
+
+pub use crate::event::{Event, EventKind, reason_in_words};
 
 use jiff::Timestamp;
 use sled::Transactional;

@@ -651,6 +651,12 @@ pub enum DenyReason {
     WrongPin,
 }
 
+impl std::fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl DenyReason {
     /// The contract name, e.g. `outside_schedule`.
     pub fn as_str(self) -> &'static str {

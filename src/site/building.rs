@@ -6,25 +6,27 @@
 //! from the PD's input reports.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::door::{
     CredentialId, DenyReason, Direction, DoorAction, DoorEvent, DoorInput, Feedback, OverrideState,
     PassageCause, RevolvingAction, RevolvingConfig, RevolvingDoor, RevolvingEvent, RevolvingInput,
     Rotation, StandardConfig, StandardDoor, Strike,
 };
-use crate::journal::EventKind;
+use crate::event::{AlarmCode, EventKind, HeldStage, OfflineCause};
+use crate::ids::{BusId, DoorId, ReaderId};
 use crate::osdp::message::{Command, RawCard};
 use crate::osdp::{BusEvent, OfflineReason};
 
 use super::modes::{DoorClass, ModePlanner, StandingMode};
 use super::outputs::{self, FeedbackTable, StrikeWiring};
+use super::standing::HeldBy;
 
 /// A PD: bus name and address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PdRef {
     /// Bus name from the config.
-    pub bus: String,
+    pub bus: BusId,
     /// PD address on that bus.
     pub address: u8,
 }
@@ -45,7 +47,7 @@ pub struct InputRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaderRef {
     /// Reader id (for events).
-    pub id: String,
+    pub id: ReaderId,
     /// The PD it is.
     pub pd: PdRef,
     /// Reader number on the PD (0 for the PD itself).
@@ -76,7 +78,7 @@ pub enum DoorKind {
 #[derive(Debug, Clone)]
 pub struct DoorWiring {
     /// Door id (as in the rules).
-    pub id: String,
+    pub id: DoorId,
     /// Kind and timing.
     pub kind: DoorKind,
     /// Its readers.
@@ -122,16 +124,16 @@ pub enum BuildingInput {
     /// Something a bus reported.
     Bus {
         /// Bus name.
-        bus: String,
+        bus: BusId,
         /// The event.
         event: BusEvent,
     },
     /// The rules engine's answer to a [`BuildingAction::Decide`].
     Verdict {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// Reader id.
-        reader: String,
+        reader: ReaderId,
         /// The answer.
         verdict: Verdict,
     },
@@ -139,14 +141,14 @@ pub enum BuildingInput {
     /// remote commands, the admin page).
     Door {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// What to do.
         input: DoorInput,
     },
     /// A mode or remote release for a revolving door.
     Revolving {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// What to do.
         input: RevolvingInput,
     },
@@ -159,9 +161,9 @@ pub enum BuildingAction {
     /// [`BuildingInput::Verdict`].
     Decide {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// Reader id.
-        reader: String,
+        reader: ReaderId,
         /// Which way.
         direction: Direction,
         /// The raw card.
@@ -180,7 +182,7 @@ pub enum BuildingAction {
     /// presence list (it knows office hours and names).
     Passage {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// Who.
         credential: String,
         /// Which way.
@@ -196,17 +198,21 @@ enum Machine {
 struct Door {
     wiring: DoorWiring,
     machine: Machine,
-    /// The reader of the verdict being handled (for event attribution).
-    last_reader: String,
+    /// The reader of the verdict being handled: the door's events of that
+    /// verdict are attributed to it. Empty outside a verdict.
+    verdict_reader: ReaderId,
+    /// The reader of the grant whose window is running: a passage through
+    /// the door goes that reader's way, whatever was badged since.
+    grant_reader: Option<ReaderId>,
 }
 
 /// What a door is doing now (status page, control socket, uplink status).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DoorState {
     /// Door id.
-    pub id: String,
+    pub id: DoorId,
     /// `standard` or `revolving`.
-    pub kind: &'static str,
+    pub kind: DoorClass,
     /// Standing mode (contract name).
     pub mode: String,
     /// A timed override in force: `unlocked`, `locked` (standard) or
@@ -231,6 +237,9 @@ pub struct DoorState {
 /// The doors of one building and how they are wired.
 pub struct Building {
     doors: Vec<Door>,
+    /// Timed releases longer than a PD timer can carry, re-sent before the
+    /// PD relocks by itself.
+    long_releases: HashMap<(PdRef, u8), LongRelease>,
     /// Last input report per PD, for edge detection.
     inputs: HashMap<PdRef, Vec<u8>>,
     actions: VecDeque<BuildingAction>,
@@ -258,12 +267,14 @@ impl Building {
                 Door {
                     wiring,
                     machine,
-                    last_reader: String::new(),
+                    verdict_reader: ReaderId::default(),
+                    grant_reader: None,
                 }
             })
             .collect();
         Self {
             doors,
+            long_releases: HashMap::new(),
             inputs: HashMap::new(),
             actions: VecDeque::new(),
             feedback: FeedbackTable::default(),
@@ -284,16 +295,15 @@ impl Building {
     /// The commands that put every door in its safe, locked state (at
     /// start, and whenever a PD comes back online).
     pub fn lock_all(&mut self) {
-        for door in &self.doors {
-            for out in [&door.wiring.lock, &door.wiring.release_out]
-                .into_iter()
-                .flatten()
-            {
-                self.actions.push_back(BuildingAction::Command {
-                    pd: out.pd.clone(),
-                    command: outputs::lock(out.wiring),
-                });
-            }
+        let outs: Vec<OutputRef> = self
+            .doors
+            .iter()
+            .flat_map(|d| [&d.wiring.lock, &d.wiring.release_out])
+            .flatten()
+            .cloned()
+            .collect();
+        for out in outs {
+            self.lock_output(&out);
         }
     }
 
@@ -332,7 +342,7 @@ impl Building {
             .map(|d| match &d.machine {
                 Machine::Standard(m) => DoorState {
                     id: d.wiring.id.clone(),
-                    kind: "standard",
+                    kind: DoorClass::Standard,
                     mode: StandingMode::Standard(m.mode()).as_str().into(),
                     override_state: m.override_state().map(|o| match o.state {
                         OverrideState::Unlocked => "unlocked",
@@ -349,7 +359,7 @@ impl Building {
                     let c = m.counters();
                     DoorState {
                         id: d.wiring.id.clone(),
-                        kind: "revolving",
+                        kind: DoorClass::Revolving,
                         mode: StandingMode::Revolving(m.mode()).as_str().into(),
                         released: m.rotation().is_some(),
                         open: false,
@@ -364,9 +374,26 @@ impl Building {
             .collect()
     }
 
+    /// The timed overrides in force (standard doors) and timed free
+    /// rotations (revolving doors), with their ends.
+    pub fn overrides(&self) -> impl Iterator<Item = (&DoorId, HeldBy, Instant)> + '_ {
+        self.doors.iter().filter_map(|d| match &d.machine {
+            Machine::Standard(m) => m.override_state().map(|o| {
+                let held = match o.state {
+                    OverrideState::Unlocked => HeldBy::Unlocked,
+                    OverrideState::Locked => HeldBy::Locked,
+                };
+                (&d.wiring.id, held, o.until)
+            }),
+            Machine::Revolving(m) => m
+                .free_until()
+                .map(|until| (&d.wiring.id, HeldBy::FreeRotation, until)),
+        })
+    }
+
     /// The door ids, in config order.
-    pub fn door_ids(&self) -> impl Iterator<Item = &str> {
-        self.doors.iter().map(|d| d.wiring.id.as_str())
+    pub fn door_ids(&self) -> impl Iterator<Item = &DoorId> {
+        self.doors.iter().map(|d| &d.wiring.id)
     }
 
     /// A mode planner for these doors.
@@ -381,11 +408,12 @@ impl Building {
     }
 
     fn door_index(&self, id: &str) -> Option<usize> {
-        self.doors.iter().position(|d| d.wiring.id == id)
+        self.doors.iter().position(|d| d.wiring.id == *id)
     }
 
     /// Call when [`Building::poll_timeout`] has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.refresh_long_releases(now);
         for i in 0..self.doors.len() {
             match &mut self.doors[i].machine {
                 Machine::Standard(d) => d.handle_timeout(now),
@@ -403,6 +431,7 @@ impl Building {
                 Machine::Standard(m) => m.poll_timeout(),
                 Machine::Revolving(m) => m.poll_timeout(),
             })
+            .chain(self.long_releases.values().map(|r| r.refresh_at))
             .min()
     }
 
@@ -411,7 +440,7 @@ impl Building {
         self.actions.pop_front()
     }
 
-    fn bus_event(&mut self, now: Instant, bus: String, event: BusEvent) {
+    fn bus_event(&mut self, now: Instant, bus: BusId, event: BusEvent) {
         match event {
             BusEvent::Card { address, card } => {
                 let pd = PdRef { bus, address };
@@ -452,21 +481,24 @@ impl Building {
                 self.reassert_outputs(now, &pd);
             }
             BusEvent::Offline { address, reason } => {
-                let reason = match reason {
-                    OfflineReason::NoReply => "no_reply".to_owned(),
-                    OfflineReason::Security(alarm) => format!("security: {alarm:?}"),
+                let (reason, alarm) = match reason {
+                    OfflineReason::NoReply => (OfflineCause::NoReply, None),
+                    OfflineReason::Security(alarm) => {
+                        (OfflineCause::SecurityAlarm, Some(AlarmCode::from(&alarm)))
+                    }
                 };
                 self.record(EventKind::PdOffline {
                     bus,
                     address,
                     reason,
+                    alarm,
                 });
             }
             BusEvent::SecurityAlarm { address, alarm } => {
                 self.record(EventKind::SecurityAlarm {
                     bus,
                     address,
-                    alarm: format!("{alarm:?}"),
+                    alarm: AlarmCode::from(&alarm),
                 });
             }
             BusEvent::LocalStatus { address, status } => self.record(EventKind::PdStatus {
@@ -488,28 +520,32 @@ impl Building {
                     Strike::Released { until } => [Some(until), None],
                     Strike::Locked => [None, None],
                 },
-                Machine::Revolving(d) => match d.rotation() {
-                    Some(Rotation::In) => [Some(None), None],
-                    Some(Rotation::Out) => [None, Some(None)],
-                    Some(Rotation::Both) => [Some(None), Some(None)],
-                    None => [None, None],
-                },
+                Machine::Revolving(d) => {
+                    let until = d.rotation_until();
+                    match d.rotation() {
+                        Some(Rotation::In) => [Some(until), None],
+                        Some(Rotation::Out) => [None, Some(until)],
+                        Some(Rotation::Both) => [Some(until), Some(until)],
+                        None => [None, None],
+                    }
+                }
             };
             for (out, release) in outs.into_iter().zip(released) {
                 let Some(out) = out.as_ref().filter(|o| &o.pd == pd) else {
                     continue;
                 };
-                let command = match release {
-                    Some(until) if until.is_none_or(|t| t > now) => {
-                        outputs::release(out.wiring, now, until)
-                    }
-                    _ => outputs::lock(out.wiring),
+                let release = match release {
+                    Some(until) if until.is_none_or(|t| t > now) => Some(until),
+                    _ => None,
                 };
-                commands.push((out.pd.clone(), command));
+                commands.push((out.clone(), release));
             }
         }
-        for (pd, command) in commands {
-            self.command(pd, command);
+        for (out, release) in commands {
+            match release {
+                Some(until) => self.release_output(&out, now, until),
+                None => self.lock_output(&out),
+            }
         }
     }
 
@@ -572,7 +608,7 @@ impl Building {
         }
     }
 
-    fn verdict(&mut self, now: Instant, door_id: &str, reader: String, verdict: Verdict) {
+    fn verdict(&mut self, now: Instant, door_id: &str, reader: ReaderId, verdict: Verdict) {
         let Some(i) = self.door_index(door_id) else {
             return;
         };
@@ -582,7 +618,10 @@ impl Building {
             .iter()
             .find(|r| r.id == reader)
             .map_or(Direction::In, |r| r.direction);
-        self.doors[i].last_reader = reader;
+        if matches!(verdict, Verdict::Grant { .. }) {
+            self.doors[i].grant_reader = Some(reader.clone());
+        }
+        self.doors[i].verdict_reader = reader;
         match (&mut self.doors[i].machine, verdict) {
             (
                 Machine::Standard(d),
@@ -620,24 +659,25 @@ impl Building {
                     _ => Feedback::Deny,
                 };
                 self.feedback(i, feedback);
-                let door = door_id.to_owned();
-                let reader = self.doors[i].last_reader.clone();
+                let door = self.doors[i].wiring.id.clone();
+                let reader = self.doors[i].verdict_reader.clone();
                 self.record(EventKind::AccessDenied {
                     door,
                     reader,
                     credential,
-                    reason: reason.as_str().to_owned(),
+                    reason,
                 });
             }
         }
         self.drain_door(now, i);
+        self.doors[i].verdict_reader = ReaderId::default();
     }
 
     fn drain_door(&mut self, now: Instant, i: usize) {
         loop {
             let door = &mut self.doors[i];
             let id = door.wiring.id.clone();
-            let reader = door.last_reader.clone();
+            let reader = door.verdict_reader.clone();
             match &mut door.machine {
                 Machine::Standard(d) => {
                     let Some(action) = d.poll_action() else {
@@ -646,22 +686,25 @@ impl Building {
                     match action {
                         DoorAction::ReleaseStrike { until } => {
                             if let Some(out) = door.wiring.lock.clone() {
-                                self.command(out.pd, outputs::release(out.wiring, now, until));
+                                self.release_output(&out, now, until);
                             }
                         }
                         DoorAction::LockStrike => {
                             if let Some(out) = door.wiring.lock.clone() {
-                                self.command(out.pd, outputs::lock(out.wiring));
+                                self.lock_output(&out);
                             }
                         }
                         DoorAction::Feedback(f) => self.feedback(i, f),
                         DoorAction::Event(e) => {
                             if let DoorEvent::EntryOpened { credential } = &e {
+                                // The way of the grant that opened the door,
+                                // not of whatever was badged since.
+                                let granted_at = door.grant_reader.clone().unwrap_or(reader.clone());
                                 let direction = door
                                     .wiring
                                     .readers
                                     .iter()
-                                    .find(|r| r.id == reader)
+                                    .find(|r| r.id == granted_at)
                                     .map_or(Direction::In, |r| r.direction);
                                 self.actions.push_back(BuildingAction::Passage {
                                     door: id.clone(),
@@ -680,8 +723,8 @@ impl Building {
                         return;
                     };
                     match action {
-                        RevolvingAction::EnableRotation { rotation } => {
-                            self.rotation(now, i, Some(rotation))
+                        RevolvingAction::EnableRotation { rotation, until } => {
+                            self.rotation(now, i, Some((rotation, until)))
                         }
                         RevolvingAction::DisableRotation => self.rotation(now, i, None),
                         RevolvingAction::Feedback(f) => self.feedback(i, f),
@@ -707,28 +750,68 @@ impl Building {
         }
     }
 
-    /// Rotation releases are levels: on until the door core says otherwise.
-    fn rotation(&mut self, now: Instant, i: usize, rotation: Option<Rotation>) {
+    /// Rotation releases are timed at the PD whenever the door core knows
+    /// their end (a grant's passage window, a timed free rotation), so a
+    /// gateway that dies mid-release never leaves the door turning for
+    /// everyone; only a standing free mode is an open-ended level.
+    fn rotation(&mut self, now: Instant, i: usize, rotation: Option<(Rotation, Option<Instant>)>) {
         let wiring = &self.doors[i].wiring;
-        let (allow_in, allow_out) = match rotation {
-            Some(Rotation::In) => (true, false),
-            Some(Rotation::Out) => (false, true),
-            Some(Rotation::Both) => (true, true),
-            None => (false, false),
+        let (allow_in, allow_out, until) = match rotation {
+            Some((Rotation::In, until)) => (true, false, until),
+            Some((Rotation::Out, until)) => (false, true, until),
+            Some((Rotation::Both, until)) => (true, true, until),
+            None => (false, false, None),
         };
-        let mut commands = Vec::new();
-        for (out, allow) in [(&wiring.lock, allow_in), (&wiring.release_out, allow_out)] {
-            if let Some(out) = out {
-                let command = if allow {
-                    outputs::release(out.wiring, now, None)
-                } else {
-                    outputs::lock(out.wiring)
-                };
-                commands.push((out.pd.clone(), command));
+        let outs: Vec<(OutputRef, bool)> = [(&wiring.lock, allow_in), (&wiring.release_out, allow_out)]
+            .into_iter()
+            .filter_map(|(out, allow)| out.clone().map(|o| (o, allow)))
+            .collect();
+        for (out, allow) in outs {
+            if allow {
+                self.release_output(&out, now, until);
+            } else {
+                self.lock_output(&out);
             }
         }
-        for (pd, command) in commands {
-            self.command(pd, command);
+    }
+
+    /// Release an output until `until` (open-ended when `None`). A release
+    /// longer than the PD's timer can carry is sent for the longest timer
+    /// and re-sent before it runs out.
+    fn release_output(&mut self, out: &OutputRef, now: Instant, until: Option<Instant>) {
+        let key = (out.pd.clone(), out.wiring.output);
+        match until {
+            Some(until) if until.saturating_duration_since(now) > outputs::MAX_TIMER => {
+                self.long_releases.insert(
+                    key,
+                    LongRelease {
+                        out: out.clone(),
+                        until,
+                        refresh_at: now + outputs::MAX_TIMER - REFRESH_AHEAD,
+                    },
+                );
+            }
+            _ => {
+                self.long_releases.remove(&key);
+            }
+        }
+        self.command(out.pd.clone(), outputs::release(out.wiring, now, until));
+    }
+
+    fn lock_output(&mut self, out: &OutputRef) {
+        self.long_releases.remove(&(out.pd.clone(), out.wiring.output));
+        self.command(out.pd.clone(), outputs::lock(out.wiring));
+    }
+
+    fn refresh_long_releases(&mut self, now: Instant) {
+        let due: Vec<LongRelease> = self
+            .long_releases
+            .values()
+            .filter(|r| r.refresh_at <= now)
+            .cloned()
+            .collect();
+        for r in due {
+            self.release_output(&r.out, now, Some(r.until));
         }
     }
 
@@ -751,35 +834,46 @@ impl Building {
     }
 }
 
-fn standard_event(door: &str, reader: &str, event: DoorEvent) -> Option<EventKind> {
-    let door = door.to_owned();
+/// How long before a PD's timer runs out a long release is re-sent.
+const REFRESH_AHEAD: Duration = Duration::from_secs(60);
+
+/// A release longer than one PD timer, and when to re-send it.
+#[derive(Debug, Clone)]
+struct LongRelease {
+    out: OutputRef,
+    until: Instant,
+    refresh_at: Instant,
+}
+
+fn standard_event(door: &DoorId, reader: &ReaderId, event: DoorEvent) -> Option<EventKind> {
+    let door = door.clone();
     Some(match event {
         DoorEvent::Granted { credential, .. } => EventKind::AccessGranted {
             door,
-            reader: reader.to_owned(),
+            reader: reader.clone(),
             credential: credential.0,
         },
         DoorEvent::GrantRefusedLockdown { credential } => EventKind::AccessDenied {
             door,
-            reader: reader.to_owned(),
+            reader: reader.clone(),
             credential: Some(credential.0),
-            reason: DenyReason::Lockdown.as_str().to_owned(),
+            reason: DenyReason::Lockdown,
         },
         DoorEvent::Denied { credential, reason } => EventKind::AccessDenied {
             door,
-            reader: reader.to_owned(),
+            reader: reader.clone(),
             credential: credential.map(|c| c.0),
-            reason: reason.as_str().to_owned(),
+            reason,
         },
         DoorEvent::Rex => EventKind::ExitRequest { door },
         DoorEvent::Forced => EventKind::DoorForced { door },
         DoorEvent::HeldOpenPreAlarm => EventKind::DoorHeldOpen {
             door,
-            stage: "pre_alarm".into(),
+            stage: HeldStage::PreAlarm,
         },
         DoorEvent::HeldOpen => EventKind::DoorHeldOpen {
             door,
-            stage: "alarm".into(),
+            stage: HeldStage::Alarm,
         },
         DoorEvent::Closed { .. } => EventKind::DoorClosed { door },
         DoorEvent::ModeChanged { mode, override_ } => EventKind::DoorModeChanged {
@@ -805,8 +899,8 @@ fn standard_event(door: &str, reader: &str, event: DoorEvent) -> Option<EventKin
     })
 }
 
-fn revolving_event(door: &str, reader: &str, event: RevolvingEvent) -> Option<EventKind> {
-    let door = door.to_owned();
+fn revolving_event(door: &DoorId, reader: &ReaderId, event: RevolvingEvent) -> Option<EventKind> {
+    let door = door.clone();
     Some(match event {
         RevolvingEvent::Queued {
             credential: Some(credential),
@@ -814,14 +908,14 @@ fn revolving_event(door: &str, reader: &str, event: RevolvingEvent) -> Option<Ev
         }
         | RevolvingEvent::GrantDuringFreeRotation { credential, .. } => EventKind::AccessGranted {
             door,
-            reader: reader.to_owned(),
+            reader: reader.clone(),
             credential: credential.0,
         },
         RevolvingEvent::GrantRefusedLocked { credential } => EventKind::AccessDenied {
             door,
-            reader: reader.to_owned(),
+            reader: reader.clone(),
             credential: Some(credential.0),
-            reason: DenyReason::Lockdown.as_str().to_owned(),
+            reason: DenyReason::Lockdown,
         },
         RevolvingEvent::UnauthorisedRotation { .. } => EventKind::DoorForced { door },
         RevolvingEvent::ModeChanged { mode, .. } => EventKind::DoorModeChanged {

@@ -1,14 +1,19 @@
-//! The building's wiring, sans-IO: how the door cores' actions become OSDP
-//! commands on a PD (strike relay, reader LED and buzzer). The daemon owns
-//! the mapping of doors to buses and PDs; this module owns what is sent.
+//! The building, sans-IO: [`Gateway`] is the core the daemon drives (doors,
+//! standing modes, remote actions, presence, trusted time, decisions, and
+//! the standing state that survives a restart); [`Building`] wires the
+//! door machines to PDs; `outputs` says what is sent to a PD.
 
 pub mod building;
+pub mod clock;
+pub mod gateway;
 pub mod modes;
 pub mod outputs;
 pub mod remote;
-pub mod trusted_time;
+pub mod standing;
 
 pub use building::{
     Building, BuildingAction, BuildingInput, DoorKind, DoorState, DoorWiring, InputRef, OutputRef,
     PdRef, ReaderRef, Verdict,
 };
+pub use gateway::{Commit, DecisionObserver, Gateway, Input, Now, Output, Rules, Ticket};
+pub use standing::StandingState;

@@ -14,12 +14,13 @@
 //! revert those by themselves. Times are wall-clock [`Timestamp`]s handed
 //! in by the owner, because schedules and command expiries are wall-clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use thiserror::Error;
 
 use crate::door::{Mode, RevolvingMode};
+use crate::ids::DoorId;
 
 /// A standing mode of either door kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,8 @@ pub struct UnknownMode {
 }
 
 /// Kind of door, for parsing mode names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DoorClass {
     /// Swing door.
     Standard,
@@ -137,13 +139,13 @@ impl DoorPlan {
 /// The mode planner of one building.
 #[derive(Debug, Default)]
 pub struct ModePlanner {
-    doors: BTreeMap<String, DoorPlan>,
+    doors: BTreeMap<DoorId, DoorPlan>,
 }
 
 impl ModePlanner {
     /// A planner for these doors; nothing applied yet, so the first
     /// [`ModePlanner::changes`] reports every door.
-    pub fn new(doors: impl IntoIterator<Item = (String, DoorClass)>) -> Self {
+    pub fn new(doors: impl IntoIterator<Item = (DoorId, DoorClass)>) -> Self {
         Self {
             doors: doors
                 .into_iter()
@@ -170,8 +172,8 @@ impl ModePlanner {
     /// does not fit its door is returned and otherwise ignored.
     pub fn set_scheduled<'a>(
         &mut self,
-        scheduled: impl Fn(&str) -> Option<&'a str>,
-    ) -> Vec<(String, UnknownMode)> {
+        scheduled: impl Fn(&DoorId) -> Option<&'a str>,
+    ) -> Vec<(DoorId, UnknownMode)> {
         let mut bad = Vec::new();
         for (id, plan) in &mut self.doors {
             plan.scheduled = match scheduled(id).map(|name| plan.class.parse_mode(name)) {
@@ -198,7 +200,7 @@ impl ModePlanner {
     }
 
     /// Lock down (or release) the given doors, or all when `doors` is empty.
-    pub fn set_lockdown(&mut self, doors: &[String], on: bool) {
+    pub fn set_lockdown(&mut self, doors: &[DoorId], on: bool) {
         for (id, plan) in &mut self.doors {
             if doors.is_empty() || doors.contains(id) {
                 plan.lockdown = on;
@@ -213,7 +215,7 @@ impl ModePlanner {
 
     /// The doors whose effective mode differs from the last one reported,
     /// marking them applied.
-    pub fn changes(&mut self, now: Timestamp) -> Vec<(String, StandingMode)> {
+    pub fn changes(&mut self, now: Timestamp) -> Vec<(DoorId, StandingMode)> {
         let mut out = Vec::new();
         for (id, plan) in &mut self.doors {
             if let Some((_, until)) = plan.remote
@@ -228,6 +230,24 @@ impl ModePlanner {
             }
         }
         out
+    }
+
+    /// The doors in lockdown (standing state to persist).
+    pub fn lockdowns(&self) -> BTreeSet<DoorId> {
+        self.doors
+            .iter()
+            .filter(|(_, d)| d.lockdown)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The remote modes in force and their expiries (standing state to
+    /// persist).
+    pub fn remotes(&self) -> BTreeMap<DoorId, (StandingMode, Timestamp)> {
+        self.doors
+            .iter()
+            .filter_map(|(id, d)| d.remote.map(|r| (id.clone(), r)))
+            .collect()
     }
 
     /// The earliest remote-mode expiry (the owner wakes then).
@@ -249,8 +269,8 @@ mod tests {
 
     fn planner() -> ModePlanner {
         ModePlanner::new([
-            ("rev".to_owned(), DoorClass::Revolving),
-            ("side".to_owned(), DoorClass::Standard),
+            ("rev".into(), DoorClass::Revolving),
+            ("side".into(), DoorClass::Standard),
         ])
     }
 

@@ -27,6 +27,10 @@ pub struct StrikeWiring {
     pub energize_to_unlock: bool,
 }
 
+/// The longest release one timed OUT can carry (65 535 × 100 ms, about
+/// 109 minutes); longer releases are re-sent before it runs out.
+pub const MAX_TIMER: Duration = Duration::from_millis(u16::MAX as u64 * 100);
+
 /// The OUT command that releases the strike until `until` (or indefinitely).
 pub fn release(wiring: StrikeWiring, now: Instant, until: Option<Instant>) -> Command {
     let record = match until {

@@ -15,6 +15,7 @@ use thiserror::Error;
 use super::building::BuildingInput;
 use super::modes::{DoorClass, ModePlanner};
 use crate::door::{Direction, DoorInput, Override, OverrideState, RevolvingInput};
+use crate::ids::DoorId;
 
 /// The longest a timed remote action may last (a day).
 pub const MAX_SECONDS: u64 = 24 * 3600;
@@ -27,14 +28,14 @@ pub enum RemoteAction {
     /// rotation for `seconds`).
     Unlock {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// How long.
         seconds: u64,
     },
     /// Put a door in a standing mode for `seconds`, then revert.
     SetMode {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// Mode name (`card_only`, `unlocked`, `lockdown`; `locked`,
         /// `cardholders_only`, `free_rotation`, `emergency_free`).
         mode: String,
@@ -44,14 +45,14 @@ pub enum RemoteAction {
     /// Let one person through a revolving door.
     ReleasePassage {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// Which way.
         direction: Direction,
     },
     /// Free rotation of a revolving door for `seconds`.
     FreeRotation {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// How long.
         seconds: u64,
     },
@@ -59,13 +60,13 @@ pub enum RemoteAction {
     Lockdown {
         /// Door ids; empty = the whole building.
         #[serde(default)]
-        doors: Vec<String>,
+        doors: Vec<DoorId>,
     },
     /// Lift a lockdown of these doors (all when empty).
     ReleaseLockdown {
         /// Door ids; empty = the whole building.
         #[serde(default)]
-        doors: Vec<String>,
+        doors: Vec<DoorId>,
     },
 }
 
@@ -73,15 +74,15 @@ pub enum RemoteAction {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RemoteError {
     /// No such door here.
-    #[error("unknown door {0:?}")]
-    UnknownDoor(String),
+    #[error("unknown door {:?}", .0.as_str())]
+    UnknownDoor(DoorId),
     /// The action does not apply to this kind of door.
     #[error("{action} does not apply to door {door:?} (a {kind} door)")]
     WrongKind {
         /// Action name.
         action: &'static str,
         /// Door id.
-        door: String,
+        door: DoorId,
         /// Its kind.
         kind: &'static str,
     },
@@ -117,7 +118,7 @@ impl RemoteAction {
         let class = |door: &str| {
             planner
                 .class(door)
-                .ok_or_else(|| RemoteError::UnknownDoor(door.to_owned()))
+                .ok_or_else(|| RemoteError::UnknownDoor(door.into()))
         };
         let span = |seconds: u64| {
             if (1..=MAX_SECONDS).contains(&seconds) {
@@ -126,9 +127,9 @@ impl RemoteAction {
                 Err(RemoteError::BadDuration(seconds))
             }
         };
-        let wrong = |door: &str, kind| RemoteError::WrongKind {
+        let wrong = |door: &DoorId, kind| RemoteError::WrongKind {
             action: self.name(),
-            door: door.to_owned(),
+            door: door.clone(),
             kind,
         };
         Ok(match self {
@@ -190,8 +191,8 @@ mod tests {
 
     fn planner() -> ModePlanner {
         ModePlanner::new([
-            ("rev".to_owned(), DoorClass::Revolving),
-            ("side".to_owned(), DoorClass::Standard),
+            ("rev".into(), DoorClass::Revolving),
+            ("side".into(), DoorClass::Standard),
         ])
     }
 

@@ -5,6 +5,112 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::door::Direction;
+use crate::ids::{BusId, DoorId, ReaderId};
+use crate::osdp::SecurityAlarm;
+use crate::rules::DenyReason;
+
+/// Which stage of a held-open door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldStage {
+    /// The warning before the alarm (the reader beeps).
+    PreAlarm,
+    /// The door is held open past its alarm time.
+    Alarm,
+}
+
+impl HeldStage {
+    /// The contract name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PreAlarm => "pre_alarm",
+            Self::Alarm => "alarm",
+        }
+    }
+}
+
+/// A Secure Channel alarm as the contract names it. The old journal
+/// spelling (Rust `Debug` text) is still read, so a backlog written by an
+/// earlier version is not lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmCode {
+    /// The PD refused or ignored the challenge.
+    #[serde(alias = "HandshakeRefused")]
+    HandshakeRefused,
+    /// The PD's cryptogram did not match: wrong key.
+    #[serde(alias = "WrongKey")]
+    WrongKey,
+    /// The PD's initial R-MAC did not match.
+    #[serde(alias = "BadInitialRmac")]
+    BadInitialRmac,
+    /// A plaintext reply inside the session.
+    #[serde(alias = "PlaintextInSession")]
+    PlaintextInSession,
+    /// A reply failed its MAC.
+    #[serde(alias = "BadMac")]
+    BadMac,
+    /// The PD refused a new key in install mode.
+    KeySetRefused,
+    /// A code this version does not know (read from an older journal).
+    #[serde(other)]
+    Other,
+}
+
+impl From<&SecurityAlarm> for AlarmCode {
+    fn from(alarm: &SecurityAlarm) -> Self {
+        match alarm {
+            SecurityAlarm::HandshakeRefused => Self::HandshakeRefused,
+            SecurityAlarm::WrongKey => Self::WrongKey,
+            SecurityAlarm::BadInitialRmac => Self::BadInitialRmac,
+            SecurityAlarm::PlaintextInSession => Self::PlaintextInSession,
+            SecurityAlarm::BadMac => Self::BadMac,
+            SecurityAlarm::KeySetRefused(_) => Self::KeySetRefused,
+        }
+    }
+}
+
+impl std::fmt::Display for AlarmCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The serde name is the one word for it everywhere.
+        let name = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&name)
+    }
+}
+
+impl std::fmt::Display for OfflineCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NoReply => "no_reply",
+            Self::SecurityAlarm => "security_alarm",
+            Self::Other => "other",
+        })
+    }
+}
+
+impl std::fmt::Display for HeldStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a PD went offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineCause {
+    /// It stopped answering.
+    NoReply,
+    /// A Secure Channel alarm (see the event's `alarm`).
+    SecurityAlarm,
+    /// A reason this version does not know (read from an older journal).
+    #[serde(other)]
+    Other,
+}
+
 /// One journal record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -24,49 +130,49 @@ pub enum EventKind {
     /// A credential was granted at a door.
     AccessGranted {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// Reader id.
-        reader: String,
+        reader: ReaderId,
         /// Credential key.
         credential: String,
     },
     /// A credential was denied, with the contract's reason code.
     AccessDenied {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// Reader id.
-        reader: String,
+        reader: ReaderId,
         /// Credential key, when the card could be read.
         credential: Option<String>,
         /// Deny reason (`expired`, `blocked`, …).
-        reason: String,
+        reason: DenyReason,
     },
     /// The exit button released a door.
     ExitRequest {
         /// Door id.
-        door: String,
+        door: DoorId,
     },
     /// A door opened without grant or exit request.
     DoorForced {
         /// Door id.
-        door: String,
+        door: DoorId,
     },
     /// A door stayed open too long.
     DoorHeldOpen {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// `pre_alarm` or `alarm`.
-        stage: String,
+        stage: HeldStage,
     },
     /// A door closed again.
     DoorClosed {
         /// Door id.
-        door: String,
+        door: DoorId,
     },
     /// A door's mode changed (schedule, override, lockdown, remote command).
     DoorModeChanged {
         /// Door id.
-        door: String,
+        door: DoorId,
         /// The new mode.
         mode: String,
     },
@@ -77,12 +183,12 @@ pub enum EventKind {
         /// Display name, when the rules give one.
         name: Option<String>,
         /// `in` or `out`.
-        direction: String,
+        direction: Direction,
     },
     /// A PD came online.
     PdOnline {
         /// Bus name.
-        bus: String,
+        bus: BusId,
         /// PD address.
         address: u8,
         /// Secure Channel active.
@@ -91,16 +197,19 @@ pub enum EventKind {
     /// A PD went offline.
     PdOffline {
         /// Bus name.
-        bus: String,
+        bus: BusId,
         /// PD address.
         address: u8,
         /// Why.
-        reason: String,
+        reason: OfflineCause,
+        /// The Secure Channel alarm, when that was why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alarm: Option<AlarmCode>,
     },
     /// Tamper or power status of a PD changed.
     PdStatus {
         /// Bus name.
-        bus: String,
+        bus: BusId,
         /// PD address.
         address: u8,
         /// Tamper switch active.
@@ -111,11 +220,11 @@ pub enum EventKind {
     /// A Secure Channel alarm (wrong key, bad MAC, …).
     SecurityAlarm {
         /// Bus name.
-        bus: String,
+        bus: BusId,
         /// PD address.
         address: u8,
         /// What happened.
-        alarm: String,
+        alarm: AlarmCode,
     },
     /// The daemon started.
     DaemonStarted {
@@ -151,6 +260,22 @@ pub enum EventKind {
         seen: jiff::Timestamp,
         /// The latest trusted time.
         trusted: jiff::Timestamp,
+    },
+    /// The system clock reads implausibly far beyond the signed time
+    /// floor; the floor (advanced by the monotonic clock) is used.
+    ClockImplausible {
+        /// What the system clock said.
+        seen: jiff::Timestamp,
+        /// The time used instead.
+        trusted: jiff::Timestamp,
+    },
+    /// The system clock stepped against the monotonic clock (followed when
+    /// plausible; recorded so that a glitch is visible).
+    ClockJumped {
+        /// What the system clock said.
+        seen: jiff::Timestamp,
+        /// What it would have said without the step.
+        expected: jiff::Timestamp,
     },
     /// The journal reached its budget: routine events are being dropped
     /// (counted); alarms and security events are still kept.
@@ -244,11 +369,11 @@ impl EventKind {
             } => format!(
                 "{door}: {} denied at {reader} — {}",
                 credential.as_deref().unwrap_or("unreadable card"),
-                reason_in_words(reason)
+                reason_in_words(reason.as_str())
             ),
             Self::ExitRequest { door } => format!("{door}: exit button, strike released"),
             Self::DoorForced { door } => format!("{door}: DOOR FORCED (opened without grant)"),
-            Self::DoorHeldOpen { door, stage } => format!("{door}: door held open ({stage})"),
+            Self::DoorHeldOpen { door, stage } => format!("{door}: door held open ({})", stage.as_str()),
             Self::DoorClosed { door } => format!("{door}: door closed"),
             Self::DoorModeChanged { door, mode } => format!("{door}: mode now {mode}"),
             Self::Presence {
@@ -256,8 +381,9 @@ impl EventKind {
                 name,
                 direction,
             } => format!(
-                "presence: {} ({credential}) went {direction} after hours",
-                name.as_deref().unwrap_or("someone")
+                "presence: {} ({credential}) went {} after hours",
+                name.as_deref().unwrap_or("someone"),
+                direction
             ),
             Self::PdOnline {
                 bus,
@@ -275,7 +401,11 @@ impl EventKind {
                 bus,
                 address,
                 reason,
-            } => format!("{bus}/{address}: reader OFFLINE ({reason})"),
+                alarm,
+            } => match alarm {
+                Some(alarm) => format!("{bus}/{address}: reader OFFLINE (security alarm: {alarm})"),
+                None => format!("{bus}/{address}: reader OFFLINE ({reason})"),
+            },
             Self::PdStatus {
                 bus,
                 address,
@@ -309,6 +439,12 @@ impl EventKind {
             ),
             Self::ClockWentBack { seen, trusted } => {
                 format!("CLOCK went back: system says {seen}, latest trusted time {trusted}")
+            }
+            Self::ClockImplausible { seen, trusted } => {
+                format!("CLOCK implausible: system says {seen}, using {trusted}")
+            }
+            Self::ClockJumped { seen, expected } => {
+                format!("CLOCK stepped: system says {seen}, expected about {expected}")
             }
             Self::JournalFull { dropped } => {
                 format!("JOURNAL FULL: {dropped} routine events dropped so far (alarms are kept)")

@@ -1,0 +1,594 @@
+//! The gateway core, sans-IO: one building's doors, their standing modes,
+//! remote actions, presence, trusted time and the decision step, behind the
+//! crate's one contract — [`Gateway::handle`] with `now` and an input,
+//! [`Gateway::poll_output`] until `None`, [`Gateway::poll_timeout`] for the
+//! one deadline (a monotonic instant).
+//!
+//! The driver only moves bytes, time and records. Its duties, in the order
+//! the outputs come:
+//! - [`Output::Commit`]: append the records and write the standing state in
+//!   **one flush**, before anything that follows is acted on — no relay
+//!   moves for an event that is not on disk, and what decides a door after
+//!   a restart is on disk with the event that changed it;
+//! - [`Output::Command`]: send to the PD;
+//! - [`Output::Reply`]: answer whoever asked for a remote action;
+//! - [`Output::Decided`]: count it (metrics).
+//!
+//! A restart is [`Gateway::new`] with the last [`StandingState`] written:
+//! every door starts locked, then lockdown, remote modes, overrides and
+//! presence are restored before the first PD is driven; what expired while
+//! the gateway was down reverts, with its events.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::building::{Building, BuildingAction, BuildingInput, PdRef, Verdict};
+use super::clock::{ClockAlarm, TrustedClock};
+use super::modes::{DoorClass, ModePlanner, StandingMode};
+use super::outputs::FeedbackTable;
+use super::remote::{RemoteAction, RemoteError};
+use super::standing::{HeldBy, StandingState, TimedMode, TimedOverride, VERSION};
+use crate::door::{
+    CredentialId, DoorInput, Override, OverrideState, Passage, Presence, PresenceEvent,
+    RevolvingInput,
+};
+use crate::event::EventKind;
+use crate::ids::{BusId, DoorId};
+use crate::osdp::BusEvent;
+use crate::osdp::message::{Command, RawCard};
+use crate::rules::DenyReason;
+
+/// The two clocks, read once by the driver per input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time: deadlines.
+    pub mono: Instant,
+    /// The system clock: checked against the trusted floor before use.
+    pub system: Timestamp,
+}
+
+/// The rules as the core sees them: pure lookups at a given time.
+pub trait Rules: Send {
+    /// Decide for this raw card at this door at `at`.
+    fn decide(&mut self, door: &DoorId, card: &RawCard, at: Timestamp) -> Verdict;
+
+    /// The scheduled mode name of `door` at `at`, if a schedule says one.
+    fn door_mode(&self, _door: &DoorId, _at: Timestamp) -> Option<String> {
+        None
+    }
+
+    /// Whether it is office hours at `at`; `None` without rules (then
+    /// every passage is recorded, the safe side for people's safety).
+    fn office_hours(&self, _at: Timestamp) -> Option<bool> {
+        None
+    }
+
+    /// Display name of a credential granted recently, for presence.
+    fn display_name(&self, _credential: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Who asked for a remote action, so the answer finds them.
+pub type Ticket = u64;
+
+/// Inputs to the core.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Something a bus reported.
+    Bus {
+        /// Which bus.
+        bus: BusId,
+        /// What.
+        event: BusEvent,
+    },
+    /// A remote door action (central, admin page, control socket).
+    Remote {
+        /// Comes back with the [`Output::Reply`].
+        ticket: Ticket,
+        /// Who asked (`central`, `admin:<user>`, `control-socket`).
+        source: String,
+        /// The signed command's id, when it came from central.
+        command: Option<String>,
+        /// The action.
+        action: RemoteAction,
+    },
+    /// The rules changed: re-read the door-mode schedules now.
+    RulesChanged,
+    /// Records from elsewhere (rules applied or refused, uplink, admin).
+    Record(Vec<EventKind>),
+    /// New reader feedback patterns (config reload).
+    SetFeedback(FeedbackTable),
+    /// A time vouched for by a signature (snapshot, delta or command issue
+    /// time): moves the trusted floor.
+    SignedTime(Timestamp),
+    /// [`Gateway::poll_timeout`] has passed.
+    Timeout,
+}
+
+/// Records and standing state to make durable in one flush.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    /// The trusted time to stamp the records with.
+    pub at: Timestamp,
+    /// Journal records, in order.
+    pub records: Vec<EventKind>,
+    /// The new standing state, when it changed.
+    pub state: Option<StandingState>,
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Make these durable before acting on anything after it.
+    Commit(Commit),
+    /// Send this command to this PD.
+    Command {
+        /// The PD.
+        pd: PdRef,
+        /// The command.
+        command: Command,
+    },
+    /// The answer to an [`Input::Remote`] (after its record's commit).
+    Reply {
+        /// The input's ticket.
+        ticket: Ticket,
+        /// Accepted, or refused with the reason.
+        result: Result<(), RemoteError>,
+    },
+    /// A card was decided (for counters).
+    Decided {
+        /// Where.
+        door: DoorId,
+        /// `None` for a grant.
+        deny: Option<DenyReason>,
+    },
+}
+
+/// Something that counts decisions (the admin port's metrics); the daemon
+/// reports to it without knowing what it is.
+pub trait DecisionObserver: Send + Sync {
+    /// One decision; `None` for a grant.
+    fn decided(&self, deny: Option<DenyReason>);
+}
+
+/// The gateway core of one building.
+pub struct Gateway {
+    building: Building,
+    planner: ModePlanner,
+    presence: Presence,
+    clock: TrustedClock,
+    rules: Box<dyn Rules>,
+    outputs: VecDeque<Output>,
+    records: Vec<EventKind>,
+    commands: Vec<(PdRef, Command)>,
+    replies: Vec<Output>,
+    /// The standing state last handed out in a commit.
+    persisted: StandingState,
+    presence_changed: bool,
+    /// Wall-clock ends of the overrides in force, fixed when first seen so
+    /// that the persisted state does not drift with every reading.
+    override_walls: HashMap<DoorId, (Instant, Timestamp)>,
+    /// The trusted time of the input being handled.
+    wall: Timestamp,
+    /// The next wall-clock minute (schedules are minute-grained) and the
+    /// next remote-mode expiry, as monotonic instants.
+    next_minute: Instant,
+    next_expiry: Option<Instant>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("building", &self.building)
+            .field("wall", &self.wall)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Start the core: every door locked, then `restored` applied (what
+    /// expired reverts, with its events). The first outputs are the
+    /// commit of the restore and the commands that put every PD's outputs
+    /// where the doors now are.
+    pub fn new(
+        mut building: Building,
+        rules: Box<dyn Rules>,
+        restored: StandingState,
+        now: Now,
+    ) -> Self {
+        building.lock_all();
+        let planner = building.mode_planner();
+        let restored = if restored.version == VERSION {
+            restored
+        } else {
+            StandingState::default()
+        };
+        let mut gateway = Self {
+            building,
+            planner,
+            presence: restored.presence.clone(),
+            clock: TrustedClock::new(restored.trusted_floor, now.mono),
+            rules,
+            outputs: VecDeque::new(),
+            records: Vec::new(),
+            commands: Vec::new(),
+            replies: Vec::new(),
+            persisted: restored.clone(),
+            presence_changed: false,
+            override_walls: HashMap::new(),
+            wall: now.system,
+            next_minute: now.mono,
+            next_expiry: None,
+        };
+        gateway.begin(now);
+        gateway.restore(now, restored);
+        gateway.finish(now);
+        gateway
+    }
+
+    /// Feed one input.
+    pub fn handle(&mut self, now: Now, input: Input) {
+        self.begin(now);
+        match input {
+            Input::Bus { bus, event } => self
+                .building
+                .handle(now.mono, BuildingInput::Bus { bus, event }),
+            Input::Remote {
+                ticket,
+                source,
+                command,
+                action,
+            } => self.remote(now, ticket, source, command, action),
+            Input::RulesChanged => self.apply_modes(now),
+            Input::Record(kinds) => self.records.extend(kinds),
+            Input::SetFeedback(table) => self.building.set_feedback(table),
+            Input::SignedTime(t) => self.clock.observe_signed(t, now.mono),
+            Input::Timeout => {
+                self.building.handle_timeout(now.mono);
+                self.apply_modes(now);
+            }
+        }
+        self.finish(now);
+    }
+
+    /// The next output, in order; `None` when all are out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Input::Timeout`] is due: a door deadline, a long release to
+    /// re-send, the next wall-clock minute or a remote-mode expiry.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut at = self.next_minute;
+        if let Some(t) = self.building.poll_timeout() {
+            at = at.min(t);
+        }
+        if let Some(t) = self.next_expiry {
+            at = at.min(t);
+        }
+        Some(at)
+    }
+
+    /// What every door is doing now.
+    pub fn doors(&self) -> Vec<super::DoorState> {
+        self.building.door_states()
+    }
+
+    /// Who is inside.
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
+    /// The trusted time of the last input.
+    pub fn trusted_now(&self) -> Timestamp {
+        self.wall
+    }
+
+    /// The signed time floor.
+    pub fn trusted_floor(&self) -> Option<Timestamp> {
+        self.clock.floor()
+    }
+
+    /// Whether a door is in lockdown.
+    pub fn is_locked_down(&self, door: &str) -> bool {
+        self.planner.is_locked_down(door)
+    }
+
+    /// The standing state as it would be persisted now.
+    pub fn standing(&self) -> StandingState {
+        self.persisted.clone()
+    }
+
+    fn begin(&mut self, now: Now) {
+        let (wall, alarm) = self.clock.now(now.system, now.mono);
+        self.wall = wall;
+        if let Some(alarm) = alarm {
+            self.records.push(match alarm {
+                ClockAlarm::WentBack { seen, trusted } => {
+                    EventKind::ClockWentBack { seen, trusted }
+                }
+                ClockAlarm::Implausible { seen, trusted } => {
+                    EventKind::ClockImplausible { seen, trusted }
+                }
+                ClockAlarm::Jumped { seen, expected } => {
+                    EventKind::ClockJumped { seen, expected }
+                }
+            });
+        }
+    }
+
+    fn restore(&mut self, now: Now, state: StandingState) {
+        let wall = self.wall;
+        let known = |planner: &ModePlanner, d: &DoorId| planner.class(d).is_some();
+        let lockdown: Vec<DoorId> = state
+            .lockdown
+            .iter()
+            .filter(|d| known(&self.planner, d))
+            .cloned()
+            .collect();
+        if !lockdown.is_empty() {
+            self.planner.set_lockdown(&lockdown, true);
+        }
+        let mut reverted = Vec::new();
+        for (door, TimedMode { mode, until }) in &state.remote_modes {
+            let Some(class) = self.planner.class(door) else {
+                continue;
+            };
+            match class.parse_mode(mode) {
+                Ok(mode) if *until > wall => {
+                    self.planner.set_remote(door, mode, *until);
+                }
+                Ok(_) => reverted.push(door.clone()),
+                Err(_) => {}
+            }
+        }
+        self.apply_modes(now);
+        for (door, o) in &state.overrides {
+            let Some(class) = self.planner.class(door) else {
+                continue;
+            };
+            if o.until <= wall {
+                reverted.push(door.clone());
+                continue;
+            }
+            let left = o.until.duration_since(wall).unsigned_abs();
+            let until = now.mono + left;
+            let input = match (class, o.state) {
+                (DoorClass::Standard, HeldBy::Unlocked) => BuildingInput::Door {
+                    door: door.clone(),
+                    input: DoorInput::SetOverride(Override {
+                        state: OverrideState::Unlocked,
+                        until,
+                    }),
+                },
+                (DoorClass::Standard, HeldBy::Locked) => BuildingInput::Door {
+                    door: door.clone(),
+                    input: DoorInput::SetOverride(Override {
+                        state: OverrideState::Locked,
+                        until,
+                    }),
+                },
+                (DoorClass::Revolving, HeldBy::FreeRotation) => BuildingInput::Revolving {
+                    door: door.clone(),
+                    input: RevolvingInput::ReleaseFreeRotation { until },
+                },
+                _ => continue,
+            };
+            self.override_walls.insert(door.clone(), (until, o.until));
+            self.building.handle(now.mono, input);
+        }
+        self.process(now);
+        // What ran out while the gateway was down reverts now; say so.
+        let states = self.building.door_states();
+        for door in reverted {
+            if let Some(s) = states.iter().find(|s| s.id == door) {
+                self.records.push(EventKind::DoorModeChanged {
+                    door,
+                    mode: s.mode.clone(),
+                });
+            }
+        }
+    }
+
+    fn remote(
+        &mut self,
+        now: Now,
+        ticket: Ticket,
+        source: String,
+        command: Option<String>,
+        action: RemoteAction,
+    ) {
+        let result = action.plan(&mut self.planner, now.mono, self.wall);
+        let outcome = match &result {
+            Ok(_) => "accepted".to_owned(),
+            Err(e) => format!("refused: {e}"),
+        };
+        self.records.push(EventKind::RemoteAction {
+            source,
+            command,
+            action: serde_json::to_string(&action).unwrap_or_default(),
+            outcome,
+        });
+        let result = result.map(|inputs| {
+            for input in inputs {
+                self.building.handle(now.mono, input);
+            }
+            self.apply_modes(now);
+        });
+        self.replies.push(Output::Reply { ticket, result });
+    }
+
+    /// Re-read the schedules and feed mode changes to the doors.
+    fn apply_modes(&mut self, now: Now) {
+        let wall = self.wall;
+        let rules = &self.rules;
+        let scheduled: HashMap<DoorId, String> = self
+            .building
+            .door_ids()
+            .filter_map(|d| rules.door_mode(d, wall).map(|m| (d.clone(), m)))
+            .collect();
+        for (door, e) in self
+            .planner
+            .set_scheduled(|d| scheduled.get(d).map(String::as_str))
+        {
+            self.records.push(EventKind::RulesRefused {
+                reason: format!("door-mode schedule for {door}: {e}"),
+            });
+        }
+        for (door, mode) in self.planner.changes(wall) {
+            let input = match mode {
+                StandingMode::Standard(m) => BuildingInput::Door {
+                    door,
+                    input: DoorInput::SetMode(m),
+                },
+                StandingMode::Revolving(m) => BuildingInput::Revolving {
+                    door,
+                    input: RevolvingInput::SetMode(m),
+                },
+            };
+            self.building.handle(now.mono, input);
+        }
+    }
+
+    /// Work off the building's actions: decisions are made here and fed
+    /// back; passages update presence.
+    fn process(&mut self, now: Now) {
+        while let Some(action) = self.building.poll_action() {
+            match action {
+                BuildingAction::Decide {
+                    door, reader, card, ..
+                } => {
+                    let verdict = self.rules.decide(&door, &card, self.wall);
+                    self.outputs.push_back(Output::Decided {
+                        door: door.clone(),
+                        deny: match &verdict {
+                            Verdict::Grant { .. } => None,
+                            Verdict::Deny { reason, .. } => Some(*reason),
+                        },
+                    });
+                    self.building.handle(
+                        now.mono,
+                        BuildingInput::Verdict {
+                            door,
+                            reader,
+                            verdict,
+                        },
+                    );
+                }
+                BuildingAction::Record(kind) => self.records.push(kind),
+                BuildingAction::Command { pd, command } => self.commands.push((pd, command)),
+                BuildingAction::Passage {
+                    credential,
+                    direction,
+                    ..
+                } => {
+                    let at = self.wall;
+                    let name = self.rules.display_name(&credential);
+                    let office_hours = self.rules.office_hours(at).unwrap_or(false);
+                    let event = self.presence.record(Passage {
+                        credential: CredentialId(credential),
+                        name,
+                        direction,
+                        at,
+                        office_hours,
+                    });
+                    self.presence_changed = true;
+                    if let Some(e) = event {
+                        self.records.push(match e {
+                            PresenceEvent::Entered {
+                                credential, name, ..
+                            } => EventKind::Presence {
+                                credential: credential.0,
+                                name,
+                                direction: crate::door::Direction::In,
+                            },
+                            PresenceEvent::Left {
+                                credential, name, ..
+                            } => EventKind::Presence {
+                                credential: credential.0,
+                                name,
+                                direction: crate::door::Direction::Out,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Close the input: the commit (records and changed standing state)
+    /// first, then the commands, then the replies.
+    fn finish(&mut self, now: Now) {
+        self.process(now);
+        let state = self.changed_standing(now);
+        let records = std::mem::take(&mut self.records);
+        if !records.is_empty() || state.is_some() {
+            self.outputs.push_back(Output::Commit(Commit {
+                at: self.wall,
+                records,
+                state,
+            }));
+        }
+        for (pd, command) in self.commands.drain(..) {
+            self.outputs.push_back(Output::Command { pd, command });
+        }
+        self.outputs.extend(self.replies.drain(..));
+        let into_minute = self.wall.as_second().rem_euclid(60) as u64;
+        self.next_minute = now.mono + Duration::from_secs(60 - into_minute);
+        self.next_expiry = self.planner.next_expiry().map(|t| {
+            let left = t.duration_since(self.wall);
+            now.mono + left.max(SignedDuration::ZERO).unsigned_abs()
+        });
+    }
+
+    /// The standing state, when it differs from the one last handed out.
+    fn changed_standing(&mut self, now: Now) -> Option<StandingState> {
+        let lockdown = self.planner.lockdowns();
+        let remote_modes = self
+            .planner
+            .remotes()
+            .into_iter()
+            .map(|(door, (mode, until))| {
+                let mode = mode.as_str().to_owned();
+                (door, TimedMode { mode, until })
+            })
+            .collect();
+        let mut overrides = std::collections::BTreeMap::new();
+        let mut walls = HashMap::new();
+        for (door, state, until) in self.building.overrides() {
+            let wall = match self.override_walls.get(door) {
+                Some((at, wall)) if *at == until => *wall,
+                _ => {
+                    let left = until.saturating_duration_since(now.mono);
+                    let left = SignedDuration::try_from(left).unwrap_or(SignedDuration::MAX);
+                    self.wall.checked_add(left).unwrap_or(Timestamp::MAX)
+                }
+            };
+            walls.insert(door.clone(), (until, wall));
+            overrides.insert(door.clone(), TimedOverride { state, until: wall });
+        }
+        self.override_walls = walls;
+        let floor = self.clock.floor();
+        let same = lockdown == self.persisted.lockdown
+            && remote_modes == self.persisted.remote_modes
+            && overrides == self.persisted.overrides
+            && floor == self.persisted.trusted_floor
+            && !self.presence_changed;
+        if same {
+            return None;
+        }
+        self.presence_changed = false;
+        self.persisted = StandingState {
+            version: VERSION,
+            lockdown,
+            remote_modes,
+            overrides,
+            presence: self.presence.clone(),
+            trusted_floor: floor,
+        };
+        Some(self.persisted.clone())
+    }
+}

@@ -1,0 +1,81 @@
+//! The standing state of a building: everything that decides what a door
+//! does after a restart. The gateway core hands it out with the records of
+//! the same input, the driver writes both in one flush, and the next start
+//! begins from it before any PD is driven — so a restart never lifts a
+//! lockdown, ends an override early, or forgets who is inside.
+//!
+//! Times are wall-clock (`Timestamp`): monotonic instants mean nothing
+//! after a restart. Items that expired while the gateway was down revert
+//! on restore, with their events.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::door::Presence;
+use crate::ids::DoorId;
+
+/// Layout version of [`StandingState`]; a state of another version is not
+/// guessed at (the gateway starts from the defaults and says so).
+pub const VERSION: u32 = 1;
+
+/// A remote mode and its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimedMode {
+    /// The mode's contract name (`unlocked`, `free_rotation`, …).
+    pub mode: String,
+    /// When it reverts.
+    pub until: Timestamp,
+}
+
+/// What a timed override holds a door in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldBy {
+    /// A standard door released (remote unlock, admin unlock).
+    Unlocked,
+    /// A standard door held locked.
+    Locked,
+    /// A revolving door in free rotation.
+    FreeRotation,
+}
+
+/// A timed override and its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimedOverride {
+    /// What it holds the door in.
+    pub state: HeldBy,
+    /// When it reverts.
+    pub until: Timestamp,
+}
+
+/// The standing state of one building.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandingState {
+    /// [`VERSION`].
+    pub version: u32,
+    /// Doors in lockdown (until an explicit release).
+    pub lockdown: BTreeSet<DoorId>,
+    /// Remote modes with their expiry.
+    pub remote_modes: BTreeMap<DoorId, TimedMode>,
+    /// Timed overrides and free-rotation releases with their expiry.
+    pub overrides: BTreeMap<DoorId, TimedOverride>,
+    /// Who is inside.
+    pub presence: Presence,
+    /// The signed time floor (see [`super::clock`]).
+    pub trusted_floor: Option<Timestamp>,
+}
+
+impl Default for StandingState {
+    fn default() -> Self {
+        Self {
+            version: VERSION,
+            lockdown: BTreeSet::new(),
+            remote_modes: BTreeMap::new(),
+            overrides: BTreeMap::new(),
+            presence: Presence::new(),
+            trusted_floor: None,
+        }
+    }
+}
