@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portier::door::{Direction, StandardConfig};
-use portier::driver::daemon::{self, BusLink, Daemon, DaemonInputs, PresenceBook};
-use portier::driver::gateway::StoreDecider;
+use portier::driver::daemon::{self, BusLink, Daemon, DaemonInputs};
+use portier::driver::decider::StoreDecider;
 use portier::driver::serial::{BusHandles, run_bus};
 use portier::driver::simulator::{SimOp, run_simulated_pds};
-use portier::journal::Journal;
 use portier::osdp::message::{Command, OutputAction, RawCard};
 use portier::osdp::peripheral::{Peripheral, PeripheralConfig, PeripheralEvent};
 use portier::osdp::secure::Scbk;
@@ -112,6 +111,7 @@ async fn start() -> Harness {
         bus,
         BusHandles {
             requests: requests_rx,
+            bus: "bus0".into(),
             events: bus_events_tx,
             status,
             shutdown: shutdown_rx.clone(),
@@ -122,11 +122,11 @@ async fn start() -> Harness {
     let (tagged_tx, tagged) = mpsc::channel(256);
     let (online_tx, mut online) = mpsc::channel(16);
     tokio::spawn(async move {
-        while let Some(e) = bus_events.recv().await {
+        while let Some((bus, e)) = bus_events.recv().await {
             if matches!(e, portier::osdp::BusEvent::Online { .. }) {
                 let _ = online_tx.try_send(());
             }
-            if tagged_tx.send(("bus0".to_owned(), e)).await.is_err() {
+            if tagged_tx.send((bus, e)).await.is_err() {
                 return;
             }
         }
@@ -155,23 +155,21 @@ async fn start() -> Harness {
         rotation_out: None,
     }]);
     let db = portier::storage::open_db(&dir.path().join("events"), 16 << 20).unwrap();
-    let journal = Journal::open(&db).unwrap();
-    let presence = PresenceBook::open(&db).unwrap();
     let decider = StoreDecider::new(store, "office-hours".into());
     let (_control_tx, control) = mpsc::channel(4);
     let (view, _) = watch::channel(daemon::DaemonView::default());
     std::mem::forget(_control_tx);
     tokio::spawn(daemon::run(
-        Daemon::new(
+        Daemon::open(
+            &db,
             building,
             Box::new(decider),
-            journal,
-            presence,
             vec![BusLink {
                 name: "bus0".into(),
                 requests,
             }],
-        ),
+        )
+        .unwrap(),
         DaemonInputs {
             events: tagged,
             control,

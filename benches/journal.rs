@@ -21,7 +21,7 @@ fn append(c: &mut Criterion) {
                             door: "side-entrance".into(),
                             reader: "side-entrance-in".into(),
                             credential: Some(format!("h10301:42:{i}")),
-                            reason: "outside_schedule".into(),
+                            reason: portier::rules::DenyReason::OutsideSchedule,
                         })
                         .collect::<Vec<_>>()
                 },

@@ -40,7 +40,9 @@ fn fifty_gateways_each_get_only_their_own() {
         let mut journal = Journal::open(&db).unwrap();
         // Ten events each, whose content names the gateway.
         let kinds = (0..10)
-            .map(|_| EventKind::DoorClosed { door: name.clone() })
+            .map(|_| EventKind::DoorClosed {
+                door: name.as_str().into(),
+            })
             .collect();
         journal.append(at, kinds).unwrap();
         let uplink = spawn_uplink(&runtime, &db, &broker, name, |_| {});

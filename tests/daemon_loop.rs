@@ -8,7 +8,9 @@ use std::time::Duration;
 mod support;
 
 use portier::door::{DenyReason, Direction, StandardConfig};
-use portier::driver::daemon::{self, BusLink, Daemon, DaemonInputs, Decider};
+use portier::driver::daemon::{self, BusLink, Daemon, DaemonInputs};
+use portier::ids::DoorId;
+use portier::site::Rules;
 use portier::driver::serial::{BusHandles, run_bus};
 use portier::journal::{EventKind, Journal};
 use portier::osdp::message::{Command, LedColor, OutputAction, RawCard};
@@ -25,8 +27,8 @@ use tokio::sync::{mpsc, watch};
 /// blocked. (The rules engine proper is tested on its own.)
 struct Fixture;
 
-impl Decider for Fixture {
-    fn decide(&mut self, _door: &str, card: &RawCard, _now: jiff::Timestamp) -> Verdict {
+impl Rules for Fixture {
+    fn decide(&mut self, _door: &DoorId, card: &RawCard, _now: jiff::Timestamp) -> Verdict {
         match hex::encode(&card.data).as_str() {
             "9501f480" => Verdict::Grant {
                 credential: "h10301:42:1001".into(),
@@ -59,7 +61,7 @@ struct Running {
 
 /// Our PD in SC behind the bus task, a side door on it, and the daemon
 /// loop with `decider`.
-fn start(decider: Box<dyn Decider>) -> Running {
+fn start(decider: Box<dyn Rules>) -> Running {
     let key = Scbk([0x77; 16]);
     let (cp_side, pd_events, cards) =
         support::memory_pd(PeripheralConfig::simulator(1, Some(key.clone())), false);
@@ -74,25 +76,18 @@ fn start(decider: Box<dyn Decider>) -> Running {
         Box::new(portier::driver::clock::os_entropy),
     )
     .unwrap();
-    let (bus_events_tx, mut bus_events) = mpsc::channel(64);
+    let (bus_events_tx, tagged) = mpsc::channel(64);
     let (requests, requests_rx) = mpsc::channel(16);
     let (status, _) = watch::channel(Vec::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let handles = BusHandles {
         requests: requests_rx,
+        bus: "bus0".into(),
         events: bus_events_tx,
         status,
         shutdown: shutdown_rx.clone(),
     };
     tokio::spawn(run_bus(cp_side, bus, handles, false, None));
-    let (tagged_tx, tagged) = mpsc::channel(64);
-    tokio::spawn(async move {
-        while let Some(e) = bus_events.recv().await {
-            if tagged_tx.send(("bus0".to_owned(), e)).await.is_err() {
-                return;
-            }
-        }
-    });
 
     let building = Building::new(vec![DoorWiring {
         id: "side-entrance".into(),
@@ -122,17 +117,15 @@ fn start(decider: Box<dyn Decider>) -> Running {
     }]);
     let dir = tempfile::tempdir().unwrap();
     let db = portier::storage::open_db(dir.path(), 8 << 20).unwrap();
-    let journal = Journal::open(&db).unwrap();
     let reader_journal = Journal::open(&db).unwrap();
     let links = vec![BusLink {
         name: "bus0".into(),
         requests,
     }];
-    let presence = daemon::PresenceBook::open(&db).unwrap();
     let (_control, control) = mpsc::channel(4);
     let (view, _) = watch::channel(daemon::DaemonView::default());
     let daemon = tokio::spawn(daemon::run(
-        Daemon::new(building, decider, journal, presence, links),
+        Daemon::open(&db, building, decider, links).unwrap(),
         DaemonInputs {
             events: tagged,
             control,
@@ -244,7 +237,7 @@ async fn card_to_relay_with_the_record_on_disk_first() {
     let records = reader_journal.after(0, 100).unwrap();
     assert!(
         records.iter().any(
-            |e| matches!(&e.kind, EventKind::AccessDenied { reason, .. } if reason == "blocked")
+            |e| matches!(&e.kind, EventKind::AccessDenied { reason, .. } if *reason == DenyReason::Blocked)
         )
     );
 
@@ -283,13 +276,13 @@ async fn next_command(
 /// The rules schedule the side door unlocked (e.g. office hours).
 struct ScheduledOpen;
 
-impl Decider for ScheduledOpen {
-    fn decide(&mut self, door: &str, card: &RawCard, now: jiff::Timestamp) -> Verdict {
+impl Rules for ScheduledOpen {
+    fn decide(&mut self, door: &DoorId, card: &RawCard, now: jiff::Timestamp) -> Verdict {
         Fixture.decide(door, card, now)
     }
 
-    fn door_mode(&self, door: &str, _now: jiff::Timestamp) -> Option<String> {
-        (door == "side-entrance").then(|| "unlocked".to_owned())
+    fn door_mode(&self, door: &DoorId, _now: jiff::Timestamp) -> Option<String> {
+        (*door == "side-entrance").then(|| "unlocked".to_owned())
     }
 }
 

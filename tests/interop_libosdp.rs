@@ -56,7 +56,7 @@ fn libosdp(script: &str, device: &Path, pds: &[&str]) -> JsonChild {
 /// Our CP: the bus core behind the serial driver, on its own runtime.
 struct OurCp {
     runtime: tokio::runtime::Runtime,
-    events: mpsc::Receiver<BusEvent>,
+    events: mpsc::Receiver<(portier::ids::BusId, BusEvent)>,
     requests: mpsc::Sender<BusRequest>,
     _shutdown: watch::Sender<bool>,
     seen: Vec<BusEvent>,
@@ -88,6 +88,7 @@ impl OurCp {
             let bus = Bus::new(timing, pds, Box::new(clock::os_entropy)).unwrap();
             let handles = BusHandles {
                 requests: requests_rx,
+                bus: "bus0".into(),
                 events: events_tx,
                 status,
                 shutdown: shutdown_rx,
@@ -118,7 +119,7 @@ impl OurCp {
             let deadline = tokio::time::Instant::now() + limit;
             loop {
                 match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Ok(Some(e)) => {
+                    Ok(Some((_, e))) => {
                         seen.push(e.clone());
                         if pred(&e) {
                             return e;
@@ -137,7 +138,7 @@ impl OurCp {
                 .send(BusRequest::Command {
                     address,
                     command,
-                    queued,
+                    queued: Some(queued),
                 })
                 .await
                 .unwrap();

@@ -19,7 +19,7 @@ fn child(path: &str) -> ! {
     loop {
         let batch = (0..10)
             .map(|i| EventKind::DoorForced {
-                door: format!("door-{i}"),
+                door: format!("door-{i}").into(),
             })
             .collect();
         let events = journal.append(at, batch).unwrap();

@@ -34,6 +34,7 @@ async fn bus_task_over_an_echoing_stream() {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let handles = BusHandles {
         requests: requests_rx,
+        bus: "bus0".into(),
         events: events_tx,
         status,
         shutdown: shutdown_rx,
@@ -43,7 +44,7 @@ async fn bus_task_over_an_echoing_stream() {
     let within = Duration::from_secs(5);
     let online = tokio::time::timeout(within, async {
         loop {
-            if let Some(BusEvent::Online { secure, .. }) = events.recv().await {
+            if let Some((_, BusEvent::Online { secure, .. })) = events.recv().await {
                 return secure;
             }
         }
@@ -68,7 +69,7 @@ async fn bus_task_over_an_echoing_stream() {
         .unwrap();
     let card = tokio::time::timeout(within, async {
         loop {
-            if let Some(BusEvent::Card { card, .. }) = events.recv().await {
+            if let Some((_, BusEvent::Card { card, .. })) = events.recv().await {
                 return card;
             }
         }
@@ -87,7 +88,7 @@ async fn bus_task_over_an_echoing_stream() {
         .send(BusRequest::Command {
             address: 4,
             command: strike.clone(),
-            queued,
+            queued: Some(queued),
         })
         .await
         .unwrap();

@@ -40,7 +40,7 @@ fn child(journal_dir: &str, uplink: &str, drain: bool) -> ! {
         let first = journal.next_seq().unwrap();
         let kinds = (first..first + 10)
             .map(|n| EventKind::DoorClosed {
-                door: format!("d{n}"),
+                door: format!("d{n}").into(),
             })
             .collect();
         let done = journal.append(at, kinds).unwrap();

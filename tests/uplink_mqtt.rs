@@ -27,7 +27,7 @@ struct Gateway {
 
 fn event(n: u64) -> EventKind {
     EventKind::DoorClosed {
-        door: format!("door-{}", n % 7),
+        door: format!("door-{}", n % 7).into(),
     }
 }
 

@@ -113,26 +113,36 @@ pub(crate) enum Way {
 impl From<ActionCmd> for RemoteAction {
     fn from(a: ActionCmd) -> Self {
         match a {
-            ActionCmd::Unlock { door, seconds } => Self::Unlock { door, seconds },
+            ActionCmd::Unlock { door, seconds } => Self::Unlock {
+                door: door.into(),
+                seconds,
+            },
             ActionCmd::Mode {
                 door,
                 mode,
                 seconds,
             } => Self::SetMode {
-                door,
+                door: door.into(),
                 mode,
                 seconds,
             },
             ActionCmd::ReleasePassage { door, direction } => Self::ReleasePassage {
-                door,
+                door: door.into(),
                 direction: match direction {
                     Way::In => Direction::In,
                     Way::Out => Direction::Out,
                 },
             },
-            ActionCmd::FreeRotation { door, seconds } => Self::FreeRotation { door, seconds },
-            ActionCmd::Lockdown { door } => Self::Lockdown { doors: door },
-            ActionCmd::ReleaseLockdown { door } => Self::ReleaseLockdown { doors: door },
+            ActionCmd::FreeRotation { door, seconds } => Self::FreeRotation {
+                door: door.into(),
+                seconds,
+            },
+            ActionCmd::Lockdown { door } => Self::Lockdown {
+                doors: door.into_iter().map(Into::into).collect(),
+            },
+            ActionCmd::ReleaseLockdown { door } => Self::ReleaseLockdown {
+                doors: door.into_iter().map(Into::into).collect(),
+            },
         }
     }
 }

@@ -115,7 +115,7 @@ pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Scbk> {
 }
 
 struct RunningBus {
-    events: mpsc::Receiver<BusEvent>,
+    events: mpsc::Receiver<(portier::ids::BusId, BusEvent)>,
     _requests: mpsc::Sender<portier::driver::serial::BusRequest>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), portier::driver::serial::SerialError>>,
@@ -158,6 +158,7 @@ fn start_bus(port: &PortArgs, key: KeyPolicy) -> anyhow::Result<RunningBus> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let handles = BusHandles {
         requests: requests_rx,
+        bus: "probe".into(),
         events: events_tx,
         status,
         shutdown: shutdown_rx,
@@ -223,12 +224,12 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let outcome = loop {
         let event = if online {
             tokio::select! {
-                e = bus.events.recv() => e,
+                e = bus.events.recv() => e.map(|(_, e)| e),
                 _ = tokio::signal::ctrl_c() => break Ok(ExitCode::SUCCESS),
             }
         } else {
             match tokio::time::timeout_at(deadline, bus.events.recv()).await {
-                Ok(e) => e,
+                Ok(e) => e.map(|(_, e)| e),
                 Err(_) => {
                     break Err(anyhow::anyhow!(
                         "PD {address} did not come online within {} s (check wiring, address, baud rate)",
@@ -329,7 +330,7 @@ async fn install_key(args: InstallArgs) -> anyhow::Result<ExitCode> {
     let mut installed = false;
     let outcome = loop {
         let event = match tokio::time::timeout_at(deadline, bus.events.recv()).await {
-            Ok(Some(e)) => e,
+            Ok(Some((_, e))) => e,
             Ok(None) => break Err(anyhow::anyhow!("bus stopped")),
             Err(_) => {
                 break Err(anyhow::anyhow!(

@@ -562,7 +562,8 @@ mod tests {
                     ahead: 0
                 }),
                 RevolvingAction::EnableRotation {
-                    rotation: Rotation::In
+                    rotation: Rotation::In,
+                    until: Some(t + 10 * S)
                 }
             ]
         );
@@ -622,18 +623,26 @@ mod tests {
         assert_eq!(
             drain(&mut d).last(),
             Some(&RevolvingAction::EnableRotation {
-                rotation: Rotation::Out
+                rotation: Rotation::Out,
+                until: Some(t + 12 * S)
             })
         );
         d.handle(t + 3 * S, rotated(Direction::Out));
         let a = drain(&mut d);
-        // Same direction next: the level does not change.
+        // Same direction next: the release is re-timed for c's window
+        // (the PD must not relock at the end of b's).
         assert_eq!(
             a,
-            vec![RevolvingAction::Event(RevolvingEvent::Passage {
-                direction: Direction::Out,
-                cause: PassageCause::Grant("b".into())
-            })]
+            vec![
+                RevolvingAction::Event(RevolvingEvent::Passage {
+                    direction: Direction::Out,
+                    cause: PassageCause::Grant("b".into())
+                }),
+                RevolvingAction::EnableRotation {
+                    rotation: Rotation::Out,
+                    until: Some(t + 13 * S)
+                }
+            ]
         );
         d.handle(t + 4 * S, rotated(Direction::Out));
         let a = drain(&mut d);
@@ -704,7 +713,8 @@ mod tests {
                     direction: Direction::In
                 }),
                 RevolvingAction::EnableRotation {
-                    rotation: Rotation::Out
+                    rotation: Rotation::Out,
+                    until: Some(t + 20 * S)
                 }
             ]
         );
@@ -739,7 +749,8 @@ mod tests {
         assert_eq!(
             drain(&mut d).last(),
             Some(&RevolvingAction::EnableRotation {
-                rotation: Rotation::Out
+                rotation: Rotation::Out,
+                until: Some(t + 10 * S)
             })
         );
         d.handle(t + S, rotated(Direction::Out));
@@ -776,7 +787,8 @@ mod tests {
                     free_until: Some(t + 60 * S)
                 }),
                 RevolvingAction::EnableRotation {
-                    rotation: Rotation::Both
+                    rotation: Rotation::Both,
+                    until: Some(t + 60 * S)
                 }
             ]
         );
@@ -926,7 +938,7 @@ mod tests {
                             prop_assert_ne!(cause, PassageCause::Free);
                             passages += 1;
                         }
-                        RevolvingAction::EnableRotation { rotation } => reported = Some(rotation),
+                        RevolvingAction::EnableRotation { rotation, .. } => reported = Some(rotation),
                         RevolvingAction::DisableRotation => reported = None,
                         _ => {}
                     }

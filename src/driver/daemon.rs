@@ -197,6 +197,28 @@ pub struct Daemon {
     pub observer: Option<Arc<dyn DecisionObserver>>,
 }
 
+impl Daemon {
+    /// A daemon on the journal and standing state in `db`: the core starts
+    /// from the standing state last written there.
+    pub fn open(
+        db: &sled::Db,
+        building: crate::site::Building,
+        rules: Box<dyn crate::site::Rules>,
+        buses: Vec<BusLink>,
+    ) -> Result<Self, DaemonError> {
+        let journal = Journal::open(db)?;
+        let standing = StandingBook::open(db)?;
+        let restored = standing.load(db)?;
+        Ok(Self {
+            gateway: Gateway::new(building, rules, restored, now()),
+            journal,
+            standing,
+            buses,
+            observer: None,
+        })
+    }
+}
+
 /// Both clocks, from the one read point.
 pub fn now() -> Now {
     Now {

@@ -1121,7 +1121,7 @@ mod tests {
         let actions = drain(&mut b);
         assert!(outs(&actions).is_empty());
         assert_eq!(led_colors(&actions), vec![LedColor::Red]);
-        assert!(actions.iter().any(|a| matches!(a, BuildingAction::Record(EventKind::AccessDenied { reason, .. }) if reason == "blocked")));
+        assert!(actions.iter().any(|a| matches!(a, BuildingAction::Record(EventKind::AccessDenied { reason, .. }) if *reason == DenyReason::Blocked)));
     }
 
     #[test]
@@ -1206,10 +1206,12 @@ mod tests {
             );
         }
         let actions = drain(&mut b);
+        // Timed at the PD for the grant's passage window (10 s): a gateway
+        // that dies now never leaves the door turning for everyone.
         assert_eq!(
-            outs(&actions)[0].2,
-            OutputAction::PermanentOnAbortTimed,
-            "in-direction release on"
+            (outs(&actions)[0].2, outs(&actions)[0].3),
+            (OutputAction::TimedOn, 100),
+            "in-direction release on, timed"
         );
         let rotate = |v: Vec<u8>| BuildingInput::Bus {
             bus: "bus0".into(),

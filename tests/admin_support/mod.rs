@@ -127,7 +127,7 @@ pub fn sample_status() -> Status {
                     door: "main-entrance".into(),
                     reader: "main-in".into(),
                     credential: Some("h10301:42:1002".into()),
-                    reason: "outside_schedule".into(),
+                    reason: portier::rules::DenyReason::OutsideSchedule,
                 },
             ),
         ],
