@@ -85,7 +85,11 @@ fn revolving_door_gives_one_rotation_per_grant() {
     let out = gw.pds.expect(T, "rotation-in released", |v| {
         v["event"] == "output" && v["address"] == 1 && v["output"] == 0 && is_release(v)
     });
-    assert_eq!(out["control_code"], PERMANENT_ON, "{out}");
+    // Timed at the PD for the grant's passage window (10 s in the example
+    // config): a gateway that dies now never leaves the door turning.
+    assert_eq!(out["control_code"], TIMED_ON, "{out}");
+    let timer = out["timer"].as_u64().unwrap();
+    assert!((1..=100).contains(&timer), "{out}");
     // One passage in: the release is withdrawn. Each sensor edge waits
     // for its effect: the simulated PD reports its input mask as it is when
     // polled, so a pulse shorter than a poll would be lost (as it would be
@@ -283,4 +287,87 @@ fn a_lost_rules_database_is_rebuilt_and_journaled_at_start() {
     gw.expect_pd(mark, "strike released", |v| {
         v["event"] == "output" && v["address"] == 2 && v["control_code"] == TIMED_ON
     });
+}
+
+#[test]
+fn lockdown_survives_kill_9_and_restart() {
+    let gw = &mut Gateway::start();
+    gw.act(json!({"action": "lockdown", "doors": ["side-entrance"]}));
+    gw.expect_event("mode lockdown", |e| {
+        e["type"] == "door_mode_changed" && e["door"] == "side-entrance" && e["mode"] == "lockdown"
+    });
+    gw.kill_daemon();
+    let mark = gw.mark();
+    gw.run_daemon();
+    gw.expect_event("restarted", |e| e["type"] == "daemon_started");
+    gw.badge(2, STAFF);
+    let denied = gw.expect_event("denied in lockdown after the restart", |e| {
+        e["type"] == "access_denied" && e["credential"] == STAFF
+    });
+    assert_eq!(denied["reason"], "lockdown");
+    assert!(
+        gw.outputs_since(mark, 2).iter().all(|o| !is_release(o)),
+        "{:?}",
+        gw.outputs_since(mark, 2)
+    );
+    let doors = gw.ask(json!({"query": "doors"}));
+    let side = doors["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "side-entrance")
+        .unwrap()
+        .clone();
+    assert_eq!(side["mode"], "lockdown", "{side}");
+    // Only an explicit release lifts it.
+    gw.act(json!({"action": "release_lockdown", "doors": ["side-entrance"]}));
+    gw.badge(2, STAFF);
+    gw.pds.expect(T, "strike released after the release", |v| {
+        v["event"] == "output" && v["address"] == 2 && v["control_code"] == TIMED_ON
+    });
+}
+
+#[test]
+fn a_timed_override_survives_a_restart_and_still_reverts_on_time() {
+    let gw = &mut Gateway::start();
+    gw.act(json!({"action": "unlock", "door": "side-entrance", "seconds": 12}));
+    gw.pds.expect(T, "strike released by the override", |v| {
+        v["event"] == "output" && v["address"] == 2 && v["control_code"] == TIMED_ON
+    });
+    gw.kill_daemon();
+    let mark = gw.mark();
+    gw.run_daemon();
+    gw.expect_event("restarted", |e| e["type"] == "daemon_started");
+    // Restored: locked first (every door at start), then released again
+    // for what is left of the 12 s, timed at the PD.
+    let again = gw.expect_pd(mark, "strike released again after the restart", |v| {
+        v["event"] == "output" && v["address"] == 2 && v["control_code"] == TIMED_ON
+    });
+    assert!(again["timer"].as_u64().unwrap() <= 120, "{again}");
+    gw.expect_event("the override reverts on time", |e| {
+        e["type"] == "door_mode_changed" && e["door"] == "side-entrance" && e["mode"] == "card_only"
+    });
+}
+
+#[test]
+fn a_three_hour_unlock_is_timed_at_the_pd_and_shown_until_its_end() {
+    let gw = &mut Gateway::start();
+    gw.act(json!({"action": "unlock", "door": "side-entrance", "seconds": 3 * 3600}));
+    // The longest timer one OUT can carry; the core re-sends it before it
+    // runs out (tests/simulation.rs checks the PD stays released for the
+    // whole 3 hours in virtual time).
+    let out = gw.pds.expect(T, "strike released for the longest timer", |v| {
+        v["event"] == "output" && v["address"] == 2 && v["control_code"] == TIMED_ON
+    });
+    assert_eq!(out["timer"], 65535, "{out}");
+    let doors = gw.ask(json!({"query": "doors"}));
+    let side = doors["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "side-entrance")
+        .unwrap()
+        .clone();
+    assert_eq!(side["released"], true, "{side}");
+    assert_eq!(side["override_state"], "unlocked", "{side}");
 }
