@@ -171,6 +171,8 @@ pub struct Gateway {
     /// Wall-clock ends of the overrides in force, fixed when first seen so
     /// that the persisted state does not drift with every reading.
     override_walls: HashMap<DoorId, (Instant, Timestamp)>,
+    /// The same for remote modes.
+    remote_walls: HashMap<DoorId, (Instant, Timestamp)>,
     /// The trusted time of the input being handled.
     wall: Timestamp,
     /// The next wall-clock minute (schedules are minute-grained) and the
@@ -219,6 +221,7 @@ impl Gateway {
             persisted: restored.clone(),
             presence_changed: false,
             override_walls: HashMap::new(),
+            remote_walls: HashMap::new(),
             wall: now.system,
             next_minute: now.mono,
             next_expiry: None,
@@ -305,6 +308,11 @@ impl Gateway {
     fn begin(&mut self, now: Now) {
         let (wall, alarm) = self.clock.now(now.system, now.mono);
         self.wall = wall;
+        // A remote mode whose end has come (also by a clock step) reverts
+        // before anything is decided under it.
+        if self.planner.next_expiry().is_some_and(|t| t <= now.mono) {
+            self.apply_modes(now);
+        }
         if let Some(alarm) = alarm {
             self.records.push(match alarm {
                 ClockAlarm::WentBack { seen, trusted } => {
@@ -339,7 +347,9 @@ impl Gateway {
             };
             match class.parse_mode(mode) {
                 Ok(mode) if *until > wall => {
-                    self.planner.set_remote(door, mode, *until);
+                    let at = now.mono + left_at_restore(*until, wall);
+                    self.remote_walls.insert(door.clone(), (at, *until));
+                    self.planner.set_remote(door, mode, at);
                 }
                 Ok(_) => reverted.push(door.clone()),
                 Err(_) => {}
@@ -354,8 +364,7 @@ impl Gateway {
                 reverted.push(door.clone());
                 continue;
             }
-            let left = o.until.duration_since(wall).unsigned_abs();
-            let until = now.mono + left;
+            let until = now.mono + left_at_restore(o.until, wall);
             let input = match (class, o.state) {
                 (DoorClass::Standard, HeldBy::Unlocked) => BuildingInput::Door {
                     door: door.clone(),
@@ -401,7 +410,7 @@ impl Gateway {
         command: Option<String>,
         action: RemoteAction,
     ) {
-        let result = action.plan(&mut self.planner, now.mono, self.wall);
+        let result = action.plan(&mut self.planner, now.mono);
         let outcome = match &result {
             Ok(_) => "accepted".to_owned(),
             Err(e) => format!("refused: {e}"),
@@ -438,7 +447,7 @@ impl Gateway {
                 reason: format!("door-mode schedule for {door}: {e}"),
             });
         }
-        for (door, mode) in self.planner.changes(wall) {
+        for (door, mode) in self.planner.changes(now.mono) {
             let input = match mode {
                 StandingMode::Standard(m) => BuildingInput::Door {
                     door,
@@ -538,35 +547,25 @@ impl Gateway {
         self.outputs.extend(self.replies.drain(..));
         let into_minute = self.wall.as_second().rem_euclid(60) as u64;
         self.next_minute = now.mono + Duration::from_secs(60 - into_minute);
-        self.next_expiry = self.planner.next_expiry().map(|t| {
-            let left = t.duration_since(self.wall);
-            now.mono + left.max(SignedDuration::ZERO).unsigned_abs()
-        });
+        self.next_expiry = self.planner.next_expiry();
     }
 
     /// The standing state, when it differs from the one last handed out.
     fn changed_standing(&mut self, now: Now) -> Option<StandingState> {
         let lockdown = self.planner.lockdowns();
-        let remote_modes = self
-            .planner
-            .remotes()
-            .into_iter()
-            .map(|(door, (mode, until))| {
-                let mode = mode.as_str().to_owned();
-                (door, TimedMode { mode, until })
-            })
-            .collect();
+        let mut remote_modes = std::collections::BTreeMap::new();
+        let mut walls = HashMap::new();
+        for (door, (mode, until)) in self.planner.remotes() {
+            let wall = wall_end(&self.remote_walls, &door, until, now.mono, self.wall);
+            walls.insert(door.clone(), (until, wall));
+            let mode = mode.as_str().to_owned();
+            remote_modes.insert(door, TimedMode { mode, until: wall });
+        }
+        self.remote_walls = walls;
         let mut overrides = std::collections::BTreeMap::new();
         let mut walls = HashMap::new();
         for (door, state, until) in self.building.overrides() {
-            let wall = match self.override_walls.get(door) {
-                Some((at, wall)) if *at == until => *wall,
-                _ => {
-                    let left = until.saturating_duration_since(now.mono);
-                    let left = SignedDuration::try_from(left).unwrap_or(SignedDuration::MAX);
-                    self.wall.checked_add(left).unwrap_or(Timestamp::MAX)
-                }
-            };
+            let wall = wall_end(&self.override_walls, door, until, now.mono, self.wall);
             walls.insert(door.clone(), (until, wall));
             overrides.insert(door.clone(), TimedOverride { state, until: wall });
         }
@@ -590,5 +589,32 @@ impl Gateway {
             trusted_floor: floor,
         };
         Some(self.persisted.clone())
+    }
+}
+
+/// What is left of a persisted timed item at restore. Never more than the
+/// longest remote action: an end written while the system clock was far
+/// ahead must not hold a door for years once the clock is right.
+fn left_at_restore(until: Timestamp, wall: Timestamp) -> Duration {
+    let left = until.duration_since(wall).unsigned_abs();
+    left.min(Duration::from_secs(super::remote::MAX_SECONDS))
+}
+
+/// The wall-clock end of a monotonic deadline: the one fixed when it was
+/// first seen, else now's trusted time plus what is left.
+fn wall_end(
+    known: &HashMap<DoorId, (Instant, Timestamp)>,
+    door: &DoorId,
+    until: Instant,
+    mono: Instant,
+    wall: Timestamp,
+) -> Timestamp {
+    match known.get(door) {
+        Some((at, end)) if *at == until => *end,
+        _ => {
+            let left = until.saturating_duration_since(mono);
+            let left = SignedDuration::try_from(left).unwrap_or(SignedDuration::MAX);
+            wall.checked_add(left).unwrap_or(Timestamp::MAX)
+        }
     }
 }

@@ -11,12 +11,13 @@
 //!
 //! The planner only says when the effective mode changes; the door machines
 //! own timed overrides (momentary unlock, free rotation for a time) and
-//! revert those by themselves. Times are wall-clock [`Timestamp`]s handed
-//! in by the owner, because schedules and command expiries are wall-clock.
+//! revert those by themselves. A remote mode's end is a monotonic instant:
+//! "for 30 minutes" must stay 30 minutes when the system clock steps (the
+//! owner persists it as wall-clock time and converts it back at restore).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use jiff::Timestamp;
+use std::time::Instant;
 use thiserror::Error;
 
 use crate::door::{Mode, RevolvingMode};
@@ -117,13 +118,13 @@ impl DoorClass {
 struct DoorPlan {
     class: DoorClass,
     scheduled: Option<StandingMode>,
-    remote: Option<(StandingMode, Timestamp)>,
+    remote: Option<(StandingMode, Instant)>,
     lockdown: bool,
     applied: Option<StandingMode>,
 }
 
 impl DoorPlan {
-    fn effective(&self, now: Timestamp) -> StandingMode {
+    fn effective(&self, now: Instant) -> StandingMode {
         if self.lockdown {
             return self.class.lockdown_mode();
         }
@@ -189,7 +190,7 @@ impl ModePlanner {
     }
 
     /// A remote mode until `until`.
-    pub fn set_remote(&mut self, door: &str, mode: StandingMode, until: Timestamp) -> bool {
+    pub fn set_remote(&mut self, door: &str, mode: StandingMode, until: Instant) -> bool {
         match self.doors.get_mut(door) {
             Some(plan) => {
                 plan.remote = Some((mode, until));
@@ -215,7 +216,7 @@ impl ModePlanner {
 
     /// The doors whose effective mode differs from the last one reported,
     /// marking them applied.
-    pub fn changes(&mut self, now: Timestamp) -> Vec<(DoorId, StandingMode)> {
+    pub fn changes(&mut self, now: Instant) -> Vec<(DoorId, StandingMode)> {
         let mut out = Vec::new();
         for (id, plan) in &mut self.doors {
             if let Some((_, until)) = plan.remote
@@ -243,7 +244,7 @@ impl ModePlanner {
 
     /// The remote modes in force and their expiries (standing state to
     /// persist).
-    pub fn remotes(&self) -> BTreeMap<DoorId, (StandingMode, Timestamp)> {
+    pub fn remotes(&self) -> BTreeMap<DoorId, (StandingMode, Instant)> {
         self.doors
             .iter()
             .filter_map(|(id, d)| d.remote.map(|r| (id.clone(), r)))
@@ -251,7 +252,7 @@ impl ModePlanner {
     }
 
     /// The earliest remote-mode expiry (the owner wakes then).
-    pub fn next_expiry(&self) -> Option<Timestamp> {
+    pub fn next_expiry(&self) -> Option<Instant> {
         self.doors
             .values()
             .filter_map(|d| d.remote.map(|(_, until)| until))
@@ -263,8 +264,11 @@ impl ModePlanner {
 mod tests {
     use super::*;
 
-    fn t(s: &str) -> Timestamp {
-        s.parse().unwrap()
+    use std::time::Duration;
+
+    /// Virtual time: minutes after a base instant.
+    fn t(minutes: u64) -> Instant {
+        crate::test_clock::epoch() + Duration::from_secs(minutes * 60)
     }
 
     fn planner() -> ModePlanner {
@@ -277,7 +281,7 @@ mod tests {
     #[test]
     fn first_changes_report_defaults_then_nothing() {
         let mut p = planner();
-        let now = t("2026-11-23T12:00:00Z");
+        let now = t(0);
         let c = p.changes(now);
         assert_eq!(
             c,
@@ -295,7 +299,7 @@ mod tests {
     #[test]
     fn schedule_then_lockdown_then_release() {
         let mut p = planner();
-        let now = t("2026-11-23T12:00:00Z");
+        let now = t(0);
         p.changes(now);
         let bad = p.set_scheduled(|d| (d == "rev").then_some("free_rotation"));
         assert!(bad.is_empty());
@@ -327,13 +331,13 @@ mod tests {
     #[test]
     fn remote_mode_reverts_at_expiry() {
         let mut p = planner();
-        let now = t("2026-11-23T12:00:00Z");
+        let now = t(0);
         p.changes(now);
-        let until = t("2026-11-23T12:10:00Z");
+        let until = t(10);
         assert!(p.set_remote("side", StandingMode::Standard(Mode::ScheduledUnlock), until));
         assert_eq!(p.next_expiry(), Some(until));
         assert_eq!(p.changes(now).len(), 1);
-        assert!(p.changes(t("2026-11-23T12:09:59Z")).is_empty());
+        assert!(p.changes(t(10) - Duration::from_secs(1)).is_empty());
         assert_eq!(
             p.changes(until),
             vec![("side".into(), StandingMode::Standard(Mode::CardOnly))]
