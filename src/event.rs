@@ -373,7 +373,9 @@ impl EventKind {
             ),
             Self::ExitRequest { door } => format!("{door}: exit button, strike released"),
             Self::DoorForced { door } => format!("{door}: DOOR FORCED (opened without grant)"),
-            Self::DoorHeldOpen { door, stage } => format!("{door}: door held open ({})", stage.as_str()),
+            Self::DoorHeldOpen { door, stage } => {
+                format!("{door}: door held open ({})", stage.as_str())
+            }
             Self::DoorClosed { door } => format!("{door}: door closed"),
             Self::DoorModeChanged { door, mode } => format!("{door}: mode now {mode}"),
             Self::Presence {

@@ -9,14 +9,14 @@ mod support;
 
 use portier::door::{DenyReason, Direction, StandardConfig};
 use portier::driver::daemon::{self, BusLink, Daemon, DaemonInputs};
-use portier::ids::DoorId;
-use portier::site::Rules;
 use portier::driver::serial::{BusHandles, run_bus};
+use portier::ids::DoorId;
 use portier::journal::{EventKind, Journal};
 use portier::osdp::message::{Command, LedColor, OutputAction, RawCard};
 use portier::osdp::peripheral::{PeripheralConfig, PeripheralEvent};
 use portier::osdp::secure::Scbk;
 use portier::osdp::{Bus, KeyPolicy, PdConfig, Timing};
+use portier::site::Rules;
 use portier::site::outputs::StrikeWiring;
 use portier::site::{
     Building, DoorKind, DoorWiring, InputRef, OutputRef, PdRef, ReaderRef, Verdict,

@@ -356,9 +356,11 @@ fn a_three_hour_unlock_is_timed_at_the_pd_and_shown_until_its_end() {
     // The longest timer one OUT can carry; the core re-sends it before it
     // runs out (tests/simulation.rs checks the PD stays released for the
     // whole 3 hours in virtual time).
-    let out = gw.pds.expect(T, "strike released for the longest timer", |v| {
-        v["event"] == "output" && v["address"] == 2 && v["control_code"] == TIMED_ON
-    });
+    let out = gw
+        .pds
+        .expect(T, "strike released for the longest timer", |v| {
+            v["event"] == "output" && v["address"] == 2 && v["control_code"] == TIMED_ON
+        });
     assert_eq!(out["timer"], 65535, "{out}");
     let doors = gw.ask(json!({"query": "doors"}));
     let side = doors["result"]

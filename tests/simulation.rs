@@ -38,7 +38,7 @@ use portier::site::modes::DoorClass;
 use portier::site::outputs::StrikeWiring;
 use portier::site::remote::RemoteAction;
 use portier::site::{
-    Building, DoorKind, DoorWiring, Gateway, InputRef, Input, Now, Output, OutputRef, PdRef,
+    Building, DoorKind, DoorWiring, Gateway, Input, InputRef, Now, Output, OutputRef, PdRef,
     ReaderRef, Rules, StandingState, Verdict,
 };
 
@@ -466,7 +466,10 @@ impl Sim {
         }
         // The committed presence list is the one in force.
         assert_eq!(&self.disk.presence, g.presence(), "presence not committed");
-        assert_eq!(self.disk.lockdown, standing.lockdown, "lockdown not committed");
+        assert_eq!(
+            self.disk.lockdown, standing.lockdown,
+            "lockdown not committed"
+        );
     }
 
     /// A person passes door A: a grant at one of its readers, maybe a
@@ -514,7 +517,9 @@ impl Sim {
         let mut granted = false;
         for r in &self.journal {
             match r {
-                EventKind::DoorModeChanged { door: d, mode } if *d == door && mode == "lockdown" => {
+                EventKind::DoorModeChanged { door: d, mode }
+                    if *d == door && mode == "lockdown" =>
+                {
                     granted = false
                 }
                 EventKind::AccessGranted { door: d, .. } if *d == door => granted = true,
@@ -665,7 +670,10 @@ fn run_seed(seed: u64, steps: usize) {
         sim.advance(Duration::from_secs(25 * 3600));
         sim.check();
         let g = sim.gateway.as_ref().unwrap();
-        assert!(g.standing().overrides.is_empty(), "an override never reverted");
+        assert!(
+            g.standing().overrides.is_empty(),
+            "an override never reverted"
+        );
         assert!(
             g.standing().remote_modes.is_empty(),
             "a remote mode never reverted: {:?} at {}",

@@ -579,7 +579,10 @@ pub(crate) fn event_words(k: &EventKind) -> (String, &'static str) {
         EventKind::ExitRequest { door } => (format!("exit button at {door}"), ""),
         EventKind::DoorForced { door } => (format!("door {door} FORCED open"), "bad"),
         EventKind::DoorHeldOpen { door, stage } => (
-            format!("door {door} held open ({})", stage.as_str().replace('_', " ")),
+            format!(
+                "door {door} held open ({})",
+                stage.as_str().replace('_', " ")
+            ),
             "bad",
         ),
         EventKind::DoorClosed { door } => (format!("door {door} closed"), ""),

@@ -157,7 +157,10 @@ async fn control_connection(stream: tokio::net::UnixStream, context: ControlCont
     }
 }
 
-async fn action(context: &ControlContext, action: RemoteAction) -> Result<serde_json::Value, String> {
+async fn action(
+    context: &ControlContext,
+    action: RemoteAction,
+) -> Result<serde_json::Value, String> {
     let (reply, result) = oneshot::channel();
     context
         .control
@@ -176,7 +179,10 @@ async fn action(context: &ControlContext, action: RemoteAction) -> Result<serde_
     }
 }
 
-async fn apply(context: &ControlContext, request: ApplyRequest) -> Result<serde_json::Value, String> {
+async fn apply(
+    context: &ControlContext,
+    request: ApplyRequest,
+) -> Result<serde_json::Value, String> {
     let kind = match request.apply {
         BlobKind::Snapshot => RulesBlob::Snapshot,
         BlobKind::Delta => RulesBlob::Delta,

@@ -104,4 +104,3 @@ impl Rules for StoreDecider {
         self.names.get(credential).cloned().flatten()
     }
 }
-

@@ -276,4 +276,3 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .create(dir)
         .with_context(|| format!("creating state directory {}", dir.display()))
 }
-

@@ -177,7 +177,12 @@ where
             }
         }
         while let Some(event) = bus.poll_event() {
-            if handles.events.send((handles.bus.clone(), event)).await.is_err() {
+            if handles
+                .events
+                .send((handles.bus.clone(), event))
+                .await
+                .is_err()
+            {
                 return Ok(());
             }
         }

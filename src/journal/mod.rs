@@ -17,8 +17,6 @@
 //!   offline PDs, Secure Channel alarms, refused commands and rules,
 //!   remote actions, presence, clock alarms) are always kept.
 
-
-
 pub use crate::event::{Event, EventKind, reason_in_words};
 
 use jiff::Timestamp;

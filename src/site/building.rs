@@ -699,7 +699,8 @@ impl Building {
                             if let DoorEvent::EntryOpened { credential } = &e {
                                 // The way of the grant that opened the door,
                                 // not of whatever was badged since.
-                                let granted_at = door.grant_reader.clone().unwrap_or(reader.clone());
+                                let granted_at =
+                                    door.grant_reader.clone().unwrap_or(reader.clone());
                                 let direction = door
                                     .wiring
                                     .readers
@@ -762,10 +763,11 @@ impl Building {
             Some((Rotation::Both, until)) => (true, true, until),
             None => (false, false, None),
         };
-        let outs: Vec<(OutputRef, bool)> = [(&wiring.lock, allow_in), (&wiring.release_out, allow_out)]
-            .into_iter()
-            .filter_map(|(out, allow)| out.clone().map(|o| (o, allow)))
-            .collect();
+        let outs: Vec<(OutputRef, bool)> =
+            [(&wiring.lock, allow_in), (&wiring.release_out, allow_out)]
+                .into_iter()
+                .filter_map(|(out, allow)| out.clone().map(|o| (o, allow)))
+                .collect();
         for (out, allow) in outs {
             if allow {
                 self.release_output(&out, now, until);
@@ -799,7 +801,8 @@ impl Building {
     }
 
     fn lock_output(&mut self, out: &OutputRef) {
-        self.long_releases.remove(&(out.pd.clone(), out.wiring.output));
+        self.long_releases
+            .remove(&(out.pd.clone(), out.wiring.output));
         self.command(out.pd.clone(), outputs::lock(out.wiring));
     }
 

@@ -321,9 +321,7 @@ impl Gateway {
                 ClockAlarm::Implausible { seen, trusted } => {
                     EventKind::ClockImplausible { seen, trusted }
                 }
-                ClockAlarm::Jumped { seen, expected } => {
-                    EventKind::ClockJumped { seen, expected }
-                }
+                ClockAlarm::Jumped { seen, expected } => EventKind::ClockJumped { seen, expected },
             });
         }
     }
