@@ -541,11 +541,7 @@ impl Sim {
             2 => 3 * 3600,
             _ => 1 + self.rng.below(24 * 3600),
         };
-        let some_doors = || {
-            let mut v: Vec<DoorId> = Vec::new();
-            v.push(door.into());
-            v
-        };
+        let some_doors = || -> Vec<DoorId> { vec![door.into()] };
         let action = match self.rng.below(8) {
             0 => RemoteAction::Unlock {
                 door: door.into(),
