@@ -277,6 +277,20 @@ pub enum EventKind {
         /// What it would have said without the step.
         expected: jiff::Timestamp,
     },
+    /// The state directory's disk reached the reserve kept for alarms:
+    /// doors go on deciding, routine events are dropped (counted) and
+    /// alarms use the reserve.
+    DiskFull {
+        /// Bytes still available.
+        available: u64,
+        /// The reserve.
+        reserve: u64,
+    },
+    /// Space is back above the reserve after a [`EventKind::DiskFull`].
+    DiskSpaceRecovered {
+        /// Routine events dropped while it was low.
+        dropped: u64,
+    },
     /// The journal reached its budget: routine events are being dropped
     /// (counted); alarms and security events are still kept.
     JournalFull {
@@ -447,6 +461,12 @@ impl EventKind {
             }
             Self::ClockJumped { seen, expected } => {
                 format!("CLOCK stepped: system says {seen}, expected about {expected}")
+            }
+            Self::DiskFull { available, reserve } => format!(
+                "DISK FULL: {available} bytes left, under the {reserve}-byte reserve for alarms; routine events are dropped"
+            ),
+            Self::DiskSpaceRecovered { dropped } => {
+                format!("disk space back; {dropped} routine events were dropped while it was low")
             }
             Self::JournalFull { dropped } => {
                 format!("JOURNAL FULL: {dropped} routine events dropped so far (alarms are kept)")

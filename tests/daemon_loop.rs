@@ -62,6 +62,13 @@ struct Running {
 /// Our PD in SC behind the bus task, a side door on it, and the daemon
 /// loop with `decider`.
 fn start(decider: Box<dyn Rules>) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    start_in(dir, decider, None)
+}
+
+/// As [`start`], with the events database in `dir` and, when given, a disk
+/// reserve watched on its file system.
+fn start_in(dir: tempfile::TempDir, decider: Box<dyn Rules>, reserve: Option<u64>) -> Running {
     let key = Scbk([0x77; 16]);
     let (cp_side, pd_events, cards) =
         support::memory_pd(PeripheralConfig::simulator(1, Some(key.clone())), false);
@@ -115,8 +122,7 @@ fn start(decider: Box<dyn Rules>) -> Running {
         rotation_in: None,
         rotation_out: None,
     }]);
-    let dir = tempfile::tempdir().unwrap();
-    let db = portier::storage::open_db(dir.path(), 8 << 20).unwrap();
+    let db = portier::storage::open_db(&dir.path().join("events"), 8 << 20).unwrap();
     let reader_journal = Journal::open(&db).unwrap();
     let links = vec![BusLink {
         name: "bus0".into(),
@@ -125,7 +131,11 @@ fn start(decider: Box<dyn Rules>) -> Running {
     let (_control, control) = mpsc::channel(4);
     let (view, _) = watch::channel(daemon::DaemonView::default());
     let daemon = tokio::spawn(daemon::run(
-        Daemon::open(&db, building, decider, links).unwrap(),
+        {
+            let mut d = Daemon::open(&db, building, decider, links).unwrap();
+            d.disk = reserve.map(|r| portier::driver::disk::DiskSpace::new(dir.path(), r));
+            d
+        },
         DaemonInputs {
             events: tagged,
             control,
@@ -315,4 +325,146 @@ async fn a_scheduled_unlock_holds_the_strike_released_and_is_journaled() {
         "{records:?}"
     );
     stop(shutdown, daemon).await;
+}
+
+/// A small tmpfs as the state directory (needs root, as in CI; elsewhere
+/// the test says so and checks nothing).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(mib: u64) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+fn badge(cards: &mpsc::UnboundedSender<RawCard>, last: u8) {
+    cards
+        .send(RawCard {
+            reader: 0,
+            format: 0,
+            bits: 26,
+            data: vec![0x95, 0x01, last, 0x80],
+        })
+        .unwrap();
+}
+
+async fn wait_for_record(
+    journal: &Journal,
+    what: &str,
+    pred: impl Fn(&EventKind) -> bool,
+) -> Vec<EventKind> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let records: Vec<EventKind> = journal
+            .after(0, 10_000)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        if records.iter().any(&pred) {
+            return records;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {what} within 10 s: {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_disk_keeps_the_doors_deciding_and_the_alarms() {
+    let Some(fs) = Tmpfs::mount(96) else {
+        eprintln!("not root: cannot mount a tmpfs; the disk-full test needs it (CI runs it)");
+        return;
+    };
+    let root = fs.0.path().to_owned();
+    let state = tempfile::Builder::new().tempdir_in(&root).unwrap();
+    let reserve = 40 << 20;
+    let Running {
+        mut pd_events,
+        cards,
+        shutdown,
+        daemon,
+        reader_journal,
+        _dir,
+    } = start_in(state, Box::new(Fixture), Some(reserve));
+    let within = Duration::from_secs(5);
+    next_command(&mut pd_events, within)
+        .await
+        .expect("lock on online");
+
+    // Fill the disk to below the reserve (not to the last byte: sled must
+    // never meet a full disk).
+    let free = portier::driver::disk::available_bytes(&root).unwrap();
+    let filler = root.join("filler");
+    std::fs::write(&filler, vec![0u8; (free - (20 << 20)) as usize]).unwrap();
+    assert!(portier::driver::disk::available_bytes(&root).unwrap() < reserve);
+    // The cached reading is at most a second old.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The staff card still opens the door; its grant is not journaled.
+    badge(&cards, 0xf4);
+    loop {
+        let c = next_command(&mut pd_events, within)
+            .await
+            .expect("grant on a full disk");
+        if matches!(&c, Command::Output(r) if r[0].action == OutputAction::TimedOn) {
+            break;
+        }
+    }
+    // A lost pass is an alarm: kept, in the reserve.
+    badge(&cards, 0xf6);
+    let records = wait_for_record(
+        &reader_journal,
+        "denied record",
+        |k| matches!(k, EventKind::AccessDenied { reason, .. } if *reason == DenyReason::Blocked),
+    )
+    .await;
+    assert!(
+        records
+            .iter()
+            .any(|k| matches!(k, EventKind::DiskFull { .. })),
+        "{records:?}"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|k| matches!(k, EventKind::AccessGranted { .. })),
+        "a routine event was written into the reserve: {records:?}"
+    );
+
+    // Space back: the count of what was dropped, and grants journaled again.
+    std::fs::remove_file(&filler).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    badge(&cards, 0xf4);
+    let records = wait_for_record(&reader_journal, "grant after recovery", |k| {
+        matches!(k, EventKind::AccessGranted { .. })
+    })
+    .await;
+    assert!(
+        records
+            .iter()
+            .any(|k| matches!(k, EventKind::DiskSpaceRecovered { dropped } if *dropped >= 1)),
+        "{records:?}"
+    );
+    shutdown.send(true).unwrap();
+    daemon.await.unwrap().unwrap();
+    drop(_dir);
+    drop(fs);
 }

@@ -102,14 +102,23 @@ pub struct JournalConfig {
     /// routine events are dropped (counted, alarmed); alarms are kept.
     #[serde(default = "default_max_events")]
     pub max_events: u64,
+    /// Space kept free on the state directory's disk for alarms, in MiB:
+    /// below it, routine events are dropped (counted) and the doors go on.
+    #[serde(default = "default_reserve_mib")]
+    pub reserve_mib: u64,
 }
 
 impl Default for JournalConfig {
     fn default() -> Self {
         Self {
             max_events: default_max_events(),
+            reserve_mib: default_reserve_mib(),
         }
     }
+}
+
+fn default_reserve_mib() -> u64 {
+    64
 }
 
 fn default_max_events() -> u64 {

@@ -18,6 +18,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::clock;
+use super::disk::DiskSpace;
 use super::serial::BusRequest;
 use crate::door::Presence;
 use crate::event::EventKind;
@@ -195,6 +196,10 @@ pub struct Daemon {
     pub buses: Vec<BusLink>,
     /// Who counts decisions, when someone does.
     pub observer: Option<Arc<dyn DecisionObserver>>,
+    /// Free space of the state directory, when watched.
+    pub disk: Option<DiskSpace>,
+    /// Routine events dropped in the current low-disk episode.
+    pub low_disk_dropped: Option<u64>,
 }
 
 impl Daemon {
@@ -215,6 +220,8 @@ impl Daemon {
             standing,
             buses,
             observer: None,
+            disk: None,
+            low_disk_dropped: None,
         })
     }
 }
@@ -354,8 +361,10 @@ impl Daemon {
         Ok(())
     }
 
-    /// The standing state and the records, one flush.
-    fn commit(&mut self, commit: Commit) -> Result<(), DaemonError> {
+    /// The standing state and the records, one flush. Below the disk
+    /// reserve, routine records are dropped and counted; alarms use it.
+    fn commit(&mut self, mut commit: Commit) -> Result<(), DaemonError> {
+        self.guard_disk(&mut commit.records);
         if let Some(state) = &commit.state {
             self.standing.write(state)?;
             if commit.records.is_empty() {
@@ -366,6 +375,37 @@ impl Daemon {
         let appended = self.journal.append(commit.at, commit.records)?;
         appended.iter().for_each(log_event);
         Ok(())
+    }
+
+    fn guard_disk(&mut self, records: &mut Vec<EventKind>) {
+        let Some(disk) = &mut self.disk else {
+            return;
+        };
+        let now = clock::monotonic();
+        if disk.low(now) {
+            if self.low_disk_dropped.is_none() {
+                let available = disk.available(now);
+                tracing::error!(
+                    available,
+                    reserve = disk.reserve,
+                    "disk full: routine events are dropped, alarms use the reserve; doors go on"
+                );
+                records.insert(
+                    0,
+                    EventKind::DiskFull {
+                        available,
+                        reserve: disk.reserve,
+                    },
+                );
+            }
+            let before = records.len();
+            records.retain(EventKind::must_keep);
+            let dropped = (before - records.len()) as u64;
+            *self.low_disk_dropped.get_or_insert(0) += dropped;
+        } else if let Some(dropped) = self.low_disk_dropped.take() {
+            tracing::warn!(dropped, "disk space back above the reserve");
+            records.insert(0, EventKind::DiskSpaceRecovered { dropped });
+        }
     }
 
     fn publish(&self, view: &watch::Sender<DaemonView>) {

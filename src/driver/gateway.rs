@@ -247,6 +247,11 @@ pub async fn run(
         standing,
         buses: links,
         observer: Some(Arc::new(metrics)),
+        disk: Some(super::disk::DiskSpace::new(
+            state,
+            config.journal.reserve_mib.saturating_mul(1024 * 1024),
+        )),
+        low_disk_dropped: None,
     };
     let inputs = DaemonInputs {
         events: bus_rx,

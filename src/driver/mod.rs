@@ -6,6 +6,7 @@ pub mod clock;
 pub mod control_socket;
 pub mod daemon;
 pub mod decider;
+pub mod disk;
 pub mod gateway;
 pub mod inbound;
 pub mod logging;

@@ -230,7 +230,8 @@ where
     }
 }
 
-/// Kernel RS-485 mode. The only unsafe code in Portier: one ioctl.
+/// Kernel RS-485 mode: one ioctl (the other unsafe call is `statvfs` in
+/// [`super::disk`]).
 #[allow(unsafe_code)]
 mod rs485 {
     use std::os::fd::RawFd;
