@@ -616,3 +616,250 @@ fn wall_end(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::door::{Direction, StandardConfig};
+    use crate::site::building::{DoorKind, DoorWiring, InputRef, OutputRef, ReaderRef};
+    use crate::site::outputs::StrikeWiring;
+
+    struct Table;
+
+    impl Rules for Table {
+        fn decide(&mut self, _door: &DoorId, card: &RawCard, _at: Timestamp) -> Verdict {
+            match card.data[0] {
+                1 => Verdict::Grant {
+                    credential: "staff".into(),
+                    extended: false,
+                    lockdown_exempt: false,
+                },
+                _ => Verdict::Deny {
+                    credential: Some("lost".into()),
+                    reason: DenyReason::Blocked,
+                },
+            }
+        }
+        fn office_hours(&self, _at: Timestamp) -> Option<bool> {
+            Some(false)
+        }
+    }
+
+    fn pd(address: u8) -> PdRef {
+        PdRef {
+            bus: "bus0".into(),
+            address,
+        }
+    }
+
+    /// One door with an in-reader on PD 1 and an out-reader on PD 2.
+    fn building() -> Building {
+        Building::new(vec![DoorWiring {
+            id: "lab".into(),
+            kind: DoorKind::Standard(StandardConfig::default()),
+            readers: vec![
+                ReaderRef {
+                    id: "lab-in".into(),
+                    pd: pd(1),
+                    reader: 0,
+                    direction: Direction::In,
+                },
+                ReaderRef {
+                    id: "lab-out".into(),
+                    pd: pd(2),
+                    reader: 0,
+                    direction: Direction::Out,
+                },
+            ],
+            lock: Some(OutputRef {
+                pd: pd(1),
+                wiring: StrikeWiring {
+                    output: 0,
+                    energize_to_unlock: true,
+                },
+            }),
+            release_out: None,
+            contact: Some(InputRef {
+                pd: pd(1),
+                input: 0,
+                active_high: true,
+            }),
+            exit_button: None,
+            rotation_in: None,
+            rotation_out: None,
+        }])
+    }
+
+    fn at(secs: u64) -> Now {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let epoch = *EPOCH.get_or_init(crate::test_clock::epoch);
+        let base: Timestamp = "2026-11-25T22:00:00Z".parse().unwrap();
+        Now {
+            mono: epoch + Duration::from_secs(secs),
+            system: base + SignedDuration::from_secs(secs as i64),
+        }
+    }
+
+    fn drain(g: &mut Gateway) -> Vec<Output> {
+        std::iter::from_fn(|| g.poll_output()).collect()
+    }
+
+    fn commits(outputs: &[Output]) -> Vec<&Commit> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Commit(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn card(g: &mut Gateway, now: Now, address: u8, n: u8) -> Vec<Output> {
+        g.handle(
+            now,
+            Input::Bus {
+                bus: "bus0".into(),
+                event: BusEvent::Card {
+                    address,
+                    card: RawCard {
+                        reader: 0,
+                        format: 0,
+                        bits: 8,
+                        data: vec![n],
+                    },
+                },
+            },
+        );
+        drain(g)
+    }
+
+    fn remote(g: &mut Gateway, now: Now, action: RemoteAction) -> Vec<Output> {
+        g.handle(
+            now,
+            Input::Remote {
+                ticket: 7,
+                source: "test".into(),
+                command: None,
+                action,
+            },
+        );
+        drain(g)
+    }
+
+    #[test]
+    fn records_are_committed_before_commands_and_replies() {
+        let mut g = Gateway::new(building(), Box::new(Table), StandingState::default(), at(0));
+        drain(&mut g);
+        let out = card(&mut g, at(1), 1, 1);
+        let first_command = out.iter().position(|o| matches!(o, Output::Command { .. }));
+        let commit = out.iter().position(|o| matches!(o, Output::Commit(_)));
+        assert!(commit.unwrap() < first_command.unwrap(), "{out:?}");
+        let out = remote(&mut g, at(2), RemoteAction::Lockdown { doors: vec![] });
+        let reply = out
+            .iter()
+            .position(|o| matches!(o, Output::Reply { ticket: 7, .. }));
+        let commit = out.iter().position(|o| matches!(o, Output::Commit(_)));
+        assert!(commit.unwrap() < reply.unwrap(), "{out:?}");
+    }
+
+    #[test]
+    fn lockdown_and_an_override_come_back_after_a_restart() {
+        let mut g = Gateway::new(building(), Box::new(Table), StandingState::default(), at(0));
+        drain(&mut g);
+        let out = remote(
+            &mut g,
+            at(1),
+            RemoteAction::Unlock {
+                door: "lab".into(),
+                seconds: 600,
+            },
+        );
+        let state = commits(&out)[0].state.clone().expect("override persisted");
+        assert_eq!(state.overrides["lab"].state, HeldBy::Unlocked);
+        // Restart 100 s later: still released, for what is left.
+        let mut g = Gateway::new(building(), Box::new(Table), state.clone(), at(101));
+        drain(&mut g);
+        let lab = &g.doors()[0];
+        assert!(lab.released, "{lab:?}");
+        assert_eq!(
+            lab.reverts_at,
+            Some(at(601).mono),
+            "the override ends when it would have"
+        );
+        // Lockdown, then a restart: still locked down, cards refused.
+        let out = remote(&mut g, at(102), RemoteAction::Lockdown { doors: vec![] });
+        let state = commits(&out)[0].state.clone().unwrap();
+        let mut g = Gateway::new(building(), Box::new(Table), state, at(200));
+        drain(&mut g);
+        assert!(g.is_locked_down("lab"));
+        let out = card(&mut g, at(201), 1, 1);
+        assert!(
+            commits(&out)[0].records.iter().any(|r| matches!(
+                r,
+                EventKind::AccessDenied {
+                    reason: DenyReason::Lockdown,
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+        assert!(!g.doors()[0].released);
+    }
+
+    #[test]
+    fn an_override_that_ended_while_down_reverts_with_its_event() {
+        let mut g = Gateway::new(building(), Box::new(Table), StandingState::default(), at(0));
+        drain(&mut g);
+        let out = remote(
+            &mut g,
+            at(1),
+            RemoteAction::Unlock {
+                door: "lab".into(),
+                seconds: 60,
+            },
+        );
+        let state = commits(&out)[0].state.clone().unwrap();
+        let mut g = Gateway::new(building(), Box::new(Table), state, at(3600));
+        let out = drain(&mut g);
+        assert!(!g.doors()[0].released);
+        let c = commits(&out);
+        assert!(
+            c[0].records.iter().any(|r| matches!(
+                r,
+                EventKind::DoorModeChanged { door, mode } if *door == "lab" && mode == "card_only"
+            )),
+            "{out:?}"
+        );
+        assert!(c[0].state.as_ref().unwrap().overrides.is_empty());
+    }
+
+    #[test]
+    fn a_passage_goes_the_way_of_the_grant_not_of_a_later_deny() {
+        let mut g = Gateway::new(building(), Box::new(Table), StandingState::default(), at(0));
+        drain(&mut g);
+        card(&mut g, at(1), 1, 1); // granted at the in-reader
+        card(&mut g, at(2), 2, 9); // a lost pass at the out-reader
+        g.handle(
+            at(3),
+            Input::Bus {
+                bus: "bus0".into(),
+                event: BusEvent::Inputs {
+                    address: 1,
+                    inputs: vec![1],
+                },
+            },
+        );
+        let out = drain(&mut g);
+        assert!(
+            commits(&out)[0].records.iter().any(|r| matches!(
+                r,
+                EventKind::Presence {
+                    direction: crate::door::Direction::In,
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+        assert!(g.presence().get(&CredentialId("staff".into())).is_some());
+    }
+}
