@@ -50,6 +50,8 @@ impl DiskSpace {
 
 /// `statvfs(2)`: blocks available to an unprivileged user × fragment size.
 #[allow(unsafe_code)]
+// The field types differ between targets (u32 / u64 / i64).
+#[allow(clippy::useless_conversion)]
 pub fn available_bytes(path: &Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
