@@ -215,6 +215,7 @@ pub fn reason_in_words(code: &str) -> &str {
         "rules_too_old" => "gateway rules too old to decide",
         "pin_required" => "PIN required",
         "wrong_pin" => "wrong PIN",
+        "rules_untrusted" => "gateway rules signed by a key no longer trusted",
         other => other,
     }
 }
@@ -239,6 +240,7 @@ mod tests {
             R::RulesTooOld,
             R::PinRequired,
             R::WrongPin,
+            R::RulesUntrusted,
         ] {
             assert_ne!(reason_in_words(r.as_str()), r.as_str(), "{r:?}");
         }
