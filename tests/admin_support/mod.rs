@@ -92,6 +92,7 @@ pub fn sample_status() -> Status {
             credentials: 18_250,
             too_old: false,
         }),
+        rules_untrusted: None,
         buses: vec![BusStatus {
             name: "bus0".into(),
             device: "/dev/ttyUSB0".into(),
