@@ -60,12 +60,12 @@ pub enum AdminError {
     /// The `[admin]` section is inconsistent.
     #[error("{0}")]
     Config(String),
-    /// The users file cannot be read or parsed.
+    /// The users file cannot be read or parsed; the message says the fix.
     #[error("admin users file {file}: {message}")]
     Users {
         /// File.
         file: String,
-        /// What is wrong.
+        /// What is wrong, and what to do.
         message: String,
     },
     /// Certificate or key unusable, or generating them failed.
@@ -79,6 +79,16 @@ pub enum AdminError {
         /// Cause.
         source: std::io::Error,
     },
+}
+
+impl AdminError {
+    /// The file at fault, when one is.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            Self::Users { file, .. } => Some(file),
+            _ => None,
+        }
+    }
 }
 
 /// `[admin]` in the daemon config.
@@ -162,9 +172,12 @@ pub fn read_users_file(path: &Path) -> Result<UsersFile, AdminError> {
         message,
     };
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| err(e.to_string())),
+        Ok(text) => {
+            crate::config::warn_if_exposed(path);
+            toml::from_str(&text).map_err(|e| err(e.to_string()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
-        Err(e) => Err(err(e.to_string())),
+        Err(e) => Err(err(crate::config::unreadable_fix(path, &e))),
     }
 }
 
@@ -211,6 +224,41 @@ impl AdminServer {
                 addr: self.addr,
                 source: std::io::Error::other(e.to_string()),
             }),
+        }
+    }
+}
+
+/// [`serve`] for the daemon: a fault of the admin port (users file
+/// unreadable, certificate unusable, port taken) must not stop the doors or
+/// send the service into a restart loop. On error the port stays off: the
+/// fault is logged with the file and the fix, and an `admin_unavailable`
+/// alarm is journaled through the backend.
+pub async fn serve_or_alarm(
+    cfg: &AdminConfig,
+    state_dir: &Path,
+    backend: Arc<dyn AdminBackend>,
+    metrics: Metrics,
+    shutdown: watch::Receiver<bool>,
+) -> Option<AdminServer> {
+    match serve(cfg, state_dir, backend.clone(), metrics, shutdown).await {
+        Ok(server) => Some(server),
+        Err(e) => {
+            tracing::error!(
+                file = e.file().unwrap_or(""),
+                "admin port OFF (the doors work on): {e}; restart the service after the fix"
+            );
+            let alarm = crate::journal::EventKind::AdminUnavailable {
+                file: e.file().map(str::to_owned),
+                reason: e.to_string(),
+            };
+            // Journaled from a task: the daemon's loop may only start
+            // consuming records after this has returned.
+            tokio::spawn(async move {
+                if let Err(e) = backend.record(alarm).await {
+                    tracing::error!("admin_unavailable not journaled: {e}");
+                }
+            });
+            None
         }
     }
 }

@@ -411,9 +411,11 @@ impl Config {
 /// moment of the install.
 pub fn check_configured_scbk(key: &Scbk) -> Result<(), String> {
     if key.0 == crate::osdp::secure::SCBK_DEFAULT.0 {
-        return Err("holds the OSDP default key SCBK-D (30..3F), which is no secret: \
+        return Err(
+            "holds the OSDP default key SCBK-D (30..3F), which is no secret: \
                     give the reader its own key with `portier reader install-key`"
-            .into());
+                .into(),
+        );
     }
     if key.0 == [0; 16] {
         return Err("holds an all-zero key: give the reader its own key with \
@@ -557,7 +559,9 @@ mod tests {
         let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
         let fix = unreadable_fix(Path::new("/etc/portier/keys/r1.scbk"), &denied);
         assert!(
-            fix.contains("chgrp portier /etc/portier/keys/r1.scbk; chmod 0640 /etc/portier/keys/r1.scbk"),
+            fix.contains(
+                "chgrp portier /etc/portier/keys/r1.scbk; chmod 0640 /etc/portier/keys/r1.scbk"
+            ),
             "{fix}"
         );
     }

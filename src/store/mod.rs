@@ -43,8 +43,7 @@ use crate::rules::envelope::{
 use crate::rules::record::{self, Record, Records};
 use crate::rules::{
     BlockReason, Credential, CredentialKey, CredentialLookup, Decision, DeltaError, DenyReason,
-    Header,
-    Request, RulesError, Snapshot, TrustedKeys, VerifiedDelta, VerifyError, decide_with,
+    Header, Request, RulesError, Snapshot, TrustedKeys, VerifiedDelta, VerifyError, decide_with,
 };
 
 /// sled page cache size.
@@ -385,8 +384,11 @@ impl Store {
                 deltas.len()
             )));
         }
-        let blobs = std::iter::once((bytes.as_slice(), SNAPSHOT_CONTEXT))
-            .chain(deltas[..want].iter().map(|(d, _)| (d.as_slice(), DELTA_CONTEXT)));
+        let blobs = std::iter::once((bytes.as_slice(), SNAPSHOT_CONTEXT)).chain(
+            deltas[..want]
+                .iter()
+                .map(|(d, _)| (d.as_slice(), DELTA_CONTEXT)),
+        );
         if let Some(key_id) = self.unknown_signer(blobs) {
             self.set_untrusted(key_id, Some(record.version), g);
             return Ok(());
@@ -496,6 +498,45 @@ impl Store {
             files::truncate_deltas(&self.dir, c.record.generation, c.record.deltas as usize)?;
         }
         Ok(())
+    }
+
+    /// What the daemon must say at start about the rules store: logs the
+    /// state (version in force, none, untrusted, rebuilt) and returns the
+    /// alarm events to journal with `daemon_started` (`rules_recovered`,
+    /// `rules_untrusted`). Call once, right after [`Self::open`].
+    pub fn startup_report(&self) -> Vec<crate::journal::EventKind> {
+        use crate::journal::EventKind;
+        let mut alarms = Vec::new();
+        if let Some(r) = self.recovery() {
+            tracing::error!(
+                reason = r.reason,
+                "rules store rebuilt from its last-good files"
+            );
+            alarms.push(EventKind::RulesRecovered {
+                reason: r.reason.clone(),
+                moved_aside: r.moved_aside.as_ref().map(|p| p.display().to_string()),
+                version: r.version,
+            });
+        }
+        match (self.version(), self.trust()) {
+            (_, RulesTrust::Untrusted { key_id, version }) => {
+                tracing::error!(
+                    key_id,
+                    version,
+                    dir = %self.dir.display(),
+                    "the rules on disk are signed by key {key_id}, which is not in [trust] any \
+                     more: they are kept but not used, every card is denied (rules_untrusted) \
+                     until central sends a snapshot signed by a trusted key (or a technician runs \
+                     `portier snapshot apply`)"
+                );
+                alarms.push(EventKind::RulesUntrusted { key_id, version });
+            }
+            (Some(v), RulesTrust::Trusted) => tracing::info!(version = v, "rules in force"),
+            (None, RulesTrust::Trusted) => tracing::warn!(
+                "no rules yet: every card is denied (rules_too_old) until a snapshot is applied"
+            ),
+        }
+        alarms
     }
 
     /// Whether this open rebuilt the rules from the last-good files, and why.

@@ -262,7 +262,10 @@ fn rules_signed_by_a_removed_key_open_untrusted_and_are_replaced() {
     // Rollback protection still holds against the new key's snapshots…
     assert!(matches!(
         st.apply_snapshot(&sign_snapshot(&new_key(), &snapshot(5)).unwrap(), now),
-        Err(StoreError::Verify(VerifyError::Rollback { got: 5, have: 6 }))
+        Err(StoreError::Verify(VerifyError::Rollback {
+            got: 5,
+            have: 6
+        }))
     ));
     // …and the old key's snapshots are refused outright.
     assert!(matches!(
