@@ -241,9 +241,7 @@ impl EchoingLine {
         std::thread::spawn(move || {
             let mut buf = [0u8; 512];
             while let Ok(n @ 1..) = from_cp.read(&mut buf) {
-                if to_pd.write_all(&buf[..n]).is_err()
-                    || echo_to_cp.write_all(&buf[..n]).is_err()
-                {
+                if to_pd.write_all(&buf[..n]).is_err() || echo_to_cp.write_all(&buf[..n]).is_err() {
                     return;
                 }
             }

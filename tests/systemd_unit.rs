@@ -72,7 +72,10 @@ fn restarts_never_give_up_and_memory_is_capped() {
     };
     let unit = section("Unit]");
     let service = section("Service]");
-    assert!(unit.iter().any(|l| l == "StartLimitIntervalSec=0"), "{unit:?}");
+    assert!(
+        unit.iter().any(|l| l == "StartLimitIntervalSec=0"),
+        "{unit:?}"
+    );
     assert!(service.iter().any(|l| l == "Restart=always"));
     assert!(service.iter().any(|l| l.starts_with("RestartSec=")));
     assert!(
