@@ -278,7 +278,8 @@ pub struct LockoutConfig {
     /// Failed logins from one client address (any names) inside
     /// `window_secs` before further attempts from it must wait.
     pub max_failures_per_address: u32,
-    /// Failures older than this are forgotten, seconds.
+    /// A subject quiet (no failure, no wait running) for this long is
+    /// forgotten, seconds.
     pub window_secs: u64,
     /// The longest wait, seconds (the back-off doubles up to it).
     pub lockout_secs: u64,
@@ -307,18 +308,28 @@ pub enum Subject {
     Address(IpAddr),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Record {
-    failures: Vec<Instant>,
+    /// Failures since the subject was last quiet for a whole window.
+    failures: u32,
+    last: Instant,
     wait_until: Option<Instant>,
+}
+
+impl Record {
+    /// Quiet from here on: the last failure, or the end of its wait (a
+    /// wait longer than the window must not reset the count).
+    fn quiet_since(&self) -> Instant {
+        self.wait_until.map_or(self.last, |w| w.max(self.last))
+    }
 }
 
 /// Exponential back-off of failed logins, per (user name, client address)
 /// and per client address.
 ///
-/// Once a subject has `limit` failures inside the window, every further
-/// failure makes the next attempt wait 1 s, 2 s, 4 s, … up to
-/// `lockout_secs`. Attempts during a wait are refused without checking the
+/// Once a subject has `limit` failures without a quiet window between
+/// them, every further failure makes the next attempt wait 1 s, 2 s, 4 s,
+/// … up to `lockout_secs`. Attempts during a wait are refused without checking the
 /// password and are not counted. A guesser at address A slows only itself:
 /// the same user logs in from address B at once. Distributed guessing at
 /// one name is bounded by the per-address back-off, the argon2 cost (two
@@ -379,11 +390,17 @@ impl Lockout {
         let mut waits = false;
         for s in Self::subjects(user, addr) {
             let limit = self.limit(&s);
-            let r = self.records.entry(s).or_default();
-            r.failures
-                .retain(|&t| now.saturating_duration_since(t) < window);
-            r.failures.push(now);
-            let n = r.failures.len() as u32;
+            let r = self.records.entry(s).or_insert(Record {
+                failures: 0,
+                last: now,
+                wait_until: None,
+            });
+            if now.saturating_duration_since(r.quiet_since()) >= window {
+                r.failures = 0;
+            }
+            r.failures = r.failures.saturating_add(1);
+            r.last = now;
+            let n = r.failures;
             if n >= limit {
                 let doublings = (n - limit).min(30);
                 let wait = Duration::from_secs(1u64 << doublings).min(longest);
@@ -403,12 +420,8 @@ impl Lockout {
 
     fn prune(&mut self, now: Instant) {
         let window = self.window();
-        self.records.retain(|_, r| {
-            r.wait_until.is_some_and(|u| u > now)
-                || r.failures
-                    .iter()
-                    .any(|&t| now.saturating_duration_since(t) < window)
-        });
+        self.records
+            .retain(|_, r| now.saturating_duration_since(r.quiet_since()) < window);
         if self.records.len() >= MAX_SUBJECTS {
             // Keep waiting subjects; forget the others.
             self.records
@@ -662,14 +675,15 @@ mod tests {
             l.failed("op", a, t);
             t = l.locked("op", a, t).unwrap_or(t);
         }
+        l.failed("op", a, t);
         let wait = l.locked("op", a, t).unwrap().duration_since(t);
         assert_eq!(wait, s(300));
         assert_eq!(l.locked("op", b, t), None);
 
-        // Failures spread beyond the window do not add up.
+        // Failures with a quiet window between them do not add up.
         let mut l = Lockout::new(cfg);
         for i in 0..10 {
-            assert!(!l.failed("x", a, t0 + s(i * 31)));
+            assert!(!l.failed("x", a, t0 + s(i * 61)));
         }
         // A success clears the user's count at that address, not the
         // address's.
