@@ -3,7 +3,7 @@
 //! operator door actions.
 //!
 //! What it owns: TLS material (configured, or self-signed and generated on
-//! first start), users/tokens/roles, sessions, CSRF, the login lockout, and
+//! first start), users/tokens/roles, sessions, CSRF, the login back-off, and
 //! rendering. What it does not own: any door, rule or event; it reads and
 //! acts through [`AdminBackend`], which the daemon implements.
 //!
@@ -99,7 +99,7 @@ impl AdminError {
 /// # cert = "admin.crt"        # both or neither; neither: self-signed,
 /// # key = "admin.key"         # generated in the state dir on first start
 /// users_file = "admin-users.toml"   # written by `portier admin passwd/token`
-/// [admin.lockout]             # optional, defaults shown
+/// [admin.lockout]             # optional, defaults shown (a back-off)
 /// max_failures = 5
 /// max_failures_per_address = 10
 /// window_secs = 900
