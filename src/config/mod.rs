@@ -27,8 +27,8 @@ use site::{BusConfig, DoorEntry, PdPlace, Site, SiteError};
 /// Configuration errors.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{file}: {source}")]
+    /// The file could not be read (the message says the fix).
+    #[error("{file}: {}", read_hint(Path::new(file), source.kind()))]
     Read {
         /// File.
         file: String,
@@ -425,19 +425,24 @@ pub fn check_configured_scbk(key: &Scbk) -> Result<(), String> {
     Ok(())
 }
 
-/// The fix for a file the service cannot read, for error messages.
-pub fn unreadable_fix(path: &Path, e: &std::io::Error) -> String {
-    match e.kind() {
+/// What to do about a file the service cannot read, for error messages.
+pub fn read_hint(path: &Path, kind: std::io::ErrorKind) -> String {
+    match kind {
         std::io::ErrorKind::PermissionDenied => format!(
-            "{e}: the service user cannot read it; fix: chgrp portier {p}; chmod 0640 {p}",
+            "the service user cannot read it; fix: chgrp portier {p}; chmod 0640 {p}",
             p = path.display()
         ),
         std::io::ErrorKind::IsADirectory => {
-            format!("{e}: a directory where a file is expected; point the config at the file")
+            "a directory where a file is expected; point the config at the file".into()
         }
-        std::io::ErrorKind::NotFound => format!("{e}: the file does not exist (check the path)"),
-        _ => e.to_string(),
+        std::io::ErrorKind::NotFound => "does not exist; check the path".into(),
+        _ => "cannot be read".into(),
     }
+}
+
+/// An I/O error reading `path`, with what to do about it.
+pub fn unreadable_fix(path: &Path, e: &std::io::Error) -> String {
+    format!("{e}: {}", read_hint(path, e.kind()))
 }
 
 /// Warn about a secret file that others may read (the fix in the message).
