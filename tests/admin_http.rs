@@ -859,3 +859,42 @@ async fn password_change_and_remove_end_the_users_sessions() {
     assert_eq!(send(&again, "GET", "/api/v1/status", "").await.status, 200);
     h.stop().await;
 }
+
+/// `portier admin token/passwd` keep who may read the users file: an
+/// existing file keeps its group and mode; a new one gets the config
+/// file's group and mode 0640 (so a root-run CLI does not lock the service
+/// user out of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_keeps_the_users_file_readable_by_the_service() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let h = start_fake(LockoutConfig::default()).await;
+    let cfg = h.dir.path().join("portier.toml");
+    let bin = env!("CARGO_BIN_EXE_portier");
+    let token = |name: &str| {
+        let out = Command::new(bin)
+            .args(["admin", "token", "--config"])
+            .arg(&cfg)
+            .args(["--name", name, "--role", "viewer"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+    std::fs::set_permissions(&h.users_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let gid = std::fs::metadata(&h.users_file).unwrap().gid();
+    token("a");
+    assert_eq!(mode(&h.users_file), 0o640);
+    assert_eq!(std::fs::metadata(&h.users_file).unwrap().gid(), gid);
+    std::fs::remove_file(&h.users_file).unwrap();
+    token("b");
+    assert_eq!(mode(&h.users_file), 0o640);
+    assert_eq!(
+        std::fs::metadata(&h.users_file).unwrap().gid(),
+        std::fs::metadata(&cfg).unwrap().gid()
+    );
+    h.stop().await;
+}

@@ -181,8 +181,19 @@ pub fn read_users_file(path: &Path) -> Result<UsersFile, AdminError> {
     }
 }
 
-/// Write a users file atomically (temporary file, fsync, rename), mode 0600.
-pub fn write_users_file(path: &Path, users: &UsersFile) -> Result<(), AdminError> {
+/// Write a users file atomically (temporary file, fsync, rename).
+///
+/// Who may read it is kept: a file that exists keeps its group and mode
+/// (never readable by others), so `portier admin passwd` run as root does
+/// not take the file away from the service user. A new file gets the group
+/// of `group_of` (the daemon's config file, which the package makes
+/// `root:portier 0640`) and mode 0640; without it, mode 0600.
+pub fn write_users_file(
+    path: &Path,
+    users: &UsersFile,
+    group_of: Option<&Path>,
+) -> Result<(), AdminError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let err = |message: String| AdminError::Users {
         file: path.display().to_string(),
         message,
@@ -192,9 +203,24 @@ pub fn write_users_file(path: &Path, users: &UsersFile) -> Result<(), AdminError
          # and `portier admin token`; passwords are argon2 hashes, tokens SHA-256.\n\n{}",
         toml::to_string(users).map_err(|e| err(e.to_string()))?
     );
+    let (mode, gid) = match (std::fs::metadata(path), group_of.map(std::fs::metadata)) {
+        (Ok(m), _) => (m.mode() & 0o770, Some(m.gid())),
+        (Err(_), Some(Ok(m))) => (0o640, Some(m.gid())),
+        _ => (0o600, None),
+    };
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     tls::write_new(&tmp, text.as_bytes(), 0o600).map_err(|e| err(e.to_string()))?;
+    if let Some(gid) = gid
+        && let Err(e) = std::os::unix::fs::chown(&tmp, None, Some(gid))
+    {
+        tracing::warn!(
+            "{}: cannot give it group {gid} ({e}); the service may not read it",
+            path.display()
+        );
+    }
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode | 0o600))
+        .map_err(|e| err(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
 }
 
