@@ -288,3 +288,62 @@ fn an_unreadable_users_file_turns_the_admin_port_off_not_the_daemon() {
         drop(daemon);
     }
 }
+
+/// `portier snapshot apply` (the technician, daemon stopped) replaces rules
+/// whose signer is no longer trusted, saying so; rollback stays refused.
+#[test]
+fn snapshot_apply_replaces_untrusted_rules_but_not_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pty = PtyPair::new();
+    for name in ["old", "new"] {
+        portier_ok(&["keygen", "--out", d.to_str().unwrap(), "--name", name]);
+    }
+    let apply = |snapshot: &Path, cfg: &Path| {
+        Command::new(portier_bin())
+            .args(["snapshot", "apply"])
+            .arg(snapshot)
+            .arg("--config")
+            .arg(cfg)
+            .output()
+            .unwrap()
+    };
+    let cfg = config(d, &pty.b, "old.pub");
+    assert!(apply(&snapshot(d, "old", 3), &cfg).status.success());
+    let cfg = config(d, &pty.b, "new.pub");
+    let out = apply(&snapshot(d, "new", 2), &cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "version 2 after 3 was accepted");
+    assert!(
+        stderr.contains("no longer trusted") && stderr.contains("rollback"),
+        "{stderr}"
+    );
+    let out = apply(&snapshot(d, "new", 4), &cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let applied: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(applied["version"], 4);
+}
+
+/// A fault that does stop the start names the file or device and what to
+/// do (systemd retries; the journal says why).
+#[test]
+fn a_missing_serial_device_names_the_device_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    portier_ok(&["keygen", "--out", d.to_str().unwrap(), "--name", "central"]);
+    let missing = d.join("ttyUSB9");
+    let cfg = config(d, &missing, "central.pub");
+    let out = Command::new(portier_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
