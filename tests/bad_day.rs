@@ -40,9 +40,26 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, config: &Path) -> Self {
-        let socket = dir.join("control.sock");
+        Self::start_in(dir, config, &dir.join("control.sock"), None)
+    }
+
+    /// Start as `uid` (also as group `uid`, no supplementary groups) via
+    /// `setpriv` when given: the service user of a root-run test.
+    fn start_in(dir: &Path, config: &Path, socket: &Path, uid: Option<u32>) -> Self {
+        let socket = socket.to_owned();
         let log = dir.join("daemon.log");
-        let child = Command::new(portier_bin())
+        let mut command = match uid {
+            None => Command::new(portier_bin()),
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups")
+                    .arg(portier_bin());
+                c
+            }
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(config)
             .arg("--control-socket")
@@ -346,4 +363,47 @@ fn a_missing_serial_device_names_the_device_and_the_fix() {
     assert!(!out.status.success());
     assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
     assert!(stderr.contains("does not exist"), "{stderr}");
+}
+
+/// The real case: `portier admin passwd` run as root wrote the users file
+/// `root:root 0600`; the daemon runs as the service user. Run as root, this
+/// test starts the daemon as `nobody` with `setpriv` (as an ordinary user
+/// the mode-0000 case above covers it).
+#[test]
+fn a_root_written_users_file_read_by_the_service_user_turns_the_admin_port_off() {
+    use std::os::unix::fs::MetadataExt;
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    if std::fs::metadata(d).unwrap().uid() != 0 {
+        eprintln!("not root: the mode-0000 case of the test above covers this");
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "setpriv missing under CI");
+        eprintln!("setpriv (util-linux) not installed; skipping");
+        return;
+    }
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    portier_ok(&["keygen", "--out", d.to_str().unwrap(), "--name", "central"]);
+    let state = d.join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+    let cfg = d.join("portier.toml");
+    std::fs::write(
+        &cfg,
+        "[gateway]\nid = \"gw-1\"\nbuilding = \"b\"\nstate_dir = \"state\"\n\
+         [trust]\ncentral_keys = [\"central.pub\"]\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\nusers_file = \"admin-users.toml\"\n",
+    )
+    .unwrap();
+    let users = d.join("admin-users.toml");
+    portier::admin::write_users_file(&users, &portier::admin::UsersFile::default(), None).unwrap();
+    assert_eq!(std::fs::metadata(&users).unwrap().mode() & 0o777, 0o600);
+    let daemon = Daemon::start_in(d, &cfg, &state.join("control.sock"), Some(NOBODY));
+    let alarm = daemon.expect_event("admin_unavailable", |e| e["type"] == "admin_unavailable");
+    let fix = format!("chgrp portier {0}; chmod 0640 {0}", users.display());
+    assert!(alarm["reason"].as_str().unwrap().contains(&fix), "{alarm}");
+    wait_for(T, "the fix in the log", || daemon.log().contains(&fix));
+    assert_eq!(daemon.ask(json!({"query": "doors"}))["ok"], true);
 }
