@@ -201,9 +201,19 @@ async fn viewer_reads_everything_but_cannot_act() {
     )
     .await;
     assert_eq!(r.status, 403);
+    // The role is known before the body is read: a body that would not
+    // even parse gets 403, not 400.
+    let r = send(
+        &token,
+        "POST",
+        "/api/v1/doors/main-entrance/unlock",
+        "{not json",
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
     assert!(h.fake.actions().is_empty(), "a viewer reached the door");
     let refused = action_events(&h);
-    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert_eq!(refused.len(), 4, "{refused:?}");
     assert!(refused.iter().all(|(_, _, r)| r.starts_with("forbidden")));
     assert!(login_events(&h).contains(&("guard".into(), "ok".into())));
     h.stop().await;

@@ -222,6 +222,13 @@ fn rules_signed_by_a_removed_key_deny_alarm_and_are_replaced() {
         (Some("deny"), Some("rules_untrusted")),
         "{why}"
     );
+    let page = rt.block_on(async {
+        let c = AdminClient::new(&url, &trust, Auth::Token(token.clone())).unwrap();
+        c.send("GET", "/", &[], Vec::new()).await.unwrap()
+    });
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("UNTRUSTED"), "{}", page.text());
+    assert!(page.text().contains(old_id));
     let out = Command::new(portier_bin())
         .args(["status", "--url", &url, "--fingerprint", &fingerprint])
         .env("PORTIER_ADMIN_TOKEN", &token)
