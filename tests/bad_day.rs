@@ -228,6 +228,15 @@ fn rules_signed_by_a_removed_key_deny_alarm_and_are_replaced() {
     });
     assert_eq!(page.status, 200);
     assert!(page.text().contains("UNTRUSTED"), "{}", page.text());
+    let metrics = rt.block_on(async {
+        let c = AdminClient::new(&url, &trust, Auth::Token(token.clone())).unwrap();
+        c.send("GET", "/metrics", &[], Vec::new()).await.unwrap()
+    });
+    assert!(
+        metrics.text().contains("portier_rules_untrusted 1"),
+        "{}",
+        metrics.text()
+    );
     assert!(page.text().contains(old_id));
     let out = Command::new(portier_bin())
         .args(["status", "--url", &url, "--fingerprint", &fingerprint])
