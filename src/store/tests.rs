@@ -285,6 +285,25 @@ fn rules_signed_by_a_removed_key_open_untrusted_and_are_replaced() {
     assert_eq!((st.trust(), st.version()), (RulesTrust::Trusted, Some(7)));
 }
 
+/// Central re-signs the very rules in force with the new key (same
+/// version, same payload): accepted, although the version is not higher.
+#[test]
+fn the_same_rules_re_signed_with_the_new_key_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = ts("2026-11-02T09:00:00Z");
+    open(dir.path())
+        .apply_snapshot(&sign_snapshot(&key(), &snapshot(5)).unwrap(), now)
+        .unwrap();
+    let st = Store::open(dir.path(), only_new_key(), "gw1", "b1").unwrap();
+    assert!(matches!(st.trust(), RulesTrust::Untrusted { .. }));
+    let a = st
+        .apply_snapshot(&sign_snapshot(&new_key(), &snapshot(5)).unwrap(), now)
+        .unwrap();
+    assert_eq!((a.version, a.generation, a.unchanged), (5, 2, false));
+    assert_eq!(st.trust(), RulesTrust::Trusted);
+    assert_eq!(reason(st.decide(&req("lab", 1), now).unwrap()), None);
+}
+
 /// A rebuild (damaged sled) of rules whose signer is no longer trusted
 /// also opens untrusted; and a delta signed by the removed key makes the
 /// whole set untrusted (a block in it must not be dropped).
