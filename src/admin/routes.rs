@@ -581,6 +581,10 @@ async fn login_submit(
     }
     let client = peer.ip();
     let user = form.user.trim().to_owned();
+    // The back-off is checked after waiting for a hashing slot, so that
+    // guesses sent all at once are counted one after the other and those
+    // beyond the limit are refused unchecked. The semaphore is never closed.
+    let _permit = st.hashing.acquire().await;
     let now = mono_now();
     let locked = lock(&st.auth).lockout.locked(&user, client, now);
     if let Some(until) = locked {
@@ -603,8 +607,6 @@ async fn login_submit(
     }
     let dir = st.users.directory();
     let (u, p) = (user.clone(), form.password);
-    // The semaphore is never closed.
-    let _permit = st.hashing.acquire().await;
     let check = tokio::task::spawn_blocking(move || dir.check_password(&u, &p))
         .await
         .unwrap_or(PasswordCheck::Wrong);
