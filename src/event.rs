@@ -350,6 +350,24 @@ pub enum EventKind {
         /// `ok`, or why it was refused.
         result: String,
     },
+    /// Alarm: the rules on disk were signed by a key that is no longer
+    /// trusted (e.g. removed after a leak). They are kept but not used:
+    /// every card is denied (`rules_untrusted`) until a snapshot signed by
+    /// a trusted key is applied.
+    RulesUntrusted {
+        /// Key id of the signer that is no longer trusted.
+        key_id: String,
+        /// Version of the rules that are not used.
+        version: Option<u64>,
+    },
+    /// Alarm: the local admin port could not start (e.g. its users file is
+    /// unreadable by the service user); the doors work on without it.
+    AdminUnavailable {
+        /// The file at fault, when a file is.
+        file: Option<String>,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
 }
 
 impl EventKind {
@@ -496,6 +514,14 @@ impl EventKind {
                 result,
                 ..
             } => format!("admin {user} at {door}: {action}: {result}"),
+            Self::RulesUntrusted { key_id, version } => format!(
+                "RULES UNTRUSTED: version {} is signed by key {key_id}, which is no longer \
+                 trusted; every card is denied until a snapshot signed by a trusted key arrives",
+                version.map_or("?".into(), |v| v.to_string())
+            ),
+            Self::AdminUnavailable { reason, .. } => {
+                format!("ADMIN PORT OFF: {reason}")
+            }
         }
     }
 }
@@ -514,6 +540,7 @@ pub fn reason_in_words(reason: &str) -> String {
         "rules_too_old" => "rules too old (no recent update from central)",
         "pin_required" => "PIN required",
         "wrong_pin" => "wrong PIN",
+        "rules_untrusted" => "rules signed by a key no longer trusted (new snapshot needed)",
         other => return other.to_owned(),
     };
     format!("{words} [{reason}]")

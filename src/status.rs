@@ -17,8 +17,14 @@ use crate::journal::Event;
 pub struct Status {
     /// Identity, version, clock.
     pub gateway: GatewayStatus,
-    /// The rule snapshot in force; `None` before the first one is applied.
+    /// The rule snapshot in force; `None` before the first one is applied
+    /// and while the rules on disk are untrusted.
     pub rules: Option<RulesStatus>,
+    /// Rules on disk signed by a key that is no longer trusted: not used,
+    /// every card is denied (`rules_untrusted`) until a snapshot signed by
+    /// a trusted key arrives. Absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_untrusted: Option<UntrustedRules>,
     /// Every configured RS-485 bus with its PDs.
     pub buses: Vec<BusStatus>,
     /// Every configured door.
@@ -66,6 +72,16 @@ pub struct RulesStatus {
     /// Older than some door class allows: those doors deny (`rules_too_old`)
     /// or warn.
     pub too_old: bool,
+}
+
+/// Rules kept on disk but not used, because their signer is no longer
+/// trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UntrustedRules {
+    /// Their version, when known.
+    pub version: Option<u64>,
+    /// Key id of the signer that is no longer trusted.
+    pub signer_key_id: String,
 }
 
 /// One RS-485 bus.
@@ -215,6 +231,7 @@ pub fn reason_in_words(code: &str) -> &str {
         "rules_too_old" => "gateway rules too old to decide",
         "pin_required" => "PIN required",
         "wrong_pin" => "wrong PIN",
+        "rules_untrusted" => "gateway rules signed by a key no longer trusted",
         other => other,
     }
 }
@@ -239,6 +256,7 @@ mod tests {
             R::RulesTooOld,
             R::PinRequired,
             R::WrongPin,
+            R::RulesUntrusted,
         ] {
             assert_ne!(reason_in_words(r.as_str()), r.as_str(), "{r:?}");
         }

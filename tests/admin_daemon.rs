@@ -29,9 +29,10 @@ fn the_admin_port_of_the_running_daemon() {
     // Anonymous: only /healthz and the login form answer.
     rt.block_on(async {
         let anon = AdminClient::new(&url, &trust, Auth::Anonymous).unwrap();
-        for (method, p) in ROUTES {
+        for route in ROUTES {
+            let (method, p) = (route.method, route.path);
             let r = anon.send(method, &path(p), &[], Vec::new()).await.unwrap();
-            let open = matches!((*method, *p), ("GET", "/healthz") | ("GET", "/login"));
+            let open = matches!((method, p), ("GET", "/healthz") | ("GET", "/login"));
             assert_eq!(
                 (200..300).contains(&r.status),
                 open,

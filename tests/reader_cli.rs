@@ -214,3 +214,113 @@ fn pcap_command_codes(pcap: &[u8]) -> Vec<u8> {
     }
     codes
 }
+
+/// An RS-485 adapter that echoes everything the CP sends (no echo
+/// suppression): the CLI talks to `cp` (one PTY pair), the simulator to
+/// `pd` (another); a relay copies CP bytes to the PD and back to the CP,
+/// and PD bytes to the CP. The relay threads end with the PTYs.
+struct EchoingLine {
+    cp: PtyPair,
+    pd: PtyPair,
+}
+
+impl EchoingLine {
+    fn new() -> Self {
+        use std::io::{Read, Write};
+        let (cp, pd) = (PtyPair::new(), PtyPair::new());
+        let open = |p: &std::path::Path| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(p)
+                .unwrap()
+        };
+        let (mut from_cp, mut to_cp) = (open(&cp.b), open(&cp.b));
+        let (mut from_pd, mut to_pd) = (open(&pd.a), open(&pd.a));
+        let mut echo_to_cp = to_cp.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n @ 1..) = from_cp.read(&mut buf) {
+                if to_pd.write_all(&buf[..n]).is_err() || echo_to_cp.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n @ 1..) = from_pd.read(&mut buf) {
+                if to_cp.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { cp, pd }
+    }
+}
+
+/// `install-key --capture` on a line that echoes (no `--suppress-echo`):
+/// the echo of the KEYSET frame never reaches the capture, and the capture
+/// file is mode 0600 even when it existed with a wider mode.
+#[test]
+fn install_key_capture_never_holds_the_keyset_even_from_an_echoing_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let line = EchoingLine::new();
+    let mut sim = JsonChild::spawn(
+        &portier_bin(),
+        &[
+            "reader",
+            "simulate",
+            "--port",
+            line.pd.b.to_str().unwrap(),
+            "--address",
+            "3",
+            "--baud",
+            "115200",
+            "--install-mode",
+        ],
+    );
+    sim.expect(Duration::from_secs(5), "simulator ready", |v| {
+        v["event"] == "ready"
+    });
+    let out = line.cp.dir.path().join("new.key");
+    let capture = line.cp.dir.path().join("install.pcap");
+    std::fs::write(&capture, "old capture").unwrap();
+    std::fs::set_permissions(&capture, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut install = JsonChild::spawn(
+        &portier_bin(),
+        &[
+            "reader",
+            "install-key",
+            "--port",
+            line.cp.a.to_str().unwrap(),
+            "--address",
+            "3",
+            "--baud",
+            "115200",
+            "--out",
+            out.to_str().unwrap(),
+            "--capture",
+            capture.to_str().unwrap(),
+        ],
+    );
+    install.expect(Duration::from_secs(15), "key installed", |v| {
+        v["event"] == "key_installed"
+    });
+    assert!(install.wait_exit(Duration::from_secs(5)).success());
+    sim.expect(Duration::from_secs(2), "PD got KEYSET", |v| {
+        v["event"] == "keyset"
+    });
+    let pcap = std::fs::read(&capture).unwrap();
+    let codes = pcap_command_codes(&pcap);
+    // The echo put our own commands into the received stream: captured
+    // twice, except the key frame, which is in neither.
+    assert!(
+        codes.iter().filter(|&&c| c == 0x76).count() >= 2,
+        "CHLNG sent and echoed: {codes:x?}"
+    );
+    assert!(!codes.contains(&0x75), "KEYSET captured: {codes:x?}");
+    assert_eq!(
+        std::fs::metadata(&capture).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}

@@ -55,6 +55,41 @@ fn the_unit_verifies_cleanly() {
     assert!(ours.is_empty() && out.status.success(), "{stderr}");
 }
 
+/// The restart policy never gives up and memory is capped (reasons in
+/// systemd/README.md). Read from the file: `systemd-analyze verify` above
+/// checks that systemd accepts it in these sections.
+#[test]
+fn restarts_never_give_up_and_memory_is_capped() {
+    let text = std::fs::read_to_string(support::repo().join("systemd/portier.service")).unwrap();
+    let section = |name: &str| -> Vec<String> {
+        text.split("\n[")
+            .find(|s| s.starts_with(name) || s.starts_with(&format!("[{name}")))
+            .unwrap_or_else(|| panic!("no [{name}]"))
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    let unit = section("Unit]");
+    let service = section("Service]");
+    assert!(
+        unit.iter().any(|l| l == "StartLimitIntervalSec=0"),
+        "{unit:?}"
+    );
+    assert!(service.iter().any(|l| l == "Restart=always"));
+    assert!(service.iter().any(|l| l.starts_with("RestartSec=")));
+    assert!(
+        !service.iter().any(|l| l.starts_with("StartLimit")),
+        "start limits belong in [Unit]"
+    );
+    let max = service
+        .iter()
+        .find_map(|l| l.strip_prefix("MemoryMax="))
+        .expect("MemoryMax=");
+    let mb: u64 = max.trim_end_matches('M').parse().unwrap();
+    assert!((64..=1024).contains(&mb), "MemoryMax={max}");
+}
+
 #[test]
 fn the_security_exposure_is_at_most_2_0() {
     if !analyze_available() {

@@ -8,9 +8,12 @@
 //!   every login fails;
 //! - an unknown user costs one argon2 verification like a known one, so the
 //!   answer time does not tell which user names exist;
-//! - once a user name or a client address has `max_failures` failed logins
-//!   inside `window`, every login for it fails (even with the right
-//!   password) until `lockout` has passed;
+//! - failed logins back off exponentially per (user name, client address)
+//!   and per client address, never per user name alone, so an outsider
+//!   cannot lock a named operator out (see [`Lockout`]);
+//! - a session ends when its user's password changes or the user is
+//!   removed (the session holds a fingerprint of the password hash it was
+//!   opened with, compared on every request);
 //! - a session ends after `idle` without use or `max` after login;
 //! - tokens and passwords are never stored in clear.
 
@@ -177,11 +180,25 @@ pub struct Directory {
     decoy: String,
 }
 
+/// A fingerprint of a user's password hash (SHA-256 of the PHC string):
+/// a session opened with one credential ends when the users file holds
+/// another (password changed, user removed and added again), also when
+/// the change was made by `portier admin passwd` while the daemon runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credential([u8; 32]);
+
+impl Credential {
+    fn of(user: &UserEntry) -> Self {
+        Self(Sha256::digest(user.password_hash.as_bytes()).into())
+    }
+}
+
 /// Result of a password check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PasswordCheck {
-    /// Right user and password.
-    Ok(Role),
+    /// Right user and password: the role, and the credential to tie the
+    /// session to.
+    Ok(Role, Credential),
     /// Unknown user or wrong password (not told apart).
     Wrong,
 }
@@ -214,7 +231,9 @@ impl Directory {
     /// Check a login (slow: one argon2 verification, always).
     pub fn check_password(&self, user: &str, password: &str) -> PasswordCheck {
         match self.users.iter().find(|u| u.name == user) {
-            Some(u) if verify_password(&u.password_hash, password) => PasswordCheck::Ok(u.role),
+            Some(u) if verify_password(&u.password_hash, password) => {
+                PasswordCheck::Ok(u.role, Credential::of(u))
+            }
             Some(_) => PasswordCheck::Wrong,
             None => {
                 let _ = verify_password(&self.decoy, password);
@@ -236,20 +255,33 @@ impl Directory {
     pub fn role_of(&self, user: &str) -> Option<Role> {
         self.users.iter().find(|u| u.name == user).map(|u| u.role)
     }
+
+    /// The user's role and the fingerprint of their current password
+    /// hash; `None` when the user is gone.
+    pub fn credential_of(&self, user: &str) -> Option<(Role, Credential)> {
+        self.users
+            .iter()
+            .find(|u| u.name == user)
+            .map(|u| (u.role, Credential::of(u)))
+    }
 }
 
-/// Lockout settings.
+/// Login back-off settings. The field names are those of the old hard
+/// lockout, so existing configs keep working; their meaning is now a
+/// back-off (see [`Lockout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LockoutConfig {
-    /// Failed logins for one user name inside `window_secs` that lock it.
+    /// Failed logins for one user name *from one client address* inside
+    /// `window_secs` before further attempts from there must wait.
     pub max_failures: u32,
-    /// Failed logins from one client address inside `window_secs` that
-    /// lock the address.
+    /// Failed logins from one client address (any names) inside
+    /// `window_secs` before further attempts from it must wait.
     pub max_failures_per_address: u32,
-    /// The window failures are counted in, seconds.
+    /// A subject quiet (no failure, no wait running) for this long is
+    /// forgotten, seconds.
     pub window_secs: u64,
-    /// How long a lock lasts, seconds.
+    /// The longest wait, seconds (the back-off doubles up to it).
     pub lockout_secs: u64,
 }
 
@@ -264,22 +296,45 @@ impl Default for LockoutConfig {
     }
 }
 
-/// What is counted: a user name or a client address.
+/// What is counted: one user name from one client address, or one client
+/// address. Deliberately not a user name alone: counting a name across all
+/// addresses would let anyone on the network lock a named operator out by
+/// failing on purpose.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
-    /// A user name as typed.
-    User(String),
+    /// A user name as typed, from this address.
+    UserAt(String, IpAddr),
     /// A client address.
     Address(IpAddr),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Record {
-    failures: Vec<Instant>,
-    locked_until: Option<Instant>,
+    /// Failures since the subject was last quiet for a whole window.
+    failures: u32,
+    last: Instant,
+    wait_until: Option<Instant>,
 }
 
-/// Counts failed logins per user name and per client address.
+impl Record {
+    /// Quiet from here on: the last failure, or the end of its wait (a
+    /// wait longer than the window must not reset the count).
+    fn quiet_since(&self) -> Instant {
+        self.wait_until.map_or(self.last, |w| w.max(self.last))
+    }
+}
+
+/// Exponential back-off of failed logins, per (user name, client address)
+/// and per client address.
+///
+/// Once a subject has `limit` failures without a quiet window between
+/// them, every further failure makes the next attempt wait 1 s, 2 s, 4 s,
+/// … up to `lockout_secs`. Attempts during a wait are refused without checking the
+/// password and are not counted. A guesser at address A slows only itself:
+/// the same user logs in from address B at once. Distributed guessing at
+/// one name is bounded by the per-address back-off, the argon2 cost (two
+/// checks at a time), the 10-character minimum password, and every failure
+/// is journaled (`admin_login` `failed`) for the control room to see.
 #[derive(Debug)]
 pub struct Lockout {
     cfg: LockoutConfig,
@@ -290,7 +345,7 @@ pub struct Lockout {
 const MAX_SUBJECTS: usize = 10_000;
 
 impl Lockout {
-    /// An empty lockout table.
+    /// An empty table.
     pub fn new(cfg: LockoutConfig) -> Self {
         Self {
             cfg,
@@ -304,59 +359,73 @@ impl Lockout {
 
     fn limit(&self, s: &Subject) -> u32 {
         match s {
-            Subject::User(_) => self.cfg.max_failures,
+            Subject::UserAt(..) => self.cfg.max_failures,
             Subject::Address(_) => self.cfg.max_failures_per_address,
         }
+        .max(1)
     }
 
-    /// Until when this login is locked out, if it is (by user or address).
+    fn subjects(user: &str, addr: IpAddr) -> [Subject; 2] {
+        [
+            Subject::UserAt(user.to_owned(), addr),
+            Subject::Address(addr),
+        ]
+    }
+
+    /// Until when a login for `user` from `addr` must wait, if it must.
     pub fn locked(&self, user: &str, addr: IpAddr, now: Instant) -> Option<Instant> {
-        [Subject::User(user.to_owned()), Subject::Address(addr)]
+        Self::subjects(user, addr)
             .iter()
-            .filter_map(|s| self.records.get(s)?.locked_until)
+            .filter_map(|s| self.records.get(s)?.wait_until)
             .filter(|&until| until > now)
             .max()
     }
 
-    /// Count a failed login; returns whether it (now) locks the user or the
-    /// address.
+    /// Count a failed login; returns whether the next attempt (of this
+    /// user from this address, or of this address) must now wait.
     pub fn failed(&mut self, user: &str, addr: IpAddr, now: Instant) -> bool {
         self.prune(now);
         let window = self.window();
-        let lock_for = Duration::from_secs(self.cfg.lockout_secs);
-        let mut locked = false;
-        for s in [Subject::User(user.to_owned()), Subject::Address(addr)] {
+        let longest = Duration::from_secs(self.cfg.lockout_secs);
+        let mut waits = false;
+        for s in Self::subjects(user, addr) {
             let limit = self.limit(&s);
-            let r = self.records.entry(s).or_default();
-            r.failures
-                .retain(|&t| now.saturating_duration_since(t) < window);
-            r.failures.push(now);
-            if r.failures.len() >= limit as usize {
-                r.locked_until = Some(now + lock_for);
-                r.failures.clear();
+            let r = self.records.entry(s).or_insert(Record {
+                failures: 0,
+                last: now,
+                wait_until: None,
+            });
+            if now.saturating_duration_since(r.quiet_since()) >= window {
+                r.failures = 0;
             }
-            locked |= r.locked_until.is_some_and(|u| u > now);
+            r.failures = r.failures.saturating_add(1);
+            r.last = now;
+            let n = r.failures;
+            if n >= limit {
+                let doublings = (n - limit).min(30);
+                let wait = Duration::from_secs(1u64 << doublings).min(longest);
+                r.wait_until = Some(now + wait);
+                waits = true;
+            }
         }
-        locked
+        waits
     }
 
-    /// A successful login clears the user's failures (not the address's:
-    /// one valid account must not reset guessing at others).
-    pub fn succeeded(&mut self, user: &str) {
-        self.records.remove(&Subject::User(user.to_owned()));
+    /// A successful login clears this user's failures from this address
+    /// (not the address's: one valid account must not reset guessing at
+    /// others).
+    pub fn succeeded(&mut self, user: &str, addr: IpAddr) {
+        self.records.remove(&Subject::UserAt(user.to_owned(), addr));
     }
 
     fn prune(&mut self, now: Instant) {
         let window = self.window();
-        self.records.retain(|_, r| {
-            r.locked_until.is_some_and(|u| u > now)
-                || r.failures
-                    .iter()
-                    .any(|&t| now.saturating_duration_since(t) < window)
-        });
+        self.records
+            .retain(|_, r| now.saturating_duration_since(r.quiet_since()) < window);
         if self.records.len() >= MAX_SUBJECTS {
-            // Keep locked subjects; forget unlocked ones with few failures.
-            self.records.retain(|_, r| r.locked_until.is_some());
+            // Keep waiting subjects; forget the others.
+            self.records
+                .retain(|_, r| r.wait_until.is_some_and(|u| u > now));
         }
     }
 }
@@ -389,8 +458,21 @@ pub struct Session {
     pub role: Role,
     /// The CSRF token every form and cookie-authenticated POST must carry.
     pub csrf: String,
+    /// The credential the session was opened with.
+    pub credential: Credential,
     created: Instant,
     last_seen: Instant,
+}
+
+/// Who a new session is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    /// User name.
+    pub user: &'a str,
+    /// Role at login.
+    pub role: Role,
+    /// The credential checked.
+    pub credential: Credential,
 }
 
 /// Live sessions, keyed by the SHA-256 of the cookie value (a leaked
@@ -414,7 +496,7 @@ impl Sessions {
     }
 
     /// Start a session for `cookie` (random, from the caller).
-    pub fn create(&mut self, cookie: &str, csrf: String, user: &str, role: Role, now: Instant) {
+    pub fn create(&mut self, cookie: &str, csrf: String, login: Login<'_>, now: Instant) {
         self.expire(now);
         if self.map.len() >= MAX_SESSIONS
             && let Some(oldest) = self
@@ -428,9 +510,10 @@ impl Sessions {
         self.map.insert(
             token_hash(cookie),
             Session {
-                user: user.to_owned(),
-                role,
+                user: login.user.to_owned(),
+                role: login.role,
                 csrf,
+                credential: login.credential,
                 created: now,
                 last_seen: now,
             },
@@ -515,14 +598,20 @@ mod tests {
     #[test]
     fn passwords_and_tokens() {
         let d = dir();
+        let (tech, guard) = (
+            d.credential_of("tech").unwrap(),
+            d.credential_of("guard").unwrap(),
+        );
         assert_eq!(
             d.check_password("tech", "correct horse"),
-            PasswordCheck::Ok(Role::Operator)
+            PasswordCheck::Ok(Role::Operator, tech.1)
         );
         assert_eq!(
             d.check_password("guard", "battery staple"),
-            PasswordCheck::Ok(Role::Viewer)
+            PasswordCheck::Ok(Role::Viewer, guard.1)
         );
+        assert_ne!(tech.1, guard.1);
+        assert_eq!(d.credential_of("nobody"), None);
         assert_eq!(
             d.check_password("tech", "battery staple"),
             PasswordCheck::Wrong
@@ -549,8 +638,9 @@ mod tests {
     }
 
     #[test]
-    fn lockout_per_user_and_address() {
+    fn backoff_per_user_and_address_never_per_name_alone() {
         let t0 = base();
+        let s = Duration::from_secs;
         let cfg = LockoutConfig {
             max_failures: 3,
             max_failures_per_address: 5,
@@ -561,37 +651,49 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(!l.failed("tech", a, t0));
-        assert!(!l.failed("tech", b, t0 + Duration::from_secs(1)));
-        assert_eq!(l.locked("tech", a, t0 + Duration::from_secs(2)), None);
-        // Third failure for the user (from any address) locks the user.
-        assert!(l.failed("tech", a, t0 + Duration::from_secs(2)));
-        let until = t0 + Duration::from_secs(302);
-        assert_eq!(
-            l.locked("tech", b, t0 + Duration::from_secs(3)),
-            Some(until)
-        );
-        // Other users from another address are not locked.
-        assert_eq!(l.locked("guard", b, t0 + Duration::from_secs(3)), None);
-        // The lock ends by itself.
-        assert_eq!(l.locked("tech", b, until), None);
+        assert!(!l.failed("tech", a, t0 + s(1)));
+        assert_eq!(l.locked("tech", a, t0 + s(2)), None);
+        // The third failure of tech from A: the next try from A waits 1 s.
+        assert!(l.failed("tech", a, t0 + s(2)));
+        assert_eq!(l.locked("tech", a, t0 + s(2)), Some(t0 + s(3)));
+        assert_eq!(l.locked("tech", a, t0 + s(3)), None);
+        // Each further failure doubles the wait: 2 s, 4 s.
+        assert!(l.failed("tech", a, t0 + s(3)));
+        assert_eq!(l.locked("tech", a, t0 + s(3)), Some(t0 + s(5)));
+        // Five failures from A in all: the address waits too, for any name.
+        assert!(l.failed("tech", a, t0 + s(5)));
+        assert_eq!(l.locked("tech", a, t0 + s(5)), Some(t0 + s(9)));
+        assert_eq!(l.locked("guard", a, t0 + s(5)), Some(t0 + s(6)));
+        // Tech from B is not held up at all, and neither is anyone else.
+        assert_eq!(l.locked("tech", b, t0 + s(5)), None);
+        assert_eq!(l.locked("guard", b, t0 + s(5)), None);
 
-        // Failures spread beyond the window do not add up.
+        // The back-off is capped at lockout_secs.
+        let mut l = Lockout::new(cfg);
+        let mut t = t0;
+        for _ in 0..40 {
+            l.failed("op", a, t);
+            t = l.locked("op", a, t).unwrap_or(t);
+        }
+        l.failed("op", a, t);
+        let wait = l.locked("op", a, t).unwrap().duration_since(t);
+        assert_eq!(wait, s(300));
+        assert_eq!(l.locked("op", b, t), None);
+
+        // Failures with a quiet window between them do not add up.
         let mut l = Lockout::new(cfg);
         for i in 0..10 {
-            assert!(!l.failed("x", a, t0 + Duration::from_secs(i * 31)));
-            l.succeeded("x");
+            assert!(!l.failed("x", a, t0 + s(i * 61)));
         }
-        // One address trying many names is locked by address.
+        // A success clears the user's count at that address, not the
+        // address's.
         let mut l = Lockout::new(cfg);
         for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
-            assert!(!l.failed(name, a, t0 + Duration::from_secs(i as u64)));
+            assert!(!l.failed(name, a, t0 + s(i as u64)));
         }
-        assert!(l.failed("e", a, t0 + Duration::from_secs(4)));
-        assert!(l.locked("tech", a, t0 + Duration::from_secs(5)).is_some());
-        assert!(l.locked("tech", b, t0 + Duration::from_secs(5)).is_none());
-        // A success clears the user's count, not the address's.
-        l.succeeded("e");
-        assert!(l.locked("zzz", a, t0 + Duration::from_secs(6)).is_some());
+        assert!(l.failed("e", a, t0 + s(4)));
+        l.succeeded("e", a);
+        assert!(l.locked("zzz", a, t0 + s(4)).is_some());
     }
 
     #[test]
@@ -601,7 +703,12 @@ mod tests {
             idle_secs: 60,
             max_secs: 300,
         });
-        s.create("cookie", "csrf".into(), "tech", Role::Operator, t0);
+        let login = |user| Login {
+            user,
+            role: Role::Operator,
+            credential: Credential([1; 32]),
+        };
+        s.create("cookie", "csrf".into(), login("tech"), t0);
         let got = s.touch("cookie", t0 + Duration::from_secs(59)).unwrap();
         assert_eq!(
             (got.user.as_str(), got.role, got.csrf.as_str()),
@@ -617,9 +724,9 @@ mod tests {
         }
         assert!(s.touch("cookie", t0 + Duration::from_secs(300)).is_none());
         // Idle expiry.
-        s.create("c2", "x".into(), "guard", Role::Viewer, t0);
+        s.create("c2", "x".into(), login("guard"), t0);
         assert!(s.touch("c2", t0 + Duration::from_secs(61)).is_none());
-        s.create("c3", "x".into(), "guard", Role::Viewer, t0);
+        s.create("c3", "x".into(), login("guard"), t0);
         s.remove_user("guard");
         assert!(s.is_empty());
     }

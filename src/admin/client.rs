@@ -98,6 +98,25 @@ impl HttpResponse {
     }
 }
 
+/// Connect, from `source` when given (a loopback test can stand for
+/// several client addresses: all of 127.0.0.0/8 is local).
+async fn connect(base: &BaseUrl, source: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect((base.host.as_str(), base.port)).await;
+    };
+    let to = tokio::net::lookup_host((base.host.as_str(), base.port))
+        .await?
+        .find(|a| a.is_ipv4() == source.is_ipv4())
+        .ok_or_else(|| std::io::Error::other("no address of the source's family"))?;
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    socket.connect(to).await
+}
+
 /// Send one request. `tls` is needed for `https://`.
 pub async fn request(
     base: &BaseUrl,
@@ -108,8 +127,37 @@ pub async fn request(
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<HttpResponse, String> {
+    let to = Target {
+        base,
+        tls,
+        source: None,
+    };
+    request_from(to, method, path_and_query, headers, body, timeout).await
+}
+
+/// Where a request goes, and from which local address.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    /// The server.
+    pub base: &'a BaseUrl,
+    /// Needed for `https://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Local address to connect from (`None`: the system's choice).
+    pub source: Option<std::net::IpAddr>,
+}
+
+/// [`request`] from a chosen local address.
+pub async fn request_from(
+    to: Target<'_>,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
+    let Target { base, tls, source } = to;
     tokio::time::timeout(timeout, async {
-        let tcp = TcpStream::connect((base.host.as_str(), base.port))
+        let tcp = connect(base, source)
             .await
             .map_err(|e| format!("connecting to {}: {e}", base.authority()))?;
         if base.tls {
@@ -210,6 +258,8 @@ pub struct AdminClient {
     pub auth: Auth,
     /// Per-request time limit.
     pub timeout: Duration,
+    /// Local address to connect from (`None`: the system's choice).
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// The value of a hidden `name="…"` input in a page we rendered.
@@ -241,6 +291,7 @@ impl AdminClient {
             tls,
             auth,
             timeout: Duration::from_secs(10),
+            source: None,
         })
     }
 
@@ -267,16 +318,12 @@ impl AdminClient {
             }
             Auth::Anonymous => {}
         }
-        request(
-            &self.base,
-            self.tls.clone(),
-            method,
-            path,
-            &headers,
-            body,
-            self.timeout,
-        )
-        .await
+        let to = Target {
+            base: &self.base,
+            tls: self.tls.clone(),
+            source: self.source,
+        };
+        request_from(to, method, path, &headers, body, self.timeout).await
     }
 
     /// GET a JSON document; non-2xx answers become errors with the server's

@@ -61,6 +61,7 @@ struct Inner {
     snapshot_age: Gauge<f64, AtomicU64>,
     rules_version: Gauge,
     rules_too_old: Gauge,
+    rules_untrusted: Gauge,
     uplink_connected: Gauge,
     uptime: Gauge,
     logins: Family<ResultLabels, Counter>,
@@ -141,6 +142,12 @@ impl Metrics {
             "The rules are older than some door class allows (1) or not (0)",
             rules_too_old.clone(),
         );
+        let rules_untrusted = Gauge::default();
+        registry.register(
+            "rules_untrusted",
+            "The rules on disk are signed by a key no longer trusted: every card is denied (1) or not (0)",
+            rules_untrusted.clone(),
+        );
         let uplink_connected = Gauge::default();
         registry.register(
             "uplink_connected",
@@ -176,6 +183,7 @@ impl Metrics {
             snapshot_age,
             rules_version,
             rules_too_old,
+            rules_untrusted,
             uplink_connected,
             uptime,
             logins,
@@ -259,6 +267,8 @@ impl Metrics {
                 i.rules_too_old.set(0);
             }
         }
+        i.rules_untrusted
+            .set(i64::from(s.rules_untrusted.is_some()));
         i.uplink_connected.set(i64::from(s.uplink.connected));
         i.uptime
             .set(i64::try_from(s.gateway.uptime_secs).unwrap_or(i64::MAX));

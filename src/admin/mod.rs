@@ -3,7 +3,7 @@
 //! operator door actions.
 //!
 //! What it owns: TLS material (configured, or self-signed and generated on
-//! first start), users/tokens/roles, sessions, CSRF, the login lockout, and
+//! first start), users/tokens/roles, sessions, CSRF, the login back-off, and
 //! rendering. What it does not own: any door, rule or event; it reads and
 //! acts through [`AdminBackend`], which the daemon implements.
 //!
@@ -51,7 +51,7 @@ pub use backend::{
     parse_card_text, why_answer,
 };
 pub use metrics::Metrics;
-pub use routes::ROUTES;
+pub use routes::{ROUTES, Route};
 pub use text::status_text;
 
 /// Admin port failures (start-up only; request errors are responses).
@@ -60,12 +60,12 @@ pub enum AdminError {
     /// The `[admin]` section is inconsistent.
     #[error("{0}")]
     Config(String),
-    /// The users file cannot be read or parsed.
+    /// The users file cannot be read or parsed; the message says the fix.
     #[error("admin users file {file}: {message}")]
     Users {
         /// File.
         file: String,
-        /// What is wrong.
+        /// What is wrong, and what to do.
         message: String,
     },
     /// Certificate or key unusable, or generating them failed.
@@ -81,6 +81,16 @@ pub enum AdminError {
     },
 }
 
+impl AdminError {
+    /// The file at fault, when one is.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            Self::Users { file, .. } => Some(file),
+            _ => None,
+        }
+    }
+}
+
 /// `[admin]` in the daemon config.
 ///
 /// ```toml
@@ -89,7 +99,7 @@ pub enum AdminError {
 /// # cert = "admin.crt"        # both or neither; neither: self-signed,
 /// # key = "admin.key"         # generated in the state dir on first start
 /// users_file = "admin-users.toml"   # written by `portier admin passwd/token`
-/// [admin.lockout]             # optional, defaults shown
+/// [admin.lockout]             # optional, defaults shown (a back-off)
 /// max_failures = 5
 /// max_failures_per_address = 10
 /// window_secs = 900
@@ -162,14 +172,28 @@ pub fn read_users_file(path: &Path) -> Result<UsersFile, AdminError> {
         message,
     };
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| err(e.to_string())),
+        Ok(text) => {
+            crate::config::warn_if_exposed(path);
+            toml::from_str(&text).map_err(|e| err(e.to_string()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
-        Err(e) => Err(err(e.to_string())),
+        Err(e) => Err(err(crate::config::unreadable_fix(path, &e))),
     }
 }
 
-/// Write a users file atomically (temporary file, fsync, rename), mode 0600.
-pub fn write_users_file(path: &Path, users: &UsersFile) -> Result<(), AdminError> {
+/// Write a users file atomically (temporary file, fsync, rename).
+///
+/// Who may read it is kept: a file that exists keeps its group and mode
+/// (never readable by others), so `portier admin passwd` run as root does
+/// not take the file away from the service user. A new file gets the group
+/// of `group_of` (the daemon's config file, which the package makes
+/// `root:portier 0640`) and mode 0640; without it, mode 0600.
+pub fn write_users_file(
+    path: &Path,
+    users: &UsersFile,
+    group_of: Option<&Path>,
+) -> Result<(), AdminError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let err = |message: String| AdminError::Users {
         file: path.display().to_string(),
         message,
@@ -179,9 +203,24 @@ pub fn write_users_file(path: &Path, users: &UsersFile) -> Result<(), AdminError
          # and `portier admin token`; passwords are argon2 hashes, tokens SHA-256.\n\n{}",
         toml::to_string(users).map_err(|e| err(e.to_string()))?
     );
+    let (mode, gid) = match (std::fs::metadata(path), group_of.map(std::fs::metadata)) {
+        (Ok(m), _) => (m.mode() & 0o770, Some(m.gid())),
+        (Err(_), Some(Ok(m))) => (0o640, Some(m.gid())),
+        _ => (0o600, None),
+    };
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     tls::write_new(&tmp, text.as_bytes(), 0o600).map_err(|e| err(e.to_string()))?;
+    if let Some(gid) = gid
+        && let Err(e) = std::os::unix::fs::chown(&tmp, None, Some(gid))
+    {
+        tracing::warn!(
+            "{}: cannot give it group {gid} ({e}); the service may not read it",
+            path.display()
+        );
+    }
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode | 0o600))
+        .map_err(|e| err(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
 }
 
@@ -211,6 +250,41 @@ impl AdminServer {
                 addr: self.addr,
                 source: std::io::Error::other(e.to_string()),
             }),
+        }
+    }
+}
+
+/// [`serve`] for the daemon: a fault of the admin port (users file
+/// unreadable, certificate unusable, port taken) must not stop the doors or
+/// send the service into a restart loop. On error the port stays off: the
+/// fault is logged with the file and the fix, and an `admin_unavailable`
+/// alarm is journaled through the backend.
+pub async fn serve_or_alarm(
+    cfg: &AdminConfig,
+    state_dir: &Path,
+    backend: Arc<dyn AdminBackend>,
+    metrics: Metrics,
+    shutdown: watch::Receiver<bool>,
+) -> Option<AdminServer> {
+    match serve(cfg, state_dir, backend.clone(), metrics, shutdown).await {
+        Ok(server) => Some(server),
+        Err(e) => {
+            tracing::error!(
+                file = e.file().unwrap_or(""),
+                "admin port OFF (the doors work on): {e}; restart the service after the fix"
+            );
+            let alarm = crate::journal::EventKind::AdminUnavailable {
+                file: e.file().map(str::to_owned),
+                reason: e.to_string(),
+            };
+            // Journaled from a task: the daemon's loop may only start
+            // consuming records after this has returned.
+            tokio::spawn(async move {
+                if let Err(e) = backend.record(alarm).await {
+                    tracing::error!("admin_unavailable not journaled: {e}");
+                }
+            });
+            None
         }
     }
 }

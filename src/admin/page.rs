@@ -367,11 +367,21 @@ fn gateway(h: &mut String, s: &Status, tz: &TimeZone) {
         escape(&when(tz, g.now)),
         escape(&g.time_zone),
     );
-    match &s.rules {
-        None => h.push_str(
+    match (&s.rules, &s.rules_untrusted) {
+        (None, Some(u)) => {
+            let _ = write!(
+                h,
+                "<dt>Rules</dt><dd class=\"bad\" id=\"rules\">UNTRUSTED: version {} on disk is \
+                 signed by key {}, which is no longer trusted; every card is denied \
+                 (rules_untrusted) until a snapshot signed by a trusted key is applied</dd>",
+                u.version.map_or("?".into(), |v| v.to_string()),
+                escape(&u.signer_key_id),
+            );
+        }
+        (None, None) => h.push_str(
             "<dt>Rules</dt><dd class=\"bad\" id=\"rules\">none in force: every card is denied</dd>",
         ),
-        Some(r) => {
+        (Some(r), _) => {
             let _ = write!(
                 h,
                 "<dt>Rules</dt><dd id=\"rules\">version {} issued {} ({} ago){}</dd>\

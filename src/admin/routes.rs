@@ -1,57 +1,104 @@
 //! The router and its handlers: authentication, role and CSRF checks, and
 //! the mapping of backend answers to HTML pages or JSON.
 //!
-//! Every handler authenticates first and only then parses its query or
-//! body, so an anonymous request gets 401 (API) or a redirect to the login
-//! form (pages), never a parse error.
+//! Authentication is a type: a handler gets a [`Viewer`] or an
+//! [`Operator`] extractor as its first argument, built from the request's
+//! headers and peer address only (`FromRequestParts`). axum runs it before
+//! any extractor that reads the query or body, and a handler cannot be
+//! written to see either without it, so an anonymous request gets 401
+//! (API) or a redirect to the login form (pages), never a parse error, and
+//! a viewer's door action is refused before its body is read. The only
+//! handlers without one are `/healthz` and the login form. The router is
+//! built from [`ROUTES`], the same table `docs/openapi.json` is checked
+//! against.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use std::marker::PhantomData;
+
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Directory, Lockout, PasswordCheck, Role, Sessions, UsersFile};
+use super::auth::{Directory, Lockout, Login, PasswordCheck, Role, Sessions, UsersFile};
 use super::backend::{
     AdminBackend, BackendError, DoorActionRequest, DoorCommand, OverrideChoice, PassageDirection,
     WhyAnswer, WhyQuery, parse_card_text,
 };
-use super::page::{self, Viewer, WhyView};
+use super::page::{self, Viewer as PageView, WhyView};
 use super::{AdminConfig, AdminError, Metrics, read_users_file};
 use crate::journal::EventKind;
 use crate::status::reason_in_words;
 
-/// Every route: method and path (axum syntax). `docs/openapi.json`
-/// documents exactly these (a test checks), and the router is built from
-/// the same list of paths.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/login"),
-    ("POST", "/login"),
-    ("POST", "/logout"),
-    ("GET", "/"),
-    ("GET", "/live"),
-    ("GET", "/confirm"),
-    ("POST", "/doors/{id}/unlock"),
-    ("POST", "/doors/{id}/override"),
-    ("POST", "/doors/{id}/release"),
-    ("GET", "/api/v1/status"),
-    ("GET", "/api/v1/events"),
-    ("GET", "/api/v1/occupancy"),
-    ("GET", "/api/v1/why"),
-    ("POST", "/api/v1/doors/{id}/unlock"),
-    ("POST", "/api/v1/doors/{id}/mode"),
-    ("POST", "/api/v1/doors/{id}/release"),
-    ("GET", "/metrics"),
+/// One route of the admin port: method, path (axum syntax) and handler.
+/// The router is built from [`ROUTES`] alone, so what is documented
+/// (`docs/openapi.json`, checked by a test) is what is served, with the
+/// method the table names.
+pub struct Route {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// Path in axum syntax, e.g. `/api/v1/doors/{id}/unlock`.
+    pub path: &'static str,
+    /// The handler for a method filter (the one `method` names).
+    handler: fn(MethodFilter) -> MethodRouter<Arc<AppState>>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
+impl Route {
+    fn filter(&self) -> MethodFilter {
+        match self.method {
+            "POST" => MethodFilter::POST,
+            _ => MethodFilter::GET,
+        }
+    }
+}
+
+macro_rules! route {
+    ($method:literal, $path:literal, $handler:ident) => {
+        Route {
+            method: $method,
+            path: $path,
+            handler: |m| on(m, $handler),
+        }
+    };
+}
+
+/// Every route. `docs/openapi.json` documents exactly these (a test
+/// checks), and [`router`] serves exactly these.
+pub const ROUTES: &[Route] = &[
+    route!("GET", "/healthz", healthz),
+    route!("GET", "/login", login_form),
+    route!("POST", "/login", login_submit),
+    route!("POST", "/logout", logout),
+    route!("GET", "/", index),
+    route!("GET", "/live", live),
+    route!("GET", "/confirm", confirm),
+    route!("POST", "/doors/{id}/unlock", form_unlock),
+    route!("POST", "/doors/{id}/override", form_override),
+    route!("POST", "/doors/{id}/release", form_release),
+    route!("GET", "/api/v1/status", api_status),
+    route!("GET", "/api/v1/events", api_events),
+    route!("GET", "/api/v1/occupancy", api_occupancy),
+    route!("GET", "/api/v1/why", api_why),
+    route!("POST", "/api/v1/doors/{id}/unlock", api_unlock),
+    route!("POST", "/api/v1/doors/{id}/mode", api_mode),
+    route!("POST", "/api/v1/doors/{id}/release", api_release),
+    route!("GET", "/metrics", metrics),
 ];
 
 const SESSION_COOKIE: &str = "__Host-portier_session";
@@ -65,8 +112,9 @@ struct UserStore {
     cache: Mutex<(Stamp, Arc<Directory>)>,
 }
 
-/// Modification time and length of the users file, when it exists.
-type Stamp = Option<(SystemTime, u64)>;
+/// Modification time, length and inode of the users file, when it exists
+/// (the CLI replaces it by rename: a new inode even within one mtime tick).
+type Stamp = Option<(SystemTime, u64, u64)>;
 
 impl UserStore {
     fn new(cfg: &AdminConfig) -> Result<Self, AdminError> {
@@ -123,8 +171,9 @@ impl UserStore {
 }
 
 fn file_stamp(p: &std::path::Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(p).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
 /// A poisoned lock only means another handler panicked; the data (sessions,
@@ -221,7 +270,7 @@ enum Via {
 }
 
 #[derive(Debug, Clone)]
-struct Caller {
+pub(crate) struct Caller {
     name: String,
     role: Role,
     via: Via,
@@ -229,8 +278,8 @@ struct Caller {
 }
 
 impl Caller {
-    fn viewer(&self) -> Viewer {
-        Viewer {
+    fn viewer(&self) -> PageView {
+        PageView {
             name: self.name.clone(),
             operator: self.role == Role::Operator,
             csrf: match &self.via {
@@ -257,11 +306,16 @@ impl AppState {
         let c = cookie(headers, SESSION_COOKIE)?;
         let mut auth = lock(&self.auth);
         let s = auth.sessions.touch(&c, mono_now())?;
-        // The role is re-read: a removed user's sessions stop working and a
-        // demoted operator cannot act.
-        let Some(role) = dir.role_of(&s.user) else {
-            auth.sessions.remove(&c);
-            return None;
+        // Checked against the users file as it is now: a removed user's
+        // sessions end, so do the sessions opened with a password that has
+        // since changed (also by the CLI while we run); a demoted operator
+        // cannot act.
+        let role = match dir.credential_of(&s.user) {
+            Some((role, credential)) if credential == s.credential => role,
+            _ => {
+                auth.sessions.remove(&c);
+                return None;
+            }
         };
         Some(Caller {
             name: s.user,
@@ -270,40 +324,104 @@ impl AppState {
             client: peer.ip(),
         })
     }
+}
 
-    fn api_caller(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, NotLoggedIn> {
-        self.caller(headers, peer).ok_or(NotLoggedIn::Api)
+/// Where a request came in: the JSON API or the HTML pages. Says how a
+/// refusal looks.
+pub(crate) trait Surface: Send + Sync + 'static {
+    /// No (valid) session or token.
+    fn not_logged_in() -> Response;
+    /// Logged in, but the viewer role may not act.
+    fn forbidden(caller: &Caller) -> Response;
+}
+
+/// The JSON API (and `/metrics`): 401 with `WWW-Authenticate`, 403 JSON.
+pub(crate) enum Api {}
+
+/// The HTML pages: a redirect to the login form, a 403 page.
+pub(crate) enum Page {}
+
+impl Surface for Api {
+    fn not_logged_in() -> Response {
+        let mut r = api_error(
+            StatusCode::UNAUTHORIZED,
+            "log in (session cookie) or send Authorization: Bearer <token>",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"portier\""),
+        );
+        r
     }
 
-    fn page_caller(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, NotLoggedIn> {
-        self.caller(headers, peer).ok_or(NotLoggedIn::Page)
+    fn forbidden(_: &Caller) -> Response {
+        api_error(StatusCode::FORBIDDEN, "door actions need the operator role")
     }
 }
 
-/// An anonymous request: 401 for the API, a redirect to the login form for
-/// pages.
-#[derive(Debug, Clone, Copy)]
-enum NotLoggedIn {
-    Api,
-    Page,
+impl Surface for Page {
+    fn not_logged_in() -> Response {
+        redirect("/login")
+    }
+
+    fn forbidden(caller: &Caller) -> Response {
+        page_message(
+            Some(&caller.viewer()),
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "Door actions need the operator role.",
+        )
+    }
 }
 
-impl IntoResponse for NotLoggedIn {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Page => redirect("/login"),
-            Self::Api => {
-                let mut r = api_error(
-                    StatusCode::UNAUTHORIZED,
-                    "log in (session cookie) or send Authorization: Bearer <token>",
-                );
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"portier\""),
-                );
-                r
-            }
+/// A logged-in caller (any role), known from the request's headers and
+/// peer address before anything else of the request is read.
+pub(crate) struct Viewer<S: Surface>(Caller, PhantomData<S>);
+
+/// A logged-in caller with the operator role. A viewer's POST is refused
+/// (and journaled as a forbidden door action) before its body is read.
+pub(crate) struct Operator<S: Surface>(Caller, PhantomData<S>);
+
+impl<S: Surface> FromRequestParts<Arc<AppState>> for Viewer<S> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, Response> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .ok_or_else(S::not_logged_in)?;
+        st.caller(&parts.headers, peer)
+            .map(|c| Self(c, PhantomData))
+            .ok_or_else(S::not_logged_in)
+    }
+}
+
+impl<S: Surface> FromRequestParts<Arc<AppState>> for Operator<S> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, Response> {
+        let Viewer(caller, _) = Viewer::<S>::from_request_parts(parts, st).await?;
+        if caller.role == Role::Operator {
+            return Ok(Self(caller, PhantomData));
         }
+        if parts.method == Method::POST {
+            // `/doors/{id}/unlock`, `/api/v1/doors/{id}/mode`: door and
+            // action from the path; the body is never read.
+            let mut segments = parts.uri.path().rsplit('/');
+            let action = segments.next().unwrap_or("").to_owned();
+            let door = segments.next().unwrap_or("").to_owned();
+            st.metrics.action("forbidden");
+            st.record(EventKind::AdminAction {
+                user: caller.name.clone(),
+                client: caller.client.to_string(),
+                door,
+                action,
+                result: "forbidden: viewer role".into(),
+            })
+            .await;
+        }
+        Err(S::forbidden(&caller))
     }
 }
 
@@ -337,7 +455,12 @@ fn html(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn page_message(viewer: Option<&Viewer>, status: StatusCode, title: &str, text: &str) -> Response {
+fn page_message(
+    viewer: Option<&PageView>,
+    status: StatusCode,
+    title: &str,
+    text: &str,
+) -> Response {
     html(
         status,
         page::message(viewer, title, text, status.is_success()),
@@ -351,26 +474,13 @@ fn parse_query<T: serde::de::DeserializeOwned + Default>(q: Option<String>) -> R
     }
 }
 
-/// Build the router.
+/// Build the router from [`ROUTES`].
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/login", get(login_form).post(login_submit))
-        .route("/logout", post(logout))
-        .route("/", get(index))
-        .route("/live", get(live))
-        .route("/confirm", get(confirm))
-        .route("/doors/{id}/unlock", post(form_unlock))
-        .route("/doors/{id}/override", post(form_override))
-        .route("/doors/{id}/release", post(form_release))
-        .route("/api/v1/status", get(api_status))
-        .route("/api/v1/events", get(api_events))
-        .route("/api/v1/occupancy", get(api_occupancy))
-        .route("/api/v1/why", get(api_why))
-        .route("/api/v1/doors/{id}/unlock", post(api_unlock))
-        .route("/api/v1/doors/{id}/mode", post(api_mode))
-        .route("/api/v1/doors/{id}/release", post(api_release))
-        .route("/metrics", get(metrics))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |r, route| {
+            r.route(route.path, (route.handler)(route.filter()))
+        })
         .fallback(not_found)
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
@@ -471,8 +581,13 @@ async fn login_submit(
     }
     let client = peer.ip();
     let user = form.user.trim().to_owned();
-    let locked = lock(&st.auth).lockout.locked(&user, client, mono_now());
-    if locked.is_some() {
+    // The back-off is checked after waiting for a hashing slot, so that
+    // guesses sent all at once are counted one after the other and those
+    // beyond the limit are refused unchecked. The semaphore is never closed.
+    let _permit = st.hashing.acquire().await;
+    let now = mono_now();
+    let locked = lock(&st.auth).lockout.locked(&user, client, now);
+    if let Some(until) = locked {
         st.metrics.login("locked_out");
         st.record(EventKind::AdminLogin {
             user,
@@ -480,28 +595,34 @@ async fn login_submit(
             result: "locked_out".into(),
         })
         .await;
-        return again(
+        let wait = until.saturating_duration_since(now).as_secs() + 1;
+        let mut r = again(
             &st,
             StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed logins: this user or address is locked for a while.",
+            &format!("Too many failed logins from this address: locked, try again in {wait} s."),
         );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return r;
     }
     let dir = st.users.directory();
     let (u, p) = (user.clone(), form.password);
-    // The semaphore is never closed.
-    let _permit = st.hashing.acquire().await;
     let check = tokio::task::spawn_blocking(move || dir.check_password(&u, &p))
         .await
         .unwrap_or(PasswordCheck::Wrong);
     match check {
-        PasswordCheck::Ok(role) => {
+        PasswordCheck::Ok(role, credential) => {
             let cookie_value = random_hex(32);
             let csrf = random_hex(16);
             {
                 let mut a = lock(&st.auth);
-                a.lockout.succeeded(&user);
-                a.sessions
-                    .create(&cookie_value, csrf, &user, role, mono_now());
+                a.lockout.succeeded(&user, client);
+                let login = Login {
+                    user: &user,
+                    role,
+                    credential,
+                };
+                a.sessions.create(&cookie_value, csrf, login, mono_now());
             }
             st.metrics.login("ok");
             st.record(EventKind::AdminLogin {
@@ -530,7 +651,7 @@ async fn login_submit(
             })
             .await;
             let msg = if now_locked {
-                "Wrong user name or password. Too many failures: locked for a while."
+                "Wrong user name or password. Too many failures: the next try must wait."
             } else {
                 "Wrong user name or password."
             };
@@ -555,15 +676,11 @@ fn csrf_ok(caller: &Caller, token: &str) -> bool {
 }
 
 async fn logout(
+    Viewer(caller, _): Viewer<Page>,
     State(st): St,
-    ConnectInfo(peer): Peer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match st.page_caller(&headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
     let form: CsrfForm = serde_urlencoded::from_bytes(&body).unwrap_or(CsrfForm {
         csrf: String::new(),
     });
@@ -632,16 +749,7 @@ async fn run_why(
     })
 }
 
-async fn index(
-    State(st): St,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let caller = match st.page_caller(&headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
+async fn index(Viewer(caller, _): Viewer<Page>, State(st): St, RawQuery(q): RawQuery) -> Response {
     let params: WhyParams = parse_query(q).unwrap_or_default();
     let why = run_why(&st, &params).await.map(|r| match r {
         Ok((door, card, answer)) => WhyView::Answer { door, card, answer },
@@ -665,10 +773,7 @@ async fn index(
     }
 }
 
-async fn live(State(st): St, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
-    if let Err(r) = st.page_caller(&headers, peer) {
-        return r.into_response();
-    }
+async fn live(_: Viewer<Page>, State(st): St) -> Response {
     match st.backend.status().await {
         Ok(s) => html(StatusCode::OK, page::live(&s)),
         Err(e) => html(backend_status(&e), page::escape(&e.to_string())),
@@ -713,25 +818,10 @@ fn action_path(cmd: &DoorCommand) -> &'static str {
     }
 }
 
-async fn confirm(
-    State(st): St,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let caller = match st.page_caller(&headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
+/// The confirmation page of a door action (operators only; a viewer's
+/// GET is refused but, not being an action, not journaled).
+async fn confirm(Operator(caller, _): Operator<Page>, RawQuery(q): RawQuery) -> Response {
     let v = caller.viewer();
-    if caller.role != Role::Operator {
-        return page_message(
-            Some(&v),
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            "Door actions need the operator role.",
-        );
-    }
     let p: ActionParams = match parse_query(q) {
         Ok(p) => p,
         Err(e) => return page_message(Some(&v), StatusCode::BAD_REQUEST, "Bad request", &e),
@@ -752,7 +842,7 @@ async fn confirm(
     }
 }
 
-/// Check role and CSRF, run the action, journal it. `Err` carries the
+/// Check CSRF, run the action, journal it (the caller is an operator). `Err` carries the
 /// status and the operator-facing message.
 async fn act(
     st: &AppState,
@@ -768,18 +858,7 @@ async fn act(
         action,
         result,
     };
-    if caller.role != Role::Operator {
-        let what = cmd
-            .as_ref()
-            .map_or_else(|e| e.clone(), DoorCommand::describe);
-        st.metrics.action("forbidden");
-        st.record(record(&door, what, "forbidden: viewer role".into()))
-            .await;
-        return Err((
-            StatusCode::FORBIDDEN,
-            "door actions need the operator role".into(),
-        ));
-    }
+    // The role was checked by the `Operator` extractor.
     if !csrf_ok(caller, csrf) {
         st.metrics.action("forbidden");
         let what = cmd
@@ -816,17 +895,12 @@ async fn act(
 }
 
 async fn form_action(
+    caller: Caller,
     st: Arc<AppState>,
-    peer: SocketAddr,
-    headers: HeaderMap,
     door: String,
     kind: &str,
     body: Bytes,
 ) -> Response {
-    let caller = match st.page_caller(&headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
     let v = caller.viewer();
     let (cmd, csrf) = match serde_urlencoded::from_bytes::<ActionParams>(&body) {
         Ok(p) => (command_of(kind, &p), p.csrf),
@@ -846,39 +920,33 @@ async fn form_action(
 }
 
 async fn form_unlock(
+    Operator(caller, _): Operator<Page>,
     State(st): St,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    form_action(st, peer, headers, id, "unlock", body).await
+    form_action(caller, st, id, "unlock", body).await
 }
 
 async fn form_override(
+    Operator(caller, _): Operator<Page>,
     State(st): St,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    form_action(st, peer, headers, id, "override", body).await
+    form_action(caller, st, id, "override", body).await
 }
 
 async fn form_release(
+    Operator(caller, _): Operator<Page>,
     State(st): St,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    form_action(st, peer, headers, id, "release", body).await
+    form_action(caller, st, id, "release", body).await
 }
 
-async fn api_status(State(st): St, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
-    if let Err(r) = st.api_caller(&headers, peer) {
-        return r.into_response();
-    }
+async fn api_status(_: Viewer<Api>, State(st): St) -> Response {
     match st.backend.status().await {
         Ok(s) => axum::Json(s).into_response(),
         Err(e) => api_error(backend_status(&e), &e.to_string()),
@@ -899,15 +967,7 @@ struct EventsPage {
     events: Vec<crate::journal::Event>,
 }
 
-async fn api_events(
-    State(st): St,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    if let Err(r) = st.api_caller(&headers, peer) {
-        return r.into_response();
-    }
+async fn api_events(_: Viewer<Api>, State(st): St, RawQuery(q): RawQuery) -> Response {
     let p: EventsParams = match parse_query(q) {
         Ok(p) => p,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, &e),
@@ -919,10 +979,7 @@ async fn api_events(
     }
 }
 
-async fn api_occupancy(State(st): St, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
-    if let Err(r) = st.api_caller(&headers, peer) {
-        return r.into_response();
-    }
+async fn api_occupancy(_: Viewer<Api>, State(st): St) -> Response {
     match st.backend.occupancy().await {
         Ok(o) => axum::Json(o).into_response(),
         Err(e) => api_error(backend_status(&e), &e.to_string()),
@@ -937,15 +994,7 @@ struct WhyReply {
     reason_text: Option<String>,
 }
 
-async fn api_why(
-    State(st): St,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    if let Err(r) = st.api_caller(&headers, peer) {
-        return r.into_response();
-    }
+async fn api_why(_: Viewer<Api>, State(st): St, RawQuery(q): RawQuery) -> Response {
     let p: WhyParams = match parse_query(q) {
         Ok(p) => p,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, &e),
@@ -991,17 +1040,13 @@ struct ReleaseBody {
 }
 
 async fn api_action(
+    caller: Caller,
     st: Arc<AppState>,
-    peer: SocketAddr,
     headers: HeaderMap,
     door: String,
     cmd: impl FnOnce(&[u8]) -> Result<DoorCommand, String>,
     body: Bytes,
 ) -> Response {
-    let caller = match st.api_caller(&headers, peer) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
     let csrf = headers
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
@@ -1019,15 +1064,15 @@ fn json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
 }
 
 async fn api_unlock(
+    Operator(caller, _): Operator<Api>,
     State(st): St,
-    ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
     api_action(
+        caller,
         st,
-        peer,
         headers,
         id,
         |b| json_body::<UnlockBody>(b).map(|u| DoorCommand::Unlock { seconds: u.seconds }),
@@ -1037,15 +1082,15 @@ async fn api_unlock(
 }
 
 async fn api_mode(
+    Operator(caller, _): Operator<Api>,
     State(st): St,
-    ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
     api_action(
+        caller,
         st,
-        peer,
         headers,
         id,
         |b| {
@@ -1060,15 +1105,15 @@ async fn api_mode(
 }
 
 async fn api_release(
+    Operator(caller, _): Operator<Api>,
     State(st): St,
-    ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
     api_action(
+        caller,
         st,
-        peer,
         headers,
         id,
         |b| {
@@ -1081,10 +1126,7 @@ async fn api_release(
     .await
 }
 
-async fn metrics(State(st): St, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
-    if let Err(r) = st.api_caller(&headers, peer) {
-        return r.into_response();
-    }
+async fn metrics(_: Viewer<Api>, State(st): St) -> Response {
     match st.backend.status().await {
         Ok(s) => st.metrics.observe_status(&s),
         Err(e) => tracing::warn!("metrics: status unavailable: {e}"),

@@ -28,11 +28,21 @@ pub fn status_text(s: &Status) -> String {
         g.time_zone,
         age(g.uptime_secs)
     );
-    match &s.rules {
-        None => {
+    match (&s.rules, &s.rules_untrusted) {
+        (None, Some(u)) => {
+            let _ = writeln!(
+                o,
+                "RULES UNTRUSTED: v{} on disk is signed by key {}, which is no longer trusted; \
+                 every card is denied (rules_untrusted) until a snapshot signed by a trusted key \
+                 is applied",
+                u.version.map_or("?".into(), |v| v.to_string()),
+                u.signer_key_id
+            );
+        }
+        (None, None) => {
             let _ = writeln!(o, "RULES: none in force (every card is denied)");
         }
-        Some(r) => {
+        (Some(r), _) => {
             let _ = writeln!(
                 o,
                 "rules v{} issued {} ({} ago), signer {}, {} credentials{}",

@@ -2,7 +2,9 @@
 //! create admin logins. There is no default user and no default password;
 //! on first start nobody can log in until `passwd` has been run on the
 //! gateway. Both write the users file named by `[admin] users_file`
-//! (atomically, mode 0600); the running daemon re-reads it.
+//! (atomically, keeping the file's group and mode, a new one gets the
+//! config file's group and 0640, so the service user can read it); the
+//! running daemon re-reads it.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -122,7 +124,7 @@ pub(crate) fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
                 role,
                 password_hash: hash,
             });
-            write_users_file(&file, &users)?;
+            write_users_file(&file, &users, Some(&config))?;
             eprintln!(
                 "user {user} ({}) written to {}",
                 role.as_str(),
@@ -138,7 +140,7 @@ pub(crate) fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
                 role,
                 token_sha256: token_hash(&token),
             });
-            write_users_file(&file, &users)?;
+            write_users_file(&file, &users, Some(&config))?;
             eprintln!(
                 "token {name} ({}) written to {}; it is shown only now:",
                 role.as_str(),
@@ -155,7 +157,7 @@ pub(crate) fn run(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
             if users.users.len() + users.tokens.len() == before {
                 bail!("no user or token {name:?} in {}", file.display());
             }
-            write_users_file(&file, &users)?;
+            write_users_file(&file, &users, Some(&config))?;
             eprintln!("{name} removed from {}", file.display());
         }
     }

@@ -53,27 +53,69 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let (shutdown_tx, shutdown) = watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_stop_signal().await;
-            tracing::info!("stop signal: shutting down");
-            let _ = shutdown_tx.send(true);
-        });
-        let options = RunOptions {
-            control_socket: args.control_socket,
-        };
-        let (started_tx, started) = tokio::sync::oneshot::channel::<gateway::Running>();
-        let path = args.config.clone();
-        let running_config = config.clone();
-        tokio::spawn(async move {
-            if let Ok(running) = started.await {
-                reload_on_hangup(path, running_config, running.control).await;
-            }
-        });
-        gateway::run(config, options, shutdown, Some(started_tx)).await
-    })?;
+    runtime
+        .block_on(async move {
+            let (shutdown_tx, shutdown) = watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_stop_signal().await;
+                tracing::info!("stop signal: shutting down");
+                let _ = shutdown_tx.send(true);
+            });
+            let options = RunOptions {
+                control_socket: args.control_socket,
+            };
+            let (started_tx, started) = tokio::sync::oneshot::channel::<gateway::Running>();
+            let path = args.config.clone();
+            let running_config = config.clone();
+            tokio::spawn(async move {
+                if let Ok(running) = started.await {
+                    reload_on_hangup(path, running_config, running.control).await;
+                }
+            });
+            gateway::run(config, options, shutdown, Some(started_tx)).await
+        })
+        .map_err(with_fix)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A start-up fault that stops the daemon names its file (the error chain
+/// does); add what to do about the common causes, for the journal.
+fn with_fix(e: anyhow::Error) -> anyhow::Error {
+    use std::io::ErrorKind;
+    // The serial crate's errors are not `io::Error`s: read the words too.
+    let root = e.root_cause().to_string();
+    let io = e
+        .chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind)
+        .next()
+        .or_else(|| {
+            [
+                ("Permission denied", ErrorKind::PermissionDenied),
+                ("No such file or directory", ErrorKind::NotFound),
+            ]
+            .into_iter()
+            .find_map(|(words, kind)| root.contains(words).then_some(kind))
+        });
+    let serial = e.chain().any(|c| c.to_string().contains("opening /dev/"));
+    let fix = match io {
+        Some(ErrorKind::PermissionDenied) if serial => {
+            "the service user cannot open the serial device: add it to the device's group \
+             (adduser portier dialout), then restart"
+        }
+        Some(ErrorKind::PermissionDenied) => {
+            "the service user (portier) cannot use the path named here: give it access \
+             (state directory: chown -R portier:portier DIR; a file it reads: \
+             chgrp portier FILE; chmod 0640 FILE), then restart"
+        }
+        Some(ErrorKind::NotFound) => {
+            "a file or device named here does not exist: check the path in the config \
+             (or plug the adapter in); systemd retries every few seconds"
+        }
+        Some(ErrorKind::AddrInUse) => "another process holds that address: stop it or change it",
+        _ => return e,
+    };
+    e.context(format!("not started ({fix})"))
 }
 
 fn apply_log_level(config: &Config) {

@@ -260,6 +260,13 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
             if let Some(r) = store.recovery() {
                 eprintln!("warning: rules store rebuilt from its last-good files: {r:?}");
             }
+            if let portier::store::RulesTrust::Untrusted { key_id, version } = store.trust() {
+                eprintln!(
+                    "note: the rules on disk (version {}) are signed by key {key_id}, which is no \
+                     longer trusted; a trusted snapshot replaces them",
+                    version.map_or("?".into(), |v| v.to_string())
+                );
+            }
             let applied = if VerifiedDelta::looks_like_delta(&bytes) {
                 store.apply_delta(&bytes, now())
             } else {

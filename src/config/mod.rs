@@ -27,8 +27,8 @@ use site::{BusConfig, DoorEntry, PdPlace, Site, SiteError};
 /// Configuration errors.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{file}: {source}")]
+    /// The file could not be read (the message says the fix).
+    #[error("{file}: {}", read_hint(Path::new(file), source.kind()))]
     Read {
         /// File.
         file: String,
@@ -234,7 +234,7 @@ impl Config {
         for bus in &mut c.buses {
             for pd in &mut bus.pds {
                 if let Some(k) = &mut pd.key_file {
-                    *k = base.join(&*k);
+                    *k.get_mut() = base.join(k.get_ref());
                 }
             }
         }
@@ -348,13 +348,18 @@ impl Config {
             let mut names = HashMap::new();
             for pd in &bus.pds {
                 let key = match &pd.key_file {
-                    Some(path) => KeyPolicy::Secure(read_scbk_file(path).map_err(|message| {
-                        self.invalid(SiteError {
-                            at: pd.name.span().start,
-                            key: "bus.pd.key_file".into(),
-                            message: format!("{}: {message}", path.display()),
-                        })
-                    })?),
+                    Some(path) => {
+                        let refused = |message: String| {
+                            self.invalid(SiteError {
+                                at: path.span().start,
+                                key: "bus.pd.key_file".into(),
+                                message: format!("{}: {message}", path.get_ref().display()),
+                            })
+                        };
+                        let key = read_scbk_file(path.get_ref()).map_err(refused)?;
+                        check_configured_scbk(&key).map_err(refused)?;
+                        KeyPolicy::Secure(key)
+                    }
                     None => KeyPolicy::Plaintext,
                 };
                 pds.push(PdConfig {
@@ -400,7 +405,7 @@ impl Config {
                 path: p.display().to_string(),
                 message,
             };
-            let text = std::fs::read_to_string(p).map_err(|e| err(e.to_string()))?;
+            let text = std::fs::read_to_string(p).map_err(|e| err(unreadable_fix(p, &e)))?;
             let bytes = read_hex32(&text).map_err(err)?;
             keys.add_bytes(&bytes).map_err(|e| err(e.to_string()))?;
         }
@@ -408,10 +413,69 @@ impl Config {
     }
 }
 
+/// Refuse a key no reader should be configured with: SCBK-D (`30 31 … 3F`,
+/// the OSDP default every vendor and every capture tool knows; a reader
+/// left on it has no secret at all) and the all-zero key (an unwritten or
+/// zeroed file). Only `portier reader install-key` uses SCBK-D, for the
+/// moment of the install.
+pub fn check_configured_scbk(key: &Scbk) -> Result<(), String> {
+    if key.0 == crate::osdp::secure::SCBK_DEFAULT.0 {
+        return Err(
+            "holds the OSDP default key SCBK-D (30..3F), which is no secret: \
+                    give the reader its own key with `portier reader install-key`"
+                .into(),
+        );
+    }
+    if key.0 == [0; 16] {
+        return Err("holds an all-zero key: give the reader its own key with \
+                    `portier reader install-key`"
+            .into());
+    }
+    Ok(())
+}
+
+/// What to do about a file the service cannot read, for error messages.
+pub fn read_hint(path: &Path, kind: std::io::ErrorKind) -> String {
+    match kind {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "the service user cannot read it; fix: chgrp portier {p}; chmod 0640 {p}",
+            p = path.display()
+        ),
+        std::io::ErrorKind::IsADirectory => {
+            "a directory where a file is expected; point the config at the file".into()
+        }
+        std::io::ErrorKind::NotFound => "does not exist; check the path".into(),
+        _ => "cannot be read".into(),
+    }
+}
+
+/// An I/O error reading `path`, with what to do about it.
+pub fn unreadable_fix(path: &Path, e: &std::io::Error) -> String {
+    format!("{e}: {}", read_hint(path, e.kind()))
+}
+
+/// Warn about a secret file that others may read (the fix in the message).
+/// A warning, not an error: refusing to start would lock every door's
+/// reader out over a permission bit.
+pub fn warn_if_exposed(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o007 != 0
+    {
+        tracing::warn!(
+            file = %path.display(),
+            mode = format!("{:o}", m.permissions().mode() & 0o777),
+            "secret file readable by every user; fix: chmod 0640 {}",
+            path.display()
+        );
+    }
+}
+
 /// Read an OSDP key file: the 16-byte SCBK as 32 hex digits (surrounding
 /// whitespace allowed).
 pub fn read_scbk_file(path: &Path) -> Result<Scbk, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable_fix(path, &e))?;
+    warn_if_exposed(path);
     let bytes = hex::decode(text.trim())
         .map_err(|e| format!("not hex ({e}): a key file holds 32 hex digits"))?;
     let key: [u8; 16] = bytes.try_into().map_err(|b: Vec<u8>| {
@@ -463,6 +527,56 @@ mod tests {
         assert!(
             e.contains("key `bus.pd.key_file`") && e.contains("entrance-reader.scbk"),
             "{e}"
+        );
+    }
+
+    /// SCBK-D and the all-zero key are refused as a PD's configured key,
+    /// naming file, line and key; an unreadable key file says the fix.
+    #[test]
+    fn default_and_zero_pd_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("p.toml");
+        let plans = |key_text: &str| {
+            std::fs::write(dir.path().join("r1.scbk"), key_text).unwrap();
+            let t = "[gateway]\nid = \"g\"\nbuilding = \"b\"\nstate_dir = \"s\"\n[trust]\n\
+                     central_keys = []\n[[bus]]\nname = \"b1\"\nport = \"/dev/null\"\n\
+                     [[bus.pd]]\nname = \"r1\"\naddress = 1\nrole = \"reader\"\n\
+                     key_file = \"r1.scbk\"\n";
+            Config::parse(&cfg, t).unwrap().bus_plans().map(|_| ())
+        };
+        let want = format!("{}:14: key `bus.pd.key_file`: ", cfg.display());
+        for (text, what) in [
+            ("303132333435363738393A3B3C3D3E3F\n", "SCBK-D"),
+            ("303132333435363738393a3b3c3d3e3f", "SCBK-D"),
+            (&"00".repeat(16), "all-zero"),
+        ] {
+            let e = plans(text).unwrap_err().to_string();
+            assert!(e.starts_with(&want), "{e}");
+            assert!(e.contains("r1.scbk") && e.contains(what), "{e}");
+            assert!(e.contains("portier reader install-key"), "{e}");
+        }
+        plans("4A1C7E0D9B3F5A6C8E2D1B0F7A9C3E5D").unwrap();
+        // A directory where the key file should be: unreadable for root too.
+        std::fs::remove_file(dir.path().join("r1.scbk")).unwrap();
+        std::fs::create_dir(dir.path().join("r1.scbk")).unwrap();
+        let e = Config::parse(
+            &cfg,
+            "[gateway]\nid = \"g\"\nbuilding = \"b\"\nstate_dir = \"s\"\n[trust]\n\
+             central_keys = []\n[[bus]]\nname = \"b1\"\nport = \"/dev/null\"\n\
+             [[bus.pd]]\nname = \"r1\"\naddress = 1\nrole = \"reader\"\nkey_file = \"r1.scbk\"\n",
+        )
+        .unwrap()
+        .bus_plans()
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with(&want) && e.contains("directory"), "{e}");
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let fix = unreadable_fix(Path::new("/etc/portier/keys/r1.scbk"), &denied);
+        assert!(
+            fix.contains(
+                "chgrp portier /etc/portier/keys/r1.scbk; chmod 0640 /etc/portier/keys/r1.scbk"
+            ),
+            "{fix}"
         );
     }
 

@@ -92,8 +92,9 @@ pub struct PdEntry {
     pub address: Spanned<u8>,
     /// Reader or I/O module.
     pub role: PdRole,
-    /// SCBK file (32 hex digits, from `portier reader install-key`).
-    pub key_file: Option<PathBuf>,
+    /// SCBK file (32 hex digits, from `portier reader install-key`);
+    /// spanned so a refused key names its line.
+    pub key_file: Option<Spanned<PathBuf>>,
     /// Run without Secure Channel. Must be said explicitly; bench use only.
     #[serde(default)]
     pub plaintext: bool,

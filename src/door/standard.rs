@@ -117,7 +117,9 @@ pub struct Override {
 fn deny_feedback(reason: DenyReason) -> Feedback {
     match reason {
         DenyReason::Lockdown => Feedback::Lockdown,
-        DenyReason::RulesTooOld => Feedback::RulesTooOld,
+        // Unusable rules look like stale rules at the reader: a
+        // technician's cue that the gateway, not the card, is the problem.
+        DenyReason::RulesTooOld | DenyReason::RulesUntrusted => Feedback::RulesTooOld,
         _ => Feedback::Deny,
     }
 }

@@ -27,9 +27,9 @@ use crate::rules::Request;
 use crate::site::remote::RemoteAction;
 use crate::status::{
     BusStatus, DoorKindName, DoorStatus, GatewayStatus, Occupancy, PdIdentity, PdStatus,
-    PresenceEntry, RulesStatus, Status, UplinkStatus,
+    PresenceEntry, RulesStatus, Status, UntrustedRules, UplinkStatus,
 };
-use crate::store::Store;
+use crate::store::{RulesTrust, Store};
 
 /// One bus as the admin port shows it.
 #[derive(Debug, Clone)]
@@ -213,6 +213,13 @@ impl GatewayBackend {
                 time_zone: self.time_zone.clone(),
             },
             rules,
+            rules_untrusted: match self.store.trust() {
+                RulesTrust::Trusted => None,
+                RulesTrust::Untrusted { key_id, version } => Some(UntrustedRules {
+                    version,
+                    signer_key_id: key_id,
+                }),
+            },
             buses,
             doors,
             uplink,

@@ -80,12 +80,8 @@ pub async fn run(
             state.join("rules").display()
         )
     })?;
-    match store.version() {
-        Some(v) => tracing::info!(version = v, "rules in force"),
-        None => tracing::warn!(
-            "no rules yet: every card is denied (rules_too_old) until a snapshot is applied"
-        ),
-    }
+    // Never fatal: untrusted rules open, deny, and raise an alarm.
+    let store_alarms = store.startup_report();
     let store = Arc::new(store);
     let events_db =
         crate::storage::open_db(&state.join("events"), EVENTS_CACHE).with_context(|| {
@@ -151,17 +147,7 @@ pub async fn run(
         version: env!("CARGO_PKG_VERSION").to_owned(),
         rules_version: store.version(),
     }];
-    if let Some(r) = store.recovery() {
-        tracing::error!(
-            reason = r.reason,
-            "rules store rebuilt from its last-good files"
-        );
-        first.push(EventKind::RulesRecovered {
-            reason: r.reason.clone(),
-            moved_aside: r.moved_aside.as_ref().map(|p| p.display().to_string()),
-            version: r.version,
-        });
-    }
+    first.extend(store_alarms);
     gateway.handle(daemon::now(), crate::site::Input::Record(first));
 
     let (control_tx, control_rx) = mpsc::channel(64);
@@ -225,7 +211,9 @@ pub async fn run(
                 uplink_state.clone(),
                 daemon::wall_now(),
             );
-            let server = crate::admin::serve(
+            // Never fatal: a fault of the admin port leaves it off with an
+            // alarm; the doors work on.
+            crate::admin::serve_or_alarm(
                 admin,
                 &config.gateway.state_dir,
                 Arc::new(backend),
@@ -233,9 +221,7 @@ pub async fn run(
                 shutdown.clone(),
             )
             .await
-            .context("starting the admin port")?;
-            tracing::info!(listen = %server.addr, fingerprint = server.fingerprint, "admin page");
-            Some((server.addr, server.fingerprint.clone()))
+            .map(|server| (server.addr, server.fingerprint.clone()))
         }
     };
     if let Some(started) = started {

@@ -114,10 +114,19 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Create a capture file (truncating), writing the pcap header.
+    /// Create a capture file (truncating), mode 0600 (also when it existed
+    /// with another mode: a capture shows card data), writing the pcap
+    /// header.
     pub fn create(path: &Path) -> std::io::Result<Self> {
         use std::io::Write;
-        let mut file = std::fs::File::create(path)?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         file.write_all(&pcap::file_header())?;
         Ok(Self { file })
     }
@@ -162,6 +171,11 @@ where
 {
     let mut buf = vec![0u8; 1024];
     let mut echo: Vec<u8> = Vec::new();
+    // After a frame with key material (KEYSET) nothing read is captured
+    // until our next frame: on a half-duplex line what comes back before
+    // then is the adapter's echo of the key frame (when echo is not
+    // suppressed, or is only partly matched) and the PD's answer to it.
+    let mut capture_rx = true;
     loop {
         let now = clock::monotonic();
         while let Some(tx) = bus.poll_transmit(now) {
@@ -170,6 +184,7 @@ where
             if suppress_echo {
                 echo.extend_from_slice(&tx.bytes);
             }
+            capture_rx = !tx.sensitive;
             if let Some(capture) = &mut capture
                 && !tx.sensitive
             {
@@ -205,7 +220,7 @@ where
                     bytes = &bytes[1..];
                 }
                 if !bytes.is_empty() {
-                    if let Some(capture) = &mut capture { capture.write(bytes); }
+                    if let Some(capture) = &mut capture && capture_rx { capture.write(bytes); }
                     bus.handle_input(clock::monotonic(), bytes);
                 }
             }

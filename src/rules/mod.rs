@@ -649,6 +649,11 @@ pub enum DenyReason {
     PinRequired,
     /// The PIN is wrong.
     WrongPin,
+    /// The rules on disk were signed by a key that is no longer trusted
+    /// (removed from `[trust]` after a leak): they are kept but not used,
+    /// and every door fails secure until a snapshot signed by a trusted
+    /// key arrives. Never produced by [`decide`]; the store answers it.
+    RulesUntrusted,
 }
 
 impl std::fmt::Display for DenyReason {
@@ -672,6 +677,7 @@ impl DenyReason {
             Self::RulesTooOld => "rules_too_old",
             Self::PinRequired => "pin_required",
             Self::WrongPin => "wrong_pin",
+            Self::RulesUntrusted => "rules_untrusted",
         }
     }
 }

@@ -319,6 +319,7 @@ fn deny_reason_names() {
         DenyReason::RulesTooOld,
         DenyReason::PinRequired,
         DenyReason::WrongPin,
+        DenyReason::RulesUntrusted,
     ] {
         assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
     }

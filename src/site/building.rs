@@ -655,7 +655,7 @@ impl Building {
             (Machine::Revolving(_), Verdict::Deny { credential, reason }) => {
                 let feedback = match reason {
                     DenyReason::Lockdown => Feedback::Lockdown,
-                    DenyReason::RulesTooOld => Feedback::RulesTooOld,
+                    DenyReason::RulesTooOld | DenyReason::RulesUntrusted => Feedback::RulesTooOld,
                     _ => Feedback::Deny,
                 };
                 self.feedback(i, feedback);

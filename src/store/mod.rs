@@ -42,8 +42,8 @@ use crate::rules::envelope::{
 };
 use crate::rules::record::{self, Record, Records};
 use crate::rules::{
-    BlockReason, Credential, CredentialKey, CredentialLookup, Decision, DeltaError, Header,
-    Request, RulesError, Snapshot, TrustedKeys, VerifiedDelta, VerifyError, decide_with,
+    BlockReason, Credential, CredentialKey, CredentialLookup, Decision, DeltaError, DenyReason,
+    Header, Request, RulesError, Snapshot, TrustedKeys, VerifiedDelta, VerifyError, decide_with,
 };
 
 /// sled page cache size.
@@ -78,6 +78,17 @@ pub enum StoreError {
     /// No rules have been applied yet.
     #[error("no rules in force")]
     Empty,
+    /// The rules on disk are signed by a key that is no longer trusted;
+    /// only a full snapshot signed by a trusted key can replace them (a
+    /// delta has nothing trusted to build on).
+    #[error(
+        "the rules on disk are signed by key {key_id}, which is no longer trusted: \
+         a full snapshot signed by a trusted key is needed"
+    )]
+    Untrusted {
+        /// The signer that is no longer trusted.
+        key_id: String,
+    },
 }
 
 impl StoreError {
@@ -213,6 +224,41 @@ pub struct Recovery {
     pub version: Option<u64>,
 }
 
+/// Whether the rules on disk may be used for decisions.
+///
+/// Removing a leaked key from `[trust]` must not stop the gateway: the
+/// daemon has to stay up to receive the snapshot that fixes it. So rules
+/// signed by a key that is no longer trusted are kept on disk (for
+/// forensics, and so `highest` keeps guarding against rollback) but never
+/// used: every card is denied with `rules_untrusted`, no door-mode
+/// schedule from them applies, and the next full snapshot signed by a
+/// trusted key replaces them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "trust", rename_all = "snake_case")]
+pub enum RulesTrust {
+    /// No rules on disk, or rules whose every blob in force verifies
+    /// against the trusted keys.
+    Trusted,
+    /// The rules on disk (the snapshot or a delta in force) were signed by
+    /// a key that is no longer trusted.
+    Untrusted {
+        /// Key id of that signer.
+        key_id: String,
+        /// Version of the rules on disk, when known.
+        version: Option<u64>,
+    },
+}
+
+/// Rules on disk that are not used (see [`RulesTrust::Untrusted`]).
+#[derive(Debug, Clone)]
+struct Untrusted {
+    key_id: String,
+    version: Option<u64>,
+    /// Their generation: its trees and files are kept until a trusted
+    /// snapshot replaces them.
+    generation: u64,
+}
+
 /// The rule store of one gateway.
 pub struct Store {
     dir: PathBuf,
@@ -228,6 +274,9 @@ pub struct Store {
     /// Serialises appliers (decisions never take it).
     applying: Mutex<()>,
     recovery: Option<Recovery>,
+    /// Rules on disk signed by a key no longer trusted; cleared when a
+    /// trusted snapshot is applied.
+    untrusted: Mutex<Option<Untrusted>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -243,8 +292,10 @@ impl Store {
     /// Open (or create) the store in `dir`, re-verify the signed bytes in
     /// force, and clean up after an interrupted apply. A damaged sled
     /// database is moved aside and rebuilt from the last-good files (see
-    /// [`Self::recovery`]); a lock held by another process, a refused
-    /// signature or an I/O error is an error.
+    /// [`Self::recovery`]). Rules signed by a key that is no longer
+    /// trusted open as [`RulesTrust::Untrusted`] (kept, not used; see
+    /// [`Self::trust`]), never as an error. A lock held by another
+    /// process, a bad signature or an I/O error is an error.
     pub fn open(
         dir: &Path,
         keys: TrustedKeys,
@@ -266,6 +317,7 @@ impl Store {
                 highest: Mutex::new(None),
                 applying: Mutex::new(()),
                 recovery: None,
+                untrusted: Mutex::new(None),
             })
         };
         let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -287,7 +339,11 @@ impl Store {
         };
         let h = st.highest_now();
         st.set_highest(raise(h, file_highest));
-        if st.current().is_none() && st.recovery.is_none() && !files::generations(dir)?.is_empty() {
+        if st.current().is_none()
+            && st.recovery.is_none()
+            && st.untrusted_now().is_none()
+            && !files::generations(dir)?.is_empty()
+        {
             st.rebuild(
                 "sled has no rules in force but a last-good snapshot file exists".into(),
                 None,
@@ -320,8 +376,6 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut digest = self.keys.check(&bytes, SNAPSHOT_CONTEXT)?.digest;
-        drop(bytes);
         let deltas = files::read_deltas(&self.dir, g)?;
         let want = record.deltas as usize;
         if deltas.len() < want {
@@ -330,6 +384,17 @@ impl Store {
                 deltas.len()
             )));
         }
+        let blobs = std::iter::once((bytes.as_slice(), SNAPSHOT_CONTEXT)).chain(
+            deltas[..want]
+                .iter()
+                .map(|(d, _)| (d.as_slice(), DELTA_CONTEXT)),
+        );
+        if let Some(key_id) = self.unknown_signer(blobs) {
+            self.set_untrusted(key_id, Some(record.version), g);
+            return Ok(());
+        }
+        let mut digest = self.keys.check(&bytes, SNAPSHOT_CONTEXT)?.digest;
+        drop(bytes);
         for (d, _) in &deltas[..want] {
             digest = self.keys.check(d, DELTA_CONTEXT)?.digest;
         }
@@ -370,14 +435,28 @@ impl Store {
                 "{reason}; no last-good snapshot file to rebuild from"
             )));
         };
+        let deltas = files::read_deltas(&self.dir, g)?;
         {
             let bytes = fs::read(files::snapshot_path(&self.dir, g))?;
+            // A delta signed by a removed key may carry a block: rebuilding
+            // without it would let a blocked card in. Trust all or nothing.
+            let blobs = std::iter::once((bytes.as_slice(), SNAPSHOT_CONTEXT))
+                .chain(deltas.iter().map(|(d, _)| (d.as_slice(), DELTA_CONTEXT)));
+            if let Some(key_id) = self.unknown_signer(blobs) {
+                self.set_untrusted(key_id, None, g);
+                self.recovery = Some(Recovery {
+                    reason,
+                    moved_aside,
+                    version: None,
+                });
+                return Ok(());
+            }
             let v = reverify_stored_snapshot(&bytes, &self.keys, &self.gateway, &self.building)?;
             let (pages, n) = self.import(g, v.records())?;
             self.make_current(g, &v, pages, n)?;
         }
         let mut applied = 0;
-        for (d, _) in files::read_deltas(&self.dir, g)? {
+        for (d, _) in deltas {
             let Ok(vd) = reverify_stored_delta(&d, &self.keys, &self.gateway, &self.building)
             else {
                 break;
@@ -400,7 +479,9 @@ impl Store {
     /// interrupted apply or of the previous generation), and cut the delta
     /// log to the deltas in force.
     fn cleanup(&self) -> Result<(), StoreError> {
-        let keep = self.generation();
+        let keep = self
+            .generation()
+            .or_else(|| self.untrusted_now().map(|u| u.generation));
         for name in self.db.tree_names() {
             if let Some(g) = std::str::from_utf8(&name)
                 .ok()
@@ -419,9 +500,91 @@ impl Store {
         Ok(())
     }
 
+    /// What the daemon must say at start about the rules store: logs the
+    /// state (version in force, none, untrusted, rebuilt) and returns the
+    /// alarm events to journal with `daemon_started` (`rules_recovered`,
+    /// `rules_untrusted`). Call once, right after [`Self::open`].
+    pub fn startup_report(&self) -> Vec<crate::journal::EventKind> {
+        use crate::journal::EventKind;
+        let mut alarms = Vec::new();
+        if let Some(r) = self.recovery() {
+            tracing::error!(
+                reason = r.reason,
+                "rules store rebuilt from its last-good files"
+            );
+            alarms.push(EventKind::RulesRecovered {
+                reason: r.reason.clone(),
+                moved_aside: r.moved_aside.as_ref().map(|p| p.display().to_string()),
+                version: r.version,
+            });
+        }
+        match (self.version(), self.trust()) {
+            (_, RulesTrust::Untrusted { key_id, version }) => {
+                tracing::error!(
+                    key_id,
+                    version,
+                    dir = %self.dir.display(),
+                    "the rules on disk are signed by key {key_id}, which is not in [trust] any \
+                     more: they are kept but not used, every card is denied (rules_untrusted) \
+                     until central sends a snapshot signed by a trusted key (or a technician runs \
+                     `portier snapshot apply`)"
+                );
+                alarms.push(EventKind::RulesUntrusted { key_id, version });
+            }
+            (Some(v), RulesTrust::Trusted) => tracing::info!(version = v, "rules in force"),
+            (None, RulesTrust::Trusted) => tracing::warn!(
+                "no rules yet: every card is denied (rules_too_old) until a snapshot is applied"
+            ),
+        }
+        alarms
+    }
+
     /// Whether this open rebuilt the rules from the last-good files, and why.
     pub fn recovery(&self) -> Option<&Recovery> {
         self.recovery.as_ref()
+    }
+
+    /// Whether the rules on disk are used. The daemon journals
+    /// [`RulesTrust::Untrusted`] as a `rules_untrusted` alarm at start and
+    /// shows it on the admin page; decisions meanwhile deny with
+    /// [`DenyReason::RulesUntrusted`](crate::rules::DenyReason::RulesUntrusted).
+    pub fn trust(&self) -> RulesTrust {
+        match self.untrusted_now() {
+            None => RulesTrust::Trusted,
+            Some(u) => RulesTrust::Untrusted {
+                key_id: u.key_id,
+                version: u.version,
+            },
+        }
+    }
+
+    fn untrusted_now(&self) -> Option<Untrusted> {
+        self.untrusted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_untrusted(&self, key_id: String, version: Option<u64>, generation: u64) {
+        *self.untrusted.lock().unwrap_or_else(|e| e.into_inner()) = Some(Untrusted {
+            key_id,
+            version,
+            generation,
+        });
+    }
+
+    /// The key id of the first blob signed by a key not in the trust list
+    /// (other faults are left to the full verification that follows).
+    fn unknown_signer<'a>(
+        &self,
+        blobs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Option<String> {
+        blobs
+            .into_iter()
+            .find_map(|(blob, context)| match self.keys.check(blob, context) {
+                Err(VerifyError::UnknownKey(k)) => Some(k),
+                _ => None,
+            })
     }
 
     /// Highest version ever accepted and its payload digest.
@@ -594,7 +757,11 @@ impl Store {
                 unchanged: true,
             });
         }
-        let generation = self.generation().map_or(1, |g| g + 1);
+        let untrusted = self.untrusted_now();
+        let generation = self
+            .generation()
+            .max(untrusted.as_ref().map(|u| u.generation))
+            .map_or(1, |g| g + 1);
         let (pages, n) = self.import(generation, v.records())?;
         let highest = raise(self.highest_now(), Some((v.version(), v.digest())));
         if highest != self.highest_now()
@@ -604,6 +771,13 @@ impl Store {
         }
         files::write_snapshot(&self.dir, generation, bytes)?;
         self.make_current(generation, &v, pages, n)?;
+        if let Some(u) = untrusted {
+            // Trusted rules are in force (durably): the untrusted ones go.
+            *self.untrusted.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.db.drop_tree(pages_name(u.generation).as_bytes())?;
+            self.db.drop_tree(overlay_name(u.generation).as_bytes())?;
+            files::remove_other_generations(&self.dir, Some(generation))?;
+        }
         Ok(Applied {
             version: v.version(),
             generation,
@@ -617,6 +791,9 @@ impl Store {
     pub fn apply_delta(&self, bytes: &[u8], now: Timestamp) -> Result<Applied, StoreError> {
         let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let d = verify_delta(bytes, &self.keys, &self.gateway, &self.building, now)?;
+        if let Some(u) = self.untrusted_now() {
+            return Err(StoreError::Untrusted { key_id: u.key_id });
+        }
         self.apply_verified(&d, bytes, false)
     }
 
@@ -755,8 +932,15 @@ impl Store {
     ///
     /// A decision that started on a generation an apply has just replaced
     /// (and dropped) is decided again on the new one.
+    /// Rules signed by a key that is no longer trusted deny every card with
+    /// `rules_untrusted` (fail secure, whatever the door class).
     pub fn decide(&self, req: &Request, now: Timestamp) -> Result<Decision, StoreError> {
-        let c = self.current().ok_or(StoreError::Empty)?;
+        let Some(c) = self.current() else {
+            if self.untrusted_now().is_some() {
+                return Ok(Decision::Deny(DenyReason::RulesUntrusted));
+            }
+            return Err(StoreError::Empty);
+        };
         match decide_with(&c.header, &*c, req, now) {
             Ok(d) => Ok(d),
             Err(e) => match self.current() {

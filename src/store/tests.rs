@@ -209,20 +209,131 @@ fn highest_raised_before_a_crashed_flip_still_accepts_the_same_blob() {
     assert_eq!(st.apply_snapshot(&s6, now).unwrap().version, 6);
 }
 
+/// The central key after a rotation (the old one, `key()`, leaked).
+fn new_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+}
+
+fn only_new_key() -> TrustedKeys {
+    let mut k = TrustedKeys::new();
+    k.add(new_key().verifying_key());
+    k
+}
+
+/// Key rotation without an outage: the key that signed the rules in force
+/// is removed from the trust list. The store still opens, keeps the rules
+/// on disk but denies every card (`rules_untrusted`), refuses deltas, keeps
+/// rollback protection, and takes the next snapshot signed by the new key.
 #[test]
-fn reopen_with_other_key_fails() {
+fn rules_signed_by_a_removed_key_open_untrusted_and_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = ts("2026-11-02T09:00:00Z");
+    {
+        let st = open(dir.path());
+        st.apply_snapshot(&sign_snapshot(&key(), &snapshot(5)).unwrap(), now)
+            .unwrap();
+        st.apply_delta(&sign_delta(&key(), &delta(5, 6)).unwrap(), now)
+            .unwrap();
+        assert_eq!(st.trust(), RulesTrust::Trusted);
+    }
+    for _ in 0..2 {
+        // Twice: an untrusted open changes nothing on disk.
+        let st = Store::open(dir.path(), only_new_key(), "gw1", "b1").unwrap();
+        assert_eq!(
+            st.trust(),
+            RulesTrust::Untrusted {
+                key_id: crate::rules::envelope::key_id(&key().verifying_key()),
+                version: Some(6)
+            }
+        );
+        assert_eq!((st.version(), st.header().is_none()), (None, true));
+        assert_eq!(
+            reason(st.decide(&req("lab", 10), now).unwrap()),
+            Some(DenyReason::RulesUntrusted)
+        );
+        assert!(matches!(
+            st.apply_delta(&sign_delta(&new_key(), &delta(6, 7)).unwrap(), now),
+            Err(StoreError::Untrusted { .. })
+        ));
+        assert_eq!(files::generations(dir.path()).unwrap(), vec![1]);
+        assert_eq!(st.highest().unwrap().map(|h| h.0), Some(6));
+    }
+    let st = Store::open(dir.path(), only_new_key(), "gw1", "b1").unwrap();
+    // Rollback protection still holds against the new key's snapshots…
+    assert!(matches!(
+        st.apply_snapshot(&sign_snapshot(&new_key(), &snapshot(5)).unwrap(), now),
+        Err(StoreError::Verify(VerifyError::Rollback {
+            got: 5,
+            have: 6
+        }))
+    ));
+    // …and the old key's snapshots are refused outright.
+    assert!(matches!(
+        st.apply_snapshot(&sign_snapshot(&key(), &snapshot(8)).unwrap(), now),
+        Err(StoreError::Verify(VerifyError::UnknownKey(_)))
+    ));
+    let a = st
+        .apply_snapshot(&sign_snapshot(&new_key(), &snapshot(7)).unwrap(), now)
+        .unwrap();
+    assert_eq!((a.version, a.generation, a.unchanged), (7, 2, false));
+    assert_eq!(st.trust(), RulesTrust::Trusted);
+    assert_eq!(reason(st.decide(&req("lab", 1), now).unwrap()), None);
+    assert_eq!(files::generations(dir.path()).unwrap(), vec![2]);
+    assert!(!st.db.tree_names().iter().any(|n| n == b"pages-1"));
+    drop(st);
+    let st = Store::open(dir.path(), only_new_key(), "gw1", "b1").unwrap();
+    assert_eq!((st.trust(), st.version()), (RulesTrust::Trusted, Some(7)));
+}
+
+/// Central re-signs the very rules in force with the new key (same
+/// version, same payload): accepted, although the version is not higher.
+#[test]
+fn the_same_rules_re_signed_with_the_new_key_are_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let now = ts("2026-11-02T09:00:00Z");
     open(dir.path())
-        .apply_snapshot(&sign_snapshot(&key(), &snapshot(1)).unwrap(), now)
+        .apply_snapshot(&sign_snapshot(&key(), &snapshot(5)).unwrap(), now)
         .unwrap();
-    let mut k = TrustedKeys::new();
-    k.add(ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key());
-    drop(open(dir.path()));
-    assert!(matches!(
-        Store::open(dir.path(), k, "gw1", "b1"),
-        Err(StoreError::Verify(VerifyError::UnknownKey(_)))
-    ));
+    let st = Store::open(dir.path(), only_new_key(), "gw1", "b1").unwrap();
+    assert!(matches!(st.trust(), RulesTrust::Untrusted { .. }));
+    let a = st
+        .apply_snapshot(&sign_snapshot(&new_key(), &snapshot(5)).unwrap(), now)
+        .unwrap();
+    assert_eq!((a.version, a.generation, a.unchanged), (5, 2, false));
+    assert_eq!(st.trust(), RulesTrust::Trusted);
+    assert_eq!(reason(st.decide(&req("lab", 1), now).unwrap()), None);
+}
+
+/// A rebuild (damaged sled) of rules whose signer is no longer trusted
+/// also opens untrusted; and a delta signed by the removed key makes the
+/// whole set untrusted (a block in it must not be dropped).
+#[test]
+fn untrusted_rules_survive_a_rebuild_and_taint_a_trusted_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = ts("2026-11-02T09:00:00Z");
+    let mut both = trusted();
+    both.add(new_key().verifying_key());
+    {
+        let st = Store::open(dir.path(), both, "gw1", "b1").unwrap();
+        st.apply_snapshot(&sign_snapshot(&new_key(), &snapshot(5)).unwrap(), now)
+            .unwrap();
+        // The delta (blocking card 1) is signed by the key that leaks.
+        st.apply_delta(&sign_delta(&key(), &delta(5, 6)).unwrap(), now)
+            .unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join(SLED_DIR)).unwrap();
+    let st = Store::open(dir.path(), only_new_key(), "gw1", "b1").unwrap();
+    assert!(matches!(st.trust(), RulesTrust::Untrusted { .. }));
+    assert!(st.recovery().is_some());
+    assert_eq!(
+        reason(st.decide(&req("lab", 1), now).unwrap()),
+        Some(DenyReason::RulesUntrusted)
+    );
+    // The delta log was not cut: the evidence stays until replaced.
+    assert_eq!(files::read_deltas(dir.path(), 1).unwrap().len(), 1);
+    st.apply_snapshot(&sign_snapshot(&new_key(), &snapshot(7)).unwrap(), now)
+        .unwrap();
+    assert_eq!(st.trust(), RulesTrust::Trusted);
 }
 
 #[test]

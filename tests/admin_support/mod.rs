@@ -92,6 +92,7 @@ pub fn sample_status() -> Status {
             credentials: 18_250,
             too_old: false,
         }),
+        rules_untrusted: None,
         buses: vec![BusStatus {
             name: "bus0".into(),
             device: "/dev/ttyUSB0".into(),
@@ -379,7 +380,7 @@ pub async fn start_fake(lockout: LockoutConfig) -> AdminHarness {
         ],
     };
     let users_file = dir.path().join("admin-users.toml");
-    portier::admin::write_users_file(&users_file, &users).unwrap();
+    portier::admin::write_users_file(&users_file, &users, None).unwrap();
     let cfg_text = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\nusers_file = \"{}\"\n\
          [admin.lockout]\nmax_failures = {}\nmax_failures_per_address = {}\nwindow_secs = {}\nlockout_secs = {}\n",
