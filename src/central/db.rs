@@ -21,7 +21,7 @@ pub const MIGRATIONS: &[(i32, &str)] =
     &[(1, include_str!("../../migrations/central/0001_init.sql"))];
 
 /// Advisory lock key for migrations ("portier" in ASCII, truncated).
-const MIGRATION_LOCK: i64 = 0x706f_7274_6965_72;
+const MIGRATION_LOCK: i64 = 0x0070_6f72_7469_6572;
 
 /// At most this many stored seqs above the ack are walked per gateway and
 /// flush (a gateway sends at most its window beyond the last ack).
