@@ -288,7 +288,7 @@ fn count_upto(connect: &str, gw: &str, seq: u64) -> u64 {
         .split_whitespace()
         .find_map(|kv| kv.strip_prefix("host="))
         .unwrap();
-    let out = Command::new("psql")
+    let out = Command::new(super::postgres::bin("psql"))
         .args([
             "-X", "-A", "-t", "-h", host, "-U", "postgres", "-d", "postgres", "-c",
         ])

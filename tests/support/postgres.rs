@@ -16,7 +16,8 @@ pub struct Postgres {
     user: Option<String>,
 }
 
-fn bin(name: &str) -> PathBuf {
+/// A PostgreSQL program (`psql`, `initdb`, …) of the newest installed server.
+pub fn bin(name: &str) -> PathBuf {
     let dir = std::env::var_os("PORTIER_PG_BIN")
         .map(PathBuf::from)
         .or_else(|| {
