@@ -80,6 +80,11 @@ pub struct InstanceConfig {
     /// Topic root; gateways publish under `<root>/<gateway-id>/…`.
     #[serde(default = "default_root")]
     pub topic_root: String,
+    /// A persistent MQTT session (the broker keeps undelivered events while
+    /// the instance restarts); `false` for brokers that keep routing a
+    /// shared subscription's messages to a disconnected session (EMQX).
+    #[serde(default = "default_true")]
+    pub persistent_session: bool,
 }
 
 impl Default for InstanceConfig {
@@ -88,6 +93,7 @@ impl Default for InstanceConfig {
             instance: default_instance(),
             share_group: default_share_group(),
             topic_root: default_root(),
+            persistent_session: true,
         }
     }
 }
@@ -167,6 +173,9 @@ fn default_share_group() -> String {
 }
 fn default_root() -> String {
     "portier/v1".into()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_port() -> u16 {
     8883
@@ -352,6 +361,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("/etc/c.toml:") && e.contains("max_rowz"), "{e}");
+    }
+
+    #[test]
+    fn the_example_parses() {
+        let text = include_str!("../../config/central.example.toml");
+        let c = CentralConfig::parse(Path::new("central.example.toml"), text).unwrap();
+        assert_eq!(c.central.share_group, "portier-central");
+        assert_eq!(c.ingest.max_rows, 10_000);
     }
 
     #[test]

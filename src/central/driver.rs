@@ -52,7 +52,7 @@ pub async fn run(
     let max = config.broker.max_message_mib << 20;
     options.set_max_packet_size(max, max);
     options.set_manual_acks(true);
-    options.set_clean_session(false);
+    options.set_clean_session(!config.central.persistent_session);
     options.set_inflight(200);
     let (client, eventloop) = AsyncClient::new(options, 1024);
     tracing::info!(
