@@ -7,7 +7,9 @@
 //!   card) → delta v3 applied, the card is denied `blocked`;
 //! - `unlock`, `lockdown`, `release` → signed, published, the gateway's
 //!   answer printed; the unlock releases the strike at the PD;
-//! - the fleet shows the gateway online with rules v3; killed, its last
+//! - a later `push --from-sql` (guests from a registry table) keeps the
+//!   block central made;
+//! - the fleet shows the gateway online with rules v4; killed, its last
 //!   will makes it offline and a `gateway_offline` alarm.
 #![allow(clippy::disallowed_methods)] // tests wait on real time
 
@@ -149,10 +151,54 @@ fn push_block_and_commands_reach_a_building_with_libosdp_readers() {
         ),
     );
 
+    // A later push (guests from an SQL query on the registry's table)
+    // keeps the block: central remembers it whatever the export says.
+    pg.psql(
+        "CREATE TABLE registry_guests (card text, name text, access_levels text[], valid_until timestamptz); \
+         INSERT INTO registry_guests VALUES ('h10301:42:2002', 'Guest Two', '{building-any-time}', '2099-01-01T00:00:00Z')",
+    );
+    let pushed = central(
+        &config,
+        &[
+            "push",
+            "--gateway",
+            GW,
+            "--rules",
+            rules.to_str().unwrap(),
+            "--from-sql",
+            "SELECT card, name, access_levels, valid_until FROM registry_guests",
+        ],
+    );
+    assert_eq!(
+        (
+            pushed["version"].as_u64(),
+            pushed["blocked_by_central"].as_u64()
+        ),
+        (Some(4), Some(1)),
+        "{pushed}"
+    );
+    pg_has(
+        "snapshot v4 applied",
+        "SELECT count(*) FROM events WHERE type = 'rules_applied' AND event->>'version' = '4'",
+    );
+    gw.badge(2, "h10301:42:2002");
+    gw.badge(2, STAFF);
+    pg_has(
+        "the SQL guest granted",
+        "SELECT count(*) FROM events WHERE type = 'access_granted' AND credential = 'h10301:42:2002'",
+    );
+    pg_has(
+        "the lost card still denied after the new snapshot",
+        &format!(
+            "SELECT count(*) FROM events e WHERE type = 'access_denied' AND credential = '{STAFF}' \
+             AND reason = 'blocked' AND seq > (SELECT max(seq) FROM events WHERE type = 'rules_applied')"
+        ),
+    );
+
     // The fleet.
-    wait_for(T, "status with rules v3", || {
+    wait_for(T, "status with rules v4", || {
         pg.count(&format!(
-            "SELECT count(*) FROM gateways WHERE id = '{GW}' AND rules_version = 3 AND state = 'online'"
+            "SELECT count(*) FROM gateways WHERE id = '{GW}' AND rules_version = 4 AND state = 'online'"
         )) == 1
     });
     let fleet = central(&config, &["status", "--json"]);
@@ -161,7 +207,7 @@ fn push_block_and_commands_reach_a_building_with_libosdp_readers() {
             fleet["rules_version"].as_u64(),
             fleet["rules_published"].as_u64()
         ),
-        (Some(3), Some(3)),
+        (Some(4), Some(4)),
         "{fleet}"
     );
 
@@ -182,4 +228,12 @@ fn push_block_and_commands_reach_a_building_with_libosdp_readers() {
     ]);
     assert!(alarms.contains("gateway_offline"), "{alarms}");
     service.kill();
+
+    // No secret in the service's log: not the signing key, not the TLS key.
+    let log = service.log();
+    let signing = std::fs::read_to_string(gw.dir.path().join("central.key")).unwrap();
+    let tls = std::fs::read_to_string(broker.pki().join("central.key")).unwrap();
+    let tls_body = tls.lines().nth(1).unwrap();
+    assert!(!log.contains(signing.trim()), "signing key in the log");
+    assert!(!log.contains(tls_body), "TLS key in the log");
 }

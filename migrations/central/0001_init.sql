@@ -69,6 +69,14 @@ CREATE TABLE gateway_credentials (
 );
 CREATE INDEX gateway_credentials_card ON gateway_credentials (card);
 
+-- Cards blocked through central (lost, stolen, penalty): every later
+-- snapshot carries the block, whatever the registries' export says.
+CREATE TABLE card_blocks (
+    card       text PRIMARY KEY,
+    reason     text        NOT NULL CHECK (reason IN ('lost', 'stolen', 'penalty')),
+    blocked_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- Signed commands sent, for the audit trail.
 CREATE TABLE commands (
     id         text PRIMARY KEY,

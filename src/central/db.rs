@@ -478,6 +478,39 @@ fn ids(rows: Vec<tokio_postgres::Row>) -> Result<Vec<GatewayId>, DbError> {
         .collect())
 }
 
+/// Remember a block for every later snapshot (a newer reason replaces an
+/// older one).
+pub async fn record_block(client: &Client, card: &str, reason: &str) -> Result<(), DbError> {
+    client
+        .execute(
+            "INSERT INTO card_blocks (card, reason) VALUES ($1, $2)
+             ON CONFLICT (card) DO UPDATE SET reason = excluded.reason, blocked_at = now()",
+            &[&card, &reason],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Forget a block; whether there was one.
+pub async fn remove_block(client: &Client, card: &str) -> Result<bool, DbError> {
+    Ok(client
+        .execute("DELETE FROM card_blocks WHERE card = $1", &[&card])
+        .await?
+        > 0)
+}
+
+/// Every card blocked through central: card → reason.
+pub async fn blocked_cards(
+    client: &Client,
+) -> Result<std::collections::BTreeMap<String, String>, DbError> {
+    Ok(client
+        .query("SELECT card, reason FROM card_blocks", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
 /// Record a command sent.
 pub async fn record_command(
     client: &Client,

@@ -66,6 +66,9 @@ enum CentralCmd {
     /// Block a card (lost, stolen, penalty) with a signed delta to every
     /// gateway whose rules name it (or the named ones, or all).
     Block(BlockArgs),
+    /// Lift a block made with `block` (a found card): a signed delta with
+    /// the unblock, to the same gateways; `--reason` is not used.
+    Unblock(BlockArgs),
     /// Unlock a door remotely and wait for the gateway's answer.
     Unlock {
         /// The gateway.
@@ -212,7 +215,8 @@ pub(crate) fn run(args: CentralArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
         CentralCmd::Push(p) => rt.block_on(push(config, p)),
-        CentralCmd::Block(b) => rt.block_on(block(config, b)),
+        CentralCmd::Block(b) => rt.block_on(block(config, b, false)),
+        CentralCmd::Unblock(b) => rt.block_on(block(config, b, true)),
         CentralCmd::Unlock {
             gateway,
             door,
@@ -316,6 +320,22 @@ async fn status(config: CentralConfig, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn block_reason(text: &str) -> BlockReason {
+    match text {
+        "stolen" => BlockReason::Stolen,
+        "penalty" => BlockReason::Penalty,
+        _ => BlockReason::Lost,
+    }
+}
+
+fn reason_text(r: BlockReason) -> &'static str {
+    match r {
+        BlockReason::Lost => "lost",
+        BlockReason::Stolen => "stolen",
+        BlockReason::Penalty => "penalty",
+    }
+}
+
 fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -366,12 +386,22 @@ async fn push(config: CentralConfig, args: PushArgs) -> anyhow::Result<ExitCode>
         }
         snap.credentials.push(c);
     }
+    // Blocks made through central outlive any export that forgets them.
+    let blocks = db::blocked_cards(&pg).await?;
+    let mut kept_blocked = 0;
+    for c in &mut snap.credentials {
+        if let Some(reason) = blocks.get(&c.key.to_string()) {
+            c.blocked = Some(block_reason(reason));
+            kept_blocked += 1;
+        }
+    }
     let bytes = sign_snapshot(&key, &snap)?;
     let cards: Vec<String> = snap.credentials.iter().map(|c| c.key.to_string()).collect();
     let summary = serde_json::json!({
         "gateway": args.gateway.as_str(), "version": version, "building": snap.building,
         "credentials": cards.len(), "bytes": bytes.len(), "expires_at": expires.to_string(),
-        "digest": digest(&bytes), "published": !args.dry_run,
+        "digest": digest(&bytes), "blocked_by_central": kept_blocked,
+        "published": !args.dry_run,
     });
     if !args.dry_run {
         db::record_published(
@@ -395,7 +425,7 @@ async fn push(config: CentralConfig, args: PushArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-async fn block(config: CentralConfig, args: BlockArgs) -> anyhow::Result<ExitCode> {
+async fn block(config: CentralConfig, args: BlockArgs, unblock: bool) -> anyhow::Result<ExitCode> {
     let key = signing_key(&config.signing.key)?;
     let mut pg = db::connect(&config.postgres).await?;
     let card = args.card.to_string();
@@ -416,6 +446,11 @@ async fn block(config: CentralConfig, args: BlockArgs) -> anyhow::Result<ExitCod
         Reason::Stolen => BlockReason::Stolen,
         Reason::Penalty => BlockReason::Penalty,
     };
+    if unblock {
+        db::remove_block(&pg, &card).await?;
+    } else {
+        db::record_block(&pg, &card, reason_text(reason)).await?;
+    }
     let issued = now();
     let expires = issued.checked_add(SignedDuration::from_hours(
         i64::from(config.signing.rules_valid_days) * 24,
@@ -436,11 +471,19 @@ async fn block(config: CentralConfig, args: BlockArgs) -> anyhow::Result<ExitCod
             expires_at: expires,
             gateway_id: gateway.to_string(),
             building: last.building.clone(),
-            blocks: vec![Block {
-                card: args.card.clone(),
-                reason,
-            }],
-            unblocks: Vec::new(),
+            blocks: if unblock {
+                Vec::new()
+            } else {
+                vec![Block {
+                    card: args.card.clone(),
+                    reason,
+                }]
+            },
+            unblocks: if unblock {
+                vec![args.card.clone()]
+            } else {
+                Vec::new()
+            },
             upserts: Vec::new(),
             removals: Vec::new(),
         };
@@ -461,7 +504,7 @@ async fn block(config: CentralConfig, args: BlockArgs) -> anyhow::Result<ExitCod
         .await?;
         out.push(
             serde_json::json!({"gateway": gateway.as_str(), "card": card,
-            "reason": format!("{reason:?}").to_lowercase(), "base_version": version - 1,
+            "reason": reason_text(reason), "base_version": version - 1,
             "version": version}),
         );
         blobs.push((
