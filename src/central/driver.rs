@@ -177,13 +177,29 @@ impl Writer<'_> {
         }
     }
 
-    /// Commit `flush`, retrying (it is idempotent) until it succeeds.
+    /// Commit `flush`, retrying (it is idempotent) until it succeeds. A
+    /// flush PostgreSQL refuses as data (SQLSTATE class 22, 23) is given up
+    /// after a few tries: nothing is acked, the gateways keep those events
+    /// (their backlog shows in `status`), and central does not stall.
     async fn commit(&mut self, flush: &super::ingest::Flush<Publish>) -> Vec<(GatewayId, u64)> {
         let mut backoff = Duration::from_millis(200);
+        let mut data_errors = 0;
         loop {
             match db::store(&mut self.pg, flush).await {
                 Ok(acks) => return acks,
                 Err(e) => {
+                    let data = matches!(&e, DbError::Sql(s) if s.code().is_some_and(|c| {
+                        c.code().starts_with("22") || c.code().starts_with("23")
+                    }));
+                    if data {
+                        data_errors += 1;
+                        if data_errors >= 3 {
+                            let gateways: Vec<&str> =
+                                flush.gateways.iter().map(GatewayId::as_str).collect();
+                            tracing::error!(error = %e, ?gateways, "PostgreSQL refuses these events as data; not acknowledged");
+                            return Vec::new();
+                        }
+                    }
                     tracing::warn!(error = %e, retry_in = ?backoff, "storing events failed; nothing acknowledged");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));

@@ -139,8 +139,12 @@ pub fn decode_batch(
                 .and_then(Value::as_u64)
                 .filter(|s| *s > 0 && i64::try_from(*s).is_ok())
                 .ok_or_else(|| missing("seq"))?;
+            // Parsed, and in PostgreSQL's timestamptz range with a margin.
             let at = text(&e, "at")
-                .filter(|t| t.parse::<jiff::Timestamp>().is_ok())
+                .filter(|t| {
+                    t.parse::<jiff::Timestamp>()
+                        .is_ok_and(|ts| ts.as_second() >= -2_208_988_800)
+                })
                 .ok_or_else(|| missing("at"))?;
             let kind = text(&e, "type").ok_or_else(|| missing("type"))?;
             Ok(Row {
@@ -386,6 +390,17 @@ mod tests {
                 field: "seq"
             })
         );
+        // A time PostgreSQL could not store is refused here, not in SQL.
+        let ancient = to_cbor(&B {
+            gateway: "gw-1",
+            events: vec![
+                serde_json::json!({"seq": 1, "at": "-005000-01-01T00:00:00Z", "type": "x"}),
+            ],
+        });
+        assert!(matches!(
+            decode_batch("t", &gw("gw-1"), &ancient),
+            Err(IngestError::Event { field: "at", .. })
+        ));
         // An event type this build does not know is stored as it is.
         let future = to_cbor(&B {
             gateway: "gw-1",
