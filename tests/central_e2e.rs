@@ -7,6 +7,8 @@
 //!   a new central stores nothing twice and acks everything;
 //! - two central instances on a shared subscription split the load and
 //!   lose nothing;
+//! - only the contiguous prefix is acked (a batch after a gap is stored,
+//!   the ack waits for the gap);
 //! - fleet status and alarms by time.
 #![allow(clippy::disallowed_methods)] // tests wait on real time
 
@@ -213,4 +215,76 @@ fn two_instances_on_a_shared_subscription_split_the_load() {
     );
     let violations = spy.violations.lock().unwrap().clone();
     assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[test]
+fn only_the_contiguous_prefix_is_acked() {
+    use portier::journal::Event;
+    use portier::uplink::wire::{EventBatch, to_cbor};
+    let pg = Postgres::start();
+    let broker = Broker::start(&["gw-a"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &broker,
+        &pg,
+        "central-1",
+        &broker.pki().join("central-signing.key"),
+    );
+    portier_central(&config, &["migrate"]);
+    let spy = AckSpy::start(&broker, &pg);
+    let mut central = CentralProc::spawn(&config, &[]);
+    central.wait_connected();
+    let at = "2026-11-23T22:00:00Z".parse().unwrap();
+    let batch = |seqs: std::ops::RangeInclusive<u64>| {
+        to_cbor(&EventBatch {
+            gateway: "gw-a".into(),
+            events: seqs
+                .map(|seq| Event {
+                    seq,
+                    at,
+                    kind: EventKind::DoorClosed { door: "d".into() },
+                })
+                .collect(),
+        })
+    };
+    // The gateway's own certificate publishes out of order: 101..=200 first.
+    let (client, mut connection) = rumqttc::Client::new(broker.options("gw-a", "gw-a"), 16);
+    let publish = |client: &rumqttc::Client, payload: Vec<u8>| {
+        client
+            .publish(
+                "portier/v1/gw-a/events",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .unwrap();
+    };
+    std::thread::spawn(move || for _ in connection.iter() {});
+    publish(&client, batch(101..=200));
+    wait_for(T, "the later batch stored", || {
+        pg.count("SELECT count(*) FROM events") == 100
+    });
+    // Stored, but nothing is contiguous from 1: the ack stays 0 (and the
+    // spy below proves no ack but 200 was ever published).
+    assert_eq!(
+        pg.count("SELECT acked_seq FROM gateways WHERE id = 'gw-a'"),
+        0
+    );
+    publish(&client, batch(1..=100));
+    wait_for(T, "ack 200 after the gap is filled", || {
+        spy.acks
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(g, s)| g == "gw-a" && *s == 200)
+    });
+    let acks = spy.acks.lock().unwrap().clone();
+    assert!(
+        acks.iter().all(|(_, s)| *s == 200),
+        "an ack other than the contiguous prefix: {acks:?}"
+    );
+    let violations = spy.violations.lock().unwrap().clone();
+    assert!(violations.is_empty(), "{violations:#?}");
+    central.kill();
 }

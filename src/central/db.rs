@@ -231,16 +231,40 @@ pub async fn store<T>(
             .await?;
         }
     }
+    // The contiguous walk. Common case: this flush continues the prefix, so
+    // one count proves (acked, top] complete and only seqs above `top`
+    // (stored earlier by another instance) are fetched; after a gap, the
+    // walk starts at the ack.
+    let mut tops = std::collections::BTreeMap::new();
+    for r in &flush.rows {
+        tops.insert(&r.gateway, r.seq);
+    }
+    let count = tx
+        .prepare("SELECT count(*) FROM events WHERE gateway = $1 AND seq > $2 AND seq <= $3")
+        .await?;
     let walk = tx
         .prepare("SELECT seq FROM events WHERE gateway = $1 AND seq > $2 ORDER BY seq LIMIT $3")
         .await?;
+    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let mut acks = Vec::new();
     for g in &flush.gateways {
         let have = acked.get(g).copied().unwrap_or(0);
-        let above = tx.query(&walk, &[&g.as_str(), &have, &WALK_LIMIT]).await?;
         let have_u = u64::try_from(have).unwrap_or(0);
+        let mut start = have_u;
+        if let Some(&top) = tops.get(g).filter(|t| **t > have_u) {
+            let n: i64 = tx
+                .query_one(&count, &[&g.as_str(), &have, &to_i64(top)])
+                .await?
+                .get(0);
+            if u64::try_from(n).ok() == Some(top - have_u) {
+                start = top;
+            }
+        }
+        let above = tx
+            .query(&walk, &[&g.as_str(), &to_i64(start), &WALK_LIMIT])
+            .await?;
         let end = contiguous_end(
-            have_u,
+            start,
             above
                 .iter()
                 .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)),
