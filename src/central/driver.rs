@@ -147,7 +147,10 @@ impl Writer<'_> {
                 }
             }
             let flush = plan.take();
+            #[allow(clippy::disallowed_methods)] // a driver may read the clock
+            let started = std::time::Instant::now();
             let acks = self.commit(&flush).await;
+            let commit_ms = started.elapsed().as_secs_f64() * 1e3;
             self.commits += 1;
             if self.exit_after.is_some_and(|n| self.commits >= n) {
                 tracing::warn!("{EXIT_AFTER_COMMITS}: exiting after the commit, before the acks");
@@ -172,6 +175,7 @@ impl Writer<'_> {
                 rows = flush.rows.len(),
                 statuses = flush.statuses.len(),
                 deliveries = flush.tokens.len(),
+                commit_ms,
                 "flush committed"
             );
         }

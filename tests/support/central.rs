@@ -113,7 +113,7 @@ impl CentralProc {
 }
 
 /// A log line without its colour codes (`ESC [ … m`).
-fn strip_ansi(s: &str) -> String {
+pub fn strip_ansi(s: &str) -> String {
     let mut out = String::new();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
