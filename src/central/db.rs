@@ -169,7 +169,7 @@ pub async fn store<T>(
             gateway.push(r.gateway.as_str());
             // Checked to fit an i64 when decoded.
             seq.push(i64::try_from(r.seq).unwrap_or(i64::MAX));
-            at.push(r.at.as_str());
+            at.push(r.at);
             kind.push(r.kind.as_str());
             door.push(r.door.as_deref());
             credential.push(r.credential.as_deref());
@@ -178,7 +178,7 @@ pub async fn store<T>(
         }
         tx.execute(
             "INSERT INTO events (gateway, seq, at, type, door, credential, reason, event)
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[]::timestamptz[],
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::timestamptz[],
                                   $4::text[], $5::text[], $6::text[], $7::text[],
                                   $8::text[]::jsonb[])
              ON CONFLICT (gateway, seq) DO NOTHING",

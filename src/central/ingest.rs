@@ -86,8 +86,8 @@ pub struct Row {
     pub gateway: GatewayId,
     /// Its sequence number.
     pub seq: u64,
-    /// RFC 3339 time of the happening.
-    pub at: String,
+    /// Time of the happening.
+    pub at: jiff::Timestamp,
     /// Event type (`access_granted`, …).
     pub kind: String,
     /// `door`, when the event has one.
@@ -141,10 +141,8 @@ pub fn decode_batch(
                 .ok_or_else(|| missing("seq"))?;
             // Parsed, and in PostgreSQL's timestamptz range with a margin.
             let at = text(&e, "at")
-                .filter(|t| {
-                    t.parse::<jiff::Timestamp>()
-                        .is_ok_and(|ts| ts.as_second() >= -2_208_988_800)
-                })
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .filter(|ts| ts.as_second() >= -2_208_988_800)
                 .ok_or_else(|| missing("at"))?;
             let kind = text(&e, "type").ok_or_else(|| missing("type"))?;
             Ok(Row {
