@@ -604,14 +604,3 @@ pub async fn query_records(
     }
     Ok(out)
 }
-
-/// Events stored for `gateway` (for tests and `portier central events`).
-pub async fn count_events(client: &Client, gateway: &GatewayId) -> Result<i64, DbError> {
-    Ok(client
-        .query_one(
-            "SELECT count(*) FROM events WHERE gateway = $1",
-            &[&gateway.as_str()],
-        )
-        .await?
-        .get(0))
-}
