@@ -7,6 +7,7 @@
 //! and the invariants.
 
 pub mod admin;
+pub mod central;
 pub mod command;
 pub mod config;
 pub mod door;

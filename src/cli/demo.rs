@@ -50,6 +50,11 @@ pub(crate) struct DemoArgs {
     /// Run the script once and exit (instead of idling until Ctrl-C).
     #[arg(long)]
     once: bool,
+    /// Append this file (an `[uplink]` section) to the demo's config: the
+    /// demo building then sends its events to a broker and `portier
+    /// central` (scripts/demo-central sets both up).
+    #[arg(long)]
+    uplink: Option<PathBuf>,
     /// Pause between scripted steps, milliseconds (for reading along).
     #[arg(long, default_value_t = 1200)]
     pace_ms: u64,
@@ -92,7 +97,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         )));
     }
     let central = central_key(&dir)?;
-    let config_path = write_demo_config(&dir, &port)?;
+    let config_path = write_demo_config(&dir, &port, args.uplink.as_deref())?;
     let mut config = Config::load(&config_path)?;
     config.check()?;
     sign_and_apply_rules(&central, &config)?;
@@ -186,7 +191,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// The example config with this demo's paths.
-fn write_demo_config(dir: &Path, port: &str) -> anyhow::Result<PathBuf> {
+fn write_demo_config(dir: &Path, port: &str, uplink: Option<&Path>) -> anyhow::Result<PathBuf> {
     let mut text = EXAMPLE_CONFIG
         .replace("\"/var/lib/portier\"", "\"state\"")
         .replace("\"/etc/portier/central.pub\"", "\"central.pub\"")
@@ -196,6 +201,12 @@ fn write_demo_config(dir: &Path, port: &str) -> anyhow::Result<PathBuf> {
             &format!("\"/etc/portier/keys/{name}.scbk\""),
             &format!("\"{name}.scbk\""),
         );
+    }
+    if let Some(u) = uplink {
+        let section =
+            std::fs::read_to_string(u).with_context(|| format!("reading {}", u.display()))?;
+        text.push('\n');
+        text.push_str(&section);
     }
     let path = dir.join("portier.toml");
     std::fs::write(&path, text)?;

@@ -2,6 +2,7 @@
 //! its arguments; `run` parses and dispatches.
 
 mod admin;
+mod central;
 mod command;
 mod demo;
 mod keygen;
@@ -52,6 +53,9 @@ enum Verb {
     Admin(admin::AdminCmd),
     /// What the admin page shows, in the terminal.
     Status(status::StatusArgs),
+    /// The central side: events into PostgreSQL (acked after commit), the
+    /// fleet's status, signed rules and commands out.
+    Central(central::CentralArgs),
 }
 
 /// Parse the command line and run the verb.
@@ -68,5 +72,6 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         Verb::CheckConfig(args) => run::check(args),
         Verb::Admin(cmd) => admin::run(cmd),
         Verb::Status(args) => status::run(args),
+        Verb::Central(args) => central::run(args),
     }
 }

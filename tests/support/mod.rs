@@ -278,4 +278,6 @@ pub fn simulated_reader(port: &Path, key: &Path) -> JsonChild {
 }
 
 pub mod broker;
+pub mod central;
 pub mod gateway;
+pub mod postgres;

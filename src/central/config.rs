@@ -1,0 +1,386 @@
+//! `central.toml` (documented key by key in `config/central.example.toml`):
+//! PostgreSQL, the broker and this instance's certificate, the signing key.
+//!
+//! Guarantees: a parse error names the file, line and key; private key
+//! files (TLS key, signing key, PostgreSQL password file) must not be
+//! readable by group or others, as on the gateway; no secret is ever part
+//! of a `Debug` or log line (the connection string names a password file,
+//! never a password).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// `central.toml` could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax or shape.
+    #[error("{0}")]
+    Toml(String),
+    /// A value is out of range or inconsistent.
+    #[error("{file}: key `{key}`: {message}")]
+    Value {
+        /// The config file.
+        file: String,
+        /// The key.
+        key: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A secret file that others can read.
+    #[error(
+        "{path}: readable by group or others (mode {mode:o}); a secret must be private: chmod 600 {path}"
+    )]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CentralConfig {
+    /// `[central]`.
+    #[serde(default)]
+    pub central: InstanceConfig,
+    /// `[postgres]`.
+    pub postgres: PostgresConfig,
+    /// `[broker]`.
+    pub broker: BrokerConfig,
+    /// `[signing]`.
+    pub signing: SigningConfig,
+    /// `[ingest]`.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// `[central]`: this instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// MQTT client id, unique per instance.
+    #[serde(default = "default_instance")]
+    pub instance: String,
+    /// Shared subscription group for events; empty: a plain subscription
+    /// (one instance only).
+    #[serde(default = "default_share_group")]
+    pub share_group: String,
+    /// Topic root; gateways publish under `<root>/<gateway-id>/…`.
+    #[serde(default = "default_root")]
+    pub topic_root: String,
+    /// A persistent MQTT session (the broker keeps undelivered events while
+    /// the instance restarts); `false` for brokers that keep routing a
+    /// shared subscription's messages to a disconnected session (EMQX).
+    #[serde(default = "default_true")]
+    pub persistent_session: bool,
+}
+
+impl Default for InstanceConfig {
+    fn default() -> Self {
+        Self {
+            instance: default_instance(),
+            share_group: default_share_group(),
+            topic_root: default_root(),
+            persistent_session: true,
+        }
+    }
+}
+
+/// `[postgres]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// libpq-style connection string without a password, e.g.
+    /// `host=/var/run/postgresql dbname=portier user=portier`.
+    pub connect: String,
+    /// A file holding the password (mode 600), when the server wants one.
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[broker]`: where and who.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Broker host; its certificate must name it (subjectAltName).
+    pub host: String,
+    /// TLS port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// CA of the broker's certificate (PEM).
+    pub ca: PathBuf,
+    /// Central's client certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, mode 600).
+    pub key: PathBuf,
+    /// Largest message sent or received, MiB (snapshots are one message).
+    #[serde(default = "default_max_mib")]
+    pub max_message_mib: usize,
+}
+
+/// `[signing]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// The ed25519 signing key (64 hex digits, `portier keygen`; mode 600).
+    pub key: PathBuf,
+    /// Snapshots and deltas are valid this many days from issue.
+    #[serde(default = "default_days")]
+    pub rules_valid_days: u32,
+    /// Commands are valid this many seconds from issue (at most 86400).
+    #[serde(default = "default_command_seconds")]
+    pub command_valid_seconds: u64,
+}
+
+/// `[ingest]`: batching.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Rows per transaction, at most.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    /// Wait this long for more deliveries before committing a partial
+    /// transaction, milliseconds.
+    #[serde(default = "default_linger")]
+    pub linger_ms: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: default_max_rows(),
+            linger_ms: default_linger(),
+        }
+    }
+}
+
+fn default_instance() -> String {
+    "portier-central-1".into()
+}
+fn default_share_group() -> String {
+    "portier-central".into()
+}
+fn default_root() -> String {
+    "portier/v1".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_port() -> u16 {
+    8883
+}
+fn default_max_mib() -> usize {
+    256
+}
+fn default_days() -> u32 {
+    30
+}
+fn default_command_seconds() -> u64 {
+    300
+}
+fn default_max_rows() -> usize {
+    10_000
+}
+fn default_linger() -> u64 {
+    5
+}
+
+impl CentralConfig {
+    /// Read, parse and check `path` (relative paths in it are relative to
+    /// the file's directory), including the secret files' permissions.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut c = Self::parse(path, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut c.broker.ca,
+            &mut c.broker.cert,
+            &mut c.broker.key,
+            &mut c.signing.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(p) = c
+            .postgres
+            .password_file
+            .as_mut()
+            .filter(|p| p.is_relative())
+        {
+            *p = base.join(&*p);
+        }
+        for secret in [Some(&c.broker.key), Some(&c.signing.key)]
+            .into_iter()
+            .chain([c.postgres.password_file.as_ref()])
+            .flatten()
+        {
+            check_private(secret)?;
+        }
+        Ok(c)
+    }
+
+    /// Parse and check the text of `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let c: Self = toml::from_str(text).map_err(|e| {
+            ConfigError::Toml(crate::rules::source::toml_error(&file, text, &e).to_string())
+        })?;
+        let bad = |key, message: &str| ConfigError::Value {
+            file: file.clone(),
+            key,
+            message: message.to_owned(),
+        };
+        if c.central.instance.is_empty() {
+            return Err(bad("central.instance", "must not be empty"));
+        }
+        if c.central.share_group.contains(['/', '+', '#']) {
+            return Err(bad(
+                "central.share_group",
+                "a group name without '/', '+' or '#'",
+            ));
+        }
+        if c.central.topic_root.is_empty() || c.central.topic_root.contains(['+', '#']) {
+            return Err(bad("central.topic_root", "a topic without wildcards"));
+        }
+        if c.postgres.connect.to_ascii_lowercase().contains("password") {
+            return Err(bad(
+                "postgres.connect",
+                "no password in the connection string (it would end up in logs and ps): put it in password_file",
+            ));
+        }
+        if c.signing.command_valid_seconds == 0 || c.signing.command_valid_seconds > 86_400 {
+            return Err(bad("signing.command_valid_seconds", "must be 1..=86400"));
+        }
+        if c.ingest.max_rows == 0 {
+            return Err(bad("ingest.max_rows", "must be at least 1"));
+        }
+        Ok(c)
+    }
+
+    /// The subscription filter for events (`$share/<group>/<root>/+/events`).
+    pub fn events_filter(&self) -> String {
+        let f = format!("{}/+/events", self.central.topic_root);
+        if self.central.share_group.is_empty() {
+            f
+        } else {
+            format!("$share/{}/{f}", self.central.share_group)
+        }
+    }
+
+    /// The subscription filter for status: every instance sees every
+    /// gateway's status (not shared: retained messages go to each).
+    pub fn status_filter(&self) -> String {
+        format!("{}/+/status", self.central.topic_root)
+    }
+
+    /// The broker section in the shape the gateway's MQTT helpers take.
+    pub fn uplink(&self) -> crate::uplink::UplinkConfig {
+        crate::uplink::UplinkConfig {
+            host: self.broker.host.clone(),
+            port: self.broker.port,
+            ca: self.broker.ca.clone(),
+            cert: self.broker.cert.clone(),
+            key: self.broker.key.clone(),
+            topic_prefix: None,
+            batch: 1,
+            window: 1,
+            max_snapshot_mib: self.broker.max_message_mib,
+            resend_after_seconds: 10,
+            status_interval_seconds: 60,
+        }
+    }
+}
+
+/// Refuse a secret file that group or others can read.
+pub fn check_private(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[postgres]\nconnect = \"host=/tmp dbname=portier\"\n\
+        [broker]\nhost = \"localhost\"\nca = \"ca.crt\"\ncert = \"c.crt\"\nkey = \"c.key\"\n\
+        [signing]\nkey = \"s.key\"\n";
+
+    #[test]
+    fn defaults_and_filters() {
+        let c = CentralConfig::parse(Path::new("c.toml"), MIN).unwrap();
+        assert_eq!(
+            c.events_filter(),
+            "$share/portier-central/portier/v1/+/events"
+        );
+        assert_eq!(c.status_filter(), "portier/v1/+/status");
+        assert_eq!(c.broker.port, 8883);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = CentralConfig::parse(
+            Path::new("/etc/c.toml"),
+            &MIN.replace("dbname=portier", "dbname=portier password=x"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/etc/c.toml") && e.contains("postgres.connect"),
+            "{e}"
+        );
+        let e = CentralConfig::parse(
+            Path::new("/etc/c.toml"),
+            &format!("{MIN}[ingest]\nmax_rowz = 3\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/etc/c.toml:") && e.contains("max_rowz"), "{e}");
+    }
+
+    #[test]
+    fn the_example_parses() {
+        let text = include_str!("../../config/central.example.toml");
+        let c = CentralConfig::parse(Path::new("central.example.toml"), text).unwrap();
+        assert_eq!(c.central.share_group, "portier-central");
+        assert_eq!(c.ingest.max_rows, 10_000);
+    }
+
+    #[test]
+    fn secrets_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("k");
+        std::fs::write(&f, "x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = check_private(&f).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        check_private(&f).unwrap();
+    }
+}

@@ -1,0 +1,606 @@
+//! PostgreSQL: the connection, the migrations (`migrations/central/*.sql`,
+//! applied at start in one transaction under an advisory lock, recorded in
+//! `central_schema`), and every statement central runs.
+//!
+//! Guarantees: a flush is one transaction; the gateways it touches are
+//! locked first, in id order (instances sharing the load never deadlock and
+//! compute each gateway's contiguous prefix one at a time); the ack values
+//! it returns are committed before the caller sees them.
+
+use jiff::Timestamp;
+use serde_json::Value;
+use thiserror::Error;
+use tokio_postgres::{Client, NoTls};
+
+use super::GatewayId;
+use super::config::PostgresConfig;
+use super::ingest::{Flush, contiguous_end};
+
+/// The migrations, in order: (schema version, SQL).
+pub const MIGRATIONS: &[(i32, &str)] =
+    &[(1, include_str!("../../migrations/central/0001_init.sql"))];
+
+/// Advisory lock key for migrations ("portier" in ASCII, truncated).
+const MIGRATION_LOCK: i64 = 0x0070_6f72_7469_6572;
+
+/// At most this many stored seqs above the ack are walked per gateway and
+/// flush (a gateway sends at most its window beyond the last ack).
+const WALK_LIMIT: i64 = 100_000;
+
+/// A PostgreSQL failure.
+#[derive(Debug, Error)]
+pub enum DbError {
+    /// Connecting failed.
+    #[error("PostgreSQL at `{connect}`: {source}")]
+    Connect {
+        /// The connection string (it holds no password).
+        connect: String,
+        /// Why.
+        source: tokio_postgres::Error,
+    },
+    /// The password file is unreadable.
+    #[error("{path}: {source}")]
+    PasswordFile {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The connection string does not parse.
+    #[error("[postgres] connect: {0}")]
+    Config(String),
+    /// The database has a newer schema than this build knows.
+    #[error(
+        "the database's central schema is version {have}, newer than this build's {known}: upgrade portier"
+    )]
+    NewerSchema {
+        /// In the database.
+        have: i32,
+        /// Known here.
+        known: i32,
+    },
+    /// A statement failed.
+    #[error("PostgreSQL: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+    /// A user's query did not give credentials.
+    #[error("{0}")]
+    Import(#[from] super::import::ImportError),
+}
+
+/// Connect (the connection's task runs on the current tokio runtime).
+pub async fn connect(cfg: &PostgresConfig) -> Result<Client, DbError> {
+    let mut pg: tokio_postgres::Config = cfg
+        .connect
+        .parse()
+        .map_err(|e: tokio_postgres::Error| DbError::Config(e.to_string()))?;
+    if let Some(path) = &cfg.password_file {
+        let text = std::fs::read_to_string(path).map_err(|source| DbError::PasswordFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        pg.password(text.trim_end_matches(['\n', '\r']));
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name("portier-central");
+    }
+    let (client, connection) = pg.connect(NoTls).await.map_err(|source| DbError::Connect {
+        connect: cfg.connect.clone(),
+        source,
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Apply the migrations this database lacks; returns the schema version.
+pub async fn migrate(client: &mut Client) -> Result<i32, DbError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS central_schema (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let have: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM central_schema", &[])
+        .await?
+        .get(0);
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if have > known {
+        return Err(DbError::NewerSchema { have, known });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > have) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO central_schema (version) VALUES ($1)",
+            &[version],
+        )
+        .await?;
+        tracing::info!(version, "central schema migrated");
+    }
+    tx.commit().await?;
+    Ok(known)
+}
+
+/// Store one flush in one transaction; returns, per gateway that sent
+/// events, the highest contiguous seq now stored (the ack to publish).
+pub async fn store<T>(
+    client: &mut Client,
+    flush: &Flush<T>,
+) -> Result<Vec<(GatewayId, u64)>, DbError> {
+    let tx = client.transaction().await?;
+    // Lock every touched gateway's row first, in id order.
+    let mut ids: Vec<&GatewayId> = flush
+        .gateways
+        .iter()
+        .chain(flush.statuses.iter().map(|s| &s.gateway))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let mut acked = std::collections::BTreeMap::new();
+    let lock = tx
+        .prepare(
+            "INSERT INTO gateways (id, last_seen) VALUES ($1, now())
+             ON CONFLICT (id) DO UPDATE SET last_seen = now()
+             RETURNING acked_seq, state",
+        )
+        .await?;
+    let mut states = std::collections::BTreeMap::new();
+    for id in ids {
+        let row = tx.query_one(&lock, &[&id.as_str()]).await?;
+        acked.insert(id.clone(), row.get::<_, i64>(0));
+        states.insert(id.clone(), row.get::<_, String>(1));
+    }
+    if !flush.rows.is_empty() {
+        let mut gateway = Vec::with_capacity(flush.rows.len());
+        let mut seq = Vec::with_capacity(flush.rows.len());
+        let mut at = Vec::with_capacity(flush.rows.len());
+        let mut kind = Vec::with_capacity(flush.rows.len());
+        let mut door = Vec::with_capacity(flush.rows.len());
+        let mut credential = Vec::with_capacity(flush.rows.len());
+        let mut reason = Vec::with_capacity(flush.rows.len());
+        let mut json = Vec::with_capacity(flush.rows.len());
+        for r in &flush.rows {
+            gateway.push(r.gateway.as_str());
+            // Checked to fit an i64 when decoded.
+            seq.push(i64::try_from(r.seq).unwrap_or(i64::MAX));
+            at.push(r.at);
+            kind.push(r.kind.as_str());
+            door.push(r.door.as_deref());
+            credential.push(r.credential.as_deref());
+            reason.push(r.reason.as_deref());
+            json.push(r.json.as_str());
+        }
+        tx.execute(
+            "INSERT INTO events (gateway, seq, at, type, door, credential, reason, event)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::timestamptz[],
+                                  $4::text[], $5::text[], $6::text[], $7::text[],
+                                  $8::text[]::jsonb[])
+             ON CONFLICT (gateway, seq) DO NOTHING",
+            &[
+                &gateway,
+                &seq,
+                &at,
+                &kind,
+                &door,
+                &credential,
+                &reason,
+                &json,
+            ],
+        )
+        .await?;
+    }
+    for s in &flush.statuses {
+        let st = &s.status;
+        let status: Value = serde_json::from_str(&s.json).unwrap_or(Value::Null);
+        let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        tx.execute(
+            "UPDATE gateways SET
+                 state = $2,
+                 state_since = CASE WHEN state = $2 THEN state_since ELSE now() END,
+                 software_version = nullif($3, ''),
+                 rules_version = coalesce($4, rules_version),
+                 rules_refused = $5,
+                 backlog = $6, backlog_oldest_seq = $7, backlog_oldest_at = $8,
+                 dropped_events = $9, status = $10, status_at = now()
+             WHERE id = $1",
+            &[
+                &s.gateway.as_str(),
+                &s.state,
+                &st.version,
+                &st.rules_version.map(to_i64),
+                &st.rules_refused,
+                &to_i64(st.backlog),
+                &st.backlog_oldest_seq.map(to_i64),
+                &st.backlog_oldest_at,
+                &to_i64(st.dropped_events),
+                &status,
+            ],
+        )
+        .await?;
+        if states.get(&s.gateway) != Some(&s.state) {
+            tx.execute(
+                "INSERT INTO gateway_states (gateway, at, state) VALUES ($1, now(), $2)",
+                &[&s.gateway.as_str(), &s.state],
+            )
+            .await?;
+        }
+    }
+    // The contiguous walk. Common case: this flush continues the prefix, so
+    // one count proves (acked, top] complete and only seqs above `top`
+    // (stored earlier by another instance) are fetched; after a gap, the
+    // walk starts at the ack.
+    let mut tops = std::collections::BTreeMap::new();
+    for r in &flush.rows {
+        tops.insert(&r.gateway, r.seq);
+    }
+    let count = tx
+        .prepare("SELECT count(*) FROM events WHERE gateway = $1 AND seq > $2 AND seq <= $3")
+        .await?;
+    let walk = tx
+        .prepare("SELECT seq FROM events WHERE gateway = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+        .await?;
+    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let mut acks = Vec::new();
+    for g in &flush.gateways {
+        let have = acked.get(g).copied().unwrap_or(0);
+        let have_u = u64::try_from(have).unwrap_or(0);
+        let mut start = have_u;
+        if let Some(&top) = tops.get(g).filter(|t| **t > have_u) {
+            let n: i64 = tx
+                .query_one(&count, &[&g.as_str(), &have, &to_i64(top)])
+                .await?
+                .get(0);
+            if u64::try_from(n).ok() == Some(top - have_u) {
+                start = top;
+            }
+        }
+        let above = tx
+            .query(&walk, &[&g.as_str(), &to_i64(start), &WALK_LIMIT])
+            .await?;
+        let end = contiguous_end(
+            start,
+            above
+                .iter()
+                .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)),
+        );
+        if end > have_u {
+            tx.execute(
+                "UPDATE gateways SET acked_seq = $2 WHERE id = $1",
+                &[&g.as_str(), &i64::try_from(end).unwrap_or(i64::MAX)],
+            )
+            .await?;
+        }
+        if end > 0 {
+            acks.push((g.clone(), end));
+        }
+    }
+    tx.commit().await?;
+    Ok(acks)
+}
+
+/// One gateway as `portier central status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FleetRow {
+    /// Gateway id.
+    pub gateway: String,
+    /// `online`, `offline` or `unknown`.
+    pub state: String,
+    /// Since when.
+    pub state_since: Option<Timestamp>,
+    /// Software version.
+    pub version: Option<String>,
+    /// Rules version in force (as the gateway reports it).
+    pub rules_version: Option<i64>,
+    /// Last rules refusal.
+    pub rules_refused: Option<String>,
+    /// Events waiting at the gateway.
+    pub backlog: Option<i64>,
+    /// When the oldest of them happened.
+    pub backlog_oldest_at: Option<Timestamp>,
+    /// Highest contiguous seq stored centrally.
+    pub acked: i64,
+    /// Events the gateway dropped (journal full).
+    pub dropped_events: Option<i64>,
+    /// Last message of any kind.
+    pub last_seen: Option<Timestamp>,
+    /// Highest rules version published to it.
+    pub rules_published: Option<i64>,
+}
+
+/// The fleet, by gateway id.
+pub async fn fleet(client: &Client) -> Result<Vec<FleetRow>, DbError> {
+    let rows = client
+        .query(
+            "SELECT g.id, g.state, g.state_since, g.software_version, g.rules_version,
+                    g.rules_refused, g.backlog, g.backlog_oldest_at, g.acked_seq,
+                    g.dropped_events, g.last_seen,
+                    (SELECT max(version) FROM rules_published p WHERE p.gateway = g.id)
+               FROM gateways g ORDER BY g.id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| FleetRow {
+            gateway: r.get(0),
+            state: r.get(1),
+            state_since: r.get(2),
+            version: r.get(3),
+            rules_version: r.get(4),
+            rules_refused: r.get(5),
+            backlog: r.get(6),
+            backlog_oldest_at: r.get(7),
+            acked: r.get(8),
+            dropped_events: r.get(9),
+            last_seen: r.get(10),
+            rules_published: r.get(11),
+        })
+        .collect())
+}
+
+/// Alarms in `[since, until)`, oldest first, optionally of one gateway.
+pub async fn alarms(
+    client: &Client,
+    since: Timestamp,
+    until: Timestamp,
+    gateway: Option<&GatewayId>,
+) -> Result<Vec<Value>, DbError> {
+    let rows = client
+        .query(
+            "SELECT gateway, at, kind, door, reason, event FROM alarms
+              WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR gateway = $3)
+              ORDER BY at, gateway",
+            &[&since, &until, &gateway.map(GatewayId::as_str)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "gateway": r.get::<_, String>(0),
+                "at": r.get::<_, Timestamp>(1).to_string(),
+                "kind": r.get::<_, String>(2),
+                "door": r.get::<_, Option<String>>(3),
+                "reason": r.get::<_, Option<String>>(4),
+                "event": r.get::<_, Option<Value>>(5),
+            })
+        })
+        .collect())
+}
+
+/// What central last published to a gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Its version.
+    pub version: u64,
+    /// The building it names.
+    pub building: String,
+}
+
+/// The next rules version for `gateway`: above everything published and
+/// above what the gateway reports in force.
+pub async fn next_version(client: &Client, gateway: &GatewayId) -> Result<u64, DbError> {
+    let v: i64 = client
+        .query_one(
+            "SELECT greatest(
+                 (SELECT coalesce(max(version), 0) FROM rules_published WHERE gateway = $1),
+                 (SELECT coalesce(max(rules_version), 0) FROM gateways WHERE id = $1)) + 1",
+            &[&gateway.as_str()],
+        )
+        .await?
+        .get(0);
+    Ok(u64::try_from(v).unwrap_or(1))
+}
+
+/// The latest rules published to `gateway`, if any.
+pub async fn last_published(
+    client: &Client,
+    gateway: &GatewayId,
+) -> Result<Option<Published>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT version, building FROM rules_published WHERE gateway = $1
+              ORDER BY version DESC LIMIT 1",
+            &[&gateway.as_str()],
+        )
+        .await?;
+    Ok(row.map(|r| Published {
+        version: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
+        building: r.get(1),
+    }))
+}
+
+/// What a publication was.
+#[derive(Debug, Clone)]
+pub struct Publication<'a> {
+    /// The gateway.
+    pub gateway: &'a GatewayId,
+    /// The new version.
+    pub version: u64,
+    /// `snapshot` or `delta`.
+    pub kind: &'a str,
+    /// For a delta, its base.
+    pub base_version: Option<u64>,
+    /// The building.
+    pub building: &'a str,
+    /// Credentials in it (snapshot) or changed by it (delta).
+    pub credentials: usize,
+    /// SHA-256 of the signed blob, hex.
+    pub digest: String,
+}
+
+/// Record a publication and the cards the gateway's rules now name: a
+/// snapshot replaces them, a delta adds to them.
+pub async fn record_published(
+    client: &mut Client,
+    p: &Publication<'_>,
+    cards: &[String],
+) -> Result<(), DbError> {
+    let tx = client.transaction().await?;
+    let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT INTO rules_published (gateway, version, kind, base_version, building, credentials, digest)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &p.gateway.as_str(),
+            &v(p.version),
+            &p.kind,
+            &p.base_version.map(v),
+            &p.building,
+            &i64::try_from(p.credentials).unwrap_or(i64::MAX),
+            &p.digest,
+        ],
+    )
+    .await?;
+    if p.kind == "snapshot" {
+        tx.execute(
+            "DELETE FROM gateway_credentials WHERE gateway = $1",
+            &[&p.gateway.as_str()],
+        )
+        .await?;
+    }
+    tx.execute(
+        "INSERT INTO gateway_credentials (gateway, card)
+         SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+        &[&p.gateway.as_str(), &cards],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Gateways whose rules name `card`.
+pub async fn gateways_with_card(client: &Client, card: &str) -> Result<Vec<GatewayId>, DbError> {
+    ids(client
+        .query(
+            "SELECT gateway FROM gateway_credentials WHERE card = $1 ORDER BY gateway",
+            &[&card],
+        )
+        .await?)
+}
+
+/// Every gateway central has published rules to.
+pub async fn gateways_with_rules(client: &Client) -> Result<Vec<GatewayId>, DbError> {
+    ids(client
+        .query(
+            "SELECT DISTINCT gateway FROM rules_published ORDER BY gateway",
+            &[],
+        )
+        .await?)
+}
+
+fn ids(rows: Vec<tokio_postgres::Row>) -> Result<Vec<GatewayId>, DbError> {
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.get::<_, String>(0).parse().ok())
+        .collect())
+}
+
+/// Remember a block for every later snapshot (a newer reason replaces an
+/// older one).
+pub async fn record_block(client: &Client, card: &str, reason: &str) -> Result<(), DbError> {
+    client
+        .execute(
+            "INSERT INTO card_blocks (card, reason) VALUES ($1, $2)
+             ON CONFLICT (card) DO UPDATE SET reason = excluded.reason, blocked_at = now()",
+            &[&card, &reason],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Forget a block; whether there was one.
+pub async fn remove_block(client: &Client, card: &str) -> Result<bool, DbError> {
+    Ok(client
+        .execute("DELETE FROM card_blocks WHERE card = $1", &[&card])
+        .await?
+        > 0)
+}
+
+/// Every card blocked through central: card → reason.
+pub async fn blocked_cards(
+    client: &Client,
+) -> Result<std::collections::BTreeMap<String, String>, DbError> {
+    Ok(client
+        .query("SELECT card, reason FROM card_blocks", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Record a command sent.
+pub async fn record_command(
+    client: &Client,
+    command: &crate::command::Command,
+) -> Result<(), DbError> {
+    let action = serde_json::to_value(&command.action).unwrap_or(Value::Null);
+    client
+        .execute(
+            "INSERT INTO commands (id, gateway, action, issued_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &command.id,
+                &command.gateway,
+                &action,
+                &command.issued_at,
+                &command.expires_at,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The gateway's answer to command `id` (its `remote_action` or
+/// `command_refused` event), once stored.
+pub async fn command_result(
+    client: &Client,
+    gateway: &GatewayId,
+    id: &str,
+    since: Timestamp,
+) -> Result<Option<Value>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT event FROM events
+              WHERE gateway = $1 AND at >= $3
+                AND ((type = 'remote_action' AND event->>'command' = $2)
+                  OR (type = 'command_refused' AND event->>'id' = $2))
+              ORDER BY seq LIMIT 1",
+            &[&gateway.as_str(), &id, &since],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Run a user's query and read its rows as credential records (every
+/// column as text, as PostgreSQL prints it).
+pub async fn query_records(
+    client: &Client,
+    sql: &str,
+) -> Result<Vec<super::import::Record>, DbError> {
+    use tokio_postgres::SimpleQueryMessage;
+    let mut out = Vec::new();
+    for m in client.simple_query(sql).await? {
+        if let SimpleQueryMessage::Row(row) = m {
+            let rec = row
+                .columns()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    (
+                        c.name().to_owned(),
+                        row.get(i).map(|v| Value::String(v.to_owned())),
+                    )
+                })
+                .collect();
+            out.push(rec);
+        }
+    }
+    Ok(out)
+}

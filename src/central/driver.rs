@@ -1,0 +1,279 @@
+//! The async driver of `portier central`: one MQTT connection (mTLS, the
+//! gateway's own rustls setup) and one PostgreSQL connection. The broker
+//! loop hands deliveries to the writer; the writer plans a flush
+//! ([`Plan`]), commits it ([`db::store`]), and only then publishes the acks
+//! and acknowledges the deliveries to the broker (manual PUBACK, so a
+//! crash before the commit means the broker delivers again).
+//!
+//! A failed transaction is retried with back-off (it is idempotent) and
+//! nothing is acknowledged meanwhile. The integrator verbs use
+//! [`publish_blobs`] to send signed snapshots, deltas and commands.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, Publish, QoS};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+
+use super::config::CentralConfig;
+use super::db::{self, DbError};
+use super::ingest::{Plan, TopicKind, decode_batch, decode_status, parse_topic};
+use super::{GatewayId, GatewayTopics};
+use crate::driver::uplink::{UplinkError, mqtt_options};
+use crate::uplink::wire::{Ack, to_cbor};
+
+/// A failure of the central service or of a publication.
+#[derive(Debug, Error)]
+pub enum DriverError {
+    /// PostgreSQL.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Certificates or keys for the broker.
+    #[error(transparent)]
+    Tls(#[from] UplinkError),
+    /// The broker did not take a publication.
+    #[error("broker: {0}")]
+    Broker(String),
+}
+
+/// Test hook: exit the process after this many committed flushes, before
+/// any ack of the last one is published (the crash test's "kill between
+/// insert and ack"). Read once at start; never set in production.
+const EXIT_AFTER_COMMITS: &str = "PORTIER_CENTRAL_TEST_EXIT_AFTER_COMMITS";
+
+/// Run the service until `shutdown` turns true.
+pub async fn run(
+    config: CentralConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), DriverError> {
+    let mut pg = db::connect(&config.postgres).await?;
+    let schema = db::migrate(&mut pg).await?;
+    let mut options = mqtt_options(&config.uplink(), &config.central.instance, None)?;
+    let max = config.broker.max_message_mib << 20;
+    options.set_max_packet_size(max, max);
+    options.set_manual_acks(true);
+    options.set_clean_session(!config.central.persistent_session);
+    options.set_inflight(200);
+    let (client, eventloop) = AsyncClient::new(options, 1024);
+    tracing::info!(
+        instance = %config.central.instance,
+        events = %config.events_filter(),
+        schema,
+        "portier central started"
+    );
+    let (tx, rx) = mpsc::unbounded_channel();
+    let filters = [config.events_filter(), config.status_filter()];
+    let poller = tokio::spawn(poll(eventloop, client.clone(), filters, tx));
+    let exit_after: Option<u64> = std::env::var(EXIT_AFTER_COMMITS)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let writer = Writer {
+        config: &config,
+        client: &client,
+        pg,
+        commits: 0,
+        exit_after,
+    };
+    tokio::select! {
+        r = writer.run(rx) => r?,
+        _ = shutdown.wait_for(|s| *s) => {}
+    }
+    poller.abort();
+    let _ = client.disconnect().await;
+    tracing::info!("portier central stopped");
+    Ok(())
+}
+
+/// The broker loop: (re)subscribe on every connection, pass deliveries on.
+async fn poll(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    filters: [String; 2],
+    tx: mpsc::UnboundedSender<Publish>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                backoff = Duration::from_millis(500);
+                tracing::info!("connected to the broker");
+                for f in &filters {
+                    if let Err(e) = client.try_subscribe(f.as_str(), QoS::AtLeastOnce) {
+                        tracing::warn!(filter = %f, error = %e, "subscribe not queued");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                if tx.send(p).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "broker connection");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+struct Writer<'a> {
+    config: &'a CentralConfig,
+    client: &'a AsyncClient,
+    pg: tokio_postgres::Client,
+    commits: u64,
+    exit_after: Option<u64>,
+}
+
+impl Writer<'_> {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Publish>) -> Result<(), DriverError> {
+        let root = self.config.central.topic_root.clone();
+        let linger = Duration::from_millis(self.config.ingest.linger_ms);
+        let mut plan: Plan<Publish> = Plan::new(self.config.ingest.max_rows);
+        loop {
+            // Wait for the first delivery, then gather until full or quiet.
+            let Some(first) = rx.recv().await else {
+                return Ok(());
+            };
+            add(&root, &mut plan, first);
+            while !plan.is_full() {
+                match rx.try_recv() {
+                    Ok(p) => add(&root, &mut plan, p),
+                    Err(_) => match tokio::time::timeout(linger, rx.recv()).await {
+                        Ok(Some(p)) => add(&root, &mut plan, p),
+                        _ => break,
+                    },
+                }
+            }
+            let flush = plan.take();
+            #[allow(clippy::disallowed_methods)] // a driver may read the clock
+            let started = std::time::Instant::now();
+            let acks = self.commit(&flush).await;
+            let commit_ms = started.elapsed().as_secs_f64() * 1e3;
+            self.commits += 1;
+            if self.exit_after.is_some_and(|n| self.commits >= n) {
+                tracing::warn!("{EXIT_AFTER_COMMITS}: exiting after the commit, before the acks");
+                std::process::exit(3);
+            }
+            for (gateway, seq) in acks {
+                let topic = GatewayTopics::new(&root, &gateway).ack;
+                if let Err(e) = self
+                    .client
+                    .publish(topic, QoS::AtLeastOnce, false, to_cbor(&Ack { seq }))
+                    .await
+                {
+                    tracing::warn!(%gateway, error = %e, "ack not queued");
+                }
+            }
+            for p in &flush.tokens {
+                if let Err(e) = self.client.ack(p).await {
+                    tracing::warn!(error = %e, "delivery ack not queued");
+                }
+            }
+            tracing::debug!(
+                rows = flush.rows.len(),
+                statuses = flush.statuses.len(),
+                deliveries = flush.tokens.len(),
+                commit_ms,
+                "flush committed"
+            );
+        }
+    }
+
+    /// Commit `flush`, retrying (it is idempotent) until it succeeds. A
+    /// flush PostgreSQL refuses as data (SQLSTATE class 22, 23) is given up
+    /// after a few tries: nothing is acked, the gateways keep those events
+    /// (their backlog shows in `status`), and central does not stall.
+    async fn commit(&mut self, flush: &super::ingest::Flush<Publish>) -> Vec<(GatewayId, u64)> {
+        let mut backoff = Duration::from_millis(200);
+        let mut data_errors = 0;
+        loop {
+            match db::store(&mut self.pg, flush).await {
+                Ok(acks) => return acks,
+                Err(e) => {
+                    let data = matches!(&e, DbError::Sql(s) if s.code().is_some_and(|c| {
+                        c.code().starts_with("22") || c.code().starts_with("23")
+                    }));
+                    if data {
+                        data_errors += 1;
+                        if data_errors >= 3 {
+                            let gateways: Vec<&str> =
+                                flush.gateways.iter().map(GatewayId::as_str).collect();
+                            tracing::error!(error = %e, ?gateways, "PostgreSQL refuses these events as data; not acknowledged");
+                            return Vec::new();
+                        }
+                    }
+                    tracing::warn!(error = %e, retry_in = ?backoff, "storing events failed; nothing acknowledged");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    if self.pg.is_closed() {
+                        match db::connect(&self.config.postgres).await {
+                            Ok(c) => self.pg = c,
+                            Err(e) => tracing::warn!(error = %e, "PostgreSQL reconnect"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decode one delivery into the plan (a bad one is logged and only
+/// acknowledged to the broker: the gateway keeps what was not acked).
+fn add(root: &str, plan: &mut Plan<Publish>, mut p: Publish) {
+    let payload = std::mem::take(&mut p.payload);
+    let topic = p.topic.clone();
+    let parsed = parse_topic(root, &topic).and_then(|(gateway, kind)| match kind {
+        TopicKind::Events => {
+            decode_batch(&topic, &gateway, &payload).map(|rows| (gateway, Some(rows), None))
+        }
+        TopicKind::Status => decode_status(&topic, &gateway, &payload).map(|s| (gateway, None, s)),
+    });
+    match parsed {
+        Ok((gateway, Some(rows), _)) => plan.add_events(gateway, rows, p),
+        Ok((_, None, Some(status))) => plan.add_status(status, p),
+        Ok((_, None, None)) => plan.add_nothing(p),
+        Err(e) => {
+            tracing::warn!(error = %e, "delivery refused");
+            plan.add_nothing(p);
+        }
+    }
+}
+
+/// Publish signed blobs (topic, bytes, retained) with a fresh clean
+/// session, each confirmed by the broker before the next.
+pub async fn publish_blobs(
+    config: &CentralConfig,
+    blobs: Vec<(String, Vec<u8>, bool)>,
+) -> Result<(), DriverError> {
+    let mut r = [0u8; 6];
+    getrandom::fill(&mut r).map_err(|e| DriverError::Broker(format!("no randomness: {e}")))?;
+    let id = format!("{}-cli-{}", config.central.instance, hex::encode(r));
+    let mut options = mqtt_options(&config.uplink(), &id, None)?;
+    let max = config.broker.max_message_mib << 20;
+    options.set_max_packet_size(max, max);
+    options.set_clean_session(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    for (topic, bytes, retain) in blobs {
+        client
+            .publish(topic.as_str(), QoS::AtLeastOnce, retain, bytes)
+            .await
+            .map_err(|e| DriverError::Broker(e.to_string()))?;
+        let mut sent = false;
+        crate::driver::uplink::drive_until(&mut eventloop, Duration::from_secs(60), |e| {
+            if matches!(e, Event::Outgoing(Outgoing::Publish(_))) {
+                sent = true;
+            }
+            sent && matches!(e, Event::Incoming(Incoming::PubAck(_)))
+        })
+        .await
+        .map_err(|e| DriverError::Broker(format!("publishing to {topic}: {e}")))?;
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while eventloop.poll().await.is_ok() {}
+    })
+    .await;
+    Ok(())
+}
