@@ -321,7 +321,7 @@ mod tests {
                         door: "side".into(),
                         reader: "r".into(),
                         credential: Some("h10301:42:1".into()),
-                        reason: "blocked".into(),
+                        reason: crate::rules::DenyReason::Blocked,
                     },
                 })
                 .collect(),

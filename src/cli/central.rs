@@ -225,7 +225,10 @@ pub(crate) fn run(args: CentralArgs) -> anyhow::Result<ExitCode> {
         } => rt.block_on(command(
             config,
             gateway,
-            RemoteAction::Unlock { door, seconds },
+            RemoteAction::Unlock {
+                door: door.into(),
+                seconds,
+            },
             wait,
         )),
         CentralCmd::Lockdown {
@@ -235,7 +238,9 @@ pub(crate) fn run(args: CentralArgs) -> anyhow::Result<ExitCode> {
         } => rt.block_on(command(
             config,
             gateway,
-            RemoteAction::Lockdown { doors: door },
+            RemoteAction::Lockdown {
+                doors: door.into_iter().map(Into::into).collect(),
+            },
             wait,
         )),
         CentralCmd::Release {
@@ -245,7 +250,9 @@ pub(crate) fn run(args: CentralArgs) -> anyhow::Result<ExitCode> {
         } => rt.block_on(command(
             config,
             gateway,
-            RemoteAction::ReleaseLockdown { doors: door },
+            RemoteAction::ReleaseLockdown {
+                doors: door.into_iter().map(Into::into).collect(),
+            },
             wait,
         )),
     }

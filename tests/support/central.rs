@@ -222,7 +222,7 @@ pub fn mixed_events(n: u64) -> Vec<EventKind> {
                 door: "lab-1".into(),
                 reader: "lab-reader".into(),
                 credential: Some(format!("h10301:42:{i}")),
-                reason: "blocked".into(),
+                reason: portier::rules::DenyReason::Blocked,
             },
             2 => EventKind::DoorClosed {
                 door: "side-entrance".into(),
