@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod central;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod door;

@@ -140,7 +140,7 @@ impl UserStore {
 
     fn build(&self, from_file: &UsersFile) -> Directory {
         let mut salt = [0u8; 16];
-        crate::driver::clock::os_entropy(&mut salt);
+        crate::clock::os_entropy(&mut salt);
         Directory::new(&[&self.inline, from_file], &salt)
     }
 
@@ -230,12 +230,12 @@ impl AppState {
 /// Monotonic now: the admin driver's clock read point for lockout and
 /// sessions.
 fn mono_now() -> Instant {
-    crate::driver::clock::monotonic()
+    crate::clock::monotonic()
 }
 
 /// Wall-clock now, for "why" and door actions.
 fn wall_now() -> Timestamp {
-    let d = crate::driver::clock::since_epoch();
+    let d = crate::clock::since_epoch();
     Timestamp::new(
         i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         i32::try_from(d.subsec_nanos()).unwrap_or(0),
@@ -245,7 +245,7 @@ fn wall_now() -> Timestamp {
 
 fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
-    crate::driver::clock::os_entropy(&mut b);
+    crate::clock::os_entropy(&mut b);
     hex::encode(b)
 }
 

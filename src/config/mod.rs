@@ -7,6 +7,7 @@
 //! (doors → PDs), trusted keys and PD key files are checked by
 //! [`Config::load`] / [`Config::check`], before anything is opened.
 
+pub mod port;
 pub mod site;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
-use crate::driver::serial::PortSettings;
+use port::PortSettings;
 use crate::osdp::secure::Scbk;
 use crate::osdp::{KeyPolicy, PdConfig, Timing};
 use crate::rules::TrustedKeys;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::door::{Direction, FailMode, RevolvingConfig, StandardConfig};
-use crate::driver::serial::Rs485Mode;
+use super::port::Rs485Mode;
 use crate::osdp::message::LedColor;
 use crate::site::outputs::{FeedbackStyle, FeedbackTable, StrikeWiring};
 use crate::site::{DoorKind, DoorWiring, InputRef, OutputRef, PdRef, ReaderRef};

@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::clock;
+use crate::clock;
 use super::disk::DiskSpace;
 use super::serial::BusRequest;
 use crate::door::Presence;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::clock;
+use crate::clock;
 use super::control_socket::{ControlContext, serve_control_socket};
 use super::daemon::{self, BusLink, Control, Daemon, DaemonInputs, DaemonView, StandingBook};
 use super::decider::StoreDecider;

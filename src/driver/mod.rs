@@ -2,7 +2,8 @@
 //! HTTP and the clock.
 
 pub mod admin_backend;
-pub mod clock;
+/// The one clock read point (`crate::clock`), for the drivers' callers.
+pub use crate::clock;
 pub mod control_socket;
 pub mod daemon;
 pub mod decider;

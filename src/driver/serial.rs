@@ -12,33 +12,11 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::driver::clock;
+use crate::clock;
+pub use crate::config::port::{PortSettings, Rs485Mode};
 use crate::ids::BusId;
 use crate::osdp::message::Command;
 use crate::osdp::{Bus, BusError, BusEvent, PdStatus, pcap};
-
-/// How the RS-485 transceiver's direction is switched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Rs485Mode {
-    /// The adapter switches by itself (most USB–RS-485 adapters).
-    #[default]
-    Adapter,
-    /// The kernel's RS-485 mode (`TIOCSRS485`, RTS on send).
-    Kernel,
-}
-
-/// How to open a serial port.
-#[derive(Debug, Clone)]
-pub struct PortSettings {
-    /// Device path, e.g. `/dev/ttyUSB0`.
-    pub path: PathBuf,
-    /// 9600..=230400.
-    pub baud: u32,
-    /// Direction control.
-    pub rs485: Rs485Mode,
-    /// Discard our own transmitted bytes when the adapter echoes them.
-    pub suppress_echo: bool,
-}
 
 /// Serial driver failures.
 #[derive(Debug, Error)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sd_notify::NotifyState;
 use tokio::sync::watch;
 
-use super::clock;
+use crate::clock;
 use super::daemon::DaemonView;
 use crate::osdp::PdStatus;
 

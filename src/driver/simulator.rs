@@ -5,7 +5,7 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use super::clock;
+use crate::clock;
 use crate::osdp::message::RawCard;
 use crate::osdp::peripheral::{Peripheral, PeripheralEvent};
 

@@ -22,7 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use super::clock;
+use crate::clock;
 use crate::journal::{Journal, JournalError};
 use crate::uplink::wire::{self, Ack, EventBatch, Status};
 use crate::uplink::{Outbox, UplinkConfig};

@@ -1,4 +1,5 @@
-//! The one place the daemon reads clocks. Cores get `now` from here.
+//! The one place Portier reads clocks and OS entropy (the drivers and the
+//! admin port call it); the sans-IO cores get `now` and entropy from here.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
