@@ -18,6 +18,7 @@ pub mod ids;
 pub mod journal;
 pub mod osdp;
 pub mod rules;
+pub mod secret_files;
 pub mod site;
 pub mod status;
 pub mod storage;

@@ -173,11 +173,11 @@ pub fn read_users_file(path: &Path) -> Result<UsersFile, AdminError> {
     };
     match std::fs::read_to_string(path) {
         Ok(text) => {
-            crate::config::warn_if_exposed(path);
+            crate::secret_files::warn_if_exposed(path);
             toml::from_str(&text).map_err(|e| err(e.to_string()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
-        Err(e) => Err(err(crate::config::unreadable_fix(path, &e))),
+        Err(e) => Err(err(crate::secret_files::unreadable_fix(path, &e))),
     }
 }
 

@@ -373,7 +373,7 @@ impl AdminBackend for GatewayBackend {
 /// Build the backend for a running gateway.
 pub fn backend(
     config: &Config,
-    running: &super::gateway::Running,
+    running: &super::running::Running,
     uplink: Option<watch::Receiver<UplinkState>>,
     started_at: Timestamp,
 ) -> GatewayBackend {

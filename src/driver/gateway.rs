@@ -16,8 +16,9 @@ use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock;
+pub use super::running::Running;
 use super::control_socket::{ControlContext, serve_control_socket};
-use super::daemon::{self, BusLink, Control, Daemon, DaemonInputs, DaemonView, StandingBook};
+use super::daemon::{self, BusLink, Daemon, DaemonInputs, DaemonView, StandingBook};
 use super::decider::StoreDecider;
 use super::inbound::start_uplink;
 use super::serial::{BusHandles, open_port, run_bus};
@@ -25,7 +26,7 @@ use super::service;
 use crate::config::Config;
 use crate::event::EventKind;
 use crate::journal::Journal;
-use crate::osdp::{Bus, PdStatus};
+use crate::osdp::Bus;
 use crate::site::{Building, Gateway};
 use crate::store::Store;
 
@@ -38,23 +39,6 @@ pub struct RunOptions {
     /// Serve the local control socket here (JSON lines; the test hook for
     /// remote actions until the uplink carries signed commands).
     pub control_socket: Option<PathBuf>,
-}
-
-/// Handles to a running gateway.
-#[derive(Debug)]
-pub struct Running {
-    /// Requests to the daemon loop.
-    pub control: mpsc::Sender<Control>,
-    /// Daemon state after every round.
-    pub view: watch::Receiver<DaemonView>,
-    /// PD statuses per bus.
-    pub bus_status: HashMap<String, watch::Receiver<Vec<PdStatus>>>,
-    /// The rules store.
-    pub store: Arc<Store>,
-    /// A read handle on the event journal.
-    pub journal: Arc<Journal>,
-    /// The admin port's address and certificate fingerprint, when it runs.
-    pub admin: Option<(std::net::SocketAddr, String)>,
 }
 
 /// Build and run the gateway until `shutdown` turns true or the daemon

@@ -11,6 +11,7 @@ pub mod disk;
 pub mod gateway;
 pub mod inbound;
 pub mod logging;
+pub mod running;
 pub mod serial;
 pub mod service;
 pub mod simulator;
