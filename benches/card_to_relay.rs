@@ -155,7 +155,7 @@ async fn start() -> Harness {
         rotation_out: None,
     }]);
     let db = portier::storage::open_db(&dir.path().join("events"), 16 << 20).unwrap();
-    let journal = Journal::open(&db).unwrap();
+    let journal = Journal::open(&db).unwrap().writer;
     let presence = PresenceBook::open(&db).unwrap();
     let decider = StoreDecider::new(store, "office-hours".into());
     let (_control_tx, control) = mpsc::channel(4);

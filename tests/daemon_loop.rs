@@ -53,7 +53,7 @@ struct Running {
     cards: mpsc::UnboundedSender<RawCard>,
     shutdown: watch::Sender<bool>,
     daemon: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
-    reader_journal: Journal,
+    reader_journal: portier::journal::JournalReader,
     _dir: tempfile::TempDir,
 }
 
@@ -122,8 +122,11 @@ fn start(decider: Box<dyn Decider>) -> Running {
     }]);
     let dir = tempfile::tempdir().unwrap();
     let db = portier::storage::open_db(dir.path(), 8 << 20).unwrap();
-    let journal = Journal::open(&db).unwrap();
-    let reader_journal = Journal::open(&db).unwrap();
+    let Journal {
+        writer: journal,
+        reader: reader_journal,
+        ..
+    } = Journal::open(&db).unwrap();
     let links = vec![BusLink {
         name: "bus0".into(),
         requests,

@@ -28,7 +28,11 @@ fn drain_rate_after_an_outage() {
     let central = Central::start(&broker, true);
     let dir = tempfile::tempdir().unwrap();
     let db = portier::storage::open_db(dir.path(), 64 << 20).unwrap();
-    let mut journal = Journal::open(&db).unwrap();
+    let Journal {
+        writer: mut journal,
+        reader,
+        acker,
+    } = Journal::open(&db).unwrap();
     let at = "2026-11-23T22:00:00Z".parse().unwrap();
     for b in 0..N / 1000 {
         let kinds = (0..1000)
@@ -42,11 +46,11 @@ fn drain_rate_after_an_outage() {
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let start = Instant::now();
-    let _uplink = spawn_uplink(&runtime, &db, &broker, "gw-a", |cfg| {
+    let _uplink = spawn_uplink(&runtime, (reader.clone(), acker), &broker, "gw-a", |cfg| {
         cfg.batch = 500;
         cfg.window = 20_000;
     });
-    while !journal.is_empty() {
+    while !reader.is_empty() {
         assert!(start.elapsed() < Duration::from_secs(300), "not drained");
         std::thread::sleep(Duration::from_millis(5));
     }

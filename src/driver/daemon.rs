@@ -26,7 +26,7 @@ use super::clock;
 use super::serial::BusRequest;
 use crate::door::{CredentialId, Direction, Passage, Presence, PresenceEvent};
 use crate::door::{DoorInput, RevolvingInput};
-use crate::journal::{EventKind, Journal, JournalError};
+use crate::journal::{EventKind, JournalError, JournalWriter};
 use crate::osdp::BusEvent;
 use crate::osdp::message::RawCard;
 use crate::site::modes::{ModePlanner, StandingMode};
@@ -209,7 +209,7 @@ impl Daemon {
     pub fn new(
         building: Building,
         decider: Box<dyn Decider>,
-        journal: Journal,
+        journal: JournalWriter,
         presence: PresenceBook,
         buses: Vec<BusLink>,
     ) -> Self {
@@ -240,7 +240,7 @@ pub struct Daemon {
     /// The rules.
     pub decider: Box<dyn Decider>,
     /// The event journal.
-    pub journal: Journal,
+    pub journal: JournalWriter,
     /// Who is inside.
     pub presence: PresenceBook,
     /// Where commands go, by bus name.
@@ -324,7 +324,7 @@ impl Daemon {
     fn publish(&self, view: &watch::Sender<DaemonView>) {
         view.send_replace(DaemonView {
             presence: self.presence.list().clone(),
-            last_seq: self.journal.next_seq().unwrap_or(1).saturating_sub(1),
+            last_seq: self.journal.next_seq().saturating_sub(1),
             doors: self.building.door_states(),
             trusted_time: self.presence.clock.latest(),
         });

@@ -22,10 +22,10 @@ use super::daemon::{
 };
 use super::serial::{BusHandles, open_port, run_bus};
 use super::service;
-use super::uplink::{self, Inbound, UplinkHandles, UplinkState};
+use super::uplink::{self, Delivered, Inbound, UplinkHandles, UplinkState};
 use crate::config::Config;
 use crate::door::DenyReason;
-use crate::journal::{EventKind, Journal};
+use crate::journal::{EventKind, Journal, JournalAcker, JournalReader};
 use crate::osdp::message::RawCard;
 use crate::osdp::{Bus, PdStatus};
 use crate::rules::{Card, Decision, Request};
@@ -146,8 +146,8 @@ pub async fn apply_rules(
     control: &mpsc::Sender<Control>,
     kind: RulesBlob,
     bytes: Vec<u8>,
+    now: Timestamp,
 ) -> Result<crate::store::Applied, String> {
-    let now = daemon::wall_now();
     let result = tokio::task::spawn_blocking(move || match kind {
         RulesBlob::Snapshot => store.apply_snapshot(&bytes, now),
         RulesBlob::Delta => store.apply_delta(&bytes, now),
@@ -180,6 +180,7 @@ fn start_uplink(
     uplink: crate::uplink::UplinkConfig,
     config: &Config,
     events_db: &sled::Db,
+    (journal, acker): (JournalReader, JournalAcker),
     store: Arc<Store>,
     control: mpsc::Sender<Control>,
     view: watch::Receiver<DaemonView>,
@@ -205,16 +206,27 @@ fn start_uplink(
         rules_version: store.version(),
         ..Status::default()
     });
-    let (inbound_tx, inbound) = mpsc::channel(16);
+    let (rules_tx, rules) = mpsc::unbounded_channel();
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (alarms_tx, mut alarms) = mpsc::unbounded_channel();
     let (state, state_rx) = watch::channel(UplinkState::default());
     let handles = UplinkHandles {
-        journal: Journal::open(events_db)?,
+        journal,
+        acker,
         appended,
         status,
-        inbound: inbound_tx,
+        rules: rules_tx,
+        commands: commands_tx,
+        alarms: alarms_tx,
         state,
         shutdown,
     };
+    let recorder = control.clone();
+    tokio::spawn(async move {
+        while let Some(alarm) = alarms.recv().await {
+            let _ = recorder.send(Control::Record(vec![alarm])).await;
+        }
+    });
     let g = gateway.clone();
     tokio::spawn(async move {
         if let Err(e) = uplink::run_uplink(uplink, g, handles).await {
@@ -230,7 +242,10 @@ fn start_uplink(
         status: status_tx,
         view: trusted,
     };
-    tokio::spawn(actor.run(inbound));
+    // Two lanes: a snapshot being applied never holds up a command.
+    let actor = Arc::new(actor);
+    tokio::spawn(actor.clone().run(rules));
+    tokio::spawn(actor.run(commands));
     Ok(state_rx)
 }
 
@@ -253,18 +268,32 @@ struct InboundActor {
 }
 
 impl InboundActor {
-    async fn run(self, mut inbound: mpsc::Receiver<Inbound>) {
-        while let Some(message) = inbound.recv().await {
-            match message {
-                Inbound::Snapshot(bytes) => self.rules(RulesBlob::Snapshot, bytes).await,
-                Inbound::Delta(bytes) => self.rules(RulesBlob::Delta, bytes).await,
-                Inbound::Command(bytes) => self.command(&bytes).await,
+    /// Act on one lane; each message is acknowledged to the broker only
+    /// once applied or refused.
+    async fn run(self: Arc<Self>, mut lane: mpsc::UnboundedReceiver<Delivered>) {
+        while let Some(delivered) = lane.recv().await {
+            match &delivered.inbound {
+                Inbound::Snapshot(bytes) => self.rules(RulesBlob::Snapshot, bytes.clone()).await,
+                Inbound::Delta(bytes) => self.rules(RulesBlob::Delta, bytes.clone()).await,
+                Inbound::Command(bytes) => self.command(bytes).await,
             }
+            delivered.done().await;
         }
     }
 
+    /// The trusted time: never earlier than a time already trusted (a
+    /// clock that went back must not make expired rules or commands
+    /// valid). The lead's trusted-time type plugs in here.
+    fn now(&self) -> jiff::Timestamp {
+        let system = daemon::wall_now();
+        self.view
+            .borrow()
+            .trusted_time
+            .map_or(system, |t| t.max(system))
+    }
+
     async fn rules(&self, kind: RulesBlob, bytes: Vec<u8>) {
-        let result = apply_rules(self.store.clone(), &self.control, kind, bytes).await;
+        let result = apply_rules(self.store.clone(), &self.control, kind, bytes, self.now()).await;
         if result.is_ok()
             && let Some(h) = self.store.header()
         {
@@ -280,12 +309,7 @@ impl InboundActor {
     }
 
     async fn command(&self, bytes: &[u8]) {
-        let system = daemon::wall_now();
-        let now = self
-            .view
-            .borrow()
-            .trusted_time
-            .map_or(system, |t| t.max(system));
+        let now = self.now();
         let seen = |id: &str| self.seen.contains_key(id.as_bytes()).unwrap_or(true);
         let command =
             match crate::command::verify_command(bytes, &self.keys, &self.gateway, now, seen) {
@@ -372,7 +396,7 @@ pub struct Running {
     /// The rules store.
     pub store: Arc<Store>,
     /// A read handle on the event journal.
-    pub journal: Arc<Journal>,
+    pub journal: Arc<JournalReader>,
     /// The admin port's address and certificate fingerprint, when it runs.
     pub admin: Option<(std::net::SocketAddr, String)>,
 }
@@ -414,7 +438,14 @@ pub async fn run(
                 state.join("events").display()
             )
         })?;
-    let mut journal = Journal::open(&events_db)?.with_budget(config.journal.max_events);
+    // Opened once: the writer goes to the daemon loop, the reader and the
+    // acker to the uplink, clones of the reader to the status page.
+    let Journal {
+        writer: journal,
+        reader: journal_reader,
+        acker: journal_acker,
+    } = Journal::open(&events_db)?;
+    let mut journal = journal.with_budget(config.journal.max_events);
     let presence = PresenceBook::open(&events_db)?;
     let decider = StoreDecider::new(store.clone(), config.presence.office_hours_schedule.clone());
     let building = Building::new(config.door_wiring()).with_feedback(config.feedback_table());
@@ -486,7 +517,8 @@ pub async fn run(
 
     let (control_tx, control_rx) = mpsc::channel(64);
     let (view_tx, view_rx) = watch::channel(DaemonView::default());
-    let journal_reader = Arc::new(Journal::open(&events_db)?);
+    let uplink_journal = (journal_reader.clone(), journal_acker);
+    let journal_reader = Arc::new(journal_reader);
     if let Some(path) = &options.control_socket {
         let context = ControlContext {
             control: control_tx.clone(),
@@ -503,6 +535,7 @@ pub async fn run(
             uplink,
             &config,
             &events_db,
+            uplink_journal,
             store.clone(),
             control_tx.clone(),
             view_rx.clone(),
@@ -568,7 +601,10 @@ pub async fn run(
         control: control_rx,
         shutdown: shutdown.clone(),
     };
-    let liveness = service::Liveness::new(watched_buses, view_rx.clone());
+    let mut liveness = service::Liveness::new(watched_buses, view_rx.clone());
+    if let Some(uplink) = &uplink_state {
+        liveness = liveness.with_uplink(uplink.clone());
+    }
     tokio::spawn(service::watchdog(liveness, shutdown.clone()));
     service::ready(&format!(
         "rules version {}, {} bus(es) open",
@@ -598,7 +634,7 @@ struct ControlContext {
     control: mpsc::Sender<Control>,
     store: Arc<Store>,
     view: watch::Receiver<DaemonView>,
-    journal: Arc<Journal>,
+    journal: Arc<JournalReader>,
     buses: HashMap<String, watch::Receiver<Vec<PdStatus>>>,
 }
 
@@ -700,7 +736,14 @@ async fn apply(
     let bytes = tokio::fs::read(file)
         .await
         .map_err(|e| format!("{file}: {e}"))?;
-    let applied = apply_rules(context.store.clone(), &context.control, kind, bytes).await?;
+    let applied = apply_rules(
+        context.store.clone(),
+        &context.control,
+        kind,
+        bytes,
+        daemon::wall_now(),
+    )
+    .await?;
     serde_json::to_value(applied).map_err(|e| e.to_string())
 }
 
