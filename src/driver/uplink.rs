@@ -498,7 +498,8 @@ impl Link {
     /// Acknowledge to the broker now or, if the request queue is full,
     /// on a later turn of the loop.
     fn ack_broker(&mut self, receipt: Publish) {
-        if self.client.try_ack(&receipt).is_err() {
+        if let Err(e) = self.client.try_ack(&receipt) {
+            tracing::debug!(pkid = receipt.pkid, error = %e, "broker ack deferred");
             self.pending_acks.push(receipt);
         }
     }
@@ -548,7 +549,7 @@ impl Link {
                     other => other.to_string(),
                 };
                 let kind = EventKind::JournalRecordSkipped {
-                    seq: r.seq,
+                    record: r.seq,
                     error: error.clone(),
                 };
                 if self.skipped.insert(r.seq) {

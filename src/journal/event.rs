@@ -170,8 +170,9 @@ pub enum EventKind {
     /// A journal record could not be decoded; the uplink skipped it and
     /// sends on (it is deleted with the next acknowledgement past it).
     JournalRecordSkipped {
-        /// Its sequence number.
-        seq: u64,
+        /// Its sequence number (on the wire the stand-in event carries the
+        /// same `seq`; the alarm journaled locally gets its own).
+        record: u64,
         /// The decoder's complaint.
         error: String,
     },
@@ -343,8 +344,8 @@ impl EventKind {
             Self::AckOutOfRange { acked, sent } => format!(
                 "UPLINK: central acknowledged {acked}, beyond the highest sent ({sent}); nothing deleted"
             ),
-            Self::JournalRecordSkipped { seq, error } => {
-                format!("JOURNAL record {seq} undecodable, skipped by the uplink: {error}")
+            Self::JournalRecordSkipped { record, error } => {
+                format!("JOURNAL record {record} undecodable, skipped by the uplink: {error}")
             }
             Self::UplinkMessageRefused {
                 topic,

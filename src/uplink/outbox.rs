@@ -133,6 +133,11 @@ impl Outbox {
                 self.progress_at = Some(now);
             }
             Input::Sent { last } => {
+                // Nothing was outstanding: the wait for an ack starts now,
+                // not when the link last went idle.
+                if self.sent == self.acked {
+                    self.progress_at = Some(now);
+                }
                 self.sent = self.sent.max(last);
                 self.sent_ever = self.sent_ever.max(last);
             }
