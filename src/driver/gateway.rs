@@ -176,6 +176,7 @@ pub async fn apply_rules(
 }
 
 /// Start the MQTT uplink and the task that acts on what it receives.
+#[allow(clippy::too_many_arguments)] // plain wiring; the core rewrite folds these into one context
 fn start_uplink(
     uplink: crate::uplink::UplinkConfig,
     config: &Config,

@@ -333,11 +333,10 @@ impl JournalReader {
 
     /// The oldest kept event (the backlog's age), if any.
     pub fn oldest_event(&self) -> Result<Option<Event>, JournalError> {
-        Ok(self
-            .records(0, 1)?
+        self.records(0, 1)?
             .first()
             .map(Record::decode)
-            .transpose()?)
+            .transpose()
     }
 
     /// Up to `limit` stored records with a sequence number above `after`,
