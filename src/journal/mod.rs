@@ -333,10 +333,7 @@ impl JournalReader {
 
     /// The oldest kept event (the backlog's age), if any.
     pub fn oldest_event(&self) -> Result<Option<Event>, JournalError> {
-        self.records(0, 1)?
-            .first()
-            .map(Record::decode)
-            .transpose()
+        self.records(0, 1)?.first().map(Record::decode).transpose()
     }
 
     /// Up to `limit` stored records with a sequence number above `after`,
