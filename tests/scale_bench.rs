@@ -128,6 +128,65 @@ fn journal_at_scale() {
     }
     assert_eq!(all.len(), sizes.len());
     let _ = all[0].size;
+    anatomy(200_000);
+}
+
+/// Where a drain's time goes on the gateway, per event, without the
+/// network: journal reads, the decode check, building the message,
+/// deleting on ack; and central's decode of a batch.
+fn anatomy(n: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = portier::storage::open_db(dir.path(), CACHE).unwrap();
+    let Journal {
+        mut writer,
+        reader,
+        mut acker,
+    } = Journal::open(&db).unwrap();
+    let mut k = 0;
+    while k < n {
+        writer
+            .append(at(), (k..k + FILL_BATCH).map(kind).collect())
+            .unwrap();
+        k += FILL_BATCH;
+    }
+    let per = |d: Duration| d.as_secs_f64() * 1e9 / n as f64;
+    let (mut read, mut check, mut build, mut delete, mut central) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    let mut after = 0;
+    while after < n {
+        let t = Instant::now();
+        let records = reader.records(after, 1000).unwrap();
+        read += t.elapsed();
+        let t = Instant::now();
+        for r in &records {
+            r.decode().unwrap();
+        }
+        check += t.elapsed();
+        let t = Instant::now();
+        let payload =
+            portier::uplink::wire::event_batch_cbor(GW, records.iter().map(|r| r.bytes.as_ref()));
+        build += t.elapsed();
+        let t = Instant::now();
+        let batch: EventBatch = serde_cbor::from_slice(&payload).unwrap();
+        central += t.elapsed();
+        after = batch.events.last().unwrap().seq;
+        let t = Instant::now();
+        acker.delete_through(after).unwrap();
+        delete += t.elapsed();
+    }
+    println!(
+        "drain anatomy, ns per event (batches of 1000, {n} events): journal read {:.0}, decode check {:.0}, build message {:.0}, delete on ack {:.0}; central's batch decode {:.0}",
+        per(read),
+        per(check),
+        per(build),
+        per(delete),
+        per(central)
+    );
 }
 
 fn measure(broker: &Broker, size: u64) -> Figures {
