@@ -89,7 +89,7 @@ fn journal_at_scale() {
     let broker = Broker::start(&[GW]);
     let baseline = one_per_message_rate(&broker, 100_000);
     println!(
-        "baseline: one event per message, QoS 1, rumqttc 100 in flight, same Mosquitto: {baseline:.0} events/s"
+        "\nbaseline: one event per message, QoS 1, rumqttc 100 in flight, same Mosquitto: {baseline:.0} events/s"
     );
     let mut all = Vec::new();
     for &size in &sizes {
@@ -194,7 +194,7 @@ fn measure(broker: &Broker, size: u64) -> Figures {
     let path = dir.path().join("events");
     {
         let db = portier::storage::open_db(&path, CACHE).unwrap();
-        let mut writer = Journal::open(&db).unwrap().writer;
+        let mut writer = Journal::open(&db).unwrap().writer.with_budget(u64::MAX);
         let started = Instant::now();
         let mut n = 0;
         while n < size {
@@ -219,10 +219,13 @@ fn measure(broker: &Broker, size: u64) -> Figures {
     let open = started.elapsed();
     assert_eq!(journal.reader.len(), size);
     let Journal {
-        mut writer,
+        writer,
         reader,
         acker,
     } = journal;
+    // Above the default budget (10 M), so that a full journal does not
+    // drop the measured events instead of appending them.
+    let mut writer = writer.with_budget(u64::MAX);
     let mut latencies = Vec::with_capacity(APPENDS);
     for i in 0..APPENDS as u64 {
         let t = Instant::now();
@@ -231,7 +234,8 @@ fn measure(broker: &Broker, size: u64) -> Figures {
     }
     latencies.sort();
     let waiting = reader.len();
-    let drain_rate = (size > 0).then(|| {
+    let drain = std::env::var_os("PORTIER_SCALE_NO_DRAIN").is_none();
+    let drain_rate = (size > 0 && drain).then(|| {
         let central = LeanCentral::start(broker);
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let started = Instant::now();

@@ -273,12 +273,13 @@ impl InboundActor {
     /// once applied or refused.
     async fn run(self: Arc<Self>, mut lane: mpsc::UnboundedReceiver<Delivered>) {
         while let Some(delivered) = lane.recv().await {
-            match &delivered.inbound {
-                Inbound::Snapshot(bytes) => self.rules(RulesBlob::Snapshot, bytes.clone()).await,
-                Inbound::Delta(bytes) => self.rules(RulesBlob::Delta, bytes.clone()).await,
-                Inbound::Command(bytes) => self.command(bytes).await,
+            let (inbound, receipt) = delivered.into_parts();
+            match inbound {
+                Inbound::Snapshot(bytes) => self.rules(RulesBlob::Snapshot, bytes).await,
+                Inbound::Delta(bytes) => self.rules(RulesBlob::Delta, bytes).await,
+                Inbound::Command(bytes) => self.command(&bytes).await,
             }
-            delivered.done().await;
+            receipt.done().await;
         }
     }
 

@@ -72,21 +72,36 @@ pub struct Delivered {
     receipt: Receipt,
 }
 
+/// The broker's receipt for one inbound message: its packet id, and the
+/// client to acknowledge it with.
 #[derive(Debug)]
-struct Receipt {
+pub struct Receipt {
     client: AsyncClient,
     /// The broker's packet id and QoS, without the payload.
     publish: Publish,
 }
 
-impl Delivered {
+impl Receipt {
     /// Acknowledge to the broker: applied or refused for good. If the link
     /// went down meanwhile this does nothing and the message comes again
     /// (rules are idempotent by version, commands by id).
     pub async fn done(self) {
-        if let Err(e) = self.receipt.client.ack(&self.receipt.publish).await {
+        if let Err(e) = self.client.ack(&self.publish).await {
             tracing::debug!(error = %e, "inbound ack not sent; the broker will deliver again");
         }
+    }
+}
+
+impl Delivered {
+    /// The message and its receipt, to apply the one (without copying a
+    /// snapshot) and then acknowledge with the other.
+    pub fn into_parts(self) -> (Inbound, Receipt) {
+        (self.inbound, self.receipt)
+    }
+
+    /// Acknowledge to the broker (see [`Receipt::done`]).
+    pub async fn done(self) {
+        self.receipt.done().await;
     }
 }
 
