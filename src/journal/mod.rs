@@ -74,7 +74,8 @@ const NEXT_SEQ: &[u8] = b"next_seq";
 const OLDEST: &[u8] = b"oldest";
 const DROPPED: &[u8] = b"dropped";
 
-/// Default budget: 10 M events.
+/// Default budget: 10 M events (about 2.4 GB of sled on disk, measured:
+/// BENCHMARKS.md, "The journal at scale").
 pub const DEFAULT_MAX_EVENTS: u64 = 10_000_000;
 
 /// How often, in dropped events, a full journal records another alarm.
