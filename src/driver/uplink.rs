@@ -127,10 +127,6 @@ pub struct UplinkState {
     pub restarts: u64,
 }
 
-/// Acknowledged records removed per turn of the loop while it is idle
-/// (one sled batch, a few milliseconds).
-const SWEEP_CHUNK: u64 = 2_000;
-
 /// The link loop turns at least this often.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -398,10 +394,6 @@ async fn link(cfg: &UplinkConfig, gateway: &str, h: &mut UplinkHandles) -> Resul
             }
         }
         let may_poll = reconnect_at.is_none_or(|t| t <= tokio::time::Instant::now());
-        // Everything kept was sent: a good moment to remove what central
-        // acknowledged (not while draining, where it would halve the rate).
-        let sweep =
-            outbox.sent().saturating_add(1) >= h.journal.next_seq() && h.acker.unswept() > 0;
         tokio::select! {
             event = eventloop.poll(), if may_poll => match event {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
@@ -436,9 +428,6 @@ async fn link(cfg: &UplinkConfig, gateway: &str, h: &mut UplinkHandles) -> Resul
             _ = h.status.changed() => status_due = tokio::time::Instant::now(),
             () = tokio::time::sleep_until(status_due), if link.connected => {}
             () = sleep_until_opt(outbox.poll_timeout().map(Into::into)), if link.connected => {}
-            () = std::future::ready(()), if sweep => {
-                h.acker.sweep(SWEEP_CHUNK)?;
-            }
             _ = heartbeat.tick() => h.state.send_modify(|s| s.heartbeat = s.heartbeat.wrapping_add(1)),
             _ = h.shutdown.changed() => {
                 let _ = link.client.try_disconnect();

@@ -25,10 +25,6 @@
 //! - [`JournalWriter::append`] returns only after the batch is flushed to
 //!   disk (group commit: one flush per batch, not per event);
 //! - a crash leaves a prefix of what was appended, never a gap;
-//! - an acknowledgement is one write (`oldest` moves; the events are gone
-//!   for every reader and for the count at once); the records themselves
-//!   are removed later, in chunks, by [`JournalAcker::sweep`] (`swept` in
-//!   `journal.meta` marks how far), when the uplink has nothing to send;
 //! - deletions on acknowledgement are not flushed by themselves (the next
 //!   append or sled's periodic flush makes them durable): a crash may bring
 //!   acknowledged events back, and they are sent again — central stores by
@@ -76,8 +72,6 @@ const EVENTS_TREE: &str = "journal.events";
 const META_TREE: &str = "journal.meta";
 const NEXT_SEQ: &[u8] = b"next_seq";
 const OLDEST: &[u8] = b"oldest";
-/// Every key below this is physically removed (see [`JournalAcker::sweep`]).
-const SWEPT: &[u8] = b"swept";
 const DROPPED: &[u8] = b"dropped";
 
 /// Default budget: 10 M events (about 2.4 GB of sled on disk, measured:
@@ -86,6 +80,10 @@ pub const DEFAULT_MAX_EVENTS: u64 = 10_000_000;
 
 /// How often, in dropped events, a full journal records another alarm.
 const FULL_ALARM_EVERY: u64 = 10_000;
+
+/// Deletions per transaction: an acknowledgement after a long outage can
+/// cover a whole window; each chunk is consistent on its own.
+const DELETE_CHUNK: u64 = 10_000;
 
 /// The journal of one sled database, opened once: hand the writer to the
 /// daemon and the reader and acker to the uplink (clone the reader for the
@@ -132,9 +130,6 @@ impl Journal {
             }
         };
         let dropped = read_u64(&meta, DROPPED)?.unwrap_or(0);
-        // Before sweeping existed, deletes were immediate: nothing below
-        // `oldest` was left.
-        let swept = read_u64(&meta, SWEPT)?.unwrap_or(oldest).min(oldest);
         let bounds = Arc::new(Bounds {
             next_seq: AtomicU64::new(next_seq),
             oldest: AtomicU64::new(oldest.min(next_seq)),
@@ -157,7 +152,6 @@ impl Journal {
                 events,
                 meta,
                 bounds,
-                swept,
             },
             reader,
         })
@@ -372,21 +366,11 @@ impl JournalReader {
 }
 
 /// Deletes what central acknowledged. Not `Clone`: the uplink owns it.
-///
-/// Deleting is two steps, so that an acknowledgement costs one write
-/// however many events it covers: [`JournalAcker::delete_through`] moves
-/// `oldest` (one key in `journal.meta`; from then on the events are gone
-/// for every reader and for the count), and [`JournalAcker::sweep`]
-/// removes the records below it in bounded chunks when the uplink has
-/// nothing to send. Removing records one by one is the most expensive sled
-/// operation on the drain path (BENCHMARKS.md, "drain anatomy").
 #[derive(Debug)]
 pub struct JournalAcker {
     events: sled::Tree,
     meta: sled::Tree,
     bounds: Arc<Bounds>,
-    /// Every key below this is removed.
-    swept: u64,
 }
 
 impl JournalAcker {
@@ -394,47 +378,28 @@ impl JournalAcker {
     /// centrally), clamped to what was appended: sequence numbers are not
     /// reused afterwards, and an acknowledgement beyond the last event
     /// deletes nothing that does not exist yet. Returns how many events
-    /// were deleted. One write, whatever the count: the records are
-    /// removed later by [`JournalAcker::sweep`].
+    /// were deleted. Keys are computed from the bounds, not scanned.
     pub fn delete_through(&mut self, seq: u64) -> Result<u64, JournalError> {
         let next = self.bounds.next_seq.load(Ordering::Acquire);
         let through = seq.min(next.saturating_sub(1));
-        let oldest = self.bounds.oldest.load(Ordering::Acquire);
-        if through < oldest {
-            return Ok(0);
+        let mut oldest = self.bounds.oldest.load(Ordering::Acquire);
+        let start = oldest;
+        while oldest <= through {
+            let end = through.min(oldest.saturating_add(DELETE_CHUNK - 1));
+            let after = end + 1;
+            (&self.events, &self.meta)
+                .transaction(|(events, meta)| {
+                    for s in oldest..=end {
+                        events.remove(&s.to_be_bytes()[..])?;
+                    }
+                    meta.insert(OLDEST, &after.to_be_bytes()[..])?;
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(store_error)?;
+            self.bounds.oldest.store(after, Ordering::Release);
+            oldest = after;
         }
-        let after = through + 1;
-        self.meta.insert(OLDEST, &after.to_be_bytes()[..])?;
-        self.bounds.oldest.store(after, Ordering::Release);
-        Ok(after - oldest)
-    }
-
-    /// Records deleted but not yet removed from sled.
-    pub fn unswept(&self) -> u64 {
-        self.bounds
-            .oldest
-            .load(Ordering::Acquire)
-            .saturating_sub(self.swept)
-    }
-
-    /// Remove up to `max` deleted records (one sled batch), oldest first;
-    /// returns how many. A crash between the batch and the `swept` mark
-    /// only removes some keys twice.
-    pub fn sweep(&mut self, max: u64) -> Result<u64, JournalError> {
-        let oldest = self.bounds.oldest.load(Ordering::Acquire);
-        let end = oldest.min(self.swept.saturating_add(max));
-        if end <= self.swept {
-            return Ok(0);
-        }
-        let mut batch = sled::Batch::default();
-        for s in self.swept..end {
-            batch.remove(&s.to_be_bytes()[..]);
-        }
-        self.events.apply_batch(batch)?;
-        self.meta.insert(SWEPT, &end.to_be_bytes()[..])?;
-        let n = end - self.swept;
-        self.swept = end;
-        Ok(n)
+        Ok(oldest - start)
     }
 }
 
@@ -540,12 +505,6 @@ mod tests {
         assert_eq!(j.acker.delete_through(5).unwrap(), 0, "acks never go back");
         assert_eq!((j.reader.len(), j.reader.oldest()), (38, Some(13)));
         assert_eq!(j.reader.oldest_event().unwrap().unwrap().seq, 13);
-        assert_eq!(j.acker.unswept(), 12);
-        assert_eq!(j.acker.sweep(5).unwrap(), 5);
-        assert_eq!(j.acker.sweep(100).unwrap(), 7);
-        assert_eq!(j.acker.sweep(100).unwrap(), 0);
-        let first = db.open_tree(EVENTS_TREE).unwrap().first().unwrap();
-        assert_eq!(first.map(|(k, _)| key_seq(&k)), Some(13));
         // Beyond the last event: clamped, the next events are kept.
         assert_eq!(j.acker.delete_through(u64::MAX).unwrap(), 38);
         assert!(j.reader.is_empty());
