@@ -169,7 +169,8 @@ async fn start() -> Harness {
                 requests,
             }],
         )
-        .unwrap(),
+        .unwrap()
+        .0,
         DaemonInputs {
             events: tagged,
             control,

@@ -297,6 +297,34 @@ pub enum EventKind {
         /// Routine events dropped so far.
         dropped: u64,
     },
+    /// Central acknowledged a sequence number beyond the highest this
+    /// gateway sent on the link: nothing is deleted for it (a confused or
+    /// hostile central must not empty the journal).
+    AckOutOfRange {
+        /// The sequence number central acknowledged.
+        acked: u64,
+        /// The highest sequence number sent.
+        sent: u64,
+    },
+    /// A journal record could not be decoded; the uplink skipped it and
+    /// sends on (it is deleted with the next acknowledgement past it).
+    JournalRecordSkipped {
+        /// Its sequence number (on the wire the stand-in event carries the
+        /// same `seq`; the alarm journaled locally gets its own).
+        record: u64,
+        /// The decoder's complaint.
+        error: String,
+    },
+    /// A message from the broker was larger than its topic allows and was
+    /// refused unread.
+    UplinkMessageRefused {
+        /// The topic it came on.
+        topic: String,
+        /// Its size, bytes.
+        bytes: u64,
+        /// The topic's limit, bytes.
+        limit: u64,
+    },
     /// The rules store was rebuilt from its last-good signed files at
     /// start (its sled database was damaged or empty).
     RulesRecovered {
@@ -489,6 +517,17 @@ impl EventKind {
             Self::JournalFull { dropped } => {
                 format!("JOURNAL FULL: {dropped} routine events dropped so far (alarms are kept)")
             }
+            Self::AckOutOfRange { acked, sent } => format!(
+                "UPLINK: central acknowledged {acked}, beyond the highest sent ({sent}); nothing deleted"
+            ),
+            Self::JournalRecordSkipped { record, error } => {
+                format!("JOURNAL record {record} undecodable, skipped by the uplink: {error}")
+            }
+            Self::UplinkMessageRefused {
+                topic,
+                bytes,
+                limit,
+            } => format!("UPLINK message on {topic} refused: {bytes} bytes, limit {limit}"),
             Self::RulesApplied { version } => format!("rules version {version} in force"),
             Self::RulesRecovered {
                 reason, version, ..

@@ -37,7 +37,11 @@ fn fifty_gateways_each_get_only_their_own() {
     let mut keep = Vec::new();
     for name in &names {
         let db = portier::storage::open_db(&dir.path().join(name), 4 << 20).unwrap();
-        let mut journal = Journal::open(&db).unwrap();
+        let Journal {
+            writer: mut journal,
+            reader,
+            acker,
+        } = Journal::open(&db).unwrap();
         // Ten events each, whose content names the gateway.
         let kinds = (0..10)
             .map(|_| EventKind::DoorClosed {
@@ -45,7 +49,7 @@ fn fifty_gateways_each_get_only_their_own() {
             })
             .collect();
         journal.append(at, kinds).unwrap();
-        let uplink = spawn_uplink(&runtime, &db, &broker, name, |_| {});
+        let uplink = spawn_uplink(&runtime, (reader, acker), &broker, name, |_| {});
         keep.push(journal);
         uplinks.push(uplink);
     }

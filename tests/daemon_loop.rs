@@ -11,7 +11,7 @@ use portier::door::{DenyReason, Direction, StandardConfig};
 use portier::driver::daemon::{self, BusLink, Daemon, DaemonInputs};
 use portier::driver::serial::{BusHandles, run_bus};
 use portier::ids::DoorId;
-use portier::journal::{EventKind, Journal};
+use portier::journal::{EventKind, JournalReader};
 use portier::osdp::message::{Command, LedColor, OutputAction, RawCard};
 use portier::osdp::peripheral::{PeripheralConfig, PeripheralEvent};
 use portier::osdp::secure::Scbk;
@@ -55,7 +55,7 @@ struct Running {
     cards: mpsc::UnboundedSender<RawCard>,
     shutdown: watch::Sender<bool>,
     daemon: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
-    reader_journal: Journal,
+    reader_journal: JournalReader,
     _dir: tempfile::TempDir,
 }
 
@@ -123,19 +123,16 @@ fn start_in(dir: tempfile::TempDir, decider: Box<dyn Rules>, reserve: Option<u64
         rotation_out: None,
     }]);
     let db = portier::storage::open_db(&dir.path().join("events"), 8 << 20).unwrap();
-    let reader_journal = Journal::open(&db).unwrap();
     let links = vec![BusLink {
         name: "bus0".into(),
         requests,
     }];
     let (_control, control) = mpsc::channel(4);
     let (view, _) = watch::channel(daemon::DaemonView::default());
+    let (mut d, reader_journal) = Daemon::open(&db, building, decider, links).unwrap();
+    d.disk = reserve.map(|r| portier::driver::disk::DiskSpace::new(dir.path(), r));
     let daemon = tokio::spawn(daemon::run(
-        {
-            let mut d = Daemon::open(&db, building, decider, links).unwrap();
-            d.disk = reserve.map(|r| portier::driver::disk::DiskSpace::new(dir.path(), r));
-            d
-        },
+        d,
         DaemonInputs {
             events: tagged,
             control,
@@ -364,7 +361,7 @@ fn badge(cards: &mpsc::UnboundedSender<RawCard>, last: u8) {
 }
 
 async fn wait_for_record(
-    journal: &Journal,
+    journal: &JournalReader,
     what: &str,
     pred: impl Fn(&EventKind) -> bool,
 ) -> Vec<EventKind> {

@@ -14,7 +14,7 @@ const CHILD_ENV: &str = "PORTIER_JOURNAL_CRASH_CHILD";
 
 fn child(path: &str) -> ! {
     let db = portier::storage::open_db(path.as_ref(), 8 << 20).unwrap();
-    let mut journal = Journal::open(&db).unwrap();
+    let mut journal = Journal::open(&db).unwrap().writer;
     let at = "2026-11-23T20:00:00Z".parse().unwrap();
     loop {
         let batch = (0..10)
@@ -75,7 +75,8 @@ fn killed_writer_loses_no_acknowledged_event() {
 
         let db = portier::storage::open_db(&path, 8 << 20).unwrap();
         let journal = Journal::open(&db).unwrap();
-        let events = journal.after(0, usize::MAX).unwrap();
+        let reader = &journal.reader;
+        let events = reader.after(0, usize::MAX).unwrap();
         let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
         assert!(
             seqs.windows(2).all(|w| w[1] == w[0] + 1),
@@ -91,7 +92,7 @@ fn killed_writer_loses_no_acknowledged_event() {
             "round {round}: events vanished ({last} < {highest_seen})"
         );
         assert!(
-            journal.next_seq().unwrap() > last,
+            journal.writer.next_seq() > last,
             "round {round}: sequence would be reused"
         );
         highest_seen = last;

@@ -29,15 +29,19 @@ fn child(journal_dir: &str, uplink: &str, drain: bool) -> ! {
         .build()
         .unwrap();
     let db = portier::storage::open_db(journal_dir.as_ref(), 8 << 20).unwrap();
-    let mut journal = Journal::open(&db).unwrap();
-    let uplink = spawn_uplink_section(&runtime, &db, uplink);
+    let Journal {
+        writer: mut journal,
+        reader,
+        acker,
+    } = Journal::open(&db).unwrap();
+    let uplink = spawn_uplink_section(&runtime, (reader, acker), uplink);
     let at = "2026-11-23T22:00:00Z".parse().unwrap();
     loop {
         if drain {
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }
-        let first = journal.next_seq().unwrap();
+        let first = journal.next_seq();
         let kinds = (first..first + 10)
             .map(|n| EventKind::DoorClosed {
                 door: format!("d{n}").into(),
@@ -55,14 +59,15 @@ fn child(journal_dir: &str, uplink: &str, drain: bool) -> ! {
 /// from the `[uplink]` section the parent passed on.
 fn spawn_uplink_section(
     runtime: &tokio::runtime::Runtime,
-    db: &sled::Db,
+    journal: support::broker::UplinkJournal,
     section: &str,
 ) -> support::broker::TestUplink {
     support::broker::spawn_uplink_with(
         runtime,
-        db,
+        journal,
         toml::from_str(section.trim_start_matches("[uplink]\n")).unwrap(),
         GW,
+        false,
     )
 }
 

@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use portier::driver::uplink::Inbound;
-use portier::journal::{EventKind, Journal};
+use portier::journal::{EventKind, Journal, JournalReader, JournalWriter};
 use portier::uplink::wire::Ack;
 use rumqttc::{AsyncClient, Event, Incoming};
 use support::broker::{Broker, Central, TestUplink, spawn_uplink};
@@ -20,7 +20,8 @@ const GW: &str = "gw-a";
 
 struct Gateway {
     _dir: tempfile::TempDir,
-    journal: Journal,
+    journal: JournalWriter,
+    reader: JournalReader,
     uplink: TestUplink,
     runtime: tokio::runtime::Runtime,
 }
@@ -35,16 +36,21 @@ impl Gateway {
     fn start(broker: &Broker) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = portier::storage::open_db(dir.path(), 16 << 20).unwrap();
-        let journal = Journal::open(&db).unwrap();
+        let Journal {
+            writer: journal,
+            reader,
+            acker,
+        } = Journal::open(&db).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let uplink = spawn_uplink(&runtime, &db, broker, GW, |_| {});
+        let uplink = spawn_uplink(&runtime, (reader.clone(), acker), broker, GW, |_| {});
         Self {
             _dir: dir,
             journal,
+            reader,
             uplink,
             runtime,
         }
@@ -52,7 +58,7 @@ impl Gateway {
 
     fn append(&mut self, n: u64) {
         let at = "2026-11-23T22:00:00Z".parse().unwrap();
-        let first = self.journal.next_seq().unwrap();
+        let first = self.journal.next_seq();
         let kinds = (first..first + n).map(event).collect();
         let appended = self.journal.append(at, kinds).unwrap();
         self.uplink
@@ -123,7 +129,7 @@ fn events_arrive_in_order_and_are_deleted_only_on_the_central_ack() {
         "in order, no duplicates without a reconnect"
     );
     // PUBACKs came back long ago: nothing may be deleted without the ack.
-    assert_eq!(gw.journal.len(), 1000);
+    assert_eq!(gw.reader.len(), 1000);
     let ack = |seq| {
         central.publish(
             &format!("portier/v1/{GW}/ack"),
@@ -132,10 +138,10 @@ fn events_arrive_in_order_and_are_deleted_only_on_the_central_ack() {
         )
     };
     ack(400);
-    wait_for(T, "400 deleted", || gw.journal.len() == 600);
-    assert_eq!(gw.journal.after(0, 1).unwrap()[0].seq, 401);
+    wait_for(T, "400 deleted", || gw.reader.len() == 600);
+    assert_eq!(gw.reader.after(0, 1).unwrap()[0].seq, 401);
     ack(1000);
-    wait_for(T, "all deleted", || gw.journal.is_empty());
+    wait_for(T, "all deleted", || gw.reader.is_empty());
     wait_for(T, "state shows the ack", || {
         gw.uplink.state.borrow().acked == 1000
     });
@@ -216,7 +222,7 @@ fn a_long_broker_outage_loses_nothing() {
     for _ in 0..100 {
         gw.append(1000);
     }
-    assert!(gw.journal.len() >= 100_000);
+    assert!(gw.reader.len() >= 100_000);
     broker.restart();
     wait_for(
         Duration::from_secs(120),
@@ -239,5 +245,5 @@ fn a_long_broker_outage_loses_nothing() {
         seqs.len(),
         seqs.len() - first_copy.len()
     );
-    wait_for(T, "journal drained by acks", || gw.journal.is_empty());
+    wait_for(T, "journal drained by acks", || gw.reader.is_empty());
 }

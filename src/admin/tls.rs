@@ -106,7 +106,8 @@ fn load(cert: &Path, key: &Path, generated: bool) -> Result<TlsMaterial, AdminEr
     };
     let fingerprint = fingerprint(leaf);
     // Say what to do when the service user cannot read its key.
-    std::fs::File::open(key).map_err(|e| tls_err(key, crate::secret_files::unreadable_fix(key, &e)))?;
+    std::fs::File::open(key)
+        .map_err(|e| tls_err(key, crate::secret_files::unreadable_fix(key, &e)))?;
     crate::secret_files::warn_if_exposed(key);
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_err(key, e.to_string()))?;
     Ok(TlsMaterial {

@@ -300,6 +300,7 @@ impl CentralConfig {
             batch: 1,
             window: 1,
             max_snapshot_mib: self.broker.max_message_mib,
+            max_delta_kib: self.broker.max_message_mib.saturating_mul(1024),
             resend_after_seconds: 10,
             status_interval_seconds: 60,
         }

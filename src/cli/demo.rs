@@ -20,7 +20,7 @@ use portier::config::Config;
 use portier::driver::daemon::Control;
 use portier::driver::gateway::{self, RunOptions, Running};
 use portier::driver::simulator::{SimOp, run_simulated_pds};
-use portier::journal::{Event, Journal};
+use portier::journal::{Event, JournalReader};
 use portier::osdp::message::{Command, LedColor, OutputAction, RawCard};
 use portier::osdp::peripheral::{Peripheral, PeripheralConfig, PeripheralEvent};
 use portier::osdp::secure::Scbk;
@@ -288,7 +288,7 @@ fn sign_and_apply_rules(key: &ed25519_dalek::SigningKey, config: &Config) -> any
 
 /// Prints journal events as they are appended.
 struct Printer {
-    journal: Arc<Journal>,
+    journal: Arc<JournalReader>,
     next: u64,
 }
 

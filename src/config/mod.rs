@@ -18,12 +18,12 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
-use port::PortSettings;
-pub use crate::secret_files::{read_hint, unreadable_fix, warn_if_exposed};
 use crate::osdp::secure::Scbk;
 use crate::osdp::{KeyPolicy, PdConfig, Timing};
 use crate::rules::TrustedKeys;
 use crate::rules::source::{SourceError, toml_error};
+pub use crate::secret_files::{read_hint, unreadable_fix, warn_if_exposed};
+use port::PortSettings;
 use site::{BusConfig, DoorEntry, PdPlace, Site, SiteError};
 
 /// Configuration errors.

@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::door::{Direction, FailMode, RevolvingConfig, StandardConfig};
 use super::port::Rs485Mode;
+use crate::door::{Direction, FailMode, RevolvingConfig, StandardConfig};
 use crate::osdp::message::LedColor;
 use crate::site::outputs::{FeedbackStyle, FeedbackTable, StrikeWiring};
 use crate::site::{DoorKind, DoorWiring, InputRef, OutputRef, PdRef, ReaderRef};

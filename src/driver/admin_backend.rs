@@ -21,7 +21,7 @@ use crate::admin::{
 };
 use crate::config::Config;
 use crate::door::Direction;
-use crate::journal::{Event, EventKind, Journal};
+use crate::journal::{Event, EventKind, JournalReader};
 use crate::osdp;
 use crate::rules::Request;
 use crate::site::remote::RemoteAction;
@@ -59,7 +59,7 @@ pub struct GatewayBackend {
     /// The rules.
     pub store: Arc<Store>,
     /// A read handle on the journal.
-    pub journal: Arc<Journal>,
+    pub journal: Arc<JournalReader>,
     /// Daemon state.
     pub view: watch::Receiver<DaemonView>,
     /// Buses.
@@ -179,7 +179,7 @@ impl GatewayBackend {
                 broker: None,
                 last_ack_at: None,
                 last_ack_seq: None,
-                backlog: self.journal.len() as u64,
+                backlog: self.journal.len(),
                 oldest_backlog_age_secs: None,
             },
             Some((broker, state)) => {

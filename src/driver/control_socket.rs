@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::daemon::{Control, DaemonView};
 use super::inbound::{RulesBlob, apply_rules};
-use crate::journal::Journal;
+use crate::journal::JournalReader;
 use crate::osdp::PdStatus;
 use crate::site::remote::RemoteAction;
 use crate::store::Store;
@@ -25,7 +25,7 @@ pub(crate) struct ControlContext {
     pub(crate) control: mpsc::Sender<Control>,
     pub(crate) store: Arc<Store>,
     pub(crate) view: watch::Receiver<DaemonView>,
-    pub(crate) journal: Arc<Journal>,
+    pub(crate) journal: Arc<JournalReader>,
     pub(crate) buses: HashMap<String, watch::Receiver<Vec<PdStatus>>>,
 }
 
@@ -191,7 +191,8 @@ async fn apply(
     let bytes = tokio::fs::read(&request.file)
         .await
         .map_err(|e| format!("{file}: {e}"))?;
-    let applied = apply_rules(context.store.clone(), &context.control, kind, bytes).await?;
+    let now = context.view.borrow().trusted_now();
+    let applied = apply_rules(context.store.clone(), &context.control, kind, bytes, now).await?;
     serde_json::to_value(applied).map_err(|e| e.to_string())
 }
 

@@ -17,13 +17,13 @@ use jiff::Timestamp;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::clock;
 use super::disk::DiskSpace;
 use super::serial::BusRequest;
+use crate::clock;
 use crate::door::Presence;
 use crate::event::EventKind;
 use crate::ids::BusId;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, JournalReader, JournalWriter};
 use crate::osdp::BusEvent;
 use crate::site::outputs::FeedbackTable;
 use crate::site::remote::{RemoteAction, RemoteError};
@@ -182,14 +182,35 @@ pub struct DaemonView {
     pub doors: Vec<crate::site::DoorState>,
     /// The trusted time of the last round.
     pub trusted_time: Option<Timestamp>,
+    /// When this view was published (monotonic).
+    pub published_at: Option<std::time::Instant>,
+}
+
+impl DaemonView {
+    /// The core's trusted time now: the last round's, advanced by the
+    /// monotonic clock since (never the raw system clock, which may be off
+    /// by years on a bad day); the system clock only before the first round.
+    pub fn trusted_now(&self) -> Timestamp {
+        match (self.trusted_time, self.published_at) {
+            (Some(t), Some(at)) => {
+                let since = clock::monotonic().saturating_duration_since(at);
+                jiff::SignedDuration::try_from(since)
+                    .ok()
+                    .and_then(|d| t.checked_add(d).ok())
+                    .unwrap_or(t)
+            }
+            (Some(t), None) => t,
+            _ => wall_now(),
+        }
+    }
 }
 
 /// Everything the loop owns besides the core.
 pub struct Daemon {
     /// The core.
     pub gateway: Gateway,
-    /// The event journal (the one writer).
-    pub journal: Journal,
+    /// The event journal's one writer.
+    pub journal: JournalWriter,
     /// The standing state's tree (flushed with the journal).
     pub standing: StandingBook,
     /// Where commands go, by bus name.
@@ -203,26 +224,29 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// A daemon on the journal and standing state in `db`: the core starts
-    /// from the standing state last written there.
+    /// A daemon on the journal and standing state in `db` (tests, benches
+    /// and the demo): the core starts from the standing state last written
+    /// there. The journal's reader comes back beside it (its acker is not
+    /// used: nothing here acknowledges events).
     pub fn open(
         db: &sled::Db,
         building: crate::site::Building,
         rules: Box<dyn crate::site::Rules>,
         buses: Vec<BusLink>,
-    ) -> Result<Self, DaemonError> {
-        let journal = Journal::open(db)?;
+    ) -> Result<(Self, JournalReader), DaemonError> {
+        let Journal { writer, reader, .. } = Journal::open(db)?;
         let standing = StandingBook::open(db)?;
         let restored = standing.load(db)?;
-        Ok(Self {
+        let daemon = Self {
             gateway: Gateway::new(building, rules, restored, now()),
-            journal,
+            journal: writer,
             standing,
             buses,
             observer: None,
             disk: None,
             low_disk_dropped: None,
-        })
+        };
+        Ok((daemon, reader))
     }
 }
 
@@ -411,9 +435,10 @@ impl Daemon {
     fn publish(&self, view: &watch::Sender<DaemonView>) {
         view.send_replace(DaemonView {
             presence: self.gateway.presence().clone(),
-            last_seq: self.journal.next_seq().unwrap_or(1).saturating_sub(1),
+            last_seq: self.journal.next_seq().saturating_sub(1),
             doors: self.gateway.doors(),
             trusted_time: Some(self.gateway.trusted_now()),
+            published_at: Some(clock::monotonic()),
         });
     }
 }

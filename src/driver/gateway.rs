@@ -15,14 +15,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::clock;
-pub use super::running::Running;
 use super::control_socket::{ControlContext, serve_control_socket};
 use super::daemon::{self, BusLink, Daemon, DaemonInputs, DaemonView, StandingBook};
 use super::decider::StoreDecider;
-use super::inbound::start_uplink;
+use super::inbound::{UplinkWiring, start_uplink};
+pub use super::running::Running;
 use super::serial::{BusHandles, open_port, run_bus};
 use super::service;
+use crate::clock;
 use crate::config::Config;
 use crate::event::EventKind;
 use crate::journal::Journal;
@@ -74,7 +74,14 @@ pub async fn run(
                 state.join("events").display()
             )
         })?;
-    let journal = Journal::open(&events_db)?.with_budget(config.journal.max_events);
+    // Opened once: the writer goes to the daemon loop, the reader and the
+    // acker to the uplink, clones of the reader to the status page.
+    let Journal {
+        writer: journal,
+        reader: journal_reader,
+        acker: journal_acker,
+    } = Journal::open(&events_db)?;
+    let journal = journal.with_budget(config.journal.max_events);
     let standing = StandingBook::open(&events_db)?;
     let restored = standing.load(&events_db).with_context(|| {
         format!(
@@ -136,7 +143,8 @@ pub async fn run(
 
     let (control_tx, control_rx) = mpsc::channel(64);
     let (view_tx, view_rx) = watch::channel(DaemonView::default());
-    let journal_reader = Arc::new(Journal::open(&events_db)?);
+    let uplink_journal = (journal_reader.clone(), journal_acker);
+    let journal_reader = Arc::new(journal_reader);
     if let Some(path) = &options.control_socket {
         let context = ControlContext {
             control: control_tx.clone(),
@@ -151,12 +159,15 @@ pub async fn run(
         None => None,
         Some(uplink) => Some(start_uplink(
             uplink,
-            &config,
-            &events_db,
-            store.clone(),
-            control_tx.clone(),
-            view_rx.clone(),
-            shutdown.clone(),
+            UplinkWiring {
+                config: &config,
+                events_db: &events_db,
+                journal: uplink_journal,
+                store: store.clone(),
+                control: control_tx.clone(),
+                view: view_rx.clone(),
+                shutdown: shutdown.clone(),
+            },
         )?),
     };
     let running = Running {
@@ -228,7 +239,10 @@ pub async fn run(
         control: control_rx,
         shutdown: shutdown.clone(),
     };
-    let liveness = service::Liveness::new(watched_buses, view_rx.clone());
+    let mut liveness = service::Liveness::new(watched_buses, view_rx.clone());
+    if let Some(uplink) = &uplink_state {
+        liveness = liveness.with_uplink(uplink.clone());
+    }
     tokio::spawn(service::watchdog(liveness, shutdown.clone()));
     service::ready(&format!(
         "rules version {}, {} bus(es) open",

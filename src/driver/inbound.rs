@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::daemon::{self, Control, DaemonView};
-use super::uplink::{self, Inbound, UplinkHandles, UplinkState};
+use super::daemon::{Control, DaemonView};
+use super::uplink::{self, Delivered, Inbound, UplinkHandles, UplinkState};
 use crate::config::Config;
 use crate::event::EventKind;
-use crate::journal::Journal;
+use crate::journal::{JournalAcker, JournalReader};
 use crate::store::Store;
 use crate::uplink::wire::Status;
 
@@ -32,8 +32,8 @@ pub async fn apply_rules(
     control: &mpsc::Sender<Control>,
     kind: RulesBlob,
     bytes: Vec<u8>,
+    now: jiff::Timestamp,
 ) -> Result<crate::store::Applied, String> {
-    let now = daemon::wall_now();
     let result = tokio::task::spawn_blocking(move || match kind {
         RulesBlob::Snapshot => store.apply_snapshot(&bytes, now),
         RulesBlob::Delta => store.apply_delta(&bytes, now),
@@ -61,16 +61,39 @@ pub async fn apply_rules(
     result
 }
 
-/// Start the MQTT uplink and the task that acts on what it receives.
+/// What the uplink and its inbound lanes are wired to.
+pub(crate) struct UplinkWiring<'a> {
+    /// The daemon config (gateway id, trusted keys).
+    pub config: &'a Config,
+    /// The events database (the seen-commands tree lives there).
+    pub events_db: &'a sled::Db,
+    /// The journal's reader and acker (the uplink's half of the journal).
+    pub journal: (JournalReader, JournalAcker),
+    /// The rules store.
+    pub store: Arc<Store>,
+    /// The daemon loop.
+    pub control: mpsc::Sender<Control>,
+    /// The daemon's view (appended events, trusted time).
+    pub view: watch::Receiver<DaemonView>,
+    /// Ends everything.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Start the MQTT uplink and the tasks that act on what it receives: two
+/// lanes, so a snapshot being applied never holds up a lockdown.
 pub(crate) fn start_uplink(
     uplink: crate::uplink::UplinkConfig,
-    config: &Config,
-    events_db: &sled::Db,
-    store: Arc<Store>,
-    control: mpsc::Sender<Control>,
-    view: watch::Receiver<DaemonView>,
-    shutdown: watch::Receiver<bool>,
+    wiring: UplinkWiring<'_>,
 ) -> anyhow::Result<watch::Receiver<UplinkState>> {
+    let UplinkWiring {
+        config,
+        events_db,
+        journal: (journal, acker),
+        store,
+        control,
+        view,
+        shutdown,
+    } = wiring;
     let gateway = config.gateway.id.clone();
     let trusted = view.clone();
     let mut view = view;
@@ -91,16 +114,27 @@ pub(crate) fn start_uplink(
         rules_version: store.version(),
         ..Status::default()
     });
-    let (inbound_tx, inbound) = mpsc::channel(16);
+    let (rules_tx, rules) = mpsc::unbounded_channel();
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (alarms_tx, mut alarms) = mpsc::unbounded_channel();
     let (state, state_rx) = watch::channel(UplinkState::default());
     let handles = UplinkHandles {
-        journal: Journal::open(events_db)?,
+        journal,
+        acker,
         appended,
         status,
-        inbound: inbound_tx,
+        rules: rules_tx,
+        commands: commands_tx,
+        alarms: alarms_tx,
         state,
         shutdown,
     };
+    let recorder = control.clone();
+    tokio::spawn(async move {
+        while let Some(alarm) = alarms.recv().await {
+            let _ = recorder.send(Control::Record(vec![alarm])).await;
+        }
+    });
     let g = gateway.clone();
     tokio::spawn(async move {
         if let Err(e) = uplink::run_uplink(uplink, g, handles).await {
@@ -116,7 +150,9 @@ pub(crate) fn start_uplink(
         status: status_tx,
         view: trusted,
     };
-    tokio::spawn(actor.run(inbound));
+    let actor = Arc::new(actor);
+    tokio::spawn(actor.clone().run(rules));
+    tokio::spawn(actor.run(commands));
     Ok(state_rx)
 }
 
@@ -139,18 +175,29 @@ struct InboundActor {
 }
 
 impl InboundActor {
-    async fn run(self, mut inbound: mpsc::Receiver<Inbound>) {
-        while let Some(message) = inbound.recv().await {
-            match message {
+    /// Act on one lane; each message is acknowledged to the broker only
+    /// once applied or refused.
+    async fn run(self: Arc<Self>, mut lane: mpsc::UnboundedReceiver<Delivered>) {
+        while let Some(delivered) = lane.recv().await {
+            let (inbound, receipt) = delivered.into_parts();
+            match inbound {
                 Inbound::Snapshot(bytes) => self.rules(RulesBlob::Snapshot, bytes).await,
                 Inbound::Delta(bytes) => self.rules(RulesBlob::Delta, bytes).await,
                 Inbound::Command(bytes) => self.command(&bytes).await,
             }
+            receipt.done().await;
         }
     }
 
+    /// The core's trusted time (see `docs/rules.md`): a clock that went
+    /// back must not make expired rules or commands valid, and one that
+    /// jumped ahead must not refuse them as expired.
+    fn now(&self) -> jiff::Timestamp {
+        self.view.borrow().trusted_now()
+    }
+
     async fn rules(&self, kind: RulesBlob, bytes: Vec<u8>) {
-        let result = apply_rules(self.store.clone(), &self.control, kind, bytes).await;
+        let result = apply_rules(self.store.clone(), &self.control, kind, bytes, self.now()).await;
         if result.is_ok()
             && let Some(h) = self.store.header()
         {
@@ -166,12 +213,7 @@ impl InboundActor {
     }
 
     async fn command(&self, bytes: &[u8]) {
-        let system = daemon::wall_now();
-        let now = self
-            .view
-            .borrow()
-            .trusted_time
-            .map_or(system, |t| t.max(system));
+        let now = self.now();
         let seen = |id: &str| self.seen.contains_key(id.as_bytes()).unwrap_or(true);
         let command =
             match crate::command::verify_command(bytes, &self.keys, &self.gateway, now, seen) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use super::daemon::{Control, DaemonView};
-use crate::journal::Journal;
+use crate::journal::JournalReader;
 use crate::osdp::PdStatus;
 use crate::store::Store;
 
@@ -24,7 +24,7 @@ pub struct Running {
     /// The rules store.
     pub store: Arc<Store>,
     /// A read handle on the event journal.
-    pub journal: Arc<Journal>,
+    pub journal: Arc<JournalReader>,
     /// The admin port's address and certificate fingerprint, when it runs.
     pub admin: Option<(std::net::SocketAddr, String)>,
 }

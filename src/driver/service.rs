@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use sd_notify::NotifyState;
 use tokio::sync::watch;
 
-use crate::clock;
 use super::daemon::DaemonView;
+use crate::clock;
 use crate::osdp::PdStatus;
 
 /// Tell systemd the service is ready (rules loaded, buses open).
@@ -48,6 +48,9 @@ pub struct Liveness {
     pub buses: Vec<(String, watch::Receiver<Vec<PdStatus>>)>,
     /// The daemon loop's view, published on every round.
     pub daemon: watch::Receiver<DaemonView>,
+    /// The uplink's state, when it runs: it changes at least every
+    /// [`super::uplink::HEARTBEAT`] while its loop turns.
+    pub uplink: Option<watch::Receiver<super::uplink::UplinkState>>,
     last: Vec<Option<Instant>>,
 }
 
@@ -57,12 +60,19 @@ impl Liveness {
         buses: Vec<(String, watch::Receiver<Vec<PdStatus>>)>,
         daemon: watch::Receiver<DaemonView>,
     ) -> Self {
-        let last = vec![None; buses.len() + 1];
+        let last = vec![None; buses.len() + 2];
         Self {
             buses,
             daemon,
+            uplink: None,
             last,
         }
+    }
+
+    /// Also watch the uplink loop.
+    pub fn with_uplink(mut self, uplink: watch::Receiver<super::uplink::UplinkState>) -> Self {
+        self.uplink = Some(uplink);
+        self
     }
 
     /// Names of the loops without progress for longer than [`ALLOWANCE`]
@@ -90,6 +100,16 @@ impl Liveness {
             "daemon loop".to_owned(),
             &mut self.last,
         );
+        if let Some(uplink) = &mut self.uplink {
+            let changed = matches!(uplink.has_changed(), Ok(true));
+            uplink.mark_unchanged();
+            check(
+                self.buses.len() + 1,
+                changed,
+                "uplink".to_owned(),
+                &mut self.last,
+            );
+        }
         stalled
     }
 }

@@ -2,19 +2,41 @@
 //! ring provider): publishes the journal through the [`Outbox`], deletes
 //! events only on the central `ack`, hands snapshots, deltas and commands
 //! to the gateway, and keeps a retained `status` with an `offline` last
-//! will. Reconnects with exponential back-off and jitter.
+//! will. Reconnects with exponential back-off and jitter; [`run_uplink`]
+//! supervises the link task and restarts it (with back-off) if it ends or
+//! panics.
+//!
+//! Nothing from the broker can wedge it:
+//! - inbound QoS 1 messages are acknowledged to the broker (manual acks)
+//!   only once applied or refused ([`Delivered::done`]): a crash in between
+//!   gets the message again (persistent session);
+//! - rules (snapshot, delta) and commands go to separate lanes: a 1 M
+//!   credential snapshot being verified and applied does not hold up a
+//!   lockdown, and the link never waits for either lane (both are
+//!   unbounded channels; what they hold is bounded by the broker, which
+//!   sends no more unacknowledged QoS 1 messages than its in-flight limit,
+//!   Mosquitto's `max_inflight_messages`, 20 by default);
+//! - a message larger than its topic allows is refused with an
+//!   `uplink_message_refused` alarm;
+//! - an impossible ack is an `ack_out_of_range` alarm, never a deletion;
+//! - an undecodable journal record is replaced on the wire by a
+//!   `journal_record_skipped` event with its sequence number (and the same
+//!   alarm is journaled), so central's contiguous ack moves past it.
 //!
 //! Packet size: snapshots arrive as one MQTT message; the incoming packet
 //! limit is raised deliberately to `max_snapshot_mib` (default 256 MiB)
 //! rather than chunking — one signed blob, verified whole, keeps the
 //! "verify before anything is acted on" rule simple. The memory cost is one
-//! snapshot-sized buffer while it arrives.
+//! snapshot-sized buffer while it arrives. rumqttc's limit is connection
+//! wide (a larger packet drops the connection), so the smaller limits of
+//! the other topics (`max_delta_kib`, 64 KiB for acks and commands) are
+//! checked per message after receipt.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS, TlsConfiguration,
+    AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, Publish, QoS, TlsConfiguration,
     Transport,
 };
 use rustls::pki_types::pem::PemObject;
@@ -23,8 +45,9 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock;
-use crate::journal::{Journal, JournalError};
-use crate::uplink::wire::{self, Ack, EventBatch, Status};
+use crate::journal::{EventKind, JournalAcker, JournalError, JournalReader, Record};
+use crate::uplink::outbox::{Input, Output};
+use crate::uplink::wire::{self, Ack, Status};
 use crate::uplink::{Outbox, UplinkConfig};
 
 /// What came from central.
@@ -36,6 +59,50 @@ pub enum Inbound {
     Delta(Vec<u8>),
     /// A signed command.
     Command(Vec<u8>),
+}
+
+/// A message from central and its broker receipt. Call
+/// [`Delivered::done`] once it is applied or refused durably: until then
+/// the broker keeps it and delivers it again after a reconnect. Dropping it
+/// without `done` (a panic while applying) leaves it to be redelivered.
+#[derive(Debug)]
+pub struct Delivered {
+    /// The message.
+    pub inbound: Inbound,
+    receipt: Receipt,
+}
+
+/// The broker's receipt for one inbound message: its packet id, and the
+/// client to acknowledge it with.
+#[derive(Debug)]
+pub struct Receipt {
+    client: AsyncClient,
+    /// The broker's packet id and QoS, without the payload.
+    publish: Publish,
+}
+
+impl Receipt {
+    /// Acknowledge to the broker: applied or refused for good. If the link
+    /// went down meanwhile this does nothing and the message comes again
+    /// (rules are idempotent by version, commands by id).
+    pub async fn done(self) {
+        if let Err(e) = self.client.ack(&self.publish).await {
+            tracing::debug!(error = %e, "inbound ack not sent; the broker will deliver again");
+        }
+    }
+}
+
+impl Delivered {
+    /// The message and its receipt, to apply the one (without copying a
+    /// snapshot) and then acknowledge with the other.
+    pub fn into_parts(self) -> (Inbound, Receipt) {
+        (self.inbound, self.receipt)
+    }
+
+    /// Acknowledge to the broker (see [`Receipt::done`]).
+    pub async fn done(self) {
+        self.receipt.done().await;
+    }
 }
 
 /// The link as others see it (status page, `status` topic).
@@ -53,7 +120,15 @@ pub struct UplinkState {
     pub backlog_oldest_at: Option<jiff::Timestamp>,
     /// The last connection error, if any since the last success.
     pub last_error: Option<String>,
+    /// Turns of the link loop (it turns at least every [`HEARTBEAT`],
+    /// connected or not); the watchdog counts a change as progress.
+    pub heartbeat: u64,
+    /// Times the link task was restarted after it ended or panicked.
+    pub restarts: u64,
 }
+
+/// The link loop turns at least this often.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Uplink setup failures (runtime failures are retried, not returned).
 #[derive(Debug, Error)]
@@ -151,30 +226,123 @@ impl Topics {
 /// What the uplink task is given.
 #[derive(Debug)]
 pub struct UplinkHandles {
-    /// Its own journal handle (reads, and deletes on central ack).
-    pub journal: Journal,
+    /// Reads the journal (what to send, the backlog for the status).
+    pub journal: JournalReader,
+    /// Deletes what central acknowledged.
+    pub acker: JournalAcker,
     /// Changes whenever events were appended (the daemon's view).
     pub appended: watch::Receiver<u64>,
     /// Status to publish (retained); the uplink fills in its own fields.
     pub status: watch::Receiver<Status>,
-    /// Snapshots, deltas and commands for the gateway.
-    pub inbound: mpsc::Sender<Inbound>,
+    /// Snapshots and deltas for the gateway (the rules lane).
+    pub rules: mpsc::UnboundedSender<Delivered>,
+    /// Commands for the gateway (their own lane: never behind a snapshot).
+    pub commands: mpsc::UnboundedSender<Delivered>,
+    /// Alarms for the journal (the uplink does not write it: the daemon
+    /// is its one writer).
+    pub alarms: mpsc::UnboundedSender<EventKind>,
     /// The link's state.
     pub state: watch::Sender<UplinkState>,
     /// Ends the task.
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Run the link until shutdown. Connection failures are retried forever
-/// with back-off; events wait in the journal meanwhile.
+/// Run the link until shutdown, supervised: the link task is restarted
+/// with back-off (1 s doubling to 60 s) when it ends with an error or
+/// panics. Connection failures inside it are retried forever with their
+/// own back-off; events wait in the journal meanwhile. Returns an error
+/// only for a configuration that can never work (TLS files).
 pub async fn run_uplink(
     cfg: UplinkConfig,
     gateway: String,
-    mut h: UplinkHandles,
+    handles: UplinkHandles,
 ) -> Result<(), UplinkError> {
-    let topics = Topics::new(&cfg.prefix(&gateway));
+    // Fail early on what a restart cannot fix.
+    tls_config(&cfg)?;
+    let mut shutdown = handles.shutdown.clone();
+    let slot = Arc::new(Mutex::new(Some(handles)));
+    let mut restarts = 0u32;
+    loop {
+        let Some(handles) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(());
+        };
+        let guard = Lent {
+            slot: slot.clone(),
+            handles: Some(handles),
+        };
+        let (cfg, gateway) = (cfg.clone(), gateway.clone());
+        let started = clock::monotonic();
+        let task = tokio::spawn(async move {
+            let mut guard = guard;
+            let h = guard.handles.as_mut().expect("lent until dropped");
+            link(&cfg, &gateway, h).await
+        });
+        match task.await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => tracing::error!(error = %e, "uplink task failed; restarting"),
+            Err(e) => tracing::error!(error = %e, "uplink task panicked; restarting"),
+        }
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        if clock::monotonic().saturating_duration_since(started) > Duration::from_secs(300) {
+            restarts = 0;
+        }
+        restarts = restarts.saturating_add(1);
+        if let Some(h) = slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            h.state.send_modify(|s| {
+                s.connected = false;
+                s.restarts += 1;
+            });
+        }
+        let wait = Duration::from_secs(1 << restarts.min(7).saturating_sub(1))
+            .min(Duration::from_secs(60));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// The handles lent to one run of the link; given back when the run ends,
+/// also by a panic (dropped while unwinding).
+struct Lent {
+    slot: Arc<Mutex<Option<UplinkHandles>>>,
+    handles: Option<UplinkHandles>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(h) = self.handles.take() {
+            *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+        }
+    }
+}
+
+/// Per-topic payload limits, bytes.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    snapshot: usize,
+    delta: usize,
+    small: usize,
+}
+
+impl Limits {
+    fn new(cfg: &UplinkConfig) -> Self {
+        Self {
+            snapshot: cfg.max_snapshot_mib << 20,
+            delta: cfg.max_delta_kib << 10,
+            small: wire::MAX_SMALL_MESSAGE,
+        }
+    }
+}
+
+/// One run of the link.
+async fn link(cfg: &UplinkConfig, gateway: &str, h: &mut UplinkHandles) -> Result<(), UplinkError> {
+    let topics = Topics::new(&cfg.prefix(gateway));
+    let limits = Limits::new(cfg);
     let offline = Status {
-        gateway: gateway.clone(),
+        gateway: gateway.to_owned(),
         state: "offline".into(),
         ..Status::default()
     };
@@ -184,75 +352,94 @@ pub async fn run_uplink(
         QoS::AtLeastOnce,
         true,
     );
-    let options = mqtt_options(&cfg, &gateway, Some(will))?;
+    let mut options = mqtt_options(cfg, gateway, Some(will))?;
+    // Inbound messages are acknowledged once applied, not on receipt.
+    options.set_manual_acks(true);
+    options.set_inflight(100);
     let (client, mut eventloop) = AsyncClient::new(options, 256);
-    let first_kept = h.journal.after(0, 1)?.first().map(|e| e.seq);
-    let acked = first_kept.map_or_else(|| h.journal.next_seq().map(|n| n - 1), |s| Ok(s - 1))?;
     let mut outbox = Outbox::new(
-        acked,
+        h.journal.acked(),
+        h.journal.next_seq().saturating_sub(1),
         cfg.batch,
         cfg.window,
         Duration::from_secs(cfg.resend_after_seconds.max(1)),
     );
-    let mut connected = false;
+    let mut link = Link {
+        client,
+        topics,
+        gateway: gateway.to_owned(),
+        connected: false,
+        pending_acks: Vec::new(),
+        skipped: std::collections::BTreeSet::new(),
+    };
     let mut failures = 0u32;
+    let mut reconnect_at: Option<tokio::time::Instant> = None;
     let status_every = Duration::from_secs(cfg.status_interval_seconds.max(1));
     let mut status_due = tokio::time::Instant::now();
-    update_state(&h, &outbox, connected, None)?;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    update_state(h, &outbox, &link, None)?;
     loop {
-        if connected {
-            if outbox.on_tick(clock::monotonic()) {
-                tracing::info!(from = outbox.acked(), "no ack for a while: sending again");
+        link.retry_acks();
+        if link.connected {
+            let now = clock::monotonic();
+            if outbox.poll_timeout().is_some_and(|t| t <= now) {
+                outbox.handle(now, Input::Timeout);
             }
-            pump(&client, &mut h.journal, &mut outbox, &topics, &gateway)?;
+            drain_outputs(h, &mut outbox, &link)?;
+            link.pump(h, &mut outbox)?;
             if tokio::time::Instant::now() >= status_due {
-                publish_status(&client, &h, &outbox, &topics)?;
+                link.publish_status(h, &outbox)?;
                 status_due = tokio::time::Instant::now() + status_every;
             }
         }
+        let may_poll = reconnect_at.is_none_or(|t| t <= tokio::time::Instant::now());
         tokio::select! {
-            event = eventloop.poll() => match event {
+            event = eventloop.poll(), if may_poll => match event {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     tracing::info!(host = cfg.host, port = cfg.port, "uplink connected");
-                    connected = true;
+                    link.connected = true;
                     failures = 0;
-                    outbox.on_connected(clock::monotonic());
-                    subscribe(&client, &topics);
+                    reconnect_at = None;
+                    // Receipts of the last connection mean nothing now.
+                    link.pending_acks.clear();
+                    outbox.handle(clock::monotonic(), Input::Connected);
+                    link.subscribe();
                     status_due = tokio::time::Instant::now();
-                    update_state(&h, &outbox, connected, None)?;
+                    update_state(h, &outbox, &link, None)?;
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    incoming(&p.topic, p.payload.to_vec(), &topics, &mut h, &mut outbox).await?;
-                    update_state(&h, &outbox, connected, None)?;
+                    link.incoming(p, &limits, h, &mut outbox);
+                    drain_outputs(h, &mut outbox, &link)?;
+                    update_state(h, &outbox, &link, None)?;
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    connected = false;
+                    link.connected = false;
                     failures = failures.saturating_add(1);
                     let wait = backoff(failures);
                     tracing::warn!(error = %e, retry_in = ?wait, "uplink down");
-                    update_state(&h, &outbox, connected, Some(e.to_string()))?;
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        _ = h.shutdown.changed() => return Ok(()),
-                    }
+                    reconnect_at = Some(tokio::time::Instant::now() + wait);
+                    update_state(h, &outbox, &link, Some(e.to_string()))?;
                 }
             },
+            () = sleep_until_opt(reconnect_at), if !may_poll => {}
             _ = h.appended.changed() => {}
             _ = h.status.changed() => status_due = tokio::time::Instant::now(),
-            () = tokio::time::sleep_until(status_due), if connected => {}
-            () = sleep_until_opt(outbox.next_tick()), if connected => {}
+            () = tokio::time::sleep_until(status_due), if link.connected => {}
+            () = sleep_until_opt(outbox.poll_timeout().map(Into::into)), if link.connected => {}
+            _ = heartbeat.tick() => h.state.send_modify(|s| s.heartbeat = s.heartbeat.wrapping_add(1)),
             _ = h.shutdown.changed() => {
-                let _ = client.try_disconnect();
+                let _ = link.client.try_disconnect();
                 return Ok(());
             }
         }
     }
 }
 
-async fn sleep_until_opt(at: Option<std::time::Instant>) {
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
+        Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
 }
@@ -268,122 +455,245 @@ fn backoff(failures: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-fn subscribe(client: &AsyncClient, topics: &Topics) {
-    for t in [
-        &topics.snapshot,
-        &topics.delta,
-        &topics.command,
-        &topics.ack,
-    ] {
-        if let Err(e) = client.try_subscribe(t.as_str(), QoS::AtLeastOnce) {
-            tracing::error!(topic = t.as_str(), error = %e, "subscribe not queued");
-        }
-    }
-}
-
-/// Publish event batches while the window and the request queue allow.
-fn pump(
-    client: &AsyncClient,
-    journal: &mut Journal,
-    outbox: &mut Outbox,
-    topics: &Topics,
-    gateway: &str,
-) -> Result<(), UplinkError> {
-    while let Some((after, n)) = outbox.next_batch() {
-        let events = journal.after(after, n)?;
-        let Some(last) = events.last().map(|e| e.seq) else {
-            return Ok(());
-        };
-        let batch = EventBatch {
-            gateway: gateway.to_owned(),
-            events,
-        };
-        match client.try_publish(
-            topics.events.as_str(),
-            QoS::AtLeastOnce,
-            false,
-            wire::to_cbor(&batch),
-        ) {
-            Ok(()) => outbox.on_sent(last),
-            // The request queue is full: the event loop drains it; come back.
-            Err(_) => return Ok(()),
-        }
-    }
-    Ok(())
-}
-
-async fn incoming(
-    topic: &str,
-    payload: Vec<u8>,
-    topics: &Topics,
+/// Carry out what the outbox decided.
+fn drain_outputs(
     h: &mut UplinkHandles,
     outbox: &mut Outbox,
+    link: &Link,
 ) -> Result<(), UplinkError> {
-    let inbound = if topic == topics.ack {
-        match serde_cbor::from_slice::<Ack>(&payload) {
-            Ok(ack) => {
-                if let Some(through) = outbox.on_ack(ack.seq, clock::monotonic()) {
-                    h.journal.delete_through(through)?;
-                }
+    while let Some(output) = outbox.poll_output() {
+        match output {
+            Output::Delete { through } => {
+                h.acker.delete_through(through)?;
             }
-            Err(e) => tracing::warn!(error = %e, "malformed ack ignored"),
+            Output::AckOutOfRange { acked, sent } => {
+                tracing::error!(
+                    acked,
+                    sent,
+                    gateway = link.gateway,
+                    "central acknowledged beyond what was sent; nothing deleted"
+                );
+                let _ = h.alarms.send(EventKind::AckOutOfRange { acked, sent });
+            }
+            Output::Rewound { from } => {
+                tracing::info!(from, "no ack for a while: sending again");
+            }
         }
-        return Ok(());
-    } else if topic == topics.snapshot {
-        Inbound::Snapshot(payload)
-    } else if topic == topics.delta {
-        Inbound::Delta(payload)
-    } else if topic == topics.command {
-        Inbound::Command(payload)
-    } else {
-        tracing::warn!(topic, "message on an unexpected topic ignored");
-        return Ok(());
-    };
-    // An empty retained message clears the topic; nothing to apply.
-    if !matches!(&inbound, Inbound::Snapshot(p) | Inbound::Delta(p) | Inbound::Command(p) if p.is_empty())
-    {
-        let _ = h.inbound.send(inbound).await;
     }
     Ok(())
 }
 
-fn publish_status(
-    client: &AsyncClient,
-    h: &UplinkHandles,
-    outbox: &Outbox,
-    topics: &Topics,
-) -> Result<(), UplinkError> {
-    let mut status = h.status.borrow().clone();
-    status.state = "online".into();
-    status.acked = outbox.acked();
-    status.backlog = h.journal.len() as u64;
-    let oldest = h.journal.after(0, 1)?;
-    status.backlog_oldest_seq = oldest.first().map(|e| e.seq);
-    status.backlog_oldest_at = oldest.first().map(|e| e.at);
-    status.dropped_events = h.journal.dropped()?;
-    let _ = client.try_publish(
-        topics.status.as_str(),
-        QoS::AtLeastOnce,
-        true,
-        wire::to_cbor(&status),
-    );
-    Ok(())
+/// One connection's client and bookkeeping.
+struct Link {
+    client: AsyncClient,
+    topics: Topics,
+    gateway: String,
+    connected: bool,
+    /// Broker receipts (for acks and oversized messages) that did not fit
+    /// in the request queue yet.
+    pending_acks: Vec<Publish>,
+    /// Undecodable records already reported (pruned as acks pass them).
+    skipped: std::collections::BTreeSet<u64>,
 }
 
+impl Link {
+    fn subscribe(&self) {
+        for t in [
+            &self.topics.snapshot,
+            &self.topics.delta,
+            &self.topics.command,
+            &self.topics.ack,
+        ] {
+            if let Err(e) = self.client.try_subscribe(t.as_str(), QoS::AtLeastOnce) {
+                tracing::error!(topic = t.as_str(), error = %e, "subscribe not queued");
+            }
+        }
+    }
+
+    /// Acknowledge to the broker now or, if the request queue is full,
+    /// on a later turn of the loop.
+    fn ack_broker(&mut self, receipt: Publish) {
+        if let Err(e) = self.client.try_ack(&receipt) {
+            tracing::debug!(pkid = receipt.pkid, error = %e, "broker ack deferred");
+            self.pending_acks.push(receipt);
+        }
+    }
+
+    fn retry_acks(&mut self) {
+        let pending = std::mem::take(&mut self.pending_acks);
+        for receipt in pending {
+            self.ack_broker(receipt);
+        }
+    }
+
+    /// Publish event batches while the window and the request queue allow.
+    /// Records go out as stored (no decode and re-encode), each checked to
+    /// decode first; an undecodable one is replaced by a
+    /// `journal_record_skipped` event with its sequence number.
+    fn pump(&mut self, h: &UplinkHandles, outbox: &mut Outbox) -> Result<(), UplinkError> {
+        let acked = outbox.acked();
+        self.skipped = self.skipped.split_off(&acked.saturating_add(1));
+        while let Some((after, n)) = outbox.next_batch() {
+            let records = h.journal.records(after, n)?;
+            let Some(last) = records.last().map(|r| r.seq) else {
+                return Ok(());
+            };
+            let checked: Vec<std::borrow::Cow<'_, [u8]>> =
+                records.iter().map(|r| self.checked(r, h)).collect();
+            let payload = wire::event_batch_cbor(&self.gateway, checked.iter().map(|c| c.as_ref()));
+            match self.client.try_publish(
+                self.topics.events.as_str(),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            ) {
+                Ok(()) => outbox.handle(clock::monotonic(), Input::Sent { last }),
+                // The request queue is full: the event loop drains it; come back.
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    fn checked<'r>(&mut self, r: &'r Record, h: &UplinkHandles) -> std::borrow::Cow<'r, [u8]> {
+        match r.decode() {
+            Ok(_) => std::borrow::Cow::Borrowed(r.bytes.as_ref()),
+            Err(e) => {
+                let error = match &e {
+                    JournalError::Corrupt { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                let kind = EventKind::JournalRecordSkipped {
+                    record: r.seq,
+                    error: error.clone(),
+                };
+                if self.skipped.insert(r.seq) {
+                    tracing::error!(seq = r.seq, error, "undecodable journal record skipped");
+                    let _ = h.alarms.send(kind.clone());
+                }
+                let stand_in = crate::journal::Event {
+                    seq: r.seq,
+                    at: crate::driver::daemon::wall_now(),
+                    kind,
+                };
+                std::borrow::Cow::Owned(wire::to_cbor(&stand_in))
+            }
+        }
+    }
+
+    /// A message from the broker: acks are applied here; rules and
+    /// commands go to their lanes with the receipt; whatever is refused
+    /// here (too large, unknown topic, empty) is acknowledged at once.
+    fn incoming(
+        &mut self,
+        p: Publish,
+        limits: &Limits,
+        h: &mut UplinkHandles,
+        outbox: &mut Outbox,
+    ) {
+        let receipt = Publish {
+            payload: Default::default(),
+            ..p.clone()
+        };
+        let t = &self.topics;
+        let (limit, lane) = if p.topic == t.ack {
+            (limits.small, None)
+        } else if p.topic == t.command {
+            (
+                limits.small,
+                Some((&h.commands, Inbound::Command as fn(Vec<u8>) -> Inbound)),
+            )
+        } else if p.topic == t.delta {
+            (
+                limits.delta,
+                Some((&h.rules, Inbound::Delta as fn(Vec<u8>) -> Inbound)),
+            )
+        } else if p.topic == t.snapshot {
+            (
+                limits.snapshot,
+                Some((&h.rules, Inbound::Snapshot as fn(Vec<u8>) -> Inbound)),
+            )
+        } else {
+            tracing::warn!(topic = p.topic, "message on an unexpected topic ignored");
+            self.ack_broker(receipt);
+            return;
+        };
+        if p.payload.len() > limit {
+            tracing::error!(
+                topic = p.topic,
+                bytes = p.payload.len(),
+                limit,
+                "oversized message refused"
+            );
+            let _ = h.alarms.send(EventKind::UplinkMessageRefused {
+                topic: p.topic.clone(),
+                bytes: p.payload.len() as u64,
+                limit: limit as u64,
+            });
+            self.ack_broker(receipt);
+            return;
+        }
+        let Some((lane, wrap)) = lane else {
+            match serde_cbor::from_slice::<Ack>(&p.payload) {
+                Ok(ack) => outbox.handle(clock::monotonic(), Input::Ack { seq: ack.seq }),
+                Err(e) => tracing::warn!(error = %e, "malformed ack ignored"),
+            }
+            self.ack_broker(receipt);
+            return;
+        };
+        // An empty retained message clears the topic; nothing to apply.
+        if p.payload.is_empty() {
+            self.ack_broker(receipt);
+            return;
+        }
+        let delivered = Delivered {
+            inbound: wrap(Vec::from(p.payload)),
+            receipt: Receipt {
+                client: self.client.clone(),
+                publish: receipt,
+            },
+        };
+        if let Err(mpsc::error::SendError(d)) = lane.send(delivered) {
+            // Nobody applies it (shutting down): leave it to the broker.
+            drop(d);
+        }
+    }
+
+    fn publish_status(&self, h: &UplinkHandles, outbox: &Outbox) -> Result<(), UplinkError> {
+        let mut status = h.status.borrow().clone();
+        status.state = "online".into();
+        status.acked = outbox.acked();
+        status.backlog = h.journal.len();
+        let oldest = h.journal.oldest_event().ok().flatten();
+        status.backlog_oldest_seq = h.journal.oldest();
+        status.backlog_oldest_at = oldest.map(|e| e.at);
+        status.dropped_events = h.journal.dropped();
+        let _ = self.client.try_publish(
+            self.topics.status.as_str(),
+            QoS::AtLeastOnce,
+            true,
+            wire::to_cbor(&status),
+        );
+        Ok(())
+    }
+}
+
+/// Publish the link's state: O(1) journal bookkeeping and one keyed read
+/// for the oldest event's time, never a scan.
 fn update_state(
     h: &UplinkHandles,
     outbox: &Outbox,
-    connected: bool,
+    link: &Link,
     error: Option<String>,
 ) -> Result<(), UplinkError> {
-    let oldest = h.journal.after(0, 1)?;
+    let oldest_at = h.journal.oldest_event().ok().flatten().map(|e| e.at);
     h.state.send_modify(|s| {
-        s.connected = connected;
+        s.connected = link.connected;
         s.acked = outbox.acked();
-        s.backlog = h.journal.len() as u64;
-        s.backlog_oldest_seq = oldest.first().map(|e| e.seq);
-        s.backlog_oldest_at = oldest.first().map(|e| e.at);
-        if connected {
+        s.backlog = h.journal.len();
+        s.backlog_oldest_seq = h.journal.oldest();
+        s.backlog_oldest_at = oldest_at;
+        if link.connected {
             s.last_error = None;
         }
         if error.is_some() {

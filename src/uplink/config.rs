@@ -33,6 +33,11 @@ pub struct UplinkConfig {
     /// credentials are well under 100 MiB).
     #[serde(default = "default_max_snapshot")]
     pub max_snapshot_mib: usize,
+    /// Largest delta accepted, KiB. A larger one is refused with an
+    /// `uplink_message_refused` alarm, unapplied (the MQTT packet limit
+    /// is connection-wide, so it is checked per topic after receipt).
+    #[serde(default = "default_max_delta")]
+    pub max_delta_kib: usize,
     /// Events sent but not acknowledged are sent again when central has
     /// acknowledged nothing new for this long, seconds.
     #[serde(default = "default_resend_after")]
@@ -53,6 +58,9 @@ fn default_window() -> u64 {
 }
 fn default_max_snapshot() -> usize {
     256
+}
+fn default_max_delta() -> usize {
+    1024
 }
 fn default_resend_after() -> u64 {
     10

@@ -1,6 +1,11 @@
 //! The outbox cursor, sans-IO: which journal events to publish next, and
 //! what the central acknowledgement allows to delete.
 //!
+//! Contract (as the OSDP bus): feed inputs with [`Outbox::handle`]`(now,
+//! input)`, then drain [`Outbox::poll_output`] until `None`; call
+//! `handle(now, Input::Timeout)` at [`Outbox::poll_timeout`]. Ask
+//! [`Outbox::next_batch`] what to read and send. It never reads a clock.
+//!
 //! Invariants:
 //! - events go out in sequence order, in batches, at most `window` events
 //!   beyond the last central acknowledgement (flow control: a broker that
@@ -8,12 +13,62 @@
 //! - an event is deleted only when central acknowledges it (`<prefix>/ack`
 //!   carries the highest contiguous sequence number stored centrally); a
 //!   broker's PUBACK is not enough, brokers lose messages on restart;
+//! - an acknowledgement beyond the highest sequence number that may have
+//!   been sent (sent on this run, or kept in the journal when it started,
+//!   so possibly sent before a restart) is impossible: it deletes nothing
+//!   and becomes an [`Output::AckOutOfRange`] alarm. A confused or hostile
+//!   central (`seq = 2^64-1`) cannot empty the journal or wedge the cursor;
+//! - no arithmetic can overflow (window sums saturate);
 //! - after a reconnect everything not acknowledged is sent again, and so it
 //!   is when central has acknowledged nothing new for `resend_after` while
 //!   events wait (central restarted, or was not subscribed yet): central
 //!   sees duplicates only then, never a gap.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// What happens to the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// The link is (re)established: send everything unacknowledged again.
+    Connected,
+    /// A batch ending at this sequence number was handed to the broker.
+    Sent {
+        /// Its last sequence number.
+        last: u64,
+    },
+    /// Central acknowledged everything up to `seq`.
+    Ack {
+        /// The acknowledged sequence number.
+        seq: u64,
+    },
+    /// [`Outbox::poll_timeout`] passed.
+    Timeout,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Delete every journal event up to and including `through`.
+    Delete {
+        /// The last sequence number to delete.
+        through: u64,
+    },
+    /// Central acknowledged more than was ever sent; nothing was deleted.
+    /// Journal it as an alarm.
+    AckOutOfRange {
+        /// What central acknowledged.
+        acked: u64,
+        /// The highest sequence number that may have been sent.
+        sent: u64,
+    },
+    /// Central acknowledged nothing new for a while: sending again from
+    /// the last acknowledgement.
+    Rewound {
+        /// The last acknowledged sequence number.
+        from: u64,
+    },
+}
 
 /// Where the uplink stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +77,9 @@ pub struct Outbox {
     acked: u64,
     /// Highest sequence number published on this connection.
     sent: u64,
+    /// Highest sequence number that may have been sent at all (kept in the
+    /// journal at start, or sent since): acks beyond it are impossible.
+    sent_ever: u64,
     /// Events in one message.
     batch: usize,
     /// Events published and not yet acknowledged, at most.
@@ -30,19 +88,30 @@ pub struct Outbox {
     resend_after: Duration,
     /// When the ack last moved (or sending restarted from it).
     progress_at: Option<Instant>,
+    outputs: VecDeque<Output>,
 }
 
 impl Outbox {
     /// A cursor after `acked` (what the journal no longer holds was
-    /// acknowledged: its first kept sequence number minus one).
-    pub fn new(acked: u64, batch: usize, window: u64, resend_after: Duration) -> Self {
+    /// acknowledged: its oldest kept sequence number minus one), with
+    /// events up to `last_kept` in the journal (they may have been sent
+    /// before a restart, so central may acknowledge them).
+    pub fn new(
+        acked: u64,
+        last_kept: u64,
+        batch: usize,
+        window: u64,
+        resend_after: Duration,
+    ) -> Self {
         Self {
             acked,
             sent: acked,
+            sent_ever: last_kept.max(acked),
             batch: batch.max(1),
             window: window.max(batch as u64).max(1),
             resend_after,
             progress_at: None,
+            outputs: VecDeque::new(),
         }
     }
 
@@ -56,107 +125,203 @@ impl Outbox {
         self.sent
     }
 
-    /// The link is (re)established: send everything unacknowledged again.
-    pub fn on_connected(&mut self, now: Instant) {
-        self.sent = self.acked;
-        self.progress_at = Some(now);
+    /// Feed an input; then drain [`Outbox::poll_output`].
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Connected => {
+                self.sent = self.acked;
+                self.progress_at = Some(now);
+            }
+            Input::Sent { last } => {
+                // Nothing was outstanding: the wait for an ack starts now,
+                // not when the link last went idle.
+                if self.sent == self.acked {
+                    self.progress_at = Some(now);
+                }
+                self.sent = self.sent.max(last);
+                self.sent_ever = self.sent_ever.max(last);
+            }
+            Input::Ack { seq } => self.ack(now, seq),
+            Input::Timeout => self.timeout(now),
+        }
     }
 
-    /// Call now and then: when events were sent but central acknowledged
-    /// nothing new for `resend_after`, send them again. Returns whether it
-    /// rewound.
-    pub fn on_tick(&mut self, now: Instant) -> bool {
+    fn ack(&mut self, now: Instant, seq: u64) {
+        if seq > self.sent_ever {
+            self.outputs.push_back(Output::AckOutOfRange {
+                acked: seq,
+                sent: self.sent_ever,
+            });
+            return;
+        }
+        if seq <= self.acked {
+            return;
+        }
+        self.acked = seq;
+        self.progress_at = Some(now);
+        // A previous connection's ack can pass what this one sent.
+        self.sent = self.sent.max(seq);
+        self.outputs.push_back(Output::Delete { through: seq });
+    }
+
+    fn timeout(&mut self, now: Instant) {
         let stalled = self
             .progress_at
             .is_some_and(|t| now.saturating_duration_since(t) >= self.resend_after);
         if self.sent > self.acked && stalled {
             self.sent = self.acked;
             self.progress_at = Some(now);
-            return true;
-        }
-        if self.sent == self.acked {
+            self.outputs.push_back(Output::Rewound { from: self.acked });
+        } else if self.sent == self.acked {
             self.progress_at = Some(now);
         }
-        false
     }
 
-    /// When [`Outbox::on_tick`] should be called next.
-    pub fn next_tick(&self) -> Option<Instant> {
-        self.progress_at.map(|t| t + self.resend_after)
+    /// The next thing for the driver to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to feed [`Input::Timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.progress_at
+            .map(|t| t.checked_add(self.resend_after).unwrap_or(t))
     }
 
     /// The next batch to read from the journal: events after the returned
     /// sequence number, at most the returned count; `None` when the window
     /// is full.
     pub fn next_batch(&self) -> Option<(u64, usize)> {
-        let room = (self.acked + self.window).saturating_sub(self.sent);
-        (room > 0).then(|| (self.sent, self.batch.min(room as usize)))
-    }
-
-    /// A batch ending at `last` was handed to the broker.
-    pub fn on_sent(&mut self, last: u64) {
-        self.sent = self.sent.max(last);
-    }
-
-    /// Central acknowledged everything up to `seq`: returns the sequence
-    /// number to delete through, if it moved. An ack beyond what was sent
-    /// (a previous connection's, or a confused central) is taken as far as
-    /// it goes: the journal deletes only what it has.
-    pub fn on_ack(&mut self, seq: u64, now: Instant) -> Option<u64> {
-        if seq <= self.acked {
-            return None;
-        }
-        self.acked = seq;
-        self.progress_at = Some(now);
-        self.sent = self.sent.max(seq);
-        Some(seq)
+        let room = self
+            .acked
+            .saturating_add(self.window)
+            .saturating_sub(self.sent);
+        let n = usize::try_from(room).unwrap_or(usize::MAX).min(self.batch);
+        (n > 0).then_some((self.sent, n))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const RESEND: Duration = Duration::from_secs(10);
+
+    fn outputs(o: &mut Outbox) -> Vec<Output> {
+        std::iter::from_fn(|| o.poll_output()).collect()
+    }
 
     #[test]
     fn batches_stay_within_the_window_and_resume_after_reconnect() {
         let t = crate::test_clock::epoch();
-        let mut o = Outbox::new(10, 100, 250, RESEND);
+        let mut o = Outbox::new(10, 10, 100, 250, RESEND);
         assert_eq!(o.next_batch(), Some((10, 100)));
-        o.on_sent(110);
-        o.on_sent(210);
+        o.handle(t, Input::Sent { last: 110 });
+        o.handle(t, Input::Sent { last: 210 });
         assert_eq!(o.next_batch(), Some((210, 50)));
-        o.on_sent(260);
+        o.handle(t, Input::Sent { last: 260 });
         assert_eq!(o.next_batch(), None, "window full until central acks");
-        assert_eq!(o.on_ack(150, t), Some(150));
+        o.handle(t, Input::Ack { seq: 150 });
+        assert_eq!(outputs(&mut o), vec![Output::Delete { through: 150 }]);
         assert_eq!(o.next_batch(), Some((260, 100)));
-        assert_eq!(o.on_ack(120, t), None, "acks never go back");
-        o.on_connected(t);
+        o.handle(t, Input::Ack { seq: 120 });
+        assert_eq!(outputs(&mut o), vec![], "acks never go back");
+        o.handle(t, Input::Connected);
         assert_eq!(o.next_batch(), Some((150, 100)), "unacked events go again");
     }
 
     #[test]
-    fn an_ack_beyond_what_was_sent_moves_both() {
-        let mut o = Outbox::new(0, 10, 10, RESEND);
-        assert_eq!(o.on_ack(500, crate::test_clock::epoch()), Some(500));
+    fn an_ack_for_events_kept_at_start_is_taken() {
+        let t = crate::test_clock::epoch();
+        // 500 events kept from before a restart: central may ack them late.
+        let mut o = Outbox::new(0, 500, 10, 10, RESEND);
+        o.handle(t, Input::Ack { seq: 500 });
+        assert_eq!(outputs(&mut o), vec![Output::Delete { through: 500 }]);
         assert_eq!(o.next_batch(), Some((500, 10)));
+    }
+
+    #[test]
+    fn an_ack_beyond_what_was_sent_is_an_alarm_and_deletes_nothing() {
+        let t = crate::test_clock::epoch();
+        let mut o = Outbox::new(0, 0, 10, 100, RESEND);
+        o.handle(t, Input::Connected);
+        o.handle(t, Input::Sent { last: 30 });
+        for seq in [31, u64::MAX] {
+            o.handle(t, Input::Ack { seq });
+            assert_eq!(
+                outputs(&mut o),
+                vec![Output::AckOutOfRange {
+                    acked: seq,
+                    sent: 30
+                }]
+            );
+        }
+        assert_eq!(o.acked(), 0);
+        assert_eq!(o.next_batch(), Some((30, 10)), "the cursor still works");
+        o.handle(t, Input::Ack { seq: 30 });
+        assert_eq!(outputs(&mut o), vec![Output::Delete { through: 30 }]);
     }
 
     #[test]
     fn unacknowledged_events_go_again_when_central_is_silent() {
         let t = crate::test_clock::epoch();
-        let mut o = Outbox::new(0, 10, 100, RESEND);
-        o.on_connected(t);
-        o.on_sent(30);
-        assert!(!o.on_tick(t + RESEND / 2));
-        assert_eq!(o.on_ack(10, t + RESEND / 2), Some(10));
-        assert!(!o.on_tick(t + RESEND), "the ack moved: not yet");
-        assert!(o.on_tick(t + RESEND / 2 + RESEND));
+        let mut o = Outbox::new(0, 0, 10, 100, RESEND);
+        o.handle(t, Input::Connected);
+        o.handle(t, Input::Sent { last: 30 });
+        o.handle(t + RESEND / 2, Input::Timeout);
+        assert_eq!(outputs(&mut o), vec![]);
+        o.handle(t + RESEND / 2, Input::Ack { seq: 10 });
+        assert_eq!(outputs(&mut o), vec![Output::Delete { through: 10 }]);
+        assert_eq!(o.poll_timeout(), Some(t + RESEND / 2 + RESEND));
+        o.handle(t + RESEND, Input::Timeout);
+        assert_eq!(outputs(&mut o), vec![], "the ack moved: not yet");
+        o.handle(t + RESEND / 2 + RESEND, Input::Timeout);
+        assert_eq!(outputs(&mut o), vec![Output::Rewound { from: 10 }]);
         assert_eq!(o.next_batch(), Some((10, 10)), "from the last ack");
         // Nothing outstanding: no rewinds, however long it is quiet.
-        let mut idle = Outbox::new(5, 10, 100, RESEND);
-        idle.on_connected(t);
-        assert!(!idle.on_tick(t + 100 * RESEND));
+        let mut idle = Outbox::new(5, 5, 10, 100, RESEND);
+        idle.handle(t, Input::Connected);
+        idle.handle(t + 100 * RESEND, Input::Timeout);
+        assert_eq!(outputs(&mut idle), vec![]);
+    }
+
+    proptest! {
+        /// Against a model: deletions never pass what was sent, never go
+        /// back, batches stay in the window; any input sequence, any
+        /// numbers (overflow would panic in debug builds).
+        #[test]
+        fn the_cursor_never_deletes_what_was_not_sent(
+            start in any::<u64>(),
+            window in 1u64..1000,
+            inputs in proptest::collection::vec((0u8..4, any::<u64>()), 0..200),
+        ) {
+            let t = crate::test_clock::epoch();
+            let mut o = Outbox::new(start, start, 50, window, RESEND);
+            let mut sent_ever = start;
+            let mut deleted = start;
+            for (i, (kind, n)) in inputs.into_iter().enumerate() {
+                let now = t + Duration::from_secs(i as u64);
+                match kind {
+                    0 => o.handle(now, Input::Connected),
+                    1 => {
+                        if let Some((after, max)) = o.next_batch() {
+                            prop_assert!(after.saturating_add(max as u64) <= o.acked().saturating_add(window.max(50)));
+                            let last = after.saturating_add(1 + n % max as u64);
+                            sent_ever = sent_ever.max(last);
+                            o.handle(now, Input::Sent { last });
+                        }
+                    }
+                    2 => o.handle(now, Input::Ack { seq: n }),
+                    _ => o.handle(now, Input::Ack { seq: deleted.saturating_add(n % 100) }),
+                }
+                while let Some(out) = o.poll_output() {
+                    if let Output::Delete { through } = out {
+                        prop_assert!(through > deleted && through <= sent_ever);
+                        deleted = through;
+                    }
+                }
+            }
+        }
     }
 }

@@ -52,3 +52,77 @@ pub struct Status {
 pub fn to_cbor<T: Serialize>(value: &T) -> Vec<u8> {
     serde_cbor::to_vec(value).expect("uplink payloads always encode")
 }
+
+/// The CBOR of an [`EventBatch`] built from events already encoded (the
+/// journal stores each event as its CBOR): byte for byte what
+/// `to_cbor(&EventBatch { gateway, events })` writes (a map of two text
+/// keys, a definite-length array), without decoding and re-encoding every
+/// event on the drain path.
+pub fn event_batch_cbor<'a>(
+    gateway: &str,
+    events: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + events.len() * 96);
+    out.push(0xa2); // map, two entries
+    out.extend_from_slice(&to_cbor(&"gateway"));
+    out.extend_from_slice(&to_cbor(&gateway));
+    out.extend_from_slice(&to_cbor(&"events"));
+    cbor_head(&mut out, 4, events.len() as u64);
+    for e in events {
+        out.extend_from_slice(e);
+    }
+    out
+}
+
+/// A CBOR item head (RFC 8949 §3): major type and argument, shortest form.
+fn cbor_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let m = major << 5;
+    match n {
+        0..=23 => out.push(m | n as u8),
+        24..=0xff => out.extend_from_slice(&[m | 24, n as u8]),
+        0x100..=0xffff => {
+            out.push(m | 25);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(m | 26);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 27);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
+/// Largest payload accepted on the topics other than `snapshot`: `ack` and
+/// `command` (a few hundred bytes in practice).
+pub const MAX_SMALL_MESSAGE: usize = 64 << 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::EventKind;
+
+    #[test]
+    fn a_spliced_batch_is_the_same_bytes_as_an_encoded_one() {
+        for n in [0usize, 1, 23, 24, 255, 256, 1000, 70_000] {
+            let events: Vec<Event> = (0..n as u64)
+                .map(|seq| Event {
+                    seq: seq + 1,
+                    at: "2026-11-23T22:00:00Z".parse().unwrap(),
+                    kind: EventKind::DoorClosed {
+                        door: format!("door-{seq}").into(),
+                    },
+                })
+                .collect();
+            let encoded: Vec<Vec<u8>> = events.iter().map(to_cbor).collect();
+            let spliced = event_batch_cbor("gw-a", encoded.iter().map(Vec::as_slice));
+            let whole = to_cbor(&EventBatch {
+                gateway: "gw-a".into(),
+                events,
+            });
+            assert_eq!(spliced, whole, "{n} events");
+        }
+    }
+}

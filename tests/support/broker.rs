@@ -138,6 +138,7 @@ impl Broker {
             batch: 1,
             window: 1,
             max_snapshot_mib: 256,
+            max_delta_kib: 1024,
             resend_after_seconds: 10,
             status_interval_seconds: 60,
         };
@@ -188,17 +189,26 @@ pub struct Seen {
     pub status: BTreeMap<String, portier::uplink::wire::Status>,
     /// Payloads that did not decode.
     pub errors: Vec<String>,
+    contiguous: BTreeMap<String, u64>,
 }
 
 impl Seen {
     /// Highest seq such that every seq up to it was received.
     pub fn contiguous(&self, gateway: &str) -> u64 {
-        let mut n = 0;
+        let mut n = self.contiguous.get(gateway).copied().unwrap_or(0);
         if let Some(e) = self.events.get(gateway) {
             while e.contains_key(&(n + 1)) {
                 n += 1;
             }
         }
+        n
+    }
+
+    /// [`Seen::contiguous`], remembered (it only grows): central's acks
+    /// cost the same at event 100 000 as at event 1.
+    fn advance(&mut self, gateway: &str) -> u64 {
+        let n = self.contiguous(gateway);
+        self.contiguous.insert(gateway.to_owned(), n);
         n
     }
 }
@@ -260,7 +270,7 @@ impl Central {
                                     .or_default()
                                     .insert(e.seq, serde_json::to_value(e).unwrap());
                             }
-                            s.contiguous(&gateway)
+                            s.advance(&gateway)
                         };
                         if ack {
                             let payload = serde_cbor::to_vec(&Ack { seq: upto }).unwrap();
@@ -310,11 +320,17 @@ pub fn write_config(dir: &Path, gateway: &str, body: &str, broker: &Broker) -> P
     path
 }
 
-/// A gateway uplink running in `runtime` over the journal in `db`, and the
-/// handles a test needs. Dropping it ends the task.
+/// A gateway uplink running in `runtime` over a journal's reader and
+/// acker, and the handles a test needs. Dropping it ends the task.
 pub struct TestUplink {
     pub appended: tokio::sync::watch::Sender<u64>,
+    /// Snapshots, deltas and commands, acknowledged to the broker as they
+    /// are received here (empty when the uplink was started `manual`).
     pub inbound: tokio::sync::mpsc::Receiver<portier::driver::uplink::Inbound>,
+    /// Both lanes, unacknowledged (when started `manual`).
+    pub delivered: tokio::sync::mpsc::UnboundedReceiver<portier::driver::uplink::Delivered>,
+    /// Alarms the uplink asks the daemon to journal.
+    pub alarms: tokio::sync::mpsc::UnboundedReceiver<portier::journal::EventKind>,
     pub state: tokio::sync::watch::Receiver<portier::driver::uplink::UplinkState>,
     _status: tokio::sync::watch::Sender<portier::uplink::wire::Status>,
     _shutdown: tokio::sync::watch::Sender<bool>,
@@ -326,15 +342,36 @@ impl TestUplink {
     }
 }
 
+/// The uplink's share of a journal.
+pub type UplinkJournal = (
+    portier::journal::JournalReader,
+    portier::journal::JournalAcker,
+);
+
 /// Start the uplink of `gateway` (its certificate from `broker`'s PKI),
 /// with `tune` applied to its config.
 pub fn spawn_uplink(
     runtime: &tokio::runtime::Runtime,
-    db: &sled::Db,
+    journal: UplinkJournal,
     broker: &Broker,
     gateway: &str,
     tune: impl FnOnce(&mut portier::uplink::UplinkConfig),
 ) -> TestUplink {
+    spawn_uplink_with(
+        runtime,
+        journal,
+        uplink_config(broker, gateway, tune),
+        gateway,
+        false,
+    )
+}
+
+/// The uplink config of `gateway` with `tune` applied.
+pub fn uplink_config(
+    broker: &Broker,
+    gateway: &str,
+    tune: impl FnOnce(&mut portier::uplink::UplinkConfig),
+) -> portier::uplink::UplinkConfig {
     let mut cfg: portier::uplink::UplinkConfig = toml::from_str(
         broker
             .uplink_section(gateway)
@@ -342,34 +379,58 @@ pub fn spawn_uplink(
     )
     .unwrap();
     tune(&mut cfg);
-    spawn_uplink_with(runtime, db, cfg, gateway)
+    cfg
 }
 
-/// Start an uplink with this config.
+/// Start an uplink with this config. `manual`: inbound messages wait in
+/// `delivered`, unacknowledged, instead of being acknowledged on receipt.
 pub fn spawn_uplink_with(
     runtime: &tokio::runtime::Runtime,
-    db: &sled::Db,
+    (journal, acker): UplinkJournal,
     cfg: portier::uplink::UplinkConfig,
     gateway: &str,
+    manual: bool,
 ) -> TestUplink {
     use tokio::sync::{mpsc, watch};
-    let journal = portier::journal::Journal::open(db).unwrap();
-    let (appended, appended_rx) = watch::channel(journal.next_seq().unwrap() - 1);
+    let (appended, appended_rx) = watch::channel(journal.next_seq() - 1);
     let (status_tx, status) = watch::channel(portier::uplink::wire::Status {
         gateway: gateway.into(),
         ..Default::default()
     });
+    let (rules_tx, mut rules) = mpsc::unbounded_channel();
+    let (commands_tx, mut commands) = mpsc::unbounded_channel();
+    let (alarms_tx, alarms) = mpsc::unbounded_channel();
     let (inbound_tx, inbound) = mpsc::channel(16);
+    let (delivered_tx, delivered) = mpsc::unbounded_channel();
     let (state_tx, state) = watch::channel(Default::default());
     let (shutdown_tx, shutdown) = watch::channel(false);
     let handles = portier::driver::uplink::UplinkHandles {
         journal,
+        acker,
         appended: appended_rx,
         status,
-        inbound: inbound_tx,
+        rules: rules_tx,
+        commands: commands_tx,
+        alarms: alarms_tx,
         state: state_tx,
         shutdown,
     };
+    runtime.spawn(async move {
+        loop {
+            let d: portier::driver::uplink::Delivered = tokio::select! {
+                Some(d) = rules.recv() => d,
+                Some(d) = commands.recv() => d,
+                else => return,
+            };
+            if manual {
+                let _ = delivered_tx.send(d);
+            } else {
+                let inbound = d.inbound.clone();
+                d.done().await;
+                let _ = inbound_tx.send(inbound).await;
+            }
+        }
+    });
     runtime.spawn(portier::driver::uplink::run_uplink(
         cfg,
         gateway.into(),
@@ -378,6 +439,8 @@ pub fn spawn_uplink_with(
     TestUplink {
         appended,
         inbound,
+        delivered,
+        alarms,
         state,
         _status: status_tx,
         _shutdown: shutdown_tx,

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use portier::journal::{EventKind, Journal};
+use portier::journal::{EventKind, Journal, JournalAcker, JournalReader, JournalWriter};
 
 use super::broker::{Broker, TestUplink, spawn_uplink};
 use super::portier_bin;
@@ -150,9 +150,11 @@ impl Drop for CentralProc {
 pub struct JournalGateway {
     pub name: String,
     _dir: tempfile::TempDir,
-    pub journal: Journal,
+    pub journal: JournalWriter,
+    pub reader: JournalReader,
+    /// The uplink's half of the journal, until it connects.
+    uplink_journal: Option<(JournalReader, JournalAcker)>,
     pub uplink: Option<TestUplink>,
-    db: sled::Db,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -160,7 +162,11 @@ impl JournalGateway {
     pub fn new(name: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = portier::storage::open_db(dir.path(), 64 << 20).unwrap();
-        let journal = Journal::open(&db).unwrap();
+        let Journal {
+            writer,
+            reader,
+            acker,
+        } = Journal::open(&db).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -169,9 +175,10 @@ impl JournalGateway {
         Self {
             name: name.to_owned(),
             _dir: dir,
-            journal,
+            journal: writer,
+            reader: reader.clone(),
+            uplink_journal: Some((reader, acker)),
             uplink: None,
-            db,
             runtime,
         }
     }
@@ -194,7 +201,7 @@ impl JournalGateway {
     pub fn connect(&mut self, broker: &Broker) {
         self.uplink = Some(spawn_uplink(
             &self.runtime,
-            &self.db,
+            self.uplink_journal.take().expect("one uplink per journal"),
             broker,
             &self.name,
             |c| {

@@ -1,0 +1,299 @@
+//! An uplink that cannot be wedged, against a real Mosquitto over mutual
+//! TLS: an impossible ack (beyond what was sent, 2^64-1) is an alarm and
+//! deletes nothing; a gateway killed (SIGKILL) between the broker's
+//! delivery of a delta and its apply gets the delta again; an oversized
+//! message is refused with an alarm; an undecodable journal record is
+//! replaced by a `journal_record_skipped` event and the rest flows.
+#![allow(clippy::disallowed_methods)] // tests wait on real time
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use portier::driver::uplink::Inbound;
+use portier::journal::{EventKind, Journal, JournalReader, JournalWriter};
+use portier::uplink::wire::Ack;
+use support::broker::{Broker, Central, TestUplink, spawn_uplink, spawn_uplink_with};
+use support::wait_for;
+
+const GW: &str = "gw-a";
+const T: Duration = Duration::from_secs(30);
+const CHILD_ENV: &str = "PORTIER_UPLINK_WEDGE_CHILD";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn append(writer: &mut JournalWriter, uplink: &TestUplink, n: u64) {
+    let at = "2026-11-23T22:00:00Z".parse().unwrap();
+    let kinds = (0..n)
+        .map(|i| EventKind::DoorClosed {
+            door: format!("door-{i}").into(),
+        })
+        .collect();
+    let done = writer.append(at, kinds).unwrap();
+    uplink.appended.send_replace(done.last().unwrap().seq);
+}
+
+/// The next alarm the uplink asked to journal.
+fn alarm(rt: &tokio::runtime::Runtime, uplink: &mut TestUplink) -> EventKind {
+    rt.block_on(async { tokio::time::timeout(T, uplink.alarms.recv()).await })
+        .expect("an alarm")
+        .unwrap()
+}
+
+struct Gateway {
+    _dir: tempfile::TempDir,
+    db: sled::Db,
+    writer: JournalWriter,
+    reader: JournalReader,
+    rt: tokio::runtime::Runtime,
+    /// Goes with the uplink when it starts.
+    acker: Option<portier::journal::JournalAcker>,
+}
+
+impl Gateway {
+    fn open() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = portier::storage::open_db(dir.path(), 8 << 20).unwrap();
+        let Journal {
+            writer,
+            reader,
+            acker,
+        } = Journal::open(&db).unwrap();
+        Self {
+            _dir: dir,
+            db,
+            writer,
+            reader,
+            rt: runtime(),
+            acker: Some(acker),
+        }
+    }
+
+    fn uplink(
+        &mut self,
+        broker: &Broker,
+        tune: impl FnOnce(&mut portier::uplink::UplinkConfig),
+    ) -> TestUplink {
+        let acker = self.acker.take().expect("one uplink per journal");
+        spawn_uplink(&self.rt, (self.reader.clone(), acker), broker, GW, tune)
+    }
+}
+
+#[test]
+fn an_impossible_ack_is_an_alarm_and_deletes_nothing() {
+    let broker = Broker::start(&[GW]);
+    let central = Central::start(&broker, false);
+    let mut gw = Gateway::open();
+    let mut uplink = gw.uplink(&broker, |_| {});
+    append(&mut gw.writer, &uplink, 10);
+    wait_for(T, "10 events centrally", || {
+        central.seen.lock().unwrap().contiguous(GW) == 10
+    });
+    let ack = |seq: u64| {
+        central.publish(
+            &format!("portier/v1/{GW}/ack"),
+            serde_cbor::to_vec(&Ack { seq }).unwrap(),
+            false,
+        );
+    };
+    for seq in [u64::MAX, 11] {
+        ack(seq);
+        assert_eq!(
+            alarm(&gw.rt, &mut uplink),
+            EventKind::AckOutOfRange {
+                acked: seq,
+                sent: 10
+            }
+        );
+        assert_eq!(gw.reader.len(), 10, "nothing deleted");
+    }
+    // The link still works: a true ack deletes, new events flow.
+    ack(4);
+    wait_for(T, "4 deleted", || gw.reader.len() == 6);
+    append(&mut gw.writer, &uplink, 5);
+    wait_for(T, "15 events centrally", || {
+        central.seen.lock().unwrap().contiguous(GW) == 15
+    });
+    ack(15);
+    wait_for(T, "all deleted", || gw.reader.is_empty());
+    drop(gw.db);
+}
+
+#[test]
+fn oversized_messages_are_refused_with_an_alarm() {
+    let broker = Broker::start(&[GW]);
+    let central = Central::start(&broker, true);
+    let mut gw = Gateway::open();
+    let mut uplink = gw.uplink(&broker, |cfg| cfg.max_delta_kib = 4);
+    wait_for(T, "connected", || uplink.connected());
+    let prefix = format!("portier/v1/{GW}");
+    central.publish(&format!("{prefix}/command"), vec![7; (64 << 10) + 1], false);
+    assert_eq!(
+        alarm(&gw.rt, &mut uplink),
+        EventKind::UplinkMessageRefused {
+            topic: format!("{prefix}/command"),
+            bytes: (64 << 10) + 1,
+            limit: 64 << 10,
+        }
+    );
+    central.publish(&format!("{prefix}/delta"), vec![7; 5 << 10], false);
+    assert_eq!(
+        alarm(&gw.rt, &mut uplink),
+        EventKind::UplinkMessageRefused {
+            topic: format!("{prefix}/delta"),
+            bytes: 5 << 10,
+            limit: 4 << 10,
+        }
+    );
+    // Within the limits: delivered. Nothing oversized came before them.
+    central.publish(&format!("{prefix}/delta"), vec![1; 4 << 10], false);
+    central.publish(&format!("{prefix}/command"), b"marker".to_vec(), false);
+    let got: Vec<Inbound> = gw.rt.block_on(async {
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            got.push(
+                tokio::time::timeout(T, uplink.inbound.recv())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        got
+    });
+    assert!(got.contains(&Inbound::Delta(vec![1; 4 << 10])), "{got:?}");
+    assert!(got.contains(&Inbound::Command(b"marker".to_vec())));
+}
+
+#[test]
+fn an_undecodable_record_is_skipped_with_its_seq_and_the_rest_flows() {
+    let broker = Broker::start(&[GW]);
+    let central = Central::start(&broker, true);
+    let mut gw = Gateway::open();
+    let at = "2026-11-23T22:00:00Z".parse().unwrap();
+    gw.writer
+        .append(
+            at,
+            (0..3)
+                .map(|i| EventKind::DoorForced {
+                    door: format!("d{i}").into(),
+                })
+                .collect(),
+        )
+        .unwrap();
+    gw.db
+        .open_tree("journal.events")
+        .unwrap()
+        .insert(2u64.to_be_bytes(), &b"\xff\xfe not cbor"[..])
+        .unwrap();
+    let mut uplink = gw.uplink(&broker, |_| {});
+    match alarm(&gw.rt, &mut uplink) {
+        EventKind::JournalRecordSkipped { record: 2, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    wait_for(T, "3 events centrally", || {
+        central.seen.lock().unwrap().contiguous(GW) == 3
+    });
+    let events = central.events(GW);
+    assert_eq!(events[0]["type"], "door_forced");
+    assert_eq!(events[1]["type"], "journal_record_skipped");
+    assert_eq!(events[1]["seq"], 2);
+    assert_eq!(events[1]["record"], 2);
+    assert_eq!(events[2]["door"], "d2");
+    wait_for(T, "all deleted on the ack", || gw.reader.is_empty());
+    append(&mut gw.writer, &uplink, 2);
+    wait_for(T, "5 events centrally", || {
+        central.seen.lock().unwrap().contiguous(GW) == 5
+    });
+}
+
+/// The child: an uplink whose inbound messages are never acknowledged
+/// (they are "being applied" when it is killed). Prints `delivered` for
+/// each.
+fn child(journal_dir: &str, section: &str) -> ! {
+    let rt = runtime();
+    let db = portier::storage::open_db(journal_dir.as_ref(), 8 << 20).unwrap();
+    let Journal { reader, acker, .. } = Journal::open(&db).unwrap();
+    let cfg = toml::from_str(section.trim_start_matches("[uplink]\n")).unwrap();
+    let mut uplink = spawn_uplink_with(&rt, (reader, acker), cfg, GW, true);
+    rt.block_on(async {
+        while let Some(d) = uplink.delivered.recv().await {
+            if let Inbound::Delta(bytes) = &d.inbound {
+                println!("delivered {}", String::from_utf8_lossy(bytes));
+            }
+            // Held, never `done`: the apply has not finished.
+            std::mem::forget(d);
+        }
+    });
+    unreachable!("the lanes never close while the uplink runs");
+}
+
+#[test]
+fn a_delta_delivered_but_not_applied_before_a_crash_comes_again() {
+    if let (Ok(dir), Ok(section)) = (
+        std::env::var(CHILD_ENV),
+        std::env::var("PORTIER_UPLINK_SECTION"),
+    ) {
+        child(&dir, &section);
+    }
+    let broker = Broker::start(&[GW]);
+    let central = Central::start(&broker, true);
+    let dir = tempfile::tempdir().unwrap();
+    let journal_dir = dir.path().join("events");
+    let mut gateway = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_delta_delivered_but_not_applied_before_a_crash_comes_again",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &journal_dir)
+        .env("PORTIER_UPLINK_SECTION", broker.uplink_section(GW))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Central sees the gateway's retained status once it is connected and
+    // subscribed (the status goes out after the subscriptions).
+    wait_for(T, "gateway online", || {
+        central
+            .seen
+            .lock()
+            .unwrap()
+            .status
+            .get(GW)
+            .is_some_and(|s| s.state == "online")
+    });
+    let prefix = format!("portier/v1/{GW}");
+    central.publish(&format!("{prefix}/delta"), b"delta-1".to_vec(), false);
+    let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let line = loop {
+        let line = lines.next().expect("child output").unwrap();
+        // The harness prints the test's name without a line end first.
+        if let Some(at) = line.find("delivered ") {
+            break line[at..].to_owned();
+        }
+    };
+    assert_eq!(line, "delivered delta-1");
+    // Delivered, not applied: SIGKILL.
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+
+    // The restarted gateway (same client id, persistent session) gets it.
+    let db = portier::storage::open_db(&journal_dir, 8 << 20).unwrap();
+    let Journal { reader, acker, .. } = Journal::open(&db).unwrap();
+    let rt = runtime();
+    let mut uplink = spawn_uplink(&rt, (reader, acker), &broker, GW, |_| {});
+    let got = rt.block_on(async { tokio::time::timeout(T, uplink.inbound.recv()).await });
+    assert_eq!(
+        got.expect("redelivered").unwrap(),
+        Inbound::Delta(b"delta-1".to_vec())
+    );
+}
