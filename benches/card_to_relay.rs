@@ -7,6 +7,9 @@
 //! The latency includes waiting for that PD's next poll, so the goal is
 //! "≤ one poll cycle + 2 ms". After criterion's run, the bench prints the
 //! latency distribution next to the measured poll cycle.
+//!
+//! `PORTIER_BENCH_BACKLOG=N` first fills the journal with N events waiting
+//! for central (the goal is the same with 10 M waiting as with none).
 #![allow(missing_docs, clippy::disallowed_methods)] // a bench reads the clock
 
 use std::sync::{Arc, Mutex};
@@ -155,6 +158,7 @@ async fn start() -> Harness {
         rotation_out: None,
     }]);
     let db = portier::storage::open_db(&dir.path().join("events"), 16 << 20).unwrap();
+    fill_backlog(&db, backlog());
     let decider = StoreDecider::new(store, "office-hours".into());
     let (_control_tx, control) = mpsc::channel(4);
     let (view, _) = watch::channel(daemon::DaemonView::default());
@@ -241,6 +245,34 @@ async fn one_card(h: &mut Harness) -> Duration {
     }
 }
 
+/// Events waiting for central before the bench starts.
+fn backlog() -> u64 {
+    std::env::var("PORTIER_BENCH_BACKLOG")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Append `n` routine events in batches, as a month offline would.
+fn fill_backlog(db: &sled::Db, n: u64) {
+    if n == 0 {
+        return;
+    }
+    let mut writer = portier::journal::Journal::open(db).unwrap().writer;
+    let at: jiff::Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(10_000);
+        let kinds = (0..batch)
+            .map(|i| portier::event::EventKind::DoorClosed {
+                door: format!("door-{}", i % 50).into(),
+            })
+            .collect();
+        writer.append(at, kinds).unwrap();
+        left -= batch;
+    }
+}
+
 fn card_to_relay(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -276,8 +308,9 @@ fn card_to_relay(c: &mut Criterion) {
     l.sort();
     let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
     println!(
-        "card_to_relay: n={} p50={:?} p99={:?} max={:?}; poll cycle of {PDS} PDs = {cycle:?} \
+        "card_to_relay (backlog {} events): n={} p50={:?} p99={:?} max={:?}; poll cycle of {PDS} PDs = {cycle:?} \
          (poll_interval {POLL_INTERVAL:?}); goal p99 ≤ cycle + 2 ms = {:?}",
+        backlog(),
         l.len(),
         pct(0.5),
         pct(0.99),
