@@ -139,6 +139,12 @@ pub async fn run(
         rules_version: store.version(),
     }];
     first.extend(store_alarms);
+    // Trusted rules in force vouch for their issue time: the clock floor
+    // starts there even before central says anything.
+    if let (crate::store::RulesTrust::Trusted, Some(header)) = (store.trust(), store.header()) {
+        let issued = header.snapshot().issued_at;
+        gateway.handle(daemon::now(), crate::site::Input::SignedTime(issued));
+    }
     gateway.handle(daemon::now(), crate::site::Input::Record(first));
 
     let (control_tx, control_rx) = mpsc::channel(64);

@@ -172,7 +172,14 @@ impl Gateway {
 
     /// Start `portier run` and wait until every PD is online in SC.
     pub fn run_daemon(&mut self) {
-        let daemon = JsonChild::spawn(
+        self.run_daemon_env(&[]);
+    }
+
+    /// As [`Gateway::run_daemon`], with these environment variables (e.g.
+    /// libfaketime's, to move the daemon's system clock).
+    pub fn run_daemon_env(&mut self, env: &[(&str, String)]) {
+        let _ = std::fs::remove_file(&self.socket);
+        let daemon = JsonChild::spawn_env(
             &portier_bin(),
             &[
                 "run",
@@ -181,6 +188,7 @@ impl Gateway {
                 "--control-socket",
                 self.socket.to_str().unwrap(),
             ],
+            env,
         );
         self.daemon = Some(daemon);
         let socket = self.socket.clone();

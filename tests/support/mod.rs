@@ -88,8 +88,14 @@ pub struct JsonChild {
 
 impl JsonChild {
     pub fn spawn(program: &Path, args: &[&str]) -> Self {
+        Self::spawn_env(program, args, &[])
+    }
+
+    /// As [`JsonChild::spawn`], with these environment variables set.
+    pub fn spawn_env(program: &Path, args: &[&str], env: &[(&str, String)]) -> Self {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

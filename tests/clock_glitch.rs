@@ -1,0 +1,90 @@
+//! A bad day for the clock, against `portier run` with libosdp PDs in
+//! Secure Channel: the daemon's system clock (moved with libfaketime, the
+//! monotonic clock left alone) jumps 30 years ahead for a while and is then
+//! corrected. While it is wrong the signed floor is used (cards still
+//! granted, events not stamped in the future, `clock_implausible`
+//! journaled); once corrected, nothing of it remains — also across a
+//! restart.
+#![allow(clippy::disallowed_methods)] // tests wait on real time
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::Value;
+use support::gateway::*;
+use support::wait_for;
+
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+fn faketime(offset_file: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("LD_PRELOAD", LIBFAKETIME.into()),
+        ("FAKETIME_TIMESTAMP_FILE", offset_file.display().to_string()),
+        // Re-read the file at every clock read; leave the monotonic clock.
+        ("FAKETIME_NO_CACHE", "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+    ]
+}
+
+fn year_of(event: &Value) -> i64 {
+    event["at"].as_str().unwrap()[..4].parse().unwrap()
+}
+
+#[test]
+fn a_forward_clock_glitch_leaves_nothing_behind() {
+    if !Path::new(LIBFAKETIME).exists() {
+        panic!("{LIBFAKETIME} missing: scripts/test installs the faketime package");
+    }
+    let gw = &mut Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    gw.kill_daemon();
+    gw.run_daemon_env(&faketime(&offset));
+    let now_year = year_of(&gw.expect_event("restarted", |e| e["type"] == "daemon_started"));
+
+    // The clock jumps 30 years ahead: the staff card (valid until 2029) is
+    // still granted, the glitch is journaled, nothing is stamped in 2056.
+    std::fs::write(&offset, "+10950d\n").unwrap();
+    let before = gw.events().len();
+    gw.badge(2, STAFF);
+    let granted = gw.expect_event("granted during the glitch", |e| {
+        e["type"] == "access_granted" && e["credential"] == STAFF
+    });
+    assert!(year_of(&granted) < now_year + 2, "{granted}");
+    gw.expect_event("the glitch is alarmed", |e| {
+        e["type"] == "clock_implausible"
+    });
+    let during: Vec<Value> = gw.events().into_iter().skip(before).collect();
+    assert!(
+        during.iter().all(|e| year_of(e) < now_year + 2),
+        "events stamped in the future: {during:?}"
+    );
+
+    // Corrected: granted, stamped now.
+    std::fs::write(&offset, "+0\n").unwrap();
+    let count = |gw: &Gateway| {
+        gw.events()
+            .iter()
+            .filter(|e| e["type"] == "access_granted")
+            .count()
+    };
+    let granted_before = count(gw);
+    gw.badge(2, STAFF);
+    wait_for(T, "granted after the correction", || {
+        count(gw) > granted_before
+    });
+
+    // And after a restart nothing of the glitch remains.
+    gw.kill_daemon();
+    gw.run_daemon_env(&faketime(&offset));
+    let granted_before = count(gw);
+    gw.badge(2, STAFF);
+    wait_for(T, "granted after a restart", || count(gw) > granted_before);
+    let denied_expired = gw
+        .events()
+        .iter()
+        .any(|e| e["type"] == "access_denied" && e["reason"] == "expired");
+    assert!(!denied_expired, "{:?}", gw.events());
+}
