@@ -291,7 +291,7 @@ impl Config {
         self.trusted_keys(&self.file)?;
         self.bus_plans()?;
         if let Some(u) = &self.uplink {
-            crate::driver::uplink::tls_config(u).map_err(|e| ConfigError::Uplink {
+            crate::uplink::tls::client_config(u).map_err(|e| ConfigError::Uplink {
                 file: self.file.display().to_string(),
                 message: e.to_string(),
             })?;

@@ -39,8 +39,6 @@ use rumqttc::{
     AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, Publish, QoS, TlsConfiguration,
     Transport,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
@@ -141,32 +139,9 @@ pub enum UplinkError {
     Journal(#[from] JournalError),
 }
 
-/// Build the rustls client config: the central CA as the only root, this
-/// gateway's certificate and key for client authentication.
+/// Build the rustls client config (see [`crate::uplink::tls`]).
 pub fn tls_config(cfg: &UplinkConfig) -> Result<rustls::ClientConfig, UplinkError> {
-    let fail = |what: &std::path::Path, e: &dyn std::fmt::Display| {
-        UplinkError::Tls(format!("{}: {e}", what.display()))
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&cfg.ca).map_err(|e| fail(&cfg.ca, &e))? {
-        roots
-            .add(cert.map_err(|e| fail(&cfg.ca, &e))?)
-            .map_err(|e| fail(&cfg.ca, &e))?;
-    }
-    if roots.is_empty() {
-        return Err(fail(&cfg.ca, &"no CA certificate in the file"));
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
-        .map_err(|e| fail(&cfg.cert, &e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| fail(&cfg.cert, &e))?;
-    let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| fail(&cfg.key, &e))?;
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| UplinkError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| fail(&cfg.cert, &e))
+    crate::uplink::tls::client_config(cfg).map_err(|e| UplinkError::Tls(e.to_string()))
 }
 
 /// MQTT options for a client with id `client_id` (the gateway id, or
