@@ -133,7 +133,19 @@ fn oversized_messages_are_refused_with_an_alarm() {
     let central = Central::start(&broker, true);
     let mut gw = Gateway::open();
     let mut uplink = gw.uplink(&broker, |cfg| cfg.max_delta_kib = 4);
-    wait_for(T, "connected", || uplink.connected());
+    // Connected and subscribed: the retained status goes out after the
+    // subscriptions on the same connection, so once central has it, a
+    // message published now is delivered (not lost between CONNACK and
+    // SUBACK of a first connection).
+    wait_for(T, "gateway online", || {
+        central
+            .seen
+            .lock()
+            .unwrap()
+            .status
+            .get(GW)
+            .is_some_and(|s| s.state == "online")
+    });
     let prefix = format!("portier/v1/{GW}");
     central.publish(&format!("{prefix}/command"), vec![7; (64 << 10) + 1], false);
     assert_eq!(
