@@ -114,12 +114,23 @@ impl StandingBook {
             .get(STANDING_KEY)
             .map_err(|e| standing_error(e.to_string()))?
         {
-            return serde_cbor::from_slice(&bytes).map_err(|e| {
+            let state: StandingState = serde_cbor::from_slice(&bytes).map_err(|e| {
                 standing_error(format!(
                     "unreadable ({e}); move the state directory's events/ aside only if \
                      every door's lockdown and overrides may be forgotten"
                 ))
-            });
+            })?;
+            // A layout this version does not know (a downgrade) is not
+            // guessed at: starting from defaults would lift a lockdown.
+            if state.version != crate::site::standing::VERSION {
+                return Err(standing_error(format!(
+                    "layout {} written by another Portier version (this one reads {}); \
+                     run the version that wrote it",
+                    state.version,
+                    crate::site::standing::VERSION
+                )));
+            }
+            return Ok(state);
         }
         let mut state = StandingState::default();
         let legacy = db
@@ -275,7 +286,7 @@ pub async fn run(
     let mut events_open = true;
     let shutdown = inputs.shutdown.clone();
     loop {
-        daemon.carry_out(&links, &mut waiting, &shutdown)?;
+        daemon.carry_out(&links, &mut waiting, &shutdown).await?;
         daemon.publish(&view);
         let deadline = daemon
             .gateway
@@ -336,7 +347,7 @@ fn daemon_input(
 
 impl Daemon {
     /// Carry out the core's outputs in order.
-    fn carry_out(
+    async fn carry_out(
         &mut self,
         links: &HashMap<BusId, mpsc::Sender<BusRequest>>,
         waiting: &mut HashMap<Ticket, oneshot::Sender<Result<(), RemoteError>>>,
@@ -355,15 +366,15 @@ impl Daemon {
                         command,
                         queued: None,
                     };
-                    // A full queue means the bus task is far behind; waiting
-                    // here would stall every other door, so the command is
-                    // dropped and said (the PD gets its doors' state when it
-                    // comes back online).
-                    if let Err(e) = link.try_send(request) {
+                    // Not awaited per command, but never dropped: a full queue
+                    // waits for room, because a dropped lock could leave an
+                    // open-ended release (a scheduled unlock) in force. Only a
+                    // bus task that is gone loses the command.
+                    if link.send(request).await.is_err() {
                         if *shutdown.borrow() {
                             tracing::debug!(bus = %pd.bus, "stopping; command not sent");
                         } else {
-                            tracing::error!(bus = %pd.bus, address = pd.address, error = %e, "bus task not taking commands; command dropped");
+                            tracing::error!(bus = %pd.bus, address = pd.address, "bus task gone; command dropped");
                         }
                     }
                 }
@@ -466,4 +477,24 @@ pub fn wall_now() -> Timestamp {
     let since = clock::since_epoch();
     // The clock read point returns a Duration since the epoch; it fits.
     Timestamp::from_nanosecond(since.as_nanos() as i128).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standing_state_round_trips_and_an_unknown_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::open_db(dir.path(), 1 << 20).unwrap();
+        let book = StandingBook::open(&db).unwrap();
+        let mut state = StandingState::default();
+        state.lockdown.insert("lab".into());
+        book.write(&state).unwrap();
+        assert_eq!(book.load(&db).unwrap(), state);
+        state.version = crate::site::standing::VERSION + 1;
+        book.write(&state).unwrap();
+        let e = book.load(&db).unwrap_err().to_string();
+        assert!(e.contains("another Portier version"), "{e}");
+    }
 }

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// How long a reading is reused: a `statvfs` per event is cheap, but not
-/// free on a slow eMMC.
+/// How long a reading is reused by default: a `statvfs` per event is
+/// cheap, but not free on a slow eMMC.
 const FRESH: Duration = Duration::from_secs(1);
 
 /// Free space of one file system, read at most once a second.
@@ -16,6 +16,7 @@ pub struct DiskSpace {
     path: PathBuf,
     /// Bytes kept free for alarms.
     pub reserve: u64,
+    fresh: Duration,
     last: Option<(Instant, u64)>,
 }
 
@@ -25,15 +26,22 @@ impl DiskSpace {
         Self {
             path: path.to_owned(),
             reserve,
+            fresh: FRESH,
             last: None,
         }
+    }
+
+    /// Reuse a reading for `fresh` (zero: read at every check).
+    pub fn with_freshness(mut self, fresh: Duration) -> Self {
+        self.fresh = fresh;
+        self
     }
 
     /// Bytes available to the daemon now (`u64::MAX` when it cannot be
     /// told: the journal's own errors then speak).
     pub fn available(&mut self, now: Instant) -> u64 {
         if let Some((at, bytes)) = self.last
-            && now.saturating_duration_since(at) < FRESH
+            && now.saturating_duration_since(at) < self.fresh
         {
             return bytes;
         }

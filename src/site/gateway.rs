@@ -203,11 +203,6 @@ impl Gateway {
     ) -> Self {
         building.lock_all();
         let planner = building.mode_planner();
-        let restored = if restored.version == VERSION {
-            restored
-        } else {
-            StandingState::default()
-        };
         let mut gateway = Self {
             building,
             planner,

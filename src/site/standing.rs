@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::door::Presence;
 use crate::ids::DoorId;
 
-/// Layout version of [`StandingState`]; a state of another version is not
-/// guessed at (the gateway starts from the defaults and says so).
+/// Layout version of [`StandingState`]; the driver refuses a state of
+/// another version rather than guess (defaults would lift a lockdown).
 pub const VERSION: u32 = 1;
 
 /// A remote mode and its end.
