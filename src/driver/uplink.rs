@@ -378,6 +378,16 @@ async fn link(cfg: &UplinkConfig, gateway: &str, h: &mut UplinkHandles) -> Resul
                     reconnect_at = None;
                     // Receipts of the last connection mean nothing now.
                     link.pending_acks.clear();
+                    // rumqttc would replay the event batches that were in
+                    // flight when the link dropped, interleaved with the
+                    // outbox's resend from the last ack: first copies would
+                    // reach central out of order. The outbox resends them
+                    // all, in order, so the replays are dropped here (before
+                    // rumqttc sends any of them after this CONNACK).
+                    let events = link.topics.events.clone();
+                    eventloop.pending.retain(|r| {
+                        !matches!(r, rumqttc::Request::Publish(p) if p.topic == events)
+                    });
                     outbox.handle(clock::monotonic(), Input::Connected);
                     link.subscribe();
                     status_due = tokio::time::Instant::now();
