@@ -320,9 +320,16 @@ impl Config {
         self.gateway.state_dir.join("rules")
     }
 
-    /// Where the event journal and presence list live: `<state_dir>/events`.
+    /// Where the remote-command replay guard (and, before 0.5, the sled
+    /// event journal) lives: `<state_dir>/events`.
     pub fn events_dir(&self) -> PathBuf {
         self.gateway.state_dir.join("events")
+    }
+
+    /// Where the event journal and standing state live:
+    /// `<state_dir>/journal` (segment files, see [`crate::journal`]).
+    pub fn journal_dir(&self) -> PathBuf {
+        self.gateway.state_dir.join("journal")
     }
 
     /// The reader feedback patterns (checked at load).

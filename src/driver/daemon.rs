@@ -1,9 +1,9 @@
 //! The daemon loop: plumbing around the [`Gateway`] core. It reads the
 //! clocks, feeds the core bus events, control requests and timeouts, and
 //! carries out its outputs in order:
-//! - a commit: the standing state is written and the records appended in
-//!   **one flush** (the state tree lives in the journal's database), before
-//!   any command of the same input is sent;
+//! - a commit: the standing state and the records go into **one journal
+//!   frame, one flush** (see [`crate::journal`]), before any command of
+//!   the same input is sent;
 //! - commands go to the bus tasks without waiting for each other;
 //! - replies go back to whoever asked; decisions are counted.
 //!
@@ -40,13 +40,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     /// The standing state could not be read or written.
-    #[error("standing state in {tree}: {reason}")]
-    Standing {
-        /// The sled tree.
-        tree: &'static str,
-        /// What went wrong.
-        reason: String,
-    },
+    #[error("standing state (lockdown, overrides, presence): {0}")]
+    Standing(String),
 }
 
 /// A bus as the daemon loop sees it: where its commands go.
@@ -83,47 +78,37 @@ pub enum Control {
     TrustedTime(Timestamp),
 }
 
-/// Where the standing state lives: a tree of the journal's database, so
-/// that the journal's flush makes it durable with the events.
-#[derive(Debug, Clone)]
-pub struct StandingBook {
-    tree: sled::Tree,
-}
+/// The standing state's encoding in the journal: it travels, as opaque
+/// bytes, in the same frame as the events of the commit that changed it.
+#[derive(Debug, Clone, Copy)]
+pub struct StandingBook;
 
-const STANDING_TREE: &str = "standing";
-const STANDING_KEY: &[u8] = b"state";
-/// Before the gateway core, only the presence list was kept, as JSON.
+/// Before the gateway core, only the presence list was kept, as JSON, in
+/// the `events/` sled database.
 const LEGACY_PRESENCE_TREE: &str = "presence";
 const LEGACY_PRESENCE_KEY: &[u8] = b"list";
 
 impl StandingBook {
-    /// Open the book in `db`.
-    pub fn open(db: &sled::Db) -> Result<Self, DaemonError> {
-        let tree = db
-            .open_tree(STANDING_TREE)
-            .map_err(|e| standing_error(e.to_string()))?;
-        Ok(Self { tree })
-    }
-
-    /// The last state written; an earlier version's presence list when
-    /// there is none yet; defaults on a fresh gateway. A state that cannot
-    /// be read is an error: starting from defaults would lift a lockdown.
-    pub fn load(&self, db: &sled::Db) -> Result<StandingState, DaemonError> {
-        if let Some(bytes) = self
-            .tree
-            .get(STANDING_KEY)
-            .map_err(|e| standing_error(e.to_string()))?
-        {
-            let state: StandingState = serde_cbor::from_slice(&bytes).map_err(|e| {
-                standing_error(format!(
-                    "unreadable ({e}); move the state directory's events/ aside only if \
-                     every door's lockdown and overrides may be forgotten"
+    /// The state last committed (`committed`, from [`Journal::state`]);
+    /// an earlier version's presence list from `legacy` when there is
+    /// none yet; defaults on a fresh gateway. A state that cannot be read
+    /// is an error: starting from defaults would lift a lockdown.
+    pub fn load(
+        committed: Option<&[u8]>,
+        legacy: Option<&sled::Db>,
+    ) -> Result<StandingState, DaemonError> {
+        if let Some(bytes) = committed {
+            let state: StandingState = serde_cbor::from_slice(bytes).map_err(|e| {
+                DaemonError::Standing(format!(
+                    "unreadable ({e}); move the state directory's journal/ aside only if \
+                     every door's lockdown and overrides, and the events waiting for \
+                     central, may be forgotten"
                 ))
             })?;
             // A layout this version does not know (a downgrade) is not
             // guessed at: starting from defaults would lift a lockdown.
             if state.version != crate::site::standing::VERSION {
-                return Err(standing_error(format!(
+                return Err(DaemonError::Standing(format!(
                     "layout {} written by another Portier version (this one reads {}); \
                      run the version that wrote it",
                     state.version,
@@ -133,40 +118,23 @@ impl StandingBook {
             return Ok(state);
         }
         let mut state = StandingState::default();
-        let legacy = db
-            .open_tree(LEGACY_PRESENCE_TREE)
-            .and_then(|t| t.get(LEGACY_PRESENCE_KEY))
-            .map_err(|e| standing_error(e.to_string()))?;
-        if let Some(bytes) = legacy
-            && let Ok(list) = serde_json::from_slice::<Presence>(&bytes)
-        {
-            state.presence = list;
+        if let Some(db) = legacy {
+            let list = db
+                .open_tree(LEGACY_PRESENCE_TREE)
+                .and_then(|t| t.get(LEGACY_PRESENCE_KEY))
+                .map_err(|e| DaemonError::Standing(e.to_string()))?;
+            if let Some(bytes) = list
+                && let Ok(list) = serde_json::from_slice::<Presence>(&bytes)
+            {
+                state.presence = list;
+            }
         }
         Ok(state)
     }
 
-    fn write(&self, state: &StandingState) -> Result<(), DaemonError> {
-        let bytes = serde_cbor::to_vec(state).map_err(|e| standing_error(e.to_string()))?;
-        self.tree
-            .insert(STANDING_KEY, bytes)
-            .map_err(|e| standing_error(e.to_string()))?;
-        Ok(())
-    }
-}
-
-impl StandingBook {
-    fn flush(&self) -> Result<(), DaemonError> {
-        self.tree
-            .flush()
-            .map(drop)
-            .map_err(|e| standing_error(e.to_string()))
-    }
-}
-
-fn standing_error(reason: String) -> DaemonError {
-    DaemonError::Standing {
-        tree: STANDING_TREE,
-        reason,
+    /// The bytes committed with the journal.
+    pub fn encode(state: &StandingState) -> Result<Vec<u8>, DaemonError> {
+        serde_cbor::to_vec(state).map_err(|e| DaemonError::Standing(e.to_string()))
     }
 }
 
@@ -220,10 +188,8 @@ impl DaemonView {
 pub struct Daemon {
     /// The core.
     pub gateway: Gateway,
-    /// The event journal's one writer.
+    /// The event journal's one writer (the standing state goes with it).
     pub journal: JournalWriter,
-    /// The standing state's tree (flushed with the journal).
-    pub standing: StandingBook,
     /// Where commands go, by bus name.
     pub buses: Vec<BusLink>,
     /// Who counts decisions, when someone does.
@@ -235,23 +201,26 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// A daemon on the journal and standing state in `db` (tests, benches
-    /// and the demo): the core starts from the standing state last written
-    /// there. The journal's reader comes back beside it (its acker is not
-    /// used: nothing here acknowledges events).
+    /// A daemon on the journal (and standing state) in `dir` (tests,
+    /// benches and the demo): the core starts from the standing state last
+    /// committed there. The journal's reader comes back beside it (its
+    /// acker is not used: nothing here acknowledges events).
     pub fn open(
-        db: &sled::Db,
+        dir: &std::path::Path,
         building: crate::site::Building,
         rules: Box<dyn crate::site::Rules>,
         buses: Vec<BusLink>,
     ) -> Result<(Self, JournalReader), DaemonError> {
-        let Journal { writer, reader, .. } = Journal::open(db)?;
-        let standing = StandingBook::open(db)?;
-        let restored = standing.load(db)?;
+        let Journal {
+            writer,
+            reader,
+            state,
+            ..
+        } = Journal::open(dir)?;
+        let restored = StandingBook::load(state.as_deref(), None)?;
         let daemon = Self {
             gateway: Gateway::new(building, rules, restored, now()),
             journal: writer,
-            standing,
             buses,
             observer: None,
             disk: None,
@@ -400,14 +369,12 @@ impl Daemon {
     /// reserve, routine records are dropped and counted; alarms use it.
     fn commit(&mut self, mut commit: Commit) -> Result<(), DaemonError> {
         self.guard_disk(&mut commit.records);
-        if let Some(state) = &commit.state {
-            self.standing.write(state)?;
-            if commit.records.is_empty() {
-                // No append to carry the flush: flush the state itself.
-                self.standing.flush()?;
-            }
-        }
-        let appended = self.journal.append(commit.at, commit.records)?;
+        let state = commit
+            .state
+            .as_ref()
+            .map(StandingBook::encode)
+            .transpose()?;
+        let appended = self.journal.commit(commit.at, commit.records, state)?;
         appended.iter().for_each(log_event);
         Ok(())
     }
@@ -485,16 +452,15 @@ mod tests {
 
     #[test]
     fn standing_state_round_trips_and_an_unknown_layout_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = crate::storage::open_db(dir.path(), 1 << 20).unwrap();
-        let book = StandingBook::open(&db).unwrap();
         let mut state = StandingState::default();
         state.lockdown.insert("lab".into());
-        book.write(&state).unwrap();
-        assert_eq!(book.load(&db).unwrap(), state);
+        let bytes = StandingBook::encode(&state).unwrap();
+        assert_eq!(StandingBook::load(Some(&bytes), None).unwrap(), state);
         state.version = crate::site::standing::VERSION + 1;
-        book.write(&state).unwrap();
-        let e = book.load(&db).unwrap_err().to_string();
+        let bytes = StandingBook::encode(&state).unwrap();
+        let e = StandingBook::load(Some(&bytes), None).unwrap_err().to_string();
         assert!(e.contains("another Portier version"), "{e}");
+        let e = StandingBook::load(Some(b"\xff"), None).unwrap_err().to_string();
+        assert!(e.contains("unreadable"), "{e}");
     }
 }

@@ -5,8 +5,10 @@
 //! assembly; behaviour lives in the cores.
 //!
 //! State directory layout: `rules/` (the signed rules in sled, see
-//! [`crate::store`]) and `events/` (journal and standing state, one sled
-//! database so one flush covers both).
+//! [`crate::store`]), `journal/` (the event journal with the standing state
+//! in its frames, so one flush covers both, see [`crate::journal`]) and
+//! `events/` (sled: the remote commands already seen; before 0.5 also the
+//! journal, moved to `journal/` at the first start).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,8 +32,8 @@ use crate::osdp::Bus;
 use crate::site::{Building, Gateway};
 use crate::store::Store;
 
-/// Page-cache budget of the events database.
-const EVENTS_CACHE: u64 = 16 * 1024 * 1024;
+/// Page-cache budget of the events database (the replay guard only).
+const EVENTS_CACHE: u64 = 4 * 1024 * 1024;
 
 /// Options of `portier run` beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -70,25 +72,38 @@ pub async fn run(
     let events_db =
         crate::storage::open_db(&state.join("events"), EVENTS_CACHE).with_context(|| {
             format!(
-                "opening the event journal in {}",
+                "opening the replay guard in {}",
                 state.join("events").display()
             )
         })?;
     // Opened once: the writer goes to the daemon loop, the reader and the
     // acker to the uplink, clones of the reader to the status page.
+    let journal_dir = config.journal_dir();
+    if let Some(moved) = crate::journal::legacy::migrate(&events_db, &journal_dir)
+        .with_context(|| format!("moving the event journal to {}", journal_dir.display()))?
+    {
+        tracing::info!(
+            events = moved.events,
+            standing_state = moved.state,
+            dir = %journal_dir.display(),
+            "moved the sled event journal of an earlier version"
+        );
+    }
     let Journal {
         writer: journal,
         reader: journal_reader,
         acker: journal_acker,
-    } = Journal::open(&events_db)?;
+        state: committed,
+    } = Journal::open(&journal_dir)
+        .with_context(|| format!("opening the event journal in {}", journal_dir.display()))?;
     let journal = journal.with_budget(config.journal.max_events);
-    let standing = StandingBook::open(&events_db)?;
-    let restored = standing.load(&events_db).with_context(|| {
-        format!(
-            "reading the standing state (lockdown, overrides, presence) in {}",
-            state.join("events").display()
-        )
-    })?;
+    let restored =
+        StandingBook::load(committed.as_deref(), Some(&events_db)).with_context(|| {
+            format!(
+                "reading the standing state (lockdown, overrides, presence) in {}",
+                journal_dir.display()
+            )
+        })?;
     let decider = StoreDecider::new(store.clone(), config.presence.office_hours_schedule.clone());
     let building = Building::new(config.door_wiring()).with_feedback(config.feedback_table());
     // The core starts here: doors locked, the standing state restored, all
@@ -231,7 +246,6 @@ pub async fn run(
     let daemon = Daemon {
         gateway,
         journal,
-        standing,
         buses: links,
         observer: Some(Arc::new(metrics)),
         disk: Some(super::disk::DiskSpace::new(

@@ -545,7 +545,7 @@ impl Link {
             Ok(_) => std::borrow::Cow::Borrowed(r.bytes.as_ref()),
             Err(e) => {
                 let error = match &e {
-                    JournalError::Corrupt { source, .. } => source.to_string(),
+                    JournalError::Corrupt { reason, .. } => reason.clone(),
                     other => other.to_string(),
                 };
                 let kind = EventKind::JournalRecordSkipped {

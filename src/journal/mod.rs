@@ -1,34 +1,43 @@
 //! The event journal: every happening at the gateway, with a per-gateway
-//! sequence number that is never reused, appended durably to sled before
-//! the action counts as done. The only code that writes events to sled.
+//! sequence number that is never reused, made durable before the action
+//! counts as done. The only code that writes events.
+//!
+//! Storage: a directory of append-only segment files ([`segment`]) of
+//! checksummed frames ([`frame`]), one frame per commit, flushed with one
+//! `fdatasync`. A commit may carry an opaque *state* (the site's standing
+//! state: lockdown, overrides, presence), so that the state and the events
+//! that explain it are on disk together or not at all. Every segment opens
+//! with the latest state and the dropped counter, so opening reads only
+//! the newest segment: the cost of starting does not grow with the
+//! backlog. Segments are deleted whole once central acknowledged them.
+//! (Until 0.4 the journal was two sled trees: [`legacy`] moves such a
+//! journal over, events, state and counters, once.)
 //!
 //! Opening it yields three roles, so "one writer" is a type, not a habit:
 //! [`JournalWriter`] (the daemon; not `Clone`, appending takes `&mut self`,
 //! so sequence numbers cannot race), [`JournalReader`] (`Clone`: the uplink,
 //! the status page, `/metrics`, the events API) and [`JournalAcker`] (the
-//! uplink; deletes what central acknowledged).
+//! uplink; forgets what central acknowledged). A lock file keeps a second
+//! process out of the directory.
 //!
 //! Guarantees:
 //! - sequence numbers are strictly increasing and never reused, also after
-//!   events are deleted (acknowledged centrally) and across restarts: the
-//!   high-water mark is stored in the same transaction as the events;
-//! - the kept events are exactly the sequence numbers `oldest..next_seq`
-//!   (appends add at the top, acknowledgements delete from the bottom,
-//!   the budget drops events before they are numbered), so the count is
-//!   `next_seq - oldest`. Both bounds and the dropped counter live in
-//!   `journal.meta`, written in the same transaction as the events they
-//!   describe, and in memory as atomics: no call on the hot paths (card →
-//!   relay, uplink drain, status page, `/metrics`) scans the tree, and
-//!   reads start at `oldest` (sled 0.34 does not merge the empty leaves
-//!   that deleted events leave behind; a read from sequence 1 would walk
-//!   them all);
-//! - [`JournalWriter::append`] returns only after the batch is flushed to
-//!   disk (group commit: one flush per batch, not per event);
-//! - a crash leaves a prefix of what was appended, never a gap;
-//! - deletions on acknowledgement are not flushed by themselves (the next
-//!   append or sled's periodic flush makes them durable): a crash may bring
+//!   segments are deleted and across restarts (each frame names its first
+//!   sequence number; a segment's file name names its first);
+//! - the kept events are exactly `oldest..next_seq`; the count, the bounds
+//!   and the dropped counter are in memory as atomics: no call on the hot
+//!   paths (card → relay, uplink drain, status page, `/metrics`) scans;
+//!   finding a sequence number is a binary search over segments and over a
+//!   sparse index of each, then at most 64 KiB of reading;
+//! - [`JournalWriter::commit`] returns only after its frame is on disk;
+//! - a crash leaves a prefix of the commits, never a gap: a torn last
+//!   frame fails its checksum and is cut off at the next open;
+//! - acknowledgements are written without a flush: a crash may bring
 //!   acknowledged events back, and they are sent again — central stores by
 //!   `(gateway, seq)`, duplicates are allowed, gaps are not;
+//! - bytes that fail their checksum inside a committed segment (disk
+//!   damage) are reported per sequence number by [`Record::decode`], so the
+//!   uplink sends a stand-in instead of stopping or leaving a gap;
 //! - the journal holds at most its budget of events (default 10 M): when
 //!   it is full, routine events (grants, exits, door closed, mode changes,
 //!   PD online, start-ups, rules applied) are dropped and counted, and one
@@ -37,53 +46,73 @@
 //!   offline PDs, Secure Channel alarms, refused commands and rules,
 //!   remote actions, presence, clock alarms) are always kept.
 
+mod frame;
+pub mod legacy;
+mod segment;
+
 pub use crate::event::{Event, EventKind, reason_in_words};
 
-use std::sync::Arc;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use jiff::Timestamp;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use thiserror::Error;
+
+use segment::Segment;
 
 /// Journal failures.
 #[derive(Debug, Error)]
 pub enum JournalError {
-    /// sled failed (disk full, I/O error, corruption).
-    #[error("event store: {0}")]
-    Store(#[from] sled::Error),
-    /// A stored event could not be decoded.
-    #[error("event {seq}: undecodable record: {source}")]
+    /// The file system failed (disk full, I/O error).
+    #[error("event journal in {dir}: {source}")]
+    Io {
+        /// The journal directory.
+        dir: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Another process holds the journal.
+    #[error(
+        "event journal in {0}: locked by another process (is another portier running on this state directory?)"
+    )]
+    Locked(PathBuf),
+    /// A stored event cannot be read.
+    #[error("event {seq}: unreadable record: {reason}")]
     Corrupt {
         /// Sequence number of the record.
         seq: u64,
-        /// Decoder error.
-        source: serde_cbor::Error,
+        /// Why.
+        reason: String,
     },
     /// An event could not be encoded (a bug, not bad input).
     #[error("encoding an event: {0}")]
     Encode(serde_cbor::Error),
+    /// A sled journal of an earlier version could not be moved over.
+    #[error("moving the sled journal of an earlier version over: {0}")]
+    Legacy(#[from] sled::Error),
 }
 
-const EVENTS_TREE: &str = "journal.events";
-const META_TREE: &str = "journal.meta";
-const NEXT_SEQ: &[u8] = b"next_seq";
-const OLDEST: &[u8] = b"oldest";
-const DROPPED: &[u8] = b"dropped";
-
-/// Default budget: 10 M events (about 2.4 GB of sled on disk, measured:
+/// Default budget: 10 M events (about 1.2 GB on disk, measured:
 /// BENCHMARKS.md, "The journal at scale").
 pub const DEFAULT_MAX_EVENTS: u64 = 10_000_000;
+
+/// Default segment size: small enough that deleting acknowledged events
+/// frees disk soon and that opening reads little, large enough that a 10 M
+/// backlog is a hundred files, not thousands.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
 
 /// How often, in dropped events, a full journal records another alarm.
 const FULL_ALARM_EVERY: u64 = 10_000;
 
-/// Deletions per transaction: an acknowledgement after a long outage can
-/// cover a whole window; each chunk is consistent on its own.
-const DELETE_CHUNK: u64 = 10_000;
+const LOCK_FILE: &str = "LOCK";
+/// The acknowledged sequence number: `u64le` and its CRC-32.
+const ACKED_FILE: &str = "acked";
 
-/// The journal of one sled database, opened once: hand the writer to the
+/// The journal in one directory, opened once: hand the writer to the
 /// daemon and the reader and acker to the uplink (clone the reader for the
 /// status page and the events API).
 #[derive(Debug)]
@@ -92,80 +121,229 @@ pub struct Journal {
     pub writer: JournalWriter,
     /// Reads (anyone).
     pub reader: JournalReader,
-    /// Deletes what central acknowledged (the uplink).
+    /// Forgets what central acknowledged (the uplink).
     pub acker: JournalAcker,
+    /// The state committed last (see [`JournalWriter::commit`]), if any.
+    pub state: Option<Vec<u8>>,
 }
 
-/// The bounds of the kept events and the dropped counter, as committed.
+/// What the roles share: the bounds and the segment table.
 #[derive(Debug)]
-struct Bounds {
+struct Shared {
+    dir: PathBuf,
     /// The sequence number the next event gets.
     next_seq: AtomicU64,
     /// The oldest kept sequence number (`== next_seq` when empty).
     oldest: AtomicU64,
     /// Routine events dropped because the journal was full.
     dropped: AtomicU64,
+    /// The segments, oldest first; the last one is written.
+    segments: RwLock<Vec<Arc<Segment>>>,
+    /// Held for the journal's life: the directory's lock.
+    _lock: File,
+}
+
+impl Shared {
+    fn io(&self, source: std::io::Error) -> JournalError {
+        JournalError::Io {
+            dir: self.dir.clone(),
+            source,
+        }
+    }
+
+    fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// What opening found in the newest segment.
+struct Tail {
+    next_seq: u64,
+    dropped: u64,
+    state: Option<Vec<u8>>,
+    end: u64,
 }
 
 impl Journal {
-    /// Open (or create) the journal in `db`. Call it once per database:
-    /// the writer it returns is the only one.
-    pub fn open(db: &sled::Db) -> Result<Self, JournalError> {
-        let events = db.open_tree(EVENTS_TREE)?;
-        let meta = db.open_tree(META_TREE)?;
-        // A journal written before `oldest` was kept: derive the bounds
-        // from the tree once and store them.
-        let next_seq = match read_u64(&meta, NEXT_SEQ)? {
-            Some(n) => n,
-            None => events.last()?.map_or(1, |(k, _)| key_seq(&k) + 1),
+    /// Open (or create) the journal in `dir`. Reads the newest segment
+    /// only; cuts off a torn last frame.
+    pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        let io = |source| JournalError::Io {
+            dir: dir.to_path_buf(),
+            source,
         };
-        let oldest = match read_u64(&meta, OLDEST)? {
-            Some(o) => o,
-            None => {
-                let o = events.first()?.map_or(next_seq, |(k, _)| key_seq(&k));
-                meta.insert(OLDEST, &o.to_be_bytes()[..])?;
-                o
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::Locked(dir.to_path_buf()));
             }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let mut found = segment::list(dir).map_err(io)?;
+        let mut tail = None;
+        while let Some((first, path)) = found.last() {
+            match read_tail(*first, path).map_err(io)? {
+                Some(t) => {
+                    tail = Some(t);
+                    break;
+                }
+                // A segment whose first frame never reached the disk (a
+                // crash while rolling over): the one before is the tail.
+                None => {
+                    tracing::warn!(path = %path.display(), "journal: removing a segment with no complete frame");
+                    std::fs::remove_file(path).map_err(io)?;
+                    found.pop();
+                }
+            }
+        }
+        let (next_seq, dropped, state, tail_end) = match tail {
+            Some(t) => (t.next_seq, t.dropped, t.state, t.end),
+            None => (1, 0, None, 0),
         };
-        let dropped = read_u64(&meta, DROPPED)?.unwrap_or(0);
-        let bounds = Arc::new(Bounds {
+        let acked = read_acked(dir).unwrap_or(0);
+        let first_kept = found.first().map_or(next_seq, |(first, _)| *first);
+        let oldest = acked.saturating_add(1).max(first_kept).min(next_seq);
+        let count = found.len();
+        let mut segments = Vec::with_capacity(count);
+        for (i, (first, path)) in found.into_iter().enumerate() {
+            let end = if i + 1 == count {
+                tail_end
+            } else {
+                std::fs::metadata(&path).map_err(io)?.len()
+            };
+            segments.push(Arc::new(Segment::open(first, path, end).map_err(io)?));
+        }
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
             next_seq: AtomicU64::new(next_seq),
-            oldest: AtomicU64::new(oldest.min(next_seq)),
+            oldest: AtomicU64::new(oldest),
             dropped: AtomicU64::new(dropped),
+            segments: RwLock::new(segments),
+            _lock: lock,
         });
-        let reader = JournalReader {
-            events: events.clone(),
-            bounds: bounds.clone(),
+        let active = match shared.segments().last() {
+            Some(seg) => Some(Active {
+                file: OpenOptions::new()
+                    .write(true)
+                    .open(&seg.path)
+                    .map_err(io)?,
+                segment: seg.clone(),
+                end: seg.end(),
+            }),
+            None => None,
         };
+        let mut acker = JournalAcker {
+            shared: shared.clone(),
+        };
+        // Segments acknowledged before a crash that could not be deleted.
+        acker.forget_acknowledged_segments();
         Ok(Self {
             writer: JournalWriter {
-                db: db.clone(),
-                events: events.clone(),
-                meta: meta.clone(),
-                bounds: bounds.clone(),
+                shared: shared.clone(),
+                active,
+                state: state.clone(),
                 max_events: DEFAULT_MAX_EVENTS,
+                segment_bytes: DEFAULT_SEGMENT_BYTES,
                 full: false,
+                buf: Vec::new(),
             },
-            acker: JournalAcker {
-                events,
-                meta,
-                bounds,
+            reader: JournalReader {
+                shared: shared.clone(),
             },
-            reader,
+            acker,
+            state,
         })
     }
+}
+
+/// Read the whole segment; cut a torn last frame off. `None` when it has
+/// no complete frame.
+fn read_tail(first: u64, path: &Path) -> std::io::Result<Option<Tail>> {
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    let mut magic = [0u8; 8];
+    if len < magic.len() as u64 {
+        return Ok(None);
+    }
+    file.read_exact_at(&mut magic, 0)?;
+    if &magic != segment::MAGIC {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: not a Portier journal segment", path.display()),
+        ));
+    }
+    let mut tail = Tail {
+        next_seq: first,
+        dropped: 0,
+        state: None,
+        end: segment::MAGIC.len() as u64,
+    };
+    let mut frames = 0u64;
+    let stop = segment::scan(&file, tail.end, len, |offset, flen, frame| {
+        frames += 1;
+        tail.next_seq = frame.next_seq();
+        tail.end = offset + flen;
+        if let Some(d) = frame.dropped {
+            tail.dropped = d;
+        }
+        if let Some(s) = frame.state {
+            tail.state = Some(s.to_vec());
+        }
+        true
+    })?;
+    if let segment::Scan::Bad { offset, reason } = stop {
+        tracing::warn!(
+            path = %path.display(),
+            offset,
+            cut = len - offset,
+            reason,
+            "journal: cutting off a torn last commit (a crash while writing it)"
+        );
+        file.set_len(offset)?;
+        file.sync_all()?;
+    }
+    Ok((frames > 0).then_some(tail))
+}
+
+fn read_acked(dir: &Path) -> Option<u64> {
+    let bytes = std::fs::read(dir.join(ACKED_FILE)).ok()?;
+    let seq: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    let crc: [u8; 4] = bytes.get(8..12)?.try_into().ok()?;
+    (crc32fast::hash(&seq) == u32::from_le_bytes(crc)).then(|| u64::from_le_bytes(seq))
+}
+
+/// The segment being written.
+#[derive(Debug)]
+struct Active {
+    segment: Arc<Segment>,
+    file: File,
+    /// Bytes committed (what readers may see).
+    end: u64,
 }
 
 /// Appends events. Not `Clone`: one writer per journal.
 #[derive(Debug)]
 pub struct JournalWriter {
-    db: sled::Db,
-    events: sled::Tree,
-    meta: sled::Tree,
-    bounds: Arc<Bounds>,
+    shared: Arc<Shared>,
+    active: Option<Active>,
+    /// The state committed last, repeated at the head of every segment.
+    state: Option<Vec<u8>>,
     max_events: u64,
+    segment_bytes: u64,
     /// Whether the journal was full at the last append (an episode).
     full: bool,
+    /// The frame being built (kept to reuse its allocation).
+    buf: Vec<u8>,
 }
 
 impl JournalWriter {
@@ -175,9 +353,16 @@ impl JournalWriter {
         self
     }
 
+    /// Start a new segment file after about this many bytes (tests use
+    /// small segments to cross their edges).
+    pub fn with_segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes.max(1);
+        self
+    }
+
     /// The sequence number the next event will get.
     pub fn next_seq(&self) -> u64 {
-        self.bounds.next_seq.load(Ordering::Acquire)
+        self.shared.next_seq.load(Ordering::Acquire)
     }
 
     /// Apply the budget: with no room, keep what must be kept, count the
@@ -185,7 +370,7 @@ impl JournalWriter {
     /// every [`FULL_ALARM_EVERY`] drops. Returns the kinds to append and
     /// the new dropped total, if it moved.
     fn budget(&mut self, mut kinds: Vec<EventKind>) -> (Vec<EventKind>, Option<u64>) {
-        let kept = self.next_seq() - self.bounds.oldest.load(Ordering::Acquire);
+        let kept = self.next_seq() - self.shared.oldest.load(Ordering::Acquire);
         let room = self.max_events.saturating_sub(kept);
         if kinds.len() as u64 <= room {
             self.full = false;
@@ -207,7 +392,7 @@ impl JournalWriter {
         if dropped_now == 0 {
             return (kinds, None);
         }
-        let was = self.bounds.dropped.load(Ordering::Acquire);
+        let was = self.shared.dropped.load(Ordering::Acquire);
         let total = was.saturating_add(dropped_now);
         if !self.full || was / FULL_ALARM_EVERY != total / FULL_ALARM_EVERY {
             kinds.push(EventKind::JournalFull { dropped: total });
@@ -223,12 +408,21 @@ impl JournalWriter {
         at: Timestamp,
         kinds: Vec<EventKind>,
     ) -> Result<Vec<Event>, JournalError> {
+        self.commit(at, kinds, None)
+    }
+
+    /// Append events and, when given, a new state, in one frame and one
+    /// flush: after a crash both are there or neither is. The state is
+    /// opaque here (the daemon's standing state); [`Journal::state`] gives
+    /// the last one back at the next open.
+    pub fn commit(
+        &mut self,
+        at: Timestamp,
+        kinds: Vec<EventKind>,
+        state: Option<Vec<u8>>,
+    ) -> Result<Vec<Event>, JournalError> {
         let (kinds, dropped) = self.budget(kinds);
-        if kinds.is_empty() {
-            if let Some(total) = dropped {
-                self.meta.insert(DROPPED, &total.to_be_bytes()[..])?;
-                self.bounds.dropped.store(total, Ordering::Release);
-            }
+        if kinds.is_empty() && dropped.is_none() && state.is_none() {
             return Ok(Vec::new());
         }
         let first = self.next_seq();
@@ -239,28 +433,130 @@ impl JournalWriter {
             .collect();
         let encoded = events
             .iter()
-            .map(|e| serde_cbor::to_vec(e).map(|bytes| (e.seq.to_be_bytes(), bytes)))
+            .map(serde_cbor::to_vec)
             .collect::<Result<Vec<_>, _>>()
             .map_err(JournalError::Encode)?;
-        let next = first + events.len() as u64;
-        (&self.events, &self.meta)
-            .transaction(|(events, meta)| {
-                for (key, value) in &encoded {
-                    events.insert(&key[..], value.as_slice())?;
-                }
-                meta.insert(NEXT_SEQ, &next.to_be_bytes()[..])?;
-                if let Some(total) = dropped {
-                    meta.insert(DROPPED, &total.to_be_bytes()[..])?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(store_error)?;
-        self.db.flush()?;
-        self.bounds.next_seq.store(next, Ordering::Release);
-        if let Some(total) = dropped {
-            self.bounds.dropped.store(total, Ordering::Release);
+        let state_given = state.is_some();
+        if state_given {
+            self.state = state;
         }
+        self.write_frame(first, &encoded, dropped, state_given)?;
         Ok(events)
+    }
+
+    /// Write events stored by an earlier version, with their own numbers,
+    /// `first..` in order ([`legacy`] only).
+    fn import(
+        &mut self,
+        first: u64,
+        events: &[Vec<u8>],
+        dropped: Option<u64>,
+        state: Option<Vec<u8>>,
+    ) -> Result<(), JournalError> {
+        let state_given = state.is_some();
+        if state_given {
+            self.state = state;
+        }
+        if self.active.is_none() {
+            self.shared.next_seq.store(first, Ordering::Release);
+            self.shared.oldest.store(first, Ordering::Release);
+        }
+        self.write_frame(first, events, dropped, state_given)
+    }
+
+    /// One frame, one write, one `fdatasync`; then readers may see it. A
+    /// failed write is cut off again; what a failed cut-off leaves past
+    /// the committed end is overwritten by the next frame (writes are
+    /// positional) or cut at the next open.
+    fn write_frame(
+        &mut self,
+        first: u64,
+        events: &[Vec<u8>],
+        dropped: Option<u64>,
+        state_given: bool,
+    ) -> Result<(), JournalError> {
+        // A new segment when the active one is full; never two segments
+        // with the same first number (a state-only frame adds no event).
+        let roll = match &self.active {
+            None => true,
+            Some(a) => a.end >= self.segment_bytes && a.segment.first_seq < first,
+        };
+        let dropped_total = dropped.unwrap_or_else(|| self.shared.dropped.load(Ordering::Acquire));
+        self.buf.clear();
+        if roll {
+            self.buf.extend_from_slice(segment::MAGIC);
+        }
+        // Every segment opens with the state and the counter, so that
+        // opening the journal reads only the newest segment.
+        frame::encode(
+            &mut self.buf,
+            frame::FrameOut {
+                first_seq: first,
+                dropped: if roll { Some(dropped_total) } else { dropped },
+                state: if roll || state_given {
+                    self.state.as_deref()
+                } else {
+                    None
+                },
+            },
+            events.iter().map(Vec::as_slice),
+        );
+        if roll {
+            self.roll(first)?;
+        } else if let Some(active) = &mut self.active {
+            let written = active
+                .file
+                .write_all_at(&self.buf, active.end)
+                .and_then(|()| active.file.sync_data());
+            if let Err(e) = written {
+                if let Err(cut) = active.file.set_len(active.end) {
+                    tracing::error!(error = %cut, "journal: a failed write could not be cut off");
+                }
+                return Err(self.shared.io(e));
+            }
+            active.end += self.buf.len() as u64;
+            active.segment.set_end(active.end);
+        }
+        self.shared
+            .next_seq
+            .store(first + events.len() as u64, Ordering::Release);
+        if let Some(total) = dropped {
+            self.shared.dropped.store(total, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Create the segment starting at `first` holding the frame in `buf`,
+    /// make it and its directory entry durable, and write there from now.
+    fn roll(&mut self, first: u64) -> Result<(), JournalError> {
+        let path = self.shared.dir.join(segment::file_name(first));
+        let created = (|| {
+            let mut file = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&path)?;
+            file.write_all(&self.buf)?;
+            file.sync_data()?;
+            File::open(&self.shared.dir)?.sync_all()?;
+            Ok(file)
+        })();
+        let file = match created {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(self.shared.io(e));
+            }
+        };
+        let end = self.buf.len() as u64;
+        let segment = Arc::new(Segment::open(first, path, end).map_err(|e| self.shared.io(e))?);
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(segment.clone());
+        self.active = Some(Active { segment, file, end });
+        Ok(())
     }
 }
 
@@ -270,16 +566,24 @@ impl JournalWriter {
 pub struct Record {
     /// Its sequence number.
     pub seq: u64,
-    /// The CBOR of the event, as stored.
-    pub bytes: sled::IVec,
+    /// The CBOR of the event, as stored (empty when damaged).
+    pub bytes: Vec<u8>,
+    /// Why the record could not be read from disk, if it could not.
+    damage: Option<Arc<str>>,
 }
 
 impl Record {
     /// The event.
     pub fn decode(&self) -> Result<Event, JournalError> {
-        serde_cbor::from_slice(&self.bytes).map_err(|source| JournalError::Corrupt {
+        if let Some(reason) = &self.damage {
+            return Err(JournalError::Corrupt {
+                seq: self.seq,
+                reason: reason.to_string(),
+            });
+        }
+        serde_cbor::from_slice(&self.bytes).map_err(|e| JournalError::Corrupt {
             seq: self.seq,
-            source,
+            reason: e.to_string(),
         })
     }
 }
@@ -288,26 +592,25 @@ impl Record {
 /// O(log n + returned), never a scan of what is kept.
 #[derive(Debug, Clone)]
 pub struct JournalReader {
-    events: sled::Tree,
-    bounds: Arc<Bounds>,
+    shared: Arc<Shared>,
 }
 
 impl JournalReader {
     /// The sequence number the next event will get.
     pub fn next_seq(&self) -> u64 {
-        self.bounds.next_seq.load(Ordering::Acquire)
+        self.shared.next_seq.load(Ordering::Acquire)
     }
 
     /// The oldest kept sequence number, if any event is kept.
     pub fn oldest(&self) -> Option<u64> {
-        let oldest = self.bounds.oldest.load(Ordering::Acquire);
+        let oldest = self.shared.oldest.load(Ordering::Acquire);
         (oldest < self.next_seq()).then_some(oldest)
     }
 
     /// Everything up to this sequence number was acknowledged centrally
     /// (or never existed): the oldest kept minus one.
     pub fn acked(&self) -> u64 {
-        self.bounds
+        self.shared
             .oldest
             .load(Ordering::Acquire)
             .min(self.next_seq())
@@ -317,7 +620,7 @@ impl JournalReader {
     /// Number of events kept.
     pub fn len(&self) -> u64 {
         let next = self.next_seq();
-        next.saturating_sub(self.bounds.oldest.load(Ordering::Acquire))
+        next.saturating_sub(self.shared.oldest.load(Ordering::Acquire))
     }
 
     /// Whether no events are kept.
@@ -327,7 +630,7 @@ impl JournalReader {
 
     /// Routine events dropped so far because the journal was full.
     pub fn dropped(&self) -> u64 {
-        self.bounds.dropped.load(Ordering::Acquire)
+        self.shared.dropped.load(Ordering::Acquire)
     }
 
     /// The oldest kept event (the backlog's age), if any.
@@ -335,23 +638,65 @@ impl JournalReader {
         self.records(0, 1)?.first().map(Record::decode).transpose()
     }
 
-    /// Up to `limit` stored records with a sequence number above `after`,
-    /// in order, undecoded.
+    /// Up to `limit` kept records with a sequence number above `after`, in
+    /// order and without gaps, undecoded. A record that cannot be read
+    /// from disk comes back damaged ([`Record::decode`] says why).
     pub fn records(&self, after: u64, limit: usize) -> Result<Vec<Record>, JournalError> {
-        let from = after
+        let until = self.next_seq();
+        let mut from = after
             .saturating_add(1)
-            .max(self.bounds.oldest.load(Ordering::Acquire));
-        self.events
-            .range(from.to_be_bytes()..)
-            .take(limit)
-            .map(|item| {
-                let (key, bytes) = item?;
-                Ok(Record {
-                    seq: key_seq(&key),
-                    bytes,
-                })
-            })
-            .collect()
+            .max(self.shared.oldest.load(Ordering::Acquire));
+        let mut out = Vec::new();
+        if from >= until || limit == 0 {
+            return Ok(out);
+        }
+        let segments = self.shared.segments();
+        let mut i = segments
+            .partition_point(|s| s.first_seq <= from)
+            .saturating_sub(1);
+        while out.len() < limit && from < until && i < segments.len() {
+            let segment = &segments[i];
+            let segment_until = segments
+                .get(i + 1)
+                .map_or(until, |next| next.first_seq.min(until));
+            from = from.max(segment.first_seq);
+            if from < segment_until {
+                let read = segment
+                    .read(from, segment_until, limit - out.len())
+                    .map_err(|e| self.shared.io(e))?;
+                for (seq, bytes) in read.events {
+                    out.push(Record {
+                        seq,
+                        bytes,
+                        damage: None,
+                    });
+                    from = seq + 1;
+                }
+                if out.len() < limit && from < segment_until {
+                    // The segment cannot give the rest: say so per record.
+                    let reason: Arc<str> = match read.damage {
+                        Some(d) => format!(
+                            "{} at byte {} of {}",
+                            d.reason,
+                            d.offset,
+                            segment.path.display()
+                        ),
+                        None => format!("missing from {}", segment.path.display()),
+                    }
+                    .into();
+                    while out.len() < limit && from < segment_until {
+                        out.push(Record {
+                            seq: from,
+                            bytes: Vec::new(),
+                            damage: Some(reason.clone()),
+                        });
+                        from += 1;
+                    }
+                }
+            }
+            i += 1;
+        }
+        Ok(out)
     }
 
     /// Up to `limit` events with a sequence number above `after`, in order.
@@ -363,74 +708,70 @@ impl JournalReader {
     }
 }
 
-/// Deletes what central acknowledged. Not `Clone`: the uplink owns it.
+/// Forgets what central acknowledged. Not `Clone`: the uplink owns it.
 #[derive(Debug)]
 pub struct JournalAcker {
-    events: sled::Tree,
-    meta: sled::Tree,
-    bounds: Arc<Bounds>,
+    shared: Arc<Shared>,
 }
 
 impl JournalAcker {
-    /// Delete every event up to and including `seq` (acknowledged
+    /// Forget every event up to and including `seq` (acknowledged
     /// centrally), clamped to what was appended: sequence numbers are not
     /// reused afterwards, and an acknowledgement beyond the last event
-    /// deletes nothing that does not exist yet. Returns how many events
-    /// were deleted. Keys are computed from the bounds, not scanned.
+    /// forgets nothing that does not exist yet. Returns how many events
+    /// were forgotten. Segment files go once all they hold is forgotten.
     pub fn delete_through(&mut self, seq: u64) -> Result<u64, JournalError> {
-        let next = self.bounds.next_seq.load(Ordering::Acquire);
+        let next = self.shared.next_seq.load(Ordering::Acquire);
         let through = seq.min(next.saturating_sub(1));
-        let mut oldest = self.bounds.oldest.load(Ordering::Acquire);
-        let start = oldest;
-        while oldest <= through {
-            let end = through.min(oldest.saturating_add(DELETE_CHUNK - 1));
-            let after = end + 1;
-            (&self.events, &self.meta)
-                .transaction(|(events, meta)| {
-                    for s in oldest..=end {
-                        events.remove(&s.to_be_bytes()[..])?;
-                    }
-                    meta.insert(OLDEST, &after.to_be_bytes()[..])?;
-                    Ok::<_, ConflictableTransactionError<()>>(())
-                })
-                .map_err(store_error)?;
-            self.bounds.oldest.store(after, Ordering::Release);
-            oldest = after;
+        let oldest = self.shared.oldest.load(Ordering::Acquire);
+        if through < oldest {
+            return Ok(0);
         }
-        Ok(oldest - start)
+        let after = through + 1;
+        self.shared.oldest.store(after, Ordering::Release);
+        // Not flushed: a crash at worst brings acknowledged events back.
+        let mut record = through.to_le_bytes().to_vec();
+        record.extend_from_slice(&crc32fast::hash(&through.to_le_bytes()).to_le_bytes());
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.shared.dir.join(ACKED_FILE))
+            .and_then(|f| f.write_all_at(&record, 0))
+            .map_err(|e| self.shared.io(e))?;
+        self.forget_acknowledged_segments();
+        Ok(after - oldest)
     }
-}
 
-fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<Option<u64>, JournalError> {
-    Ok(tree
-        .get(key)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map(u64::from_be_bytes))
-}
-
-/// Event keys are the big-endian sequence number (sorted like numbers).
-fn key_seq(key: &[u8]) -> u64 {
-    <[u8; 8]>::try_from(key).map_or(0, u64::from_be_bytes)
-}
-
-fn store_error(e: TransactionError<()>) -> JournalError {
-    match e {
-        TransactionError::Storage(err) => JournalError::Store(err),
-        TransactionError::Abort(()) => JournalError::Store(sled::Error::Unsupported(
-            "journal transaction aborted".into(),
-        )),
+    /// Delete the segments whose every event is acknowledged (never the
+    /// one being written). A file that cannot be deleted now is found and
+    /// deleted at the next open.
+    fn forget_acknowledged_segments(&mut self) {
+        let oldest = self.shared.oldest.load(Ordering::Acquire);
+        let doomed: Vec<Arc<Segment>> = {
+            let mut segments = self
+                .shared
+                .segments
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            let n = segments
+                .windows(2)
+                .take_while(|pair| pair[1].first_seq <= oldest)
+                .count();
+            segments.drain(..n).collect()
+        };
+        for segment in doomed {
+            // Readers holding it still read through their open handle.
+            if let Err(e) = std::fs::remove_file(&segment.path) {
+                tracing::error!(path = %segment.path.display(), error = %e, "journal: acknowledged segment not deleted");
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn db() -> (tempfile::TempDir, sled::Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = crate::storage::open_db(dir.path(), 8 << 20).unwrap();
-        (dir, db)
-    }
 
     fn at() -> Timestamp {
         "2026-11-23T18:30:00Z".parse().unwrap()
@@ -444,12 +785,20 @@ mod tests {
         }
     }
 
+    fn segment_files(dir: &Path) -> Vec<u64> {
+        segment::list(dir)
+            .unwrap()
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect()
+    }
+
     #[test]
     fn appends_in_order_and_reads_back() {
-        let (_dir, db) = db();
+        let dir = tempfile::tempdir().unwrap();
         let Journal {
             mut writer, reader, ..
-        } = Journal::open(&db).unwrap();
+        } = Journal::open(dir.path()).unwrap();
         let a = writer
             .append(at(), vec![granted("a"), granted("b")])
             .unwrap();
@@ -466,13 +815,24 @@ mod tests {
     }
 
     #[test]
+    fn a_second_open_of_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Journal::open(dir.path()).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path()),
+            Err(JournalError::Locked(_))
+        ));
+    }
+
+    #[test]
     fn sequence_numbers_are_never_reused_after_deletion_and_restart() {
-        let (dir, db) = db();
+        let dir = tempfile::tempdir().unwrap();
         let Journal {
             mut writer,
             reader,
             mut acker,
-        } = Journal::open(&db).unwrap();
+            ..
+        } = Journal::open(dir.path()).unwrap();
         writer
             .append(at(), vec![granted("a"), granted("b"), granted("c")])
             .unwrap();
@@ -480,9 +840,7 @@ mod tests {
         assert!(reader.is_empty());
         assert_eq!((reader.acked(), reader.oldest()), (3, None));
         drop((writer, reader, acker));
-        drop(db);
-        let db = crate::storage::open_db(dir.path(), 8 << 20).unwrap();
-        let mut journal = Journal::open(&db).unwrap();
+        let mut journal = Journal::open(dir.path()).unwrap();
         assert_eq!(journal.reader.acked(), 3);
         let next = journal.writer.append(at(), vec![granted("d")]).unwrap();
         assert_eq!(next[0].seq, 4);
@@ -490,8 +848,8 @@ mod tests {
 
     #[test]
     fn the_count_follows_appends_and_acks_and_survives_a_reopen() {
-        let (dir, db) = db();
-        let mut j = Journal::open(&db).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
         for _ in 0..5 {
             j.writer
                 .append(at(), (0..10).map(|i| granted(&i.to_string())).collect())
@@ -509,60 +867,168 @@ mod tests {
         j.writer.append(at(), vec![granted("x")]).unwrap();
         assert_eq!((j.reader.len(), j.reader.oldest()), (1, Some(51)));
         drop(j);
-        drop(db);
-        let db = crate::storage::open_db(dir.path(), 8 << 20).unwrap();
-        let j = Journal::open(&db).unwrap();
+        let j = Journal::open(dir.path()).unwrap();
         assert_eq!((j.reader.len(), j.reader.oldest()), (1, Some(51)));
         assert_eq!(j.writer.next_seq(), 52);
     }
 
     #[test]
-    fn a_journal_without_stored_bounds_gets_them_from_its_tree() {
-        let (_dir, db) = db();
-        let events = db.open_tree(EVENTS_TREE).unwrap();
-        for seq in 7u64..=9 {
-            let e = Event {
-                seq,
-                at: at(),
-                kind: granted("a"),
-            };
-            events
-                .insert(seq.to_be_bytes(), serde_cbor::to_vec(&e).unwrap())
-                .unwrap();
-        }
-        let j = Journal::open(&db).unwrap();
-        assert_eq!((j.reader.len(), j.reader.oldest()), (3, Some(7)));
-        assert_eq!(j.writer.next_seq(), 10);
-    }
-
-    #[test]
-    fn an_undecodable_record_is_reported_with_its_seq() {
-        let (_dir, db) = db();
-        let mut j = Journal::open(&db).unwrap();
-        j.writer
-            .append(at(), vec![granted("a"), granted("b")])
-            .unwrap();
-        db.open_tree(EVENTS_TREE)
-            .unwrap()
-            .insert(1u64.to_be_bytes(), &b"\xff\x00"[..])
-            .unwrap();
-        let records = j.reader.records(0, 10).unwrap();
-        assert_eq!(records.len(), 2);
-        assert!(matches!(
-            records[0].decode(),
-            Err(JournalError::Corrupt { seq: 1, .. })
-        ));
-        assert_eq!(records[1].decode().unwrap().seq, 2);
-    }
-
-    #[test]
-    fn a_full_journal_keeps_alarms_and_counts_what_it_drops() {
-        let (_dir, db) = db();
+    fn segments_roll_over_are_read_across_and_go_when_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
         let Journal {
             writer,
             reader,
             mut acker,
-        } = Journal::open(&db).unwrap();
+            ..
+        } = Journal::open(dir.path()).unwrap();
+        let mut writer = writer.with_segment_bytes(1000);
+        for i in 0..300 {
+            let state = (i % 7 == 0).then(|| format!("state {i}").into_bytes());
+            writer.commit(at(), vec![granted(&i.to_string())], state).unwrap();
+        }
+        let files = segment_files(dir.path());
+        assert!(files.len() > 20, "{files:?}");
+        // Every sequence number, in order, from any starting point.
+        for after in [0, 1, 57, 150, 299] {
+            let seqs: Vec<u64> = reader.records(after, 1000).unwrap().iter().map(|r| r.seq).collect();
+            assert_eq!(seqs, (after + 1..=300).collect::<Vec<_>>());
+        }
+        assert_eq!(reader.records(10, 5).unwrap().last().unwrap().seq, 15);
+        acker.delete_through(150).unwrap();
+        let left = segment_files(dir.path());
+        assert!(left.len() < files.len() / 2 + 2, "{left:?}");
+        assert!(left[0] <= 151 && left.get(1).is_none_or(|s| *s > 151), "{left:?}");
+        assert_eq!(reader.records(0, 1).unwrap()[0].seq, 151);
+        drop((writer, reader, acker));
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.state.as_deref(), Some(&b"state 294"[..]));
+        assert_eq!((j.reader.oldest(), j.writer.next_seq()), (Some(151), 301));
+    }
+
+    #[test]
+    fn the_state_survives_a_reopen_with_or_without_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.state, None);
+        j.writer
+            .commit(at(), vec![granted("a")], Some(b"lockdown".to_vec()))
+            .unwrap();
+        j.writer.append(at(), vec![granted("b")]).unwrap();
+        drop(j);
+        let mut j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.state.as_deref(), Some(&b"lockdown"[..]));
+        // A state alone (an override that ended, nothing to record).
+        assert!(j.writer.commit(at(), vec![], Some(b"normal".to_vec())).unwrap().is_empty());
+        drop(j);
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.state.as_deref(), Some(&b"normal"[..]));
+        assert_eq!(j.writer.next_seq(), 3);
+    }
+
+    #[test]
+    fn a_torn_last_commit_is_cut_off_at_every_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.writer
+            .commit(at(), vec![granted("a")], Some(b"one".to_vec()))
+            .unwrap();
+        let (_, path) = segment::list(dir.path()).unwrap().pop().unwrap();
+        let whole = std::fs::metadata(&path).unwrap().len();
+        j.writer
+            .commit(at(), vec![granted("b"), granted("c")], Some(b"two".to_vec()))
+            .unwrap();
+        drop(j);
+        let full = std::fs::read(&path).unwrap();
+        for cut in whole..full.len() as u64 {
+            std::fs::write(&path, &full[..cut as usize]).unwrap();
+            let mut j = Journal::open(dir.path()).unwrap();
+            assert_eq!(j.state.as_deref(), Some(&b"one"[..]), "cut at {cut}");
+            assert_eq!(j.writer.next_seq(), 2, "cut at {cut}");
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+            // Writing goes on where the last whole commit ended.
+            assert_eq!(j.writer.append(at(), vec![granted("d")]).unwrap()[0].seq, 2);
+            drop(j);
+            std::fs::write(&path, &full).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_segment_without_a_whole_frame_is_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.writer
+            .commit(at(), vec![granted("a")], Some(b"kept".to_vec()))
+            .unwrap();
+        drop(j);
+        // A crash while rolling over: the new file has only its magic.
+        std::fs::write(dir.path().join(segment::file_name(2)), segment::MAGIC).unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        assert_eq!(segment_files(dir.path()), vec![1]);
+        assert_eq!((j.writer.next_seq(), j.state.as_deref()), (2, Some(&b"kept"[..])));
+        assert_eq!(j.writer.append(at(), vec![granted("b")]).unwrap()[0].seq, 2);
+    }
+
+    #[test]
+    fn damage_inside_a_committed_segment_is_reported_per_record_without_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let Journal { writer, reader, .. } = Journal::open(dir.path()).unwrap();
+        let mut writer = writer.with_segment_bytes(600);
+        for i in 0..40 {
+            writer.append(at(), vec![granted(&i.to_string())]).unwrap();
+        }
+        let files = segment::list(dir.path()).unwrap();
+        assert!(files.len() >= 3);
+        // Flip a byte in the middle of the first segment.
+        let (first, path) = &files[0];
+        let mut bytes = std::fs::read(path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(path, &bytes).unwrap();
+        let records = reader.records(0, 1000).unwrap();
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>(), "no gap, no duplicate");
+        let damaged: Vec<u64> = records
+            .iter()
+            .filter(|r| r.decode().is_err())
+            .map(|r| r.seq)
+            .collect();
+        assert!(!damaged.is_empty());
+        assert!(damaged.iter().all(|s| *s >= *first && *s < files[1].0), "{damaged:?}");
+        let err = records[damaged[0] as usize - 1].decode().unwrap_err().to_string();
+        assert!(err.contains("checksum") || err.contains("malformed"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_half_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.writer.append(at(), vec![granted("a")]).unwrap();
+        let (_, path) = segment::list(dir.path()).unwrap().pop().unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        // A write that failed half-way and could not even be cut off
+        // leaves bytes past the committed end: the next frame is written
+        // at the committed end, and the rest is cut at the next open.
+        let active = j.writer.active.as_ref().unwrap();
+        assert_eq!(active.end, len);
+        active
+            .file
+            .write_all_at(b"\xff\x00\x00\x00half a frame and more", len)
+            .unwrap();
+        j.writer.append(at(), vec![granted("b")]).unwrap();
+        drop(j);
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.reader.after(0, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_full_journal_keeps_alarms_and_counts_what_it_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let Journal {
+            writer,
+            reader,
+            mut acker,
+            ..
+        } = Journal::open(dir.path()).unwrap();
         let mut journal = writer.with_budget(5);
         journal
             .append(at(), (0..4).map(|i| granted(&i.to_string())).collect())
@@ -588,8 +1054,14 @@ mod tests {
             .unwrap();
         assert_eq!(kept.len(), 1);
         assert_eq!(reader.dropped(), 2);
+        // Only routine events: nothing kept, the count still moves and
+        // survives a reopen.
+        assert!(journal.append(at(), vec![granted("v")]).unwrap().is_empty());
+        assert_eq!(reader.dropped(), 3);
         // Central acknowledged everything: room again, nothing dropped.
         acker.delete_through(u64::MAX - 1).unwrap();
         assert_eq!(journal.append(at(), vec![granted("w")]).unwrap().len(), 1);
+        drop((journal, reader, acker));
+        assert_eq!(Journal::open(dir.path()).unwrap().reader.dropped(), 3);
     }
 }

@@ -1,0 +1,256 @@
+//! Segment files: the journal is a directory of append-only files, each
+//! named by the sequence number of its first frame and opened by a magic
+//! header, written only at the end, and deleted whole once central has
+//! acknowledged everything in it. Reading goes through a sparse index of
+//! frame offsets, built lazily as frames are first passed, so finding a
+//! sequence number costs a binary search and at most [`INDEX_EVERY`] bytes
+//! of scanning — never a scan of the backlog.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::frame::{self, Frame, Parsed};
+
+/// The first bytes of every segment file (format version 1).
+pub(super) const MAGIC: &[u8; 8] = b"PRTJRNL1";
+/// The file name's extension.
+const EXTENSION: &str = "seg";
+/// One index point per this many bytes of segment.
+const INDEX_EVERY: u64 = 64 << 10;
+/// How much a scan reads at a time.
+const READ_CHUNK: usize = 256 << 10;
+
+/// The file name of the segment whose first frame has `first_seq`.
+pub(super) fn file_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.{EXTENSION}")
+}
+
+/// The first sequence number named by a segment file name, if it is one.
+pub(super) fn parse_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(EXTENSION)?.strip_suffix('.')?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// The segments in `dir`, sorted by first sequence number.
+pub(super) fn list(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(first) = entry.file_name().to_str().and_then(parse_name) {
+            found.push((first, entry.path()));
+        }
+    }
+    found.sort_unstable_by_key(|(first, _)| *first);
+    Ok(found)
+}
+
+/// One segment file as readers see it.
+#[derive(Debug)]
+pub(super) struct Segment {
+    /// The sequence number of its first frame (its name).
+    pub first_seq: u64,
+    /// Its path, for deletion.
+    pub path: PathBuf,
+    /// A read handle (positional reads; shared by every reader).
+    file: File,
+    /// Bytes committed: readers never look beyond (the writer is ahead).
+    end: AtomicU64,
+    /// Frame offsets seen so far.
+    index: Mutex<SparseIndex>,
+}
+
+#[derive(Debug)]
+struct SparseIndex {
+    /// `(first_seq, offset)` of frames, at least [`INDEX_EVERY`] apart.
+    points: Vec<(u64, u64)>,
+    /// The offset up to which frames were walked.
+    walked_to: u64,
+    /// The first sequence number of the frame at `walked_to`.
+    next_seq: u64,
+    /// Whether walking stopped on bytes that are not a frame.
+    damaged: bool,
+}
+
+/// Unreadable bytes inside the committed part of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Damage {
+    /// The first sequence number that cannot be read.
+    pub from_seq: u64,
+    /// Where in the file.
+    pub offset: u64,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// What a read of one segment found.
+#[derive(Debug, Default)]
+pub(super) struct Read {
+    /// `(seq, cbor)` in order.
+    pub events: Vec<(u64, Vec<u8>)>,
+    /// The sequence number after the last frame read.
+    pub next_seq: u64,
+    /// Set when the segment could not be read to its end.
+    pub damage: Option<Damage>,
+}
+
+impl Segment {
+    /// A segment with `end` bytes committed.
+    pub(super) fn open(first_seq: u64, path: PathBuf, end: u64) -> std::io::Result<Self> {
+        let file = File::open(&path)?;
+        Ok(Self {
+            first_seq,
+            path,
+            file,
+            end: AtomicU64::new(end),
+            index: Mutex::new(SparseIndex {
+                points: vec![(first_seq, MAGIC.len() as u64)],
+                walked_to: MAGIC.len() as u64,
+                next_seq: first_seq,
+                damaged: false,
+            }),
+        })
+    }
+
+    /// Bytes committed.
+    pub(super) fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    /// The writer committed up to `end`.
+    pub(super) fn set_end(&self, end: u64) {
+        self.end.store(end, Ordering::Release);
+    }
+
+    /// Up to `limit` events with sequence numbers in `from..until`, and
+    /// the damage that stopped the read, if any.
+    pub(super) fn read(&self, from: u64, until: u64, limit: usize) -> std::io::Result<Read> {
+        let end = self.end();
+        let (start, start_seq) = self.locate(from, end)?;
+        let mut read = Read {
+            next_seq: start_seq,
+            ..Read::default()
+        };
+        let stop = scan(&self.file, start, end, |_, _, frame| {
+            for (seq, bytes) in frame.events() {
+                if seq >= until || read.events.len() >= limit {
+                    return false;
+                }
+                if seq >= from {
+                    read.events.push((seq, bytes.to_vec()));
+                }
+            }
+            read.next_seq = frame.next_seq();
+            read.events.len() < limit && frame.next_seq() < until
+        })?;
+        if let Scan::Bad { offset, reason } = stop {
+            read.damage = Some(Damage {
+                from_seq: read.next_seq,
+                offset,
+                reason,
+            });
+        }
+        Ok(read)
+    }
+
+    /// The offset and first sequence number of the indexed frame to start
+    /// reading `seq` from, walking (and indexing) frames not seen yet.
+    fn locate(&self, seq: u64, end: u64) -> std::io::Result<(u64, u64)> {
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        if index.next_seq <= seq && index.walked_to < end && !index.damaged {
+            let SparseIndex {
+                points,
+                walked_to,
+                next_seq,
+                damaged,
+            } = &mut *index;
+            let stop = scan(&self.file, *walked_to, end, |offset, len, frame| {
+                let last = points.last().map_or(0, |p| p.1);
+                if offset >= last + INDEX_EVERY {
+                    points.push((frame.first_seq, offset));
+                }
+                *walked_to = offset + len;
+                *next_seq = frame.next_seq();
+                frame.next_seq() <= seq
+            })?;
+            // A read from the last point meets the damage and reports it.
+            *damaged = matches!(stop, Scan::Bad { .. });
+        }
+        let at = index.points.partition_point(|p| p.0 <= seq).max(1) - 1;
+        let (first, offset) = index.points[at];
+        Ok((offset, first))
+    }
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scan {
+    /// At `end`, or where the visitor said stop; the offset after the last
+    /// frame visited.
+    Clean(u64),
+    /// On bytes that are not a frame, at this offset.
+    Bad {
+        /// Where.
+        offset: u64,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// Visit the frames of `file` from `start` up to `end` in order; the
+/// visitor gets each frame's offset and length and returns whether to go
+/// on.
+pub(super) fn scan(
+    file: &File,
+    start: u64,
+    end: u64,
+    mut visit: impl FnMut(u64, u64, &Frame<'_>) -> bool,
+) -> std::io::Result<Scan> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_at = start; // file offset of buf[0]
+    let mut pos = 0usize; // parse position in buf
+    loop {
+        let offset = buf_at + pos as u64;
+        if offset >= end {
+            return Ok(Scan::Clean(offset));
+        }
+        match frame::parse(&buf[pos..]) {
+            Parsed::Frame(frame, len) => {
+                if offset + len as u64 > end {
+                    return Ok(Scan::Bad {
+                        offset,
+                        reason: "frame runs past the committed end",
+                    });
+                }
+                pos += len;
+                if !visit(offset, len as u64, &frame) {
+                    return Ok(Scan::Clean(offset + len as u64));
+                }
+            }
+            Parsed::Short(need) => {
+                let available = end - offset;
+                if need as u64 > available {
+                    return Ok(Scan::Bad {
+                        offset,
+                        reason: "frame cut short",
+                    });
+                }
+                // Refill: keep the unparsed tail, read at least `need`.
+                buf.drain(..pos);
+                buf_at = offset;
+                pos = 0;
+                let want = need.max(READ_CHUNK).min(available as usize);
+                let have = buf.len();
+                if want > have {
+                    buf.resize(want, 0);
+                    file.read_exact_at(&mut buf[have..], offset + have as u64)?;
+                }
+            }
+            Parsed::Bad(reason) => return Ok(Scan::Bad { offset, reason }),
+        }
+    }
+}
