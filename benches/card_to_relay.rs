@@ -157,15 +157,15 @@ async fn start() -> Harness {
         rotation_in: None,
         rotation_out: None,
     }]);
-    let db = portier::storage::open_db(&dir.path().join("events"), 16 << 20).unwrap();
-    fill_backlog(&db, backlog());
+    let journal_dir = dir.path().join("journal");
+    fill_backlog(&journal_dir, backlog());
     let decider = StoreDecider::new(store, "office-hours".into());
     let (_control_tx, control) = mpsc::channel(4);
     let (view, _) = watch::channel(daemon::DaemonView::default());
     std::mem::forget(_control_tx);
     tokio::spawn(daemon::run(
         Daemon::open(
-            &db,
+            &journal_dir,
             building,
             Box::new(decider),
             vec![BusLink {
@@ -254,11 +254,14 @@ fn backlog() -> u64 {
 }
 
 /// Append `n` routine events in batches, as a month offline would.
-fn fill_backlog(db: &sled::Db, n: u64) {
+fn fill_backlog(dir: &std::path::Path, n: u64) {
     if n == 0 {
         return;
     }
-    let mut writer = portier::journal::Journal::open(db).unwrap().writer;
+    let mut writer = portier::journal::Journal::open(dir)
+        .unwrap()
+        .writer
+        .with_budget(u64::MAX);
     let at: jiff::Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
     let mut left = n;
     while left > 0 {

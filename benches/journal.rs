@@ -7,8 +7,8 @@ use portier::journal::{EventKind, Journal};
 
 fn append(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let db = portier::storage::open_db(dir.path(), 64 << 20).unwrap();
-    let mut journal = Journal::open(&db).unwrap().writer;
+    let journal_path = dir.path();
+    let mut journal = Journal::open(journal_path).unwrap().writer;
     let at = "2026-11-23T20:00:00Z".parse().unwrap();
     let mut group = c.benchmark_group("journal_append_flushed");
     for batch in [1usize, 10, 100] {

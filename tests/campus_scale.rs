@@ -36,12 +36,13 @@ fn fifty_gateways_each_get_only_their_own() {
     let mut uplinks = Vec::new();
     let mut keep = Vec::new();
     for name in &names {
-        let db = portier::storage::open_db(&dir.path().join(name), 4 << 20).unwrap();
+        let journal_path = &dir.path().join(name);
         let Journal {
             writer: mut journal,
             reader,
             acker,
-        } = Journal::open(&db).unwrap();
+            ..
+        } = Journal::open(journal_path).unwrap();
         // Ten events each, whose content names the gateway.
         let kinds = (0..10)
             .map(|_| EventKind::DoorClosed {

@@ -122,14 +122,14 @@ fn start_in(dir: tempfile::TempDir, decider: Box<dyn Rules>, reserve: Option<u64
         rotation_in: None,
         rotation_out: None,
     }]);
-    let db = portier::storage::open_db(&dir.path().join("events"), 8 << 20).unwrap();
+    let journal_dir = dir.path().join("journal");
     let links = vec![BusLink {
         name: "bus0".into(),
         requests,
     }];
     let (_control, control) = mpsc::channel(4);
     let (view, _) = watch::channel(daemon::DaemonView::default());
-    let (mut d, reader_journal) = Daemon::open(&db, building, decider, links).unwrap();
+    let (mut d, reader_journal) = Daemon::open(&journal_dir, building, decider, links).unwrap();
     // Read the free space at every commit, so the test needs no waiting.
     d.disk = reserve.map(|r| {
         portier::driver::disk::DiskSpace::new(dir.path(), r).with_freshness(Duration::ZERO)
@@ -298,11 +298,13 @@ impl Rules for ScheduledOpen {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_scheduled_unlock_holds_the_strike_released_and_is_journaled() {
+    // `_dir` held: the journal creates files in it as it goes.
     let Running {
         mut pd_events,
         shutdown,
         daemon,
         reader_journal,
+        _dir,
         ..
     } = start(Box::new(ScheduledOpen));
     let within = Duration::from_secs(5);

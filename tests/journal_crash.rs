@@ -1,7 +1,10 @@
-//! Crash test for the event journal: a child process appends events and
-//! reports each batch once `append` has returned (flushed); the parent kills
-//! it with SIGKILL at a random moment, reopens the journal and checks that
-//! every reported event is there, in order, with no gap and no reuse.
+//! Crash test for the event journal: a child process commits events (with
+//! a state naming the commit's last event, as the daemon commits its
+//! standing state) into small segments and reports each batch once
+//! `commit` has returned (flushed); the parent kills it with SIGKILL at a
+//! random moment, reopens the journal and checks that every reported event
+//! is there, in order, with no gap and no reuse, and that the state is the
+//! one committed with the last surviving event — never ahead, never behind.
 #![allow(clippy::disallowed_methods)] // real time: random kill delays
 
 use std::io::{BufRead, BufReader};
@@ -13,8 +16,12 @@ use portier::journal::{EventKind, Journal};
 const CHILD_ENV: &str = "PORTIER_JOURNAL_CRASH_CHILD";
 
 fn child(path: &str) -> ! {
-    let db = portier::storage::open_db(path.as_ref(), 8 << 20).unwrap();
-    let mut journal = Journal::open(&db).unwrap().writer;
+    let journal_path = path.as_ref();
+    // Small segments: kills land in roll-overs too.
+    let mut journal = Journal::open(journal_path)
+        .unwrap()
+        .writer
+        .with_segment_bytes(16 << 10);
     let at = "2026-11-23T20:00:00Z".parse().unwrap();
     loop {
         let batch = (0..10)
@@ -22,7 +29,11 @@ fn child(path: &str) -> ! {
                 door: format!("door-{i}").into(),
             })
             .collect();
-        let events = journal.append(at, batch).unwrap();
+        let next = journal.next_seq() + 9;
+        let events = journal
+            .commit(at, batch, Some(next.to_string().into_bytes()))
+            .unwrap();
+        assert_eq!(events.last().unwrap().seq, next);
         // Only now is the batch "acknowledged to the door".
         println!("{}", events.last().unwrap().seq);
     }
@@ -73,8 +84,8 @@ fn killed_writer_loses_no_acknowledged_event() {
         child.wait().unwrap();
         let acked = reader.join().unwrap();
 
-        let db = portier::storage::open_db(&path, 8 << 20).unwrap();
-        let journal = Journal::open(&db).unwrap();
+        let journal_path = &path;
+        let journal = Journal::open(journal_path).unwrap();
         let reader = &journal.reader;
         let events = reader.after(0, usize::MAX).unwrap();
         let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
@@ -95,6 +106,14 @@ fn killed_writer_loses_no_acknowledged_event() {
             journal.writer.next_seq() > last,
             "round {round}: sequence would be reused"
         );
+        if last > 0 {
+            let state = String::from_utf8(journal.state.clone().unwrap()).unwrap();
+            assert_eq!(
+                state,
+                last.to_string(),
+                "round {round}: state and events apart"
+            );
+        }
         highest_seen = last;
     }
     assert!(highest_seen > 0, "the child never got to append");

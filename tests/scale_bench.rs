@@ -24,7 +24,6 @@ use support::broker::{Broker, spawn_uplink};
 const GW: &str = "gw-a";
 const APPENDS: usize = 2000;
 const FILL_BATCH: u64 = 10_000;
-const CACHE: u64 = 16 << 20;
 
 fn kind(n: u64) -> EventKind {
     EventKind::AccessGranted {
@@ -136,12 +135,13 @@ fn journal_at_scale() {
 /// deleting on ack; and central's decode of a batch.
 fn anatomy(n: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let db = portier::storage::open_db(dir.path(), CACHE).unwrap();
+    let journal_path = dir.path();
     let Journal {
         mut writer,
         reader,
         mut acker,
-    } = Journal::open(&db).unwrap();
+        ..
+    } = Journal::open(journal_path).unwrap();
     let mut k = 0;
     while k < n {
         writer
@@ -193,8 +193,11 @@ fn measure(broker: &Broker, size: u64) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events");
     {
-        let db = portier::storage::open_db(&path, CACHE).unwrap();
-        let mut writer = Journal::open(&db).unwrap().writer.with_budget(u64::MAX);
+        let journal_path = &path;
+        let mut writer = Journal::open(journal_path)
+            .unwrap()
+            .writer
+            .with_budget(u64::MAX);
         let started = Instant::now();
         let mut n = 0;
         while n < size {
@@ -209,19 +212,19 @@ fn measure(broker: &Broker, size: u64) -> Figures {
                 size as f64 / started.elapsed().as_secs_f64()
             );
         }
-        db.flush().unwrap();
     }
     let disk_per_event = (size > 0).then(|| disk_bytes(&path) as f64 / size as f64);
     // Open as the daemon does at start.
     let started = Instant::now();
-    let db = portier::storage::open_db(&path, CACHE).unwrap();
-    let journal = Journal::open(&db).unwrap();
+    let journal_path = &path;
+    let journal = Journal::open(journal_path).unwrap();
     let open = started.elapsed();
     assert_eq!(journal.reader.len(), size);
     let Journal {
         writer,
         reader,
         acker,
+        ..
     } = journal;
     // Above the default budget (10 M), so that a full journal does not
     // drop the measured events instead of appending them.

@@ -31,12 +31,13 @@ fn drain_rate_after_an_outage() {
     let broker = Broker::start(&["gw-a"]);
     let central = Central::start(&broker, true);
     let dir = tempfile::tempdir().unwrap();
-    let db = portier::storage::open_db(dir.path(), 64 << 20).unwrap();
+    let journal_path = dir.path();
     let Journal {
         writer: mut journal,
         reader,
         acker,
-    } = Journal::open(&db).unwrap();
+        ..
+    } = Journal::open(journal_path).unwrap();
     let at = "2026-11-23T22:00:00Z".parse().unwrap();
     for b in 0..N / 1000 {
         let kinds = (0..1000)

@@ -28,12 +28,13 @@ fn child(journal_dir: &str, uplink: &str, drain: bool) -> ! {
         .enable_all()
         .build()
         .unwrap();
-    let db = portier::storage::open_db(journal_dir.as_ref(), 8 << 20).unwrap();
+    let journal_path = std::path::Path::new(journal_dir);
     let Journal {
         writer: mut journal,
         reader,
         acker,
-    } = Journal::open(&db).unwrap();
+        ..
+    } = Journal::open(journal_path).unwrap();
     let uplink = spawn_uplink_section(&runtime, (reader, acker), uplink);
     let at = "2026-11-23T22:00:00Z".parse().unwrap();
     loop {

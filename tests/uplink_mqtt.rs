@@ -35,12 +35,13 @@ fn event(n: u64) -> EventKind {
 impl Gateway {
     fn start(broker: &Broker) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = portier::storage::open_db(dir.path(), 16 << 20).unwrap();
+        let journal_path = dir.path();
         let Journal {
             writer: journal,
             reader,
             acker,
-        } = Journal::open(&db).unwrap();
+            ..
+        } = Journal::open(journal_path).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

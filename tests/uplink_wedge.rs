@@ -48,9 +48,23 @@ fn alarm(rt: &tokio::runtime::Runtime, uplink: &mut TestUplink) -> EventKind {
         .unwrap()
 }
 
+/// The journal's one segment file in `dir`.
+fn only_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    segments.pop().unwrap()
+}
+
+fn segment_len(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(only_segment(dir)).unwrap().len()
+}
+
 struct Gateway {
     _dir: tempfile::TempDir,
-    db: sled::Db,
     writer: JournalWriter,
     reader: JournalReader,
     rt: tokio::runtime::Runtime,
@@ -61,15 +75,15 @@ struct Gateway {
 impl Gateway {
     fn open() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = portier::storage::open_db(dir.path(), 8 << 20).unwrap();
+        let journal_path = dir.path();
         let Journal {
             writer,
             reader,
             acker,
-        } = Journal::open(&db).unwrap();
+            ..
+        } = Journal::open(journal_path).unwrap();
         Self {
             _dir: dir,
-            db,
             writer,
             reader,
             rt: runtime(),
@@ -124,7 +138,7 @@ fn an_impossible_ack_is_an_alarm_and_deletes_nothing() {
     });
     ack(15);
     wait_for(T, "all deleted", || gw.reader.is_empty());
-    drop(gw.db);
+    drop(gw);
 }
 
 #[test]
@@ -190,21 +204,24 @@ fn an_undecodable_record_is_skipped_with_its_seq_and_the_rest_flows() {
     let central = Central::start(&broker, true);
     let mut gw = Gateway::open();
     let at = "2026-11-23T22:00:00Z".parse().unwrap();
-    gw.writer
-        .append(
-            at,
-            (0..3)
-                .map(|i| EventKind::DoorForced {
+    // Three commits, one event each; then flip a byte inside the second
+    // on disk (a bad sector): that event cannot be read, the others can.
+    let mut ends = Vec::new();
+    for i in 0..3 {
+        gw.writer
+            .append(
+                at,
+                vec![EventKind::DoorForced {
                     door: format!("d{i}").into(),
-                })
-                .collect(),
-        )
-        .unwrap();
-    gw.db
-        .open_tree("journal.events")
-        .unwrap()
-        .insert(2u64.to_be_bytes(), &b"\xff\xfe not cbor"[..])
-        .unwrap();
+                }],
+            )
+            .unwrap();
+        ends.push(segment_len(gw._dir.path()));
+    }
+    let segment = only_segment(gw._dir.path());
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[((ends[0] + ends[1]) / 2) as usize] ^= 0x5a;
+    std::fs::write(&segment, bytes).unwrap();
     let mut uplink = gw.uplink(&broker, |_| {});
     match alarm(&gw.rt, &mut uplink) {
         EventKind::JournalRecordSkipped { record: 2, .. } => {}
@@ -231,8 +248,8 @@ fn an_undecodable_record_is_skipped_with_its_seq_and_the_rest_flows() {
 /// each.
 fn child(journal_dir: &str, section: &str) -> ! {
     let rt = runtime();
-    let db = portier::storage::open_db(journal_dir.as_ref(), 8 << 20).unwrap();
-    let Journal { reader, acker, .. } = Journal::open(&db).unwrap();
+    let journal_path = journal_dir.as_ref();
+    let Journal { reader, acker, .. } = Journal::open(journal_path).unwrap();
     let cfg = toml::from_str(section.trim_start_matches("[uplink]\n")).unwrap();
     let mut uplink = spawn_uplink_with(&rt, (reader, acker), cfg, GW, true);
     rt.block_on(async {
@@ -299,8 +316,8 @@ fn a_delta_delivered_but_not_applied_before_a_crash_comes_again() {
     gateway.wait().unwrap();
 
     // The restarted gateway (same client id, persistent session) gets it.
-    let db = portier::storage::open_db(&journal_dir, 8 << 20).unwrap();
-    let Journal { reader, acker, .. } = Journal::open(&db).unwrap();
+    let journal_path = &journal_dir;
+    let Journal { reader, acker, .. } = Journal::open(journal_path).unwrap();
     let rt = runtime();
     let mut uplink = spawn_uplink(&rt, (reader, acker), &broker, GW, |_| {});
     let got = rt.block_on(async { tokio::time::timeout(T, uplink.inbound.recv()).await });

@@ -458,9 +458,13 @@ mod tests {
         assert_eq!(StandingBook::load(Some(&bytes), None).unwrap(), state);
         state.version = crate::site::standing::VERSION + 1;
         let bytes = StandingBook::encode(&state).unwrap();
-        let e = StandingBook::load(Some(&bytes), None).unwrap_err().to_string();
+        let e = StandingBook::load(Some(&bytes), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("another Portier version"), "{e}");
-        let e = StandingBook::load(Some(b"\xff"), None).unwrap_err().to_string();
+        let e = StandingBook::load(Some(b"\xff"), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unreadable"), "{e}");
     }
 }

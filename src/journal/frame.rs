@@ -44,8 +44,11 @@ pub(super) fn encode<'e>(
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER]);
     buf.extend_from_slice(&out.first_seq.to_le_bytes());
-    let flags = if out.dropped.is_some() { FLAG_DROPPED } else { 0 }
-        | if out.state.is_some() { FLAG_STATE } else { 0 };
+    let flags = if out.dropped.is_some() {
+        FLAG_DROPPED
+    } else {
+        0
+    } | if out.state.is_some() { FLAG_STATE } else { 0 };
     buf.push(flags);
     if let Some(dropped) = out.dropped {
         buf.extend_from_slice(&dropped.to_le_bytes());
@@ -108,6 +111,10 @@ pub(super) enum Parsed<'a> {
     Frame(Frame<'a>, usize),
     /// The frame goes on beyond the buffer: this many bytes are needed.
     Short(usize),
+    /// A frame of plausible length whose checksum or body is wrong (disk
+    /// damage): its length, so that a reader may step over it if a frame
+    /// follows, and the reason.
+    Damaged(usize, &'static str),
     /// Not a frame (a torn write, or damage); the reason.
     Bad(&'static str),
 }
@@ -127,11 +134,11 @@ pub(super) fn parse(buf: &[u8]) -> Parsed<'_> {
         return Parsed::Short(total);
     };
     if crc32fast::hash(body) != crc {
-        return Parsed::Bad("frame checksum mismatch");
+        return Parsed::Damaged(total, "frame checksum mismatch");
     }
     match parse_body(body) {
         Some(frame) => Parsed::Frame(frame, total),
-        None => Parsed::Bad("frame body malformed"),
+        None => Parsed::Damaged(total, "frame body malformed"),
     }
 }
 
@@ -260,7 +267,16 @@ mod tests {
 
     #[test]
     fn varints_round_trip_at_their_edges() {
-        for v in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             let mut buf = Vec::new();
             put_varint(&mut buf, v);
             assert_eq!(get_varint(&buf), Some((v, buf.len())));

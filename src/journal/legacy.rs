@@ -181,7 +181,11 @@ mod tests {
                 state: true
             })
         );
-        assert!(!db.tree_names().iter().any(|n| n.as_ref() == EVENTS_TREE.as_bytes()));
+        assert!(
+            !db.tree_names()
+                .iter()
+                .any(|n| n.as_ref() == EVENTS_TREE.as_bytes())
+        );
         let mut j = Journal::open(&journal_dir).unwrap();
         assert_eq!(j.state.as_deref(), Some(&b"lockdown"[..]));
         assert_eq!((j.reader.oldest(), j.reader.len()), (Some(7), 25_006));
@@ -190,7 +194,9 @@ mod tests {
         assert_eq!(all.first().unwrap().seq, 7);
         assert!(all.iter().all(|r| r.bytes == event(r.seq)));
         let at = "2026-11-23T19:00:00Z".parse().unwrap();
-        let next = j.writer.append(at, vec![EventKind::DoorForced { door: "x".into() }]);
+        let next = j
+            .writer
+            .append(at, vec![EventKind::DoorForced { door: "x".into() }]);
         assert_eq!(next.unwrap()[0].seq, 25_013);
         // Twice is once.
         drop(j);
@@ -207,6 +213,9 @@ mod tests {
         let journal_dir = dir.path().join("journal");
         migrate(&db, &journal_dir).unwrap();
         let j = Journal::open(&journal_dir).unwrap();
-        assert_eq!((j.writer.next_seq(), j.reader.len(), j.state), (900, 0, None));
+        assert_eq!(
+            (j.writer.next_seq(), j.reader.len(), j.state),
+            (900, 0, None)
+        );
     }
 }

@@ -90,8 +90,8 @@ pub(super) struct Damage {
 /// What a read of one segment found.
 #[derive(Debug, Default)]
 pub(super) struct Read {
-    /// `(seq, cbor)` in order.
-    pub events: Vec<(u64, Vec<u8>)>,
+    /// `(seq, cbor)` in order; `Err` for an event of a damaged frame.
+    pub events: Vec<(u64, Result<Vec<u8>, Damage>)>,
     /// The sequence number after the last frame read.
     pub next_seq: u64,
     /// Set when the segment could not be read to its end.
@@ -127,7 +127,8 @@ impl Segment {
     }
 
     /// Up to `limit` events with sequence numbers in `from..until`, and
-    /// the damage that stopped the read, if any.
+    /// the damage that stopped the read, if any. The events of a damaged
+    /// frame that was stepped over come back as `Err`.
     pub(super) fn read(&self, from: u64, until: u64, limit: usize) -> std::io::Result<Read> {
         let end = self.end();
         let (start, start_seq) = self.locate(from, end)?;
@@ -135,13 +136,23 @@ impl Segment {
             next_seq: start_seq,
             ..Read::default()
         };
-        let stop = scan(&self.file, start, end, |_, _, frame| {
+        let stop = scan(&self.file, start, end, |_, _, frame, stepped_over| {
+            if let Some(damage) = stepped_over {
+                // The commit(s) between the last frame and this one.
+                let lost = read.next_seq.max(from)..frame.first_seq.min(until);
+                for seq in lost {
+                    if read.events.len() >= limit {
+                        return false;
+                    }
+                    read.events.push((seq, Err(damage)));
+                }
+            }
             for (seq, bytes) in frame.events() {
                 if seq >= until || read.events.len() >= limit {
                     return false;
                 }
                 if seq >= from {
-                    read.events.push((seq, bytes.to_vec()));
+                    read.events.push((seq, Ok(bytes.to_vec())));
                 }
             }
             read.next_seq = frame.next_seq();
@@ -168,7 +179,7 @@ impl Segment {
                 next_seq,
                 damaged,
             } = &mut *index;
-            let stop = scan(&self.file, *walked_to, end, |offset, len, frame| {
+            let stop = scan(&self.file, *walked_to, end, |offset, len, frame, _| {
                 let last = points.last().map_or(0, |p| p.1);
                 if offset >= last + INDEX_EVERY {
                     points.push((frame.first_seq, offset));
@@ -202,23 +213,33 @@ pub(super) enum Scan {
 }
 
 /// Visit the frames of `file` from `start` up to `end` in order; the
-/// visitor gets each frame's offset and length and returns whether to go
-/// on.
+/// visitor gets each frame's offset and length, and the damage stepped
+/// over just before it, and returns whether to go on. A damaged frame is
+/// stepped over when a whole frame (or the end) follows it, so one flipped
+/// bit costs one commit, not the rest of the segment.
 pub(super) fn scan(
     file: &File,
     start: u64,
     end: u64,
-    mut visit: impl FnMut(u64, u64, &Frame<'_>) -> bool,
+    mut visit: impl FnMut(u64, u64, &Frame<'_>, Option<Damage>) -> bool,
 ) -> std::io::Result<Scan> {
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_at = start; // file offset of buf[0]
     let mut pos = 0usize; // parse position in buf
+    let mut stepped_over: Option<Damage> = None;
+    let mut expected_seq = None;
     loop {
         let offset = buf_at + pos as u64;
         if offset >= end {
+            if let Some(d) = stepped_over {
+                return Ok(Scan::Bad {
+                    offset: d.offset,
+                    reason: d.reason,
+                });
+            }
             return Ok(Scan::Clean(offset));
         }
-        match frame::parse(&buf[pos..]) {
+        let need = match frame::parse(&buf[pos..]) {
             Parsed::Frame(frame, len) => {
                 if offset + len as u64 > end {
                     return Ok(Scan::Bad {
@@ -227,30 +248,64 @@ pub(super) fn scan(
                     });
                 }
                 pos += len;
-                if !visit(offset, len as u64, &frame) {
+                expected_seq = Some(frame.next_seq());
+                if !visit(offset, len as u64, &frame, stepped_over.take()) {
                     return Ok(Scan::Clean(offset + len as u64));
                 }
+                continue;
             }
-            Parsed::Short(need) => {
-                let available = end - offset;
-                if need as u64 > available {
-                    return Ok(Scan::Bad {
+            Parsed::Damaged(len, reason) => {
+                let after = offset + len as u64;
+                let follows = after <= end
+                    && (after == end
+                        || matches!(
+                            frame::parse(buf.get(pos + len..).unwrap_or_default()),
+                            Parsed::Frame(..)
+                        ));
+                if follows {
+                    stepped_over.get_or_insert(Damage {
+                        from_seq: expected_seq.unwrap_or(0),
                         offset,
-                        reason: "frame cut short",
+                        reason,
                     });
+                    pos += len;
+                    continue;
                 }
-                // Refill: keep the unparsed tail, read at least `need`.
-                buf.drain(..pos);
-                buf_at = offset;
-                pos = 0;
-                let want = need.max(READ_CHUNK).min(available as usize);
-                let have = buf.len();
-                if want > have {
-                    buf.resize(want, 0);
-                    file.read_exact_at(&mut buf[have..], offset + have as u64)?;
+                // The next frame may just not be in the buffer yet.
+                let next_need = match frame::parse(buf.get(pos + len..).unwrap_or_default()) {
+                    Parsed::Short(n) if after < end => len + n,
+                    _ => return Ok(Scan::Bad { offset, reason }),
+                };
+                if buf.len() - pos >= next_need {
+                    return Ok(Scan::Bad { offset, reason });
                 }
+                next_need
             }
+            Parsed::Short(need) => need,
             Parsed::Bad(reason) => return Ok(Scan::Bad { offset, reason }),
+        };
+        let available = end - offset;
+        if need as u64 > available {
+            if let Some(d) = stepped_over {
+                return Ok(Scan::Bad {
+                    offset: d.offset,
+                    reason: d.reason,
+                });
+            }
+            return Ok(Scan::Bad {
+                offset,
+                reason: "frame cut short",
+            });
+        }
+        // Refill: keep the unparsed tail, read at least `need`.
+        buf.drain(..pos);
+        buf_at = offset;
+        pos = 0;
+        let want = need.max(READ_CHUNK).min(available as usize);
+        let have = buf.len();
+        if want > have {
+            buf.resize(want, 0);
+            file.read_exact_at(&mut buf[have..], offset + have as u64)?;
         }
     }
 }

@@ -161,12 +161,13 @@ pub struct JournalGateway {
 impl JournalGateway {
     pub fn new(name: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = portier::storage::open_db(dir.path(), 64 << 20).unwrap();
+        let journal_path = dir.path();
         let Journal {
             writer,
             reader,
             acker,
-        } = Journal::open(&db).unwrap();
+            ..
+        } = Journal::open(journal_path).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
