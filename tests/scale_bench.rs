@@ -73,6 +73,7 @@ struct Figures {
     append_p99: Duration,
     open: Duration,
     disk_per_event: Option<f64>,
+    disk_per_single: f64,
     rss: u64,
     drain_rate: Option<f64>,
 }
@@ -113,6 +114,11 @@ fn journal_at_scale() {
                 d * 1e7 / 1e9
             );
         }
+        println!(
+            "disk: {:.0} bytes per event appended one per commit, as the daemon does ({:.2} GB at 10 M)",
+            f.disk_per_single,
+            f.disk_per_single * 1e7 / 1e9
+        );
         println!(
             "peak RSS of this process so far: {:.1} MB (goal ≤ 100 MB)",
             f.rss as f64 / 1e6
@@ -230,11 +236,14 @@ fn measure(broker: &Broker, size: u64) -> Figures {
     // drop the measured events instead of appending them.
     let mut writer = writer.with_budget(u64::MAX);
     let mut latencies = Vec::with_capacity(APPENDS);
+    let disk_before = disk_bytes(&path);
     for i in 0..APPENDS as u64 {
         let t = Instant::now();
         writer.append(at(), vec![kind(i)]).unwrap();
         latencies.push(t.elapsed());
     }
+    // As the daemon writes: each event its own commit (its own frame).
+    let disk_per_single = disk_bytes(&path).saturating_sub(disk_before) as f64 / APPENDS as f64;
     latencies.sort();
     let waiting = reader.len();
     let drain = std::env::var_os("PORTIER_SCALE_NO_DRAIN").is_none();
@@ -262,6 +271,7 @@ fn measure(broker: &Broker, size: u64) -> Figures {
         append_p99: percentile(&latencies, 0.99),
         open,
         disk_per_event,
+        disk_per_single,
         rss: peak_rss(),
         drain_rate,
     }
@@ -377,4 +387,32 @@ fn one_per_message_rate(broker: &Broker, n: u64) -> f64 {
         let (took, ()) = tokio::join!(driver, publisher);
         n as f64 / took.as_secs_f64()
     })
+}
+
+/// Fill the journal directory `PORTIER_FILL_DIR` with `PORTIER_FILL_EVENTS`
+/// routine events waiting for central (`scripts/bench-daemon-rss` fills a
+/// state directory before starting the real daemon on it).
+#[test]
+#[ignore = "helper: scripts/bench-daemon-rss"]
+fn fill_a_journal() {
+    let Ok(dir) = std::env::var("PORTIER_FILL_DIR") else {
+        return;
+    };
+    let n: u64 = std::env::var("PORTIER_FILL_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000);
+    let mut writer = Journal::open(std::path::Path::new(&dir))
+        .unwrap()
+        .writer
+        .with_budget(u64::MAX);
+    let mut k = writer.next_seq() - 1;
+    while k < n {
+        let batch = FILL_BATCH.min(n - k);
+        writer
+            .append(at(), (k..k + batch).map(kind).collect())
+            .unwrap();
+        k += batch;
+    }
+    println!("filled: {n} events waiting in {dir}");
 }

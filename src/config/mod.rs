@@ -320,7 +320,7 @@ impl Config {
         self.gateway.state_dir.join("rules")
     }
 
-    /// Where the remote-command replay guard (and, before 0.5, the sled
+    /// Where the remote-command replay guard (and, in earlier versions, the sled
     /// event journal) lives: `<state_dir>/events`.
     pub fn events_dir(&self) -> PathBuf {
         self.gateway.state_dir.join("events")

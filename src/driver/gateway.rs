@@ -7,7 +7,7 @@
 //! State directory layout: `rules/` (the signed rules in sled, see
 //! [`crate::store`]), `journal/` (the event journal with the standing state
 //! in its frames, so one flush covers both, see [`crate::journal`]) and
-//! `events/` (sled: the remote commands already seen; before 0.5 also the
+//! `events/` (sled: the remote commands already seen; in earlier versions also the
 //! journal, moved to `journal/` at the first start).
 
 use std::collections::HashMap;

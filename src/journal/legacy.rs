@@ -1,4 +1,4 @@
-//! Moving a journal written by Portier 0.4 and earlier — the sled trees
+//! Moving a journal written by an earlier Portier version — the sled trees
 //! `journal.events`, `journal.meta` and `standing` of the `events/`
 //! database — into the segment journal, once, at the first start of this
 //! version. Nothing is lost: the events keep their sequence numbers, the

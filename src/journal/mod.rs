@@ -10,7 +10,7 @@
 //! with the latest state and the dropped counter, so opening reads only
 //! the newest segment: the cost of starting does not grow with the
 //! backlog. Segments are deleted whole once central acknowledged them.
-//! (Until 0.4 the journal was two sled trees: [`legacy`] moves such a
+//! (Earlier versions kept the journal in two sled trees: [`legacy`] moves such a
 //! journal over, events, state and counters, once.)
 //!
 //! Opening it yields three roles, so "one writer" is a type, not a habit:
