@@ -12,14 +12,13 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use portier::journal::{Event, EventKind, Journal};
-use portier::uplink::wire::{Ack, EventBatch};
+use portier::uplink::wire::EventBatch;
 use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, QoS};
-use support::broker::{Broker, spawn_uplink};
+use support::broker::{Broker, LeanCentral, spawn_uplink};
 
 const GW: &str = "gw-a";
 const APPENDS: usize = 2000;
@@ -248,7 +247,7 @@ fn measure(broker: &Broker, size: u64) -> Figures {
     let waiting = reader.len();
     let drain = std::env::var_os("PORTIER_SCALE_NO_DRAIN").is_none();
     let drain_rate = (size > 0 && drain).then(|| {
-        let central = LeanCentral::start(broker);
+        let central = LeanCentral::start(broker, GW);
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let started = Instant::now();
         let _uplink = spawn_uplink(&runtime, (reader.clone(), acker), broker, GW, |cfg| {
@@ -274,67 +273,6 @@ fn measure(broker: &Broker, size: u64) -> Figures {
         disk_per_single,
         rss: peak_rss(),
         drain_rate,
-    }
-}
-
-/// Central reduced to what the drain needs: decode each batch, check it
-/// continues the contiguous prefix, ack it. Keeps nothing per event.
-struct LeanCentral {
-    contiguous: Arc<AtomicU64>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl LeanCentral {
-    fn start(broker: &Broker) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let contiguous = Arc::new(AtomicU64::new(0));
-        let mut options = broker.options("central-lean", "central");
-        options.set_max_packet_size(256 << 20, 256 << 20);
-        options.set_inflight(100);
-        let (client, mut eventloop) = AsyncClient::new(options, 1024);
-        let upto = contiguous.clone();
-        runtime.spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(MqttEvent::Incoming(Incoming::ConnAck(_))) => {
-                        let _ = client
-                            .subscribe(format!("portier/v1/{GW}/events"), QoS::AtLeastOnce)
-                            .await;
-                    }
-                    Ok(MqttEvent::Incoming(Incoming::Publish(p))) => {
-                        let Ok(batch) = serde_cbor::from_slice::<EventBatch>(&p.payload) else {
-                            continue;
-                        };
-                        let mut n = upto.load(Ordering::Acquire);
-                        for e in &batch.events {
-                            if e.seq == n + 1 {
-                                n = e.seq;
-                            }
-                        }
-                        upto.store(n, Ordering::Release);
-                        let payload = serde_cbor::to_vec(&Ack { seq: n }).unwrap();
-                        let _ = client
-                            .publish(
-                                format!("portier/v1/{GW}/ack"),
-                                QoS::AtLeastOnce,
-                                false,
-                                payload,
-                            )
-                            .await;
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        Self {
-            contiguous,
-            _runtime: runtime,
-        }
     }
 }
 
@@ -387,32 +325,4 @@ fn one_per_message_rate(broker: &Broker, n: u64) -> f64 {
         let (took, ()) = tokio::join!(driver, publisher);
         n as f64 / took.as_secs_f64()
     })
-}
-
-/// Fill the journal directory `PORTIER_FILL_DIR` with `PORTIER_FILL_EVENTS`
-/// routine events waiting for central (`scripts/bench-daemon-rss` fills a
-/// state directory before starting the real daemon on it).
-#[test]
-#[ignore = "helper: scripts/bench-daemon-rss"]
-fn fill_a_journal() {
-    let Ok(dir) = std::env::var("PORTIER_FILL_DIR") else {
-        return;
-    };
-    let n: u64 = std::env::var("PORTIER_FILL_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000_000);
-    let mut writer = Journal::open(std::path::Path::new(&dir))
-        .unwrap()
-        .writer
-        .with_budget(u64::MAX);
-    let mut k = writer.next_seq() - 1;
-    while k < n {
-        let batch = FILL_BATCH.min(n - k);
-        writer
-            .append(at(), (k..k + batch).map(kind).collect())
-            .unwrap();
-        k += batch;
-    }
-    println!("filled: {n} events waiting in {dir}");
 }

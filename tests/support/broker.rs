@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -444,5 +445,84 @@ pub fn spawn_uplink_with(
         state,
         _status: status_tx,
         _shutdown: shutdown_tx,
+    }
+}
+
+/// Central reduced to what a drain needs, for one gateway: decode each
+/// batch, check it continues the contiguous prefix, ack it. Keeps nothing
+/// per event, so a bench can drain millions.
+pub struct LeanCentral {
+    /// The highest sequence number received with all before it.
+    pub contiguous: Arc<AtomicU64>,
+    client: AsyncClient,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl LeanCentral {
+    pub fn start(broker: &Broker, gateway: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let contiguous = Arc::new(AtomicU64::new(0));
+        let mut options = broker.options("central-lean", "central");
+        options.set_max_packet_size(256 << 20, 256 << 20);
+        options.set_inflight(100);
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        let upto = contiguous.clone();
+        let gw = gateway.to_owned();
+        let publisher = client.clone();
+        runtime.spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        let _ = client
+                            .subscribe(format!("portier/v1/{gw}/events"), QoS::AtLeastOnce)
+                            .await;
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let Ok(batch) = serde_cbor::from_slice::<EventBatch>(&p.payload) else {
+                            continue;
+                        };
+                        let mut n = upto.load(Ordering::Acquire);
+                        for e in &batch.events {
+                            if e.seq == n + 1 {
+                                n = e.seq;
+                            }
+                        }
+                        upto.store(n, Ordering::Release);
+                        let payload = serde_cbor::to_vec(&Ack { seq: n }).unwrap();
+                        let _ = client
+                            .publish(
+                                format!("portier/v1/{gw}/ack"),
+                                QoS::AtLeastOnce,
+                                false,
+                                payload,
+                            )
+                            .await;
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Self {
+            contiguous,
+            client: publisher,
+            runtime,
+        }
+    }
+
+    /// Publish `payload` to `topic` as central (QoS 1, not retained).
+    pub fn publish(&self, topic: &str, payload: Vec<u8>) {
+        let client = self.client.clone();
+        let topic = topic.to_owned();
+        self.runtime.block_on(async move {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        });
     }
 }
