@@ -140,7 +140,7 @@ fn events_arrive_in_order_and_are_deleted_only_on_the_central_ack() {
     };
     ack(400);
     wait_for(T, "400 deleted", || gw.reader.len() == 600);
-    assert_eq!(gw.reader.after(0, 1).unwrap()[0].seq, 401);
+    assert_eq!(gw.reader.records(0, 1).unwrap()[0].seq, 401);
     ack(1000);
     wait_for(T, "all deleted", || gw.reader.is_empty());
     wait_for(T, "state shows the ack", || {

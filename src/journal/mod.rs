@@ -643,14 +643,40 @@ impl JournalReader {
         self.records(0, 1)?.first().map(Record::decode).transpose()
     }
 
-    /// Up to `limit` kept records with a sequence number above `after`, in
-    /// order and without gaps, undecoded. A record that cannot be read
-    /// from disk comes back damaged ([`Record::decode`] says why).
+    /// Up to `limit` kept (not yet acknowledged) records with a sequence
+    /// number above `after`, in order and without gaps, undecoded: what
+    /// the uplink sends. A record that cannot be read from disk comes back
+    /// damaged ([`Record::decode`] says why).
     pub fn records(&self, after: u64, limit: usize) -> Result<Vec<Record>, JournalError> {
-        let until = self.next_seq();
-        let mut from = after
+        let from = after
             .saturating_add(1)
             .max(self.shared.oldest.load(Ordering::Acquire));
+        self.read_from(from, limit)
+    }
+
+    /// Up to `limit` events with a sequence number above `after`, in order,
+    /// acknowledged or not while their segment is still on disk: the
+    /// recent history the status page, the events API and the control
+    /// socket show (with central connected, events are acknowledged within
+    /// moments; the segment being written always keeps the latest ones).
+    pub fn after(&self, after: u64, limit: usize) -> Result<Vec<Event>, JournalError> {
+        let retained = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .first()
+            .map_or(u64::MAX, |s| s.first_seq);
+        let oldest = self.shared.oldest.load(Ordering::Acquire);
+        let from = after.saturating_add(1).max(retained.min(oldest));
+        self.read_from(from, limit)?
+            .iter()
+            .map(Record::decode)
+            .collect()
+    }
+
+    fn read_from(&self, mut from: u64, limit: usize) -> Result<Vec<Record>, JournalError> {
+        let until = self.next_seq();
         let mut out = Vec::new();
         if from >= until || limit == 0 {
             return Ok(out);
@@ -696,14 +722,6 @@ impl JournalReader {
             i += 1;
         }
         Ok(out)
-    }
-
-    /// Up to `limit` events with a sequence number above `after`, in order.
-    pub fn after(&self, after: u64, limit: usize) -> Result<Vec<Event>, JournalError> {
-        self.records(after, limit)?
-            .iter()
-            .map(Record::decode)
-            .collect()
     }
 }
 
@@ -1104,5 +1122,54 @@ mod tests {
         assert_eq!(journal.append(at(), vec![granted("w")]).unwrap().len(), 1);
         drop((journal, reader, acker));
         assert_eq!(Journal::open(dir.path()).unwrap().reader.dropped(), 3);
+    }
+
+    #[test]
+    fn readers_see_every_commit_while_it_is_written_rolled_and_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let Journal {
+            writer,
+            reader,
+            mut acker,
+            ..
+        } = Journal::open(dir.path()).unwrap();
+        let mut writer = writer.with_segment_bytes(4096);
+        // A backlog in big frames, as a fill leaves it.
+        for _ in 0..20 {
+            writer
+                .append(at(), (0..100).map(|i| granted(&i.to_string())).collect())
+                .unwrap();
+        }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let drain = reader.clone();
+        let acking = std::thread::spawn(move || {
+            let mut after = 0;
+            while !stop.load(Ordering::Acquire) {
+                let records = drain.records(after, 300).unwrap();
+                if let Some(last) = records.last() {
+                    after = last.seq;
+                    acker.delete_through(after).unwrap();
+                }
+            }
+        });
+        for i in 0..2000u64 {
+            let seq = writer.append(at(), vec![granted("x")]).unwrap()[0].seq;
+            if i % 3 == 0 {
+                writer
+                    .commit(at(), vec![], Some(i.to_le_bytes().to_vec()))
+                    .unwrap();
+            }
+            // Acknowledged or not, the latest events stay readable.
+            let seen = reader.after(seq - 1, 1000);
+            let seen = seen.unwrap_or_else(|e| panic!("seq {seq}: {e}"));
+            assert_eq!(seen.first().map(|e| e.seq), Some(seq), "seq {seq}");
+            // What the uplink reads never goes below the acknowledged.
+            let acked = reader.acked();
+            let unacked = reader.records(0, 1).unwrap();
+            assert!(unacked.first().is_none_or(|r| r.seq > acked));
+        }
+        done.store(true, Ordering::Release);
+        acking.join().unwrap();
     }
 }

@@ -454,6 +454,9 @@ pub fn spawn_uplink_with(
 pub struct LeanCentral {
     /// The highest sequence number received with all before it.
     pub contiguous: Arc<AtomicU64>,
+    /// Whether the gateway's retained status says online (it is sent after
+    /// the gateway's subscriptions, so a message published now reaches it).
+    pub online: Arc<std::sync::atomic::AtomicBool>,
     client: AsyncClient,
     runtime: tokio::runtime::Runtime,
 }
@@ -471,15 +474,26 @@ impl LeanCentral {
         options.set_inflight(100);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         let upto = contiguous.clone();
+        let online = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen_online = online.clone();
         let gw = gateway.to_owned();
         let publisher = client.clone();
         runtime.spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                        let _ = client
-                            .subscribe(format!("portier/v1/{gw}/events"), QoS::AtLeastOnce)
-                            .await;
+                        for t in ["events", "status"] {
+                            let _ = client
+                                .subscribe(format!("portier/v1/{gw}/{t}"), QoS::AtLeastOnce)
+                                .await;
+                        }
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) if p.topic.ends_with("/status") => {
+                        if let Ok(s) =
+                            serde_cbor::from_slice::<portier::uplink::wire::Status>(&p.payload)
+                        {
+                            seen_online.store(s.state == "online", Ordering::Release);
+                        }
                     }
                     Ok(Event::Incoming(Incoming::Publish(p))) => {
                         let Ok(batch) = serde_cbor::from_slice::<EventBatch>(&p.payload) else {
@@ -509,6 +523,7 @@ impl LeanCentral {
         });
         Self {
             contiguous,
+            online,
             client: publisher,
             runtime,
         }
