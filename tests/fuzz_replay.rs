@@ -36,3 +36,8 @@ fn rules_envelope_corpus() {
 fn rules_snapshot_corpus() {
     replay("snapshot", portier::rules::fuzz::snapshot);
 }
+
+#[test]
+fn journal_segment_corpus() {
+    replay("journal_segment", portier::journal::fuzz::segment);
+}

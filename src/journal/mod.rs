@@ -47,6 +47,7 @@
 //!   remote actions, presence, clock alarms) are always kept.
 
 mod frame;
+pub mod fuzz;
 pub mod legacy;
 mod segment;
 
@@ -296,7 +297,8 @@ fn read_tail(first: u64, path: &Path) -> std::io::Result<Option<Tail>> {
             );
         }
         frames += 1;
-        tail.next_seq = frame.next_seq();
+        // Never backwards, whatever a damaged file says: numbers are not reused.
+        tail.next_seq = tail.next_seq.max(frame.next_seq());
         tail.end = offset + flen;
         if let Some(d) = frame.dropped {
             tail.dropped = d;
@@ -480,6 +482,12 @@ impl JournalWriter {
         dropped: Option<u64>,
         state_given: bool,
     ) -> Result<(), JournalError> {
+        let Some(next) = first.checked_add(events.len() as u64) else {
+            return Err(self.shared.io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "sequence numbers exhausted (a damaged journal claims 2^64 events)",
+            )));
+        };
         // A new segment when the active one is full; never two segments
         // with the same first number (a state-only frame adds no event).
         let roll = match &self.active {
@@ -522,9 +530,7 @@ impl JournalWriter {
             active.end += self.buf.len() as u64;
             active.segment.set_end(active.end);
         }
-        self.shared
-            .next_seq
-            .store(first + events.len() as u64, Ordering::Release);
+        self.shared.next_seq.store(next, Ordering::Release);
         if let Some(total) = dropped {
             self.shared.dropped.store(total, Ordering::Release);
         }

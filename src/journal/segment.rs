@@ -136,27 +136,35 @@ impl Segment {
             next_seq: start_seq,
             ..Read::default()
         };
-        let stop = scan(&self.file, start, end, |_, _, frame, stepped_over| {
-            if let Some(damage) = stepped_over {
-                // The commit(s) between the last frame and this one.
-                let lost = read.next_seq.max(from)..frame.first_seq.min(until);
-                for seq in lost {
+        let stop = scan(&self.file, start, end, |offset, _, frame, stepped_over| {
+            // Numbers a frame skips were in a damaged commit (or never
+            // written): reported, so the reader leaves no gap.
+            if frame.first_seq > read.next_seq {
+                let damage = stepped_over.unwrap_or(Damage {
+                    from_seq: read.next_seq,
+                    offset,
+                    reason: "sequence numbers missing between commits",
+                });
+                for seq in read.next_seq.max(from)..frame.first_seq.min(until) {
                     if read.events.len() >= limit {
                         return false;
                     }
                     read.events.push((seq, Err(damage)));
                 }
+                read.next_seq = frame.first_seq;
             }
             for (seq, bytes) in frame.events() {
                 if seq >= until || read.events.len() >= limit {
                     return false;
                 }
-                if seq >= from {
+                // A frame that goes back over numbers already read is
+                // damage, not news: never a duplicate or a step back.
+                if seq >= from && seq >= read.next_seq {
                     read.events.push((seq, Ok(bytes.to_vec())));
                 }
+                read.next_seq = read.next_seq.max(seq + 1);
             }
-            read.next_seq = frame.next_seq();
-            read.events.len() < limit && frame.next_seq() < until
+            read.events.len() < limit && read.next_seq < until
         })?;
         if let Scan::Bad { offset, reason } = stop {
             read.damage = Some(Damage {
@@ -180,13 +188,14 @@ impl Segment {
                 damaged,
             } = &mut *index;
             let stop = scan(&self.file, *walked_to, end, |offset, len, frame, _| {
-                let last = points.last().map_or(0, |p| p.1);
-                if offset >= last + INDEX_EVERY {
+                let (last_seq, last_offset) = points.last().copied().unwrap_or_default();
+                // Points stay sorted by number, whatever the file holds.
+                if offset >= last_offset + INDEX_EVERY && frame.first_seq >= last_seq {
                     points.push((frame.first_seq, offset));
                 }
                 *walked_to = offset + len;
-                *next_seq = frame.next_seq();
-                frame.next_seq() <= seq
+                *next_seq = (*next_seq).max(frame.next_seq());
+                *next_seq <= seq
             })?;
             // A read from the last point meets the damage and reports it.
             *damaged = matches!(stop, Scan::Bad { .. });
