@@ -133,6 +133,45 @@ fn journal_at_scale() {
     assert_eq!(all.len(), sizes.len());
     let _ = all[0].size;
     anatomy(200_000);
+    if let Some(n) = std::env::var("PORTIER_SCALE_LEGACY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        legacy_move(n);
+    }
+}
+
+/// The one-off move of an earlier version's sled journal at the first
+/// start of this one, with `n` events waiting (`PORTIER_SCALE_LEGACY=n`).
+fn legacy_move(n: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = portier::storage::open_db(&dir.path().join("events"), 16 << 20).unwrap();
+    let events = db.open_tree("journal.events").unwrap();
+    let mut seq = 1u64;
+    while seq <= n {
+        let mut batch = sled::Batch::default();
+        for s in seq..(seq + FILL_BATCH).min(n + 1) {
+            let e = Event {
+                seq: s,
+                at: at(),
+                kind: kind(s),
+            };
+            batch.insert(&s.to_be_bytes(), serde_cbor::to_vec(&e).unwrap());
+        }
+        events.apply_batch(batch).unwrap();
+        seq += FILL_BATCH;
+    }
+    db.flush().unwrap();
+    let started = Instant::now();
+    let moved =
+        portier::journal::legacy::migrate(&db, &dir.path().join("journal"), &mut |_| {}).unwrap();
+    let took = started.elapsed();
+    assert_eq!(moved.map(|m| m.events), Some(n));
+    println!(
+        "legacy move of a sled journal at first start: {n} events in {:.1} s ({:.0} events/s)",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
 }
 
 /// Where a drain's time goes on the gateway, per event, without the

@@ -467,4 +467,21 @@ mod tests {
             .to_string();
         assert!(e.contains("unreadable"), "{e}");
     }
+
+    #[test]
+    fn an_upgrade_keeps_a_lockdown_written_by_the_sled_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::open_db(&dir.path().join("events"), 1 << 20).unwrap();
+        let mut state = StandingState::default();
+        state.lockdown.insert("lab".into());
+        db.open_tree("standing")
+            .unwrap()
+            .insert(b"state", StandingBook::encode(&state).unwrap())
+            .unwrap();
+        let journal_dir = dir.path().join("journal");
+        crate::journal::legacy::migrate(&db, &journal_dir, &mut |_| {}).unwrap();
+        let journal = Journal::open(&journal_dir).unwrap();
+        let restored = StandingBook::load(journal.state.as_deref(), Some(&db)).unwrap();
+        assert_eq!(restored, state);
+    }
 }

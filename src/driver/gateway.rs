@@ -79,7 +79,16 @@ pub async fn run(
     // Opened once: the writer goes to the daemon loop, the reader and the
     // acker to the uplink, clones of the reader to the status page.
     let journal_dir = config.journal_dir();
-    if let Some(moved) = crate::journal::legacy::migrate(&events_db, &journal_dir)
+    let mut reported = 0;
+    let mut progress = |moved: u64| {
+        if moved >= reported + 100_000 {
+            reported = moved;
+            service::extend_start(std::time::Duration::from_secs(30));
+            service::status(&format!("moving the event journal: {moved} events"));
+            tracing::info!(moved, "moving the sled event journal of an earlier version");
+        }
+    };
+    if let Some(moved) = crate::journal::legacy::migrate(&events_db, &journal_dir, &mut progress)
         .with_context(|| format!("moving the event journal to {}", journal_dir.display()))?
     {
         tracing::info!(

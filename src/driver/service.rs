@@ -25,6 +25,14 @@ pub fn stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
+/// Ask systemd for `by` more time to start: a long one-off step (moving an
+/// earlier version's journal) must not be killed by the start timeout and
+/// begun again from scratch.
+pub fn extend_start(by: Duration) {
+    let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+    notify(&[NotifyState::ExtendTimeoutUsec(usec)]);
+}
+
 /// A one-line status for `systemctl status`.
 pub fn status(text: &str) {
     notify(&[NotifyState::Status(text)]);

@@ -32,8 +32,14 @@ pub struct Moved {
 
 /// Move the sled journal in `db` into the segment journal at `dir`, if
 /// there is one and `dir` holds no journal yet. Sled trees left behind by
-/// an interrupted earlier move are dropped.
-pub fn migrate(db: &sled::Db, dir: &Path) -> Result<Option<Moved>, JournalError> {
+/// an interrupted earlier move are dropped. `progress` hears the number of
+/// events moved so far after every chunk (a long move asks systemd for
+/// more start time with it).
+pub fn migrate(
+    db: &sled::Db,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Option<Moved>, JournalError> {
     let io = |source| JournalError::Io {
         dir: dir.to_path_buf(),
         source,
@@ -94,6 +100,7 @@ pub fn migrate(db: &sled::Db, dir: &Path) -> Result<Option<Moved>, JournalError>
             if seq != chunk_first + chunk.len() as u64 || chunk.len() == CHUNK {
                 if !chunk.is_empty() {
                     journal.writer.import(chunk_first, &chunk, None, None)?;
+                    progress(moved);
                 }
                 chunk.clear();
                 chunk_first = seq;
@@ -173,7 +180,7 @@ mod tests {
             .insert(STANDING_KEY, &b"lockdown"[..])
             .unwrap();
         let journal_dir = dir.path().join("journal");
-        let moved = migrate(&db, &journal_dir).unwrap();
+        let moved = migrate(&db, &journal_dir, &mut |_| {}).unwrap();
         assert_eq!(
             moved,
             Some(Moved {
@@ -200,7 +207,7 @@ mod tests {
         assert_eq!(next.unwrap()[0].seq, 25_013);
         // Twice is once.
         drop(j);
-        assert_eq!(migrate(&db, &journal_dir).unwrap(), None);
+        assert_eq!(migrate(&db, &journal_dir, &mut |_| {}).unwrap(), None);
     }
 
     #[test]
@@ -211,7 +218,7 @@ mod tests {
         meta.insert(NEXT_SEQ, &900u64.to_be_bytes()).unwrap();
         meta.insert(OLDEST, &900u64.to_be_bytes()).unwrap();
         let journal_dir = dir.path().join("journal");
-        migrate(&db, &journal_dir).unwrap();
+        migrate(&db, &journal_dir, &mut |_| {}).unwrap();
         let j = Journal::open(&journal_dir).unwrap();
         assert_eq!(
             (j.writer.next_seq(), j.reader.len(), j.state),
