@@ -124,21 +124,10 @@ fn measure(broker: &Broker, waiting: u64) {
     let pty = PtyPair::new();
     let reader_key = support::key_file(d, "reader.scbk", &[0x3c; 16]);
     let mut reader = support::simulated_reader(&pty.a, &reader_key);
-    let body = format!(
-        "[gateway]\nid = \"{GW}\"\nbuilding = \"university-main\"\nstate_dir = \"state\"\n\
-         [trust]\ncentral_keys = [{:?}]\n\
-         [journal]\nmax_events = {}\n\
-         [[bus]]\nname = \"bus-1\"\nport = {:?}\n\
-         [[bus.pd]]\nname = \"side-reader\"\naddress = 1\nrole = \"reader\"\nkey_file = \"reader.scbk\"\n\
-         [[door]]\nid = \"side-entrance\"\nkind = \"standard\"\n\
-         readers = [{{ pd = \"side-reader\", direction = \"in\" }}]\n\
-         strike = {{ pd = \"side-reader\", output = 0 }}\n",
-        pki.join("central-signing.pub").display().to_string(),
-        // Above the backlog: a full journal would drop the routine events
-        // (grants, rules applied) this bench waits for.
-        waiting + 1_000_000,
-        pty.b.display().to_string()
-    );
+    // Above the backlog: a full journal would drop the routine events
+    // (grants, rules applied) this bench waits for.
+    let journal = format!("[journal]\nmax_events = {}\n", waiting + 1_000_000);
+    let body = support::side_entrance_config(GW, pki, &pty.b, &journal);
     let config = support::broker::write_config(d, GW, &body, broker);
     let signing = std::fs::read_to_string(pki.join("central-signing.key")).unwrap();
     let signer =
@@ -153,17 +142,7 @@ fn measure(broker: &Broker, waiting: u64) {
     let mut snapshot = source::parse_rules("rules", &rules, 1, now, later).unwrap();
     snapshot
         .credentials
-        .extend((0..CREDENTIALS).map(|n| portier::rules::Credential {
-            key: key(n),
-            display_name: None,
-            access_levels: vec!["building-in-office-hours".into()],
-            valid_from: None,
-            valid_until: Some(later),
-            blocked: None,
-            pin: None,
-            extended_unlock: false,
-            lockdown_exempt: false,
-        }));
+        .extend(support::bulk_credentials((0..CREDENTIALS).map(key), later));
     let blob = portier::rules::envelope::sign_snapshot(&signer, &snapshot).unwrap();
     std::fs::write(d.join("snapshot.cbor"), &blob).unwrap();
     support::portier_ok(&[

@@ -172,22 +172,14 @@ fn lockdown_latency_during_a_1m_snapshot_import() {
         |v: u64| move |e: &serde_json::Value| e["type"] == "rules_applied" && e["version"] == v;
     wait(&central, GW, applied(1));
     let mut big = portier::rules::source::parse_rules("rules", &rules, 2, now, later).unwrap();
-    big.credentials = (0..1_000_000u64)
-        .map(|n| portier::rules::Credential {
-            key: portier::rules::CredentialKey::H10304 {
-                facility: 7,
-                number: n,
-            },
-            display_name: None,
-            access_levels: vec!["building-in-office-hours".into()],
-            valid_from: None,
-            valid_until: Some(later),
-            blocked: None,
-            pin: None,
-            extended_unlock: false,
-            lockdown_exempt: false,
-        })
-        .collect();
+    big.credentials = support::bulk_credentials(
+        (0..1_000_000u64).map(|number| portier::rules::CredentialKey::H10304 {
+            facility: 7,
+            number,
+        }),
+        later,
+    )
+    .collect();
     let blob = portier::rules::envelope::sign_snapshot(&key, &big).unwrap();
     println!("1 M-credential snapshot: {} bytes", blob.len());
     // Commands from their own connection: not queued behind the snapshot

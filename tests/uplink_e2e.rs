@@ -48,17 +48,7 @@ fn rules_and_commands_from_central_act_at_the_door() {
     let pty = PtyPair::new();
     let key = support::key_file(d, "reader.scbk", &[0x3c; 16]);
     let mut reader = support::simulated_reader(&pty.a, &key);
-    let body = format!(
-        "[gateway]\nid = \"{GW}\"\nbuilding = \"university-main\"\nstate_dir = \"state\"\n\
-         [trust]\ncentral_keys = [{:?}]\n\
-         [[bus]]\nname = \"bus-1\"\nport = {:?}\n\
-         [[bus.pd]]\nname = \"side-reader\"\naddress = 1\nrole = \"reader\"\nkey_file = \"reader.scbk\"\n\
-         [[door]]\nid = \"side-entrance\"\nkind = \"standard\"\n\
-         readers = [{{ pd = \"side-reader\", direction = \"in\" }}]\n\
-         strike = {{ pd = \"side-reader\", output = 0 }}\n",
-        pki.join("central-signing.pub").display().to_string(),
-        pty.b.display().to_string()
-    );
+    let body = support::side_entrance_config(GW, pki, &pty.b, "");
     let config = support::broker::write_config(d, GW, &body, &broker);
     portier(&["check-config", "--config", config.to_str().unwrap()]);
     let daemon = JsonChild::spawn(

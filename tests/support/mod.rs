@@ -283,6 +283,44 @@ pub fn simulated_reader(port: &Path, key: &Path) -> JsonChild {
     )
 }
 
+/// A building-wide credential (level `building-in-office-hours`, valid
+/// until `until`) for each key: the bulk of a campus-sized snapshot.
+#[allow(dead_code)] // used by some test crates only
+pub fn bulk_credentials(
+    keys: impl Iterator<Item = portier::rules::CredentialKey>,
+    until: jiff::Timestamp,
+) -> impl Iterator<Item = portier::rules::Credential> {
+    keys.map(move |key| portier::rules::Credential {
+        key,
+        display_name: None,
+        access_levels: vec!["building-in-office-hours".into()],
+        valid_from: None,
+        valid_until: Some(until),
+        blocked: None,
+        pin: None,
+        extended_unlock: false,
+        lockdown_exempt: false,
+    })
+}
+
+/// The config body of one building with one door, the side entrance, and
+/// Portier's reader simulator (`reader.scbk`) on `port`; central's key from
+/// `pki`; `extra` goes after `[trust]` (e.g. a `[journal]` section).
+#[allow(dead_code)] // used by some test crates only
+pub fn side_entrance_config(gateway: &str, pki: &Path, port: &Path, extra: &str) -> String {
+    format!(
+        "[gateway]\nid = \"{gateway}\"\nbuilding = \"university-main\"\nstate_dir = \"state\"\n\
+         [trust]\ncentral_keys = [{:?}]\n{extra}\
+         [[bus]]\nname = \"bus-1\"\nport = {:?}\n\
+         [[bus.pd]]\nname = \"side-reader\"\naddress = 1\nrole = \"reader\"\nkey_file = \"reader.scbk\"\n\
+         [[door]]\nid = \"side-entrance\"\nkind = \"standard\"\n\
+         readers = [{{ pd = \"side-reader\", direction = \"in\" }}]\n\
+         strike = {{ pd = \"side-reader\", output = 0 }}\n",
+        pki.join("central-signing.pub").display().to_string(),
+        port.display().to_string()
+    )
+}
+
 pub mod broker;
 pub mod central;
 pub mod gateway;
