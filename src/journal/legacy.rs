@@ -97,6 +97,11 @@ pub fn migrate(
             if seq >= next_seq {
                 break;
             }
+            if seq < chunk_first + chunk.len() as u64 {
+                // Not an 8-byte key, or out of order: not an event of ours.
+                tracing::warn!(key = ?key.as_ref(), "journal move: skipping a malformed key");
+                continue;
+            }
             if seq != chunk_first + chunk.len() as u64 || chunk.len() == CHUNK {
                 if !chunk.is_empty() {
                     journal.writer.import(chunk_first, &chunk, None, None)?;

@@ -28,10 +28,15 @@
 //!   and the dropped counter are in memory as atomics: no call on the hot
 //!   paths (card → relay, uplink drain, status page, `/metrics`) scans;
 //!   finding a sequence number is a binary search over segments and over a
-//!   sparse index of each, then at most 64 KiB of reading;
+//!   sparse index of each, then a read of about 64 KiB;
 //! - [`JournalWriter::commit`] returns only after its frame is on disk;
 //! - a crash leaves a prefix of the commits, never a gap: a torn last
-//!   frame fails its checksum and is cut off at the next open;
+//!   frame fails its checksum and is cut off at the next open; a new
+//!   segment appears (by rename) only with its first frame on disk;
+//! - numbers never go back at open, whatever the disk says: not below any
+//!   segment's name nor below what central acknowledged; a damaged commit
+//!   after the last readable state stops the open ([`JournalError::StateUnreadable`])
+//!   rather than start from an older state;
 //! - acknowledgements are written without a flush: a crash may bring
 //!   acknowledged events back, and they are sent again — central stores by
 //!   `(gateway, seq)`, duplicates are allowed, gaps are not;
@@ -92,6 +97,16 @@ pub enum JournalError {
     /// An event could not be encoded (a bug, not bad input).
     #[error("encoding an event: {0}")]
     Encode(serde_cbor::Error),
+    /// The newest commits are damaged on disk and one of them may have
+    /// carried the standing state: starting from an older state (or none)
+    /// could lift a lockdown, so the journal does not open.
+    #[error(
+        "event journal in {0}: the standing state (lockdown, overrides, presence) cannot be read: \
+         the newest commits in {1} are damaged. Move the journal directory aside to start without \
+         it (lockdown and overrides are then forgotten; the events waiting stay in the moved \
+         directory)"
+    )]
+    StateUnreadable(PathBuf, PathBuf),
     /// A sled journal of an earlier version could not be moved over.
     #[error("moving the sled journal of an earlier version over: {0}")]
     Legacy(#[from] sled::Error),
@@ -190,28 +205,43 @@ impl Journal {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
-        let mut found = segment::list(dir).map_err(io)?;
-        let mut tail = None;
-        while let Some((first, path)) = found.last() {
-            match read_tail(*first, path).map_err(io)? {
-                Some(t) => {
-                    tail = Some(t);
-                    break;
-                }
-                // A segment whose first frame never reached the disk (a
-                // crash while rolling over): the one before is the tail.
-                None => {
-                    tracing::warn!(path = %path.display(), "journal: removing a segment with no complete frame");
-                    std::fs::remove_file(path).map_err(io)?;
-                    found.pop();
-                }
+        // A roll-over interrupted before its rename: never committed.
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().is_some_and(|x| x == "tmp") {
+                std::fs::remove_file(&path).map_err(io)?;
             }
         }
-        let (next_seq, dropped, state, tail_end) = match tail {
+        let found = segment::list(dir).map_err(io)?;
+        let tail = match found.last() {
+            Some((first, path)) => match read_tail(*first, path).map_err(io)? {
+                TailRead::Tail(t) => Some(t),
+                // A segment is renamed into place only after its first
+                // frame is on disk: none whole here is damage, and the
+                // state it carried is not known.
+                TailRead::StateUnknown => {
+                    return Err(JournalError::StateUnreadable(
+                        dir.to_path_buf(),
+                        path.clone(),
+                    ));
+                }
+            },
+            None => None,
+        };
+        let (tail_next, dropped, state, tail_end) = match tail {
             Some(t) => (t.next_seq, t.dropped, t.state, t.end),
             None => (1, 0, None, 0),
         };
         let acked = read_acked(dir).unwrap_or(0);
+        // Numbers never go back: not below a segment's name, nor below
+        // what central acknowledged, whatever a damaged tail says.
+        let floor = found
+            .iter()
+            .map(|(first, _)| *first)
+            .max()
+            .unwrap_or(1)
+            .max(acked.saturating_add(1));
+        let next_seq = tail_next.max(floor);
         let first_kept = found.first().map_or(next_seq, |(first, _)| *first);
         let oldest = acked.saturating_add(1).max(first_kept).min(next_seq);
         let count = found.len();
@@ -264,14 +294,25 @@ impl Journal {
     }
 }
 
-/// Read the whole segment; cut a torn last frame off. `None` when it has
-/// no complete frame.
-fn read_tail(first: u64, path: &Path) -> std::io::Result<Option<Tail>> {
+/// What opening found in the newest segment.
+enum TailRead {
+    /// Its bounds, counter and state (a torn last frame cut off).
+    Tail(Tail),
+    /// A damaged commit after the last readable state: the state is not
+    /// known.
+    StateUnknown,
+}
+
+/// Read the whole newest segment: its last number, dropped counter and
+/// state; cut a torn last frame off. Every segment's first frame carries
+/// the state, so the state is known unless a damaged commit comes after
+/// the last one that could be read.
+fn read_tail(first: u64, path: &Path) -> std::io::Result<TailRead> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     let len = file.metadata()?.len();
     let mut magic = [0u8; 8];
     if len < magic.len() as u64 {
-        return Ok(None);
+        return Ok(TailRead::StateUnknown);
     }
     file.read_exact_at(&mut magic, 0)?;
     if &magic != segment::MAGIC {
@@ -286,7 +327,7 @@ fn read_tail(first: u64, path: &Path) -> std::io::Result<Option<Tail>> {
         state: None,
         end: segment::MAGIC.len() as u64,
     };
-    let mut frames = 0u64;
+    let mut state_known = false;
     let stop = segment::scan(&file, tail.end, len, |offset, flen, frame, stepped_over| {
         if let Some(d) = stepped_over {
             tracing::error!(
@@ -295,8 +336,8 @@ fn read_tail(first: u64, path: &Path) -> std::io::Result<Option<Tail>> {
                 reason = d.reason,
                 "journal: a damaged commit inside the newest segment; its events are reported as unreadable"
             );
+            state_known = false;
         }
-        frames += 1;
         // Never backwards, whatever a damaged file says: numbers are not reused.
         tail.next_seq = tail.next_seq.max(frame.next_seq());
         tail.end = offset + flen;
@@ -304,11 +345,14 @@ fn read_tail(first: u64, path: &Path) -> std::io::Result<Option<Tail>> {
             tail.dropped = d;
         }
         if let Some(s) = frame.state {
-            tail.state = Some(s.to_vec());
+            tail.state = (!s.is_empty()).then(|| s.to_vec());
+            state_known = true;
         }
         true
     })?;
     if let segment::Scan::Bad { offset, reason } = stop {
+        // Nothing whole after it: the commit being written when the
+        // process or the power went (its flush never returned).
         tracing::warn!(
             path = %path.display(),
             offset,
@@ -319,7 +363,11 @@ fn read_tail(first: u64, path: &Path) -> std::io::Result<Option<Tail>> {
         file.set_len(offset)?;
         file.sync_all()?;
     }
-    Ok((frames > 0).then_some(tail))
+    Ok(if state_known {
+        TailRead::Tail(tail)
+    } else {
+        TailRead::StateUnknown
+    })
 }
 
 fn read_acked(dir: &Path) -> Option<u64> {
@@ -377,6 +425,10 @@ impl JournalWriter {
     /// every [`FULL_ALARM_EVERY`] drops. Returns the kinds to append and
     /// the new dropped total, if it moved.
     fn budget(&mut self, mut kinds: Vec<EventKind>) -> (Vec<EventKind>, Option<u64>) {
+        if kinds.is_empty() {
+            // A state alone: no news about the episode either way.
+            return (kinds, None);
+        }
         let kept = self.next_seq() - self.shared.oldest.load(Ordering::Acquire);
         let room = self.max_events.saturating_sub(kept);
         if kinds.len() as u64 <= room {
@@ -443,11 +495,12 @@ impl JournalWriter {
             .map(serde_cbor::to_vec)
             .collect::<Result<Vec<_>, _>>()
             .map_err(JournalError::Encode)?;
-        let state_given = state.is_some();
-        if state_given {
+        self.write_frame(first, &encoded, dropped, state.as_deref())?;
+        // Only now: a state whose frame failed is not repeated at the head
+        // of the next segment.
+        if state.is_some() {
             self.state = state;
         }
-        self.write_frame(first, &encoded, dropped, state_given)?;
         Ok(events)
     }
 
@@ -460,15 +513,15 @@ impl JournalWriter {
         dropped: Option<u64>,
         state: Option<Vec<u8>>,
     ) -> Result<(), JournalError> {
-        let state_given = state.is_some();
-        if state_given {
-            self.state = state;
-        }
         if self.active.is_none() {
             self.shared.next_seq.store(first, Ordering::Release);
             self.shared.oldest.store(first, Ordering::Release);
         }
-        self.write_frame(first, events, dropped, state_given)
+        self.write_frame(first, events, dropped, state.as_deref())?;
+        if state.is_some() {
+            self.state = state;
+        }
+        Ok(())
     }
 
     /// One frame, one write, one `fdatasync`; then readers may see it. A
@@ -480,14 +533,22 @@ impl JournalWriter {
         first: u64,
         events: &[Vec<u8>],
         dropped: Option<u64>,
-        state_given: bool,
+        new_state: Option<&[u8]>,
     ) -> Result<(), JournalError> {
-        let Some(next) = first.checked_add(events.len() as u64) else {
-            return Err(self.shared.io(std::io::Error::new(
+        let refuse = |why: &str| {
+            self.shared.io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                "sequence numbers exhausted (a damaged journal claims 2^64 events)",
-            )));
+                why.to_owned(),
+            ))
         };
+        let Some(next) = first.checked_add(events.len() as u64) else {
+            return Err(refuse(
+                "sequence numbers exhausted (a damaged journal claims 2^64 events)",
+            ));
+        };
+        if self.active.is_some() && first < self.next_seq() {
+            return Err(refuse("a commit would reuse sequence numbers"));
+        }
         // A new segment when the active one is full; never two segments
         // with the same first number (a state-only frame adds no event).
         let roll = match &self.active {
@@ -499,21 +560,27 @@ impl JournalWriter {
         if roll {
             self.buf.extend_from_slice(segment::MAGIC);
         }
-        // Every segment opens with the state and the counter, so that
-        // opening the journal reads only the newest segment.
+        // Every segment opens with the state (empty: none yet) and the
+        // counter, so that opening the journal reads only the newest
+        // segment and knows when a damaged commit hid the state.
+        let state = match new_state {
+            Some(s) => Some(s),
+            None if roll => Some(self.state.as_deref().unwrap_or_default()),
+            None => None,
+        };
         frame::encode(
             &mut self.buf,
             frame::FrameOut {
                 first_seq: first,
                 dropped: if roll { Some(dropped_total) } else { dropped },
-                state: if roll || state_given {
-                    self.state.as_deref()
-                } else {
-                    None
-                },
+                state,
             },
             events.iter().map(Vec::as_slice),
         );
+        let body = self.buf.len() - if roll { segment::MAGIC.len() } else { 0 };
+        if body > frame::HEADER + frame::MAX_BODY {
+            return Err(refuse("a commit larger than a frame may be (64 MiB)"));
+        }
         if roll {
             self.roll(first)?;
         } else if let Some(active) = &mut self.active {
@@ -537,25 +604,29 @@ impl JournalWriter {
         Ok(())
     }
 
-    /// Create the segment starting at `first` holding the frame in `buf`,
-    /// make it and its directory entry durable, and write there from now.
+    /// Create the segment starting at `first` holding the frame in `buf`:
+    /// written and flushed under a temporary name, then renamed into place
+    /// and the directory flushed, so a segment file is never seen without
+    /// its first frame. Written there from now on.
     fn roll(&mut self, first: u64) -> Result<(), JournalError> {
         let path = self.shared.dir.join(segment::file_name(first));
+        let tmp = path.with_extension("seg.tmp");
         let created = (|| {
             let mut file = OpenOptions::new()
                 .create(true)
                 .truncate(true)
                 .write(true)
-                .open(&path)?;
+                .open(&tmp)?;
             file.write_all(&self.buf)?;
             file.sync_data()?;
+            std::fs::rename(&tmp, &path)?;
             File::open(&self.shared.dir)?.sync_all()?;
             Ok(file)
         })();
         let file = match created {
             Ok(file) => file,
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(&tmp);
                 return Err(self.shared.io(e));
             }
         };
@@ -765,14 +836,17 @@ impl JournalAcker {
         // Not flushed: a crash at worst brings acknowledged events back.
         let mut record = through.to_le_bytes().to_vec();
         record.extend_from_slice(&crc32fast::hash(&through.to_le_bytes()).to_le_bytes());
-        OpenOptions::new()
+        let written = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(self.shared.dir.join(ACKED_FILE))
-            .and_then(|f| f.write_all_at(&record, 0))
-            .map_err(|e| self.shared.io(e))?;
+            .and_then(|f| f.write_all_at(&record, 0));
+        // Deleting does not need the record (the next open takes the
+        // oldest segment's name as the floor), and frees space on a disk
+        // too full to write it.
         self.forget_acknowledged_segments();
+        written.map_err(|e| self.shared.io(e))?;
         Ok(after - oldest)
     }
 
@@ -1005,22 +1079,103 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_without_a_whole_frame_is_dropped_at_open() {
+    fn a_roll_over_cut_before_its_rename_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path()).unwrap();
         j.writer
             .commit(at(), vec![granted("a")], Some(b"kept".to_vec()))
             .unwrap();
         drop(j);
-        // A crash while rolling over: the new file has only its magic.
-        std::fs::write(dir.path().join(segment::file_name(2)), segment::MAGIC).unwrap();
+        // The crash came while the next segment was written under its
+        // temporary name.
+        let tmp = dir
+            .path()
+            .join(segment::file_name(2))
+            .with_extension("seg.tmp");
+        std::fs::write(&tmp, segment::MAGIC).unwrap();
         let mut j = Journal::open(dir.path()).unwrap();
+        assert!(!tmp.exists());
         assert_eq!(segment_files(dir.path()), vec![1]);
         assert_eq!(
             (j.writer.next_seq(), j.state.as_deref()),
             (2, Some(&b"kept"[..]))
         );
         assert_eq!(j.writer.append(at(), vec![granted("b")]).unwrap()[0].seq, 2);
+    }
+
+    #[test]
+    fn a_newest_segment_without_a_whole_frame_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.writer
+            .commit(at(), vec![granted("a")], Some(b"lockdown".to_vec()))
+            .unwrap();
+        drop(j);
+        // Renamed into place only with its first frame: this is damage,
+        // and that frame may have carried a newer state.
+        std::fs::write(dir.path().join(segment::file_name(2)), segment::MAGIC).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path()),
+            Err(JournalError::StateUnreadable(..))
+        ));
+    }
+
+    #[test]
+    fn a_damaged_commit_after_the_last_state_stops_the_open_but_not_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let mut ends = Vec::new();
+        let (_, path) = {
+            j.writer
+                .commit(at(), vec![granted("a")], Some(b"one".to_vec()))
+                .unwrap();
+            segment::list(dir.path()).unwrap().pop().unwrap()
+        };
+        ends.push(std::fs::metadata(&path).unwrap().len());
+        j.writer
+            .commit(at(), vec![granted("b")], Some(b"two".to_vec()))
+            .unwrap();
+        ends.push(std::fs::metadata(&path).unwrap().len());
+        j.writer.append(at(), vec![granted("c")]).unwrap();
+        drop(j);
+        let good = std::fs::read(&path).unwrap();
+        // The second commit (a state) damaged, a whole one after it.
+        let mut bytes = good.clone();
+        bytes[((ends[0] + ends[1]) / 2) as usize] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Journal::open(dir.path()).unwrap_err();
+        assert!(matches!(e, JournalError::StateUnreadable(..)), "{e}");
+        assert!(e.to_string().contains("lockdown"), "{e}");
+        // The third commit (no state) damaged instead: the state is known,
+        // the events are all there or reported, nothing is cut.
+        let mut bytes = good.clone();
+        bytes[ends[1] as usize + 3] ^= 0x10;
+        bytes.extend_from_slice(&good[ends[0] as usize..ends[1] as usize]);
+        std::fs::write(&path, &bytes).unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.state.as_deref(), Some(&b"two"[..]));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+        drop(j);
+    }
+
+    #[test]
+    fn numbers_never_go_back_below_what_central_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.writer.append(at(), vec![granted("a")]).unwrap();
+        j.acker.delete_through(1).unwrap();
+        drop(j);
+        // The acknowledged bound says more than the segment (its tail was
+        // lost to a disk that lied about its flush).
+        let mut record = 700u64.to_le_bytes().to_vec();
+        record.extend_from_slice(&crc32fast::hash(&700u64.to_le_bytes()).to_le_bytes());
+        std::fs::write(dir.path().join(ACKED_FILE), record).unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        assert_eq!(
+            j.writer.append(at(), vec![granted("b")]).unwrap()[0].seq,
+            701
+        );
+        assert_eq!(j.reader.records(0, 10).unwrap().len(), 1);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! header, written only at the end, and deleted whole once central has
 //! acknowledged everything in it. Reading goes through a sparse index of
 //! frame offsets, built lazily as frames are first passed, so finding a
-//! sequence number costs a binary search and at most [`INDEX_EVERY`] bytes
-//! of scanning — never a scan of the backlog.
+//! sequence number costs a binary search and a read of about
+//! [`INDEX_EVERY`] bytes (one [`READ_CHUNK`] at least) — never a scan of
+//! the backlog.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -223,9 +224,11 @@ pub(super) enum Scan {
 
 /// Visit the frames of `file` from `start` up to `end` in order; the
 /// visitor gets each frame's offset and length, and the damage stepped
-/// over just before it, and returns whether to go on. A damaged frame is
-/// stepped over when a whole frame (or the end) follows it, so one flipped
-/// bit costs one commit, not the rest of the segment.
+/// over just before it, and returns whether to go on. Bytes that are not a
+/// frame are stepped over when a whole frame follows them (found by its
+/// own length, or by searching forward for the next frame whose checksum
+/// holds), so one flipped bit costs one commit, not the rest of the
+/// segment. `Bad` is returned only when nothing whole follows: a torn tail.
 pub(super) fn scan(
     file: &File,
     start: u64,
@@ -236,85 +239,117 @@ pub(super) fn scan(
     let mut buf_at = start; // file offset of buf[0]
     let mut pos = 0usize; // parse position in buf
     let mut stepped_over: Option<Damage> = None;
-    let mut expected_seq = None;
+    let mut expected_seq = 0;
     loop {
         let offset = buf_at + pos as u64;
         if offset >= end {
-            if let Some(d) = stepped_over {
-                return Ok(Scan::Bad {
+            return Ok(match stepped_over {
+                Some(d) => Scan::Bad {
                     offset: d.offset,
                     reason: d.reason,
-                });
-            }
-            return Ok(Scan::Clean(offset));
+                },
+                None => Scan::Clean(offset),
+            });
         }
-        let need = match frame::parse(&buf[pos..]) {
-            Parsed::Frame(frame, len) => {
-                if offset + len as u64 > end {
-                    return Ok(Scan::Bad {
-                        offset,
-                        reason: "frame runs past the committed end",
-                    });
-                }
+        let available = end - offset;
+        let step = match frame::parse(&buf[pos..]) {
+            Parsed::Frame(frame, len) if len as u64 <= available => {
                 pos += len;
-                expected_seq = Some(frame.next_seq());
+                expected_seq = frame.next_seq();
                 if !visit(offset, len as u64, &frame, stepped_over.take()) {
                     return Ok(Scan::Clean(offset + len as u64));
                 }
                 continue;
             }
+            Parsed::Frame(..) => Step::Bad("frame runs past the committed end"),
             Parsed::Damaged(len, reason) => {
                 let after = offset + len as u64;
-                let follows = after <= end
-                    && (after == end
-                        || matches!(
-                            frame::parse(buf.get(pos + len..).unwrap_or_default()),
-                            Parsed::Frame(..)
-                        ));
-                if follows {
+                match frame::parse(buf.get(pos + len..).unwrap_or_default()) {
+                    _ if after == end => Step::Over(len, reason),
+                    Parsed::Frame(..) if after < end => Step::Over(len, reason),
+                    // The next frame may just not be in the buffer yet.
+                    Parsed::Short(n) if after < end && buf.len() - pos < len + n => {
+                        Step::Need(len + n)
+                    }
+                    _ => Step::Bad(reason),
+                }
+            }
+            Parsed::Short(need) if need as u64 <= available => Step::Need(need),
+            Parsed::Short(_) => Step::Bad("frame cut short"),
+            Parsed::Bad(reason) => Step::Bad(reason),
+        };
+        let step = match step {
+            // The frame claims bytes past the end: a torn or damaged tail.
+            Step::Need(need) if need as u64 > available => Step::Bad("frame cut short"),
+            step => step,
+        };
+        match step {
+            Step::Need(need) => {
+                // Refill: keep the unparsed tail, read at least `need`.
+                buf.drain(..pos);
+                buf_at = offset;
+                pos = 0;
+                let want = need.max(READ_CHUNK).min(available as usize);
+                let have = buf.len();
+                if want > have {
+                    buf.resize(want, 0);
+                    file.read_exact_at(&mut buf[have..], offset + have as u64)?;
+                }
+            }
+            Step::Over(len, reason) => {
+                stepped_over.get_or_insert(Damage {
+                    from_seq: expected_seq,
+                    offset,
+                    reason,
+                });
+                pos += len;
+            }
+            Step::Bad(reason) => match resync(file, offset + 1, end)? {
+                Some(next) => {
                     stepped_over.get_or_insert(Damage {
-                        from_seq: expected_seq.unwrap_or(0),
+                        from_seq: expected_seq,
                         offset,
                         reason,
                     });
-                    pos += len;
-                    continue;
+                    buf.clear();
+                    buf_at = next;
+                    pos = 0;
                 }
-                // The next frame may just not be in the buffer yet.
-                let next_need = match frame::parse(buf.get(pos + len..).unwrap_or_default()) {
-                    Parsed::Short(n) if after < end => len + n,
-                    _ => return Ok(Scan::Bad { offset, reason }),
-                };
-                if buf.len() - pos >= next_need {
-                    return Ok(Scan::Bad { offset, reason });
+                None => {
+                    let first = stepped_over.unwrap_or(Damage {
+                        from_seq: expected_seq,
+                        offset,
+                        reason,
+                    });
+                    return Ok(Scan::Bad {
+                        offset: first.offset,
+                        reason: first.reason,
+                    });
                 }
-                next_need
-            }
-            Parsed::Short(need) => need,
-            Parsed::Bad(reason) => return Ok(Scan::Bad { offset, reason }),
-        };
-        let available = end - offset;
-        if need as u64 > available {
-            if let Some(d) = stepped_over {
-                return Ok(Scan::Bad {
-                    offset: d.offset,
-                    reason: d.reason,
-                });
-            }
-            return Ok(Scan::Bad {
-                offset,
-                reason: "frame cut short",
-            });
-        }
-        // Refill: keep the unparsed tail, read at least `need`.
-        buf.drain(..pos);
-        buf_at = offset;
-        pos = 0;
-        let want = need.max(READ_CHUNK).min(available as usize);
-        let have = buf.len();
-        if want > have {
-            buf.resize(want, 0);
-            file.read_exact_at(&mut buf[have..], offset + have as u64)?;
+            },
         }
     }
+}
+
+/// What to do at the parse position.
+enum Step {
+    /// Read until this many bytes are buffered.
+    Need(usize),
+    /// A damaged frame of this length with a frame (or the end) after it.
+    Over(usize, &'static str),
+    /// Not a frame: search for the next one.
+    Bad(&'static str),
+}
+
+/// The offset of the first whole frame in `from..end`, if any: after bytes
+/// that are not a frame, where the commits go on.
+fn resync(file: &File, from: u64, end: u64) -> std::io::Result<Option<u64>> {
+    if from >= end {
+        return Ok(None);
+    }
+    let mut rest = vec![0u8; usize::try_from(end - from).unwrap_or(usize::MAX)];
+    file.read_exact_at(&mut rest, from)?;
+    Ok((0..rest.len())
+        .find(|&i| matches!(frame::parse(&rest[i..]), Parsed::Frame(..)))
+        .map(|i| from + i as u64))
 }
