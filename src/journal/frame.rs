@@ -3,16 +3,32 @@
 //! one CRC, so that a commit is on disk whole or not at all.
 //!
 //! ```text
-//! frame  = len:u32le crc:u32le body            crc = CRC-32 of body
+//! frame  = len:u32le crc:u32le body            crc = CRC-32 of salt ‖ body
 //! body   = first_seq:u64le flags:u8
 //!          [dropped:u64le]                     flags & DROPPED
 //!          [state_len:varint state]            flags & STATE
 //!          (event_len:varint event_cbor)*      seqs first_seq, first_seq+1, …
 //! ```
 //!
+//! The salt is the segment's own (random, in its header): an event's text
+//! (a user name as typed at the admin login, say) can hold bytes shaped
+//! like a frame, and a reader searching past damaged bytes for the next
+//! frame must not take those for a commit. Without the salt their checksum
+//! cannot be made to hold.
+//!
 //! Pure: bytes in, bytes or a parsed view out. Lengths are LEB128 varints
 //! (one or two bytes for an event), so a one-event commit costs 19 bytes of
 //! framing, not sled's page and key overhead.
+
+/// A segment's checksum salt.
+pub(super) type Salt = [u8; 8];
+
+fn checksum(salt: &Salt, body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(salt);
+    h.update(body);
+    h.finalize()
+}
 
 /// Bytes of `len` and `crc` before every body.
 pub(super) const HEADER: usize = 8;
@@ -38,6 +54,7 @@ pub(super) struct FrameOut<'a> {
 /// Append the frame of `out` and `events` (CBOR, in sequence order) to `buf`.
 pub(super) fn encode<'e>(
     buf: &mut Vec<u8>,
+    salt: &Salt,
     out: FrameOut<'_>,
     events: impl IntoIterator<Item = &'e [u8]>,
 ) {
@@ -63,7 +80,7 @@ pub(super) fn encode<'e>(
     }
     let body = &buf[start + HEADER..];
     let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
-    let crc = crc32fast::hash(body);
+    let crc = checksum(salt, body);
     buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
     buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
 }
@@ -119,8 +136,8 @@ pub(super) enum Parsed<'a> {
     Bad(&'static str),
 }
 
-/// Parse the frame at the start of `buf`.
-pub(super) fn parse(buf: &[u8]) -> Parsed<'_> {
+/// Parse the frame at the start of `buf`, checked with `salt`.
+pub(super) fn parse<'b>(buf: &'b [u8], salt: &Salt) -> Parsed<'b> {
     if buf.len() < HEADER {
         return Parsed::Short(HEADER);
     }
@@ -133,7 +150,7 @@ pub(super) fn parse(buf: &[u8]) -> Parsed<'_> {
     let Some(body) = buf.get(HEADER..total) else {
         return Parsed::Short(total);
     };
-    if crc32fast::hash(body) != crc {
+    if checksum(salt, body) != crc {
         return Parsed::Damaged(total, "frame checksum mismatch");
     }
     match parse_body(body) {
@@ -213,10 +230,13 @@ fn get_varint(buf: &[u8]) -> Option<(u64, usize)> {
 mod tests {
     use super::*;
 
+    const SALT: Salt = *b"saltsalt";
+
     fn frame(first_seq: u64, state: Option<&[u8]>, events: &[&[u8]]) -> Vec<u8> {
         let mut buf = Vec::new();
         encode(
             &mut buf,
+            &SALT,
             FrameOut {
                 first_seq,
                 dropped: Some(7),
@@ -231,7 +251,7 @@ mod tests {
     fn a_frame_round_trips() {
         let big = vec![0xa5u8; 300];
         let buf = frame(41, Some(b"state"), &[b"one", &big, b""]);
-        let Parsed::Frame(f, len) = parse(&buf) else {
+        let Parsed::Frame(f, len) = parse(&buf, &SALT) else {
             panic!("not a frame")
         };
         assert_eq!(len, buf.len());
@@ -249,7 +269,7 @@ mod tests {
         let buf = frame(1, None, &[b"granted", b"door closed"]);
         for cut in 0..buf.len() {
             assert!(
-                matches!(parse(&buf[..cut]), Parsed::Short(n) if n > cut),
+                matches!(parse(&buf[..cut], &SALT), Parsed::Short(n) if n > cut),
                 "cut at {cut}"
             );
         }
@@ -258,11 +278,21 @@ mod tests {
                 let mut flipped = buf.clone();
                 flipped[i] ^= 1 << bit;
                 assert!(
-                    !matches!(parse(&flipped), Parsed::Frame(..)),
+                    !matches!(parse(&flipped, &SALT), Parsed::Frame(..)),
                     "flip of bit {bit} in byte {i} accepted"
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_frame_does_not_check_under_another_segments_salt() {
+        let buf = frame(7, None, &[b"user name as typed"]);
+        assert!(matches!(parse(&buf, &SALT), Parsed::Frame(..)));
+        assert!(matches!(
+            parse(&buf, b"other!!!"),
+            Parsed::Damaged(_, "frame checksum mismatch")
+        ));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Entry point for the journal's fuzz target (`fuzz/`) and the corpus
-//! replay test: arbitrary bytes as the body of a segment file, as disk
-//! damage or a torn write could leave it. A panic here is a bug, never bad
+//! replay test: arbitrary bytes after a segment file's magic (its salt,
+//! then frames), as disk damage or a torn write could leave it. A panic here is a bug, never bad
 //! input.
 
 use super::{Journal, segment};

@@ -18,8 +18,9 @@ const STANDING_KEY: &[u8] = b"state";
 const NEXT_SEQ: &[u8] = b"next_seq";
 const OLDEST: &[u8] = b"oldest";
 const DROPPED: &[u8] = b"dropped";
-/// Events per frame while moving.
-const CHUNK: usize = 10_000;
+/// Events per frame while moving (~260 KiB: well inside the distance a
+/// reader searches past a damaged frame for the next one).
+const CHUNK: usize = 2_000;
 
 /// What was moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

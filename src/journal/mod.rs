@@ -264,6 +264,7 @@ impl Journal {
         });
         let active = match shared.segments().last() {
             Some(seg) => Some(Active {
+                salt: seg.salt(),
                 file: OpenOptions::new().write(true).open(&seg.path).map_err(io)?,
                 segment: seg.clone(),
                 end: seg.end(),
@@ -310,64 +311,92 @@ enum TailRead {
 fn read_tail(first: u64, path: &Path) -> std::io::Result<TailRead> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     let len = file.metadata()?.len();
-    let mut magic = [0u8; 8];
-    if len < magic.len() as u64 {
+    if len < segment::HEAD {
         return Ok(TailRead::StateUnknown);
     }
-    file.read_exact_at(&mut magic, 0)?;
-    if &magic != segment::MAGIC {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{}: not a Portier journal segment", path.display()),
-        ));
-    }
+    let salt = segment::read_head(&file, path)?;
     let mut tail = Tail {
         next_seq: first,
         dropped: 0,
         state: None,
-        end: segment::MAGIC.len() as u64,
+        end: segment::HEAD,
     };
     let mut state_known = false;
-    let stop = segment::scan(&file, tail.end, len, |offset, flen, frame, stepped_over| {
-        if let Some(d) = stepped_over {
+    let stop = segment::scan(
+        &file,
+        &salt,
+        tail.end,
+        len,
+        |offset, flen, frame, stepped_over| {
+            if let Some(d) = stepped_over {
+                tracing::error!(
+                    path = %path.display(),
+                    offset = d.offset,
+                    reason = d.reason,
+                    "journal: a damaged commit inside the newest segment; its events are reported as unreadable"
+                );
+                state_known = false;
+            }
+            // Never backwards, whatever a damaged file says: numbers are not reused.
+            tail.next_seq = tail.next_seq.max(frame.next_seq());
+            tail.end = offset + flen;
+            if let Some(d) = frame.dropped {
+                tail.dropped = d;
+            }
+            if let Some(s) = frame.state {
+                tail.state = (!s.is_empty()).then(|| s.to_vec());
+                state_known = true;
+            }
+            true
+        },
+    )?;
+    match stop {
+        segment::Scan::Bad {
+            offset,
+            reason,
+            torn: true,
+        } => {
+            // Nothing after it: the commit being written when the process
+            // or the power went (its flush never returned).
+            tracing::warn!(
+                path = %path.display(),
+                offset,
+                cut = len - offset,
+                reason,
+                "journal: cutting off a torn last commit (a crash while writing it)"
+            );
+            file.set_len(offset)?;
+            file.sync_all()?;
+        }
+        segment::Scan::Bad {
+            offset,
+            reason,
+            torn: false,
+        } => {
+            // A committed frame is damaged and nothing whole follows: it
+            // may have carried the latest state. Nothing is cut.
             tracing::error!(
                 path = %path.display(),
-                offset = d.offset,
-                reason = d.reason,
-                "journal: a damaged commit inside the newest segment; its events are reported as unreadable"
+                offset,
+                reason,
+                "journal: a damaged commit at the end of the newest segment, followed by a later write"
             );
-            state_known = false;
+            return Ok(TailRead::StateUnknown);
         }
-        // Never backwards, whatever a damaged file says: numbers are not reused.
-        tail.next_seq = tail.next_seq.max(frame.next_seq());
-        tail.end = offset + flen;
-        if let Some(d) = frame.dropped {
-            tail.dropped = d;
-        }
-        if let Some(s) = frame.state {
-            tail.state = (!s.is_empty()).then(|| s.to_vec());
-            state_known = true;
-        }
-        true
-    })?;
-    if let segment::Scan::Bad { offset, reason } = stop {
-        // Nothing whole after it: the commit being written when the
-        // process or the power went (its flush never returned).
-        tracing::warn!(
-            path = %path.display(),
-            offset,
-            cut = len - offset,
-            reason,
-            "journal: cutting off a torn last commit (a crash while writing it)"
-        );
-        file.set_len(offset)?;
-        file.sync_all()?;
+        segment::Scan::Clean(_) => {}
     }
     Ok(if state_known {
         TailRead::Tail(tail)
     } else {
         TailRead::StateUnknown
     })
+}
+
+/// A fresh salt for a new segment.
+fn new_salt() -> frame::Salt {
+    let mut salt = frame::Salt::default();
+    crate::clock::os_entropy(&mut salt);
+    salt
 }
 
 fn read_acked(dir: &Path) -> Option<u64> {
@@ -382,6 +411,8 @@ fn read_acked(dir: &Path) -> Option<u64> {
 struct Active {
     segment: Arc<Segment>,
     file: File,
+    /// Its checksum salt.
+    salt: frame::Salt,
     /// Bytes committed (what readers may see).
     end: u64,
 }
@@ -556,9 +587,14 @@ impl JournalWriter {
             Some(a) => a.end >= self.segment_bytes && a.segment.first_seq < first,
         };
         let dropped_total = dropped.unwrap_or_else(|| self.shared.dropped.load(Ordering::Acquire));
+        let salt = match &self.active {
+            Some(a) if !roll => a.salt,
+            _ => new_salt(),
+        };
         self.buf.clear();
         if roll {
             self.buf.extend_from_slice(segment::MAGIC);
+            self.buf.extend_from_slice(&salt);
         }
         // Every segment opens with the state (empty: none yet) and the
         // counter, so that opening the journal reads only the newest
@@ -570,6 +606,7 @@ impl JournalWriter {
         };
         frame::encode(
             &mut self.buf,
+            &salt,
             frame::FrameOut {
                 first_seq: first,
                 dropped: if roll { Some(dropped_total) } else { dropped },
@@ -577,12 +614,12 @@ impl JournalWriter {
             },
             events.iter().map(Vec::as_slice),
         );
-        let body = self.buf.len() - if roll { segment::MAGIC.len() } else { 0 };
+        let body = self.buf.len() - if roll { segment::HEAD as usize } else { 0 };
         if body > frame::HEADER + frame::MAX_BODY {
             return Err(refuse("a commit larger than a frame may be (64 MiB)"));
         }
         if roll {
-            self.roll(first)?;
+            self.roll(first, salt)?;
         } else if let Some(active) = &mut self.active {
             let written = active
                 .file
@@ -608,7 +645,7 @@ impl JournalWriter {
     /// written and flushed under a temporary name, then renamed into place
     /// and the directory flushed, so a segment file is never seen without
     /// its first frame. Written there from now on.
-    fn roll(&mut self, first: u64) -> Result<(), JournalError> {
+    fn roll(&mut self, first: u64, salt: frame::Salt) -> Result<(), JournalError> {
         let path = self.shared.dir.join(segment::file_name(first));
         let tmp = path.with_extension("seg.tmp");
         let created = (|| {
@@ -620,7 +657,11 @@ impl JournalWriter {
             file.write_all(&self.buf)?;
             file.sync_data()?;
             std::fs::rename(&tmp, &path)?;
-            File::open(&self.shared.dir)?.sync_all()?;
+            if let Err(e) = File::open(&self.shared.dir).and_then(|d| d.sync_all()) {
+                // Renamed but not durably: not committed, so not kept.
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
             Ok(file)
         })();
         let file = match created {
@@ -637,7 +678,12 @@ impl JournalWriter {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(segment.clone());
-        self.active = Some(Active { segment, file, end });
+        self.active = Some(Active {
+            segment,
+            file,
+            salt,
+            end,
+        });
         Ok(())
     }
 }
@@ -731,8 +777,8 @@ impl JournalReader {
         self.read_from(from, limit)
     }
 
-    /// Up to `limit` events with a sequence number above `after`, in order,
-    /// acknowledged or not while their segment is still on disk: the
+    /// Up to `limit` readable events with a sequence number above `after`,
+    /// in order, acknowledged or not while their segment is still on disk: the
     /// recent history the status page, the events API and the control
     /// socket show (with central connected, events are acknowledged within
     /// moments; the segment being written always keeps the latest ones).
@@ -746,10 +792,13 @@ impl JournalReader {
             .map_or(u64::MAX, |s| s.first_seq);
         let oldest = self.shared.oldest.load(Ordering::Acquire);
         let from = after.saturating_add(1).max(retained.min(oldest));
-        self.read_from(from, limit)?
+        // What cannot be read is left out here: the uplink reports it
+        // (`journal_record_skipped`); a page must not go blank for it.
+        Ok(self
+            .read_from(from, limit)?
             .iter()
-            .map(Record::decode)
-            .collect()
+            .filter_map(|r| r.decode().ok())
+            .collect())
     }
 
     fn read_from(&self, mut from: u64, limit: usize) -> Result<Vec<Record>, JournalError> {
@@ -1093,6 +1142,7 @@ mod tests {
             .join(segment::file_name(2))
             .with_extension("seg.tmp");
         std::fs::write(&tmp, segment::MAGIC).unwrap();
+        // (a temporary file is never read, whatever it holds)
         let mut j = Journal::open(dir.path()).unwrap();
         assert!(!tmp.exists());
         assert_eq!(segment_files(dir.path()), vec![1]);
@@ -1156,6 +1206,76 @@ mod tests {
         assert_eq!(j.state.as_deref(), Some(&b"two"[..]));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
         drop(j);
+    }
+
+    #[test]
+    fn a_damaged_commit_that_a_later_write_followed_is_not_cut_as_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.writer
+            .commit(at(), vec![granted("a")], Some(b"one".to_vec()))
+            .unwrap();
+        let (_, path) = segment::list(dir.path()).unwrap().pop().unwrap();
+        let first_end = std::fs::metadata(&path).unwrap().len() as usize;
+        j.writer
+            .commit(at(), vec![granted("b")], Some(b"lockdown".to_vec()))
+            .unwrap();
+        let second_end = std::fs::metadata(&path).unwrap().len() as usize;
+        drop(j);
+        // The lockdown commit rots; then a write begun after it was torn.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let torn = bytes[first_end..second_end][..12].to_vec();
+        bytes[first_end + 12] ^= 0x01;
+        bytes.extend_from_slice(&torn);
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path()),
+            Err(JournalError::StateUnreadable(..))
+        ));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_frame_hidden_in_event_text_is_never_taken_for_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.writer
+            .commit(at(), vec![granted("a")], Some(b"lockdown".to_vec()))
+            .unwrap();
+        let (_, path) = segment::list(dir.path()).unwrap().pop().unwrap();
+        let before = std::fs::metadata(&path).unwrap().len() as usize;
+        // A login name as typed, shaped like a frame that claims "no
+        // state" and numbers near the end (under a salt guessed as zero),
+        // all of it ASCII.
+        let planted = (0x3f3f_3f3f_3f3f_3f00u64..)
+            .map(|first_seq| {
+                let mut planted = Vec::new();
+                frame::encode(
+                    &mut planted,
+                    &[0; 8],
+                    frame::FrameOut {
+                        first_seq,
+                        dropped: None,
+                        state: Some(b""),
+                    },
+                    std::iter::empty(),
+                );
+                planted
+            })
+            .find(|p| p.is_ascii())
+            .unwrap();
+        let text = String::from_utf8(planted.clone()).unwrap();
+        j.writer
+            .append(at(), vec![EventKind::DoorForced { door: text.into() }])
+            .unwrap();
+        drop(j);
+        // Its commit's length field is then damaged.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[before + 2] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.state.as_deref(), Some(&b"lockdown"[..]));
+        assert!(j.writer.next_seq() < 10, "{}", j.writer.next_seq());
     }
 
     #[test]

@@ -13,14 +13,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::frame::{self, Frame, Parsed};
+use super::frame::{self, Frame, Parsed, Salt};
 
-/// The first bytes of every segment file (format version 1).
-pub(super) const MAGIC: &[u8; 8] = b"PRTJRNL1";
+/// The first bytes of every segment file (format version 2: salted).
+pub(super) const MAGIC: &[u8; 8] = b"PRTJRNL2";
+/// Magic and salt: where the first frame starts.
+pub(super) const HEAD: u64 = 16;
 /// The file name's extension.
 const EXTENSION: &str = "seg";
 /// One index point per this many bytes of segment.
 const INDEX_EVERY: u64 = 64 << 10;
+/// How far past damaged bytes to search for the next frame: commits are
+/// small (an earlier version's journal is moved in frames of ~260 KiB),
+/// and the search costs a checksum per plausible length.
+const RESYNC_WINDOW: u64 = 1 << 20;
 /// How much a scan reads at a time.
 const READ_CHUNK: usize = 256 << 10;
 
@@ -59,6 +65,8 @@ pub(super) struct Segment {
     pub path: PathBuf,
     /// A read handle (positional reads; shared by every reader).
     file: File,
+    /// The checksum salt from its header.
+    salt: Salt,
     /// Bytes committed: readers never look beyond (the writer is ahead).
     end: AtomicU64,
     /// Frame offsets seen so far.
@@ -103,18 +111,25 @@ impl Segment {
     /// A segment with `end` bytes committed.
     pub(super) fn open(first_seq: u64, path: PathBuf, end: u64) -> std::io::Result<Self> {
         let file = File::open(&path)?;
+        let salt = read_head(&file, &path)?;
         Ok(Self {
             first_seq,
             path,
             file,
+            salt,
             end: AtomicU64::new(end),
             index: Mutex::new(SparseIndex {
-                points: vec![(first_seq, MAGIC.len() as u64)],
-                walked_to: MAGIC.len() as u64,
+                points: vec![(first_seq, HEAD)],
+                walked_to: HEAD,
                 next_seq: first_seq,
                 damaged: false,
             }),
         })
+    }
+
+    /// Its checksum salt.
+    pub(super) fn salt(&self) -> Salt {
+        self.salt
     }
 
     /// Bytes committed.
@@ -137,37 +152,43 @@ impl Segment {
             next_seq: start_seq,
             ..Read::default()
         };
-        let stop = scan(&self.file, start, end, |offset, _, frame, stepped_over| {
-            // Numbers a frame skips were in a damaged commit (or never
-            // written): reported, so the reader leaves no gap.
-            if frame.first_seq > read.next_seq {
-                let damage = stepped_over.unwrap_or(Damage {
-                    from_seq: read.next_seq,
-                    offset,
-                    reason: "sequence numbers missing between commits",
-                });
-                for seq in read.next_seq.max(from)..frame.first_seq.min(until) {
-                    if read.events.len() >= limit {
+        let stop = scan(
+            &self.file,
+            &self.salt,
+            start,
+            end,
+            |offset, _, frame, stepped_over| {
+                // Numbers a frame skips were in a damaged commit (or never
+                // written): reported, so the reader leaves no gap.
+                if frame.first_seq > read.next_seq {
+                    let damage = stepped_over.unwrap_or(Damage {
+                        from_seq: read.next_seq,
+                        offset,
+                        reason: "sequence numbers missing between commits",
+                    });
+                    for seq in read.next_seq.max(from)..frame.first_seq.min(until) {
+                        if read.events.len() >= limit {
+                            return false;
+                        }
+                        read.events.push((seq, Err(damage)));
+                    }
+                    read.next_seq = frame.first_seq;
+                }
+                for (seq, bytes) in frame.events() {
+                    if seq >= until || read.events.len() >= limit {
                         return false;
                     }
-                    read.events.push((seq, Err(damage)));
+                    // A frame that goes back over numbers already read is
+                    // damage, not news: never a duplicate or a step back.
+                    if seq >= from && seq >= read.next_seq {
+                        read.events.push((seq, Ok(bytes.to_vec())));
+                    }
+                    read.next_seq = read.next_seq.max(seq + 1);
                 }
-                read.next_seq = frame.first_seq;
-            }
-            for (seq, bytes) in frame.events() {
-                if seq >= until || read.events.len() >= limit {
-                    return false;
-                }
-                // A frame that goes back over numbers already read is
-                // damage, not news: never a duplicate or a step back.
-                if seq >= from && seq >= read.next_seq {
-                    read.events.push((seq, Ok(bytes.to_vec())));
-                }
-                read.next_seq = read.next_seq.max(seq + 1);
-            }
-            read.events.len() < limit && read.next_seq < until
-        })?;
-        if let Scan::Bad { offset, reason } = stop {
+                read.events.len() < limit && read.next_seq < until
+            },
+        )?;
+        if let Scan::Bad { offset, reason, .. } = stop {
             read.damage = Some(Damage {
                 from_seq: read.next_seq,
                 offset,
@@ -188,16 +209,22 @@ impl Segment {
                 next_seq,
                 damaged,
             } = &mut *index;
-            let stop = scan(&self.file, *walked_to, end, |offset, len, frame, _| {
-                let (last_seq, last_offset) = points.last().copied().unwrap_or_default();
-                // Points stay sorted by number, whatever the file holds.
-                if offset >= last_offset + INDEX_EVERY && frame.first_seq >= last_seq {
-                    points.push((frame.first_seq, offset));
-                }
-                *walked_to = offset + len;
-                *next_seq = (*next_seq).max(frame.next_seq());
-                *next_seq <= seq
-            })?;
+            let stop = scan(
+                &self.file,
+                &self.salt,
+                *walked_to,
+                end,
+                |offset, len, frame, _| {
+                    let (last_seq, last_offset) = points.last().copied().unwrap_or_default();
+                    // Points stay sorted by number, whatever the file holds.
+                    if offset >= last_offset + INDEX_EVERY && frame.first_seq >= last_seq {
+                        points.push((frame.first_seq, offset));
+                    }
+                    *walked_to = offset + len;
+                    *next_seq = (*next_seq).max(frame.next_seq());
+                    *next_seq <= seq
+                },
+            )?;
             // A read from the last point meets the damage and reports it.
             *damaged = matches!(stop, Scan::Bad { .. });
         }
@@ -213,12 +240,17 @@ pub(super) enum Scan {
     /// At `end`, or where the visitor said stop; the offset after the last
     /// frame visited.
     Clean(u64),
-    /// On bytes that are not a frame, at this offset.
+    /// On bytes that are not a frame, at this offset, with nothing whole
+    /// after them.
     Bad {
         /// Where.
         offset: u64,
         /// Why.
         reason: &'static str,
+        /// Whether this can be the commit that was being written (nothing
+        /// came after it), rather than a damaged commit that a later write
+        /// followed.
+        torn: bool,
     },
 }
 
@@ -231,6 +263,7 @@ pub(super) enum Scan {
 /// segment. `Bad` is returned only when nothing whole follows: a torn tail.
 pub(super) fn scan(
     file: &File,
+    salt: &Salt,
     start: u64,
     end: u64,
     mut visit: impl FnMut(u64, u64, &Frame<'_>, Option<Damage>) -> bool,
@@ -239,6 +272,9 @@ pub(super) fn scan(
     let mut buf_at = start; // file offset of buf[0]
     let mut pos = 0usize; // parse position in buf
     let mut stepped_over: Option<Damage> = None;
+    // A whole-length damaged frame with bytes after it: a later write
+    // followed it, so it is not the torn commit being written.
+    let mut followed = false;
     let mut expected_seq = 0;
     loop {
         let offset = buf_at + pos as u64;
@@ -247,15 +283,17 @@ pub(super) fn scan(
                 Some(d) => Scan::Bad {
                     offset: d.offset,
                     reason: d.reason,
+                    torn: !followed,
                 },
                 None => Scan::Clean(offset),
             });
         }
         let available = end - offset;
-        let step = match frame::parse(&buf[pos..]) {
+        let step = match frame::parse(&buf[pos..], salt) {
             Parsed::Frame(frame, len) if len as u64 <= available => {
                 pos += len;
                 expected_seq = frame.next_seq();
+                followed = false;
                 if !visit(offset, len as u64, &frame, stepped_over.take()) {
                     return Ok(Scan::Clean(offset + len as u64));
                 }
@@ -264,7 +302,8 @@ pub(super) fn scan(
             Parsed::Frame(..) => Step::Bad("frame runs past the committed end"),
             Parsed::Damaged(len, reason) => {
                 let after = offset + len as u64;
-                match frame::parse(buf.get(pos + len..).unwrap_or_default()) {
+                followed |= after < end;
+                match frame::parse(buf.get(pos + len..).unwrap_or_default(), salt) {
                     _ if after == end => Step::Over(len, reason),
                     Parsed::Frame(..) if after < end => Step::Over(len, reason),
                     // The next frame may just not be in the buffer yet.
@@ -304,7 +343,7 @@ pub(super) fn scan(
                 });
                 pos += len;
             }
-            Step::Bad(reason) => match resync(file, offset + 1, end)? {
+            Step::Bad(reason) => match resync(file, salt, offset + 1, end)? {
                 Some(next) => {
                     stepped_over.get_or_insert(Damage {
                         from_seq: expected_seq,
@@ -321,9 +360,13 @@ pub(super) fn scan(
                         offset,
                         reason,
                     });
+                    // Bytes beyond the search window were not looked at:
+                    // not provably a torn tail.
+                    let unsearched = end.saturating_sub(offset + 1) > RESYNC_WINDOW;
                     return Ok(Scan::Bad {
                         offset: first.offset,
                         reason: first.reason,
+                        torn: !followed && !unsearched,
                     });
                 }
             },
@@ -341,15 +384,40 @@ enum Step {
     Bad(&'static str),
 }
 
-/// The offset of the first whole frame in `from..end`, if any: after bytes
-/// that are not a frame, where the commits go on.
-fn resync(file: &File, from: u64, end: u64) -> std::io::Result<Option<u64>> {
+/// The offset of the first whole frame in `from..end` (within
+/// [`RESYNC_WINDOW`]), if any: after bytes that are not a frame, where the
+/// commits go on.
+fn resync(file: &File, salt: &Salt, from: u64, end: u64) -> std::io::Result<Option<u64>> {
     if from >= end {
         return Ok(None);
     }
-    let mut rest = vec![0u8; usize::try_from(end - from).unwrap_or(usize::MAX)];
+    let len = (end - from).min(RESYNC_WINDOW);
+    let mut rest = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
     file.read_exact_at(&mut rest, from)?;
     Ok((0..rest.len())
-        .find(|&i| matches!(frame::parse(&rest[i..]), Parsed::Frame(..)))
+        .find(|&i| matches!(frame::parse(&rest[i..], salt), Parsed::Frame(..)))
         .map(|i| from + i as u64))
+}
+
+/// Check a segment's magic and read its salt.
+pub(super) fn read_head(file: &File, path: &Path) -> std::io::Result<Salt> {
+    let mut head = [0u8; HEAD as usize];
+    file.read_exact_at(&mut head, 0).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("{}: no segment header: {e}", path.display()),
+        )
+    })?;
+    if &head[..MAGIC.len()] != MAGIC {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{}: not a Portier journal segment (version 2)",
+                path.display()
+            ),
+        ));
+    }
+    let mut salt = Salt::default();
+    salt.copy_from_slice(&head[MAGIC.len()..]);
+    Ok(salt)
 }
