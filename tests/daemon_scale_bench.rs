@@ -28,7 +28,7 @@ use portier::journal::{EventKind, Journal};
 use portier::rules::{CredentialKey, source};
 use serde_json::{Value, json};
 use support::broker::{Broker, LeanCentral};
-use support::{JsonChild, PtyPair, portier_bin, repo};
+use support::{JsonChild, PtyPair, percentile, portier_bin, repo};
 
 const GW: &str = "gw-university-1";
 const CREDENTIALS: u64 = 1_000_000;
@@ -54,29 +54,32 @@ fn ask(socket: &Path, request: &Value) -> Value {
 }
 
 /// The first journaled event after `after` matching `pred`, polled through
-/// the control socket (a read from `after`, not from the oldest waiting).
-fn wait_event(socket: &Path, after: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+/// the control socket (a read from `after`, not from the oldest waiting);
+/// `None` after [`T`].
+fn wait_event(socket: &Path, after: u64, pred: impl Fn(&Value) -> bool) -> Option<Value> {
     let end = Instant::now() + T;
-    loop {
+    while Instant::now() < end {
         let r = ask(
             socket,
             &json!({"query": "events", "after": after, "limit": 1000}),
         );
         let events = r["result"].as_array().cloned().unwrap_or_default();
         if let Some(e) = events.into_iter().find(|e| pred(e)) {
-            return e;
+            return Some(e);
         }
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for {what}; after {after}: {}",
-            serde_json::to_string(&r["result"])
-                .unwrap_or_default()
-                .chars()
-                .take(2000)
-                .collect::<String>()
-        );
         std::thread::sleep(Duration::from_millis(2));
     }
+    None
+}
+
+/// The last lines a child logged, for a failure message.
+fn log_tail(child: &JsonChild) -> String {
+    let log = child.stderr.lock().unwrap();
+    let start = log.len().saturating_sub(4000);
+    let start = (start..log.len())
+        .find(|&i| log.is_char_boundary(i))
+        .unwrap_or(log.len());
+    log[start..].to_owned()
 }
 
 fn present(reader: &mut JsonChild, key: &CredentialKey) {
@@ -86,19 +89,11 @@ fn present(reader: &mut JsonChild, key: &CredentialKey) {
 
 /// `(VmRSS, VmHWM)` of a process, bytes.
 fn rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+    let pid = pid.to_string();
+    (
+        support::proc_memory(&pid, "VmRSS:"),
+        support::proc_memory(&pid, "VmHWM:"),
+    )
 }
 
 #[test]
@@ -226,16 +221,28 @@ fn measure(broker: &Broker, waiting: u64) {
         let bytes = portier::rules::envelope::sign_delta(&signer, &delta).unwrap();
         let sent = portier::driver::daemon::wall_now();
         central.publish(&format!("{prefix}/delta"), bytes);
-        let applied = wait_event(&socket, after, "rules_applied", |e| {
+        let applied = wait_event(&socket, after, |e| {
             e["type"] == "rules_applied" && e["version"] == version
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "delta {version} not applied; daemon log:\n{}",
+                log_tail(&daemon)
+            )
         });
         let at: jiff::Timestamp = applied["at"].as_str().unwrap().parse().unwrap();
         latencies.push(at.duration_since(sent).unsigned_abs());
         after = applied["seq"].as_u64().unwrap();
         present(&mut reader, &key(number));
         let credential = key(number).to_string();
-        let denied = wait_event(&socket, after, "the revoked card denied", |e| {
+        let denied = wait_event(&socket, after, |e| {
             e["type"] == "access_denied" && e["credential"] == credential.as_str()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{credential} not denied; daemon log:\n{}",
+                log_tail(&daemon)
+            )
         });
         assert_eq!(denied["reason"], "blocked", "{denied}");
         after = denied["seq"].as_u64().unwrap();
@@ -253,17 +260,16 @@ fn measure(broker: &Broker, waiting: u64) {
         let credential = key(number).to_string();
         let t = Instant::now();
         present(&mut reader, &key(number));
-        let e = std::panic::catch_unwind(|| {
-            wait_event(&socket, after, "a decision", |e| {
-                (e["type"] == "access_granted" || e["type"] == "access_denied")
-                    && e["credential"] == credential.as_str()
-            })
+        let e = wait_event(&socket, after, |e| {
+            (e["type"] == "access_granted" || e["type"] == "access_denied")
+                && e["credential"] == credential.as_str()
         })
-        .unwrap_or_else(|_| {
-            let log = daemon.stderr.lock().unwrap().clone();
-            let tail: String = log.chars().rev().take(4000).collect::<Vec<_>>().into_iter().rev().collect();
-            let pd: String = reader.stderr.lock().unwrap().chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
-            panic!("no decision for {credential}; daemon alive: {:?}\ndaemon log tail:\n{tail}\nreader log tail:\n{pd}", std::fs::metadata(format!("/proc/{pid}")).is_ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no decision for {credential}; daemon log:\n{}\nreader log:\n{}",
+                log_tail(&daemon),
+                log_tail(&reader)
+            )
         });
         decided.push(t.elapsed());
         after = e["seq"].as_u64().unwrap();

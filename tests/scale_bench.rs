@@ -19,6 +19,7 @@ use portier::journal::{Event, EventKind, Journal};
 use portier::uplink::wire::EventBatch;
 use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, QoS};
 use support::broker::{Broker, LeanCentral, spawn_uplink};
+use support::percentile;
 
 const GW: &str = "gw-a";
 const APPENDS: usize = 2000;
@@ -36,10 +37,6 @@ fn at() -> jiff::Timestamp {
     "2026-11-23T22:00:00Z".parse().unwrap()
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
-}
-
 /// Bytes the directory takes on disk (allocated blocks, not apparent size).
 fn disk_bytes(dir: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -54,16 +51,6 @@ fn disk_bytes(dir: &std::path::Path) -> u64 {
         };
     }
     total
-}
-
-/// Peak resident set of this process, bytes (VmHWM).
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 struct Figures {
@@ -310,7 +297,7 @@ fn measure(broker: &Broker, size: u64) -> Figures {
         open,
         disk_per_event,
         disk_per_single,
-        rss: peak_rss(),
+        rss: support::proc_memory("self", "VmHWM:"),
         drain_rate,
     }
 }

@@ -233,15 +233,10 @@ impl Journal {
             None => (1, 0, None, 0),
         };
         let acked = read_acked(dir).unwrap_or(0);
-        // Numbers never go back: not below a segment's name, nor below
-        // what central acknowledged, whatever a damaged tail says.
-        let floor = found
-            .iter()
-            .map(|(first, _)| *first)
-            .max()
-            .unwrap_or(1)
-            .max(acked.saturating_add(1));
-        let next_seq = tail_next.max(floor);
+        // Numbers never go back: not below the newest segment's name (the
+        // tail starts there), nor below what central acknowledged,
+        // whatever a damaged tail says.
+        let next_seq = tail_next.max(acked.saturating_add(1));
         let first_kept = found.first().map_or(next_seq, |(first, _)| *first);
         let oldest = acked.saturating_add(1).max(first_kept).min(next_seq);
         let count = found.len();

@@ -88,8 +88,6 @@ struct SparseIndex {
 /// Unreadable bytes inside the committed part of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Damage {
-    /// The first sequence number that cannot be read.
-    pub from_seq: u64,
     /// Where in the file.
     pub offset: u64,
     /// Why.
@@ -162,7 +160,6 @@ impl Segment {
                 // written): reported, so the reader leaves no gap.
                 if frame.first_seq > read.next_seq {
                     let damage = stepped_over.unwrap_or(Damage {
-                        from_seq: read.next_seq,
                         offset,
                         reason: "sequence numbers missing between commits",
                     });
@@ -189,11 +186,7 @@ impl Segment {
             },
         )?;
         if let Scan::Bad { offset, reason, .. } = stop {
-            read.damage = Some(Damage {
-                from_seq: read.next_seq,
-                offset,
-                reason,
-            });
+            read.damage = Some(Damage { offset, reason });
         }
         Ok(read)
     }
@@ -275,7 +268,6 @@ pub(super) fn scan(
     // A whole-length damaged frame with bytes after it: a later write
     // followed it, so it is not the torn commit being written.
     let mut followed = false;
-    let mut expected_seq = 0;
     loop {
         let offset = buf_at + pos as u64;
         if offset >= end {
@@ -292,7 +284,6 @@ pub(super) fn scan(
         let step = match frame::parse(&buf[pos..], salt) {
             Parsed::Frame(frame, len) if len as u64 <= available => {
                 pos += len;
-                expected_seq = frame.next_seq();
                 followed = false;
                 if !visit(offset, len as u64, &frame, stepped_over.take()) {
                     return Ok(Scan::Clean(offset + len as u64));
@@ -336,30 +327,18 @@ pub(super) fn scan(
                 }
             }
             Step::Over(len, reason) => {
-                stepped_over.get_or_insert(Damage {
-                    from_seq: expected_seq,
-                    offset,
-                    reason,
-                });
+                stepped_over.get_or_insert(Damage { offset, reason });
                 pos += len;
             }
             Step::Bad(reason) => match resync(file, salt, offset + 1, end)? {
                 Some(next) => {
-                    stepped_over.get_or_insert(Damage {
-                        from_seq: expected_seq,
-                        offset,
-                        reason,
-                    });
+                    stepped_over.get_or_insert(Damage { offset, reason });
                     buf.clear();
                     buf_at = next;
                     pos = 0;
                 }
                 None => {
-                    let first = stepped_over.unwrap_or(Damage {
-                        from_seq: expected_seq,
-                        offset,
-                        reason,
-                    });
+                    let first = stepped_over.unwrap_or(Damage { offset, reason });
                     // Bytes beyond the search window were not looked at:
                     // not provably a torn tail.
                     let unsearched = end.saturating_sub(offset + 1) > RESYNC_WINDOW;

@@ -321,6 +321,24 @@ pub fn side_entrance_config(gateway: &str, pki: &Path, port: &Path, extra: &str)
     )
 }
 
+/// The `q` quantile of sorted durations (benches).
+#[allow(dead_code)] // used by some test crates only
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// A memory field of `/proc/<process>/status` (`VmRSS:`, `VmHWM:`), bytes;
+/// `process` is a pid or `self` (benches).
+#[allow(dead_code)] // used by some test crates only
+pub fn proc_memory(process: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 pub mod broker;
 pub mod central;
 pub mod gateway;
