@@ -23,6 +23,7 @@ pub mod site;
 pub mod status;
 pub mod storage;
 pub mod store;
+pub mod text;
 pub mod uplink;
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -142,14 +142,89 @@ pub fn generated_login(
 }
 
 /// Check a password against a PHC hash string. A malformed hash never
-/// matches.
+/// matches. Allocates the hash's memory for this one check: for the CLI
+/// and tests; the daemon verifies with [`verify_password_in`].
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(h) => argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok(),
-        Err(_) => false,
+    verify_password_in(hash, password, &mut HashMemory::default())
+}
+
+/// The most memory a stored hash may ask for, KiB (64 MiB): a users file
+/// with a larger `m=` is refused at verification, so a bad file cannot
+/// make the daemon allocate without bound. argon2id's default (and what
+/// `portier admin passwd` writes) is 19 MiB, `m=19456,t=2,p=1`.
+pub const MAX_HASH_MEMORY_KIB: u32 = 64 * 1024;
+
+/// argon2's working memory, kept between checks: a check allocates
+/// nothing, and the memory is the same pages every time instead of a new
+/// 19 MiB that the allocator may keep per thread (issue: a few failed
+/// logins took the daemon from 17 MB to 894 MB). Grows to the largest
+/// `m=` seen, at most [`MAX_HASH_MEMORY_KIB`].
+#[derive(Default)]
+pub struct HashMemory {
+    blocks: Vec<argon2::Block>,
+}
+
+impl std::fmt::Debug for HashMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HashMemory({} KiB)", self.blocks.len())
     }
+}
+
+impl HashMemory {
+    /// Memory for `params`, or `None` past the cap.
+    fn for_params(&mut self, params: &argon2::Params) -> Option<&mut [argon2::Block]> {
+        if params.m_cost() > MAX_HASH_MEMORY_KIB {
+            return None;
+        }
+        let n = params.block_count();
+        if self.blocks.len() < n {
+            self.blocks.resize(n, argon2::Block::default());
+        }
+        Some(&mut self.blocks[..n])
+    }
+
+    /// KiB held.
+    pub fn kib(&self) -> usize {
+        self.blocks.len()
+    }
+}
+
+/// Check a password against a PHC hash string in `memory` (argon2id,
+/// argon2i or argon2d with the hash's own parameters; constant-time
+/// comparison). A malformed hash, or one over the memory cap, never
+/// matches.
+pub fn verify_password_in(hash: &str, password: &str, memory: &mut HashMemory) -> bool {
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let Ok(h) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(h.algorithm), Params::try_from(&h))
+    else {
+        return false;
+    };
+    let version = match h.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let Some(blocks) = memory.for_params(&params) else {
+        return false;
+    };
+    let mut out = [0u8; 64];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, out, blocks)
+        .is_ok()
+        && same(out, expected.as_bytes())
 }
 
 /// The SHA-256 of a token, as stored in [`TokenEntry::token_sha256`].
@@ -228,15 +303,20 @@ impl Directory {
         self.tokens.len()
     }
 
-    /// Check a login (slow: one argon2 verification, always).
-    pub fn check_password(&self, user: &str, password: &str) -> PasswordCheck {
+    /// Check a login (slow: one argon2 verification, always) in `memory`.
+    pub fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        memory: &mut HashMemory,
+    ) -> PasswordCheck {
         match self.users.iter().find(|u| u.name == user) {
-            Some(u) if verify_password(&u.password_hash, password) => {
+            Some(u) if verify_password_in(&u.password_hash, password, memory) => {
                 PasswordCheck::Ok(u.role, Credential::of(u))
             }
             Some(_) => PasswordCheck::Wrong,
             None => {
-                let _ = verify_password(&self.decoy, password);
+                let _ = verify_password_in(&self.decoy, password, memory);
                 PasswordCheck::Wrong
             }
         }
@@ -598,29 +678,30 @@ mod tests {
     #[test]
     fn passwords_and_tokens() {
         let d = dir();
+        let mut m = HashMemory::default();
         let (tech, guard) = (
             d.credential_of("tech").unwrap(),
             d.credential_of("guard").unwrap(),
         );
         assert_eq!(
-            d.check_password("tech", "correct horse"),
+            d.check_password("tech", "correct horse", &mut m),
             PasswordCheck::Ok(Role::Operator, tech.1)
         );
         assert_eq!(
-            d.check_password("guard", "battery staple"),
+            d.check_password("guard", "battery staple", &mut m),
             PasswordCheck::Ok(Role::Viewer, guard.1)
         );
         assert_ne!(tech.1, guard.1);
         assert_eq!(d.credential_of("nobody"), None);
         assert_eq!(
-            d.check_password("tech", "battery staple"),
+            d.check_password("tech", "battery staple", &mut m),
             PasswordCheck::Wrong
         );
         assert_eq!(
-            d.check_password("nobody", "correct horse"),
+            d.check_password("nobody", "correct horse", &mut m),
             PasswordCheck::Wrong
         );
-        assert_eq!(d.check_password("tech", ""), PasswordCheck::Wrong);
+        assert_eq!(d.check_password("tech", "", &mut m), PasswordCheck::Wrong);
         assert_eq!(
             d.check_token(&token_text(&[7; 32])),
             Some(("prometheus".into(), Role::Viewer))
@@ -629,12 +710,55 @@ mod tests {
         assert_eq!(d.check_token(""), None);
         // No users, no way in.
         let empty = Directory::new(&[], &[0; 16]);
-        assert_eq!(empty.check_password("", ""), PasswordCheck::Wrong);
-        assert_eq!(empty.check_password("admin", "admin"), PasswordCheck::Wrong);
+        assert_eq!(empty.check_password("", "", &mut m), PasswordCheck::Wrong);
+        assert_eq!(
+            empty.check_password("admin", "admin", &mut m),
+            PasswordCheck::Wrong
+        );
         assert!(!verify_password("not a hash", "x"));
         let (u, pw) = generated_login("demo", Role::Operator, &[5; 20], &[6; 16]).unwrap();
         assert_eq!(pw.len(), 20);
         assert!(verify_password(&u.password_hash, &pw));
+        // The memory is kept, not grown, from check to check.
+        assert_eq!(m.kib(), 19 * 1024);
+    }
+
+    #[test]
+    fn hashes_of_the_argon2_crate_verify_in_kept_memory() {
+        use argon2::password_hash::PasswordVerifier;
+        let mut m = HashMemory::default();
+        let salt = SaltString::encode_b64(&[3; 16]).unwrap();
+        for (alg, params) in [
+            (argon2::Algorithm::Argon2id, argon2::Params::default()),
+            (
+                argon2::Algorithm::Argon2i,
+                argon2::Params::new(8 * 1024, 3, 1, Some(32)).unwrap(),
+            ),
+            (
+                argon2::Algorithm::Argon2d,
+                argon2::Params::new(1024, 1, 2, Some(16)).unwrap(),
+            ),
+        ] {
+            let a = argon2::Argon2::new(alg, argon2::Version::V0x13, params);
+            let h = a.hash_password(b"pw", &salt).unwrap().to_string();
+            assert!(
+                a.verify_password(b"pw", &PasswordHash::new(&h).unwrap())
+                    .is_ok()
+            );
+            assert!(verify_password_in(&h, "pw", &mut m), "{h}");
+            assert!(!verify_password_in(&h, "pX", &mut m), "{h}");
+        }
+        // The largest asked for so far, never more.
+        assert_eq!(m.kib(), 19 * 1024);
+        // Past the cap: never matches, nothing allocated.
+        let big = argon2::Params::new(MAX_HASH_MEMORY_KIB + 8, 1, 1, None).unwrap();
+        let h = format!(
+            "$argon2id$v=19$m={},t=1,p=1$AwMDAwMDAwMDAwMDAwMDAw$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            big.m_cost()
+        );
+        assert!(PasswordHash::new(&h).is_ok());
+        assert!(!verify_password_in(&h, "pw", &mut m));
+        assert_eq!(m.kib(), 19 * 1024);
     }
 
     #[test]

@@ -29,8 +29,10 @@
 pub mod auth;
 mod backend;
 pub mod client;
+mod failed_logins;
 mod metrics;
 mod page;
+mod password_checks;
 mod routes;
 mod text;
 pub mod tls;
@@ -306,9 +308,9 @@ pub async fn serve(
         &cfg.hostnames,
     )?;
     let tls_config = tls::server_config(&material)?;
-    let state = routes::AppState::new(cfg, backend.clone(), metrics)?;
+    let state = Arc::new(routes::AppState::new(cfg, backend.clone(), metrics)?);
     let users = state.user_count();
-    let app = routes::router(Arc::new(state));
+    let app = routes::router(state.clone());
 
     let io = |source| AdminError::Io {
         addr: cfg.listen,
@@ -325,12 +327,21 @@ pub async fn serve(
     .handle(handle.clone());
     let stopper = handle.clone();
     tokio::spawn(async move {
-        // Stop when told, or when the sender is gone.
+        // Failed logins are journaled as sums once a minute; stop when
+        // told, or when the sender is gone, with the last minute's sums.
+        let minute = std::time::Duration::from_secs(60);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + minute, minute);
         while !*shutdown.borrow_and_update() {
-            if shutdown.changed().await.is_err() {
-                break;
+            tokio::select! {
+                _ = tick.tick() => state.end_failed_login_minute().await,
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
             }
         }
+        state.end_failed_login_minute().await;
         stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
     tracing::info!(

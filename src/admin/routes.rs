@@ -35,7 +35,9 @@ use super::backend::{
     AdminBackend, BackendError, DoorActionRequest, DoorCommand, OverrideChoice, PassageDirection,
     WhyAnswer, WhyQuery, parse_card_text,
 };
+use super::failed_logins::FailedLogins;
 use super::page::{self, Viewer as PageView, WhyView};
+use super::password_checks::PasswordChecks;
 use super::{AdminConfig, AdminError, Metrics, read_users_file};
 use crate::journal::EventKind;
 use crate::status::reason_in_words;
@@ -185,6 +187,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct AuthState {
     lockout: Lockout,
     sessions: Sessions,
+    failed: FailedLogins,
 }
 
 /// Shared state of all handlers.
@@ -193,9 +196,10 @@ pub(crate) struct AppState {
     metrics: Metrics,
     users: UserStore,
     auth: Mutex<AuthState>,
-    /// Password checks running at once (argon2 costs ~19 MiB and tens of
-    /// milliseconds each; a flood of logins must not exhaust the gateway).
-    hashing: tokio::sync::Semaphore,
+    /// Password checks, one at a time on their own thread (argon2 costs
+    /// 19 MiB and tens of milliseconds each; a flood of logins must not
+    /// exhaust the gateway).
+    checks: PasswordChecks,
 }
 
 impl AppState {
@@ -211,9 +215,33 @@ impl AppState {
             auth: Mutex::new(AuthState {
                 lockout: Lockout::new(cfg.lockout),
                 sessions: Sessions::new(cfg.session),
+                failed: FailedLogins::default(),
             }),
-            hashing: tokio::sync::Semaphore::new(2),
+            checks: PasswordChecks::start().map_err(|source| AdminError::Io {
+                addr: cfg.listen,
+                source,
+            })?,
         })
+    }
+
+    /// Journal the failed logins summed over the minute that ends now
+    /// (the admin server calls this once a minute and at shutdown).
+    pub(crate) async fn end_failed_login_minute(&self) {
+        let sums = lock(&self.auth).failed.end_minute();
+        for e in sums {
+            self.record(e).await;
+        }
+    }
+
+    /// Count a failed login; journal it if it is its client's first this
+    /// minute.
+    async fn login_failed(&self, client: IpAddr, user: &str, refused: bool) {
+        let first = lock(&self.auth)
+            .failed
+            .failed(client, user, refused, wall_now());
+        if let Some(e) = first {
+            self.record(e).await;
+        }
     }
 
     pub(crate) fn user_count(&self) -> usize {
@@ -482,6 +510,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             r.route(route.path, (route.handler)(route.filter()))
         })
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }
@@ -542,6 +571,16 @@ async fn login_form(State(st): St) -> Response {
     r
 }
 
+/// Longest user name a login may give, bytes.
+const MAX_USER_NAME: usize = crate::text::NAME;
+/// Longest password a login may give, bytes.
+const MAX_PASSWORD: usize = 1024;
+/// Largest request body the admin port reads (a login form or a door
+/// action is a few hundred bytes), bytes.
+pub(crate) const MAX_BODY: usize = 16 * 1024;
+/// What a login refused for "busy" is told to wait, seconds.
+const BUSY_RETRY_SECS: u64 = 2;
+
 #[derive(Deserialize)]
 struct LoginForm {
     user: String,
@@ -580,21 +619,37 @@ async fn login_submit(
         );
     }
     let client = peer.ip();
-    let user = form.user.trim().to_owned();
-    // The back-off is checked after waiting for a hashing slot, so that
-    // guesses sent all at once are counted one after the other and those
-    // beyond the limit are refused unchecked. The semaphore is never closed.
-    let _permit = st.hashing.acquire().await;
+    let user = form.user.trim();
+    // Names and passwords have a size (docs/admin.md); a longer one cannot
+    // be right and is not worth a check.
+    if user.len() > MAX_USER_NAME || form.password.len() > MAX_PASSWORD {
+        st.metrics.login("failed");
+        st.login_failed(client, user, true).await;
+        return again(&st, StatusCode::BAD_REQUEST, "Wrong user name or password.");
+    }
+    let user = user.to_owned();
+    let Some(admitted) = st.checks.admit() else {
+        st.metrics.login("busy");
+        st.login_failed(client, &user, true).await;
+        let mut r = again(
+            &st,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many logins at once; please try again in a few seconds.",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_SECS));
+        return r;
+    };
+    // The back-off is checked in this login's turn, so that guesses sent
+    // all at once are counted one after the other and those beyond the
+    // limit are refused unchecked.
+    let turn = st.checks.turn(&admitted).await;
     let now = mono_now();
     let locked = lock(&st.auth).lockout.locked(&user, client, now);
     if let Some(until) = locked {
+        drop(turn);
         st.metrics.login("locked_out");
-        st.record(EventKind::AdminLogin {
-            user,
-            client: client.to_string(),
-            result: "locked_out".into(),
-        })
-        .await;
+        st.login_failed(client, &user, true).await;
         let wait = until.saturating_duration_since(now).as_secs() + 1;
         let mut r = again(
             &st,
@@ -606,10 +661,11 @@ async fn login_submit(
         return r;
     }
     let dir = st.users.directory();
-    let (u, p) = (user.clone(), form.password);
-    let check = tokio::task::spawn_blocking(move || dir.check_password(&u, &p))
-        .await
-        .unwrap_or(PasswordCheck::Wrong);
+    let check = st
+        .checks
+        .check(&turn, dir, user.clone(), form.password)
+        .await;
+    drop(turn);
     match check {
         PasswordCheck::Ok(role, credential) => {
             let cookie_value = random_hex(32);
@@ -644,12 +700,7 @@ async fn login_submit(
         PasswordCheck::Wrong => {
             let now_locked = lock(&st.auth).lockout.failed(&user, client, mono_now());
             st.metrics.login("failed");
-            st.record(EventKind::AdminLogin {
-                user,
-                client: client.to_string(),
-                result: "failed".into(),
-            })
-            .await;
+            st.login_failed(client, &user, false).await;
             let msg = if now_locked {
                 "Wrong user name or password. Too many failures: the next try must wait."
             } else {
@@ -961,6 +1012,29 @@ struct EventsParams {
 
 /// Most events one `/api/v1/events` call returns.
 const MAX_EVENTS: usize = 1000;
+/// Most JSON one `/api/v1/events` call returns, bytes: a page ends before
+/// the event that would pass it (one event is always returned; the
+/// journal caps each at 4 KiB, older journals may hold larger ones).
+const MAX_EVENTS_BYTES: usize = 512 * 1024;
+
+/// The longest prefix of `events` whose JSON fits in `budget` bytes, and
+/// at least the first event, so that paging by `after` always moves on.
+fn page_by_bytes(
+    mut events: Vec<crate::journal::Event>,
+    budget: usize,
+) -> Vec<crate::journal::Event> {
+    let mut used = 0;
+    let keep = events
+        .iter()
+        .position(|e| {
+            used += serde_json::to_vec(e).map_or(budget, |v| v.len() + 1);
+            used > budget
+        })
+        .unwrap_or(events.len())
+        .max(1);
+    events.truncate(keep);
+    events
+}
 
 #[derive(Serialize)]
 struct EventsPage {
@@ -974,7 +1048,10 @@ async fn api_events(_: Viewer<Api>, State(st): St, RawQuery(q): RawQuery) -> Res
     };
     let limit = p.limit.unwrap_or(100).clamp(1, MAX_EVENTS);
     match st.backend.events(p.after.unwrap_or(0), limit).await {
-        Ok(events) => axum::Json(EventsPage { events }).into_response(),
+        Ok(events) => axum::Json(EventsPage {
+            events: page_by_bytes(events, MAX_EVENTS_BYTES),
+        })
+        .into_response(),
         Err(e) => api_error(backend_status(&e), &e.to_string()),
     }
 }
@@ -1139,4 +1216,35 @@ async fn metrics(_: Viewer<Api>, State(st): St) -> Response {
         st.metrics.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Event;
+
+    fn event(seq: u64, name_len: usize) -> Event {
+        Event {
+            seq,
+            at: Timestamp::UNIX_EPOCH,
+            kind: EventKind::AdminLogin {
+                user: "x".repeat(name_len),
+                client: "127.0.0.1".into(),
+                result: "ok".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn an_events_page_is_bounded_in_bytes_and_always_moves_on() {
+        let small: Vec<Event> = (1..=100).map(|s| event(s, 10)).collect();
+        assert_eq!(page_by_bytes(small, MAX_EVENTS_BYTES).len(), 100);
+        // Old journals may hold 2 MB names: a page stops before passing
+        // the budget, and holds at least one event.
+        let big: Vec<Event> = (1..=5).map(|s| event(s, 200_000)).collect();
+        let page = page_by_bytes(big, MAX_EVENTS_BYTES);
+        assert_eq!(page.len(), 2);
+        let huge = vec![event(1, 2 << 20), event(2, 1)];
+        assert_eq!(page_by_bytes(huge, MAX_EVENTS_BYTES).len(), 1);
+    }
 }

@@ -121,6 +121,13 @@ pub const DEFAULT_MAX_EVENTS: u64 = 10_000_000;
 /// backlog is a hundred files, not thousands.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
 
+/// Largest encoded event the journal writes (CBOR bytes). Every text from
+/// outside is capped before ([`EventKind::bounded`]), so no event comes
+/// near it; one that does anyway is replaced by an `event_oversized`
+/// stand-in rather than written, so that no single event can fill a
+/// frame, a batch or central's row.
+pub const MAX_EVENT_BYTES: usize = 4096;
+
 /// How often, in dropped events, a full journal records another alarm.
 const FULL_ALARM_EVERY: u64 = 10_000;
 
@@ -511,16 +518,19 @@ impl JournalWriter {
             return Ok(Vec::new());
         }
         let first = self.next_seq();
-        let events: Vec<Event> = kinds
+        let mut events: Vec<Event> = kinds
             .into_iter()
             .zip(first..)
-            .map(|(kind, seq)| Event { seq, at, kind })
+            .map(|(kind, seq)| Event {
+                seq,
+                at,
+                kind: kind.bounded(),
+            })
             .collect();
         let encoded = events
-            .iter()
-            .map(serde_cbor::to_vec)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(JournalError::Encode)?;
+            .iter_mut()
+            .map(|e| encode_capped(e, MAX_EVENT_BYTES))
+            .collect::<Result<Vec<_>, _>>()?;
         self.write_frame(first, &encoded, dropped, state.as_deref())?;
         // Only now: a state whose frame failed is not repeated at the head
         // of the next segment.
@@ -681,6 +691,30 @@ impl JournalWriter {
         });
         Ok(())
     }
+}
+
+/// The CBOR of `event`, or of its `event_oversized` stand-in (which then
+/// replaces it) when the encoding exceeds `cap` bytes.
+fn encode_capped(event: &mut Event, cap: usize) -> Result<Vec<u8>, JournalError> {
+    let bytes = serde_cbor::to_vec(&*event).map_err(JournalError::Encode)?;
+    if bytes.len() <= cap {
+        return Ok(bytes);
+    }
+    let kind = serde_json::to_value(&event.kind)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+        .unwrap_or_default();
+    tracing::error!(
+        kind,
+        bytes = bytes.len(),
+        cap,
+        "journal: event over the size cap replaced"
+    );
+    event.kind = EventKind::EventOversized {
+        kind: crate::text::bounded_owned(kind, crate::text::ID),
+        bytes: bytes.len() as u64,
+    };
+    serde_cbor::to_vec(&*event).map_err(JournalError::Encode)
 }
 
 /// One stored record, not yet decoded: the uplink sends its bytes as they

@@ -536,3 +536,52 @@ fn readers_see_every_commit_while_it_is_written_rolled_and_acknowledged() {
     done.store(true, Ordering::Release);
     acking.join().unwrap();
 }
+
+#[test]
+fn every_event_is_bounded_before_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let Journal {
+        mut writer, reader, ..
+    } = Journal::open(dir.path()).unwrap();
+    let name = format!("a\0b\u{1b}[31m{}", "x".repeat(2 << 20));
+    let written = writer
+        .append(
+            at(),
+            vec![EventKind::AdminLogin {
+                user: name,
+                client: "127.0.0.1".into(),
+                result: "ok".into(),
+            }],
+        )
+        .unwrap();
+    let (_, len) = newest(dir.path());
+    assert!(len < 1024, "a 2 MB name took {len} bytes");
+    let back = reader.after(0, 1).unwrap();
+    assert_eq!(back, written);
+    let EventKind::AdminLogin { user, .. } = &back[0].kind else {
+        panic!("{back:?}")
+    };
+    assert!(user.starts_with("a\\u{0}b\\u{1b}[31mxxx") && user.ends_with('…'));
+    assert!(user.len() <= crate::text::NAME);
+}
+
+#[test]
+fn an_event_over_the_cap_is_replaced_by_its_stand_in() {
+    let mut e = Event {
+        seq: 7,
+        at: at(),
+        kind: granted("a"),
+    };
+    let small = encode_capped(&mut e, MAX_EVENT_BYTES).unwrap();
+    assert_eq!(e.kind, granted("a"));
+    let stand_in = encode_capped(&mut e, 16).unwrap();
+    assert_eq!(
+        e.kind,
+        EventKind::EventOversized {
+            kind: "access_granted".into(),
+            bytes: small.len() as u64,
+        }
+    );
+    let back: Event = serde_cbor::from_slice(&stand_in).unwrap();
+    assert_eq!((back.seq, back.kind), (7, e.kind));
+}
