@@ -142,6 +142,52 @@ fn an_impossible_ack_is_an_alarm_and_deletes_nothing() {
 }
 
 #[test]
+fn large_events_waiting_through_a_central_outage_all_arrive_in_bounded_batches() {
+    let broker = Broker::start(&[GW]);
+    let mut gw = Gateway::open();
+    // 1 000 events as large as the caps let them be (hostile door ids and
+    // actions of 1 MB each are capped at commit).
+    let at = "2026-11-23T22:00:00Z".parse().unwrap();
+    let kinds: Vec<EventKind> = (0..1000)
+        .map(|i| EventKind::AdminAction {
+            user: "u".repeat(1 << 20),
+            client: "c".repeat(1 << 20),
+            door: format!("door-{i}-{}", "d".repeat(1 << 20)),
+            action: "a".repeat(1 << 20),
+            result: "r\0".repeat(1 << 20),
+        })
+        .collect();
+    let last = gw.writer.append(at, kinds).unwrap().last().unwrap().seq;
+    assert_eq!(last, 1000);
+    // Central is down: the uplink sends into the void, nothing is acked.
+    let uplink = gw.uplink(&broker, |cfg| cfg.resend_after_seconds = 1);
+    uplink.appended.send_replace(last);
+    wait_for(T, "connected", || uplink.connected());
+    assert_eq!(uplink.state.borrow().acked, 0);
+    // Central comes: the resend from the last ack delivers every event,
+    // in messages under the byte limit (default 256 KiB).
+    let central = Central::start(&broker, true);
+    wait_for(T, "every event stored", || {
+        central.seen.lock().unwrap().contiguous(GW) == 1000
+    });
+    wait_for(T, "every event acknowledged and deleted", || {
+        gw.reader.is_empty()
+    });
+    let seen = central.seen.lock().unwrap();
+    assert!(seen.errors.is_empty(), "{:?}", seen.errors);
+    assert!(
+        seen.largest > 0 && seen.largest <= 256 << 10,
+        "largest message {} bytes",
+        seen.largest
+    );
+    let door = seen.events[GW][&1]["door"].as_str().unwrap().to_owned();
+    assert!(
+        door.starts_with("door-0-ddd") && door.len() <= 128,
+        "{door}"
+    );
+}
+
+#[test]
 fn oversized_messages_are_refused_with_an_alarm() {
     let broker = Broker::start(&[GW]);
     let central = Central::start(&broker, true);

@@ -298,6 +298,7 @@ impl CentralConfig {
             key: self.broker.key.clone(),
             topic_prefix: None,
             batch: 1,
+            batch_kib: 1,
             window: 1,
             max_snapshot_mib: self.broker.max_message_mib,
             max_delta_kib: self.broker.max_message_mib.saturating_mul(1024),

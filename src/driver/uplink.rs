@@ -343,6 +343,7 @@ async fn link(cfg: &UplinkConfig, gateway: &str, h: &mut UplinkHandles) -> Resul
         client,
         topics,
         gateway: gateway.to_owned(),
+        batch_bytes: cfg.batch_bytes(),
         connected: false,
         pending_acks: Vec::new(),
         skipped: std::collections::BTreeSet::new(),
@@ -473,6 +474,8 @@ struct Link {
     client: AsyncClient,
     topics: Topics,
     gateway: String,
+    /// Bytes of events per message, at most (one event always goes).
+    batch_bytes: usize,
     connected: bool,
     /// Broker receipts (for acks and oversized messages) that did not fit
     /// in the request queue yet.
@@ -519,12 +522,24 @@ impl Link {
         let acked = outbox.acked();
         self.skipped = self.skipped.split_off(&acked.saturating_add(1));
         while let Some((after, n)) = outbox.next_batch() {
-            let records = h.journal.records(after, n)?;
-            let Some(last) = records.last().map(|r| r.seq) else {
+            let records = h.journal.records_within(after, n, self.batch_bytes)?;
+            let mut checked: Vec<std::borrow::Cow<'_, [u8]>> =
+                records.iter().map(|r| self.checked(r, h)).collect();
+            // Bounded in bytes as well as in count: the read stops at the
+            // record that reaches the limit, which waits for the next batch.
+            let mut bytes = 0usize;
+            let fits = checked
+                .iter()
+                .position(|c| {
+                    bytes = bytes.saturating_add(c.len());
+                    bytes > self.batch_bytes
+                })
+                .unwrap_or(checked.len())
+                .max(1);
+            checked.truncate(fits);
+            let Some(last) = records.get(checked.len().wrapping_sub(1)).map(|r| r.seq) else {
                 return Ok(());
             };
-            let checked: Vec<std::borrow::Cow<'_, [u8]>> =
-                records.iter().map(|r| self.checked(r, h)).collect();
             let payload = wire::event_batch_cbor(&self.gateway, checked.iter().map(|c| c.as_ref()));
             match self.client.try_publish(
                 self.topics.events.as_str(),
@@ -542,7 +557,15 @@ impl Link {
 
     fn checked<'r>(&mut self, r: &'r Record, h: &UplinkHandles) -> std::borrow::Cow<'r, [u8]> {
         match r.decode() {
-            Ok(_) => std::borrow::Cow::Borrowed(r.bytes.as_ref()),
+            Ok(_) if r.bytes.len() <= crate::journal::MAX_EVENT_BYTES => {
+                std::borrow::Cow::Borrowed(r.bytes.as_ref())
+            }
+            // Written by an earlier version without the caps: sent with
+            // its texts capped, as it would be written today.
+            Ok(e) => std::borrow::Cow::Owned(wire::to_cbor(&crate::journal::Event {
+                kind: e.kind.bounded(),
+                ..e
+            })),
             Err(e) => {
                 let error = match &e {
                     JournalError::Corrupt { reason, .. } => reason.clone(),

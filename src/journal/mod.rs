@@ -128,6 +128,12 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
 /// frame, a batch or central's row.
 pub const MAX_EVENT_BYTES: usize = 4096;
 
+/// Most bytes of records one read returns (the record that reaches it
+/// included): events are capped at [`MAX_EVENT_BYTES`] now, but a journal
+/// written by an earlier version may hold larger ones, and no read may
+/// hold them all in memory at once.
+const READ_BYTES: usize = 4 << 20;
+
 /// How often, in dropped events, a full journal records another alarm.
 const FULL_ALARM_EVERY: u64 = 10_000;
 
@@ -800,10 +806,22 @@ impl JournalReader {
     /// the uplink sends. A record that cannot be read from disk comes back
     /// damaged ([`Record::decode`] says why).
     pub fn records(&self, after: u64, limit: usize) -> Result<Vec<Record>, JournalError> {
+        self.records_within(after, limit, READ_BYTES)
+    }
+
+    /// [`Reader::records`], ending once `max_bytes` of records are read
+    /// (the record that reaches it included, so at least one comes back):
+    /// the uplink's batches are bounded in bytes as well as in count.
+    pub fn records_within(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, JournalError> {
         let from = after
             .saturating_add(1)
             .max(self.shared.oldest.load(Ordering::Acquire));
-        self.read_from(from, limit)
+        self.read_from(from, limit, max_bytes)
     }
 
     /// Up to `limit` readable events with a sequence number above `after`,
@@ -824,15 +842,21 @@ impl JournalReader {
         // What cannot be read is left out here: the uplink reports it
         // (`journal_record_skipped`); a page must not go blank for it.
         Ok(self
-            .read_from(from, limit)?
+            .read_from(from, limit, READ_BYTES)?
             .iter()
             .filter_map(|r| r.decode().ok())
             .collect())
     }
 
-    fn read_from(&self, mut from: u64, limit: usize) -> Result<Vec<Record>, JournalError> {
+    fn read_from(
+        &self,
+        mut from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, JournalError> {
         let until = self.next_seq();
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         if from >= until || limit == 0 {
             return Ok(out);
         }
@@ -840,7 +864,7 @@ impl JournalReader {
         let mut i = segments
             .partition_point(|s| s.first_seq <= from)
             .saturating_sub(1);
-        while out.len() < limit && from < until && i < segments.len() {
+        while out.len() < limit && bytes < max_bytes && from < until && i < segments.len() {
             let segment = &segments[i];
             let segment_until = segments
                 .get(i + 1)
@@ -848,8 +872,9 @@ impl JournalReader {
             from = from.max(segment.first_seq);
             if from < segment_until {
                 let read = segment
-                    .read(from, segment_until, limit - out.len())
+                    .read(from, segment_until, limit - out.len(), max_bytes - bytes)
                     .map_err(|e| self.shared.io(e))?;
+                bytes = bytes.saturating_add(read.bytes);
                 for (seq, event) in read.events {
                     let (bytes, damage) = match event {
                         Ok(bytes) => (bytes, None),
@@ -858,7 +883,7 @@ impl JournalReader {
                     out.push(Record { seq, bytes, damage });
                     from = seq + 1;
                 }
-                if out.len() < limit && from < segment_until {
+                if out.len() < limit && bytes < max_bytes && from < segment_until {
                     // The segment cannot give the rest: say so per record.
                     let reason: Arc<str> = match read.damage {
                         Some(d) => damage_reason(&d, segment),

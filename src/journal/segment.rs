@@ -103,6 +103,8 @@ pub(super) struct Read {
     pub next_seq: u64,
     /// Set when the segment could not be read to its end.
     pub damage: Option<Damage>,
+    /// Bytes of the events read.
+    pub bytes: usize,
 }
 
 impl Segment {
@@ -143,7 +145,13 @@ impl Segment {
     /// Up to `limit` events with sequence numbers in `from..until`, and
     /// the damage that stopped the read, if any. The events of a damaged
     /// frame that was stepped over come back as `Err`.
-    pub(super) fn read(&self, from: u64, until: u64, limit: usize) -> std::io::Result<Read> {
+    pub(super) fn read(
+        &self,
+        from: u64,
+        until: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> std::io::Result<Read> {
         let end = self.end();
         let (start, start_seq) = self.locate(from, end)?;
         let mut read = Read {
@@ -178,9 +186,13 @@ impl Segment {
                     // A frame that goes back over numbers already read is
                     // damage, not news: never a duplicate or a step back.
                     if seq >= from && seq >= read.next_seq {
+                        read.bytes = read.bytes.saturating_add(bytes.len());
                         read.events.push((seq, Ok(bytes.to_vec())));
                     }
                     read.next_seq = read.next_seq.max(seq + 1);
+                    if read.bytes >= max_bytes {
+                        return false;
+                    }
                 }
                 read.events.len() < limit && read.next_seq < until
             },

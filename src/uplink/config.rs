@@ -26,6 +26,12 @@ pub struct UplinkConfig {
     /// Events per message.
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Bytes per message, at most, KiB (default 256, at most 8192: well
+    /// under every broker's and rumqttc's packet limits, also on a resend
+    /// after an outage). A batch ends before the event that would pass
+    /// it; one event alone is never larger than 4 KiB.
+    #[serde(default = "default_batch_kib")]
+    pub batch_kib: usize,
     /// Events sent and not yet acknowledged centrally, at most.
     #[serde(default = "default_window")]
     pub window: u64,
@@ -53,6 +59,11 @@ fn default_port() -> u16 {
 fn default_batch() -> usize {
     500
 }
+fn default_batch_kib() -> usize {
+    256
+}
+/// The largest `batch_kib` taken (a larger value is lowered to it).
+pub const MAX_BATCH_KIB: usize = 8192;
 fn default_window() -> u64 {
     20_000
 }
@@ -70,6 +81,11 @@ fn default_status_interval() -> u64 {
 }
 
 impl UplinkConfig {
+    /// Bytes per event message, at most: `batch_kib`, within 1..=8192 KiB.
+    pub fn batch_bytes(&self) -> usize {
+        self.batch_kib.clamp(1, MAX_BATCH_KIB) << 10
+    }
+
     /// The topic prefix for `gateway`.
     pub fn prefix(&self, gateway: &str) -> String {
         self.topic_prefix

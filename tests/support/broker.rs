@@ -137,6 +137,7 @@ impl Broker {
             key: self.pki().join(format!("{name}.key")),
             topic_prefix: None,
             batch: 1,
+            batch_kib: 256,
             window: 1,
             max_snapshot_mib: 256,
             max_delta_kib: 1024,
@@ -190,6 +191,8 @@ pub struct Seen {
     pub status: BTreeMap<String, portier::uplink::wire::Status>,
     /// Payloads that did not decode.
     pub errors: Vec<String>,
+    /// The largest event message received, bytes.
+    pub largest: usize,
     contiguous: BTreeMap<String, u64>,
 }
 
@@ -264,6 +267,7 @@ impl Central {
                         };
                         let upto = {
                             let mut s = store.lock().unwrap();
+                            s.largest = s.largest.max(p.payload.len());
                             for e in &batch.events {
                                 s.seqs.entry(gateway.clone()).or_default().push(e.seq);
                                 s.events
