@@ -39,7 +39,7 @@ use portier::site::outputs::StrikeWiring;
 use portier::site::remote::RemoteAction;
 use portier::site::{
     Building, DoorKind, DoorWiring, Gateway, Input, InputRef, Now, Output, OutputRef, PdRef,
-    ReaderRef, Rules, StandingState, Verdict,
+    ReaderRef, Rules, StandingChange, StandingState, Verdict,
 };
 
 /// splitmix64: small, seedable, good enough to pick actions.
@@ -270,8 +270,12 @@ impl Sim {
                     assert!(!committed, "two commits for one input");
                     committed = true;
                     before_commit = false;
-                    if let Some(state) = c.state {
-                        self.disk = state;
+                    // As the daemon's journal keeps it: the whole state,
+                    // or the presence lines on top of it.
+                    match c.state {
+                        Some(StandingChange::Whole(state)) => self.disk = state,
+                        Some(StandingChange::Presence(lines)) => self.disk.presence.apply(lines),
+                        None => {}
                     }
                     for r in &c.records {
                         self.follow(r);

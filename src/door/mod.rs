@@ -33,7 +33,7 @@ pub mod presence;
 pub mod revolving;
 pub mod standard;
 
-pub use presence::{Occupant, Passage, Presence, PresenceEvent};
+pub use presence::{MAX_INSIDE, Occupant, Passage, Presence, PresenceChange, PresenceEvent};
 pub use revolving::{
     PassageCause, PassageCounters, RevolvingAction, RevolvingConfig, RevolvingDoor, RevolvingEvent,
     RevolvingInput, RevolvingMode, Rotation,

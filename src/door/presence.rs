@@ -13,13 +13,34 @@
 //! (their exit was missed) moves their `since` to the new entry, and a
 //! departure of someone not on the list is still recorded after hours,
 //! with `since: None`.
+//!
+//! Bounded: at most [`MAX_INSIDE`] people are on the list; an entry past
+//! that drops the one who entered longest ago (their exit was missed, most
+//! likely), counted in [`Presence::evicted`]. Every change to the list is
+//! also kept as a [`PresenceChange`] until the owner takes it
+//! ([`Presence::take_changes`]), so the owner can persist a passage as the
+//! one line it changed instead of the whole list.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{CredentialId, Direction};
+
+/// The most people the list holds (a university building holds a few
+/// thousand at most; 20 000 lines are about 1.4 MB).
+pub const MAX_INSIDE: usize = 20_000;
+
+/// One line of the list changed: who, and their line now (`None`: off
+/// the list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceChange {
+    /// Who.
+    pub credential: CredentialId,
+    /// Their line now, or `None` when they left the list.
+    pub occupant: Option<Occupant>,
+}
 
 /// One person inside.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,16 +91,105 @@ pub enum PresenceEvent {
     },
 }
 
-/// The presence list of one building (or area).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The presence list of one building (or area). Serialised as its lines
+/// only; equal when the lines are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "PresenceLines", into = "PresenceLines")]
 pub struct Presence {
     inside: BTreeMap<CredentialId, Occupant>,
+    /// The lines by entry time, to find the oldest at the cap.
+    by_since: BTreeSet<(Timestamp, CredentialId)>,
+    /// Changes not yet taken by the owner.
+    changes: Vec<PresenceChange>,
+    /// Lines dropped at the cap since start.
+    evicted: u64,
 }
+
+/// What is kept of a [`Presence`]: the layout written since the first
+/// release (`{"inside": {…}}`).
+#[derive(Serialize, Deserialize)]
+struct PresenceLines {
+    inside: BTreeMap<CredentialId, Occupant>,
+}
+
+impl From<PresenceLines> for Presence {
+    fn from(lines: PresenceLines) -> Self {
+        let mut p = Self::default();
+        for (credential, occupant) in lines.inside {
+            p.set(credential, Some(occupant));
+        }
+        p.changes.clear();
+        p
+    }
+}
+
+impl From<Presence> for PresenceLines {
+    fn from(p: Presence) -> Self {
+        Self { inside: p.inside }
+    }
+}
+
+impl PartialEq for Presence {
+    fn eq(&self, other: &Self) -> bool {
+        self.inside == other.inside
+    }
+}
+
+impl Eq for Presence {}
 
 impl Presence {
     /// An empty list.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Set one line (or take it off), keeping the index and the change.
+    fn set(&mut self, credential: CredentialId, occupant: Option<Occupant>) -> Option<Occupant> {
+        let was = self.inside.remove(&credential);
+        if let Some(w) = &was {
+            self.by_since.remove(&(w.since, credential.clone()));
+        }
+        if let Some(o) = &occupant {
+            self.by_since.insert((o.since, credential.clone()));
+            self.inside.insert(credential.clone(), o.clone());
+        }
+        if was.is_some() || occupant.is_some() {
+            self.changes.push(PresenceChange {
+                credential,
+                occupant,
+            });
+        }
+        was
+    }
+
+    /// Make room for one more line at the cap: drop the oldest entry.
+    fn make_room(&mut self) {
+        while self.inside.len() >= MAX_INSIDE {
+            let Some((_, oldest)) = self.by_since.first().cloned() else {
+                return;
+            };
+            self.set(oldest, None);
+            self.evicted += 1;
+        }
+    }
+
+    /// The changes since they were last taken, in order.
+    pub fn take_changes(&mut self) -> Vec<PresenceChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Apply changes written earlier (restoring from a persisted list and
+    /// the changes after it). Not themselves recorded as changes.
+    pub fn apply(&mut self, changes: Vec<PresenceChange>) {
+        for c in changes {
+            self.set(c.credential, c.occupant);
+        }
+        self.changes.clear();
+    }
+
+    /// Lines dropped at the cap since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// Record a passage; returns the event to journal when it is outside
@@ -94,22 +204,24 @@ impl Presence {
         } = passage;
         let event = match direction {
             Direction::In => {
-                let entry = self.inside.entry(credential.clone()).or_insert(Occupant {
-                    name: None,
-                    since: at,
-                });
-                entry.since = at;
-                if name.is_some() {
-                    entry.name.clone_from(&name);
+                let known = self.inside.get(&credential).and_then(|o| o.name.clone());
+                if !self.inside.contains_key(&credential) {
+                    self.make_room();
                 }
+                let occupant = Occupant {
+                    name: name.or(known),
+                    since: at,
+                };
+                let name = occupant.name.clone();
+                self.set(credential.clone(), Some(occupant));
                 PresenceEvent::Entered {
-                    name: entry.name.clone(),
+                    name,
                     credential,
                     at,
                 }
             }
             Direction::Out => {
-                let was = self.inside.remove(&credential);
+                let was = self.set(credential.clone(), None);
                 let since = was.as_ref().map(|o| o.since);
                 let name = name.or_else(|| was.and_then(|o| o.name));
                 PresenceEvent::Left {
@@ -140,12 +252,15 @@ impl Presence {
 
     /// Remove one entry by hand (security checked the building).
     pub fn remove(&mut self, credential: &CredentialId) -> Option<Occupant> {
-        self.inside.remove(credential)
+        self.set(credential.clone(), None)
     }
 
     /// Empty the list by hand (e.g. after a check of the building).
     pub fn clear(&mut self) {
-        self.inside.clear();
+        let all: Vec<CredentialId> = self.inside.keys().cloned().collect();
+        for c in all {
+            self.set(c, None);
+        }
     }
 }
 
@@ -241,5 +356,57 @@ mod tests {
         p.record(passage("b", Direction::In, "2026-11-23T21:00:00Z", false));
         p.clear();
         assert_eq!(p.count(), 0);
+    }
+
+    #[test]
+    fn changes_replayed_on_the_persisted_list_give_the_list() {
+        let mut p = Presence::new();
+        p.record(passage("a", Direction::In, "2026-11-23T07:00:00Z", false));
+        let persisted: Presence = serde_cbor::from_slice(&serde_cbor::to_vec(&p).unwrap()).unwrap();
+        p.take_changes();
+        p.record(passage("b", Direction::In, "2026-11-23T07:05:00Z", false));
+        p.record(passage("a", Direction::Out, "2026-11-23T07:10:00Z", false));
+        p.record(passage("a", Direction::Out, "2026-11-23T07:11:00Z", false));
+        p.record(passage("c", Direction::In, "2026-11-23T07:12:00Z", false));
+        let changes = p.take_changes();
+        assert_eq!(
+            changes.len(),
+            3,
+            "a departure of someone not inside changes nothing"
+        );
+        let mut restored = persisted;
+        restored.apply(changes);
+        assert_eq!(restored, p);
+        assert!(restored.take_changes().is_empty());
+    }
+
+    #[test]
+    fn the_list_is_bounded_and_drops_the_oldest_entry() {
+        let mut p = Presence::new();
+        let t0: Timestamp = "2026-11-23T07:00:00Z".parse().unwrap();
+        for i in 0..(MAX_INSIDE + 10) {
+            p.record(Passage {
+                credential: format!("card-{i}").as_str().into(),
+                name: None,
+                direction: Direction::In,
+                at: t0 + jiff::SignedDuration::from_secs(i as i64),
+                office_hours: true,
+            });
+            // One passage, one or two lines: never the list.
+            assert!(p.take_changes().len() <= 2);
+        }
+        assert_eq!((p.count(), p.evicted()), (MAX_INSIDE, 10));
+        assert!(p.get(&"card-9".into()).is_none());
+        assert!(p.get(&"card-10".into()).is_some());
+        // A re-entry moves someone to the back of the queue.
+        p.record(passage(
+            "card-10",
+            Direction::In,
+            "2026-11-24T07:00:00Z",
+            true,
+        ));
+        p.record(passage("new", Direction::In, "2026-11-24T07:01:00Z", true));
+        assert!(p.get(&"card-10".into()).is_some());
+        assert!(p.get(&"card-11".into()).is_none());
     }
 }

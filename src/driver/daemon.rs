@@ -20,14 +20,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::disk::DiskSpace;
 use super::serial::BusRequest;
 use crate::clock;
-use crate::door::Presence;
+use crate::door::{Presence, PresenceChange};
 use crate::event::EventKind;
 use crate::ids::BusId;
-use crate::journal::{Journal, JournalError, JournalReader, JournalWriter};
+use crate::journal::{Journal, JournalError, JournalReader, JournalWriter, StateWrite};
 use crate::osdp::BusEvent;
 use crate::site::outputs::FeedbackTable;
 use crate::site::remote::{RemoteAction, RemoteError};
-use crate::site::{Commit, DecisionObserver, Gateway, Input, Now, Output, StandingState, Ticket};
+use crate::site::{
+    Commit, DecisionObserver, Gateway, Input, Now, Output, StandingChange, StandingState, Ticket,
+};
 
 /// The loop wakes at least this often, so its published view proves it is
 /// alive (the systemd watchdog checks that).
@@ -89,11 +91,32 @@ const LEGACY_PRESENCE_TREE: &str = "presence";
 const LEGACY_PRESENCE_KEY: &[u8] = b"list";
 
 impl StandingBook {
-    /// The state last committed (`committed`, from [`Journal::state`]);
-    /// an earlier version's presence list from `legacy` when there is
-    /// none yet; defaults on a fresh gateway. A state that cannot be read
-    /// is an error: starting from defaults would lift a lockdown.
+    /// The state last committed whole (`committed`, from
+    /// [`Journal::state`]) with the presence changes committed after it
+    /// (`changes`, from [`Journal::state_changes`]); an earlier version's
+    /// presence list from `legacy` when there is none yet; defaults on a
+    /// fresh gateway. A state that cannot be read is an error: starting
+    /// from defaults would lift a lockdown.
     pub fn load(
+        committed: Option<&[u8]>,
+        changes: &[Vec<u8>],
+        legacy: Option<&sled::Db>,
+    ) -> Result<StandingState, DaemonError> {
+        let mut state = Self::load_whole(committed, legacy)?;
+        for bytes in changes {
+            let lines: Vec<PresenceChange> = serde_cbor::from_slice(bytes).map_err(|e| {
+                DaemonError::Standing(format!(
+                    "a presence change is unreadable ({e}); move the state directory's \
+                     journal/ aside only if every door's lockdown and overrides, and the \
+                     events waiting for central, may be forgotten"
+                ))
+            })?;
+            state.presence.apply(lines);
+        }
+        Ok(state)
+    }
+
+    fn load_whole(
         committed: Option<&[u8]>,
         legacy: Option<&sled::Db>,
     ) -> Result<StandingState, DaemonError> {
@@ -136,7 +159,43 @@ impl StandingBook {
     pub fn encode(state: &StandingState) -> Result<Vec<u8>, DaemonError> {
         serde_cbor::to_vec(state).map_err(|e| DaemonError::Standing(e.to_string()))
     }
+
+    /// The bytes of presence lines that changed.
+    pub fn encode_change(lines: &[PresenceChange]) -> Result<Vec<u8>, DaemonError> {
+        serde_cbor::to_vec(&lines).map_err(|e| DaemonError::Standing(e.to_string()))
+    }
+
+    /// What to write of `change`: the lines, or the whole state once the
+    /// lines kept since the last whole would outgrow it (never less than
+    /// [`CHANGES_AT_LEAST`]). So a passage costs its line, amortised, and
+    /// a segment's head (the whole and the changes since) stays within
+    /// twice the whole.
+    fn write(
+        change: StandingChange,
+        whole_now: impl FnOnce() -> StandingState,
+        journal: &JournalWriter,
+    ) -> Result<StateWrite, DaemonError> {
+        match change {
+            StandingChange::Whole(state) => Ok(StateWrite::Whole(Self::encode(&state)?)),
+            StandingChange::Presence(lines) => {
+                let bytes = Self::encode_change(&lines)?;
+                let kept = journal.state_change_bytes().saturating_add(bytes.len());
+                if kept > journal.state_bytes().max(CHANGES_AT_LEAST) {
+                    Ok(StateWrite::Whole(Self::encode(&whole_now())?))
+                } else {
+                    Ok(StateWrite::Change(bytes))
+                }
+            }
+        }
+    }
 }
+
+/// Presence changes kept after a whole state before it is written whole
+/// again, at least (bytes): a small list is not rewritten every few
+/// passages.
+pub const CHANGES_AT_LEAST: usize = 64 << 10;
+
+impl StandingBook {}
 
 /// What the loop listens to.
 #[derive(Debug)]
@@ -215,9 +274,10 @@ impl Daemon {
             writer,
             reader,
             state,
+            state_changes,
             ..
         } = Journal::open(dir)?;
-        let restored = StandingBook::load(state.as_deref(), None)?;
+        let restored = StandingBook::load(state.as_deref(), &state_changes, None)?;
         let daemon = Self {
             gateway: Gateway::new(building, rules, restored, now()),
             journal: writer,
@@ -369,12 +429,17 @@ impl Daemon {
     /// reserve, routine records are dropped and counted; alarms use it.
     fn commit(&mut self, mut commit: Commit) -> Result<(), DaemonError> {
         self.guard_disk(&mut commit.records);
-        let state = commit
-            .state
-            .as_ref()
-            .map(StandingBook::encode)
-            .transpose()?;
-        let appended = self.journal.commit(commit.at, commit.records, state)?;
+        let state = match commit.state {
+            Some(change) => Some(StandingBook::write(
+                change,
+                || self.gateway.standing(),
+                &self.journal,
+            )?),
+            None => None,
+        };
+        let appended = self
+            .journal
+            .commit_state(commit.at, commit.records, state)?;
         appended.iter().for_each(log_event);
         Ok(())
     }
@@ -455,14 +520,14 @@ mod tests {
         let mut state = StandingState::default();
         state.lockdown.insert("lab".into());
         let bytes = StandingBook::encode(&state).unwrap();
-        assert_eq!(StandingBook::load(Some(&bytes), None).unwrap(), state);
+        assert_eq!(StandingBook::load(Some(&bytes), &[], None).unwrap(), state);
         state.version = crate::site::standing::VERSION + 1;
         let bytes = StandingBook::encode(&state).unwrap();
-        let e = StandingBook::load(Some(&bytes), None)
+        let e = StandingBook::load(Some(&bytes), &[], None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("another Portier version"), "{e}");
-        let e = StandingBook::load(Some(b"\xff"), None)
+        let e = StandingBook::load(Some(b"\xff"), &[], None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("unreadable"), "{e}");
@@ -481,7 +546,9 @@ mod tests {
         let journal_dir = dir.path().join("journal");
         crate::journal::legacy::migrate(&db, &journal_dir, &mut |_| {}).unwrap();
         let journal = Journal::open(&journal_dir).unwrap();
-        let restored = StandingBook::load(journal.state.as_deref(), Some(&db)).unwrap();
+        let restored =
+            StandingBook::load(journal.state.as_deref(), &journal.state_changes, Some(&db))
+                .unwrap();
         assert_eq!(restored, state);
     }
 }

@@ -103,11 +103,12 @@ pub async fn run(
         reader: journal_reader,
         acker: journal_acker,
         state: committed,
+        state_changes,
     } = Journal::open(&journal_dir)
         .with_context(|| format!("opening the event journal in {}", journal_dir.display()))?;
     let journal = journal.with_budget(config.journal.max_events);
-    let restored =
-        StandingBook::load(committed.as_deref(), Some(&events_db)).with_context(|| {
+    let restored = StandingBook::load(committed.as_deref(), &state_changes, Some(&events_db))
+        .with_context(|| {
             format!(
                 "reading the standing state (lockdown, overrides, presence) in {}",
                 journal_dir.display()

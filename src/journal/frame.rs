@@ -7,8 +7,15 @@
 //! body   = first_seq:u64le flags:u8
 //!          [dropped:u64le]                     flags & DROPPED
 //!          [state_len:varint state]            flags & STATE
+//!          [n:varint (len:varint change)*n]    flags & CHANGES
 //!          (event_len:varint event_cbor)*      seqs first_seq, first_seq+1, …
 //! ```
+//!
+//! The state is kept as a whole (`STATE`) and the changes written after it
+//! (`CHANGES`, applied in order by the state's owner): a passage changes
+//! one line of the presence list and should cost that line, not the list.
+//! A frame with both is a segment's head: the whole, then the changes
+//! since it.
 //!
 //! The salt is the segment's own (random, in its header): an event's text
 //! (a user name as typed at the admin login, say) can hold bytes shaped
@@ -38,7 +45,8 @@ pub(super) const MAX_BODY: usize = 64 << 20;
 
 const FLAG_DROPPED: u8 = 1;
 const FLAG_STATE: u8 = 2;
-const KNOWN_FLAGS: u8 = FLAG_DROPPED | FLAG_STATE;
+const FLAG_CHANGES: u8 = 4;
+const KNOWN_FLAGS: u8 = FLAG_DROPPED | FLAG_STATE | FLAG_CHANGES;
 
 /// What one frame carries, to be encoded.
 #[derive(Debug, Clone, Copy)]
@@ -47,8 +55,11 @@ pub(super) struct FrameOut<'a> {
     pub first_seq: u64,
     /// The dropped counter, when it changed or the frame opens a segment.
     pub dropped: Option<u64>,
-    /// The standing state, when it changed or the frame opens a segment.
+    /// The standing state, when it was written whole or the frame opens
+    /// a segment.
     pub state: Option<&'a [u8]>,
+    /// Changes to the state, in order (after `state` when both are given).
+    pub changes: &'a [&'a [u8]],
 }
 
 /// Append the frame of `out` and `events` (CBOR, in sequence order) to `buf`.
@@ -65,7 +76,12 @@ pub(super) fn encode<'e>(
         FLAG_DROPPED
     } else {
         0
-    } | if out.state.is_some() { FLAG_STATE } else { 0 };
+    } | if out.state.is_some() { FLAG_STATE } else { 0 }
+        | if out.changes.is_empty() {
+            0
+        } else {
+            FLAG_CHANGES
+        };
     buf.push(flags);
     if let Some(dropped) = out.dropped {
         buf.extend_from_slice(&dropped.to_le_bytes());
@@ -73,6 +89,13 @@ pub(super) fn encode<'e>(
     if let Some(state) = out.state {
         put_varint(buf, state.len() as u64);
         buf.extend_from_slice(state);
+    }
+    if !out.changes.is_empty() {
+        put_varint(buf, out.changes.len() as u64);
+        for change in out.changes {
+            put_varint(buf, change.len() as u64);
+            buf.extend_from_slice(change);
+        }
     }
     for event in events {
         put_varint(buf, event.len() as u64);
@@ -92,8 +115,10 @@ pub(super) struct Frame<'a> {
     pub first_seq: u64,
     /// The dropped counter, if the frame carries it.
     pub dropped: Option<u64>,
-    /// The standing state, if the frame carries it.
+    /// The standing state, if the frame carries it whole.
     pub state: Option<&'a [u8]>,
+    /// The changes region (varint-prefixed), checked to parse.
+    changes: &'a [u8],
     /// The events region (varint-prefixed CBOR), checked to parse.
     events: &'a [u8],
     /// How many events the region holds.
@@ -103,16 +128,16 @@ pub(super) struct Frame<'a> {
 impl<'a> Frame<'a> {
     /// The events, with their sequence numbers, in order.
     pub(super) fn events(&self) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
-        let mut rest = self.events;
         let mut seq = self.first_seq;
-        std::iter::from_fn(move || {
-            let (len, used) = get_varint(rest)?;
-            let end = used.checked_add(usize::try_from(len).ok()?)?;
-            let bytes = rest.get(used..end)?;
-            rest = &rest[end..];
+        pieces(self.events).map(move |bytes| {
             seq += 1;
-            Some((seq - 1, bytes))
+            (seq - 1, bytes)
         })
+    }
+
+    /// The state changes, in order.
+    pub(super) fn changes(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        pieces(self.changes)
     }
 
     /// The sequence number after this frame's events.
@@ -174,21 +199,30 @@ fn parse_body(body: &[u8]) -> Option<Frame<'_>> {
         None
     };
     let state = if flags & FLAG_STATE != 0 {
-        let (len, used) = get_varint(rest)?;
-        let end = used.checked_add(usize::try_from(len).ok()?)?;
-        let state = rest.get(used..end)?;
-        rest = &rest[end..];
+        let (state, after) = piece(rest)?;
+        rest = after;
         Some(state)
     } else {
         None
+    };
+    let changes = if flags & FLAG_CHANGES != 0 {
+        let (n, used) = get_varint(rest)?;
+        let start = &rest[used..];
+        let mut walk = start;
+        for _ in 0..n {
+            walk = piece(walk)?.1;
+        }
+        let region = &start[..start.len() - walk.len()];
+        rest = walk;
+        region
+    } else {
+        &[]
     };
     // Walk the events once so that a reader never meets a bad length.
     let mut count = 0u64;
     let mut walk = rest;
     while !walk.is_empty() {
-        let (len, used) = get_varint(walk)?;
-        let end = used.checked_add(usize::try_from(len).ok()?)?;
-        walk = walk.get(end..)?;
+        walk = piece(walk)?.1;
         count += 1;
     }
     first_seq.checked_add(count)?;
@@ -196,8 +230,25 @@ fn parse_body(body: &[u8]) -> Option<Frame<'_>> {
         first_seq,
         dropped,
         state,
+        changes,
         events: rest,
         count,
+    })
+}
+
+/// One varint-prefixed piece at the start of `buf`, and what follows it.
+fn piece(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, used) = get_varint(buf)?;
+    let end = used.checked_add(usize::try_from(len).ok()?)?;
+    Some((buf.get(used..end)?, buf.get(end..)?))
+}
+
+/// The varint-prefixed pieces of a region checked by [`parse_body`].
+fn pieces(mut region: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (bytes, rest) = piece(region)?;
+        region = rest;
+        Some(bytes)
     })
 }
 
@@ -241,6 +292,7 @@ mod tests {
                 first_seq,
                 dropped: Some(7),
                 state,
+                changes: &[b"c1", b"", b"c3"],
             },
             events.iter().copied(),
         );
@@ -257,6 +309,7 @@ mod tests {
         assert_eq!(len, buf.len());
         assert_eq!((f.first_seq, f.count, f.next_seq()), (41, 3, 44));
         assert_eq!((f.dropped, f.state), (Some(7), Some(&b"state"[..])));
+        assert_eq!(f.changes().collect::<Vec<_>>(), [&b"c1"[..], b"", b"c3"]);
         let events: Vec<(u64, Vec<u8>)> = f.events().map(|(s, b)| (s, b.to_vec())).collect();
         assert_eq!(
             events,

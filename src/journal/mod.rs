@@ -152,8 +152,23 @@ pub struct Journal {
     pub reader: JournalReader,
     /// Forgets what central acknowledged (the uplink).
     pub acker: JournalAcker,
-    /// The state committed last (see [`JournalWriter::commit`]), if any.
+    /// The state last committed whole (see [`JournalWriter::commit`]),
+    /// if any.
     pub state: Option<Vec<u8>>,
+    /// The changes committed after it, in order, for its owner to apply
+    /// ([`JournalWriter::commit_state`]).
+    pub state_changes: Vec<Vec<u8>>,
+}
+
+/// What a commit writes of the standing state: the whole of it, or one
+/// change to it (applied by its owner after the whole and the changes
+/// before it). The journal does not read either.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateWrite {
+    /// The whole state; the changes before it are forgotten.
+    Whole(Vec<u8>),
+    /// A change on top of the state and the changes so far.
+    Change(Vec<u8>),
 }
 
 /// What the roles share: the bounds and the segment table.
@@ -193,6 +208,7 @@ struct Tail {
     next_seq: u64,
     dropped: u64,
     state: Option<Vec<u8>>,
+    changes: Vec<Vec<u8>>,
     end: u64,
 }
 
@@ -241,9 +257,9 @@ impl Journal {
             },
             None => None,
         };
-        let (tail_next, dropped, state, tail_end) = match tail {
-            Some(t) => (t.next_seq, t.dropped, t.state, t.end),
-            None => (1, 0, None, 0),
+        let (tail_next, dropped, state, state_changes, tail_end) = match tail {
+            Some(t) => (t.next_seq, t.dropped, t.state, t.changes, t.end),
+            None => (1, 0, None, Vec::new(), 0),
         };
         let acked = read_acked(dir).unwrap_or(0);
         // Numbers never go back: not below the newest segment's name (the
@@ -289,6 +305,7 @@ impl Journal {
                 shared: shared.clone(),
                 active,
                 state: state.clone(),
+                state_changes: state_changes.clone(),
                 max_events: DEFAULT_MAX_EVENTS,
                 segment_bytes: DEFAULT_SEGMENT_BYTES,
                 full: false,
@@ -299,6 +316,7 @@ impl Journal {
             },
             acker,
             state,
+            state_changes,
         })
     }
 }
@@ -327,6 +345,7 @@ fn read_tail(first: u64, path: &Path) -> std::io::Result<TailRead> {
         next_seq: first,
         dropped: 0,
         state: None,
+        changes: Vec::new(),
         end: segment::HEAD,
     };
     let mut state_known = false;
@@ -353,8 +372,10 @@ fn read_tail(first: u64, path: &Path) -> std::io::Result<TailRead> {
             }
             if let Some(s) = frame.state {
                 tail.state = (!s.is_empty()).then(|| s.to_vec());
+                tail.changes.clear();
                 state_known = true;
             }
+            tail.changes.extend(frame.changes().map(<[u8]>::to_vec));
             true
         },
     )?;
@@ -430,8 +451,10 @@ struct Active {
 pub struct JournalWriter {
     shared: Arc<Shared>,
     active: Option<Active>,
-    /// The state committed last, repeated at the head of every segment.
+    /// The state committed last whole and the changes after it, repeated
+    /// at the head of every segment.
     state: Option<Vec<u8>>,
+    state_changes: Vec<Vec<u8>>,
     max_events: u64,
     segment_bytes: u64,
     /// Whether the journal was full at the last append (an episode).
@@ -509,15 +532,39 @@ impl JournalWriter {
         self.commit(at, kinds, None)
     }
 
-    /// Append events and, when given, a new state, in one frame and one
-    /// flush: after a crash both are there or neither is. The state is
-    /// opaque here (the daemon's standing state); [`Journal::state`] gives
-    /// the last one back at the next open.
+    /// Append events and, when given, a new whole state: see
+    /// [`JournalWriter::commit_state`].
     pub fn commit(
         &mut self,
         at: Timestamp,
         kinds: Vec<EventKind>,
         state: Option<Vec<u8>>,
+    ) -> Result<Vec<Event>, JournalError> {
+        self.commit_state(at, kinds, state.map(StateWrite::Whole))
+    }
+
+    /// Bytes of the state last written whole.
+    pub fn state_bytes(&self) -> usize {
+        self.state.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Bytes of the state changes kept since the last whole state: the
+    /// owner writes the state whole again when they grow past what the
+    /// whole would cost, so a segment's head stays bounded.
+    pub fn state_change_bytes(&self) -> usize {
+        self.state_changes.iter().map(Vec::len).sum()
+    }
+
+    /// Append events and, when given, the state whole or a change to it,
+    /// in one frame and one flush: after a crash both are there or
+    /// neither is. The state is opaque here (the daemon's standing state);
+    /// [`Journal::state`] and [`Journal::state_changes`] give it back at
+    /// the next open.
+    pub fn commit_state(
+        &mut self,
+        at: Timestamp,
+        kinds: Vec<EventKind>,
+        state: Option<StateWrite>,
     ) -> Result<Vec<Event>, JournalError> {
         let (kinds, dropped) = self.budget(kinds);
         if kinds.is_empty() && dropped.is_none() && state.is_none() {
@@ -537,11 +584,16 @@ impl JournalWriter {
             .iter_mut()
             .map(|e| encode_capped(e, MAX_EVENT_BYTES))
             .collect::<Result<Vec<_>, _>>()?;
-        self.write_frame(first, &encoded, dropped, state.as_deref())?;
+        self.write_frame(first, &encoded, dropped, state.as_ref())?;
         // Only now: a state whose frame failed is not repeated at the head
         // of the next segment.
-        if state.is_some() {
-            self.state = state;
+        match state {
+            Some(StateWrite::Whole(whole)) => {
+                self.state = Some(whole);
+                self.state_changes.clear();
+            }
+            Some(StateWrite::Change(change)) => self.state_changes.push(change),
+            None => {}
         }
         Ok(events)
     }
@@ -559,9 +611,11 @@ impl JournalWriter {
             self.shared.next_seq.store(first, Ordering::Release);
             self.shared.oldest.store(first, Ordering::Release);
         }
-        self.write_frame(first, events, dropped, state.as_deref())?;
-        if state.is_some() {
-            self.state = state;
+        let state = state.map(StateWrite::Whole);
+        self.write_frame(first, events, dropped, state.as_ref())?;
+        if let Some(StateWrite::Whole(whole)) = state {
+            self.state = Some(whole);
+            self.state_changes.clear();
         }
         Ok(())
     }
@@ -575,7 +629,7 @@ impl JournalWriter {
         first: u64,
         events: &[Vec<u8>],
         dropped: Option<u64>,
-        new_state: Option<&[u8]>,
+        new_state: Option<&StateWrite>,
     ) -> Result<(), JournalError> {
         let refuse = |why: &str| {
             self.shared.io(std::io::Error::new(
@@ -608,11 +662,24 @@ impl JournalWriter {
             self.buf.extend_from_slice(&salt);
         }
         // Every segment opens with the state (empty: none yet) and the
-        // counter, so that opening the journal reads only the newest
-        // segment and knows when a damaged commit hid the state.
+        // changes since it, and the counter, so that opening the journal
+        // reads only the newest segment and knows when a damaged commit
+        // hid the state.
+        let kept = || self.state.as_deref().unwrap_or_default();
+        let mut changes: Vec<&[u8]> = Vec::new();
         let state = match new_state {
-            Some(s) => Some(s),
-            None if roll => Some(self.state.as_deref().unwrap_or_default()),
+            Some(StateWrite::Whole(s)) => Some(s.as_slice()),
+            Some(StateWrite::Change(c)) => {
+                if roll {
+                    changes.extend(self.state_changes.iter().map(Vec::as_slice));
+                }
+                changes.push(c);
+                roll.then(kept)
+            }
+            None if roll => {
+                changes.extend(self.state_changes.iter().map(Vec::as_slice));
+                Some(kept())
+            }
             None => None,
         };
         frame::encode(
@@ -622,6 +689,7 @@ impl JournalWriter {
                 first_seq: first,
                 dropped: if roll { Some(dropped_total) } else { dropped },
                 state,
+                changes: &changes,
             },
             events.iter().map(Vec::as_slice),
         );

@@ -317,12 +317,12 @@ pub(super) fn scan(
                 }
             }
             Parsed::Short(need) if need as u64 <= available => Step::Need(need),
-            Parsed::Short(_) => Step::Bad("frame cut short"),
+            Parsed::Short(_) => Step::Bad(CUT_SHORT),
             Parsed::Bad(reason) => Step::Bad(reason),
         };
         let step = match step {
             // The frame claims bytes past the end: a torn or damaged tail.
-            Step::Need(need) if need as u64 > available => Step::Bad("frame cut short"),
+            Step::Need(need) if need as u64 > available => Step::Bad(CUT_SHORT),
             step => step,
         };
         match step {
@@ -342,26 +342,46 @@ pub(super) fn scan(
                 stepped_over.get_or_insert(Damage { offset, reason });
                 pos += len;
             }
-            Step::Bad(reason) => match resync(file, salt, offset + 1, end)? {
-                Some(next) => {
-                    stepped_over.get_or_insert(Damage { offset, reason });
-                    buf.clear();
-                    buf_at = next;
-                    pos = 0;
+            Step::Bad(reason) => {
+                match resync(file, salt, offset + 1, end, window(reason, available))? {
+                    Some(next) => {
+                        stepped_over.get_or_insert(Damage { offset, reason });
+                        buf.clear();
+                        buf_at = next;
+                        pos = 0;
+                    }
+                    None => {
+                        let first = stepped_over.unwrap_or(Damage { offset, reason });
+                        // Bytes beyond the search window were not looked at:
+                        // not provably a torn tail.
+                        let unsearched = end.saturating_sub(offset + 1) > window(reason, available);
+                        return Ok(Scan::Bad {
+                            offset: first.offset,
+                            reason: first.reason,
+                            torn: !followed && !unsearched,
+                        });
+                    }
                 }
-                None => {
-                    let first = stepped_over.unwrap_or(Damage { offset, reason });
-                    // Bytes beyond the search window were not looked at:
-                    // not provably a torn tail.
-                    let unsearched = end.saturating_sub(offset + 1) > RESYNC_WINDOW;
-                    return Ok(Scan::Bad {
-                        offset: first.offset,
-                        reason: first.reason,
-                        torn: !followed && !unsearched,
-                    });
-                }
-            },
+            }
         }
+    }
+}
+
+/// Why a frame whose header claims more bytes than the segment holds is
+/// refused: the commit being written when the process or power went.
+const CUT_SHORT: &str = "frame cut short";
+
+/// How far past bad bytes to search for the next whole frame. After a
+/// frame cut short, all the way to the end: the bytes left all lie inside
+/// the frame's own claimed length (at most a frame's size), so if no whole
+/// frame hides there the frame is a torn last write, whatever its size (a
+/// 2 MB commit cut at 1.2 MB must not stop the journal from opening).
+/// Elsewhere [`RESYNC_WINDOW`].
+fn window(reason: &str, available: u64) -> u64 {
+    if reason == CUT_SHORT {
+        available.min((frame::HEADER + frame::MAX_BODY) as u64)
+    } else {
+        RESYNC_WINDOW
     }
 }
 
@@ -375,14 +395,20 @@ enum Step {
     Bad(&'static str),
 }
 
-/// The offset of the first whole frame in `from..end` (within
-/// [`RESYNC_WINDOW`]), if any: after bytes that are not a frame, where the
-/// commits go on.
-fn resync(file: &File, salt: &Salt, from: u64, end: u64) -> std::io::Result<Option<u64>> {
+/// The offset of the first whole frame in `from..end` (within `window`
+/// bytes), if any: after bytes that are not a frame, where the commits go
+/// on.
+fn resync(
+    file: &File,
+    salt: &Salt,
+    from: u64,
+    end: u64,
+    window: u64,
+) -> std::io::Result<Option<u64>> {
     if from >= end {
         return Ok(None);
     }
-    let len = (end - from).min(RESYNC_WINDOW);
+    let len = (end - from).min(window);
     let mut rest = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
     file.read_exact_at(&mut rest, from)?;
     Ok((0..rest.len())

@@ -212,6 +212,87 @@ fn a_torn_last_commit_is_cut_off_at_every_length() {
 }
 
 #[test]
+fn a_torn_last_commit_of_megabytes_is_cut_off_wherever_it_was_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    j.writer
+        .commit(at(), vec![granted("a")], Some(b"one".to_vec()))
+        .unwrap();
+    let (path, whole) = newest(dir.path());
+    // A 2 MB commit: a large state and events, its bytes varied so that
+    // no search finds frames in them by luck.
+    let big: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    j.writer
+        .commit_state(
+            at(),
+            (0..500).map(|i| granted(&format!("door-{i}"))).collect(),
+            Some(StateWrite::Whole(big)),
+        )
+        .unwrap();
+    drop(j);
+    let full = std::fs::read(&path).unwrap();
+    let frame_len = full.len() as u64 - whole;
+    assert!(frame_len > 2_000_000);
+    let mut cuts: Vec<u64> = (whole..whole + 64).collect();
+    cuts.extend((whole..full.len() as u64).step_by(40_009));
+    cuts.extend(full.len() as u64 - 64..full.len() as u64);
+    cuts.push(whole + frame_len * 6 / 10);
+    for cut in cuts {
+        std::fs::write(&path, &full[..cut as usize]).unwrap();
+        let mut j = Journal::open(dir.path())
+            .unwrap_or_else(|e| panic!("cut at {cut} of {}: {e}", full.len()));
+        assert_eq!(j.state.as_deref(), Some(&b"one"[..]), "cut at {cut}");
+        assert_eq!(j.writer.next_seq(), 2, "cut at {cut}");
+        assert_eq!(file_len(&path), whole);
+        assert_eq!(j.writer.append(at(), vec![granted("d")]).unwrap()[0].seq, 2);
+        drop(j);
+    }
+}
+
+#[test]
+fn state_changes_follow_the_whole_state_across_reopens_and_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    j.writer = j.writer.with_segment_bytes(300);
+    let w = &mut j.writer;
+    w.commit_state(at(), vec![], Some(StateWrite::Whole(b"whole-1".to_vec())))
+        .unwrap();
+    for i in 0..20 {
+        let change = format!("change-{i}").into_bytes();
+        w.commit_state(at(), vec![granted("a")], Some(StateWrite::Change(change)))
+            .unwrap();
+    }
+    assert!(segment_files(dir.path()).len() > 3, "crossed segment heads");
+    assert_eq!(w.state_bytes(), 7);
+    drop(j);
+    let mut j = Journal::open(dir.path()).unwrap();
+    assert_eq!(j.state.as_deref(), Some(&b"whole-1"[..]));
+    let changes: Vec<String> = j
+        .state_changes
+        .iter()
+        .map(|c| String::from_utf8(c.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        changes,
+        (0..20).map(|i| format!("change-{i}")).collect::<Vec<_>>()
+    );
+    // A whole state forgets the changes before it, also across a reopen.
+    j.writer
+        .commit_state(at(), vec![], Some(StateWrite::Whole(b"whole-2".to_vec())))
+        .unwrap();
+    j.writer
+        .commit_state(at(), vec![], Some(StateWrite::Change(b"after".to_vec())))
+        .unwrap();
+    assert_eq!(j.writer.state_change_bytes(), 5);
+    drop(j);
+    let j = Journal::open(dir.path()).unwrap();
+    assert_eq!(j.state.as_deref(), Some(&b"whole-2"[..]));
+    assert_eq!(j.state_changes, vec![b"after".to_vec()]);
+}
+
+#[test]
 fn a_roll_over_cut_before_its_rename_leaves_no_trace() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(dir.path()).unwrap();
@@ -339,6 +420,7 @@ fn a_frame_hidden_in_event_text_is_never_taken_for_a_commit() {
                     first_seq,
                     dropped: None,
                     state: Some(b""),
+                    changes: &[],
                 },
                 std::iter::empty(),
             );

@@ -31,8 +31,8 @@ use super::outputs::FeedbackTable;
 use super::remote::{RemoteAction, RemoteError};
 use super::standing::{HeldBy, StandingState, TimedMode, TimedOverride, VERSION};
 use crate::door::{
-    CredentialId, DoorInput, Override, OverrideState, Passage, Presence, PresenceEvent,
-    RevolvingInput,
+    CredentialId, DoorInput, Override, OverrideState, Passage, Presence, PresenceChange,
+    PresenceEvent, RevolvingInput,
 };
 use crate::event::EventKind;
 use crate::ids::{BusId, DoorId};
@@ -115,8 +115,21 @@ pub struct Commit {
     pub at: Timestamp,
     /// Journal records, in order.
     pub records: Vec<EventKind>,
-    /// The new standing state, when it changed.
-    pub state: Option<StandingState>,
+    /// The standing state, when it changed: whole, or the presence lines
+    /// that changed when nothing else did.
+    pub state: Option<StandingChange>,
+}
+
+/// What changed of the standing state in one commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StandingChange {
+    /// The whole state (a door's lockdown, mode, override or the time
+    /// floor changed).
+    Whole(StandingState),
+    /// Only these presence lines changed: a passage costs its line, not
+    /// the list ([`Gateway::standing`] gives the whole when the
+    /// driver wants to write it whole again).
+    Presence(Vec<PresenceChange>),
 }
 
 /// What the driver must do, in order.
@@ -167,7 +180,6 @@ pub struct Gateway {
     replies: Vec<Output>,
     /// The standing state last handed out in a commit.
     persisted: StandingState,
-    presence_changed: bool,
     /// Wall-clock ends of the overrides in force, fixed when first seen so
     /// that the persisted state does not drift with every reading.
     override_walls: HashMap<DoorId, (Instant, Timestamp)>,
@@ -214,7 +226,6 @@ impl Gateway {
             commands: Vec::new(),
             replies: Vec::new(),
             persisted: restored.clone(),
-            presence_changed: false,
             override_walls: HashMap::new(),
             remote_walls: HashMap::new(),
             wall: now.system,
@@ -295,9 +306,13 @@ impl Gateway {
         self.planner.is_locked_down(door)
     }
 
-    /// The standing state as it would be persisted now.
+    /// The whole standing state as of the last commit handed out (what
+    /// the driver writes when it writes the state whole).
     pub fn standing(&self) -> StandingState {
-        self.persisted.clone()
+        StandingState {
+            presence: self.presence.clone(),
+            ..self.persisted.clone()
+        }
     }
 
     fn begin(&mut self, now: Now) {
@@ -497,7 +512,6 @@ impl Gateway {
                         at,
                         office_hours,
                     });
-                    self.presence_changed = true;
                     if let Some(e) = event {
                         self.records.push(match e {
                             PresenceEvent::Entered {
@@ -544,7 +558,7 @@ impl Gateway {
     }
 
     /// The standing state, when it differs from the one last handed out.
-    fn changed_standing(&mut self, now: Now) -> Option<StandingState> {
+    fn changed_standing(&mut self, now: Now) -> Option<StandingChange> {
         let lockdown = self.planner.lockdowns();
         let mut remote_modes = std::collections::BTreeMap::new();
         let mut walls = HashMap::new();
@@ -564,24 +578,25 @@ impl Gateway {
         }
         self.override_walls = walls;
         let floor = self.clock.floor();
+        let presence = self.presence.take_changes();
         let same = lockdown == self.persisted.lockdown
             && remote_modes == self.persisted.remote_modes
             && overrides == self.persisted.overrides
-            && floor == self.persisted.trusted_floor
-            && !self.presence_changed;
+            && floor == self.persisted.trusted_floor;
         if same {
-            return None;
+            return (!presence.is_empty()).then_some(StandingChange::Presence(presence));
         }
-        self.presence_changed = false;
         self.persisted = StandingState {
             version: VERSION,
             lockdown,
             remote_modes,
             overrides,
-            presence: self.presence.clone(),
+            // Kept empty here (the core's list is the one in force):
+            // `standing` adds it.
+            presence: Presence::new(),
             trusted_floor: floor,
         };
-        Some(self.persisted.clone())
+        Some(StandingChange::Whole(self.standing()))
     }
 }
 
@@ -769,7 +784,7 @@ mod tests {
                 seconds: 600,
             },
         );
-        let state = commits(&out)[0].state.clone().expect("override persisted");
+        let state = whole(&commits(&out)[0]);
         assert_eq!(state.overrides["lab"].state, HeldBy::Unlocked);
         // Restart 100 s later: still released, for what is left.
         let mut g = Gateway::new(building(), Box::new(Table), state.clone(), at(101));
@@ -783,7 +798,7 @@ mod tests {
         );
         // Lockdown, then a restart: still locked down, cards refused.
         let out = remote(&mut g, at(102), RemoteAction::Lockdown { doors: vec![] });
-        let state = commits(&out)[0].state.clone().unwrap();
+        let state = whole(&commits(&out)[0]);
         let mut g = Gateway::new(building(), Box::new(Table), state, at(200));
         drain(&mut g);
         assert!(g.is_locked_down("lab"));
@@ -801,6 +816,14 @@ mod tests {
         assert!(!g.doors()[0].released);
     }
 
+    /// The whole state a commit carries (a door's state changed).
+    fn whole(c: &Commit) -> StandingState {
+        match &c.state {
+            Some(StandingChange::Whole(s)) => s.clone(),
+            other => panic!("not a whole state: {other:?}"),
+        }
+    }
+
     #[test]
     fn an_override_that_ended_while_down_reverts_with_its_event() {
         let mut g = Gateway::new(building(), Box::new(Table), StandingState::default(), at(0));
@@ -813,7 +836,7 @@ mod tests {
                 seconds: 60,
             },
         );
-        let state = commits(&out)[0].state.clone().unwrap();
+        let state = whole(&commits(&out)[0]);
         let mut g = Gateway::new(building(), Box::new(Table), state, at(3600));
         let out = drain(&mut g);
         assert!(!g.doors()[0].released);
@@ -825,7 +848,7 @@ mod tests {
             )),
             "{out:?}"
         );
-        assert!(c[0].state.as_ref().unwrap().overrides.is_empty());
+        assert!(whole(&c[0]).overrides.is_empty());
     }
 
     #[test]
@@ -856,5 +879,15 @@ mod tests {
             "{out:?}"
         );
         assert!(g.presence().get(&CredentialId("staff".into())).is_some());
+        // The passage is committed as its line, not as the whole state.
+        let lines = commits(&out)
+            .iter()
+            .find_map(|c| match &c.state {
+                Some(StandingChange::Presence(lines)) => Some(lines.clone()),
+                _ => None,
+            })
+            .expect("a presence change");
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].credential, CredentialId("staff".into()));
     }
 }

@@ -15,5 +15,7 @@ pub use building::{
     Building, BuildingAction, BuildingInput, DoorKind, DoorState, DoorWiring, InputRef, OutputRef,
     PdRef, ReaderRef, Verdict,
 };
-pub use gateway::{Commit, DecisionObserver, Gateway, Input, Now, Output, Rules, Ticket};
+pub use gateway::{
+    Commit, DecisionObserver, Gateway, Input, Now, Output, Rules, StandingChange, Ticket,
+};
 pub use standing::StandingState;
