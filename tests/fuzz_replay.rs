@@ -41,3 +41,13 @@ fn rules_snapshot_corpus() {
 fn journal_segment_corpus() {
     replay("journal_segment", portier::journal::fuzz::segment);
 }
+
+#[test]
+fn mqtt_inbound_corpus() {
+    replay("mqtt_inbound", portier::uplink::fuzz::inbound);
+}
+
+#[test]
+fn admin_request_corpus() {
+    replay("admin_request", portier::admin::fuzz_request_text);
+}

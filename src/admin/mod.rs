@@ -53,7 +53,7 @@ pub use backend::{
     parse_card_text, why_answer,
 };
 pub use metrics::Metrics;
-pub use routes::{ROUTES, Route};
+pub use routes::{ROUTES, Route, fuzz_request_text};
 pub use text::status_text;
 
 /// Admin port failures (start-up only; request errors are responses).

@@ -1218,6 +1218,29 @@ async fn metrics(_: Viewer<Api>, State(st): St) -> Response {
         .into_response()
 }
 
+/// Fuzz entry: every parser of the text a request brings (login and
+/// action forms, queries, JSON bodies, card text). Guarantee: arbitrary
+/// bytes never panic.
+pub fn fuzz_request_text(data: &[u8]) {
+    let _ = serde_urlencoded::from_bytes::<LoginForm>(data);
+    let _ = serde_urlencoded::from_bytes::<CsrfForm>(data);
+    if let Ok(p) = serde_urlencoded::from_bytes::<ActionParams>(data) {
+        for kind in ["unlock", "override", "release", "other"] {
+            let _ = command_of(kind, &p);
+        }
+    }
+    let text = String::from_utf8_lossy(data).into_owned();
+    let _ = parse_query::<EventsParams>(Some(text.clone()));
+    let _ = parse_query::<WhyParams>(Some(text.clone()));
+    let _ = parse_query::<ActionParams>(Some(text.clone()));
+    let _ = parse_card_text(&text);
+    let _ =
+        json_body::<UnlockBody>(data).map(|b| DoorCommand::Unlock { seconds: b.seconds }.check());
+    let _ = json_body::<ModeBody>(data);
+    let _ = json_body::<ReleaseBody>(data);
+    let _ = crate::text::bounded(&text, crate::text::NAME);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,9 @@ pub const MAX_LIFETIME: SignedDuration = SignedDuration::from_hours(24);
 /// and gateway).
 pub const MAX_SKEW: SignedDuration = SignedDuration::from_secs(120);
 
+/// Longest command id accepted, bytes.
+pub const MAX_ID_BYTES: usize = crate::text::ID;
+
 /// A remote command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +131,14 @@ pub fn verify_command(
     let blob = keys.check(bytes, COMMAND_CONTEXT)?;
     let c: Command =
         serde_cbor::from_slice(blob.payload).map_err(|e| CommandError::Malformed(e.to_string()))?;
+    // The id is journaled and kept in the replay store: a signed command
+    // is trusted to act, not to be small.
+    if c.id.is_empty() || c.id.len() > MAX_ID_BYTES || c.id.chars().any(char::is_control) {
+        return Err(CommandError::Malformed(format!(
+            "command id of {} bytes: 1..={MAX_ID_BYTES} printable bytes expected",
+            c.id.len()
+        )));
+    }
     if c.gateway != gateway {
         return Err(CommandError::WrongGateway {
             id: c.id,

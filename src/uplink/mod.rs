@@ -3,6 +3,7 @@
 //! configuration with its TLS client config ([`tls`]). The MQTT driver is `crate::driver::uplink`.
 
 pub mod config;
+pub mod fuzz;
 pub mod outbox;
 pub mod tls;
 pub mod wire;
