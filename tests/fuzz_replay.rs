@@ -41,3 +41,13 @@ fn rules_snapshot_corpus() {
 fn journal_segment_corpus() {
     replay("journal_segment", portier::journal::fuzz::segment);
 }
+
+#[test]
+fn central_batch_corpus() {
+    replay("central_batch", portier::central::fuzz::batch);
+}
+
+#[test]
+fn central_import_corpus() {
+    replay("central_import", portier::central::fuzz::import);
+}

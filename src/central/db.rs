@@ -75,6 +75,45 @@ pub enum DbError {
     /// A user's query did not give credentials.
     #[error("{0}")]
     Import(#[from] super::import::ImportError),
+    /// A user's `--from-sql` query was refused.
+    #[error("--from-sql: {0}")]
+    FromSql(FromSqlError),
+}
+
+/// Why a `--from-sql` query was refused.
+#[derive(Debug, Error)]
+pub enum FromSqlError {
+    /// More than one statement (`…; …`).
+    #[error("exactly one statement is allowed (a SELECT); this text holds several")]
+    NotOneStatement,
+    /// PostgreSQL refused it; a write is `SQLSTATE 25006` (the query runs
+    /// in a READ ONLY transaction).
+    #[error("{}", describe(.0))]
+    Refused(tokio_postgres::Error),
+}
+
+impl FromSqlError {
+    /// The SQLSTATE code, when PostgreSQL gave one (`25006`: a write in
+    /// the read-only transaction).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::NotOneStatement => None,
+            Self::Refused(e) => e.code().map(tokio_postgres::error::SqlState::code),
+        }
+    }
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) if d.code() == &tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION => {
+            format!(
+                "the query runs read-only and may not write (SQLSTATE 25006: {})",
+                d.message()
+            )
+        }
+        Some(d) => format!("SQLSTATE {}: {}", d.code().code(), d.message()),
+        None => e.to_string(),
+    }
 }
 
 /// Connect (the connection's task runs on the current tokio runtime).
@@ -147,10 +186,7 @@ pub fn is_data_error(e: &tokio_postgres::Error) -> bool {
 
 /// PostgreSQL's refusal as one line (SQLSTATE and message).
 fn refusal(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("SQLSTATE {}: {}", d.code().code(), d.message()),
-        None => e.to_string(),
-    }
+    describe(e)
 }
 
 /// What a flush did.
@@ -765,15 +801,36 @@ pub async fn command_result(
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Run a user's query and read its rows as credential records (every
-/// column as text, as PostgreSQL prints it).
+/// Run a user's query (`push --from-sql`) and read its rows as credential
+/// records (every column as text, as PostgreSQL prints it).
+///
+/// Guarantees: exactly one statement runs (PostgreSQL's own parser checks
+/// it: the text is prepared first, and a prepared statement holds one
+/// command, so `SELECT 1; DELETE …` is refused before anything runs); it
+/// runs in a `READ ONLY` transaction that is rolled back afterwards, so a
+/// write (`DELETE`, `INSERT`, `UPDATE`, a writing function, `DO`) fails
+/// with SQLSTATE 25006 and changes nothing.
 pub async fn query_records(
-    client: &Client,
+    client: &mut Client,
     sql: &str,
 ) -> Result<Vec<super::import::Record>, DbError> {
     use tokio_postgres::SimpleQueryMessage;
+    let tx = client.build_transaction().read_only(true).start().await?;
+    if let Err(e) = tx.prepare(sql).await {
+        if e.code() == Some(&tokio_postgres::error::SqlState::SYNTAX_ERROR)
+            && e.as_db_error()
+                .is_some_and(|d| d.message().contains("multiple commands"))
+        {
+            return Err(DbError::FromSql(FromSqlError::NotOneStatement));
+        }
+        return Err(DbError::FromSql(FromSqlError::Refused(e)));
+    }
+    let messages = tx
+        .simple_query(sql)
+        .await
+        .map_err(|e| DbError::FromSql(FromSqlError::Refused(e)))?;
     let mut out = Vec::new();
-    for m in client.simple_query(sql).await? {
+    for m in messages {
         if let SimpleQueryMessage::Row(row) = m {
             let rec = row
                 .columns()
@@ -789,5 +846,7 @@ pub async fn query_records(
             out.push(rec);
         }
     }
+    // Nothing to keep: a read-only transaction is rolled back.
+    let _ = tx.rollback().await;
     Ok(out)
 }
