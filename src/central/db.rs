@@ -850,3 +850,37 @@ pub async fn query_records(
     let _ = tx.rollback().await;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// Every file of `migrations/central/` is in [`MIGRATIONS`], numbered
+    /// by its prefix, in order.
+    #[test]
+    fn every_migration_file_is_applied() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/central");
+        let mut files: Vec<(i32, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                let n = name.split('_').next().unwrap().parse().unwrap();
+                (n, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        files.sort();
+        let known: Vec<(i32, String)> = MIGRATIONS
+            .iter()
+            .map(|(v, s)| (*v, (*s).to_owned()))
+            .collect();
+        assert_eq!(files, known);
+        assert!(
+            known
+                .iter()
+                .enumerate()
+                .all(|(i, (v, _))| *v == i as i32 + 1)
+        );
+    }
+}
