@@ -48,7 +48,8 @@ enum CentralCmd {
         json: bool,
     },
     /// Alarms by time (forced, held open, tamper, offline, duress, clock,
-    /// rules refused, commands refused), as JSON lines.
+    /// rules refused, commands refused, records quarantined in
+    /// events_rejected), as JSON lines.
     Alarms {
         /// From (RFC 3339; default 24 h ago).
         #[arg(long)]
