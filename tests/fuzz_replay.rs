@@ -51,3 +51,13 @@ fn mqtt_inbound_corpus() {
 fn admin_request_corpus() {
     replay("admin_request", portier::admin::fuzz_request_text);
 }
+
+#[test]
+fn central_batch_corpus() {
+    replay("central_batch", portier::central::fuzz::batch);
+}
+
+#[test]
+fn central_import_corpus() {
+    replay("central_import", portier::central::fuzz::import);
+}

@@ -125,6 +125,9 @@ pub struct BrokerConfig {
     /// Its private key (PEM, mode 600).
     pub key: PathBuf,
     /// Largest message sent or received, MiB (snapshots are one message).
+    /// A larger incoming message is received anyway (the MQTT client's
+    /// limit is MQTT's own, 256 MiB), acknowledged, and quarantined as
+    /// `oversized`: never a reconnect loop.
     #[serde(default = "default_max_mib")]
     pub max_message_mib: usize,
 }
@@ -154,6 +157,13 @@ pub struct IngestConfig {
     /// transaction, milliseconds.
     #[serde(default = "default_linger")]
     pub linger_ms: u64,
+    /// A seq more than this far beyond its gateway's acknowledged seq is
+    /// quarantined (`events_rejected`, reason `seq_out_of_window`), not
+    /// stored: a planted far-future seq can never take the place of the
+    /// real event. Must exceed every gateway's `[uplink] window` (how far
+    /// an honest gateway sends ahead of its ack; default 20 000).
+    #[serde(default = "default_seq_window")]
+    pub seq_window: u64,
 }
 
 impl Default for IngestConfig {
@@ -161,6 +171,7 @@ impl Default for IngestConfig {
         Self {
             max_rows: default_max_rows(),
             linger_ms: default_linger(),
+            seq_window: default_seq_window(),
         }
     }
 }
@@ -194,6 +205,9 @@ fn default_max_rows() -> usize {
 }
 fn default_linger() -> u64 {
     5
+}
+fn default_seq_window() -> u64 {
+    100_000
 }
 
 impl CentralConfig {
@@ -268,6 +282,18 @@ impl CentralConfig {
         }
         if c.ingest.max_rows == 0 {
             return Err(bad("ingest.max_rows", "must be at least 1"));
+        }
+        if c.ingest.seq_window < 1_000 || c.ingest.seq_window > 1 << 62 {
+            return Err(bad(
+                "ingest.seq_window",
+                "must be 1000..=2^62 and larger than every gateway's [uplink] window",
+            ));
+        }
+        if c.broker.max_message_mib == 0 || c.broker.max_message_mib > 256 {
+            return Err(bad(
+                "broker.max_message_mib",
+                "must be 1..=256 (MQTT's largest packet is 256 MiB)",
+            ));
         }
         Ok(c)
     }
@@ -371,6 +397,14 @@ mod tests {
         let c = CentralConfig::parse(Path::new("central.example.toml"), text).unwrap();
         assert_eq!(c.central.share_group, "portier-central");
         assert_eq!(c.ingest.max_rows, 10_000);
+        assert_eq!(c.ingest.seq_window, 100_000);
+        let e = CentralConfig::parse(
+            Path::new("c.toml"),
+            &format!("{MIN}[ingest]\nseq_window = 10\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ingest.seq_window"), "{e}");
     }
 
     #[test]

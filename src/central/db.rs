@@ -5,7 +5,11 @@
 //! Guarantees: a flush is one transaction; the gateways it touches are
 //! locked first, in id order (instances sharing the load never deadlock and
 //! compute each gateway's contiguous prefix one at a time); the ack values
-//! it returns are committed before the caller sees them.
+//! it returns are committed before the caller sees them. A row PostgreSQL
+//! refuses as data (SQLSTATE class 22, 23, 54) is found by bisecting the
+//! flush under savepoints and quarantined in `events_rejected` with the
+//! flush's other quarantined records; the rest is stored. Any other error
+//! fails the whole transaction (the caller retries; nothing is acked).
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -14,11 +18,17 @@ use tokio_postgres::{Client, NoTls};
 
 use super::GatewayId;
 use super::config::PostgresConfig;
-use super::ingest::{Flush, contiguous_end};
+use super::ingest::{Flush, RejectReason, Rejected, Row, beyond_window, contiguous_end};
 
-/// The migrations, in order: (schema version, SQL).
-pub const MIGRATIONS: &[(i32, &str)] =
-    &[(1, include_str!("../../migrations/central/0001_init.sql"))];
+/// The migrations, in order: (schema version, SQL). Each file of
+/// `migrations/central/` is listed here (a test checks none is missing).
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/central/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/central/0002_events_rejected.sql"),
+    ),
+];
 
 /// Advisory lock key for migrations ("portier" in ASCII, truncated).
 const MIGRATION_LOCK: i64 = 0x0070_6f72_7469_6572;
@@ -65,6 +75,45 @@ pub enum DbError {
     /// A user's query did not give credentials.
     #[error("{0}")]
     Import(#[from] super::import::ImportError),
+    /// A user's `--from-sql` query was refused.
+    #[error("--from-sql: {0}")]
+    FromSql(FromSqlError),
+}
+
+/// Why a `--from-sql` query was refused.
+#[derive(Debug, Error)]
+pub enum FromSqlError {
+    /// More than one statement (`…; …`).
+    #[error("exactly one statement is allowed (a SELECT); this text holds several")]
+    NotOneStatement,
+    /// PostgreSQL refused it; a write is `SQLSTATE 25006` (the query runs
+    /// in a READ ONLY transaction).
+    #[error("{}", describe(.0))]
+    Refused(tokio_postgres::Error),
+}
+
+impl FromSqlError {
+    /// The SQLSTATE code, when PostgreSQL gave one (`25006`: a write in
+    /// the read-only transaction).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::NotOneStatement => None,
+            Self::Refused(e) => e.code().map(tokio_postgres::error::SqlState::code),
+        }
+    }
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) if d.code() == &tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION => {
+            format!(
+                "the query runs read-only and may not write (SQLSTATE 25006: {})",
+                d.message()
+            )
+        }
+        Some(d) => format!("SQLSTATE {}: {}", d.code().code(), d.message()),
+        None => e.to_string(),
+    }
 }
 
 /// Connect (the connection's task runs on the current tokio runtime).
@@ -127,13 +176,41 @@ pub async fn migrate(client: &mut Client) -> Result<i32, DbError> {
     Ok(known)
 }
 
-/// Store one flush in one transaction; returns, per gateway that sent
-/// events, the highest contiguous seq now stored (the ack to publish).
+/// Whether PostgreSQL refused a statement for its data (SQLSTATE class 22
+/// data exception, 23 integrity constraint, 54 program limit exceeded,
+/// e.g. an index row too large): retrying cannot help, the row must go.
+pub fn is_data_error(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| matches!(&c.code()[..2], "22" | "23" | "54"))
+}
+
+/// PostgreSQL's refusal as one line (SQLSTATE and message).
+fn refusal(e: &tokio_postgres::Error) -> String {
+    describe(e)
+}
+
+/// What a flush did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Per gateway that sent events, the highest contiguous seq now
+    /// settled (stored, or quarantined as its own unstorable event): the
+    /// ack to publish.
+    pub acks: Vec<(GatewayId, u64)>,
+    /// Records written to (or counted again in) `events_rejected`, by
+    /// reason.
+    pub rejected: std::collections::BTreeMap<RejectReason, usize>,
+}
+
+/// Store one flush in one transaction. Rows further than `seq_window`
+/// beyond their gateway's ack, and rows or statuses PostgreSQL refuses as
+/// data, are quarantined with `flush.rejected`; everything else is stored.
 pub async fn store<T>(
     client: &mut Client,
     flush: &Flush<T>,
-) -> Result<Vec<(GatewayId, u64)>, DbError> {
-    let tx = client.transaction().await?;
+    topic_root: &str,
+    seq_window: u64,
+) -> Result<Stored, DbError> {
+    let mut tx = client.transaction().await?;
     // Lock every touched gateway's row first, in id order.
     let mut ids: Vec<&GatewayId> = flush
         .gateways
@@ -156,97 +233,144 @@ pub async fn store<T>(
         acked.insert(id.clone(), row.get::<_, i64>(0));
         states.insert(id.clone(), row.get::<_, String>(1));
     }
-    if !flush.rows.is_empty() {
-        let mut gateway = Vec::with_capacity(flush.rows.len());
-        let mut seq = Vec::with_capacity(flush.rows.len());
-        let mut at = Vec::with_capacity(flush.rows.len());
-        let mut kind = Vec::with_capacity(flush.rows.len());
-        let mut door = Vec::with_capacity(flush.rows.len());
-        let mut credential = Vec::with_capacity(flush.rows.len());
-        let mut reason = Vec::with_capacity(flush.rows.len());
-        let mut json = Vec::with_capacity(flush.rows.len());
-        for r in &flush.rows {
-            gateway.push(r.gateway.as_str());
-            // Checked to fit an i64 when decoded.
-            seq.push(i64::try_from(r.seq).unwrap_or(i64::MAX));
-            at.push(r.at);
-            kind.push(r.kind.as_str());
-            door.push(r.door.as_deref());
-            credential.push(r.credential.as_deref());
-            reason.push(r.reason.as_deref());
-            json.push(r.json.as_str());
+    let acked_of = |g: &GatewayId| u64::try_from(acked.get(g).copied().unwrap_or(0)).unwrap_or(0);
+    let events_topic = |g: &GatewayId| format!("{topic_root}/{g}/events");
+    let mut rejected: Vec<Rejected> = flush.rejected.clone();
+    let mut keep: Vec<&Row> = Vec::with_capacity(flush.rows.len());
+    for r in &flush.rows {
+        let have = acked_of(&r.gateway);
+        if beyond_window(r.seq, have, seq_window) {
+            rejected.push(Rejected::new(
+                Some(r.gateway.clone()),
+                &events_topic(&r.gateway),
+                Some(r.seq),
+                r.json.as_bytes(),
+                RejectReason::SeqOutOfWindow,
+                format!(
+                    "seq {} is more than [ingest] seq_window = {seq_window} beyond the acknowledged {have}",
+                    r.seq
+                ),
+            ));
+        } else {
+            keep.push(r);
         }
-        tx.execute(
-            "INSERT INTO events (gateway, seq, at, type, door, credential, reason, event)
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::timestamptz[],
-                                  $4::text[], $5::text[], $6::text[], $7::text[],
-                                  $8::text[]::jsonb[])
-             ON CONFLICT (gateway, seq) DO NOTHING",
-            &[
-                &gateway,
-                &seq,
-                &at,
-                &kind,
-                &door,
-                &credential,
-                &reason,
-                &json,
-            ],
-        )
-        .await?;
+    }
+    // The rows, bisected under savepoints when PostgreSQL refuses one.
+    let mut pending = vec![&keep[..]];
+    while let Some(chunk) = pending.pop() {
+        if chunk.is_empty() {
+            continue;
+        }
+        let sp = tx.savepoint("portier_rows").await?;
+        match insert_rows(&sp, chunk).await {
+            Ok(()) => sp.commit().await?,
+            Err(e) if is_data_error(&e) => {
+                sp.rollback().await?;
+                if let [r] = chunk {
+                    rejected.push(Rejected::new(
+                        Some(r.gateway.clone()),
+                        &events_topic(&r.gateway),
+                        Some(r.seq),
+                        r.json.as_bytes(),
+                        RejectReason::RefusedByDatabase,
+                        refusal(&e),
+                    ));
+                } else {
+                    let (a, b) = chunk.split_at(chunk.len() / 2);
+                    pending.push(b);
+                    pending.push(a);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     for s in &flush.statuses {
-        let st = &s.status;
-        let status: Value = serde_json::from_str(&s.json).unwrap_or(Value::Null);
-        let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        tx.execute(
-            "UPDATE gateways SET
-                 state = $2,
-                 state_since = CASE WHEN state = $2 THEN state_since ELSE now() END,
-                 software_version = nullif($3, ''),
-                 rules_version = coalesce($4, rules_version),
-                 rules_refused = $5,
-                 backlog = $6, backlog_oldest_seq = $7, backlog_oldest_at = $8,
-                 dropped_events = $9, status = $10, status_at = now()
-             WHERE id = $1",
-            &[
-                &s.gateway.as_str(),
-                &s.state,
-                &st.version,
-                &st.rules_version.map(to_i64),
-                &st.rules_refused,
-                &to_i64(st.backlog),
-                &st.backlog_oldest_seq.map(to_i64),
-                &st.backlog_oldest_at,
-                &to_i64(st.dropped_events),
-                &status,
-            ],
-        )
-        .await?;
-        if states.get(&s.gateway) != Some(&s.state) {
-            tx.execute(
-                "INSERT INTO gateway_states (gateway, at, state) VALUES ($1, now(), $2)",
-                &[&s.gateway.as_str(), &s.state],
-            )
-            .await?;
+        let sp = tx.savepoint("portier_status").await?;
+        match store_status(&sp, s, states.get(&s.gateway)).await {
+            Ok(()) => sp.commit().await?,
+            Err(e) if is_data_error(&e) => {
+                sp.rollback().await?;
+                rejected.push(Rejected::new(
+                    Some(s.gateway.clone()),
+                    &format!("{topic_root}/{}/status", s.gateway),
+                    None,
+                    s.json.as_bytes(),
+                    RejectReason::RefusedByDatabase,
+                    refusal(&e),
+                ));
+            }
+            Err(e) => return Err(e.into()),
         }
     }
-    // The contiguous walk. Common case: this flush continues the prefix, so
-    // one count proves (acked, top] complete and only seqs above `top`
-    // (stored earlier by another instance) are fetched; after a gap, the
-    // walk starts at the ack.
+    let mut stored = Stored::default();
+    if !rejected.is_empty() {
+        let quarantine = tx
+            .prepare(
+                "INSERT INTO events_rejected
+                     (gateway, topic, seq, reason, settles, length, raw, digest, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (coalesce(gateway, ''), reason, digest)
+                 DO UPDATE SET repeats = events_rejected.repeats + 1, last_at = now()",
+            )
+            .await?;
+        for r in &rejected {
+            tx.execute(
+                &quarantine,
+                &[
+                    &r.gateway.as_ref().map(GatewayId::as_str),
+                    &r.topic,
+                    &r.seq.and_then(|s| i64::try_from(s).ok()),
+                    &r.reason.code(),
+                    &r.settles(),
+                    &i64::try_from(r.length).unwrap_or(i64::MAX),
+                    &r.raw,
+                    &&r.digest[..],
+                    &r.detail,
+                ],
+            )
+            .await?;
+            *stored.rejected.entry(r.reason).or_default() += 1;
+        }
+    }
+    // The contiguous walk over what is settled: stored events, and the
+    // quarantined events that settle their seq. Common case: this flush
+    // continues the prefix, so one count proves (acked, top] complete and
+    // only seqs above `top` (stored earlier by another instance) are
+    // fetched; after a gap, the walk starts at the ack.
     let mut tops = std::collections::BTreeMap::new();
-    for r in &flush.rows {
-        tops.insert(&r.gateway, r.seq);
+    for (g, seq) in keep.iter().map(|r| (&r.gateway, r.seq)).chain(
+        rejected
+            .iter()
+            .filter(|r| r.settles())
+            .filter_map(|r| Some((r.gateway.as_ref()?, r.seq?))),
+    ) {
+        let t = tops.entry(g).or_insert(seq);
+        *t = (*t).max(seq);
     }
     let count = tx
-        .prepare("SELECT count(*) FROM events WHERE gateway = $1 AND seq > $2 AND seq <= $3")
+        .prepare(
+            "SELECT (SELECT count(*) FROM events WHERE gateway = $1 AND seq > $2 AND seq <= $3)
+                  + (SELECT count(DISTINCT r.seq) FROM events_rejected r
+                      WHERE r.gateway = $1 AND r.settles AND r.seq > $2 AND r.seq <= $3
+                        AND NOT EXISTS (SELECT 1 FROM events e
+                                         WHERE e.gateway = r.gateway AND e.seq = r.seq))",
+        )
         .await?;
     let walk = tx
         .prepare("SELECT seq FROM events WHERE gateway = $1 AND seq > $2 ORDER BY seq LIMIT $3")
         .await?;
+    let walk_settled = tx
+        .prepare(
+            "SELECT DISTINCT seq FROM events_rejected
+              WHERE gateway = $1 AND settles AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .await?;
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let mut acks = Vec::new();
+    let seqs = |rows: Vec<tokio_postgres::Row>| {
+        rows.iter()
+            .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0))
+            .collect::<Vec<u64>>()
+    };
     for g in &flush.gateways {
         let have = acked.get(g).copied().unwrap_or(0);
         let have_u = u64::try_from(have).unwrap_or(0);
@@ -260,15 +384,15 @@ pub async fn store<T>(
                 start = top;
             }
         }
-        let above = tx
-            .query(&walk, &[&g.as_str(), &to_i64(start), &WALK_LIMIT])
-            .await?;
-        let end = contiguous_end(
-            start,
-            above
-                .iter()
-                .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)),
-        );
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&g.as_str(), &to_i64(start), &WALK_LIMIT];
+        let mut settled = seqs(tx.query(&walk, &args).await?);
+        // Every seq merged here is settled, so the walk never passes a
+        // gap; when a fetch was cut at its limit, it merely stops early.
+        settled.extend(seqs(tx.query(&walk_settled, &args).await?));
+        settled.sort_unstable();
+        settled.dedup();
+        let end = contiguous_end(start, settled);
         if end > have_u {
             tx.execute(
                 "UPDATE gateways SET acked_seq = $2 WHERE id = $1",
@@ -277,11 +401,99 @@ pub async fn store<T>(
             .await?;
         }
         if end > 0 {
-            acks.push((g.clone(), end));
+            stored.acks.push((g.clone(), end));
         }
     }
     tx.commit().await?;
-    Ok(acks)
+    Ok(stored)
+}
+
+/// One multi-row insert of `rows` (duplicates are no-ops).
+async fn insert_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &[&Row],
+) -> Result<(), tokio_postgres::Error> {
+    let mut gateway = Vec::with_capacity(rows.len());
+    let mut seq = Vec::with_capacity(rows.len());
+    let mut at = Vec::with_capacity(rows.len());
+    let mut kind = Vec::with_capacity(rows.len());
+    let mut door = Vec::with_capacity(rows.len());
+    let mut credential = Vec::with_capacity(rows.len());
+    let mut reason = Vec::with_capacity(rows.len());
+    let mut json = Vec::with_capacity(rows.len());
+    for r in rows {
+        gateway.push(r.gateway.as_str());
+        // Checked to fit an i64 when decoded.
+        seq.push(i64::try_from(r.seq).unwrap_or(i64::MAX));
+        at.push(r.at);
+        kind.push(r.kind.as_str());
+        door.push(r.door.as_deref());
+        credential.push(r.credential.as_deref());
+        reason.push(r.reason.as_deref());
+        json.push(r.json.as_str());
+    }
+    tx.execute(
+        "INSERT INTO events (gateway, seq, at, type, door, credential, reason, event)
+         SELECT * FROM unnest($1::text[], $2::int8[], $3::timestamptz[],
+                              $4::text[], $5::text[], $6::text[], $7::text[],
+                              $8::text[]::jsonb[])
+         ON CONFLICT (gateway, seq) DO NOTHING",
+        &[
+            &gateway,
+            &seq,
+            &at,
+            &kind,
+            &door,
+            &credential,
+            &reason,
+            &json,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A gateway's status into its row (and a state transition, if it is one).
+async fn store_status(
+    tx: &tokio_postgres::Transaction<'_>,
+    s: &super::ingest::StatusRow,
+    state_before: Option<&String>,
+) -> Result<(), tokio_postgres::Error> {
+    let st = &s.status;
+    let status: Value = serde_json::from_str(&s.json).unwrap_or(Value::Null);
+    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    tx.execute(
+        "UPDATE gateways SET
+             state = $2,
+             state_since = CASE WHEN state = $2 THEN state_since ELSE now() END,
+             software_version = nullif($3, ''),
+             rules_version = coalesce($4, rules_version),
+             rules_refused = $5,
+             backlog = $6, backlog_oldest_seq = $7, backlog_oldest_at = $8,
+             dropped_events = $9, status = $10, status_at = now()
+         WHERE id = $1",
+        &[
+            &s.gateway.as_str(),
+            &s.state,
+            &st.version,
+            &st.rules_version.map(to_i64),
+            &st.rules_refused,
+            &to_i64(st.backlog),
+            &st.backlog_oldest_seq.map(to_i64),
+            &st.backlog_oldest_at,
+            &to_i64(st.dropped_events),
+            &status,
+        ],
+    )
+    .await?;
+    if state_before != Some(&s.state) {
+        tx.execute(
+            "INSERT INTO gateway_states (gateway, at, state) VALUES ($1, now(), $2)",
+            &[&s.gateway.as_str(), &s.state],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// One gateway as `portier central status` shows it.
@@ -311,6 +523,10 @@ pub struct FleetRow {
     pub last_seen: Option<Timestamp>,
     /// Highest rules version published to it.
     pub rules_published: Option<i64>,
+    /// Records of it in `events_rejected` (the quarantine).
+    pub rejected: i64,
+    /// When the latest of them arrived (last repeat).
+    pub rejected_last_at: Option<Timestamp>,
 }
 
 /// The fleet, by gateway id.
@@ -320,8 +536,13 @@ pub async fn fleet(client: &Client) -> Result<Vec<FleetRow>, DbError> {
             "SELECT g.id, g.state, g.state_since, g.software_version, g.rules_version,
                     g.rules_refused, g.backlog, g.backlog_oldest_at, g.acked_seq,
                     g.dropped_events, g.last_seen,
-                    (SELECT max(version) FROM rules_published p WHERE p.gateway = g.id)
-               FROM gateways g ORDER BY g.id",
+                    (SELECT max(version) FROM rules_published p WHERE p.gateway = g.id),
+                    r.n, r.last_at
+               FROM gateways g
+               LEFT JOIN LATERAL (
+                   SELECT count(*) AS n, max(last_at) AS last_at FROM events_rejected q
+                    WHERE coalesce(q.gateway, '') = g.id) r ON true
+              ORDER BY g.id",
             &[],
         )
         .await?;
@@ -340,6 +561,8 @@ pub async fn fleet(client: &Client) -> Result<Vec<FleetRow>, DbError> {
             dropped_events: r.get(9),
             last_seen: r.get(10),
             rules_published: r.get(11),
+            rejected: r.get(12),
+            rejected_last_at: r.get(13),
         })
         .collect())
 }
@@ -578,15 +801,36 @@ pub async fn command_result(
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Run a user's query and read its rows as credential records (every
-/// column as text, as PostgreSQL prints it).
+/// Run a user's query (`push --from-sql`) and read its rows as credential
+/// records (every column as text, as PostgreSQL prints it).
+///
+/// Guarantees: exactly one statement runs (PostgreSQL's own parser checks
+/// it: the text is prepared first, and a prepared statement holds one
+/// command, so `SELECT 1; DELETE …` is refused before anything runs); it
+/// runs in a `READ ONLY` transaction that is rolled back afterwards, so a
+/// write (`DELETE`, `INSERT`, `UPDATE`, a writing function, `DO`) fails
+/// with SQLSTATE 25006 and changes nothing.
 pub async fn query_records(
-    client: &Client,
+    client: &mut Client,
     sql: &str,
 ) -> Result<Vec<super::import::Record>, DbError> {
     use tokio_postgres::SimpleQueryMessage;
+    let tx = client.build_transaction().read_only(true).start().await?;
+    if let Err(e) = tx.prepare(sql).await {
+        if e.code() == Some(&tokio_postgres::error::SqlState::SYNTAX_ERROR)
+            && e.as_db_error()
+                .is_some_and(|d| d.message().contains("multiple commands"))
+        {
+            return Err(DbError::FromSql(FromSqlError::NotOneStatement));
+        }
+        return Err(DbError::FromSql(FromSqlError::Refused(e)));
+    }
+    let messages = tx
+        .simple_query(sql)
+        .await
+        .map_err(|e| DbError::FromSql(FromSqlError::Refused(e)))?;
     let mut out = Vec::new();
-    for m in client.simple_query(sql).await? {
+    for m in messages {
         if let SimpleQueryMessage::Row(row) = m {
             let rec = row
                 .columns()
@@ -602,5 +846,41 @@ pub async fn query_records(
             out.push(rec);
         }
     }
+    // Nothing to keep: a read-only transaction is rolled back.
+    let _ = tx.rollback().await;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// Every file of `migrations/central/` is in [`MIGRATIONS`], numbered
+    /// by its prefix, in order.
+    #[test]
+    fn every_migration_file_is_applied() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/central");
+        let mut files: Vec<(i32, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                let n = name.split('_').next().unwrap().parse().unwrap();
+                (n, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        files.sort();
+        let known: Vec<(i32, String)> = MIGRATIONS
+            .iter()
+            .map(|(v, s)| (*v, (*s).to_owned()))
+            .collect();
+        assert_eq!(files, known);
+        assert!(
+            known
+                .iter()
+                .enumerate()
+                .all(|(i, (v, _))| *v == i as i32 + 1)
+        );
+    }
 }

@@ -6,8 +6,13 @@
 //! crash before the commit means the broker delivers again).
 //!
 //! A failed transaction is retried with back-off (it is idempotent) and
-//! nothing is acknowledged meanwhile. The integrator verbs use
-//! [`publish_blobs`] to send signed snapshots, deltas and commands.
+//! nothing is acknowledged meanwhile; a record PostgreSQL refuses as data
+//! is quarantined by [`db::store`], never the flush. A message larger than
+//! `[broker] max_message_mib` is received (the MQTT client's limit is
+//! MQTT's own, [`MQTT_MAX_PACKET`]), quarantined undecoded as `oversized`
+//! and acknowledged: the broker never redelivers it into a reconnect loop.
+//! The integrator verbs use [`publish_blobs`] to send signed snapshots,
+//! deltas and commands.
 
 use std::time::Duration;
 
@@ -17,7 +22,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::config::CentralConfig;
 use super::db::{self, DbError};
-use super::ingest::{Plan, TopicKind, decode_batch, decode_status, parse_topic};
+use super::ingest::{
+    Plan, RejectReason, Rejected, TopicKind, decode_batch, decode_status, parse_topic,
+};
 use super::{GatewayId, GatewayTopics};
 use crate::driver::uplink::{UplinkError, mqtt_options};
 use crate::uplink::wire::{Ack, to_cbor};
@@ -41,6 +48,11 @@ pub enum DriverError {
 /// insert and ack"). Read once at start; never set in production.
 const EXIT_AFTER_COMMITS: &str = "PORTIER_CENTRAL_TEST_EXIT_AFTER_COMMITS";
 
+/// The largest MQTT packet (remaining length 268 435 455 plus its fixed
+/// header): central's MQTT client accepts anything a broker can deliver,
+/// and refuses by `[broker] max_message_mib` itself, after receipt.
+pub const MQTT_MAX_PACKET: usize = 256 << 20;
+
 /// Run the service until `shutdown` turns true.
 pub async fn run(
     config: CentralConfig,
@@ -50,7 +62,7 @@ pub async fn run(
     let schema = db::migrate(&mut pg).await?;
     let mut options = mqtt_options(&config.uplink(), &config.central.instance, None)?;
     let max = config.broker.max_message_mib << 20;
-    options.set_max_packet_size(max, max);
+    options.set_max_packet_size(MQTT_MAX_PACKET, max);
     options.set_manual_acks(true);
     options.set_clean_session(!config.central.persistent_session);
     options.set_inflight(200);
@@ -129,6 +141,8 @@ struct Writer<'a> {
 impl Writer<'_> {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Publish>) -> Result<(), DriverError> {
         let root = self.config.central.topic_root.clone();
+        let max = self.config.broker.max_message_mib << 20;
+        let add = |plan: &mut Plan<Publish>, p| add(&root, max, plan, p);
         let linger = Duration::from_millis(self.config.ingest.linger_ms);
         let mut plan: Plan<Publish> = Plan::new(self.config.ingest.max_rows);
         loop {
@@ -136,12 +150,12 @@ impl Writer<'_> {
             let Some(first) = rx.recv().await else {
                 return Ok(());
             };
-            add(&root, &mut plan, first);
+            add(&mut plan, first);
             while !plan.is_full() {
                 match rx.try_recv() {
-                    Ok(p) => add(&root, &mut plan, p),
+                    Ok(p) => add(&mut plan, p),
                     Err(_) => match tokio::time::timeout(linger, rx.recv()).await {
-                        Ok(Some(p)) => add(&root, &mut plan, p),
+                        Ok(Some(p)) => add(&mut plan, p),
                         _ => break,
                     },
                 }
@@ -181,20 +195,36 @@ impl Writer<'_> {
         }
     }
 
-    /// Commit `flush`, retrying (it is idempotent) until it succeeds. A
-    /// flush PostgreSQL refuses as data (SQLSTATE class 22, 23) is given up
-    /// after a few tries: nothing is acked, the gateways keep those events
-    /// (their backlog shows in `status`), and central does not stall.
+    /// Commit `flush`, retrying (it is idempotent) until it succeeds. Rows
+    /// and statuses PostgreSQL refuses as data are quarantined inside
+    /// [`db::store`]; should a data error escape that (a bug), the flush is
+    /// given up after a few tries: nothing is acked, the gateways keep
+    /// those events (their backlog shows in `status`), central does not
+    /// stall.
     async fn commit(&mut self, flush: &super::ingest::Flush<Publish>) -> Vec<(GatewayId, u64)> {
         let mut backoff = Duration::from_millis(200);
         let mut data_errors = 0;
         loop {
-            match db::store(&mut self.pg, flush).await {
-                Ok(acks) => return acks,
+            match db::store(
+                &mut self.pg,
+                flush,
+                &self.config.central.topic_root,
+                self.config.ingest.seq_window,
+            )
+            .await
+            {
+                Ok(stored) => {
+                    for (reason, n) in &stored.rejected {
+                        tracing::warn!(
+                            reason = reason.code(),
+                            records = n,
+                            "quarantined in events_rejected (see `portier central alarms`)"
+                        );
+                    }
+                    return stored.acks;
+                }
                 Err(e) => {
-                    let data = matches!(&e, DbError::Sql(s) if s.code().is_some_and(|c| {
-                        c.code().starts_with("22") || c.code().starts_with("23")
-                    }));
+                    let data = matches!(&e, DbError::Sql(s) if db::is_data_error(s));
                     if data {
                         data_errors += 1;
                         if data_errors >= 3 {
@@ -219,24 +249,51 @@ impl Writer<'_> {
     }
 }
 
-/// Decode one delivery into the plan (a bad one is logged and only
-/// acknowledged to the broker: the gateway keeps what was not acked).
-fn add(root: &str, plan: &mut Plan<Publish>, mut p: Publish) {
+/// Decode one delivery into the plan. What cannot be stored is
+/// quarantined (recorded with the next flush, then acknowledged to the
+/// broker): a message over `max` bytes undecoded, an undecodable one or
+/// one naming another gateway whole, an unusable event alone.
+fn add(root: &str, max: usize, plan: &mut Plan<Publish>, mut p: Publish) {
     let payload = std::mem::take(&mut p.payload);
     let topic = p.topic.clone();
-    let parsed = parse_topic(root, &topic).and_then(|(gateway, kind)| match kind {
+    let parsed = parse_topic(root, &topic);
+    let gateway = parsed.as_ref().ok().map(|(g, _)| g.clone());
+    if payload.len() > max {
+        tracing::warn!(gateway = ?gateway.as_ref().map(GatewayId::as_str), bytes = payload.len(), max, "message over [broker] max_message_mib: quarantined");
+        let detail = format!(
+            "{} bytes, over [broker] max_message_mib ({max} bytes); not decoded",
+            payload.len()
+        );
+        plan.add_rejected(
+            Rejected::new(
+                gateway,
+                &topic,
+                None,
+                &payload,
+                RejectReason::Oversized,
+                detail,
+            ),
+            p,
+        );
+        return;
+    }
+    let decoded = parsed.and_then(|(gateway, kind)| match kind {
         TopicKind::Events => {
-            decode_batch(&topic, &gateway, &payload).map(|rows| (gateway, Some(rows), None))
+            decode_batch(&topic, &gateway, &payload).map(|b| (gateway, Some(b), None))
         }
         TopicKind::Status => decode_status(&topic, &gateway, &payload).map(|s| (gateway, None, s)),
     });
-    match parsed {
-        Ok((gateway, Some(rows), _)) => plan.add_events(gateway, rows, p),
+    match decoded {
+        Ok((gateway, Some(batch), _)) => plan.add_events(gateway, batch, p),
         Ok((_, None, Some(status))) => plan.add_status(status, p),
         Ok((_, None, None)) => plan.add_nothing(p),
         Err(e) => {
-            tracing::warn!(error = %e, "delivery refused");
-            plan.add_nothing(p);
+            tracing::warn!(error = %e, "delivery quarantined");
+            let reason = e.reason();
+            plan.add_rejected(
+                Rejected::new(gateway, &topic, None, &payload, reason, e.to_string()),
+                p,
+            );
         }
     }
 }

@@ -13,7 +13,10 @@
 //!
 //! Guarantees: every error names the source, the record (line or row) and
 //! the column; unknown columns are refused (a typo never silently drops a
-//! validity period); a card listed twice is refused.
+//! validity period); a CSV row with more or fewer fields than the header
+//! is refused (a missing `valid_until` never means "valid forever"); a
+//! card listed twice is refused. CSV errors give the line the row starts
+//! on (the header is line 1; a quoted field may span lines).
 
 use std::collections::BTreeSet;
 
@@ -25,13 +28,15 @@ use crate::rules::{BlockReason, Credential, CredentialKey};
 
 /// A record that cannot become a credential.
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("{source_name}: record {record}: {message}")]
+#[error("{source_name}: {unit} {record}: {message}")]
 pub struct ImportError {
     /// File name or `SQL query`.
     pub source_name: String,
-    /// 1-based record number (a CSV line number counts the header as 1).
+    /// `line` (CSV) or `record` (JSON array element, SQL row).
+    pub unit: &'static str,
+    /// 1-based line (CSV: the header is line 1) or record number.
     pub record: usize,
-    /// What is wrong.
+    /// What is wrong (naming the column).
     pub message: String,
 }
 
@@ -50,13 +55,14 @@ const COLUMNS: [&str; 8] = [
 pub type Record = Vec<(String, Option<Value>)>;
 
 /// Split CSV text (RFC 4180: `,` separated, `"` quoted, `""` inside quotes,
-/// CRLF or LF) into rows of fields.
-pub fn parse_csv(source_name: &str, text: &str) -> Result<Vec<Vec<String>>, ImportError> {
+/// CRLF or LF) into rows of fields, each with the line it starts on.
+pub fn parse_csv(source_name: &str, text: &str) -> Result<Vec<(usize, Vec<String>)>, ImportError> {
     let mut rows = Vec::new();
     let mut row = Vec::new();
     let mut field = String::new();
     let mut quoted = false;
     let mut line = 1;
+    let mut row_line = 1;
     let mut chars = text.chars().peekable();
     let mut any = false;
     while let Some(c) = chars.next() {
@@ -82,8 +88,9 @@ pub fn parse_csv(source_name: &str, text: &str) -> Result<Vec<Vec<String>>, Impo
             '\r' if chars.peek() == Some(&'\n') => {}
             '\n' => {
                 row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
+                rows.push((row_line, std::mem::take(&mut row)));
                 line += 1;
+                row_line = line;
                 any = false;
             }
             _ => field.push(c),
@@ -92,44 +99,70 @@ pub fn parse_csv(source_name: &str, text: &str) -> Result<Vec<Vec<String>>, Impo
     if quoted {
         return Err(ImportError {
             source_name: source_name.to_owned(),
-            record: line,
-            message: "a quoted field is not closed".into(),
+            unit: "line",
+            record: row_line,
+            message: format!("a quoted field (column {}) is not closed", row.len() + 1),
         });
     }
     if any {
         row.push(field);
-        rows.push(row);
+        rows.push((row_line, row));
     }
     Ok(rows)
 }
 
-/// CSV text (header row first) into credentials.
+/// CSV text (header row first) into credentials. Every row must have as
+/// many fields as the header (an empty line is skipped).
 pub fn from_csv(source_name: &str, text: &str) -> Result<Vec<Credential>, ImportError> {
     let mut rows = parse_csv(source_name, text)?.into_iter();
-    let Some(header) = rows.next() else {
+    let Some((_, header)) = rows.next() else {
         return Ok(Vec::new());
     };
     let header: Vec<String> = header.iter().map(|h| h.trim().to_owned()).collect();
-    let records = rows
-        .filter(|r| !(r.len() == 1 && r[0].trim().is_empty()))
-        .map(|r| {
-            header
-                .iter()
-                .cloned()
-                .zip(r.into_iter().map(|v| {
-                    let v = v.trim().to_owned();
-                    (!v.is_empty()).then_some(Value::String(v))
-                }))
-                .collect()
-        });
-    // Line numbers: the header is line 1.
-    records_to_credentials(source_name, records, 2)
+    let mut records = Vec::new();
+    for (line, r) in rows.filter(|(_, r)| !(r.len() == 1 && r[0].trim().is_empty())) {
+        if r.len() != header.len() {
+            let message = if r.len() < header.len() {
+                format!(
+                    "{} fields, the header has {}: column {} `{}` and after are missing",
+                    r.len(),
+                    header.len(),
+                    r.len() + 1,
+                    header[r.len()]
+                )
+            } else {
+                format!(
+                    "{} fields, the header has {}: column {} has no header",
+                    r.len(),
+                    header.len(),
+                    header.len() + 1
+                )
+            };
+            return Err(ImportError {
+                source_name: source_name.to_owned(),
+                unit: "line",
+                record: line,
+                message,
+            });
+        }
+        let rec: Record = header
+            .iter()
+            .cloned()
+            .zip(r.into_iter().map(|v| {
+                let v = v.trim().to_owned();
+                (!v.is_empty()).then_some(Value::String(v))
+            }))
+            .collect();
+        records.push((line, rec));
+    }
+    numbered_records_to_credentials(source_name, "line", records)
 }
 
 /// A JSON array of objects into credentials.
 pub fn from_json(source_name: &str, text: &str) -> Result<Vec<Credential>, ImportError> {
     let err = |record, message: String| ImportError {
         source_name: source_name.to_owned(),
+        unit: "record",
         record,
         message,
     };
@@ -157,18 +190,33 @@ pub fn records_to_credentials(
     records: impl IntoIterator<Item = Record>,
     first: usize,
 ) -> Result<Vec<Credential>, ImportError> {
+    numbered_records_to_credentials(
+        source_name,
+        "record",
+        records.into_iter().enumerate().map(|(i, r)| (first + i, r)),
+    )
+}
+
+/// Records, each with its line or record number (`unit`), into
+/// credentials.
+pub fn numbered_records_to_credentials(
+    source_name: &str,
+    unit: &'static str,
+    records: impl IntoIterator<Item = (usize, Record)>,
+) -> Result<Vec<Credential>, ImportError> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    for (i, rec) in records.into_iter().enumerate() {
-        let record = first + i;
+    for (record, rec) in records {
         let c = credential(&rec).map_err(|message| ImportError {
             source_name: source_name.to_owned(),
+            unit,
             record,
             message,
         })?;
         if !seen.insert(c.key.clone()) {
             return Err(ImportError {
                 source_name: source_name.to_owned(),
+                unit,
                 record,
                 message: format!("card {} listed twice", c.key),
             });
@@ -333,6 +381,32 @@ mod tests {
         assert!(e.message.contains("twice"));
         let e = from_csv("x.csv", "card\n\"open\n").unwrap_err();
         assert!(e.message.contains("quoted"));
+    }
+
+    #[test]
+    fn rows_with_another_field_count_are_refused_with_line_and_column() {
+        // A guest whose valid_until is missing is not valid forever.
+        let text = "card,name,valid_until\n\
+            h10301:42:1,\"A,\nB\",2026-01-01\n\
+            \n\
+            h10301:42:2,Guest\n";
+        let e = from_csv("guests.csv", text).unwrap_err();
+        assert_eq!((e.unit, e.record), ("line", 5), "{e}");
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("guests.csv: line 5: 2 fields, the header has 3")
+                && shown.contains("column 3 `valid_until`"),
+            "{shown}"
+        );
+        let e = from_csv("g.csv", "card,name\nh10301:42:1,A,extra\n").unwrap_err();
+        assert_eq!(e.record, 2);
+        assert!(e.message.contains("column 3 has no header"), "{e}");
+        // A last line without a newline counts too.
+        let e = from_csv("g.csv", "card,name\nh10301:42:1").unwrap_err();
+        assert!(e.message.contains("column 2 `name`"), "{e}");
+        // Empty lines are skipped, well-formed rows pass.
+        let c = from_csv("g.csv", "card,name\n\nh10301:42:1,A\n\n").unwrap();
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

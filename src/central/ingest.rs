@@ -3,17 +3,21 @@
 //! transaction); after the commit, the contiguous prefix per gateway is
 //! what may be acknowledged.
 //!
-//! Guarantees: a batch is refused whole when its topic and payload name
-//! different gateways or an event lacks `seq`, `at` or `type` (the gateway
-//! resends nothing it was not acked for, so a refusal loses nothing that
-//! was stored); event types this build does not know are stored as they
-//! are (a newer gateway is never refused for its vocabulary); a flush holds
-//! each `(gateway, seq)` once, sorted.
+//! Guarantees: one bad record never costs more than itself. A message
+//! that cannot be read (undecodable, oversized, another gateway's name in
+//! it) becomes one [`Rejected`] record; an event without a usable `seq`,
+//! `at` or `type` becomes one, and the rest of its batch is stored. Text
+//! PostgreSQL cannot hold (a NUL, refused by `jsonb` and `text`) is
+//! escaped, not dropped: NUL becomes the six visible characters `\u0000`
+//! ([`escape_nul`]). Event types this build does not know are stored as
+//! they are (a newer gateway is never refused for its vocabulary); a flush
+//! holds each `(gateway, seq)` once, sorted.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::GatewayId;
@@ -52,6 +56,173 @@ pub enum IngestError {
         /// The missing field.
         field: &'static str,
     },
+}
+
+impl IngestError {
+    /// The quarantine reason for this error.
+    pub fn reason(&self) -> RejectReason {
+        match self {
+            Self::Topic(_) => RejectReason::BadTopic,
+            Self::Decode { .. } => RejectReason::Undecodable,
+            Self::WrongGateway { .. } => RejectReason::WrongGateway,
+            Self::Event { .. } => RejectReason::BadEvent,
+        }
+    }
+}
+
+/// At most this many bytes of a rejected message or event are kept in
+/// `events_rejected.raw` (its full length and SHA-256 are kept too).
+pub const REJECT_PREFIX: usize = 4096;
+
+/// Why a message or an event went to `events_rejected` (the `reason`
+/// column; the codes are part of the contract: more may be added, none
+/// renamed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RejectReason {
+    /// Larger than `[broker] max_message_mib`; not decoded.
+    Oversized,
+    /// Not a CBOR event batch (or status).
+    Undecodable,
+    /// The payload names another gateway than its topic.
+    WrongGateway,
+    /// The topic is not `<root>/<gateway>/events|status`.
+    BadTopic,
+    /// An event without a usable `seq`, `at` or `type`.
+    BadEvent,
+    /// A seq further than `[ingest] seq_window` beyond the gateway's ack.
+    SeqOutOfWindow,
+    /// PostgreSQL refused the row (SQLSTATE class 22, 23 or 54), even
+    /// after escaping.
+    RefusedByDatabase,
+}
+
+impl RejectReason {
+    /// Every reason, for tests and documentation.
+    pub const ALL: [RejectReason; 7] = [
+        Self::Oversized,
+        Self::Undecodable,
+        Self::WrongGateway,
+        Self::BadTopic,
+        Self::BadEvent,
+        Self::SeqOutOfWindow,
+        Self::RefusedByDatabase,
+    ];
+
+    /// The text code stored in `events_rejected.reason`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Oversized => "oversized",
+            Self::Undecodable => "undecodable",
+            Self::WrongGateway => "wrong_gateway",
+            Self::BadTopic => "bad_topic",
+            Self::BadEvent => "bad_event",
+            Self::SeqOutOfWindow => "seq_out_of_window",
+            Self::RefusedByDatabase => "refused_by_database",
+        }
+    }
+
+    /// Whether a record with this reason and a seq counts as settled in
+    /// the contiguous-ack walk: the gateway's own event, which central
+    /// will never be able to store in `events` (it is kept here instead).
+    /// A seq beyond the window is a claim, not an event: never settled.
+    pub fn settles(self) -> bool {
+        matches!(self, Self::BadEvent | Self::RefusedByDatabase)
+    }
+}
+
+/// One record for `events_rejected`: a whole message, or one event of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The gateway the topic names, when it names one.
+    pub gateway: Option<GatewayId>,
+    /// The topic (NUL escaped).
+    pub topic: String,
+    /// The event's seq, when it has a usable one (fits an `int8`).
+    pub seq: Option<u64>,
+    /// Length of the whole record, bytes.
+    pub length: usize,
+    /// Its first [`REJECT_PREFIX`] bytes.
+    pub raw: Vec<u8>,
+    /// SHA-256 of the whole record (a redelivery is counted, not stored
+    /// again).
+    pub digest: [u8; 32],
+    /// Why.
+    pub reason: RejectReason,
+    /// Details for people (the decoder's or PostgreSQL's message).
+    pub detail: String,
+}
+
+impl Rejected {
+    /// A rejected record of `bytes` (only a prefix is kept).
+    pub fn new(
+        gateway: Option<GatewayId>,
+        topic: &str,
+        seq: Option<u64>,
+        bytes: &[u8],
+        reason: RejectReason,
+        detail: String,
+    ) -> Self {
+        Self {
+            gateway,
+            topic: escape_nul(topic).into_owned(),
+            seq: seq.filter(|s| i64::try_from(*s).is_ok()),
+            length: bytes.len(),
+            raw: bytes[..bytes.len().min(REJECT_PREFIX)].to_vec(),
+            digest: Sha256::digest(bytes).into(),
+            reason,
+            detail: escape_nul(&detail).into_owned(),
+        }
+    }
+
+    /// Whether this record settles its seq in the contiguous-ack walk.
+    pub fn settles(&self) -> bool {
+        self.seq.is_some() && self.reason.settles()
+    }
+}
+
+/// Text PostgreSQL can store: NUL (refused by `jsonb` as `\u0000`, and by
+/// `text`) becomes the six visible characters `\u0000`. Everything else
+/// (escape sequences, other control characters) is stored as it is; the
+/// event is still JSON, so readers see it escaped.
+pub fn escape_nul(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\\u0000"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// [`escape_nul`] on every string and key of `v`; whether anything changed.
+pub fn escape_value(v: &mut Value) -> bool {
+    match v {
+        Value::String(s) => {
+            if let std::borrow::Cow::Owned(e) = escape_nul(s) {
+                *s = e;
+                true
+            } else {
+                false
+            }
+        }
+        Value::Array(a) => a.iter_mut().fold(false, |c, v| escape_value(v) | c),
+        Value::Object(m) => {
+            let mut changed = m.values_mut().fold(false, |c, v| escape_value(v) | c);
+            if m.keys().any(|k| k.contains('\0')) {
+                let old = std::mem::take(m);
+                for (k, v) in old {
+                    m.insert(escape_nul(&k).into_owned(), v);
+                }
+                changed = true;
+            }
+            changed
+        }
+        _ => false,
+    }
+}
+
+/// Whether `seq` is further beyond the gateway's acknowledged `acked`
+/// than `window` (such a seq is quarantined, not stored).
+pub fn beyond_window(seq: u64, acked: u64, window: u64) -> bool {
+    seq > acked.saturating_add(window)
 }
 
 /// What a topic carries.
@@ -106,12 +277,24 @@ struct WireBatch {
     events: Vec<Value>,
 }
 
-/// Decode one `<root>/<gw>/events` payload into rows.
+/// One decoded event batch: the rows to store and the events that cannot
+/// be (each quarantined alone).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Storable rows (text escaped).
+    pub rows: Vec<Row>,
+    /// Events without a usable `seq`, `at` or `type`.
+    pub rejected: Vec<Rejected>,
+}
+
+/// Decode one `<root>/<gw>/events` payload into rows. A payload that is
+/// not a batch, or names another gateway, is an error (the caller
+/// quarantines the message); an unusable event is quarantined alone.
 pub fn decode_batch(
     topic: &str,
     gateway: &GatewayId,
     payload: &[u8],
-) -> Result<Vec<Row>, IngestError> {
+) -> Result<Batch, IngestError> {
     let batch: WireBatch = serde_cbor::from_slice(payload).map_err(|e| IngestError::Decode {
         topic: topic.to_owned(),
         message: e.to_string(),
@@ -120,43 +303,60 @@ pub fn decode_batch(
         return Err(IngestError::WrongGateway {
             topic: topic.to_owned(),
             topic_gateway: gateway.clone(),
-            payload: batch.gateway,
+            payload: escape_nul(&batch.gateway).into_owned(),
         });
     }
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    batch
-        .events
-        .into_iter()
-        .enumerate()
-        .map(|(index, e)| {
-            let missing = |field| IngestError::Event {
+    let mut out = Batch::default();
+    for (index, mut e) in batch.events.into_iter().enumerate() {
+        let seq = e
+            .get("seq")
+            .and_then(Value::as_u64)
+            .filter(|s| *s > 0 && i64::try_from(*s).is_ok());
+        let original = e.to_string();
+        escape_value(&mut e);
+        // Parsed, and in PostgreSQL's timestamptz range with a margin.
+        let at = text(&e, "at")
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .filter(|ts| ts.as_second() >= -2_208_988_800);
+        let kind = text(&e, "type");
+        let missing = match (seq, at, &kind) {
+            (None, _, _) => Some("seq"),
+            (_, None, _) => Some("at"),
+            (_, _, None) => Some("type"),
+            _ => None,
+        };
+        if let Some(field) = missing {
+            let err = IngestError::Event {
                 topic: topic.to_owned(),
                 index,
                 field,
             };
-            let seq = e
-                .get("seq")
-                .and_then(Value::as_u64)
-                .filter(|s| *s > 0 && i64::try_from(*s).is_ok())
-                .ok_or_else(|| missing("seq"))?;
-            // Parsed, and in PostgreSQL's timestamptz range with a margin.
-            let at = text(&e, "at")
-                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                .filter(|ts| ts.as_second() >= -2_208_988_800)
-                .ok_or_else(|| missing("at"))?;
-            let kind = text(&e, "type").ok_or_else(|| missing("type"))?;
-            Ok(Row {
-                gateway: gateway.clone(),
+            out.rejected.push(Rejected::new(
+                Some(gateway.clone()),
+                topic,
                 seq,
-                at,
-                door: text(&e, "door"),
-                credential: text(&e, "credential"),
-                reason: text(&e, "reason"),
-                kind,
-                json: e.to_string(),
-            })
-        })
-        .collect()
+                original.as_bytes(),
+                err.reason(),
+                err.to_string(),
+            ));
+            continue;
+        }
+        let (Some(seq), Some(at), Some(kind)) = (seq, at, kind) else {
+            unreachable!("checked above")
+        };
+        out.rows.push(Row {
+            gateway: gateway.clone(),
+            seq,
+            at,
+            door: text(&e, "door"),
+            credential: text(&e, "credential"),
+            reason: text(&e, "reason"),
+            kind,
+            json: e.to_string(),
+        });
+    }
+    Ok(out)
 }
 
 /// A gateway's retained status (or last will), as stored in `gateways`.
@@ -182,7 +382,7 @@ pub fn decode_status(
     if payload.is_empty() {
         return Ok(None);
     }
-    let status: crate::uplink::wire::Status =
+    let mut status: crate::uplink::wire::Status =
         serde_cbor::from_slice(payload).map_err(|e| IngestError::Decode {
             topic: topic.to_owned(),
             message: e.to_string(),
@@ -191,8 +391,16 @@ pub fn decode_status(
         return Err(IngestError::WrongGateway {
             topic: topic.to_owned(),
             topic_gateway: gateway.clone(),
-            payload: status.gateway,
+            payload: escape_nul(&status.gateway).into_owned(),
         });
+    }
+    for t in [&mut status.state, &mut status.version]
+        .into_iter()
+        .chain(status.rules_refused.as_mut())
+    {
+        if let std::borrow::Cow::Owned(e) = escape_nul(t) {
+            *t = e;
+        }
     }
     let json = serde_json::to_string(&status).expect("status always encodes");
     Ok(Some(StatusRow {
@@ -208,6 +416,7 @@ pub fn decode_status(
 #[derive(Debug)]
 pub struct Plan<T> {
     rows: BTreeMap<(GatewayId, u64), Row>,
+    rejected: Vec<Rejected>,
     statuses: BTreeMap<GatewayId, StatusRow>,
     touched: BTreeSet<GatewayId>,
     tokens: Vec<T>,
@@ -220,6 +429,8 @@ pub struct Plan<T> {
 pub struct Flush<T> {
     /// Event rows, sorted, unique.
     pub rows: Vec<Row>,
+    /// Messages and events for `events_rejected`, in arrival order.
+    pub rejected: Vec<Rejected>,
     /// Latest status per gateway, in arrival order of the last one.
     pub statuses: Vec<StatusRow>,
     /// Gateways that sent events (each gets an ack after the commit).
@@ -233,6 +444,7 @@ impl<T> Plan<T> {
     pub fn new(max_rows: usize) -> Self {
         Self {
             rows: BTreeMap::new(),
+            rejected: Vec::new(),
             statuses: BTreeMap::new(),
             touched: BTreeSet::new(),
             tokens: Vec::new(),
@@ -241,11 +453,22 @@ impl<T> Plan<T> {
     }
 
     /// Add a delivered event batch (its rows may repeat earlier ones).
-    pub fn add_events(&mut self, gateway: GatewayId, rows: Vec<Row>, token: T) {
-        for r in rows {
+    pub fn add_events(&mut self, gateway: GatewayId, batch: Batch, token: T) {
+        for r in batch.rows {
             self.rows.insert((r.gateway.clone(), r.seq), r);
         }
+        self.rejected.extend(batch.rejected);
         self.touched.insert(gateway);
+        self.tokens.push(token);
+    }
+
+    /// Add a delivery that is quarantined whole (oversized, undecodable,
+    /// another gateway's); acknowledged to the broker once it is recorded.
+    pub fn add_rejected(&mut self, rejected: Rejected, token: T) {
+        if let Some(g) = &rejected.gateway {
+            self.touched.insert(g.clone());
+        }
+        self.rejected.push(rejected);
         self.tokens.push(token);
     }
 
@@ -263,7 +486,7 @@ impl<T> Plan<T> {
 
     /// Whether the plan is full.
     pub fn is_full(&self) -> bool {
-        self.rows.len() >= self.max_rows
+        self.rows.len() + self.rejected.len() >= self.max_rows
     }
 
     /// Whether anything is waiting.
@@ -276,6 +499,7 @@ impl<T> Plan<T> {
         let rows = std::mem::take(&mut self.rows).into_values().collect();
         Flush {
             rows,
+            rejected: std::mem::take(&mut self.rejected),
             statuses: std::mem::take(&mut self.statuses).into_values().collect(),
             gateways: std::mem::take(&mut self.touched).into_iter().collect(),
             tokens: std::mem::take(&mut self.tokens),
@@ -350,7 +574,9 @@ mod tests {
 
     #[test]
     fn batches_become_rows_with_the_columns() {
-        let rows = decode_batch("t", &gw("gw-1"), &batch("gw-1", 1..=3)).unwrap();
+        let rows = decode_batch("t", &gw("gw-1"), &batch("gw-1", 1..=3))
+            .unwrap()
+            .rows;
         assert_eq!(rows.len(), 3);
         let r = &rows[0];
         assert_eq!((r.seq, r.kind.as_str()), (1, "access_denied"));
@@ -376,37 +602,124 @@ mod tests {
             gateway: &'static str,
             events: Vec<serde_json::Value>,
         }
-        let no_seq = to_cbor(&B {
-            gateway: "gw-1",
-            events: vec![serde_json::json!({"at": "2026-01-01T00:00:00Z", "type": "x"})],
-        });
-        assert_eq!(
-            decode_batch("t", &gw("gw-1"), &no_seq),
-            Err(IngestError::Event {
-                topic: "t".into(),
-                index: 0,
-                field: "seq"
-            })
-        );
-        // A time PostgreSQL could not store is refused here, not in SQL.
-        let ancient = to_cbor(&B {
+        // An unusable event is quarantined alone; the rest is stored.
+        let mixed = to_cbor(&B {
             gateway: "gw-1",
             events: vec![
-                serde_json::json!({"seq": 1, "at": "-005000-01-01T00:00:00Z", "type": "x"}),
+                serde_json::json!({"seq": 1, "at": "2026-01-01T00:00:00Z", "type": "x"}),
+                serde_json::json!({"at": "2026-01-01T00:00:00Z", "type": "x"}),
+                // A time PostgreSQL could not store is refused here, not in SQL.
+                serde_json::json!({"seq": 3, "at": "-005000-01-01T00:00:00Z", "type": "x"}),
+                serde_json::json!({"seq": 4, "at": "2026-01-01T00:00:00Z"}),
+                serde_json::json!({"seq": 9_223_372_036_854_775_808u64, "at": "2026-01-01T00:00:00Z", "type": "x"}),
+                "not an object".into(),
+                serde_json::json!({"seq": 5, "at": "2026-01-01T00:00:00Z", "type": "x"}),
             ],
         });
-        assert!(matches!(
-            decode_batch("t", &gw("gw-1"), &ancient),
-            Err(IngestError::Event { field: "at", .. })
-        ));
+        let b = decode_batch("t", &gw("gw-1"), &mixed).unwrap();
+        assert_eq!(b.rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 5]);
+        let rej: Vec<_> = b
+            .rejected
+            .iter()
+            .map(|r| (r.seq, r.reason, r.settles(), r.detail.as_str()))
+            .collect();
+        assert_eq!(
+            rej,
+            [
+                (
+                    None,
+                    RejectReason::BadEvent,
+                    false,
+                    "t: event #1 has no valid seq"
+                ),
+                (
+                    Some(3),
+                    RejectReason::BadEvent,
+                    true,
+                    "t: event #2 has no valid at"
+                ),
+                (
+                    Some(4),
+                    RejectReason::BadEvent,
+                    true,
+                    "t: event #3 has no valid type"
+                ),
+                (
+                    None,
+                    RejectReason::BadEvent,
+                    false,
+                    "t: event #4 has no valid seq"
+                ),
+                (
+                    None,
+                    RejectReason::BadEvent,
+                    false,
+                    "t: event #5 has no valid seq"
+                ),
+            ]
+        );
+        assert_eq!(
+            b.rejected[0].raw,
+            br#"{"at":"2026-01-01T00:00:00Z","type":"x"}"#
+        );
         // An event type this build does not know is stored as it is.
         let future = to_cbor(&B {
             gateway: "gw-1",
             events: vec![serde_json::json!({"seq": 1, "at": "2026-01-01T00:00:00Z",
                 "type": "lift_called", "floor": 3})],
         });
-        let rows = decode_batch("t", &gw("gw-1"), &future).unwrap();
+        let rows = decode_batch("t", &gw("gw-1"), &future).unwrap().rows;
         assert_eq!(rows[0].kind, "lift_called");
+    }
+
+    #[test]
+    fn nul_is_escaped_not_dropped_and_escapes_are_kept() {
+        #[derive(serde::Serialize)]
+        struct B {
+            gateway: &'static str,
+            events: Vec<serde_json::Value>,
+        }
+        let name = "a\u{0}b\u{1b}[31m";
+        let payload = to_cbor(&B {
+            gateway: "gw-1",
+            events: vec![serde_json::json!({"seq": 1, "at": "2026-01-01T00:00:00Z",
+                "type": "admin_login", "user": name, "door": "d\u{0}",
+                "nested": {"k\u{0}": ["\u{0}"]}})],
+        });
+        let b = decode_batch("t", &gw("gw-1"), &payload).unwrap();
+        assert!(b.rejected.is_empty());
+        let r = &b.rows[0];
+        let v: Value = serde_json::from_str(&r.json).unwrap();
+        assert_eq!(v["user"], "a\\u0000b\u{1b}[31m");
+        assert_eq!(v["nested"]["k\\u0000"][0], "\\u0000");
+        assert_eq!(r.door.as_deref(), Some("d\\u0000"));
+        assert!(!r.json.contains('\0'));
+        assert_eq!(escape_nul("plain"), std::borrow::Cow::Borrowed("plain"));
+    }
+
+    #[test]
+    fn rejected_records_keep_a_prefix_the_length_and_a_digest() {
+        let big = vec![7u8; REJECT_PREFIX * 3];
+        let r = Rejected::new(
+            Some(gw("gw-1")),
+            "t\u{0}",
+            Some(u64::MAX),
+            &big,
+            RejectReason::Oversized,
+            "x".into(),
+        );
+        assert_eq!(
+            (r.length, r.raw.len(), r.seq),
+            (big.len(), REJECT_PREFIX, None)
+        );
+        assert_eq!(r.topic, "t\\u0000");
+        assert!(!r.settles());
+        let codes: BTreeSet<_> = RejectReason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), RejectReason::ALL.len());
+        assert!(beyond_window(1_000_001, 0, 1_000_000));
+        assert!(!beyond_window(1_000_000, 0, 1_000_000));
+        assert!(!beyond_window(u64::MAX, u64::MAX - 1, 1_000_000));
+        assert!(beyond_window(i64::MAX as u64, 5, 1_000_000));
     }
 
     #[test]
@@ -427,6 +740,15 @@ mod tests {
     fn a_plan_dedups_sorts_and_remembers_deliveries() {
         let mut p = Plan::new(5);
         let rows = |g: &str, r| decode_batch("t", &gw(g), &batch(g, r)).unwrap();
+        let bad = Rejected::new(
+            Some(gw("gw-3")),
+            "t",
+            None,
+            b"x",
+            RejectReason::Undecodable,
+            String::new(),
+        );
+        p.add_rejected(bad, 0);
         p.add_events(gw("gw-2"), rows("gw-2", 1..=2), 1);
         p.add_events(gw("gw-1"), rows("gw-1", 3..=4), 2);
         p.add_events(gw("gw-1"), rows("gw-1", 1..=4), 3); // a resend
@@ -444,8 +766,9 @@ mod tests {
                 ("gw-2", 2)
             ]
         );
-        assert_eq!(f.gateways, [gw("gw-1"), gw("gw-2")]);
-        assert_eq!(f.tokens, [1, 2, 3]);
+        assert_eq!(f.gateways, [gw("gw-1"), gw("gw-2"), gw("gw-3")]);
+        assert_eq!(f.tokens, [0, 1, 2, 3]);
+        assert_eq!(f.rejected.len(), 1);
         assert!(p.is_empty());
     }
 

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod db;
 pub mod driver;
+pub mod fuzz;
 pub mod import;
 pub mod ingest;
 

@@ -48,7 +48,8 @@ enum CentralCmd {
         json: bool,
     },
     /// Alarms by time (forced, held open, tamper, offline, duress, clock,
-    /// rules refused, commands refused), as JSON lines.
+    /// rules refused, commands refused, records quarantined in
+    /// events_rejected), as JSON lines.
     Alarms {
         /// From (RFC 3339; default 24 h ago).
         #[arg(long)]
@@ -310,6 +311,13 @@ async fn status(config: CentralConfig, json: bool) -> anyhow::Result<ExitCode> {
         if g.dropped_events.unwrap_or(0) > 0 {
             problems.push(format!("{} events dropped", g.dropped_events.unwrap_or(0)));
         }
+        if g.rejected > 0 {
+            problems.push(format!(
+                "{} quarantined in events_rejected (last {} ago; `alarms`)",
+                g.rejected,
+                age(g.rejected_last_at).unwrap_or_else(|| "-".into())
+            ));
+        }
         let opt = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
         println!(
             "{:<24} {:<8} {:>6} {:>9} {:>9} {:>8} {:>10} {:>9}  {}",
@@ -363,7 +371,7 @@ async fn push(config: CentralConfig, args: PushArgs) -> anyhow::Result<ExitCode>
     }
     let mut pg = db::connect(&config.postgres).await?;
     if let Some(sql) = &args.from_sql {
-        let records = db::query_records(&pg, sql).await?;
+        let records = db::query_records(&mut pg, sql).await?;
         extra.extend(import::records_to_credentials(
             "--from-sql query",
             records,

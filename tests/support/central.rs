@@ -243,7 +243,7 @@ pub fn mixed_events(n: u64) -> Vec<EventKind> {
 }
 
 /// Subscribes to every ack and, the moment one arrives, checks that the
-/// database holds every event up to it.
+/// database has settled every event up to it.
 pub struct AckSpy {
     pub acks: Arc<Mutex<Vec<(String, u64)>>>,
     pub violations: Arc<Mutex<Vec<String>>>,
@@ -300,8 +300,11 @@ fn count_upto(connect: &str, gw: &str, seq: u64) -> u64 {
         .args([
             "-X", "-A", "-t", "-h", host, "-U", "postgres", "-d", "postgres", "-c",
         ])
+        // Settled: stored, or quarantined as the gateway's own unstorable
+        // event (events_rejected.settles).
         .arg(format!(
-            "SELECT count(*) FROM events WHERE gateway = '{gw}' AND seq <= {seq}"
+            "SELECT count(*) FROM (SELECT seq FROM events WHERE gateway = '{gw}' AND seq <= {seq} \
+             UNION SELECT seq FROM events_rejected WHERE gateway = '{gw}' AND settles AND seq <= {seq}) s"
         ))
         .output()
         .unwrap();
