@@ -402,7 +402,9 @@ impl Script<'_> {
         })
         .await?;
         say("who is inside after hours (presence list, kept across restarts):");
-        let inside = self.running.view.borrow().presence.clone();
+        let inside = portier::driver::daemon::ask_presence(&self.running.control)
+            .await
+            .unwrap_or_default();
         println!("    {}", serde_json::to_string(&inside)?);
         Ok(())
     }

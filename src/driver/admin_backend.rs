@@ -4,6 +4,7 @@
 //! the journal, and the daemon loop's control channel for door actions
 //! (the same path as central's commands, so they are journaled alike).
 
+use crate::door::Presence;
 use crate::ids::DoorId;
 use crate::site::modes::DoorClass;
 use crate::site::remote::RemoteError;
@@ -83,7 +84,7 @@ impl GatewayBackend {
             .map_or(system, |t| t.max(system))
     }
 
-    fn status_now(&self) -> Result<Status, BackendError> {
+    fn status_now(&self, inside: &Presence) -> Result<Status, BackendError> {
         let now = self.now();
         let view = self.view.borrow().clone();
         let rules = self.store.header().map(|h| {
@@ -224,13 +225,20 @@ impl GatewayBackend {
             doors,
             uplink,
             recent_events,
-            presence: presence(&view),
+            presence: presence(inside),
         })
     }
 }
 
-fn presence(view: &DaemonView) -> Vec<PresenceEntry> {
-    view.presence
+/// Who is inside, from the daemon loop (empty when it is gone).
+async fn inside(control: &mpsc::Sender<Control>) -> Presence {
+    crate::driver::daemon::ask_presence(control)
+        .await
+        .unwrap_or_default()
+}
+
+fn presence(inside: &Presence) -> Vec<PresenceEntry> {
+    inside
         .inside()
         .map(|(credential, o)| PresenceEntry {
             credential: credential.0.clone(),
@@ -242,7 +250,7 @@ fn presence(view: &DaemonView) -> Vec<PresenceEntry> {
 
 impl AdminBackend for GatewayBackend {
     fn status(&self) -> BoxFuture<'_, Result<Status, BackendError>> {
-        Box::pin(async move { self.status_now() })
+        Box::pin(async move { self.status_now(&inside(&self.control).await) })
     }
 
     fn events(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>, BackendError>> {
@@ -253,7 +261,7 @@ impl AdminBackend for GatewayBackend {
         Box::pin(async move {
             Ok(Occupancy {
                 now: self.now(),
-                inside: presence(&self.view.borrow()),
+                inside: presence(&inside(&self.control).await),
             })
         })
     }

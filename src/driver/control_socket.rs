@@ -138,6 +138,12 @@ async fn control_connection(stream: tokio::net::UnixStream, context: ControlCont
     while let Ok(Some(line)) = lines.next_line().await {
         let answer = match ControlRequest::parse(&line) {
             Err(e) => Err(e),
+            Ok(ControlRequest::Query(Query::Presence)) => {
+                match crate::driver::daemon::ask_presence(&context.control).await {
+                    Some(p) => serde_json::to_value(p).map_err(|e| e.to_string()),
+                    None => Err("the daemon loop is gone".into()),
+                }
+            }
             Ok(ControlRequest::Query(q)) => query(&context, q),
             Ok(ControlRequest::Apply(a)) => apply(&context, a).await,
             Ok(ControlRequest::Action(a)) => action(&context, a).await,
@@ -207,7 +213,7 @@ fn query(context: &ControlContext, query: Query) -> Result<serde_json::Value, St
                 .map_err(|e| e.to_string())?;
             to_json(serde_json::to_value(events))
         }
-        Query::Presence => to_json(serde_json::to_value(&context.view.borrow().presence)),
+        Query::Presence => Err("asked of the daemon loop (control_connection)".into()),
         Query::Doors => to_json(serde_json::to_value(&context.view.borrow().doors)),
         Query::Buses => {
             let mut buses = serde_json::Map::new();

@@ -78,6 +78,16 @@ pub enum Control {
     SetFeedback(FeedbackTable),
     /// A time vouched for by a signature (snapshot or command issue time).
     TrustedTime(Timestamp),
+    /// Who is inside now. Asked for, not published with every round: a
+    /// copy of the list costs its length, which a passage must not.
+    Presence(oneshot::Sender<Presence>),
+}
+
+/// Who is inside now, from the daemon loop; `None` when it is gone.
+pub async fn ask_presence(control: &mpsc::Sender<Control>) -> Option<Presence> {
+    let (reply, answer) = oneshot::channel();
+    control.send(Control::Presence(reply)).await.ok()?;
+    answer.await.ok()
 }
 
 /// The standing state's encoding in the journal: it travels, as opaque
@@ -212,8 +222,8 @@ pub struct DaemonInputs {
 /// [`MAX_IDLE`]).
 #[derive(Debug, Clone, Default)]
 pub struct DaemonView {
-    /// Who is inside.
-    pub presence: Presence,
+    /// How many are inside (the list itself: [`ask_presence`]).
+    pub inside: usize,
     /// Last appended event sequence number.
     pub last_seq: u64,
     /// What every door is doing.
@@ -330,7 +340,10 @@ pub async fn run(
                 None => { events_open = false; continue; }
             },
             control = inputs.control.recv(), if control_open => match control {
-                Some(c) => daemon_input(c, &mut waiting, &mut next_ticket),
+                Some(c) => match daemon_input(c, &mut waiting, &mut next_ticket, daemon.gateway.presence()) {
+                    Some(input) => input,
+                    None => continue,
+                },
                 None => { control_open = false; continue; }
             },
             () = tokio::time::sleep_until(deadline.into()) => Input::Timeout,
@@ -347,8 +360,9 @@ fn daemon_input(
     control: Control,
     waiting: &mut HashMap<Ticket, oneshot::Sender<Result<(), RemoteError>>>,
     next_ticket: &mut Ticket,
-) -> Input {
-    match control {
+    presence: &Presence,
+) -> Option<Input> {
+    Some(match control {
         Control::Remote {
             source,
             command,
@@ -371,7 +385,11 @@ fn daemon_input(
         Control::Record(kinds) => Input::Record(kinds),
         Control::SetFeedback(table) => Input::SetFeedback(table),
         Control::TrustedTime(t) => Input::SignedTime(t),
-    }
+        Control::Presence(reply) => {
+            let _ = reply.send(presence.clone());
+            return None;
+        }
+    })
 }
 
 impl Daemon {
@@ -477,7 +495,7 @@ impl Daemon {
 
     fn publish(&self, view: &watch::Sender<DaemonView>) {
         view.send_replace(DaemonView {
-            presence: self.gateway.presence().clone(),
+            inside: self.gateway.presence().count(),
             last_seq: self.journal.next_seq().saturating_sub(1),
             doors: self.gateway.doors(),
             trusted_time: Some(self.gateway.trusted_now()),
