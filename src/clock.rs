@@ -23,3 +23,34 @@ pub fn os_entropy(buf: &mut [u8]) {
     // daemon must not run at all.
     getrandom::fill(buf).expect("operating system entropy source");
 }
+
+/// Where this boot's monotonic clock stood at a known instant: the
+/// kernel's boot id and the time since boot, read once per process
+/// (`/proc/sys/kernel/random/boot_id`, `/proc/uptime`). `None` where the
+/// kernel does not say (then nothing is carried over a restart by it).
+#[derive(Debug, Clone, Copy)]
+pub struct BootSample {
+    /// The boot id as a number.
+    pub id: u128,
+    /// A monotonic instant...
+    pub at: Instant,
+    /// ... and the time since boot then.
+    pub since_boot: Duration,
+}
+
+/// This boot's sample (see [`BootSample`]), read once.
+pub fn boot() -> Option<BootSample> {
+    static SAMPLE: std::sync::OnceLock<Option<BootSample>> = std::sync::OnceLock::new();
+    *SAMPLE.get_or_init(|| {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = u128::from_str_radix(&id.trim().replace('-', ""), 16).ok()?;
+        let at = monotonic();
+        let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+        let secs: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+        Some(BootSample {
+            id,
+            at,
+            since_boot: Duration::try_from_secs_f64(secs).ok()?,
+        })
+    })
+}

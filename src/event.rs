@@ -277,6 +277,62 @@ pub enum EventKind {
         /// What it would have said without the step.
         expected: jiff::Timestamp,
     },
+    /// The system clock is not believed from now on (`reason`: `stepped`
+    /// against the monotonic clock without confirmation, `behind` the
+    /// signed floor, implausibly `ahead` at start, `outside_interval` a
+    /// beacon gave): the gateway goes on with `used` (the last believed
+    /// time advanced by the monotonic clock), decides cards at both edges
+    /// of `[earliest, latest]` and starts no scheduled release.
+    ClockUntrusted {
+        /// Why.
+        reason: String,
+        /// What the system clock said.
+        seen: jiff::Timestamp,
+        /// The time used instead.
+        used: jiff::Timestamp,
+        /// The interval's lower edge, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        earliest: Option<jiff::Timestamp>,
+        /// The interval's upper edge, when a beacon gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        latest: Option<jiff::Timestamp>,
+    },
+    /// The system clock is believed again (a `clock_untrusted` episode
+    /// ended: corrected, or confirmed by a beacon or an operator).
+    ClockTrusted {
+        /// What the system clock said.
+        seen: jiff::Timestamp,
+    },
+    /// A time beacon was refused (bad signature, unknown key, another
+    /// gateway's): a forged time is an attack on the doors.
+    TimeBeaconRefused {
+        /// Why.
+        reason: String,
+    },
+    /// An operator vouched for the gateway's clock on the admin page.
+    ClockConfirmed {
+        /// Who (`admin:<user>`, `control-socket`).
+        by: String,
+        /// The time they confirmed.
+        time: jiff::Timestamp,
+    },
+    /// A signed issue time lay beyond what the gateway's time allows
+    /// (`issued_in_future`): it did not move the trusted floor.
+    SignedTimeRefused {
+        /// The issue time.
+        issued_at: jiff::Timestamp,
+    },
+    /// A scheduled release (unlocked, free rotation) did not start because
+    /// the time is not confirmed (`time_unconfirmed`: no beacon yet;
+    /// `clock_untrusted`): the door stays in card mode until it is.
+    DoorModeWithheld {
+        /// Door id.
+        door: DoorId,
+        /// The scheduled mode.
+        mode: String,
+        /// Why.
+        reason: String,
+    },
     /// The state directory's disk reached the reserve kept for alarms:
     /// doors go on deciding, routine events are dropped (counted) and
     /// alarms use the reserve.
@@ -626,12 +682,40 @@ impl EventKind {
                 key_id: id(key_id),
                 version,
             },
+            Self::ClockUntrusted {
+                reason,
+                seen,
+                used,
+                earliest,
+                latest,
+            } => Self::ClockUntrusted {
+                reason: id(reason),
+                seen,
+                used,
+                earliest,
+                latest,
+            },
+            Self::ClockConfirmed { by, time } => Self::ClockConfirmed { by: id(by), time },
+            Self::TimeBeaconRefused { reason } => Self::TimeBeaconRefused {
+                reason: text(reason),
+            },
+            Self::DoorModeWithheld {
+                door: d,
+                mode,
+                reason,
+            } => Self::DoorModeWithheld {
+                door: door(d),
+                mode: id(mode),
+                reason: id(reason),
+            },
             Self::AdminUnavailable { file, reason } => Self::AdminUnavailable {
                 file: file.map(text),
                 reason: text(reason),
             },
             // No text in these.
             kind @ (Self::ClockWentBack { .. }
+            | Self::ClockTrusted { .. }
+            | Self::SignedTimeRefused { .. }
             | Self::ClockImplausible { .. }
             | Self::ClockJumped { .. }
             | Self::DiskFull { .. }
@@ -737,6 +821,22 @@ impl EventKind {
             }
             Self::ClockJumped { seen, expected } => {
                 format!("CLOCK stepped: system says {seen}, expected about {expected}")
+            }
+            Self::ClockUntrusted {
+                reason, seen, used, ..
+            } => format!(
+                "CLOCK UNTRUSTED ({reason}): system says {seen}, using {used}; no scheduled release starts"
+            ),
+            Self::ClockTrusted { seen } => format!("clock trusted again at {seen}"),
+            Self::ClockConfirmed { by, time } => format!("clock confirmed by {by} at {time}"),
+            Self::TimeBeaconRefused { reason } => format!("TIME BEACON REFUSED: {reason}"),
+            Self::SignedTimeRefused { issued_at } => {
+                format!("SIGNED TIME from the future refused: issued {issued_at}")
+            }
+            Self::DoorModeWithheld { door, mode, reason } => {
+                format!(
+                    "{door}: scheduled {mode} WITHHELD ({reason}): card mode until the time is confirmed"
+                )
             }
             Self::DiskFull { available, reserve } => format!(
                 "DISK FULL: {available} bytes left, under the {reserve}-byte reserve for alarms; routine events are dropped"

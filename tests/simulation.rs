@@ -38,7 +38,7 @@ use portier::site::modes::DoorClass;
 use portier::site::outputs::StrikeWiring;
 use portier::site::remote::RemoteAction;
 use portier::site::{
-    Building, DoorKind, DoorWiring, Gateway, Input, InputRef, Now, Output, OutputRef, PdRef,
+    Boot, Building, DoorKind, DoorWiring, Gateway, Input, InputRef, Now, Output, OutputRef, PdRef,
     ReaderRef, Rules, StandingChange, StandingState, Verdict,
 };
 
@@ -143,13 +143,23 @@ fn building() -> Building {
     ])
 }
 
-/// Cards 0..=4 are granted everywhere; card 5 is blocked. Door A is
-/// scheduled unlocked for the first 5 minutes of every 20.
+/// Cards 0..=4 are granted everywhere, card 4 only until [`EXPIRES`];
+/// card 5 is blocked. Door A is scheduled unlocked for the first 5 minutes
+/// of every 20.
 struct SimRules;
 
+/// When card 4 expires (four hours into the run).
+fn expires() -> Timestamp {
+    "2026-11-25T21:58:00Z".parse().unwrap()
+}
+
 impl Rules for SimRules {
-    fn decide(&mut self, _door: &DoorId, card: &RawCard, _at: Timestamp) -> Verdict {
+    fn decide(&mut self, _door: &DoorId, card: &RawCard, at: Timestamp) -> Verdict {
         match card.data[0] {
+            4 if at >= expires() => Verdict::Deny {
+                credential: Some("c4".into()),
+                reason: DenyReason::Expired,
+            },
             n @ 0..=4 => Verdict::Grant {
                 credential: format!("c{n}"),
                 extended: false,
@@ -202,6 +212,10 @@ struct Sim {
     crashing: bool,
 }
 
+/// How far from the truth a confirmed time may be in a run (a beacon's
+/// allowance after a long run without one).
+const CONFIRMED_SLACK: SignedDuration = SignedDuration::from_mins(10);
+
 const DOORS: [&str; 3] = ["a", "b", "r"];
 
 impl Sim {
@@ -227,11 +241,20 @@ impl Sim {
         sim
     }
 
+    fn real(&self) -> Timestamp {
+        self.real0 + SignedDuration::try_from(self.t).unwrap()
+    }
+
     fn now(&self) -> Now {
-        let real = self.real0 + SignedDuration::try_from(self.t).unwrap();
+        let real = self.real();
         Now {
             mono: self.base + self.t,
             system: real.checked_add(self.skew).unwrap_or(real),
+            // Crashes are restarts of the process on the same boot.
+            boot: Some(Boot {
+                id: 0x5eed,
+                since: Duration::from_secs(3600) + self.t,
+            }),
         }
     }
 
@@ -268,6 +291,20 @@ impl Sim {
             match out {
                 Output::Commit(c) => {
                     assert!(!committed, "two commits for one input");
+                    // No expired card is granted once the gateway has a
+                    // proven time (a beacon's anchor committed): whatever
+                    // its clock does.
+                    if self.disk.time_anchor.is_some() {
+                        let real = self.real();
+                        for r in &c.records {
+                            if let EventKind::AccessGranted { credential, .. } = r {
+                                assert!(
+                                    credential != "c4" || real < expires() + CONFIRMED_SLACK,
+                                    "expired card c4 granted at real time {real}"
+                                );
+                            }
+                        }
+                    }
                     committed = true;
                     before_commit = false;
                     // As the daemon's journal keeps it: the whole state,
@@ -435,6 +472,20 @@ impl Sim {
                     .map(|w| self.outputs.get(w))
                     .collect::<Vec<_>>()
             );
+            // A scheduled release starts only at a confirmed time: door A
+            // in its scheduled mode without a remote mode of its own means
+            // the real time lies in the schedule's window.
+            if door == "a"
+                && state.mode == "unlocked"
+                && !g.standing().remote_modes.contains_key("a")
+            {
+                let real = self.real();
+                let into = real.as_second().rem_euclid(1200);
+                assert!(
+                    into < 300 + 65 || into > 1200 - 65,
+                    "door a scheduled unlocked at real time {real}, outside its window"
+                );
+            }
             let locked_down = self.lockdown.contains(door);
             if locked_down && state.kind == DoorClass::Standard {
                 assert!(
@@ -485,7 +536,8 @@ impl Sim {
         } else {
             (4, 1, Direction::Out)
         };
-        let n = self.rng.below(5) as u8;
+        // Card 4 expires during the run: a passage needs a grant.
+        let n = self.rng.below(4) as u8;
         let journal_mark = self.journal.len();
         let crashed_before = self.crashes();
         self.card(grant_pd, n);
@@ -623,20 +675,29 @@ impl Sim {
             }
             10..=12 => self.remote(),
             13 => {
-                // A clock glitch, or its correction.
-                self.skew = match self.rng.below(4) {
+                // A clock glitch, a step of minutes to days either way (a
+                // spoofed NTP server), or its correction.
+                self.skew = match self.rng.below(6) {
                     0 => SignedDuration::from_hours(24 * 365 * 30),
                     1 => -SignedDuration::from_hours(24 * 365 * 10),
                     2 => SignedDuration::from_secs(self.rng.below(7200) as i64 - 3600),
+                    3 | 4 => {
+                        SignedDuration::from_secs(self.rng.below(6 * 86_400) as i64 - 3 * 86_400)
+                    }
                     _ => SignedDuration::ZERO,
                 };
                 self.log.push(format!("clock skew {:?}", self.skew));
             }
-            14 if self.rng.chance(50) => {
+            14 if self.rng.chance(25) => {
                 // A signed time (snapshot or command issue time) from
                 // central's correct clock.
-                let real = self.real0 + SignedDuration::try_from(self.t).unwrap();
+                let real = self.real();
                 self.handle(Input::SignedTime(real));
+            }
+            14 if self.rng.chance(66) => {
+                // A live time beacon from central's correct clock.
+                let real = self.real();
+                self.handle(Input::Beacon(real));
             }
             14 => {
                 self.log.push("CRASH between inputs".into());
@@ -656,7 +717,7 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64, steps: usize) {
+fn run_seed(seed: u64, steps: usize) -> Seen {
     let result = std::panic::catch_unwind(|| {
         let mut sim = Sim::new(seed);
         sim.check();
@@ -680,10 +741,23 @@ fn run_seed(seed: u64, steps: usize) {
             g.standing().remote_modes,
             g.trusted_now()
         );
+        let count = |f: fn(&EventKind) -> bool| sim.journal.iter().filter(|r| f(r)).count();
+        Seen {
+            scheduled_unlocks: count(
+                |r| matches!(r, EventKind::DoorModeChanged { door, mode } if *door == "a" && mode == "unlocked"),
+            ),
+            withheld: count(|r| matches!(r, EventKind::DoorModeWithheld { .. })),
+            untrusted: count(|r| matches!(r, EventKind::ClockUntrusted { .. })),
+        }
     });
-    if let Err(e) = result {
-        eprintln!("simulation failed: replay with SIM_SEED={seed} cargo test --test simulation");
-        std::panic::resume_unwind(e);
+    match result {
+        Ok(seen) => seen,
+        Err(e) => {
+            eprintln!(
+                "simulation failed: replay with SIM_SEED={seed} cargo test --test simulation"
+            );
+            std::panic::resume_unwind(e);
+        }
     }
 }
 
@@ -697,7 +771,28 @@ fn crash_anywhere_keeps_every_door_invariant() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
+    let mut seen = Seen::default();
     for seed in 0..seeds {
-        run_seed(seed, 120);
+        let s = run_seed(seed, 120);
+        seen.scheduled_unlocks += s.scheduled_unlocks;
+        seen.withheld += s.withheld;
+        seen.untrusted += s.untrusted;
     }
+    // The runs reached both sides of the time rule.
+    if seeds >= 100 {
+        assert!(
+            seen.scheduled_unlocks > 0,
+            "no scheduled unlock ever started"
+        );
+        assert!(seen.withheld > 0, "no scheduled unlock was ever withheld");
+        assert!(seen.untrusted > 0, "the clock was never untrusted");
+    }
+}
+
+/// What the runs got to.
+#[derive(Default)]
+struct Seen {
+    scheduled_unlocks: usize,
+    withheld: usize,
+    untrusted: usize,
 }

@@ -8,6 +8,8 @@
 //! survives restarts); it only needs ids until their command expires,
 //! which is why a command's lifetime is bounded ([`MAX_LIFETIME`]).
 
+pub mod beacon;
+
 use ed25519_dalek::SigningKey;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};

@@ -76,8 +76,16 @@ pub enum Control {
     Record(Vec<EventKind>),
     /// Use these reader feedback patterns from now on (config reload).
     SetFeedback(FeedbackTable),
-    /// A time vouched for by a signature (snapshot or command issue time).
+    /// A time vouched for by a signature (snapshot or command issue time,
+    /// a retained beacon).
     TrustedTime(Timestamp),
+    /// A live time beacon, verified.
+    Beacon(Timestamp),
+    /// An operator vouches for the clock.
+    ConfirmTime {
+        /// Who.
+        by: String,
+    },
     /// Who is inside now. Asked for, not published with every round: a
     /// copy of the list costs its length, which a passage must not.
     Presence(oneshot::Sender<Presence>),
@@ -302,9 +310,14 @@ impl Daemon {
 
 /// Both clocks, from the one read point.
 pub fn now() -> Now {
+    let mono = clock::monotonic();
     Now {
-        mono: clock::monotonic(),
+        mono,
         system: wall_now(),
+        boot: clock::boot().map(|b| crate::site::Boot {
+            id: b.id,
+            since: b.since_boot + mono.saturating_duration_since(b.at),
+        }),
     }
 }
 
@@ -385,6 +398,8 @@ fn daemon_input(
         Control::Record(kinds) => Input::Record(kinds),
         Control::SetFeedback(table) => Input::SetFeedback(table),
         Control::TrustedTime(t) => Input::SignedTime(t),
+        Control::Beacon(t) => Input::Beacon(t),
+        Control::ConfirmTime { by } => Input::ConfirmTime { by },
         Control::Presence(reply) => {
             let _ = reply.send(presence.clone());
             return None;

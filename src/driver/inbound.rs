@@ -184,6 +184,7 @@ impl InboundActor {
                 Inbound::Snapshot(bytes) => self.rules(RulesBlob::Snapshot, bytes).await,
                 Inbound::Delta(bytes) => self.rules(RulesBlob::Delta, bytes).await,
                 Inbound::Command(bytes) => self.command(&bytes).await,
+                Inbound::Time { bytes, live } => self.time(&bytes, live).await,
             }
             receipt.done().await;
         }
@@ -210,6 +211,24 @@ impl InboundActor {
             s.rules_version = self.store.version();
             s.rules_refused = result.err();
         });
+    }
+
+    /// A time beacon: a live one bounds "now" both ways, a retained copy
+    /// (of unknown age) only from below. A refused one is journaled: a
+    /// forged time is an attack on the doors.
+    async fn time(&self, bytes: &[u8], live: bool) {
+        let control = match crate::command::beacon::verify_beacon(bytes, &self.keys, &self.gateway)
+        {
+            Ok(at) if live => Control::Beacon(at),
+            Ok(at) => Control::TrustedTime(at),
+            Err(e) => {
+                tracing::warn!(error = %e, "time beacon refused");
+                Control::Record(vec![EventKind::TimeBeaconRefused {
+                    reason: e.to_string(),
+                }])
+            }
+        };
+        let _ = self.control.send(control).await;
     }
 
     async fn command(&self, bytes: &[u8]) {

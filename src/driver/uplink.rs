@@ -57,6 +57,14 @@ pub enum Inbound {
     Delta(Vec<u8>),
     /// A signed command.
     Command(Vec<u8>),
+    /// A signed time beacon; `live` unless the broker replayed it as the
+    /// retained message (then it only bounds "now" from below).
+    Time {
+        /// The signed blob.
+        bytes: Vec<u8>,
+        /// Sent just now by central, not a retained copy.
+        live: bool,
+    },
 }
 
 /// A message from central and its broker receipt. Call
@@ -182,6 +190,8 @@ pub struct Topics {
     pub events: String,
     /// `<prefix>/status`.
     pub status: String,
+    /// `<prefix>/time`.
+    pub time: String,
 }
 
 impl Topics {
@@ -194,6 +204,7 @@ impl Topics {
             ack: format!("{prefix}/ack"),
             events: format!("{prefix}/events"),
             status: format!("{prefix}/status"),
+            time: format!("{prefix}/time"),
         }
     }
 }
@@ -491,6 +502,7 @@ impl Link {
             &self.topics.delta,
             &self.topics.command,
             &self.topics.ack,
+            &self.topics.time,
         ] {
             if let Err(e) = self.client.try_subscribe(t.as_str(), QoS::AtLeastOnce) {
                 tracing::error!(topic = t.as_str(), error = %e, "subscribe not queued");
@@ -604,23 +616,21 @@ impl Link {
             ..p.clone()
         };
         let t = &self.topics;
-        let (limit, lane) = if p.topic == t.ack {
+        let time = |bytes| Inbound::Time {
+            bytes,
+            live: !p.retain,
+        };
+        let (limit, lane): (usize, Option<(_, &dyn Fn(Vec<u8>) -> Inbound)>) = if p.topic == t.ack {
             (limits.small, None)
+        } else if p.topic == t.time {
+            // The commands' lane: a beacon must not wait behind a snapshot.
+            (limits.small, Some((&h.commands, &time)))
         } else if p.topic == t.command {
-            (
-                limits.small,
-                Some((&h.commands, Inbound::Command as fn(Vec<u8>) -> Inbound)),
-            )
+            (limits.small, Some((&h.commands, &Inbound::Command)))
         } else if p.topic == t.delta {
-            (
-                limits.delta,
-                Some((&h.rules, Inbound::Delta as fn(Vec<u8>) -> Inbound)),
-            )
+            (limits.delta, Some((&h.rules, &Inbound::Delta)))
         } else if p.topic == t.snapshot {
-            (
-                limits.snapshot,
-                Some((&h.rules, Inbound::Snapshot as fn(Vec<u8>) -> Inbound)),
-            )
+            (limits.snapshot, Some((&h.rules, &Inbound::Snapshot)))
         } else {
             tracing::warn!(topic = p.topic, "message on an unexpected topic ignored");
             self.ack_broker(receipt);

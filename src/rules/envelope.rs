@@ -248,6 +248,15 @@ pub enum VerifyError {
     /// Past `expires_at`.
     #[error("expired at {0}")]
     Expired(Timestamp),
+    /// Issued later than the gateway's time allows (its upper edge plus
+    /// the skew): a wrong central clock must not move the gateway's time.
+    #[error("issued_in_future: issued at {issued_at}, the gateway's time allows up to {limit}")]
+    IssuedInFuture {
+        /// The issue time.
+        issued_at: Timestamp,
+        /// The latest issue time the gateway accepts now.
+        limit: Timestamp,
+    },
     /// Lower than the highest version accepted.
     #[error("rollback refused: version {got} is lower than accepted version {have}")]
     Rollback {

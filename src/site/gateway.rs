@@ -25,11 +25,13 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 
 use super::building::{Building, BuildingAction, BuildingInput, PdRef, Verdict};
-use super::clock::{ClockAlarm, TrustedClock};
+use super::clock::{ClockAlarm, Reading, TrustedClock};
 use super::modes::{DoorClass, ModePlanner, StandingMode};
 use super::outputs::FeedbackTable;
 use super::remote::{RemoteAction, RemoteError};
-use super::standing::{HeldBy, StandingState, TimedMode, TimedOverride, VERSION};
+use super::standing::{
+    BootStamp, HeldBy, StandingState, TimeAnchor, TimedMode, TimedOverride, VERSION,
+};
 use crate::door::{
     CredentialId, DoorInput, Override, OverrideState, Passage, Presence, PresenceChange,
     PresenceEvent, RevolvingInput,
@@ -45,8 +47,53 @@ use crate::rules::DenyReason;
 pub struct Now {
     /// Monotonic time: deadlines.
     pub mono: Instant,
-    /// The system clock: checked against the trusted floor before use.
+    /// The system clock: checked against the trusted clock before use.
     pub system: Timestamp,
+    /// Where `mono` stands on this boot, when known: persisted ends and
+    /// the beacon anchor are stamped with it, so that a restart on the
+    /// same boot knows how much time passed whatever the wall clock says.
+    pub boot: Option<Boot>,
+}
+
+/// A position on one boot's monotonic clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Boot {
+    /// The kernel's boot id.
+    pub id: u128,
+    /// Time since that boot began.
+    pub since: Duration,
+}
+
+impl Now {
+    /// The boot stamp of `instant` (a deadline or a past moment), when
+    /// the boot is known.
+    fn stamp(&self, instant: Instant) -> Option<BootStamp> {
+        let boot = self.boot?;
+        let since = if instant >= self.mono {
+            boot.since.checked_add(instant - self.mono)?
+        } else {
+            boot.since.checked_sub(self.mono - instant)?
+        };
+        Some(BootStamp {
+            boot: format!("{:032x}", boot.id),
+            ms: u64::try_from(since.as_millis()).ok()?,
+        })
+    }
+
+    /// The instant of a stamp taken on this boot; `None` for another boot
+    /// (a reboot: how much time passed is not known).
+    fn instant(&self, stamp: &BootStamp) -> Option<Instant> {
+        let boot = self.boot?;
+        if u128::from_str_radix(&stamp.boot, 16).ok()? != boot.id {
+            return None;
+        }
+        let at = Duration::from_millis(stamp.ms);
+        if at >= boot.since {
+            self.mono.checked_add(at - boot.since)
+        } else {
+            self.mono.checked_sub(boot.since - at)
+        }
+    }
 }
 
 /// The rules as the core sees them: pure lookups at a given time.
@@ -102,8 +149,15 @@ pub enum Input {
     /// New reader feedback patterns (config reload).
     SetFeedback(FeedbackTable),
     /// A time vouched for by a signature (snapshot, delta or command issue
-    /// time): moves the trusted floor.
+    /// time, or a retained time beacon): moves the trusted floor.
     SignedTime(Timestamp),
+    /// A live time beacon from central, verified: bounds "now" both ways.
+    Beacon(Timestamp),
+    /// An operator vouches for the system clock (admin page), by name.
+    ConfirmTime {
+        /// Who (`admin:<user>`, `control-socket`).
+        by: String,
+    },
     /// [`Gateway::poll_timeout`] has passed.
     Timeout,
 }
@@ -187,6 +241,17 @@ pub struct Gateway {
     remote_walls: HashMap<DoorId, (Instant, Timestamp)>,
     /// The trusted time of the input being handled.
     wall: Timestamp,
+    /// The clock reading of the input being handled.
+    reading: Reading,
+    /// Doors whose scheduled release is withheld for want of a confirmed
+    /// time (journaled once per door until it applies).
+    withheld: std::collections::BTreeSet<DoorId>,
+    /// The floor and anchor as last persisted, and when: a beacon every
+    /// half minute moves both, and the whole state is not rewritten for it
+    /// more than once an hour (a signed snapshot's floor is at once).
+    time_persisted: (Option<Timestamp>, Option<TimeAnchor>, Option<Instant>),
+    /// A signed issue time moved the floor since the last commit.
+    floor_signed: bool,
     /// The next wall-clock minute (schedules are minute-grained) and the
     /// next remote-mode expiry, as monotonic instants.
     next_minute: Instant,
@@ -219,7 +284,14 @@ impl Gateway {
             building,
             planner,
             presence: restored.presence.clone(),
-            clock: TrustedClock::new(restored.trusted_floor, now.mono),
+            clock: TrustedClock::new(
+                restored.trusted_floor,
+                restored
+                    .time_anchor
+                    .as_ref()
+                    .and_then(|a| Some((a.at, now.instant(&a.came)?))),
+                now.mono,
+            ),
             rules,
             outputs: VecDeque::new(),
             records: Vec::new(),
@@ -229,6 +301,15 @@ impl Gateway {
             override_walls: HashMap::new(),
             remote_walls: HashMap::new(),
             wall: now.system,
+            reading: Reading {
+                used: now.system,
+                earliest: None,
+                latest: None,
+                trusted: false,
+            },
+            withheld: std::collections::BTreeSet::new(),
+            time_persisted: (restored.trusted_floor, restored.time_anchor.clone(), None),
+            floor_signed: false,
             next_minute: now.mono,
             next_expiry: None,
         };
@@ -254,7 +335,30 @@ impl Gateway {
             Input::RulesChanged => self.apply_modes(now),
             Input::Record(kinds) => self.records.extend(kinds),
             Input::SetFeedback(table) => self.building.set_feedback(table),
-            Input::SignedTime(t) => self.clock.observe_signed(t, now.mono),
+            Input::SignedTime(t) => {
+                if self.clock.observe_signed(t, now.mono) {
+                    self.floor_signed = true;
+                } else {
+                    self.records
+                        .push(EventKind::SignedTimeRefused { issued_at: t });
+                }
+            }
+            Input::Beacon(t) => {
+                self.clock.observe_beacon(t, now.mono);
+                // Re-read the clock against the new interval: a withheld
+                // release may start now, or the time may turn untrusted.
+                self.begin(now);
+                self.apply_modes(now);
+            }
+            Input::ConfirmTime { by } => {
+                self.clock.confirm(now.system, now.mono);
+                self.records.push(EventKind::ClockConfirmed {
+                    by,
+                    time: now.system,
+                });
+                self.begin(now);
+                self.apply_modes(now);
+            }
             Input::Timeout => {
                 self.building.handle_timeout(now.mono);
                 self.apply_modes(now);
@@ -316,8 +420,9 @@ impl Gateway {
     }
 
     fn begin(&mut self, now: Now) {
-        let (wall, alarm) = self.clock.now(now.system, now.mono);
-        self.wall = wall;
+        let (reading, alarm) = self.clock.now(now.system, now.mono);
+        self.reading = reading;
+        self.wall = reading.used;
         // A remote mode whose end has come (also by a clock step) reverts
         // before anything is decided under it.
         if self.planner.next_expiry().is_some_and(|t| t <= now.mono) {
@@ -325,19 +430,20 @@ impl Gateway {
         }
         if let Some(alarm) = alarm {
             self.records.push(match alarm {
-                ClockAlarm::WentBack { seen, trusted } => {
-                    EventKind::ClockWentBack { seen, trusted }
-                }
-                ClockAlarm::Implausible { seen, trusted } => {
-                    EventKind::ClockImplausible { seen, trusted }
-                }
+                ClockAlarm::Untrusted { reason, seen, used } => EventKind::ClockUntrusted {
+                    reason: reason.as_str().to_owned(),
+                    seen,
+                    used,
+                    earliest: reading.earliest,
+                    latest: reading.latest,
+                },
                 ClockAlarm::Jumped { seen, expected } => EventKind::ClockJumped { seen, expected },
+                ClockAlarm::Trusted { seen } => EventKind::ClockTrusted { seen },
             });
         }
     }
 
     fn restore(&mut self, now: Now, state: StandingState) {
-        let wall = self.wall;
         let known = |planner: &ModePlanner, d: &DoorId| planner.class(d).is_some();
         let lockdown: Vec<DoorId> = state
             .lockdown
@@ -349,18 +455,27 @@ impl Gateway {
             self.planner.set_lockdown(&lockdown, true);
         }
         let mut reverted = Vec::new();
-        for (door, TimedMode { mode, until }) in &state.remote_modes {
+        for (
+            door,
+            TimedMode {
+                mode,
+                until,
+                boot_until,
+            },
+        ) in &state.remote_modes
+        {
             let Some(class) = self.planner.class(door) else {
                 continue;
             };
-            match class.parse_mode(mode) {
-                Ok(mode) if *until > wall => {
-                    let at = now.mono + left_at_restore(*until, wall);
+            let Ok(mode) = class.parse_mode(mode) else {
+                continue;
+            };
+            match self.restored_end(now, *until, boot_until.as_ref(), mode.releases()) {
+                Some(at) => {
                     self.remote_walls.insert(door.clone(), (at, *until));
                     self.planner.set_remote(door, mode, at);
                 }
-                Ok(_) => reverted.push(door.clone()),
-                Err(_) => {}
+                None => reverted.push(door.clone()),
             }
         }
         self.apply_modes(now);
@@ -368,11 +483,12 @@ impl Gateway {
             let Some(class) = self.planner.class(door) else {
                 continue;
             };
-            if o.until <= wall {
+            let releases = matches!(o.state, HeldBy::Unlocked | HeldBy::FreeRotation);
+            let Some(until) = self.restored_end(now, o.until, o.boot_until.as_ref(), releases)
+            else {
                 reverted.push(door.clone());
                 continue;
-            }
-            let until = now.mono + left_at_restore(o.until, wall);
+            };
             let input = match (class, o.state) {
                 (DoorClass::Standard, HeldBy::Unlocked) => BuildingInput::Door {
                     door: door.clone(),
@@ -410,6 +526,33 @@ impl Gateway {
         }
     }
 
+    /// When a timed item persisted with wall end `until` (and, when
+    /// written on this boot, its boot stamp) ends now: `None` when it has
+    /// ended — or, for a release, when that it has not cannot be shown.
+    /// On this boot the stamp says exactly how much is left, whatever the
+    /// wall clock says (a restart with the clock days behind must not
+    /// bring back an unlock that ended). Otherwise a release needs the
+    /// interval's upper edge below `until` (and lasts what is left from
+    /// that edge, the shortest it can be); a restriction (held locked)
+    /// keeps today's rule, the wall clock, capped.
+    fn restored_end(
+        &self,
+        now: Now,
+        until: Timestamp,
+        boot_until: Option<&BootStamp>,
+        releases: bool,
+    ) -> Option<Instant> {
+        if let Some(end) = boot_until.and_then(|b| now.instant(b)) {
+            return (end > now.mono).then(|| end.min(now.mono + max_left()));
+        }
+        let from = if releases {
+            self.reading.latest?
+        } else {
+            self.wall
+        };
+        (until > from).then(|| now.mono + left_at_restore(until, from))
+    }
+
     fn remote(
         &mut self,
         now: Now,
@@ -441,12 +584,56 @@ impl Gateway {
     /// Re-read the schedules and feed mode changes to the doors.
     fn apply_modes(&mut self, now: Now) {
         let wall = self.wall;
+        let reading = self.reading;
         let rules = &self.rules;
+        let planner = &self.planner;
+        let mut withheld = Vec::new();
         let scheduled: HashMap<DoorId, String> = self
             .building
             .door_ids()
-            .filter_map(|d| rules.door_mode(d, wall).map(|m| (d.clone(), m)))
+            .filter_map(|d| {
+                let mode = rules.door_mode(d, wall)?;
+                let releases = planner
+                    .class(d)
+                    .and_then(|c| c.parse_mode(&mode).ok())
+                    .is_some_and(|m| m.releases());
+                // A release nobody asked for by card starts only at a
+                // confirmed time, and only when both edges of the
+                // interval agree on it.
+                let proven = reading.confirmed()
+                    && reading
+                        .earliest
+                        .and_then(|e| rules.door_mode(d, e))
+                        .as_deref()
+                        == Some(mode.as_str())
+                    && reading
+                        .latest
+                        .and_then(|l| rules.door_mode(d, l))
+                        .as_deref()
+                        == Some(mode.as_str());
+                if releases && !proven {
+                    withheld.push((d.clone(), mode));
+                    return None;
+                }
+                Some((d.clone(), mode))
+            })
             .collect();
+        let now_withheld: std::collections::BTreeSet<DoorId> =
+            withheld.iter().map(|(d, _)| d.clone()).collect();
+        for (door, mode) in withheld {
+            if !self.withheld.contains(&door) {
+                self.records.push(EventKind::DoorModeWithheld {
+                    door,
+                    mode,
+                    reason: if reading.trusted {
+                        "time_unconfirmed".into()
+                    } else {
+                        "clock_untrusted".into()
+                    },
+                });
+            }
+        }
+        self.withheld = now_withheld;
         for (door, e) in self
             .planner
             .set_scheduled(|d| scheduled.get(d).map(String::as_str))
@@ -478,7 +665,7 @@ impl Gateway {
                 BuildingAction::Decide {
                     door, reader, card, ..
                 } => {
-                    let verdict = self.rules.decide(&door, &card, self.wall);
+                    let verdict = self.decide(&door, &card);
                     self.outputs.push_back(Output::Decided {
                         door: door.clone(),
                         deny: match &verdict {
@@ -535,6 +722,22 @@ impl Gateway {
         }
     }
 
+    /// Decide at the trusted time, or, while the system clock is not
+    /// believed, at both edges of the interval: a grant needs both (a
+    /// card's expiry is judged at the upper edge, its start of validity at
+    /// the lower, a schedule at both).
+    fn decide(&mut self, door: &DoorId, card: &RawCard) -> Verdict {
+        let (low, high) = self.reading.edges();
+        let at_high = self.rules.decide(door, card, high);
+        if low == high || !matches!(at_high, Verdict::Grant { .. }) {
+            return at_high;
+        }
+        match self.rules.decide(door, card, low) {
+            Verdict::Grant { .. } => at_high,
+            deny => deny,
+        }
+    }
+
     /// Close the input: the commit (records and changed standing state)
     /// first, then the commands, then the replies.
     fn finish(&mut self, now: Now) {
@@ -566,7 +769,14 @@ impl Gateway {
             let wall = wall_end(&self.remote_walls, &door, until, now.mono, self.wall);
             walls.insert(door.clone(), (until, wall));
             let mode = mode.as_str().to_owned();
-            remote_modes.insert(door, TimedMode { mode, until: wall });
+            remote_modes.insert(
+                door,
+                TimedMode {
+                    mode,
+                    until: wall,
+                    boot_until: now.stamp(until),
+                },
+            );
         }
         self.remote_walls = walls;
         let mut overrides = std::collections::BTreeMap::new();
@@ -574,15 +784,23 @@ impl Gateway {
         for (door, state, until) in self.building.overrides() {
             let wall = wall_end(&self.override_walls, door, until, now.mono, self.wall);
             walls.insert(door.clone(), (until, wall));
-            overrides.insert(door.clone(), TimedOverride { state, until: wall });
+            overrides.insert(
+                door.clone(),
+                TimedOverride {
+                    state,
+                    until: wall,
+                    boot_until: now.stamp(until),
+                },
+            );
         }
         self.override_walls = walls;
-        let floor = self.clock.floor();
+        let (floor, time_anchor) = self.time_to_persist(now);
         let presence = self.presence.take_changes();
         let same = lockdown == self.persisted.lockdown
             && remote_modes == self.persisted.remote_modes
             && overrides == self.persisted.overrides
-            && floor == self.persisted.trusted_floor;
+            && floor == self.persisted.trusted_floor
+            && time_anchor == self.persisted.time_anchor;
         if same {
             return (!presence.is_empty()).then_some(StandingChange::Presence(presence));
         }
@@ -595,17 +813,53 @@ impl Gateway {
             // `standing` adds it.
             presence: Presence::new(),
             trusted_floor: floor,
+            time_anchor,
         };
         Some(StandingChange::Whole(self.standing()))
     }
+
+    /// The floor and beacon anchor to persist: at once when a signed issue
+    /// time moved the floor, otherwise (beacons move both every half
+    /// minute) what was persisted last, renewed at most once an hour — an
+    /// older floor or anchor is still true, only a little less tight, and
+    /// the whole state is not rewritten for every beacon.
+    fn time_to_persist(&mut self, now: Now) -> (Option<Timestamp>, Option<TimeAnchor>) {
+        let floor = self.clock.floor();
+        let anchor = self.clock.anchor().and_then(|(at, came)| {
+            Some(TimeAnchor {
+                at,
+                came: now.stamp(came)?,
+            })
+        });
+        let (kept_floor, kept_anchor, kept_at) = &self.time_persisted;
+        let due =
+            kept_at.is_none_or(|t| now.mono.saturating_duration_since(t) >= TIME_PERSIST_EVERY);
+        let first_anchor = kept_anchor.is_none() && anchor.is_some();
+        if (self.floor_signed || due || first_anchor)
+            && (floor != *kept_floor || anchor != *kept_anchor)
+        {
+            self.time_persisted = (floor, anchor, Some(now.mono));
+        }
+        self.floor_signed = false;
+        (self.time_persisted.0, self.time_persisted.1.clone())
+    }
 }
+
+/// How often, at most, beacons alone rewrite the persisted floor and
+/// anchor.
+const TIME_PERSIST_EVERY: Duration = Duration::from_secs(3600);
 
 /// What is left of a persisted timed item at restore. Never more than the
 /// longest remote action: an end written while the system clock was far
 /// ahead must not hold a door for years once the clock is right.
 fn left_at_restore(until: Timestamp, wall: Timestamp) -> Duration {
     let left = until.duration_since(wall).unsigned_abs();
-    left.min(Duration::from_secs(super::remote::MAX_SECONDS))
+    left.min(max_left())
+}
+
+/// The longest remote action.
+fn max_left() -> Duration {
+    Duration::from_secs(super::remote::MAX_SECONDS)
 }
 
 /// The wall-clock end of a monotonic deadline: the one fixed when it was
@@ -707,6 +961,10 @@ mod tests {
         Now {
             mono: epoch + Duration::from_secs(secs),
             system: base + SignedDuration::from_secs(secs as i64),
+            boot: Some(Boot {
+                id: 7,
+                since: Duration::from_secs(1000 + secs),
+            }),
         }
     }
 

@@ -16,6 +16,6 @@ pub use building::{
     PdRef, ReaderRef, Verdict,
 };
 pub use gateway::{
-    Commit, DecisionObserver, Gateway, Input, Now, Output, Rules, StandingChange, Ticket,
+    Boot, Commit, DecisionObserver, Gateway, Input, Now, Output, Rules, StandingChange, Ticket,
 };
 pub use standing::StandingState;

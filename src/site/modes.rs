@@ -33,6 +33,16 @@ pub enum StandingMode {
 }
 
 impl StandingMode {
+    /// Whether the mode releases the door for anyone (no card asked for
+    /// it): such a mode from a schedule starts only at a confirmed time.
+    pub fn releases(self) -> bool {
+        matches!(
+            self,
+            Self::Standard(Mode::ScheduledUnlock)
+                | Self::Revolving(RevolvingMode::FreeRotation | RevolvingMode::EmergencyFree)
+        )
+    }
+
     /// The name used in rules, commands and events.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -20,6 +20,18 @@ use crate::ids::DoorId;
 /// another version rather than guess (defaults would lift a lockdown).
 pub const VERSION: u32 = 1;
 
+/// A point on one boot's monotonic clock: which boot (the kernel's boot
+/// id, 32 hex digits) and how long after it began, milliseconds. A restart
+/// on the same boot knows exactly how much time passed since, whatever the
+/// wall clock says; after a reboot it means nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootStamp {
+    /// The boot id.
+    pub boot: String,
+    /// Milliseconds since that boot began.
+    pub ms: u64,
+}
+
 /// A remote mode and its end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimedMode {
@@ -27,6 +39,10 @@ pub struct TimedMode {
     pub mode: String,
     /// When it reverts.
     pub until: Timestamp,
+    /// The same end on this boot's monotonic clock, when known: how a
+    /// restart shows that a release has not ended, whatever the clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_until: Option<BootStamp>,
 }
 
 /// What a timed override holds a door in.
@@ -42,12 +58,25 @@ pub enum HeldBy {
 }
 
 /// A timed override and its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimedOverride {
     /// What it holds the door in.
     pub state: HeldBy,
     /// When it reverts.
     pub until: Timestamp,
+    /// The same end on this boot's monotonic clock, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_until: Option<BootStamp>,
+}
+
+/// The last live time beacon: its signed time and when it came on this
+/// boot's monotonic clock (see [`super::clock`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeAnchor {
+    /// The beacon's time.
+    pub at: Timestamp,
+    /// When it came.
+    pub came: BootStamp,
 }
 
 /// The standing state of one building.
@@ -65,6 +94,9 @@ pub struct StandingState {
     pub presence: Presence,
     /// The signed time floor (see [`super::clock`]).
     pub trusted_floor: Option<Timestamp>,
+    /// The last live time beacon (kept over a restart on the same boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_anchor: Option<TimeAnchor>,
 }
 
 impl Default for StandingState {
@@ -76,6 +108,7 @@ impl Default for StandingState {
             overrides: BTreeMap::new(),
             presence: Presence::new(),
             trusted_floor: None,
+            time_anchor: None,
         }
     }
 }

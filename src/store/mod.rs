@@ -732,7 +732,11 @@ impl Store {
         Ok(())
     }
 
-    /// Verify and apply a signed full snapshot.
+    /// Verify and apply a signed full snapshot. `now` is the gateway's
+    /// trusted time: the snapshot must not have expired by then nor have
+    /// been issued more than [`crate::site::clock::SIGNED_SKEW`] after it
+    /// (`issued_in_future`: a snapshot built with a wrong clock would move
+    /// the gateway's time floor for good).
     ///
     /// Takes `&self`: decisions go on against the rules in force while the
     /// new generation is written; they switch over in one pointer swap.
@@ -746,6 +750,7 @@ impl Store {
             now,
             self.highest_now(),
         )?;
+        not_from_the_future(v.header().snapshot().issued_at, now)?;
         if let Some(c) = self.current()
             && c.record.version == v.version()
             && c.record.digest[..] == v.digest()[..]
@@ -791,6 +796,7 @@ impl Store {
     pub fn apply_delta(&self, bytes: &[u8], now: Timestamp) -> Result<Applied, StoreError> {
         let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let d = verify_delta(bytes, &self.keys, &self.gateway, &self.building, now)?;
+        not_from_the_future(d.delta().issued_at, now)?;
         if let Some(u) = self.untrusted_now() {
             return Err(StoreError::Untrusted { key_id: u.key_id });
         }
@@ -981,6 +987,16 @@ impl CredentialLookup for Current {
             }
         }
     }
+}
+
+/// Refuse a signed issue time beyond `now` plus the skew.
+fn not_from_the_future(issued_at: Timestamp, now: Timestamp) -> Result<(), StoreError> {
+    let skew = crate::site::clock::SIGNED_SKEW;
+    let limit = now.checked_add(skew).unwrap_or(now);
+    if issued_at > limit {
+        return Err(VerifyError::IssuedInFuture { issued_at, limit }.into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
