@@ -54,6 +54,24 @@ pub struct GatewayStatus {
     pub now: Timestamp,
     /// IANA time zone the schedules use, e.g. `Europe/Amsterdam`.
     pub time_zone: String,
+    /// Whether the gateway can prove its time (`docs/rules.md`, "Time").
+    #[serde(default)]
+    pub time: TimeStatus,
+}
+
+/// What the gateway knows of the time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeStatus {
+    /// The system clock is believed (no unconfirmed step, inside the
+    /// interval).
+    pub trusted: bool,
+    /// And a live beacon or an operator bounds it from above: scheduled
+    /// releases may start.
+    pub confirmed: bool,
+    /// The interval's lower edge, when known.
+    pub earliest: Option<Timestamp>,
+    /// The interval's upper edge, when known.
+    pub latest: Option<Timestamp>,
 }
 
 /// The rule snapshot in force.

@@ -367,6 +367,12 @@ fn gateway(h: &mut String, s: &Status, tz: &TimeZone) {
         escape(&when(tz, g.now)),
         escape(&g.time_zone),
     );
+    let _ = write!(
+        h,
+        "<dt>Time</dt><dd id=\"time\" class=\"{}\">{}</dd>",
+        if g.time.confirmed { "ok" } else { "warn" },
+        escape(super::text::time_words(&g.time)),
+    );
     match (&s.rules, &s.rules_untrusted) {
         (None, Some(u)) => {
             let _ = write!(

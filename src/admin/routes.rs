@@ -100,6 +100,7 @@ pub const ROUTES: &[Route] = &[
     route!("POST", "/api/v1/doors/{id}/unlock", api_unlock),
     route!("POST", "/api/v1/doors/{id}/mode", api_mode),
     route!("POST", "/api/v1/doors/{id}/release", api_release),
+    route!("POST", "/api/v1/time/confirm", api_confirm_time),
     route!("GET", "/metrics", metrics),
 ];
 
@@ -1138,6 +1139,37 @@ async fn api_action(
 
 fn json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     serde_json::from_slice(b).map_err(|e| format!("body: {e}"))
+}
+
+/// An operator vouches for the gateway's clock (the status shows whether
+/// the time is confirmed, and what it is): journaled with who.
+async fn api_confirm_time(
+    Operator(caller, _): Operator<Api>,
+    State(st): St,
+    headers: HeaderMap,
+) -> Response {
+    let csrf = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !csrf_ok(&caller, csrf) {
+        st.metrics.action("forbidden");
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "CSRF check failed: send X-CSRF-Token",
+        );
+    }
+    match st
+        .backend
+        .confirm_time(format!("admin:{}", caller.name))
+        .await
+    {
+        Ok(()) => {
+            st.metrics.action("ok");
+            axum::Json(serde_json::json!({"confirmed": true})).into_response()
+        }
+        Err(e) => api_error(backend_status(&e), &e.to_string()),
+    }
 }
 
 async fn api_unlock(

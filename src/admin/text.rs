@@ -15,6 +15,21 @@ fn when(tz: &TimeZone, t: Timestamp) -> String {
         .to_string()
 }
 
+/// What the gateway knows of the time, in words (page and terminal).
+pub(super) fn time_words(t: &crate::status::TimeStatus) -> &'static str {
+    match (t.trusted, t.confirmed) {
+        (true, true) => "confirmed by central's signed time",
+        (true, false) => {
+            "not confirmed yet (no signed time beacon since start): scheduled unlocks wait; \
+             an operator may confirm it (POST /api/v1/time/confirm)"
+        }
+        (false, _) => {
+            "SYSTEM CLOCK NOT BELIEVED (stepped or outside the signed interval): \
+             cards decided at both edges, scheduled unlocks wait"
+        }
+    }
+}
+
 /// Render a status snapshot as text.
 pub fn status_text(s: &Status) -> String {
     let tz = TimeZone::get(&s.gateway.time_zone).unwrap_or(TimeZone::UTC);
@@ -28,6 +43,7 @@ pub fn status_text(s: &Status) -> String {
         g.time_zone,
         age(g.uptime_secs)
     );
+    let _ = writeln!(o, "time: {}", time_words(&g.time));
     match (&s.rules, &s.rules_untrusted) {
         (None, Some(u)) => {
             let _ = writeln!(

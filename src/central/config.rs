@@ -144,6 +144,11 @@ pub struct SigningConfig {
     /// Commands are valid this many seconds from issue (at most 86400).
     #[serde(default = "default_command_seconds")]
     pub command_valid_seconds: u64,
+    /// A signed time beacon to every known gateway this often, seconds
+    /// (1..=3600; the gateways' scheduled releases wait for one after a
+    /// restart, and their clock is checked against it).
+    #[serde(default = "default_beacon_seconds")]
+    pub beacon_seconds: u64,
 }
 
 /// `[ingest]`: batching.
@@ -195,6 +200,9 @@ fn default_max_mib() -> usize {
     256
 }
 fn default_days() -> u32 {
+    30
+}
+fn default_beacon_seconds() -> u64 {
     30
 }
 fn default_command_seconds() -> u64 {
@@ -279,6 +287,9 @@ impl CentralConfig {
         }
         if c.signing.command_valid_seconds == 0 || c.signing.command_valid_seconds > 86_400 {
             return Err(bad("signing.command_valid_seconds", "must be 1..=86400"));
+        }
+        if c.signing.beacon_seconds == 0 || c.signing.beacon_seconds > 3600 {
+            return Err(bad("signing.beacon_seconds", "must be 1..=3600"));
         }
         if c.ingest.max_rows == 0 {
             return Err(bad("ingest.max_rows", "must be at least 1"));

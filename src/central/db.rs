@@ -529,6 +529,14 @@ pub struct FleetRow {
     pub rejected_last_at: Option<Timestamp>,
 }
 
+/// Every gateway central has heard from (time beacons go to these).
+pub async fn gateway_ids(client: &Client) -> Result<Vec<GatewayId>, DbError> {
+    let rows = client
+        .query("SELECT id FROM gateways ORDER BY id", &[])
+        .await?;
+    ids(rows)
+}
+
 /// The fleet, by gateway id.
 pub async fn fleet(client: &Client) -> Result<Vec<FleetRow>, DbError> {
     let rows = client

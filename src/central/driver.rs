@@ -76,6 +76,7 @@ pub async fn run(
     let (tx, rx) = mpsc::unbounded_channel();
     let filters = [config.events_filter(), config.status_filter()];
     let poller = tokio::spawn(poll(eventloop, client.clone(), filters, tx));
+    let beacons = tokio::spawn(beacons(config.clone(), client.clone()));
     let exit_after: Option<u64> = std::env::var(EXIT_AFTER_COMMITS)
         .ok()
         .and_then(|v| v.parse().ok());
@@ -91,9 +92,62 @@ pub async fn run(
         _ = shutdown.wait_for(|s| *s) => {}
     }
     poller.abort();
+    beacons.abort();
     let _ = client.disconnect().await;
     tracing::info!("portier central stopped");
     Ok(())
+}
+
+/// Signed time beacons to every known gateway, every `[signing]
+/// beacon_seconds`: QoS 0 (a broker never queues a stale one for a
+/// disconnected gateway) and retained (a gateway that connects gets the
+/// last at once; it takes a retained one only as a lower bound). On its own
+/// PostgreSQL connection, so a long flush never delays the time.
+async fn beacons(config: CentralConfig, client: AsyncClient) {
+    let key = match std::fs::read_to_string(&config.signing.key)
+        .map_err(|e| e.to_string())
+        .and_then(|t| crate::config::read_hex32(&t))
+    {
+        Ok(seed) => ed25519_dalek::SigningKey::from_bytes(&seed),
+        Err(e) => {
+            tracing::error!(key = %config.signing.key.display(), error = %e, "no time beacons: the signing key is unreadable");
+            return;
+        }
+    };
+    let every = Duration::from_secs(config.signing.beacon_seconds.max(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pg: Option<tokio_postgres::Client> = None;
+    loop {
+        tick.tick().await;
+        if pg.as_ref().is_none_or(|c| c.is_closed()) {
+            pg = db::connect(&config.postgres)
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "time beacons: no database"))
+                .ok();
+        }
+        let Some(c) = &pg else { continue };
+        let gateways = match db::gateway_ids(c).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "time beacons: gateways not read");
+                pg = None;
+                continue;
+            }
+        };
+        for gateway in gateways {
+            let beacon = crate::command::beacon::Beacon {
+                gateway: gateway.as_str().to_owned(),
+                at: jiff::Timestamp::try_from(std::time::UNIX_EPOCH + crate::clock::since_epoch())
+                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            };
+            let bytes = crate::command::beacon::sign_beacon(&key, &beacon);
+            let topic = format!("{}/{}/time", config.central.topic_root, gateway);
+            if let Err(e) = client.try_publish(topic, QoS::AtMostOnce, true, bytes) {
+                tracing::debug!(error = %e, "time beacon not queued");
+            }
+        }
+    }
 }
 
 /// The broker loop: (re)subscribe on every connection, pass deliveries on.

@@ -212,6 +212,7 @@ impl GatewayBackend {
                 uptime_secs: self.started.elapsed().as_secs(),
                 now,
                 time_zone: self.time_zone.clone(),
+                time: view.time.clone(),
             },
             rules,
             rules_untrusted: match self.store.trust() {
@@ -287,6 +288,15 @@ impl AdminBackend for GatewayBackend {
                 )),
                 Err(e) => Err(unavailable(e)),
             }
+        })
+    }
+
+    fn confirm_time(&self, by: String) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.control
+                .send(Control::ConfirmTime { by })
+                .await
+                .map_err(|_| BackendError::Unavailable("the daemon loop is gone".into()))
         })
     }
 

@@ -232,6 +232,8 @@ pub struct DaemonInputs {
 pub struct DaemonView {
     /// How many are inside (the list itself: [`ask_presence`]).
     pub inside: usize,
+    /// What the core knows of the time.
+    pub time: crate::status::TimeStatus,
     /// Last appended event sequence number.
     pub last_seq: u64,
     /// What every door is doing.
@@ -511,6 +513,15 @@ impl Daemon {
     fn publish(&self, view: &watch::Sender<DaemonView>) {
         view.send_replace(DaemonView {
             inside: self.gateway.presence().count(),
+            time: {
+                let r = self.gateway.reading();
+                crate::status::TimeStatus {
+                    trusted: r.trusted,
+                    confirmed: r.confirmed(),
+                    earliest: r.earliest,
+                    latest: r.latest,
+                }
+            },
             last_seq: self.journal.next_seq().saturating_sub(1),
             doors: self.gateway.doors(),
             trusted_time: Some(self.gateway.trusted_now()),

@@ -400,6 +400,12 @@ impl Gateway {
         self.wall
     }
 
+    /// The clock reading of the last input: believed, confirmed, the
+    /// interval.
+    pub fn reading(&self) -> Reading {
+        self.reading
+    }
+
     /// The signed time floor.
     pub fn trusted_floor(&self) -> Option<Timestamp> {
         self.clock.floor()

@@ -83,6 +83,7 @@ pub fn sample_status() -> Status {
             uptime_secs: 15 * 3600 + 120,
             now: ts("2026-11-23T21:02:00Z"),
             time_zone: "Europe/Amsterdam".into(),
+            time: Default::default(),
         },
         rules: Some(RulesStatus {
             version: 42,
