@@ -1,10 +1,9 @@
 //! A bad day for the clock, against `portier run` with libosdp PDs in
 //! Secure Channel: the daemon's system clock (moved with libfaketime, the
 //! monotonic clock left alone) jumps 30 years ahead for a while and is then
-//! corrected. While it is wrong the signed floor is used (cards still
-//! granted, events not stamped in the future, `clock_implausible`
-//! journaled); once corrected, nothing of it remains — also across a
-//! restart.
+//! corrected. While it is wrong the step is not believed (cards still
+//! granted, events not stamped in the future, `clock_untrusted` journaled);
+//! once corrected, nothing of it remains — also across a restart.
 #![allow(clippy::disallowed_methods)] // tests wait on real time
 
 mod support;
@@ -54,7 +53,7 @@ fn a_forward_clock_glitch_leaves_nothing_behind() {
     });
     assert!(year_of(&granted) < now_year + 2, "{granted}");
     gw.expect_event("the glitch is alarmed", |e| {
-        e["type"] == "clock_implausible"
+        e["type"] == "clock_untrusted" && e["reason"] == "stepped"
     });
     let during: Vec<Value> = gw.events().into_iter().skip(before).collect();
     assert!(

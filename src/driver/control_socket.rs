@@ -27,6 +27,9 @@ pub(crate) struct ControlContext {
     pub(crate) view: watch::Receiver<DaemonView>,
     pub(crate) journal: Arc<JournalReader>,
     pub(crate) buses: HashMap<String, watch::Receiver<Vec<PdStatus>>>,
+    /// Central's keys and this gateway's id, for time beacons.
+    pub(crate) keys: crate::rules::TrustedKeys,
+    pub(crate) gateway: String,
 }
 
 /// One request line, typed before anything is done with it.
@@ -83,6 +86,9 @@ pub enum BlobKind {
     Snapshot,
     /// A delta.
     Delta,
+    /// A signed time beacon (as central publishes on `<prefix>/time`),
+    /// taken as live: for a gateway without an uplink, and for tests.
+    Beacon,
 }
 
 impl ControlRequest {
@@ -189,14 +195,24 @@ async fn apply(
     context: &ControlContext,
     request: ApplyRequest,
 ) -> Result<serde_json::Value, String> {
-    let kind = match request.apply {
-        BlobKind::Snapshot => RulesBlob::Snapshot,
-        BlobKind::Delta => RulesBlob::Delta,
-    };
     let file = request.file.display().to_string();
     let bytes = tokio::fs::read(&request.file)
         .await
         .map_err(|e| format!("{file}: {e}"))?;
+    let kind = match request.apply {
+        BlobKind::Snapshot => RulesBlob::Snapshot,
+        BlobKind::Delta => RulesBlob::Delta,
+        BlobKind::Beacon => {
+            let at = crate::command::beacon::verify_beacon(&bytes, &context.keys, &context.gateway)
+                .map_err(|e| format!("{file}: {e}"))?;
+            context
+                .control
+                .send(Control::Beacon(at))
+                .await
+                .map_err(|_| "daemon stopping".to_owned())?;
+            return Ok(serde_json::json!({"beacon": at}));
+        }
+    };
     let now = context.view.borrow().trusted_now();
     let applied = apply_rules(context.store.clone(), &context.control, kind, bytes, now).await?;
     serde_json::to_value(applied).map_err(|e| e.to_string())

@@ -56,7 +56,7 @@ pub async fn run(
     create_private_dir(state)?;
     let store = Store::open(
         &state.join("rules"),
-        keys,
+        keys.clone(),
         &config.gateway.id,
         &config.gateway.building,
     )
@@ -183,6 +183,8 @@ pub async fn run(
             view: view_rx.clone(),
             journal: journal_reader.clone(),
             buses: bus_status.clone(),
+            keys: keys.clone(),
+            gateway: config.gateway.id.clone(),
         };
         serve_control_socket(path, context, shutdown.clone())?;
     }

@@ -69,6 +69,12 @@ fn portier(args: &[&str]) -> String {
 
 impl Gateway {
     pub fn start() -> Self {
+        Self::start_with_rules(|rules| rules)
+    }
+
+    /// [`Gateway::start`] with the rules text changed by `edit` (after the
+    /// test's own changes) before they are signed.
+    pub fn start_with_rules(edit: impl FnOnce(String) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let pty = PtyPair::new();
@@ -105,7 +111,7 @@ impl Gateway {
             rules.contains("schedule = \"test-never\""),
             "example rules changed shape"
         );
-        std::fs::write(d.join("rules.toml"), rules).unwrap();
+        std::fs::write(d.join("rules.toml"), edit(rules)).unwrap();
         let snapshot = d.join("snapshot.cbor");
         portier(&[
             "snapshot",
