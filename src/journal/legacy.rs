@@ -81,6 +81,9 @@ pub fn migrate(
     }
     let mut moved = 0u64;
     {
+        // Central stored this journal's events before journals had ids:
+        // under the nil id, which the moved journal keeps.
+        super::id::write(&building, super::JournalId::NIL).map_err(io)?;
         let mut journal = Journal::open(&building)?;
         // The first frame: the bound, the counter and the state, so that
         // even an empty journal keeps its numbering.
