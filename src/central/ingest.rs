@@ -810,6 +810,31 @@ mod tests {
     }
 
     #[test]
+    fn the_same_seqs_of_two_journals_are_two_sets_of_rows() {
+        let (a, b) = (JournalId([0xa; 16]), JournalId([0xb; 16]));
+        let of = |j: JournalId, seqs: std::ops::RangeInclusive<u64>| {
+            let mut batch: EventBatch = serde_cbor::from_slice(&batch("gw-1", seqs)).unwrap();
+            batch.journal = j;
+            decode_batch("t", &gw("gw-1"), &to_cbor(&batch)).unwrap()
+        };
+        let mut p = Plan::new(100);
+        p.add_events(gw("gw-1"), of(a, 1..=3), 0);
+        p.add_events(gw("gw-1"), of(b, 1..=2), 1);
+        p.add_events(gw("gw-1"), of(a, 2..=3), 2); // a resend of A
+        let f = p.take();
+        let keys: Vec<_> = f.rows.iter().map(|r| (r.journal, r.seq)).collect();
+        assert_eq!(keys, [(a, 1), (a, 2), (a, 3), (b, 1), (b, 2)]);
+        assert_eq!(f.journals, [(gw("gw-1"), a), (gw("gw-1"), b)]);
+        // A batch of an earlier version is the nil journal's.
+        assert_eq!(
+            decode_batch("t", &gw("gw-1"), &batch("gw-1", 1..=1))
+                .unwrap()
+                .journal,
+            JournalId::NIL
+        );
+    }
+
+    #[test]
     fn contiguous_prefix_only() {
         assert_eq!(contiguous_end(0, []), 0);
         assert_eq!(contiguous_end(0, [1, 2, 3]), 3);
