@@ -200,3 +200,80 @@ fn a_new_journal_is_stored_beside_the_old_one_and_the_old_one_drains() {
     ));
     central.kill();
 }
+
+/// A database of schema 2 with a gateway's events 1..5: schema 3 puts
+/// them under the nil journal with their ack, and a gateway whose journal
+/// an earlier version wrote (no id file: the nil journal) goes on where it
+/// was: 6.. are stored beside 1..5, acked naming the nil journal, and no
+/// journal change is raised.
+#[test]
+fn an_upgrade_keeps_the_old_events_under_the_nil_journal_and_the_old_journal_goes_on() {
+    let pg = Postgres::start();
+    let broker = Broker::start(&["gw-a"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &broker,
+        &pg,
+        "central-1",
+        &broker.pki().join("central-signing.key"),
+    );
+    let repo = support::repo();
+    pg.psql(
+        "CREATE TABLE central_schema (version integer PRIMARY KEY, \
+         applied_at timestamptz NOT NULL DEFAULT now())",
+    );
+    for (v, file) in [(1, "0001_init.sql"), (2, "0002_events_rejected.sql")] {
+        pg.psql(&std::fs::read_to_string(repo.join("migrations/central").join(file)).unwrap());
+        pg.psql(&format!(
+            "INSERT INTO central_schema (version) VALUES ({v})"
+        ));
+    }
+    pg.psql(
+        "INSERT INTO gateways (id, acked_seq) VALUES ('gw-a', 5);
+         INSERT INTO events (gateway, seq, at, type, event)
+              SELECT 'gw-a', s, now(), 'door_closed', jsonb_build_object('seq', s)
+                FROM generate_series(1, 5) s;",
+    );
+    support::portier_ok(&["central", "--config", config.to_str().unwrap(), "migrate"]);
+    let nil = JournalId::NIL;
+    assert_eq!(stored(&pg, nil), (5, 1, 5));
+    assert_eq!(
+        pg.psql("SELECT encode(journal, 'hex') || ':' || acked_seq FROM journals"),
+        format!("{nil}:5")
+    );
+    assert_eq!(
+        pg.psql("SELECT encode(journal, 'hex') FROM gateways"),
+        nil.to_string()
+    );
+
+    // A journal an earlier version wrote: segments and no id.
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("journal");
+    let mut j = Journal::open(&path).unwrap();
+    j.writer
+        .append("2026-11-24T08:00:00Z".parse().unwrap(), mixed_events(8))
+        .unwrap();
+    drop(j);
+    std::fs::remove_file(path.join("id")).unwrap();
+    let mut central = CentralProc::spawn(&config, &[]);
+    central.wait_connected();
+    let mut g = JournalGateway::open_at("gw-a", &path);
+    assert!(g.reader.id().is_nil());
+    g.connect(&broker);
+    wait_for(T, "the old journal acked to its end", || g.acked() == 8);
+    assert_eq!(stored(&pg, nil), (8, 1, 8));
+    assert_eq!(
+        pg.count("SELECT acked_seq FROM gateways WHERE id = 'gw-a'"),
+        8
+    );
+    no_ack_out_of_range(&mut g);
+    wait_for(T, "the gateway's status stored", || {
+        pg.count("SELECT count(*) FROM gateways WHERE status ? 'journal'") == 1
+    });
+    assert_eq!(
+        pg.count("SELECT count(*) FROM alarms WHERE kind = 'journal_changed'"),
+        0
+    );
+    central.kill();
+}
