@@ -119,6 +119,7 @@ fn fifty_gateways_each_get_only_their_own() {
     let batch = |gateway: &str, seq: u64| {
         serde_cbor::to_vec(&EventBatch {
             gateway: gateway.into(),
+            journal: Default::default(),
             events: vec![portier::journal::Event {
                 seq,
                 at,

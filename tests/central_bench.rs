@@ -72,6 +72,7 @@ fn ingest_of_a_backlog_waiting_at_the_broker() {
                 .map(|c| {
                     to_cbor(&EventBatch {
                         gateway: gw.into(),
+                        journal: Default::default(),
                         events: c.to_vec(),
                     })
                 })

@@ -239,6 +239,7 @@ fn only_the_contiguous_prefix_is_acked() {
     let batch = |seqs: std::ops::RangeInclusive<u64>| {
         to_cbor(&EventBatch {
             gateway: "gw-a".into(),
+            journal: Default::default(),
             events: seqs
                 .map(|seq| Event {
                     seq,

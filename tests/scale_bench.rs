@@ -199,8 +199,11 @@ fn anatomy(n: u64) {
         }
         check += t.elapsed();
         let t = Instant::now();
-        let payload =
-            portier::uplink::wire::event_batch_cbor(GW, records.iter().map(|r| r.bytes.as_ref()));
+        let payload = portier::uplink::wire::event_batch_cbor(
+            GW,
+            Default::default(),
+            records.iter().map(|r| r.bytes.as_ref()),
+        );
         build += t.elapsed();
         let t = Instant::now();
         let batch: EventBatch = serde_cbor::from_slice(&payload).unwrap();

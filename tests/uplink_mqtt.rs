@@ -134,7 +134,7 @@ fn events_arrive_in_order_and_are_deleted_only_on_the_central_ack() {
     let ack = |seq| {
         central.publish(
             &format!("portier/v1/{GW}/ack"),
-            serde_cbor::to_vec(&Ack { seq }).unwrap(),
+            serde_cbor::to_vec(&Ack { seq, journal: None }).unwrap(),
             false,
         )
     };

@@ -114,7 +114,7 @@ fn an_impossible_ack_is_an_alarm_and_deletes_nothing() {
     let ack = |seq: u64| {
         central.publish(
             &format!("portier/v1/{GW}/ack"),
-            serde_cbor::to_vec(&Ack { seq }).unwrap(),
+            serde_cbor::to_vec(&Ack { seq, journal: None }).unwrap(),
             false,
         );
     };

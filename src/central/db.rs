@@ -3,9 +3,12 @@
 //! `central_schema`), and every statement central runs.
 //!
 //! Guarantees: a flush is one transaction; the gateways it touches are
-//! locked first, in id order (instances sharing the load never deadlock and
-//! compute each gateway's contiguous prefix one at a time); the ack values
-//! it returns are committed before the caller sees them. A row PostgreSQL
+//! locked first, in id order, then their journals in `(gateway, journal)`
+//! order (instances sharing the load never deadlock and compute each
+//! journal's contiguous prefix one at a time); the ack values it returns
+//! are committed before the caller sees them. Events are stored under
+//! `(gateway, journal, seq)`: a journal moved aside and a new one both
+//! start at 1, and neither is taken for the other's duplicates. A row PostgreSQL
 //! refuses as data (SQLSTATE class 22, 23, 54) is found by bisecting the
 //! flush under savepoints and quarantined in `events_rejected` with the
 //! flush's other quarantined records; the rest is stored. Any other error
@@ -19,6 +22,7 @@ use tokio_postgres::{Client, NoTls};
 use super::GatewayId;
 use super::config::PostgresConfig;
 use super::ingest::{Flush, RejectReason, Rejected, Row, beyond_window, contiguous_end};
+use crate::journal::JournalId;
 
 /// The migrations, in order: (schema version, SQL). Each file of
 /// `migrations/central/` is listed here (a test checks none is missing).
@@ -27,6 +31,10 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (
         2,
         include_str!("../../migrations/central/0002_events_rejected.sql"),
+    ),
+    (
+        3,
+        include_str!("../../migrations/central/0003_journals.sql"),
     ),
 ];
 
@@ -192,10 +200,10 @@ fn refusal(e: &tokio_postgres::Error) -> String {
 /// What a flush did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stored {
-    /// Per gateway that sent events, the highest contiguous seq now
-    /// settled (stored, or quarantined as its own unstorable event): the
-    /// ack to publish.
-    pub acks: Vec<(GatewayId, u64)>,
+    /// Per journal of a gateway that sent events, the highest contiguous
+    /// seq now settled (stored, or quarantined as its own unstorable
+    /// event): the ack to publish, naming the journal.
+    pub acks: Vec<(GatewayId, JournalId, u64)>,
     /// Records written to (or counted again in) `events_rejected`, by
     /// reason.
     pub rejected: std::collections::BTreeMap<RejectReason, usize>,
@@ -219,38 +227,71 @@ pub async fn store<T>(
         .collect();
     ids.sort();
     ids.dedup();
-    let mut acked = std::collections::BTreeMap::new();
     let lock = tx
         .prepare(
             "INSERT INTO gateways (id, last_seen) VALUES ($1, now())
              ON CONFLICT (id) DO UPDATE SET last_seen = now()
-             RETURNING acked_seq, state",
+             RETURNING state, journal",
         )
         .await?;
     let mut states = std::collections::BTreeMap::new();
+    // The journal each gateway writes now (`gateways.journal`), as far as
+    // central knows.
+    let mut current: std::collections::BTreeMap<GatewayId, Option<JournalId>> =
+        std::collections::BTreeMap::new();
     for id in ids {
         let row = tx.query_one(&lock, &[&id.as_str()]).await?;
-        acked.insert(id.clone(), row.get::<_, i64>(0));
-        states.insert(id.clone(), row.get::<_, String>(1));
+        states.insert(id.clone(), row.get::<_, String>(0));
+        current.insert(id.clone(), journal_col(row.get(1)));
     }
-    let acked_of = |g: &GatewayId| u64::try_from(acked.get(g).copied().unwrap_or(0)).unwrap_or(0);
+    // Then the journals of the batches, in (gateway, journal) order: each
+    // keeps its own acknowledged seq.
+    let lock_journal = tx
+        .prepare(
+            "INSERT INTO journals (gateway, journal) VALUES ($1, $2)
+             ON CONFLICT (gateway, journal) DO UPDATE SET last_seen = now()
+             RETURNING acked_seq, (xmax = 0) AS new",
+        )
+        .await?;
+    let mut acked = std::collections::BTreeMap::new();
+    for (g, j) in &flush.journals {
+        let row = tx
+            .query_one(&lock_journal, &[&g.as_str(), &&j.as_bytes()[..]])
+            .await?;
+        acked.insert((g.clone(), *j), row.get::<_, i64>(0));
+        // A journal central has not seen before, or the first of the
+        // gateway, is the one it writes now (its status says so too:
+        // `store_status`).
+        let new: bool = row.get(1);
+        let now = current.get(g).copied().flatten();
+        if now != Some(*j) && (new || now.is_none()) {
+            claim_journal(&tx, g, now, *j).await?;
+            current.insert(g.clone(), Some(*j));
+        }
+    }
+    let acked_of = |g: &GatewayId, j: JournalId| {
+        u64::try_from(acked.get(&(g.clone(), j)).copied().unwrap_or(0)).unwrap_or(0)
+    };
     let events_topic = |g: &GatewayId| format!("{topic_root}/{g}/events");
     let mut rejected: Vec<Rejected> = flush.rejected.clone();
     let mut keep: Vec<&Row> = Vec::with_capacity(flush.rows.len());
     for r in &flush.rows {
-        let have = acked_of(&r.gateway);
+        let have = acked_of(&r.gateway, r.journal);
         if beyond_window(r.seq, have, seq_window) {
-            rejected.push(Rejected::new(
-                Some(r.gateway.clone()),
-                &events_topic(&r.gateway),
-                Some(r.seq),
-                r.json.as_bytes(),
-                RejectReason::SeqOutOfWindow,
-                format!(
-                    "seq {} is more than [ingest] seq_window = {seq_window} beyond the acknowledged {have}",
-                    r.seq
-                ),
-            ));
+            rejected.push(
+                Rejected::new(
+                    Some(r.gateway.clone()),
+                    &events_topic(&r.gateway),
+                    Some(r.seq),
+                    r.json.as_bytes(),
+                    RejectReason::SeqOutOfWindow,
+                    format!(
+                        "seq {} is more than [ingest] seq_window = {seq_window} beyond the acknowledged {have} of journal {}",
+                        r.seq, r.journal
+                    ),
+                )
+                .of_journal(r.journal),
+            );
         } else {
             keep.push(r);
         }
@@ -267,14 +308,17 @@ pub async fn store<T>(
             Err(e) if is_data_error(&e) => {
                 sp.rollback().await?;
                 if let [r] = chunk {
-                    rejected.push(Rejected::new(
-                        Some(r.gateway.clone()),
-                        &events_topic(&r.gateway),
-                        Some(r.seq),
-                        r.json.as_bytes(),
-                        RejectReason::RefusedByDatabase,
-                        refusal(&e),
-                    ));
+                    rejected.push(
+                        Rejected::new(
+                            Some(r.gateway.clone()),
+                            &events_topic(&r.gateway),
+                            Some(r.seq),
+                            r.json.as_bytes(),
+                            RejectReason::RefusedByDatabase,
+                            refusal(&e),
+                        )
+                        .of_journal(r.journal),
+                    );
                 } else {
                     let (a, b) = chunk.split_at(chunk.len() / 2);
                     pending.push(b);
@@ -286,7 +330,8 @@ pub async fn store<T>(
     }
     for s in &flush.statuses {
         let sp = tx.savepoint("portier_status").await?;
-        match store_status(&sp, s, states.get(&s.gateway)).await {
+        let now = current.get(&s.gateway).copied().flatten();
+        match store_status(&sp, s, states.get(&s.gateway), now).await {
             Ok(()) => sp.commit().await?,
             Err(e) if is_data_error(&e) => {
                 sp.rollback().await?;
@@ -307,9 +352,9 @@ pub async fn store<T>(
         let quarantine = tx
             .prepare(
                 "INSERT INTO events_rejected
-                     (gateway, topic, seq, reason, settles, length, raw, digest, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (coalesce(gateway, ''), reason, digest)
+                     (gateway, topic, seq, reason, settles, length, raw, digest, detail, journal)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (coalesce(gateway, ''), coalesce(journal, '\\x'::bytea), reason, digest)
                  DO UPDATE SET repeats = events_rejected.repeats + 1, last_at = now()",
             )
             .await?;
@@ -326,6 +371,7 @@ pub async fn store<T>(
                     &r.raw,
                     &&r.digest[..],
                     &r.detail,
+                    &r.journal.as_ref().map(|j| &j.as_bytes()[..]),
                 ],
             )
             .await?;
@@ -338,31 +384,37 @@ pub async fn store<T>(
     // only seqs above `top` (stored earlier by another instance) are
     // fetched; after a gap, the walk starts at the ack.
     let mut tops = std::collections::BTreeMap::new();
-    for (g, seq) in keep.iter().map(|r| (&r.gateway, r.seq)).chain(
+    for (g, j, seq) in keep.iter().map(|r| (&r.gateway, r.journal, r.seq)).chain(
         rejected
             .iter()
             .filter(|r| r.settles())
-            .filter_map(|r| Some((r.gateway.as_ref()?, r.seq?))),
+            .filter_map(|r| Some((r.gateway.as_ref()?, r.journal?, r.seq?))),
     ) {
-        let t = tops.entry(g).or_insert(seq);
+        let t = tops.entry((g.clone(), j)).or_insert(seq);
         *t = (*t).max(seq);
     }
     let count = tx
         .prepare(
-            "SELECT (SELECT count(*) FROM events WHERE gateway = $1 AND seq > $2 AND seq <= $3)
+            "SELECT (SELECT count(*) FROM events
+                      WHERE gateway = $1 AND journal = $4 AND seq > $2 AND seq <= $3)
                   + (SELECT count(DISTINCT r.seq) FROM events_rejected r
-                      WHERE r.gateway = $1 AND r.settles AND r.seq > $2 AND r.seq <= $3
+                      WHERE r.gateway = $1 AND r.journal = $4 AND r.settles
+                        AND r.seq > $2 AND r.seq <= $3
                         AND NOT EXISTS (SELECT 1 FROM events e
-                                         WHERE e.gateway = r.gateway AND e.seq = r.seq))",
+                                         WHERE e.gateway = r.gateway AND e.journal = r.journal
+                                           AND e.seq = r.seq))",
         )
         .await?;
     let walk = tx
-        .prepare("SELECT seq FROM events WHERE gateway = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+        .prepare(
+            "SELECT seq FROM events WHERE gateway = $1 AND journal = $4 AND seq > $2
+              ORDER BY seq LIMIT $3",
+        )
         .await?;
     let walk_settled = tx
         .prepare(
             "SELECT DISTINCT seq FROM events_rejected
-              WHERE gateway = $1 AND settles AND seq > $2 ORDER BY seq LIMIT $3",
+              WHERE gateway = $1 AND journal = $4 AND settles AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .await?;
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -371,21 +423,22 @@ pub async fn store<T>(
             .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0))
             .collect::<Vec<u64>>()
     };
-    for g in &flush.gateways {
-        let have = acked.get(g).copied().unwrap_or(0);
+    for (g, j) in &flush.journals {
+        let jb: &[u8] = &j.as_bytes()[..];
+        let have = acked.get(&(g.clone(), *j)).copied().unwrap_or(0);
         let have_u = u64::try_from(have).unwrap_or(0);
         let mut start = have_u;
-        if let Some(&top) = tops.get(g).filter(|t| **t > have_u) {
+        if let Some(&top) = tops.get(&(g.clone(), *j)).filter(|t| **t > have_u) {
             let n: i64 = tx
-                .query_one(&count, &[&g.as_str(), &have, &to_i64(top)])
+                .query_one(&count, &[&g.as_str(), &have, &to_i64(top), &jb])
                 .await?
                 .get(0);
             if u64::try_from(n).ok() == Some(top - have_u) {
                 start = top;
             }
         }
-        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&g.as_str(), &to_i64(start), &WALK_LIMIT];
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&g.as_str(), &to_i64(start), &WALK_LIMIT, &jb];
         let mut settled = seqs(tx.query(&walk, &args).await?);
         // Every seq merged here is settled, so the walk never passes a
         // gap; when a fetch was cut at its limit, it merely stops early.
@@ -395,13 +448,20 @@ pub async fn store<T>(
         let end = contiguous_end(start, settled);
         if end > have_u {
             tx.execute(
-                "UPDATE gateways SET acked_seq = $2 WHERE id = $1",
-                &[&g.as_str(), &i64::try_from(end).unwrap_or(i64::MAX)],
+                "UPDATE journals SET acked_seq = $3 WHERE gateway = $1 AND journal = $2",
+                &[&g.as_str(), &jb, &to_i64(end)],
+            )
+            .await?;
+            // `gateways.acked_seq` (schema 1) follows the journal the
+            // gateway writes now, for readers of that column.
+            tx.execute(
+                "UPDATE gateways SET acked_seq = $3 WHERE id = $1 AND journal = $2",
+                &[&g.as_str(), &jb, &to_i64(end)],
             )
             .await?;
         }
         if end > 0 {
-            stored.acks.push((g.clone(), end));
+            stored.acks.push((g.clone(), *j, end));
         }
     }
     tx.commit().await?;
@@ -414,6 +474,7 @@ async fn insert_rows(
     rows: &[&Row],
 ) -> Result<(), tokio_postgres::Error> {
     let mut gateway = Vec::with_capacity(rows.len());
+    let mut journal: Vec<&[u8]> = Vec::with_capacity(rows.len());
     let mut seq = Vec::with_capacity(rows.len());
     let mut at = Vec::with_capacity(rows.len());
     let mut kind = Vec::with_capacity(rows.len());
@@ -423,6 +484,7 @@ async fn insert_rows(
     let mut json = Vec::with_capacity(rows.len());
     for r in rows {
         gateway.push(r.gateway.as_str());
+        journal.push(&r.journal.as_bytes()[..]);
         // Checked to fit an i64 when decoded.
         seq.push(i64::try_from(r.seq).unwrap_or(i64::MAX));
         at.push(r.at);
@@ -433,11 +495,11 @@ async fn insert_rows(
         json.push(r.json.as_str());
     }
     tx.execute(
-        "INSERT INTO events (gateway, seq, at, type, door, credential, reason, event)
+        "INSERT INTO events (gateway, seq, at, type, door, credential, reason, event, journal)
          SELECT * FROM unnest($1::text[], $2::int8[], $3::timestamptz[],
                               $4::text[], $5::text[], $6::text[], $7::text[],
-                              $8::text[]::jsonb[])
-         ON CONFLICT (gateway, seq) DO NOTHING",
+                              $8::text[]::jsonb[], $9::bytea[])
+         ON CONFLICT (gateway, journal, seq) DO NOTHING",
         &[
             &gateway,
             &seq,
@@ -447,9 +509,46 @@ async fn insert_rows(
             &credential,
             &reason,
             &json,
+            &journal,
         ],
     )
     .await?;
+    Ok(())
+}
+
+/// A `bytea` journal column as a [`JournalId`] (`None`: NULL, or not 16
+/// bytes, which the schema's CHECK rules out).
+fn journal_col(bytes: Option<Vec<u8>>) -> Option<JournalId> {
+    bytes.and_then(|b| JournalId::try_from(b.as_slice()).ok())
+}
+
+/// Record that `gateway` writes `journal` now (its row is locked); a
+/// change from another journal is a `journal_changed` alarm
+/// (`journal_changes`): the gateway's journal was moved aside or replaced,
+/// and what the old one still held needs `portier journal drain`.
+async fn claim_journal(
+    tx: &tokio_postgres::Transaction<'_>,
+    gateway: &GatewayId,
+    previous: Option<JournalId>,
+    journal: JournalId,
+) -> Result<(), tokio_postgres::Error> {
+    let j: &[u8] = &journal.as_bytes()[..];
+    tx.execute(
+        "UPDATE gateways SET journal = $2,
+                acked_seq = coalesce((SELECT acked_seq FROM journals
+                                       WHERE gateway = $1 AND journal = $2), 0)
+          WHERE id = $1",
+        &[&gateway.as_str(), &j],
+    )
+    .await?;
+    if let Some(previous) = previous {
+        tracing::warn!(%gateway, %previous, %journal, "gateway writes a new journal (journal_changed)");
+        tx.execute(
+            "INSERT INTO journal_changes (gateway, at, previous, journal) VALUES ($1, now(), $2, $3)",
+            &[&gateway.as_str(), &&previous.as_bytes()[..], &j],
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -458,8 +557,14 @@ async fn store_status(
     tx: &tokio_postgres::Transaction<'_>,
     s: &super::ingest::StatusRow,
     state_before: Option<&String>,
+    journal_before: Option<JournalId>,
 ) -> Result<(), tokio_postgres::Error> {
     let st = &s.status;
+    // The status names the journal the daemon writes: the authority on
+    // which one is current (a drain of an old journal sends no status).
+    if let Some(j) = st.journal.filter(|j| Some(*j) != journal_before) {
+        claim_journal(tx, &s.gateway, journal_before, j).await?;
+    }
     let status: Value = serde_json::from_str(&s.json).unwrap_or(Value::Null);
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     tx.execute(
@@ -515,8 +620,18 @@ pub struct FleetRow {
     pub backlog: Option<i64>,
     /// When the oldest of them happened.
     pub backlog_oldest_at: Option<Timestamp>,
-    /// Highest contiguous seq stored centrally.
+    /// Highest contiguous seq stored centrally, of the current journal.
     pub acked: i64,
+    /// The journal the gateway writes now (32 hex digits; the nil id for
+    /// a journal of an earlier version), if central has heard of one.
+    pub journal: Option<String>,
+    /// Journals of the gateway central holds events of.
+    pub journals: i64,
+    /// When the gateway last changed journals (a `journal_changed`
+    /// alarm), if it ever did.
+    pub journal_changed_at: Option<Timestamp>,
+    /// The journal it wrote before that change.
+    pub journal_previous: Option<String>,
     /// Events the gateway dropped (journal full).
     pub dropped_events: Option<i64>,
     /// Last message of any kind.
@@ -545,11 +660,17 @@ pub async fn fleet(client: &Client) -> Result<Vec<FleetRow>, DbError> {
                     g.rules_refused, g.backlog, g.backlog_oldest_at, g.acked_seq,
                     g.dropped_events, g.last_seen,
                     (SELECT max(version) FROM rules_published p WHERE p.gateway = g.id),
-                    r.n, r.last_at
+                    r.n, r.last_at,
+                    encode(g.journal, 'hex'),
+                    (SELECT count(*) FROM journals j WHERE j.gateway = g.id),
+                    c.at, encode(c.previous, 'hex')
                FROM gateways g
                LEFT JOIN LATERAL (
                    SELECT count(*) AS n, max(last_at) AS last_at FROM events_rejected q
                     WHERE coalesce(q.gateway, '') = g.id) r ON true
+               LEFT JOIN LATERAL (
+                   SELECT at, previous FROM journal_changes c
+                    WHERE c.gateway = g.id ORDER BY at DESC LIMIT 1) c ON true
               ORDER BY g.id",
             &[],
         )
@@ -571,6 +692,10 @@ pub async fn fleet(client: &Client) -> Result<Vec<FleetRow>, DbError> {
             rules_published: r.get(11),
             rejected: r.get(12),
             rejected_last_at: r.get(13),
+            journal: r.get(14),
+            journals: r.get(15),
+            journal_changed_at: r.get(16),
+            journal_previous: r.get(17),
         })
         .collect())
 }

@@ -224,11 +224,15 @@ impl Writer<'_> {
                 tracing::warn!("{EXIT_AFTER_COMMITS}: exiting after the commit, before the acks");
                 std::process::exit(3);
             }
-            for (gateway, seq) in acks {
+            for (gateway, journal, seq) in acks {
                 let topic = GatewayTopics::new(&root, &gateway).ack;
+                let ack = Ack {
+                    seq,
+                    journal: Some(journal),
+                };
                 if let Err(e) = self
                     .client
-                    .publish(topic, QoS::AtLeastOnce, false, to_cbor(&Ack { seq }))
+                    .publish(topic, QoS::AtLeastOnce, false, to_cbor(&ack))
                     .await
                 {
                     tracing::warn!(%gateway, error = %e, "ack not queued");
@@ -255,7 +259,10 @@ impl Writer<'_> {
     /// given up after a few tries: nothing is acked, the gateways keep
     /// those events (their backlog shows in `status`), central does not
     /// stall.
-    async fn commit(&mut self, flush: &super::ingest::Flush<Publish>) -> Vec<(GatewayId, u64)> {
+    async fn commit(
+        &mut self,
+        flush: &super::ingest::Flush<Publish>,
+    ) -> Vec<(GatewayId, crate::journal::JournalId, u64)> {
         let mut backoff = Duration::from_millis(200);
         let mut data_errors = 0;
         loop {

@@ -11,7 +11,9 @@
 //! escaped, not dropped: NUL becomes the six visible characters `\u0000`
 //! ([`escape_nul`]). Event types this build does not know are stored as
 //! they are (a newer gateway is never refused for its vocabulary); a flush
-//! holds each `(gateway, seq)` once, sorted.
+//! holds each `(gateway, journal, seq)` once, sorted. Sequence numbers are
+//! unique per journal ([`JournalId`]), not per gateway: a journal moved
+//! aside and a new one both start at 1.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,6 +23,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::GatewayId;
+use crate::journal::JournalId;
 
 /// A payload that cannot be stored.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -135,6 +138,9 @@ impl RejectReason {
 pub struct Rejected {
     /// The gateway the topic names, when it names one.
     pub gateway: Option<GatewayId>,
+    /// The journal the record is from, when it is one event of a batch
+    /// (its seq is that journal's).
+    pub journal: Option<JournalId>,
     /// The topic (NUL escaped).
     pub topic: String,
     /// The event's seq, when it has a usable one (fits an `int8`).
@@ -164,6 +170,7 @@ impl Rejected {
     ) -> Self {
         Self {
             gateway,
+            journal: None,
             topic: escape_nul(topic).into_owned(),
             seq: seq.filter(|s| i64::try_from(*s).is_ok()),
             length: bytes.len(),
@@ -174,9 +181,16 @@ impl Rejected {
         }
     }
 
-    /// Whether this record settles its seq in the contiguous-ack walk.
+    /// The same record, as an event of `journal`.
+    pub fn of_journal(mut self, journal: JournalId) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Whether this record settles its seq in the contiguous-ack walk (of
+    /// its journal).
     pub fn settles(&self) -> bool {
-        self.seq.is_some() && self.reason.settles()
+        self.seq.is_some() && self.journal.is_some() && self.reason.settles()
     }
 }
 
@@ -255,6 +269,8 @@ pub fn parse_topic(root: &str, topic: &str) -> Result<(GatewayId, TopicKind), In
 pub struct Row {
     /// The gateway.
     pub gateway: GatewayId,
+    /// The journal the event is from.
+    pub journal: JournalId,
     /// Its sequence number.
     pub seq: u64,
     /// Time of the happening.
@@ -274,6 +290,9 @@ pub struct Row {
 #[derive(Deserialize)]
 struct WireBatch {
     gateway: String,
+    /// Absent from gateways of an earlier version: the nil journal.
+    #[serde(default)]
+    journal: JournalId,
     events: Vec<Value>,
 }
 
@@ -281,6 +300,8 @@ struct WireBatch {
 /// be (each quarantined alone).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
+    /// The journal the batch is from.
+    pub journal: JournalId,
     /// Storable rows (text escaped).
     pub rows: Vec<Row>,
     /// Events without a usable `seq`, `at` or `type`.
@@ -307,7 +328,10 @@ pub fn decode_batch(
         });
     }
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    let mut out = Batch::default();
+    let mut out = Batch {
+        journal: batch.journal,
+        ..Batch::default()
+    };
     for (index, mut e) in batch.events.into_iter().enumerate() {
         let seq = e
             .get("seq")
@@ -332,14 +356,17 @@ pub fn decode_batch(
                 index,
                 field,
             };
-            out.rejected.push(Rejected::new(
-                Some(gateway.clone()),
-                topic,
-                seq,
-                original.as_bytes(),
-                err.reason(),
-                err.to_string(),
-            ));
+            out.rejected.push(
+                Rejected::new(
+                    Some(gateway.clone()),
+                    topic,
+                    seq,
+                    original.as_bytes(),
+                    err.reason(),
+                    err.to_string(),
+                )
+                .of_journal(batch.journal),
+            );
             continue;
         }
         let (Some(seq), Some(at), Some(kind)) = (seq, at, kind) else {
@@ -347,6 +374,7 @@ pub fn decode_batch(
         };
         out.rows.push(Row {
             gateway: gateway.clone(),
+            journal: batch.journal,
             seq,
             at,
             door: text(&e, "door"),
@@ -415,16 +443,18 @@ pub fn decode_status(
 /// a delivery (what it must acknowledge to the broker after the commit).
 #[derive(Debug)]
 pub struct Plan<T> {
-    rows: BTreeMap<(GatewayId, u64), Row>,
+    rows: BTreeMap<(GatewayId, JournalId, u64), Row>,
     rejected: Vec<Rejected>,
     statuses: BTreeMap<GatewayId, StatusRow>,
     touched: BTreeSet<GatewayId>,
+    journals: BTreeSet<(GatewayId, JournalId)>,
     tokens: Vec<T>,
     max_rows: usize,
 }
 
-/// One transaction's worth: rows sorted by `(gateway, seq)`, each once;
-/// the latest status per gateway; every gateway whose ack may move.
+/// One transaction's worth: rows sorted by `(gateway, journal, seq)`,
+/// each once; the latest status per gateway; every journal whose ack may
+/// move.
 #[derive(Debug)]
 pub struct Flush<T> {
     /// Event rows, sorted, unique.
@@ -433,8 +463,11 @@ pub struct Flush<T> {
     pub rejected: Vec<Rejected>,
     /// Latest status per gateway, in arrival order of the last one.
     pub statuses: Vec<StatusRow>,
-    /// Gateways that sent events (each gets an ack after the commit).
+    /// Gateways that sent anything (their rows are locked first).
     pub gateways: Vec<GatewayId>,
+    /// The journals of the event batches, sorted (each gets an ack after
+    /// the commit).
+    pub journals: Vec<(GatewayId, JournalId)>,
     /// Broker deliveries to acknowledge after the commit.
     pub tokens: Vec<T>,
 }
@@ -447,6 +480,7 @@ impl<T> Plan<T> {
             rejected: Vec::new(),
             statuses: BTreeMap::new(),
             touched: BTreeSet::new(),
+            journals: BTreeSet::new(),
             tokens: Vec::new(),
             max_rows: max_rows.max(1),
         }
@@ -455,9 +489,10 @@ impl<T> Plan<T> {
     /// Add a delivered event batch (its rows may repeat earlier ones).
     pub fn add_events(&mut self, gateway: GatewayId, batch: Batch, token: T) {
         for r in batch.rows {
-            self.rows.insert((r.gateway.clone(), r.seq), r);
+            self.rows.insert((r.gateway.clone(), r.journal, r.seq), r);
         }
         self.rejected.extend(batch.rejected);
+        self.journals.insert((gateway.clone(), batch.journal));
         self.touched.insert(gateway);
         self.tokens.push(token);
     }
@@ -502,6 +537,7 @@ impl<T> Plan<T> {
             rejected: std::mem::take(&mut self.rejected),
             statuses: std::mem::take(&mut self.statuses).into_values().collect(),
             gateways: std::mem::take(&mut self.touched).into_iter().collect(),
+            journals: std::mem::take(&mut self.journals).into_iter().collect(),
             tokens: std::mem::take(&mut self.tokens),
         }
     }
@@ -537,6 +573,7 @@ mod tests {
     fn batch(g: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<u8> {
         to_cbor(&EventBatch {
             gateway: g.into(),
+            journal: JournalId::NIL,
             events: seqs
                 .map(|seq| Event {
                     seq,
@@ -770,6 +807,31 @@ mod tests {
         assert_eq!(f.tokens, [0, 1, 2, 3]);
         assert_eq!(f.rejected.len(), 1);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn the_same_seqs_of_two_journals_are_two_sets_of_rows() {
+        let (a, b) = (JournalId([0xa; 16]), JournalId([0xb; 16]));
+        let of = |j: JournalId, seqs: std::ops::RangeInclusive<u64>| {
+            let mut batch: EventBatch = serde_cbor::from_slice(&batch("gw-1", seqs)).unwrap();
+            batch.journal = j;
+            decode_batch("t", &gw("gw-1"), &to_cbor(&batch)).unwrap()
+        };
+        let mut p = Plan::new(100);
+        p.add_events(gw("gw-1"), of(a, 1..=3), 0);
+        p.add_events(gw("gw-1"), of(b, 1..=2), 1);
+        p.add_events(gw("gw-1"), of(a, 2..=3), 2); // a resend of A
+        let f = p.take();
+        let keys: Vec<_> = f.rows.iter().map(|r| (r.journal, r.seq)).collect();
+        assert_eq!(keys, [(a, 1), (a, 2), (a, 3), (b, 1), (b, 2)]);
+        assert_eq!(f.journals, [(gw("gw-1"), a), (gw("gw-1"), b)]);
+        // A batch of an earlier version is the nil journal's.
+        assert_eq!(
+            decode_batch("t", &gw("gw-1"), &batch("gw-1", 1..=1))
+                .unwrap()
+                .journal,
+            JournalId::NIL
+        );
     }
 
     #[test]

@@ -295,6 +295,7 @@ async fn status(config: CentralConfig, json: bool) -> anyhow::Result<ExitCode> {
                 g.backlog_oldest_at
                     .map(|a| t.duration_since(a).as_secs().max(0))
             );
+            v["journal_changed"] = serde_json::json!(journal_changed_recently(g, t));
             println!("{v}");
         }
         return Ok(ExitCode::SUCCESS);
@@ -310,6 +311,14 @@ async fn status(config: CentralConfig, json: bool) -> anyhow::Result<ExitCode> {
         }
         if g.dropped_events.unwrap_or(0) > 0 {
             problems.push(format!("{} events dropped", g.dropped_events.unwrap_or(0)));
+        }
+        if journal_changed_recently(g, t) {
+            problems.push(format!(
+                "journal changed {} ago (was {}, now {}; its events waiting: `portier journal drain`)",
+                age(g.journal_changed_at).unwrap_or_else(|| "-".into()),
+                g.journal_previous.as_deref().map_or("-", |j| &j[..8.min(j.len())]),
+                g.journal.as_deref().map_or("-", |j| &j[..8.min(j.len())]),
+            ));
         }
         if g.rejected > 0 {
             problems.push(format!(
@@ -333,6 +342,17 @@ async fn status(config: CentralConfig, json: bool) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a journal change stays among a gateway's problems: the
+/// `journal_changed` alarm itself stays in `alarms` for good.
+const JOURNAL_CHANGE_SHOWN: i64 = 7 * 24 * 3600;
+
+/// Whether `g` changed journals within [`JOURNAL_CHANGE_SHOWN`]: the old
+/// journal may hold events central never got, until someone drains it.
+fn journal_changed_recently(g: &db::FleetRow, now: Timestamp) -> bool {
+    g.journal_changed_at
+        .is_some_and(|at| now.duration_since(at).as_secs() < JOURNAL_CHANGE_SHOWN)
 }
 
 fn block_reason(text: &str) -> BlockReason {

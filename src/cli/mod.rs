@@ -5,6 +5,7 @@ mod admin;
 mod central;
 mod command;
 mod demo;
+mod journal;
 mod keygen;
 mod reader;
 mod run;
@@ -56,6 +57,9 @@ enum Verb {
     /// The central side: events into PostgreSQL (acked after commit), the
     /// fleet's status, signed rules and commands out.
     Central(central::CentralArgs),
+    /// The event journal: deliver one that was moved aside.
+    #[command(subcommand)]
+    Journal(journal::JournalCmd),
 }
 
 /// Parse the command line and run the verb.
@@ -73,5 +77,6 @@ pub(crate) fn run() -> anyhow::Result<ExitCode> {
         Verb::Admin(cmd) => admin::run(cmd),
         Verb::Status(args) => status::run(args),
         Verb::Central(args) => central::run(args),
+        Verb::Journal(cmd) => journal::run(cmd),
     }
 }

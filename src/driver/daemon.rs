@@ -125,8 +125,9 @@ impl StandingBook {
             let lines: Vec<PresenceChange> = serde_cbor::from_slice(bytes).map_err(|e| {
                 DaemonError::Standing(format!(
                     "a presence change is unreadable ({e}); move the state directory's \
-                     journal/ aside only if every door's lockdown and overrides, and the \
-                     events waiting for central, may be forgotten"
+                     journal/ aside only if every door's lockdown and overrides may be \
+                     forgotten (the events waiting stay in the moved directory: \
+                     `portier journal drain` delivers them)"
                 ))
             })?;
             state.presence.apply(lines);
@@ -142,8 +143,9 @@ impl StandingBook {
             let state: StandingState = serde_cbor::from_slice(bytes).map_err(|e| {
                 DaemonError::Standing(format!(
                     "unreadable ({e}); move the state directory's journal/ aside only if \
-                     every door's lockdown and overrides, and the events waiting for \
-                     central, may be forgotten"
+                     every door's lockdown and overrides may be forgotten (the events \
+                     waiting stay in the moved directory: `portier journal drain` \
+                     delivers them)"
                 ))
             })?;
             // A layout this version does not know (a downgrade) is not

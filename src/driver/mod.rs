@@ -8,6 +8,7 @@ pub mod control_socket;
 pub mod daemon;
 pub mod decider;
 pub mod disk;
+pub mod drain;
 pub mod gateway;
 pub mod inbound;
 pub mod logging;

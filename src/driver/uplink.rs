@@ -323,8 +323,35 @@ impl Limits {
     }
 }
 
+/// Whose link it is: the daemon's, or a drain's of a journal moved aside
+/// (`portier journal drain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The gateway daemon: its client id, a last will, a persistent
+    /// session, every inbound topic, the retained status.
+    Gateway,
+    /// A drain: its own client id (the daemon may be connected at the
+    /// same time), a clean session (nothing queues for it after it
+    /// leaves), only the `ack` topic, no status and no last will (the
+    /// gateway's retained status is the daemon's).
+    Drain {
+        /// The MQTT client id.
+        client_id: String,
+    },
+}
+
 /// One run of the link.
 async fn link(cfg: &UplinkConfig, gateway: &str, h: &mut UplinkHandles) -> Result<(), UplinkError> {
+    link_as(cfg, gateway, &Role::Gateway, h).await
+}
+
+/// One run of the link in `role`.
+pub(crate) async fn link_as(
+    cfg: &UplinkConfig,
+    gateway: &str,
+    role: &Role,
+    h: &mut UplinkHandles,
+) -> Result<(), UplinkError> {
     let topics = Topics::new(&cfg.prefix(gateway));
     let limits = Limits::new(cfg);
     let offline = Status {
@@ -338,7 +365,14 @@ async fn link(cfg: &UplinkConfig, gateway: &str, h: &mut UplinkHandles) -> Resul
         QoS::AtLeastOnce,
         true,
     );
-    let mut options = mqtt_options(cfg, gateway, Some(will))?;
+    let mut options = match role {
+        Role::Gateway => mqtt_options(cfg, gateway, Some(will))?,
+        Role::Drain { client_id } => {
+            let mut o = mqtt_options(cfg, client_id, None)?;
+            o.set_clean_session(true);
+            o
+        }
+    };
     // Inbound messages are acknowledged once applied, not on receipt.
     options.set_manual_acks(true);
     options.set_inflight(100);
@@ -349,10 +383,12 @@ async fn link(cfg: &UplinkConfig, gateway: &str, h: &mut UplinkHandles) -> Resul
         cfg.batch,
         cfg.window,
         Duration::from_secs(cfg.resend_after_seconds.max(1)),
-    );
+    )
+    .for_journal(h.journal.id());
     let mut link = Link {
         client,
         topics,
+        drain: *role != Role::Gateway,
         gateway: gateway.to_owned(),
         batch_bytes: cfg.batch_bytes(),
         connected: false,
@@ -484,6 +520,8 @@ fn drain_outputs(
 struct Link {
     client: AsyncClient,
     topics: Topics,
+    /// A drain's link ([`Role::Drain`]): acks only, no status.
+    drain: bool,
     gateway: String,
     /// Bytes of events per message, at most (one event always goes).
     batch_bytes: usize,
@@ -497,6 +535,15 @@ struct Link {
 
 impl Link {
     fn subscribe(&self) {
+        if self.drain {
+            if let Err(e) = self
+                .client
+                .try_subscribe(&self.topics.ack, QoS::AtLeastOnce)
+            {
+                tracing::error!(topic = self.topics.ack, error = %e, "subscribe not queued");
+            }
+            return;
+        }
         for t in [
             &self.topics.snapshot,
             &self.topics.delta,
@@ -552,7 +599,11 @@ impl Link {
             let Some(last) = records.get(checked.len().wrapping_sub(1)).map(|r| r.seq) else {
                 return Ok(());
             };
-            let payload = wire::event_batch_cbor(&self.gateway, checked.iter().map(|c| c.as_ref()));
+            let payload = wire::event_batch_cbor(
+                &self.gateway,
+                outbox.journal(),
+                checked.iter().map(|c| c.as_ref()),
+            );
             match self.client.try_publish(
                 self.topics.events.as_str(),
                 QoS::AtLeastOnce,
@@ -653,7 +704,18 @@ impl Link {
         }
         let Some((lane, wrap)) = lane else {
             match serde_cbor::from_slice::<Ack>(&p.payload) {
-                Ok(ack) => outbox.handle(clock::monotonic(), Input::Ack { seq: ack.seq }),
+                Ok(ack) => {
+                    if !outbox.is_own(ack.journal) {
+                        tracing::debug!(seq = ack.seq, journal = ?ack.journal.map(|j| j.to_string()), "an ack of another journal ignored");
+                    }
+                    outbox.handle(
+                        clock::monotonic(),
+                        Input::Ack {
+                            seq: ack.seq,
+                            journal: ack.journal,
+                        },
+                    );
+                }
                 Err(e) => tracing::warn!(error = %e, "malformed ack ignored"),
             }
             self.ack_broker(receipt);
@@ -678,7 +740,12 @@ impl Link {
     }
 
     fn publish_status(&self, h: &UplinkHandles, outbox: &Outbox) -> Result<(), UplinkError> {
+        // The gateway's retained status is the running daemon's.
+        if self.drain {
+            return Ok(());
+        }
         let mut status = h.status.borrow().clone();
+        status.journal = Some(outbox.journal());
         status.state = "online".into();
         status.acked = outbox.acked();
         status.backlog = h.journal.len();

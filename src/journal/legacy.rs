@@ -81,6 +81,9 @@ pub fn migrate(
     }
     let mut moved = 0u64;
     {
+        // Central stored this journal's events before journals had ids:
+        // under the nil id, which the moved journal keeps.
+        super::id::write(&building, super::JournalId::NIL).map_err(io)?;
         let mut journal = Journal::open(&building)?;
         // The first frame: the bound, the counter and the state, so that
         // even an empty journal keeps its numbering.
@@ -200,6 +203,8 @@ mod tests {
                 .any(|n| n.as_ref() == EVENTS_TREE.as_bytes())
         );
         let mut j = Journal::open(&journal_dir).unwrap();
+        // Central has this journal's events under the nil id.
+        assert_eq!(j.id(), crate::journal::JournalId::NIL);
         assert_eq!(j.state.as_deref(), Some(&b"lockdown"[..]));
         assert_eq!((j.reader.oldest(), j.reader.len()), (Some(7), 25_006));
         assert_eq!(j.reader.dropped(), 42);

@@ -53,10 +53,12 @@
 
 mod frame;
 pub mod fuzz;
+mod id;
 pub mod legacy;
 mod segment;
 
 pub use crate::event::{Event, EventKind, reason_in_words};
+pub use id::{BadJournalId, JournalId};
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -104,9 +106,28 @@ pub enum JournalError {
         "event journal in {0}: the standing state (lockdown, overrides, presence) cannot be read: \
          the newest commits in {1} are damaged. Move the journal directory aside to start without \
          it (lockdown and overrides are then forgotten; the events waiting stay in the moved \
-         directory)"
+         directory: `portier journal drain --config FILE DIR` delivers them to central)"
     )]
     StateUnreadable(PathBuf, PathBuf),
+    /// The journal's `id` file exists but cannot be read: a new id would
+    /// make central take the kept events for another journal's (and never
+    /// acknowledge them past the gap below them), so the journal does
+    /// not open.
+    #[error(
+        "event journal in {dir}: its id file cannot be read ({source}); restore it (32 hex \
+         digits: `portier central status --json` shows the gateway's journal) or move the \
+         journal directory aside and deliver it with `portier journal drain`"
+    )]
+    IdUnreadable {
+        /// The journal directory.
+        dir: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// `portier journal drain` was pointed at a directory without journal
+    /// segments.
+    #[error("{0}: no event journal here (no segment files)")]
+    NotAJournal(PathBuf),
     /// A sled journal of an earlier version could not be moved over.
     #[error("moving the sled journal of an earlier version over: {0}")]
     Legacy(#[from] sled::Error),
@@ -175,6 +196,8 @@ pub enum StateWrite {
 #[derive(Debug)]
 struct Shared {
     dir: PathBuf,
+    /// The journal's identity ([`JournalId`]).
+    id: JournalId,
     /// The sequence number the next event gets.
     next_seq: AtomicU64,
     /// The oldest kept sequence number (`== next_seq` when empty).
@@ -214,8 +237,35 @@ struct Tail {
 
 impl Journal {
     /// Open (or create) the journal in `dir`. Reads the newest segment
-    /// only; cuts off a torn last frame.
+    /// only; cuts off a torn last frame. A new journal gets a random
+    /// [`JournalId`], written before its first segment.
     pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        Self::open_with(dir, false)
+    }
+
+    /// Open a journal that was moved aside, to deliver what it holds
+    /// (`portier journal drain`): it must exist (nothing is created), and
+    /// a standing state that cannot be read does not stop it (the drain
+    /// sends events and never reads the state; [`Journal::state`] is then
+    /// `None`). Events in damaged commits come back damaged from the
+    /// reader, as always.
+    pub fn open_to_drain(dir: &Path) -> Result<Self, JournalError> {
+        let io = |source| JournalError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        if !dir.is_dir() || segment::list(dir).map_err(io)?.is_empty() {
+            return Err(JournalError::NotAJournal(dir.to_path_buf()));
+        }
+        Self::open_with(dir, true)
+    }
+
+    /// This journal's identity.
+    pub fn id(&self) -> JournalId {
+        self.reader.id()
+    }
+
+    fn open_with(dir: &Path, drain: bool) -> Result<Self, JournalError> {
         let io = |source| JournalError::Io {
             dir: dir.to_path_buf(),
             source,
@@ -234,29 +284,65 @@ impl Journal {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
-        // A roll-over interrupted before its rename: never committed.
+        // A roll-over (or an id) interrupted before its rename: never
+        // committed.
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
             if path.extension().is_some_and(|x| x == "tmp") {
                 std::fs::remove_file(&path).map_err(io)?;
             }
         }
-        let found = segment::list(dir).map_err(io)?;
-        let tail = match found.last() {
-            Some((first, path)) => match read_tail(*first, path).map_err(io)? {
-                TailRead::Tail(t) => Some(t),
+        let mut found = segment::list(dir).map_err(io)?;
+        let id = match id::read(dir) {
+            Ok(Some(id)) => id,
+            // Written by an earlier version: central has its events under
+            // the nil id.
+            Ok(None) if !found.is_empty() => JournalId::NIL,
+            // A new journal: its id is on disk before its first segment,
+            // so a journal with segments and no id is always an old one.
+            Ok(None) => {
+                let id = JournalId::random();
+                id::write(dir, id).map_err(io)?;
+                id
+            }
+            Err(source) => {
+                return Err(JournalError::IdUnreadable {
+                    dir: dir.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let tail = loop {
+            let Some((first, path)) = found.last() else {
+                break None;
+            };
+            match read_tail(*first, path).map_err(io)? {
+                TailRead::Tail(t) => break Some(t),
+                // A drain sends events and never reads the state.
+                TailRead::StateUnknown(Some(t)) if drain => break Some(t),
+                TailRead::StateUnknown(None) if drain => {
+                    tracing::warn!(path = %path.display(), "journal drain: a segment without a whole head is left out");
+                    found.pop();
+                }
                 // A segment is renamed into place only after its first
                 // frame is on disk: none whole here is damage, and the
                 // state it carried is not known.
-                TailRead::StateUnknown => {
+                TailRead::StateUnknown(_) => {
                     return Err(JournalError::StateUnreadable(
                         dir.to_path_buf(),
                         path.clone(),
                     ));
                 }
-            },
-            None => None,
+            }
         };
+        // A drain never reads the state (it may be what was damaged).
+        let tail = tail.map(|mut t| {
+            if drain {
+                t.state = None;
+                t.changes.clear();
+            }
+            t
+        });
         let (tail_next, dropped, state, state_changes, tail_end) = match tail {
             Some(t) => (t.next_seq, t.dropped, t.state, t.changes, t.end),
             None => (1, 0, None, Vec::new(), 0),
@@ -280,6 +366,7 @@ impl Journal {
         }
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            id,
             next_seq: AtomicU64::new(next_seq),
             oldest: AtomicU64::new(oldest),
             dropped: AtomicU64::new(dropped),
@@ -326,8 +413,9 @@ enum TailRead {
     /// Its bounds, counter and state (a torn last frame cut off).
     Tail(Tail),
     /// A damaged commit after the last readable state: the state is not
-    /// known.
-    StateUnknown,
+    /// known. The bounds as far as they could be read, unless not even the
+    /// segment's head is whole.
+    StateUnknown(Option<Tail>),
 }
 
 /// Read the whole newest segment: its last number, dropped counter and
@@ -338,7 +426,7 @@ fn read_tail(first: u64, path: &Path) -> std::io::Result<TailRead> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     let len = file.metadata()?.len();
     if len < segment::HEAD {
-        return Ok(TailRead::StateUnknown);
+        return Ok(TailRead::StateUnknown(None));
     }
     let salt = segment::read_head(&file, path)?;
     let mut tail = Tail {
@@ -410,14 +498,14 @@ fn read_tail(first: u64, path: &Path) -> std::io::Result<TailRead> {
                 reason,
                 "journal: a damaged commit at the end of the newest segment, followed by a later write"
             );
-            return Ok(TailRead::StateUnknown);
+            return Ok(TailRead::StateUnknown(Some(tail)));
         }
         segment::Scan::Clean(_) => {}
     }
     Ok(if state_known {
         TailRead::Tail(tail)
     } else {
-        TailRead::StateUnknown
+        TailRead::StateUnknown(Some(tail))
     })
 }
 
@@ -827,6 +915,11 @@ pub struct JournalReader {
 }
 
 impl JournalReader {
+    /// The journal's identity: its sequence numbers are unique under it.
+    pub fn id(&self) -> JournalId {
+        self.shared.id
+    }
+
     /// The sequence number the next event will get.
     pub fn next_seq(&self) -> u64 {
         self.shared.next_seq.load(Ordering::Acquire)

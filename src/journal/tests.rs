@@ -667,3 +667,107 @@ fn an_event_over_the_cap_is_replaced_by_its_stand_in() {
     let back: Event = serde_cbor::from_slice(&stand_in).unwrap();
     assert_eq!((back.seq, back.kind), (7, e.kind));
 }
+
+#[test]
+fn a_new_journal_gets_a_random_id_once_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    let id = j.id();
+    assert!(!id.is_nil());
+    assert_eq!(j.reader.id(), id);
+    // On disk before the first segment, flushed: 32 hex digits.
+    assert!(segment_files(dir.path()).is_empty());
+    let text = std::fs::read_to_string(dir.path().join("id")).unwrap();
+    assert_eq!(text, format!("{id}\n"));
+    let mut j = j;
+    j.writer.append(at(), vec![granted("a")]).unwrap();
+    drop(j);
+    let j = Journal::open(dir.path()).unwrap();
+    assert_eq!(j.id(), id, "read at open, never made again");
+    drop(j);
+    // Another journal is another id.
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(Journal::open(other.path()).unwrap().id(), id);
+}
+
+#[test]
+fn a_journal_of_an_earlier_version_is_the_nil_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    j.writer.append(at(), vec![granted("a")]).unwrap();
+    drop(j);
+    // Written before journals had ids: segments, no id file.
+    std::fs::remove_file(dir.path().join("id")).unwrap();
+    let j = Journal::open(dir.path()).unwrap();
+    assert_eq!(j.id(), JournalId::NIL);
+    drop(j);
+    assert!(
+        !dir.path().join("id").exists(),
+        "nothing written: it stays the nil journal"
+    );
+    assert_eq!(Journal::open(dir.path()).unwrap().id(), JournalId::NIL);
+}
+
+#[test]
+fn an_unreadable_id_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    j.writer.append(at(), vec![granted("a")]).unwrap();
+    drop(j);
+    std::fs::write(dir.path().join("id"), "not an id\n").unwrap();
+    let e = Journal::open(dir.path()).unwrap_err();
+    assert!(matches!(e, JournalError::IdUnreadable { .. }), "{e}");
+    // An id write interrupted before its rename is not an id.
+    let fresh = tempfile::tempdir().unwrap();
+    std::fs::write(fresh.path().join("id.tmp"), "ab").unwrap();
+    let j = Journal::open(fresh.path()).unwrap();
+    assert!(!j.id().is_nil());
+    assert!(!fresh.path().join("id.tmp").exists());
+}
+
+#[test]
+fn a_journal_moved_aside_opens_to_drain_even_with_its_state_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    let id = j.id();
+    j.writer
+        .commit(
+            at(),
+            vec![granted("a"), granted("b")],
+            Some(b"lockdown".to_vec()),
+        )
+        .unwrap();
+    drop(j);
+    std::fs::write(dir.path().join(segment::file_name(3)), segment::MAGIC).unwrap();
+    assert!(matches!(
+        Journal::open(dir.path()),
+        Err(JournalError::StateUnreadable(..))
+    ));
+    let mut j = Journal::open_to_drain(dir.path()).unwrap();
+    assert_eq!(j.id(), id);
+    assert_eq!(j.state, None, "a drain never reads the state");
+    let seqs: Vec<u64> = j
+        .reader
+        .records(0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2]);
+    assert_eq!(j.acker.delete_through(2).unwrap(), 2);
+    assert!(j.reader.is_empty());
+    drop(j);
+    // Nothing to drain where there is no journal, and nothing is created.
+    let empty = tempfile::tempdir().unwrap();
+    let missing = empty.path().join("journal.old");
+    assert!(matches!(
+        Journal::open_to_drain(&missing),
+        Err(JournalError::NotAJournal(_))
+    ));
+    assert!(!missing.exists());
+    assert!(matches!(
+        Journal::open_to_drain(empty.path()),
+        Err(JournalError::NotAJournal(_))
+    ));
+    assert!(!empty.path().join("id").exists());
+}

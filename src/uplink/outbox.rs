@@ -18,6 +18,12 @@
 //!   so possibly sent before a restart) is impossible: it deletes nothing
 //!   and becomes an [`Output::AckOutOfRange`] alarm. A confused or hostile
 //!   central (`seq = 2^64-1`) cannot empty the journal or wedge the cursor;
+//! - an acknowledgement naming another journal than the outbox's own is
+//!   ignored: no deletion, no alarm. The `ack` topic is the gateway's, and
+//!   a drain of a journal moved aside (`portier journal drain`) hears the
+//!   running daemon's acks and the daemon the drain's; sequence numbers
+//!   of different journals mean different events. An ack naming no
+//!   journal (a central of an earlier version) applies as before;
 //! - no arithmetic can overflow (window sums saturate);
 //! - after a reconnect everything not acknowledged is sent again, and so it
 //!   is when central has acknowledged nothing new for `resend_after` while
@@ -26,6 +32,8 @@
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use crate::journal::JournalId;
 
 /// What happens to the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +45,13 @@ pub enum Input {
         /// Its last sequence number.
         last: u64,
     },
-    /// Central acknowledged everything up to `seq`.
+    /// Central acknowledged everything up to `seq` of `journal`.
     Ack {
         /// The acknowledged sequence number.
         seq: u64,
+        /// The journal it names (`None`: a central of an earlier version,
+        /// taken as this outbox's journal).
+        journal: Option<JournalId>,
     },
     /// [`Outbox::poll_timeout`] passed.
     Timeout,
@@ -88,6 +99,8 @@ pub struct Outbox {
     resend_after: Duration,
     /// When the ack last moved (or sending restarted from it).
     progress_at: Option<Instant>,
+    /// The journal whose events go out: acks naming another are ignored.
+    journal: JournalId,
     outputs: VecDeque<Output>,
 }
 
@@ -111,8 +124,26 @@ impl Outbox {
             window: window.max(batch as u64).max(1),
             resend_after,
             progress_at: None,
+            journal: JournalId::NIL,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The cursor of the journal `journal` (default: the nil journal of
+    /// an earlier version): acks naming another journal are ignored.
+    pub fn for_journal(mut self, journal: JournalId) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// The journal whose events this cursor sends.
+    pub fn journal(&self) -> JournalId {
+        self.journal
+    }
+
+    /// Whether an ack naming `journal` is for this cursor.
+    pub fn is_own(&self, journal: Option<JournalId>) -> bool {
+        journal.is_none_or(|j| j == self.journal)
     }
 
     /// Highest acknowledged sequence number.
@@ -141,7 +172,9 @@ impl Outbox {
                 self.sent = self.sent.max(last);
                 self.sent_ever = self.sent_ever.max(last);
             }
-            Input::Ack { seq } => self.ack(now, seq),
+            Input::Ack { seq, journal } if self.is_own(journal) => self.ack(now, seq),
+            // Another journal's: its numbers mean other events.
+            Input::Ack { .. } => {}
             Input::Timeout => self.timeout(now),
         }
     }
@@ -222,10 +255,22 @@ mod tests {
         assert_eq!(o.next_batch(), Some((210, 50)));
         o.handle(t, Input::Sent { last: 260 });
         assert_eq!(o.next_batch(), None, "window full until central acks");
-        o.handle(t, Input::Ack { seq: 150 });
+        o.handle(
+            t,
+            Input::Ack {
+                seq: 150,
+                journal: None,
+            },
+        );
         assert_eq!(outputs(&mut o), vec![Output::Delete { through: 150 }]);
         assert_eq!(o.next_batch(), Some((260, 100)));
-        o.handle(t, Input::Ack { seq: 120 });
+        o.handle(
+            t,
+            Input::Ack {
+                seq: 120,
+                journal: None,
+            },
+        );
         assert_eq!(outputs(&mut o), vec![], "acks never go back");
         o.handle(t, Input::Connected);
         assert_eq!(o.next_batch(), Some((150, 100)), "unacked events go again");
@@ -236,7 +281,13 @@ mod tests {
         let t = crate::test_clock::epoch();
         // 500 events kept from before a restart: central may ack them late.
         let mut o = Outbox::new(0, 500, 10, 10, RESEND);
-        o.handle(t, Input::Ack { seq: 500 });
+        o.handle(
+            t,
+            Input::Ack {
+                seq: 500,
+                journal: None,
+            },
+        );
         assert_eq!(outputs(&mut o), vec![Output::Delete { through: 500 }]);
         assert_eq!(o.next_batch(), Some((500, 10)));
     }
@@ -248,7 +299,7 @@ mod tests {
         o.handle(t, Input::Connected);
         o.handle(t, Input::Sent { last: 30 });
         for seq in [31, u64::MAX] {
-            o.handle(t, Input::Ack { seq });
+            o.handle(t, Input::Ack { seq, journal: None });
             assert_eq!(
                 outputs(&mut o),
                 vec![Output::AckOutOfRange {
@@ -259,7 +310,13 @@ mod tests {
         }
         assert_eq!(o.acked(), 0);
         assert_eq!(o.next_batch(), Some((30, 10)), "the cursor still works");
-        o.handle(t, Input::Ack { seq: 30 });
+        o.handle(
+            t,
+            Input::Ack {
+                seq: 30,
+                journal: None,
+            },
+        );
         assert_eq!(outputs(&mut o), vec![Output::Delete { through: 30 }]);
     }
 
@@ -271,7 +328,13 @@ mod tests {
         o.handle(t, Input::Sent { last: 30 });
         o.handle(t + RESEND / 2, Input::Timeout);
         assert_eq!(outputs(&mut o), vec![]);
-        o.handle(t + RESEND / 2, Input::Ack { seq: 10 });
+        o.handle(
+            t + RESEND / 2,
+            Input::Ack {
+                seq: 10,
+                journal: None,
+            },
+        );
         assert_eq!(outputs(&mut o), vec![Output::Delete { through: 10 }]);
         assert_eq!(o.poll_timeout(), Some(t + RESEND / 2 + RESEND));
         o.handle(t + RESEND, Input::Timeout);
@@ -284,6 +347,46 @@ mod tests {
         idle.handle(t, Input::Connected);
         idle.handle(t + 100 * RESEND, Input::Timeout);
         assert_eq!(outputs(&mut idle), vec![]);
+    }
+
+    #[test]
+    fn an_ack_for_another_journal_is_ignored() {
+        let t = crate::test_clock::epoch();
+        let own = JournalId([1; 16]);
+        let other = JournalId([2; 16]);
+        let mut o = Outbox::new(0, 0, 10, 100, RESEND).for_journal(own);
+        o.handle(t, Input::Connected);
+        o.handle(t, Input::Sent { last: 30 });
+        // Within range or far beyond it: neither a deletion nor an alarm.
+        for seq in [10, 31, u64::MAX] {
+            o.handle(
+                t,
+                Input::Ack {
+                    seq,
+                    journal: Some(other),
+                },
+            );
+            assert_eq!(outputs(&mut o), vec![], "ack {seq} of another journal");
+        }
+        assert_eq!(o.acked(), 0);
+        o.handle(
+            t,
+            Input::Ack {
+                seq: 10,
+                journal: Some(own),
+            },
+        );
+        assert_eq!(outputs(&mut o), vec![Output::Delete { through: 10 }]);
+        // An ack naming no journal (an earlier central) applies as before.
+        o.handle(
+            t,
+            Input::Ack {
+                seq: 20,
+                journal: None,
+            },
+        );
+        assert_eq!(outputs(&mut o), vec![Output::Delete { through: 20 }]);
+        assert!(o.is_own(None) && o.is_own(Some(own)) && !o.is_own(Some(other)));
     }
 
     proptest! {
@@ -312,8 +415,8 @@ mod tests {
                             o.handle(now, Input::Sent { last });
                         }
                     }
-                    2 => o.handle(now, Input::Ack { seq: n }),
-                    _ => o.handle(now, Input::Ack { seq: deleted.saturating_add(n % 100) }),
+                    2 => o.handle(now, Input::Ack { seq: n, journal: None }),
+                    _ => o.handle(now, Input::Ack { seq: deleted.saturating_add(n % 100), journal: None }),
                 }
                 while let Some(out) = o.poll_output() {
                     if let Output::Delete { through } = out {

@@ -3,23 +3,35 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::Event;
+use crate::journal::{Event, JournalId};
 
 /// `<prefix>/events`: a batch of journal events, in sequence order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventBatch {
     /// The gateway.
     pub gateway: String,
+    /// The journal the events are from: their `seq` is unique within it.
+    /// A batch without it (a gateway of an earlier version) is from the
+    /// nil journal, under which central kept the events of that time.
+    #[serde(default)]
+    pub journal: JournalId,
     /// Events, ascending `seq`, no gaps within a batch.
     pub events: Vec<Event>,
 }
 
 /// `<prefix>/ack`: the highest sequence number such that central has
-/// stored every event up to it.
+/// stored every event up to it, of one journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     /// Highest contiguous sequence number stored centrally.
     pub seq: u64,
+    /// The journal it acknowledges. A gateway ignores an ack naming
+    /// another journal than its own (a drain of a journal moved aside
+    /// shares the `ack` topic with the running daemon). An ack without it
+    /// (a central of an earlier version) applies to whatever journal
+    /// hears it, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalId>,
 }
 
 /// `<prefix>/status` (retained): the gateway's health. The last will
@@ -46,6 +58,11 @@ pub struct Status {
     pub acked: u64,
     /// Events dropped because the journal's budget was full.
     pub dropped_events: u64,
+    /// The journal the gateway writes now: central shows it and flags a
+    /// change (`journal_changed`). Absent from gateways of an earlier
+    /// version and from the last will.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalId>,
 }
 
 /// Encode as CBOR.
@@ -55,17 +72,20 @@ pub fn to_cbor<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// The CBOR of an [`EventBatch`] built from events already encoded (the
 /// journal stores each event as its CBOR): byte for byte what
-/// `to_cbor(&EventBatch { gateway, events })` writes (a map of two text
-/// keys, a definite-length array), without decoding and re-encoding every
-/// event on the drain path.
+/// `to_cbor(&EventBatch { gateway, journal, events })` writes (a map of
+/// three text keys in field order, a definite-length array), without
+/// decoding and re-encoding every event on the drain path.
 pub fn event_batch_cbor<'a>(
     gateway: &str,
+    journal: JournalId,
     events: impl ExactSizeIterator<Item = &'a [u8]>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + events.len() * 96);
-    out.push(0xa2); // map, two entries
+    let mut out = Vec::with_capacity(128 + events.len() * 96);
+    out.push(0xa3); // map, three entries
     out.extend_from_slice(&to_cbor(&"gateway"));
     out.extend_from_slice(&to_cbor(&gateway));
+    out.extend_from_slice(&to_cbor(&"journal"));
+    out.extend_from_slice(&to_cbor(&journal));
     out.extend_from_slice(&to_cbor(&"events"));
     cbor_head(&mut out, 4, events.len() as u64);
     for e in events {
@@ -117,12 +137,59 @@ mod tests {
                 })
                 .collect();
             let encoded: Vec<Vec<u8>> = events.iter().map(to_cbor).collect();
-            let spliced = event_batch_cbor("gw-a", encoded.iter().map(Vec::as_slice));
+            let journal = JournalId([0x5a; 16]);
+            let spliced = event_batch_cbor("gw-a", journal, encoded.iter().map(Vec::as_slice));
             let whole = to_cbor(&EventBatch {
                 gateway: "gw-a".into(),
+                journal,
                 events,
             });
             assert_eq!(spliced, whole, "{n} events");
         }
+    }
+
+    /// Payloads of an earlier version still decode: a batch without
+    /// `journal` is from the nil journal, an ack without it names none.
+    #[test]
+    fn payloads_without_a_journal_still_decode() {
+        #[derive(Serialize)]
+        struct OldBatch {
+            gateway: &'static str,
+            events: Vec<Event>,
+        }
+        #[derive(Serialize)]
+        struct OldAck {
+            seq: u64,
+        }
+        let b: EventBatch = serde_cbor::from_slice(&to_cbor(&OldBatch {
+            gateway: "gw-a",
+            events: Vec::new(),
+        }))
+        .unwrap();
+        assert_eq!(b.journal, JournalId::NIL);
+        let a: Ack = serde_cbor::from_slice(&to_cbor(&OldAck { seq: 7 })).unwrap();
+        assert_eq!(
+            a,
+            Ack {
+                seq: 7,
+                journal: None
+            }
+        );
+        let j = JournalId([1; 16]);
+        let a: Ack = serde_cbor::from_slice(&to_cbor(&Ack {
+            seq: 7,
+            journal: Some(j),
+        }))
+        .unwrap();
+        assert_eq!(a.journal, Some(j));
+        // An earlier version's decoder ignores the new fields.
+        #[derive(Deserialize)]
+        struct OldAckIn {
+            seq: u64,
+        }
+        let old: OldAckIn = serde_cbor::from_slice(&to_cbor(&a)).unwrap();
+        assert_eq!(old.seq, 7);
+        let s: Status = serde_cbor::from_slice(&to_cbor(&Status::default())).unwrap();
+        assert_eq!(s.journal, None);
     }
 }

@@ -278,7 +278,11 @@ impl Central {
                             s.advance(&gateway)
                         };
                         if ack {
-                            let payload = serde_cbor::to_vec(&Ack { seq: upto }).unwrap();
+                            let payload = serde_cbor::to_vec(&Ack {
+                                seq: upto,
+                                journal: None,
+                            })
+                            .unwrap();
                             let topic = format!("portier/v1/{gateway}/ack");
                             let _ = acker.publish(topic, QoS::AtLeastOnce, false, payload).await;
                         }
@@ -510,7 +514,11 @@ impl LeanCentral {
                             }
                         }
                         upto.store(n, Ordering::Release);
-                        let payload = serde_cbor::to_vec(&Ack { seq: n }).unwrap();
+                        let payload = serde_cbor::to_vec(&Ack {
+                            seq: n,
+                            journal: None,
+                        })
+                        .unwrap();
                         let _ = client
                             .publish(
                                 format!("portier/v1/{gw}/ack"),

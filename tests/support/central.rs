@@ -149,7 +149,7 @@ impl Drop for CentralProc {
 /// A gateway that is only its journal and its real uplink.
 pub struct JournalGateway {
     pub name: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     pub journal: JournalWriter,
     pub reader: JournalReader,
     /// The uplink's half of the journal, until it connects.
@@ -161,7 +161,13 @@ pub struct JournalGateway {
 impl JournalGateway {
     pub fn new(name: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let journal_path = dir.path();
+        let mut g = Self::open_at(name, dir.path());
+        g._dir = Some(dir);
+        g
+    }
+
+    /// A gateway whose journal is in `journal_path` (created if missing).
+    pub fn open_at(name: &str, journal_path: &Path) -> Self {
         let Journal {
             writer,
             reader,
@@ -175,7 +181,7 @@ impl JournalGateway {
             .unwrap();
         Self {
             name: name.to_owned(),
-            _dir: dir,
+            _dir: None,
             journal: writer,
             reader: reader.clone(),
             uplink_journal: Some((reader, acker)),
@@ -210,6 +216,16 @@ impl JournalGateway {
                 c.window = 20_000;
             },
         ));
+    }
+
+    /// Stop the uplink and the runtime: the journal is closed (its lock
+    /// released) once this returns, apart from the writer this holds.
+    pub fn shut_down(self) {
+        let Self {
+            uplink, runtime, ..
+        } = self;
+        drop(uplink);
+        runtime.shutdown_timeout(Duration::from_secs(10));
     }
 
     pub fn acked(&self) -> u64 {
@@ -272,7 +288,7 @@ impl AckSpy {
                         let gw = p.topic.split('/').nth(2).unwrap_or("").to_owned();
                         let ack: portier::uplink::wire::Ack =
                             serde_cbor::from_slice(&p.payload).unwrap();
-                        let stored = count_upto(&pg_dir, &gw, ack.seq);
+                        let stored = count_upto(&pg_dir, &gw, ack.journal, ack.seq);
                         if stored != ack.seq {
                             v.lock().unwrap().push(format!(
                                 "{gw}: ack {} published with {stored} events stored up to it",
@@ -291,7 +307,16 @@ impl AckSpy {
     }
 }
 
-fn count_upto(connect: &str, gw: &str, seq: u64) -> u64 {
+fn count_upto(
+    connect: &str,
+    gw: &str,
+    journal: Option<portier::journal::JournalId>,
+    seq: u64,
+) -> u64 {
+    let j = format!(
+        "decode('{}', 'hex')",
+        journal.unwrap_or(portier::journal::JournalId::NIL)
+    );
     let host = connect
         .split_whitespace()
         .find_map(|kv| kv.strip_prefix("host="))
@@ -303,8 +328,9 @@ fn count_upto(connect: &str, gw: &str, seq: u64) -> u64 {
         // Settled: stored, or quarantined as the gateway's own unstorable
         // event (events_rejected.settles).
         .arg(format!(
-            "SELECT count(*) FROM (SELECT seq FROM events WHERE gateway = '{gw}' AND seq <= {seq} \
-             UNION SELECT seq FROM events_rejected WHERE gateway = '{gw}' AND settles AND seq <= {seq}) s"
+            "SELECT count(*) FROM (SELECT seq FROM events WHERE gateway = '{gw}' AND journal = {j} \
+             AND seq <= {seq} UNION SELECT seq FROM events_rejected WHERE gateway = '{gw}' \
+             AND journal = {j} AND settles AND seq <= {seq}) s"
         ))
         .output()
         .unwrap();
