@@ -56,6 +56,7 @@ struct Running {
     shutdown: watch::Sender<bool>,
     daemon: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
     reader_journal: JournalReader,
+    control: mpsc::Sender<daemon::Control>,
     _dir: tempfile::TempDir,
 }
 
@@ -127,7 +128,7 @@ fn start_in(dir: tempfile::TempDir, decider: Box<dyn Rules>, reserve: Option<u64
         name: "bus0".into(),
         requests,
     }];
-    let (_control, control) = mpsc::channel(4);
+    let (control_tx, control) = mpsc::channel(4);
     let (view, _) = watch::channel(daemon::DaemonView::default());
     let (mut d, reader_journal) = Daemon::open(&journal_dir, building, decider, links).unwrap();
     // Read the free space at every commit, so the test needs no waiting.
@@ -150,6 +151,7 @@ fn start_in(dir: tempfile::TempDir, decider: Box<dyn Rules>, reserve: Option<u64
         shutdown,
         daemon,
         reader_journal,
+        control: control_tx,
         _dir: dir,
     }
 }
@@ -304,10 +306,21 @@ async fn a_scheduled_unlock_holds_the_strike_released_and_is_journaled() {
         shutdown,
         daemon,
         reader_journal,
+        control,
         _dir,
         ..
     } = start(Box::new(ScheduledOpen));
     let within = Duration::from_secs(5);
+    // No signed time yet: the release waits, and says why.
+    wait_for_record(&reader_journal, "the withheld release", |k| {
+        matches!(k, EventKind::DoorModeWithheld { door, reason, .. } if door == "side-entrance" && reason == "time_unconfirmed")
+    })
+    .await;
+    // Central's time beacon confirms the time.
+    control
+        .send(daemon::Control::Beacon(daemon::wall_now()))
+        .await
+        .unwrap();
     // Locked first when the PD comes online, then released by the schedule
     // (an open-ended release: the mode holds it, not a timer).
     loop {
