@@ -165,6 +165,7 @@ async fn card_to_relay_with_the_record_on_disk_first() {
         daemon,
         reader_journal,
         _dir,
+        ..
     } = start(Box::new(Fixture));
     let within = Duration::from_secs(5);
     // Coming online, the strike output is locked first.
@@ -418,6 +419,7 @@ async fn a_full_disk_keeps_the_doors_deciding_and_the_alarms() {
         daemon,
         reader_journal,
         _dir,
+        ..
     } = start_in(state, Box::new(Fixture), Some(reserve));
     let within = Duration::from_secs(5);
     next_command(&mut pd_events, within)
