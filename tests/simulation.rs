@@ -310,7 +310,7 @@ impl Sim {
                     // As the daemon's journal keeps it: the whole state,
                     // or the presence lines on top of it.
                     match c.state {
-                        Some(StandingChange::Whole(state)) => self.disk = state,
+                        Some(StandingChange::Whole(state)) => self.disk = *state,
                         Some(StandingChange::Presence(lines)) => self.disk.presence.apply(lines),
                         None => {}
                     }
@@ -482,7 +482,7 @@ impl Sim {
                 let real = self.real();
                 let into = real.as_second().rem_euclid(1200);
                 assert!(
-                    into < 300 + 65 || into > 1200 - 65,
+                    !(300 + 65..=1200 - 65).contains(&into),
                     "door a scheduled unlocked at real time {real}, outside its window"
                 );
             }

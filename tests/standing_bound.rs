@@ -4,6 +4,8 @@
 //! written whole only when the lines kept since outgrow it), the list is
 //! capped, and a restart restores exactly the list in force.
 
+#![allow(clippy::disallowed_methods)] // tests wait on real time
+
 use std::time::Duration;
 
 use portier::door::{DenyReason, Direction, MAX_INSIDE, StandardConfig};

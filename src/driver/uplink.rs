@@ -516,6 +516,13 @@ fn drain_outputs(
     Ok(())
 }
 
+/// Where an inbound message goes, and how it is wrapped (`None`: an ack,
+/// handled here).
+type Lane<'a> = Option<(
+    &'a mpsc::UnboundedSender<Delivered>,
+    &'a dyn Fn(Vec<u8>) -> Inbound,
+)>;
+
 /// One connection's client and bookkeeping.
 struct Link {
     client: AsyncClient,
@@ -671,7 +678,7 @@ impl Link {
             bytes,
             live: !p.retain,
         };
-        let (limit, lane): (usize, Option<(_, &dyn Fn(Vec<u8>) -> Inbound)>) = if p.topic == t.ack {
+        let (limit, lane): (usize, Lane<'_>) = if p.topic == t.ack {
             (limits.small, None)
         } else if p.topic == t.time {
             // The commands' lane: a beacon must not wait behind a snapshot.

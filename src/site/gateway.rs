@@ -179,7 +179,7 @@ pub struct Commit {
 pub enum StandingChange {
     /// The whole state (a door's lockdown, mode, override or the time
     /// floor changed).
-    Whole(StandingState),
+    Whole(Box<StandingState>),
     /// Only these presence lines changed: a passage costs its line, not
     /// the list ([`Gateway::standing`] gives the whole when the
     /// driver wants to write it whole again).
@@ -821,7 +821,7 @@ impl Gateway {
             trusted_floor: floor,
             time_anchor,
         };
-        Some(StandingChange::Whole(self.standing()))
+        Some(StandingChange::Whole(Box::new(self.standing())))
     }
 
     /// The floor and beacon anchor to persist: at once when a signed issue
@@ -1048,7 +1048,7 @@ mod tests {
                 seconds: 600,
             },
         );
-        let state = whole(&commits(&out)[0]);
+        let state = whole(commits(&out)[0]);
         assert_eq!(state.overrides["lab"].state, HeldBy::Unlocked);
         // Restart 100 s later: still released, for what is left.
         let mut g = Gateway::new(building(), Box::new(Table), state.clone(), at(101));
@@ -1062,7 +1062,7 @@ mod tests {
         );
         // Lockdown, then a restart: still locked down, cards refused.
         let out = remote(&mut g, at(102), RemoteAction::Lockdown { doors: vec![] });
-        let state = whole(&commits(&out)[0]);
+        let state = whole(commits(&out)[0]);
         let mut g = Gateway::new(building(), Box::new(Table), state, at(200));
         drain(&mut g);
         assert!(g.is_locked_down("lab"));
@@ -1083,7 +1083,7 @@ mod tests {
     /// The whole state a commit carries (a door's state changed).
     fn whole(c: &Commit) -> StandingState {
         match &c.state {
-            Some(StandingChange::Whole(s)) => s.clone(),
+            Some(StandingChange::Whole(s)) => (**s).clone(),
             other => panic!("not a whole state: {other:?}"),
         }
     }
@@ -1100,7 +1100,7 @@ mod tests {
                 seconds: 60,
             },
         );
-        let state = whole(&commits(&out)[0]);
+        let state = whole(commits(&out)[0]);
         let mut g = Gateway::new(building(), Box::new(Table), state, at(3600));
         let out = drain(&mut g);
         assert!(!g.doors()[0].released);
@@ -1112,7 +1112,7 @@ mod tests {
             )),
             "{out:?}"
         );
-        assert!(whole(&c[0]).overrides.is_empty());
+        assert!(whole(c[0]).overrides.is_empty());
     }
 
     #[test]
