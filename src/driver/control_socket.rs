@@ -62,6 +62,8 @@ pub enum Query {
     Buses,
     /// What every door is doing.
     Doors,
+    /// What the gateway knows of the time (believed, confirmed, interval).
+    Time,
 }
 
 fn default_limit() -> u64 {
@@ -231,6 +233,7 @@ fn query(context: &ControlContext, query: Query) -> Result<serde_json::Value, St
         }
         Query::Presence => Err("asked of the daemon loop (control_connection)".into()),
         Query::Doors => to_json(serde_json::to_value(&context.view.borrow().doors)),
+        Query::Time => to_json(serde_json::to_value(&context.view.borrow().time)),
         Query::Buses => {
             let mut buses = serde_json::Map::new();
             for (name, status) in &context.buses {

@@ -33,7 +33,7 @@ pub fn write_config(
             "[central]\ninstance = \"{instance}\"\n\
              [postgres]\nconnect = \"{}\"\n\
              [broker]\nhost = \"localhost\"\nport = {}\nca = {:?}\ncert = {:?}\nkey = {:?}\n\
-             [signing]\nkey = {:?}\n",
+             [signing]\nkey = {:?}\nbeacon_seconds = 2\n",
             pg.connect(),
             broker.port,
             p("ca.crt"),
