@@ -1036,6 +1036,66 @@ mod tests {
         assert!(commit.unwrap() < reply.unwrap(), "{out:?}");
     }
 
+    /// `at(secs)` with the system clock `shift` seconds off and, when
+    /// `reboot`, on another boot.
+    fn skewed(secs: u64, shift: i64, reboot: bool) -> Now {
+        let mut n = at(secs);
+        n.system = n.system + SignedDuration::from_secs(shift);
+        if reboot {
+            n.boot = Some(Boot {
+                id: 8,
+                since: Duration::from_secs(secs),
+            });
+        }
+        n
+    }
+
+    #[test]
+    fn an_unlock_comes_back_after_a_restart_only_if_its_end_is_provably_ahead() {
+        let mut g = Gateway::new(building(), Box::new(Table), StandingState::default(), at(0));
+        drain(&mut g);
+        let out = remote(
+            &mut g,
+            at(1),
+            RemoteAction::Unlock {
+                door: "lab".into(),
+                seconds: 120,
+            },
+        );
+        let state = whole(commits(&out)[0]);
+        assert!(state.overrides["lab"].boot_until.is_some());
+        let three_days = -3 * 86_400;
+        // Same boot, 200 s later, the clock three days behind: the boot
+        // stamp says it ended.
+        let mut g = Gateway::new(building(), Box::new(Table), state.clone(), skewed(200, three_days, false));
+        drain(&mut g);
+        assert!(!g.doors()[0].released, "an ended unlock came back");
+        // Same boot, 60 s later, clock behind: 61 s are left, exactly.
+        let mut g = Gateway::new(building(), Box::new(Table), state.clone(), skewed(60, three_days, false));
+        drain(&mut g);
+        assert_eq!(g.doors()[0].reverts_at, Some(at(121).mono));
+        // After a reboot with no beacon: nothing shows the end is ahead.
+        let mut g = Gateway::new(building(), Box::new(Table), state.clone(), skewed(60, 0, true));
+        drain(&mut g);
+        assert!(!g.doors()[0].released, "restored without proof after a reboot");
+        // After a reboot with a beacon anchor that shows it: restored for
+        // what is left from the interval's upper edge.
+        let mut anchored = state;
+        anchored.time_anchor = at(55).stamp(at(55).mono).map(|came| TimeAnchor {
+            at: at(55).system,
+            came: BootStamp {
+                boot: format!("{:032x}", 8u128),
+                ms: came.ms - 1000 * 1000,
+            },
+        });
+        let mut g = Gateway::new(building(), Box::new(Table), anchored, skewed(60, 0, true));
+        drain(&mut g);
+        let lab = &g.doors()[0];
+        assert!(lab.released, "{lab:?}");
+        let left = lab.reverts_at.unwrap() - at(60).mono;
+        assert!(left < Duration::from_secs(61) && left > Duration::from_secs(50), "{left:?}");
+    }
+
     #[test]
     fn lockdown_and_an_override_come_back_after_a_restart() {
         let mut g = Gateway::new(building(), Box::new(Table), StandingState::default(), at(0));
