@@ -62,10 +62,14 @@ fn push_block_and_commands_reach_a_building_with_libosdp_readers() {
         &format!("SELECT count(*) FROM gateways WHERE id = '{GW}' AND rules_version = 1"),
     );
     // Central's signed time beacons confirm the gateway's time.
-    wait_for(T, "the gateway's time confirmed by central's beacons", || {
-        let t = gw.ask(serde_json::json!({"query": "time"}));
-        t["result"]["confirmed"] == true && t["result"]["latest"].is_string()
-    });
+    wait_for(
+        T,
+        "the gateway's time confirmed by central's beacons",
+        || {
+            let t = gw.ask(serde_json::json!({"query": "time"}));
+            t["result"]["confirmed"] == true && t["result"]["latest"].is_string()
+        },
+    );
 
     // Commands: signed, published, answered (first, while the strike is
     // still locked from the start).

@@ -8,23 +8,9 @@
 
 mod support;
 
-use std::path::Path;
-
 use serde_json::Value;
 use support::gateway::*;
 use support::wait_for;
-
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-
-fn faketime(offset_file: &Path) -> Vec<(&'static str, String)> {
-    vec![
-        ("LD_PRELOAD", LIBFAKETIME.into()),
-        ("FAKETIME_TIMESTAMP_FILE", offset_file.display().to_string()),
-        // Re-read the file at every clock read; leave the monotonic clock.
-        ("FAKETIME_NO_CACHE", "1".into()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
-    ]
-}
 
 fn year_of(event: &Value) -> i64 {
     event["at"].as_str().unwrap()[..4].parse().unwrap()
@@ -32,9 +18,6 @@ fn year_of(event: &Value) -> i64 {
 
 #[test]
 fn a_forward_clock_glitch_leaves_nothing_behind() {
-    if !Path::new(LIBFAKETIME).exists() {
-        panic!("{LIBFAKETIME} missing: scripts/test installs the faketime package");
-    }
     let gw = &mut Gateway::start();
     let dir = tempfile::tempdir().unwrap();
     let offset = dir.path().join("faketime");

@@ -21,17 +21,7 @@ use serde_json::{Value, json};
 use support::gateway::*;
 use support::wait_for;
 
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 const EXPIRED: &str = "h10301:42:1099";
-
-fn faketime(offset_file: &Path) -> Vec<(&'static str, String)> {
-    vec![
-        ("LD_PRELOAD", LIBFAKETIME.into()),
-        ("FAKETIME_TIMESTAMP_FILE", offset_file.display().to_string()),
-        ("FAKETIME_NO_CACHE", "1".into()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
-    ]
-}
 
 fn now() -> Timestamp {
     portier::driver::daemon::wall_now()
@@ -59,17 +49,6 @@ fn rules(edit: String) -> String {
         "\n[[credentials]]\nkey = {{ format = \"h10301\", facility = 42, number = 1099 }}\n\
          access_levels = [\"building-any-time\"]\nvalid_until = \"{yesterday}\"\n"
     )
-}
-
-fn door(gw: &Gateway, id: &str) -> Value {
-    let doors = gw.ask(json!({"query": "doors"}));
-    doors["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == id)
-        .unwrap_or_else(|| panic!("no door {id}: {doors}"))
-        .clone()
 }
 
 fn count(gw: &Gateway, pred: impl Fn(&Value) -> bool) -> usize {
@@ -126,10 +105,6 @@ fn beacon(gw: &Gateway, at: Timestamp) -> std::path::PathBuf {
 
 #[test]
 fn the_gateway_acts_only_on_time_it_can_prove() {
-    assert!(
-        Path::new(LIBFAKETIME).exists(),
-        "{LIBFAKETIME} missing: scripts/test installs the faketime package"
-    );
     let gw = &mut Gateway::start_with_rules(rules);
     let dir = tempfile::tempdir().unwrap();
     let offset = dir.path().join("faketime");
@@ -185,9 +160,9 @@ fn the_gateway_acts_only_on_time_it_can_prove() {
     std::fs::write(&offset, "-3d\n").unwrap();
     let mark = gw.mark();
     gw.run_daemon_env(&faketime(&offset));
-    let lab = door(gw, "lab-1");
+    let lab = gw.door("lab-1");
     assert_eq!(lab["override_state"], "unlocked", "{lab}");
-    let side = door(gw, "side-entrance");
+    let side = gw.door("side-entrance");
     assert_eq!(side["released"], false, "{side}");
     assert!(side["override_state"].is_null(), "{side}");
     assert!(
@@ -211,7 +186,7 @@ fn the_gateway_acts_only_on_time_it_can_prove() {
     // The schedules are read again (as at every rules change and minute).
     let r = apply(gw, "snapshot", &good);
     assert_eq!(r["ok"], true, "{r}");
-    let revolving = door(gw, "main-revolving");
+    let revolving = gw.door("main-revolving");
     assert_ne!(revolving["mode"], "free_rotation", "{revolving}");
     assert!(
         !gw.outputs_since(mark, 1).iter().any(is_release),
@@ -222,7 +197,7 @@ fn the_gateway_acts_only_on_time_it_can_prove() {
     let r = apply(gw, "beacon", &beacon(gw, at));
     assert_eq!(r["ok"], true, "{r}");
     wait_for(T, "free rotation once the time is confirmed", || {
-        door(gw, "main-revolving")["mode"] == "free_rotation"
+        gw.door("main-revolving")["mode"] == "free_rotation"
     });
     gw.expect_event("the schedule's mode journaled", |e| {
         e["type"] == "door_mode_changed"

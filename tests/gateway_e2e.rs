@@ -310,7 +310,7 @@ fn lockdown_survives_kill_9_and_restart() {
         "{:?}",
         gw.outputs_since(mark, 2)
     );
-    let side = door_state(gw, "side-entrance");
+    let side = gw.door("side-entrance");
     assert_eq!(side["mode"], "lockdown", "{side}");
     // Only an explicit release lifts it.
     gw.act(json!({"action": "release_lockdown", "doors": ["side-entrance"]}));
@@ -355,19 +355,7 @@ fn a_three_hour_unlock_is_timed_at_the_pd_and_shown_until_its_end() {
             v["event"] == "output" && v["address"] == 2 && v["control_code"] == TIMED_ON
         });
     assert_eq!(out["timer"], 65535, "{out}");
-    let side = door_state(gw, "side-entrance");
+    let side = gw.door("side-entrance");
     assert_eq!(side["released"], true, "{side}");
     assert_eq!(side["override_state"], "unlocked", "{side}");
-}
-
-/// What the daemon says a door is doing (control socket `doors` query).
-fn door_state(gw: &Gateway, id: &str) -> Value {
-    let doors = gw.ask(json!({"query": "doors"}));
-    doors["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == id)
-        .unwrap_or_else(|| panic!("no door {id}: {doors}"))
-        .clone()
 }

@@ -1040,7 +1040,7 @@ mod tests {
     /// `reboot`, on another boot.
     fn skewed(secs: u64, shift: i64, reboot: bool) -> Now {
         let mut n = at(secs);
-        n.system = n.system + SignedDuration::from_secs(shift);
+        n.system += SignedDuration::from_secs(shift);
         if reboot {
             n.boot = Some(Boot {
                 id: 8,
@@ -1067,17 +1067,35 @@ mod tests {
         let three_days = -3 * 86_400;
         // Same boot, 200 s later, the clock three days behind: the boot
         // stamp says it ended.
-        let mut g = Gateway::new(building(), Box::new(Table), state.clone(), skewed(200, three_days, false));
+        let mut g = Gateway::new(
+            building(),
+            Box::new(Table),
+            state.clone(),
+            skewed(200, three_days, false),
+        );
         drain(&mut g);
         assert!(!g.doors()[0].released, "an ended unlock came back");
         // Same boot, 60 s later, clock behind: 61 s are left, exactly.
-        let mut g = Gateway::new(building(), Box::new(Table), state.clone(), skewed(60, three_days, false));
+        let mut g = Gateway::new(
+            building(),
+            Box::new(Table),
+            state.clone(),
+            skewed(60, three_days, false),
+        );
         drain(&mut g);
         assert_eq!(g.doors()[0].reverts_at, Some(at(121).mono));
         // After a reboot with no beacon: nothing shows the end is ahead.
-        let mut g = Gateway::new(building(), Box::new(Table), state.clone(), skewed(60, 0, true));
+        let mut g = Gateway::new(
+            building(),
+            Box::new(Table),
+            state.clone(),
+            skewed(60, 0, true),
+        );
         drain(&mut g);
-        assert!(!g.doors()[0].released, "restored without proof after a reboot");
+        assert!(
+            !g.doors()[0].released,
+            "restored without proof after a reboot"
+        );
         // After a reboot with a beacon anchor that shows it: restored for
         // what is left from the interval's upper edge.
         let mut anchored = state;
@@ -1093,7 +1111,10 @@ mod tests {
         let lab = &g.doors()[0];
         assert!(lab.released, "{lab:?}");
         let left = lab.reverts_at.unwrap() - at(60).mono;
-        assert!(left < Duration::from_secs(61) && left > Duration::from_secs(50), "{left:?}");
+        assert!(
+            left < Duration::from_secs(61) && left > Duration::from_secs(50),
+            "{left:?}"
+        );
     }
 
     #[test]

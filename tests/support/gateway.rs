@@ -305,6 +305,18 @@ impl Gateway {
         )
     }
 
+    /// What the daemon says a door is doing (control socket `doors`).
+    pub fn door(&self, id: &str) -> Value {
+        let doors = self.ask(json!({"query": "doors"}));
+        doors["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id)
+            .unwrap_or_else(|| panic!("no door {id}: {doors}"))
+            .clone()
+    }
+
     pub fn state(&self) -> &Path {
         self.dir.path()
     }
@@ -317,6 +329,27 @@ impl Drop for Gateway {
             let _ = d.child.wait();
         }
     }
+}
+
+/// libfaketime, as Debian's `faketime` package installs it.
+#[allow(dead_code)] // used by some test crates only
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The environment that moves a process's system clock by the offset in
+/// `offset_file` (re-read at every clock read), leaving its monotonic
+/// clock alone.
+#[allow(dead_code)] // used by some test crates only
+pub fn faketime(offset_file: &Path) -> Vec<(&'static str, String)> {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} missing: scripts/test installs the faketime package"
+    );
+    vec![
+        ("LD_PRELOAD", LIBFAKETIME.into()),
+        ("FAKETIME_TIMESTAMP_FILE", offset_file.display().to_string()),
+        ("FAKETIME_NO_CACHE", "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+    ]
 }
 
 pub fn is_release(v: &Value) -> bool {
