@@ -319,7 +319,10 @@ async fn a_scheduled_unlock_holds_the_strike_released_and_is_journaled() {
     .await;
     // Central's time beacon confirms the time.
     control
-        .send(daemon::Control::Beacon(daemon::wall_now()))
+        .send(daemon::Control::Beacon {
+            at: daemon::wall_now(),
+            came: portier::clock::monotonic(),
+        })
         .await
         .unwrap();
     // Locked first when the PD comes online, then released by the schedule

@@ -697,7 +697,8 @@ impl Sim {
             14 if self.rng.chance(66) => {
                 // A live time beacon from central's correct clock.
                 let real = self.real();
-                self.handle(Input::Beacon(real));
+                let came = self.base + self.t;
+                self.handle(Input::Beacon { at: real, came });
             }
             14 => {
                 self.log.push("CRASH between inputs".into());

@@ -45,6 +45,11 @@ impl PasswordChecks {
             .spawn(move || {
                 let mut memory = HashMemory::default();
                 for job in rx {
+                    // The login gave up (its connection went): no check,
+                    // so that abandoned logins cannot pile up work.
+                    if job.reply.is_closed() {
+                        continue;
+                    }
                     let check = job
                         .directory
                         .check_password(&job.user, &job.password, &mut memory);

@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         3,
         include_str!("../../migrations/central/0003_journals.sql"),
     ),
+    (4, include_str!("../../migrations/central/0004_alarms.sql")),
 ];
 
 /// Advisory lock key for migrations ("portier" in ASCII, truncated).

@@ -209,7 +209,10 @@ async fn apply(
                 .map_err(|e| format!("{file}: {e}"))?;
             context
                 .control
-                .send(Control::Beacon(at))
+                .send(Control::Beacon {
+                    at,
+                    came: crate::clock::monotonic(),
+                })
                 .await
                 .map_err(|_| "daemon stopping".to_owned())?;
             return Ok(serde_json::json!({"beacon": at}));

@@ -79,8 +79,13 @@ pub enum Control {
     /// A time vouched for by a signature (snapshot or command issue time,
     /// a retained beacon).
     TrustedTime(Timestamp),
-    /// A live time beacon, verified.
-    Beacon(Timestamp),
+    /// A live time beacon, verified, and when it arrived.
+    Beacon {
+        /// Its signed time.
+        at: Timestamp,
+        /// When the driver received it (monotonic).
+        came: std::time::Instant,
+    },
     /// An operator vouches for the clock.
     ConfirmTime {
         /// Who.
@@ -402,7 +407,7 @@ fn daemon_input(
         Control::Record(kinds) => Input::Record(kinds),
         Control::SetFeedback(table) => Input::SetFeedback(table),
         Control::TrustedTime(t) => Input::SignedTime(t),
-        Control::Beacon(t) => Input::Beacon(t),
+        Control::Beacon { at, came } => Input::Beacon { at, came },
         Control::ConfirmTime { by } => Input::ConfirmTime { by },
         Control::Presence(reply) => {
             let _ = reply.send(presence.clone());

@@ -184,7 +184,7 @@ impl InboundActor {
                 Inbound::Snapshot(bytes) => self.rules(RulesBlob::Snapshot, bytes).await,
                 Inbound::Delta(bytes) => self.rules(RulesBlob::Delta, bytes).await,
                 Inbound::Command(bytes) => self.command(&bytes).await,
-                Inbound::Time { bytes, live } => self.time(&bytes, live).await,
+                Inbound::Time { bytes, live, came } => self.time(&bytes, live, came).await,
             }
             receipt.done().await;
         }
@@ -216,10 +216,10 @@ impl InboundActor {
     /// A time beacon: a live one bounds "now" both ways, a retained copy
     /// (of unknown age) only from below. A refused one is journaled: a
     /// forged time is an attack on the doors.
-    async fn time(&self, bytes: &[u8], live: bool) {
+    async fn time(&self, bytes: &[u8], live: bool, came: std::time::Instant) {
         let control = match crate::command::beacon::verify_beacon(bytes, &self.keys, &self.gateway)
         {
-            Ok(at) if live => Control::Beacon(at),
+            Ok(at) if live => Control::Beacon { at, came },
             Ok(at) => Control::TrustedTime(at),
             Err(e) => {
                 tracing::warn!(error = %e, "time beacon refused");

@@ -64,6 +64,8 @@ pub enum Inbound {
         bytes: Vec<u8>,
         /// Sent just now by central, not a retained copy.
         live: bool,
+        /// When it arrived (monotonic).
+        came: std::time::Instant,
     },
 }
 
@@ -674,9 +676,11 @@ impl Link {
             ..p.clone()
         };
         let t = &self.topics;
+        let came = clock::monotonic();
         let time = |bytes| Inbound::Time {
             bytes,
             live: !p.retain,
+            came,
         };
         let (limit, lane): (usize, Lane<'_>) = if p.topic == t.ack {
             (limits.small, None)

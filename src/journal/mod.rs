@@ -392,6 +392,7 @@ impl Journal {
                 shared: shared.clone(),
                 active,
                 state: state.clone(),
+                state_change_bytes: state_changes.iter().map(Vec::len).sum(),
                 state_changes: state_changes.clone(),
                 max_events: DEFAULT_MAX_EVENTS,
                 segment_bytes: DEFAULT_SEGMENT_BYTES,
@@ -543,6 +544,8 @@ pub struct JournalWriter {
     /// at the head of every segment.
     state: Option<Vec<u8>>,
     state_changes: Vec<Vec<u8>>,
+    /// Their bytes, summed.
+    state_change_bytes: usize,
     max_events: u64,
     segment_bytes: u64,
     /// Whether the journal was full at the last append (an episode).
@@ -638,9 +641,10 @@ impl JournalWriter {
 
     /// Bytes of the state changes kept since the last whole state: the
     /// owner writes the state whole again when they grow past what the
-    /// whole would cost, so a segment's head stays bounded.
+    /// whole would cost, so a segment's head stays bounded. Kept as a
+    /// count: a passage must not walk the changes.
     pub fn state_change_bytes(&self) -> usize {
-        self.state_changes.iter().map(Vec::len).sum()
+        self.state_change_bytes
     }
 
     /// Append events and, when given, the state whole or a change to it,
@@ -679,8 +683,12 @@ impl JournalWriter {
             Some(StateWrite::Whole(whole)) => {
                 self.state = Some(whole);
                 self.state_changes.clear();
+                self.state_change_bytes = 0;
             }
-            Some(StateWrite::Change(change)) => self.state_changes.push(change),
+            Some(StateWrite::Change(change)) => {
+                self.state_change_bytes += change.len();
+                self.state_changes.push(change);
+            }
             None => {}
         }
         Ok(events)
@@ -704,6 +712,7 @@ impl JournalWriter {
         if let Some(StateWrite::Whole(whole)) = state {
             self.state = Some(whole);
             self.state_changes.clear();
+            self.state_change_bytes = 0;
         }
         Ok(())
     }

@@ -114,6 +114,8 @@ pub struct Reading {
     pub latest: Option<Timestamp>,
     /// The system clock is believed.
     pub trusted: bool,
+    /// What the system clock said.
+    pub seen: Timestamp,
 }
 
 impl Reading {
@@ -124,14 +126,25 @@ impl Reading {
     }
 
     /// The edges a decision must agree at: the used time alone when it is
-    /// trusted, else the interval's lower edge and its upper edge (or the
-    /// used time, the best estimate, when latest is unknown).
+    /// trusted, else the widest of the interval's edges, the used time and
+    /// the system clock's reading. Whatever is wrong — the clock, or a
+    /// stale or lying anchor — an extra edge can only turn a grant into a
+    /// denial, never the other way round.
     pub fn edges(&self) -> (Timestamp, Timestamp) {
         if self.trusted {
             return (self.used, self.used);
         }
-        let low = self.earliest.unwrap_or(self.used).min(self.used);
-        (low, self.latest.unwrap_or(self.used).max(self.used))
+        let low = self
+            .earliest
+            .unwrap_or(self.used)
+            .min(self.used)
+            .min(self.seen);
+        let high = self
+            .latest
+            .unwrap_or(self.used)
+            .max(self.used)
+            .max(self.seen);
+        (low, high)
     }
 }
 
@@ -234,10 +247,26 @@ impl TrustedClock {
         true
     }
 
-    /// A live time beacon (signed by central moments before it arrived):
-    /// the interval's anchor, and a floor. An older beacon than the anchor
-    /// changes nothing.
-    pub fn observe_beacon(&mut self, at: Timestamp, mono: Instant) {
+    /// A live time beacon (signed by central moments before it arrived
+    /// at `mono`; `system` is the system clock then): the interval's
+    /// anchor, and a floor. Returns whether it was taken. Refused: a beacon
+    /// older than what the gateway already knows (below the lower edge
+    /// less the allowance: a replayed or delayed one would pull "now"
+    /// back), or one ahead of both the believed time and the system clock
+    /// by more than [`SIGNED_SKEW`] (central's clock wrong: it must not
+    /// move the floor into the future for good). A beacon that agrees with
+    /// the system clock is taken even after an unconfirmed step: that is
+    /// how a real step gets confirmed.
+    pub fn observe_beacon(&mut self, at: Timestamp, mono: Instant, system: Timestamp) -> bool {
+        let stale = self
+            .earliest(mono)
+            .is_some_and(|e| at < e.checked_sub(allowance(Duration::ZERO)).unwrap_or(e));
+        let believed = self.believed.map(|(b, since)| advance(b, since, mono));
+        let upper = believed.map_or(system, |b| b.max(system));
+        let ahead = at > upper.checked_add(SIGNED_SKEW).unwrap_or(upper);
+        if stale || (ahead && self.believed.is_some()) {
+            return false;
+        }
         let newer = self
             .anchor
             .is_none_or(|(a, since)| at > advance(a, since, mono) - ALLOWANCE_BASE);
@@ -247,13 +276,17 @@ impl TrustedClock {
         if self.floor().is_none_or(|f| at > f) {
             self.floor = Some((at, mono));
         }
+        true
     }
 
     /// An operator vouches for the system clock at `system` (journaled
-    /// with who): it becomes the anchor, as a beacon would.
+    /// with who): it becomes the anchor, as a beacon would, and the floor
+    /// — also downwards: an operator's word is how a floor that a wrong
+    /// signed time pushed into the future is brought back.
     pub fn confirm(&mut self, system: Timestamp, mono: Instant) {
         self.anchor = Some((system, mono));
         self.believed = Some((system, mono));
+        self.floor = Some((system, mono));
     }
 
     /// The time to decide and stamp with, given the system clock reading
@@ -302,6 +335,7 @@ impl TrustedClock {
                     earliest,
                     latest,
                     trusted: true,
+                    seen: system,
                 }
             }
             Some(_) => {
@@ -318,6 +352,7 @@ impl TrustedClock {
                     earliest,
                     latest,
                     trusted: false,
+                    seen: system,
                 }
             }
         };
@@ -413,7 +448,7 @@ mod tests {
         let (r, alarm) = c.now(stepped + secs(60), after(m, 120));
         assert_eq!((r.used, alarm), (sat + secs(120), None));
         // Central's beacon says the step was right: believed, confirmed.
-        c.observe_beacon(stepped + secs(61), after(m, 121));
+        assert!(c.observe_beacon(stepped + secs(61), after(m, 121), stepped + secs(61)));
         let (r, _) = c.now(stepped + secs(62), after(m, 122));
         assert_eq!(r.used, stepped + secs(62));
         assert!(r.confirmed());
@@ -443,7 +478,7 @@ mod tests {
         let m = crate::test_clock::epoch();
         let mut c = TrustedClock::new(None, None, m);
         let b = t("2026-11-25T10:00:00Z");
-        c.observe_beacon(b, m);
+        assert!(c.observe_beacon(b, m, b));
         let day = 86_400u64;
         let (e, l) = (
             c.earliest(after(m, day)).unwrap(),
@@ -486,6 +521,28 @@ mod tests {
         assert!(c.observe_signed(now + secs(60), m), "inside the skew");
         assert!(!c.observe_signed(now - secs(7200), m) || c.floor() == Some(now + secs(60)));
         assert_eq!(c.floor(), Some(now + secs(60)), "up only");
+    }
+
+    #[test]
+    fn a_stale_or_future_beacon_is_refused_and_never_widens_a_grant() {
+        let m = crate::test_clock::epoch();
+        let now = t("2026-11-25T10:00:00Z");
+        let mut c = TrustedClock::new(Some(now - secs(60)), None, m);
+        c.now(now, m);
+        // Replayed from two hours ago: it would pull "now" back.
+        assert!(!c.observe_beacon(now - secs(7200), m, now));
+        assert_eq!(c.latest(m), None);
+        // Central's clock in 2036, ours right: not taken, floor unmoved.
+        assert!(!c.observe_beacon(t("2036-01-01T00:00:00Z"), m, now));
+        assert_eq!(c.floor(), Some(now - secs(60)));
+        // Whatever the anchor says, an untrusted reading's edges include
+        // the system clock: an extra edge only denies.
+        let mut d = TrustedClock::new(None, None, m);
+        assert!(d.observe_beacon(now - secs(7200), m, now - secs(7200)));
+        let (r, _) = d.now(now, m);
+        assert!(!r.trusted);
+        let (low, high) = r.edges();
+        assert!(low <= now - secs(7200) && high >= now, "{low} {high}");
     }
 
     #[test]
@@ -535,7 +592,7 @@ mod tests {
             let m0 = crate::test_clock::epoch();
             let b = t("2026-11-25T10:00:00Z");
             let mut c = TrustedClock::new(None, None, m0);
-            c.observe_beacon(b, m0);
+            assert!(c.observe_beacon(b, m0, b));
             let mut mono = m0;
             for (offset, step) in readings {
                 mono += Duration::from_millis(step);

@@ -152,7 +152,13 @@ pub enum Input {
     /// time, or a retained time beacon): moves the trusted floor.
     SignedTime(Timestamp),
     /// A live time beacon from central, verified: bounds "now" both ways.
-    Beacon(Timestamp),
+    Beacon {
+        /// The beacon's signed time.
+        at: Timestamp,
+        /// When it arrived (monotonic, read by the driver that received
+        /// it: time spent queued after that must not shift the anchor).
+        came: Instant,
+    },
     /// An operator vouches for the system clock (admin page), by name.
     ConfirmTime {
         /// Who (`admin:<user>`, `control-socket`).
@@ -306,6 +312,7 @@ impl Gateway {
                 earliest: None,
                 latest: None,
                 trusted: false,
+                seen: now.system,
             },
             withheld: std::collections::BTreeSet::new(),
             time_persisted: (restored.trusted_floor, restored.time_anchor.clone(), None),
@@ -343,8 +350,14 @@ impl Gateway {
                         .push(EventKind::SignedTimeRefused { issued_at: t });
                 }
             }
-            Input::Beacon(t) => {
-                self.clock.observe_beacon(t, now.mono);
+            Input::Beacon { at, came } => {
+                if !self
+                    .clock
+                    .observe_beacon(at, came.min(now.mono), now.system)
+                {
+                    self.records
+                        .push(EventKind::SignedTimeRefused { issued_at: at });
+                }
                 // Re-read the clock against the new interval: a withheld
                 // release may start now, or the time may turn untrusted.
                 self.begin(now);
@@ -551,10 +564,15 @@ impl Gateway {
         if let Some(end) = boot_until.and_then(|b| now.instant(b)) {
             return (end > now.mono).then(|| end.min(now.mono + max_left()));
         }
+        // A release needs its end shown ahead of the interval's upper
+        // edge; a restriction is kept unless its end is shown behind the
+        // lower edge (a clock stepped forward must not end it early).
         let from = if releases {
             self.reading.latest?
         } else {
-            self.wall
+            self.reading
+                .earliest
+                .map_or(self.wall, |e| e.min(self.wall))
         };
         (until > from).then(|| now.mono + left_at_restore(until, from))
     }
@@ -1114,6 +1132,30 @@ mod tests {
         assert!(
             left < Duration::from_secs(61) && left > Duration::from_secs(50),
             "{left:?}"
+        );
+    }
+
+    #[test]
+    fn a_held_lock_is_not_ended_early_by_a_clock_stepped_forward_at_a_reboot() {
+        let mut g = Gateway::new(building(), Box::new(Table), StandingState::default(), at(0));
+        drain(&mut g);
+        let out = remote(
+            &mut g,
+            at(1),
+            RemoteAction::SetMode {
+                door: "lab".into(),
+                mode: "card_only".into(),
+                seconds: 6 * 3600,
+            },
+        );
+        let mut state = whole(commits(&out)[0]);
+        assert!(state.remote_modes.contains_key("lab"), "{state:?}");
+        state.trusted_floor = Some(at(1).system);
+        // Rebooted, the clock a day ahead (spoofed before the start).
+        let g = Gateway::new(building(), Box::new(Table), state, skewed(60, 86_400, true));
+        assert!(
+            g.standing().remote_modes.contains_key("lab"),
+            "a restriction ended by a wrong clock"
         );
     }
 
