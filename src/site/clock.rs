@@ -127,24 +127,22 @@ impl Reading {
 
     /// The edges a decision must agree at: the used time alone when it is
     /// trusted, else the widest of the interval's edges, the used time and
-    /// the system clock's reading. Whatever is wrong — the clock, or a
-    /// stale or lying anchor — an extra edge can only turn a grant into a
-    /// denial, never the other way round.
+    /// — when it lies within [`MAX_AHEAD`] of the used time — the system
+    /// clock's reading. Whatever is wrong, the clock or a stale anchor, an
+    /// extra edge can only turn a grant into a denial; a reading decades
+    /// off (a dead RTC, a glitch) is no alternative worth denying for, and
+    /// cards go on being decided at the believed time.
     pub fn edges(&self) -> (Timestamp, Timestamp) {
         if self.trusted {
             return (self.used, self.used);
         }
-        let low = self
-            .earliest
-            .unwrap_or(self.used)
-            .min(self.used)
-            .min(self.seen);
-        let high = self
-            .latest
-            .unwrap_or(self.used)
-            .max(self.used)
-            .max(self.seen);
-        (low, high)
+        let seen = (self.seen.duration_since(self.used).abs() <= MAX_AHEAD).then_some(self.seen);
+        let low = self.earliest.unwrap_or(self.used).min(self.used);
+        let high = self.latest.unwrap_or(self.used).max(self.used);
+        (
+            seen.map_or(low, |s| low.min(s)),
+            seen.map_or(high, |s| high.max(s)),
+        )
     }
 }
 
