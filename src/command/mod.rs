@@ -69,7 +69,7 @@ pub enum CommandError {
         want: String,
     },
     /// Issued in the future (beyond [`MAX_SKEW`]).
-    #[error("command {id} issued at {issued_at}, in the future (now {now})")]
+    #[error("issued_in_future: command {id} issued at {issued_at}, in the future (now {now})")]
     FromTheFuture {
         /// Command id.
         id: String,
