@@ -482,6 +482,35 @@ pub enum EventKind {
     },
 }
 
+/// The event types central's `alarms` view lists (besides tamper/power
+/// `pd_status`, offline gateways, quarantined records and journal changes,
+/// which the view adds itself): the one list, which a test holds the
+/// newest migration's view to. `duress` is reserved for the duress PIN.
+pub const ALARM_TYPES: &[&str] = &[
+    "door_forced",
+    "door_held_open",
+    "pd_offline",
+    "security_alarm",
+    "clock_went_back",
+    "clock_implausible",
+    "clock_untrusted",
+    "signed_time_refused",
+    "time_beacon_refused",
+    "door_mode_withheld",
+    "disk_full",
+    "rules_refused",
+    "rules_untrusted",
+    "journal_full",
+    "journal_record_skipped",
+    "event_oversized",
+    "uplink_message_refused",
+    "ack_out_of_range",
+    "admin_login_failed",
+    "admin_unavailable",
+    "duress",
+    "command_refused",
+];
+
 impl EventKind {
     /// Alarms and security events, which a full journal still keeps.
     pub fn must_keep(&self) -> bool {

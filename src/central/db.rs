@@ -989,6 +989,30 @@ pub async fn query_records(
 mod tests {
     use super::MIGRATIONS;
 
+    /// The newest `alarms` view lists exactly the event types the code
+    /// calls alarms (`event::ALARM_TYPES`): a new alarm type without a
+    /// migration fails here.
+    #[test]
+    fn the_alarms_view_lists_the_code_s_alarm_types() {
+        let sql = MIGRATIONS
+            .iter()
+            .rev()
+            .map(|m| m.1)
+            .find(|sql| sql.contains("VIEW alarms"))
+            .unwrap();
+        let view = &sql[sql.find("VIEW alarms").unwrap()..];
+        let list = &view[view.find("type IN (").unwrap() + 9..];
+        let list = &list[..list.find(')').unwrap()];
+        let mut in_view: Vec<&str> = list
+            .split(',')
+            .map(|t| t.trim().trim_matches('\''))
+            .collect();
+        let mut in_code = crate::event::ALARM_TYPES.to_vec();
+        in_view.sort_unstable();
+        in_code.sort_unstable();
+        assert_eq!(in_view, in_code);
+    }
+
     /// Every file of `migrations/central/` is in [`MIGRATIONS`], numbered
     /// by its prefix, in order.
     #[test]
