@@ -175,6 +175,43 @@ fn the_admin_port_of_the_running_daemon() {
     let n: f64 = count.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n > 10.0, "{count}");
 
+    // The time is not confirmed (no central here): the operator confirms
+    // it on the page, journaled with their name; the daemon says so.
+    assert_eq!(
+        gw.ask(json!({"query": "time"}))["result"]["confirmed"],
+        false
+    );
+    rt.block_on(async {
+        let mut op = AdminClient::new(&url, &trust, Auth::Anonymous).unwrap();
+        op.login(&operator.0, &operator.1).await.unwrap();
+        let page = op.send("GET", "/", &[], Vec::new()).await.unwrap().text();
+        assert!(page.contains("confirm-time-button"), "no confirm form");
+        let Auth::Session {
+            csrf: Some(csrf), ..
+        } = op.auth.clone()
+        else {
+            panic!("no session")
+        };
+        let body = format!("csrf={csrf}").into_bytes();
+        let r = op
+            .send(
+                "POST",
+                "/time/confirm",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                body,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    });
+    gw.expect_event("the confirmation journaled with who", |e| {
+        e["type"] == "clock_confirmed" && e["by"] == "admin:op"
+    });
+    assert_eq!(
+        gw.ask(json!({"query": "time"}))["result"]["confirmed"],
+        true
+    );
+
     // Lockout: five wrong passwords, then the right one is refused too.
     rt.block_on(async {
         let mut c = AdminClient::new(&url, &trust, Auth::Anonymous).unwrap();

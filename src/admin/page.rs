@@ -836,6 +836,26 @@ fn actions(h: &mut String, s: &Status) {
 }
 
 /// The whole status page.
+/// For an operator, while the time is not confirmed: the gateway's clock
+/// and a form to vouch for it (journaled with their name).
+fn confirm_time(h: &mut String, s: &Status, v: &Viewer) {
+    if s.gateway.time.confirmed {
+        return;
+    }
+    let _ = write!(
+        h,
+        "<section id=\"confirm-time\"><h2>Time not confirmed</h2>\
+         <p>The gateway's clock says <strong>{}</strong>. Scheduled unlocks wait until central's \
+         signed time confirms it. If it is right (check a trusted clock), you may confirm it: \
+         this is recorded as an event with your name.</p>\
+         <form method=\"post\" action=\"/time/confirm\" class=\"inline\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <button type=\"submit\" id=\"confirm-time-button\">The clock is right</button></form></section>",
+        escape(&when(&tz_of(s), s.gateway.now)),
+        escape(&v.csrf),
+    );
+}
+
 pub(crate) fn index(s: &Status, v: &Viewer, why: Option<&WhyView>) -> String {
     let mut b = String::new();
     let _ = write!(
@@ -846,6 +866,7 @@ pub(crate) fn index(s: &Status, v: &Viewer, why: Option<&WhyView>) -> String {
     );
     why_box(&mut b, s, why);
     if v.operator {
+        confirm_time(&mut b, s, v);
         actions(&mut b, s);
     }
     let title = format!("Portier · {} · {}", s.gateway.building, s.gateway.id);

@@ -93,6 +93,7 @@ pub const ROUTES: &[Route] = &[
     route!("POST", "/doors/{id}/unlock", form_unlock),
     route!("POST", "/doors/{id}/override", form_override),
     route!("POST", "/doors/{id}/release", form_release),
+    route!("POST", "/time/confirm", form_confirm_time),
     route!("GET", "/api/v1/status", api_status),
     route!("GET", "/api/v1/events", api_events),
     route!("GET", "/api/v1/occupancy", api_occupancy),
@@ -1139,6 +1140,43 @@ async fn api_action(
 
 fn json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     serde_json::from_slice(b).map_err(|e| format!("body: {e}"))
+}
+
+/// The page's form for [`api_confirm_time`].
+async fn form_confirm_time(
+    Operator(caller, _): Operator<Page>,
+    State(st): St,
+    body: Bytes,
+) -> Response {
+    let v = caller.viewer();
+    let form: CsrfForm = serde_urlencoded::from_bytes(&body).unwrap_or(CsrfForm {
+        csrf: String::new(),
+    });
+    if !csrf_ok(&caller, &form.csrf) {
+        st.metrics.action("forbidden");
+        return page_message(
+            Some(&v),
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "The form was not sent by this page (CSRF check failed).",
+        );
+    }
+    match st
+        .backend
+        .confirm_time(format!("admin:{}", caller.name))
+        .await
+    {
+        Ok(()) => {
+            st.metrics.action("ok");
+            page_message(
+                Some(&v),
+                StatusCode::OK,
+                "Done",
+                "The gateway's time is confirmed.",
+            )
+        }
+        Err(e) => page_message(Some(&v), backend_status(&e), "Not done", &e.to_string()),
+    }
 }
 
 /// An operator vouches for the gateway's clock (the status shows whether
