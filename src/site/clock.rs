@@ -51,6 +51,12 @@ pub const ALLOWANCE_PPM: i64 = 200;
 /// (central's clock and ours are never exactly the same).
 pub const SIGNED_SKEW: SignedDuration = SignedDuration::from_mins(2);
 
+/// How close the believed time must be to a signed issue time, when it
+/// arrives, for the signed time to *witness* the clock (and then, as the
+/// monotonic clock goes on, plus [`ALLOWANCE_PPM`]): a fresh snapshot or
+/// command agreeing with the clock shows the clock was right then.
+pub const WITNESS_AGREEMENT: SignedDuration = SignedDuration::from_secs(60);
+
 /// Why the system clock is not believed, reported once per episode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Untrusted {
@@ -158,6 +164,9 @@ pub struct TrustedClock {
     believed: Option<(Timestamp, Instant)>,
     /// The reason of the episode in course, `None` while believed.
     episode: Option<Untrusted>,
+    /// The newest signed time that agreed with the believed clock when it
+    /// came, and when it came; dropped when the clock stops being believed.
+    witness: Option<(Timestamp, Instant)>,
 }
 
 fn advance(t: Timestamp, since: Instant, mono: Instant) -> Timestamp {
@@ -188,6 +197,33 @@ impl TrustedClock {
             anchor,
             believed: None,
             episode: None,
+            witness: None,
+        }
+    }
+
+    /// The signed time that witnesses the time used at `mono`: one that
+    /// agreed with the believed clock when it came, with the clock believed
+    /// since and the time used still within [`WITNESS_AGREEMENT`] + 200 ppm
+    /// of it (advanced by the monotonic clock). A scheduled release whose
+    /// window held since that signed time may start on it.
+    pub fn witness(&self, used: Timestamp, mono: Instant) -> Option<Timestamp> {
+        let (t, at) = self.witness?;
+        let elapsed = mono.saturating_duration_since(at);
+        let expected = advance(t, at, mono);
+        let slack = WITNESS_AGREEMENT.saturating_add(allowance(elapsed) - ALLOWANCE_BASE);
+        (used.duration_since(expected).abs() <= slack).then_some(t)
+    }
+
+    /// Take `signed` as the witness when the believed clock agrees with it.
+    fn witnessed(&mut self, signed: Timestamp, mono: Instant) {
+        let Some((b, at)) = self.believed else { return };
+        if self.episode.is_some() {
+            return;
+        }
+        let agrees = advance(b, at, mono).duration_since(signed).abs() <= WITNESS_AGREEMENT;
+        let newer = self.witness.is_none_or(|(w, _)| signed > w);
+        if agrees && newer {
+            self.witness = Some((signed, mono));
         }
     }
 
@@ -242,6 +278,7 @@ impl TrustedClock {
         if self.floor().is_none_or(|f| signed > f) {
             self.floor = Some((signed, mono));
         }
+        self.witnessed(signed, mono);
         true
     }
 
@@ -274,6 +311,7 @@ impl TrustedClock {
         if self.floor().is_none_or(|f| at > f) {
             self.floor = Some((at, mono));
         }
+        self.witnessed(at, mono);
         true
     }
 
@@ -285,6 +323,7 @@ impl TrustedClock {
         self.anchor = Some((system, mono));
         self.believed = Some((system, mono));
         self.floor = Some((system, mono));
+        self.witness = Some((system, mono));
     }
 
     /// The time to decide and stamp with, given the system clock reading
@@ -367,6 +406,11 @@ impl TrustedClock {
             }),
             _ => None,
         };
+        if verdict.is_some() {
+            // Continuity is broken: what a signed time witnessed before
+            // says nothing about the time now.
+            self.witness = None;
+        }
         self.episode = verdict;
         (reading, alarm)
     }

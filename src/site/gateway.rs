@@ -345,6 +345,9 @@ impl Gateway {
             Input::SignedTime(t) => {
                 if self.clock.observe_signed(t, now.mono) {
                     self.floor_signed = true;
+                    // It may witness the clock: a withheld release may
+                    // start now.
+                    self.apply_modes(now);
                 } else {
                     self.records
                         .push(EventKind::SignedTimeRefused { issued_at: t });
@@ -609,6 +612,10 @@ impl Gateway {
     fn apply_modes(&mut self, now: Now) {
         let wall = self.wall;
         let reading = self.reading;
+        let witness = reading
+            .trusted
+            .then(|| self.clock.witness(wall, now.mono))
+            .flatten();
         let rules = &self.rules;
         let planner = &self.planner;
         let mut withheld = Vec::new();
@@ -624,7 +631,7 @@ impl Gateway {
                 // A release nobody asked for by card starts only at a
                 // confirmed time, and only when both edges of the
                 // interval agree on it.
-                let proven = reading.confirmed()
+                let proven = (reading.confirmed()
                     && reading
                         .earliest
                         .and_then(|e| rules.door_mode(d, e))
@@ -634,7 +641,8 @@ impl Gateway {
                         .latest
                         .and_then(|l| rules.door_mode(d, l))
                         .as_deref()
-                        == Some(mode.as_str());
+                        == Some(mode.as_str()))
+                    || witness.is_some_and(|t| held_since(&**rules, d, &mode, t, wall));
                 if releases && !proven {
                     withheld.push((d.clone(), mode));
                     return None;
@@ -868,6 +876,34 @@ impl Gateway {
         (self.time_persisted.0, self.time_persisted.1.clone())
     }
 }
+
+/// Whether the scheduled mode of `door` was `mode` all along from the
+/// signed time `since` to `now` (checked every [`HELD_STEP`], at most a
+/// day back): a signed time newer than the window's start shows the
+/// window has begun.
+fn held_since(
+    rules: &dyn Rules,
+    door: &DoorId,
+    mode: &str,
+    since: Timestamp,
+    now: Timestamp,
+) -> bool {
+    if since > now || now.duration_since(since) > SignedDuration::from_hours(24) {
+        return false;
+    }
+    let mut t = since;
+    while t < now {
+        if rules.door_mode(door, t).as_deref() != Some(mode) {
+            return false;
+        }
+        t = t.checked_add(HELD_STEP).unwrap_or(now);
+    }
+    true
+}
+
+/// The step of [`held_since`] (schedules are minute-grained; a closure of
+/// under five minutes between two windows is not looked for).
+const HELD_STEP: SignedDuration = SignedDuration::from_mins(5);
 
 /// How often, at most, beacons alone rewrite the persisted floor and
 /// anchor.
@@ -1133,6 +1169,58 @@ mod tests {
             left < Duration::from_secs(61) && left > Duration::from_secs(50),
             "{left:?}"
         );
+    }
+
+    /// The lab is scheduled unlocked for the first two hours.
+    struct Window;
+
+    impl Rules for Window {
+        fn decide(&mut self, door: &DoorId, card: &RawCard, at: Timestamp) -> Verdict {
+            Table.decide(door, card, at)
+        }
+
+        fn door_mode(&self, _door: &DoorId, when: Timestamp) -> Option<String> {
+            let since = when.duration_since(at(0).system);
+            (since >= SignedDuration::ZERO && since < SignedDuration::from_hours(2))
+                .then(|| "unlocked".to_owned())
+        }
+    }
+
+    #[test]
+    fn a_scheduled_unlock_starts_on_a_signed_time_that_witnesses_the_clock() {
+        let mut g = Gateway::new(
+            building(),
+            Box::new(Window),
+            StandingState::default(),
+            at(0),
+        );
+        let out = drain(&mut g);
+        assert!(!g.doors()[0].released, "released without a proven time");
+        assert!(
+            commits(&out)
+                .iter()
+                .any(|c| c.records.iter().any(|r| matches!(
+                    r,
+                    EventKind::DoorModeWithheld { reason, .. } if reason == "time_unconfirmed"
+                )))
+        );
+        // A snapshot issued a moment ago, agreeing with the clock: the
+        // window has begun (it held since that signed time).
+        g.handle(at(10), Input::SignedTime(at(9).system));
+        drain(&mut g);
+        assert!(g.doors()[0].released, "{:?}", g.doors()[0]);
+        // A signed time inside the window but 200 s off the clock (an old
+        // snapshot delivered late) witnesses nothing.
+        let mut g = Gateway::new(
+            building(),
+            Box::new(Window),
+            StandingState::default(),
+            at(0),
+        );
+        drain(&mut g);
+        g.handle(at(300), Input::SignedTime(at(100).system));
+        drain(&mut g);
+        assert!(!g.doors()[0].released);
     }
 
     #[test]
