@@ -163,7 +163,12 @@ fn the_gateway_acts_only_on_time_it_can_prove() {
     let lab = gw.door("lab-1");
     assert_eq!(lab["override_state"], "unlocked", "{lab}");
     let side = gw.door("side-entrance");
-    assert_eq!(side["released"], false, "{side}");
+    assert_eq!(
+        side["released"],
+        false,
+        "{side}; journal: {:#?}",
+        gw.events()
+    );
     assert!(side["override_state"].is_null(), "{side}");
     assert!(
         !gw.outputs_since(mark, 2).iter().any(is_release),
