@@ -199,16 +199,22 @@ fn a_torn_last_commit_is_cut_off_at_every_length() {
     drop(j);
     let full = std::fs::read(&path).unwrap();
     for cut in whole..full.len() as u64 {
-        std::fs::write(&path, &full[..cut as usize]).unwrap();
-        let mut j = Journal::open(dir.path()).unwrap();
-        assert_eq!(j.state.as_deref(), Some(&b"one"[..]), "cut at {cut}");
-        assert_eq!(j.writer.next_seq(), 2, "cut at {cut}");
-        assert_eq!(file_len(&path), whole);
-        // Writing goes on where the last whole commit ended.
-        assert_eq!(j.writer.append(at(), vec![granted("d")]).unwrap()[0].seq, 2);
-        drop(j);
-        std::fs::write(&path, &full).unwrap();
+        opens_cut_back_to_the_first_commit(dir.path(), &path, &full, cut, whole);
     }
+}
+
+/// The segment `path` holding `full` cut at `cut` (inside the second of two
+/// commits, the first ending at `whole` with state "one"): the journal
+/// opens with the first commit's state, cuts the file back to it, and
+/// writing goes on where that commit ended.
+fn opens_cut_back_to_the_first_commit(dir: &Path, path: &Path, full: &[u8], cut: u64, whole: u64) {
+    std::fs::write(path, &full[..cut as usize]).unwrap();
+    let mut j =
+        Journal::open(dir).unwrap_or_else(|e| panic!("cut at {cut} of {}: {e}", full.len()));
+    assert_eq!(j.state.as_deref(), Some(&b"one"[..]), "cut at {cut}");
+    assert_eq!(j.writer.next_seq(), 2, "cut at {cut}");
+    assert_eq!(file_len(path), whole);
+    assert_eq!(j.writer.append(at(), vec![granted("d")]).unwrap()[0].seq, 2);
 }
 
 #[test]
@@ -240,14 +246,7 @@ fn a_torn_last_commit_of_megabytes_is_cut_off_wherever_it_was_cut() {
     cuts.extend(full.len() as u64 - 64..full.len() as u64);
     cuts.push(whole + frame_len * 6 / 10);
     for cut in cuts {
-        std::fs::write(&path, &full[..cut as usize]).unwrap();
-        let mut j = Journal::open(dir.path())
-            .unwrap_or_else(|e| panic!("cut at {cut} of {}: {e}", full.len()));
-        assert_eq!(j.state.as_deref(), Some(&b"one"[..]), "cut at {cut}");
-        assert_eq!(j.writer.next_seq(), 2, "cut at {cut}");
-        assert_eq!(file_len(&path), whole);
-        assert_eq!(j.writer.append(at(), vec![granted("d")]).unwrap()[0].seq, 2);
-        drop(j);
+        opens_cut_back_to_the_first_commit(dir.path(), &path, &full, cut, whole);
     }
 }
 
