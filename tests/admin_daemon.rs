@@ -84,6 +84,24 @@ fn the_admin_port_of_the_running_daemon() {
         assert_eq!(r.status, 403, "a viewer unlocked: {}", r.text());
     });
 
+    // The why box answers as the door does: in lockdown, the staff card
+    // (granted by the rules) is denied for the lockdown.
+    gw.act(json!({"action": "lockdown", "doors": ["side-entrance"]}));
+    rt.block_on(async {
+        let mut v = AdminClient::new(&url, &trust, Auth::Anonymous).unwrap();
+        v.login(&viewer.0, &viewer.1).await.unwrap();
+        let why: Value = v
+            .get_json("/api/v1/why?door=side-entrance&card=42:1001")
+            .await
+            .unwrap();
+        assert_eq!(
+            (why["decision"].as_str(), why["reason"].as_str()),
+            (Some("deny"), Some("lockdown")),
+            "{why}"
+        );
+    });
+    gw.act(json!({"action": "release_lockdown", "doors": ["side-entrance"]}));
+
     // An operator without the CSRF token is refused; with it, the strike
     // releases at the libosdp PD.
     let mark = gw.mark();

@@ -231,6 +231,32 @@ impl GatewayBackend {
     }
 }
 
+impl GatewayBackend {
+    /// The core's decision for the query's card at its door now; `None`
+    /// when the card cannot be put as a reader would send it, or the loop
+    /// is gone.
+    async fn door_decides(&self, query: &WhyQuery) -> Option<crate::site::Verdict> {
+        let (data, bits) = match &query.card {
+            crate::rules::Card::Key(k) => crate::rules::wiegand::encode(k).ok()?,
+            crate::rules::Card::Raw { bytes, bits } => (bytes.clone(), *bits),
+        };
+        let card = crate::osdp::message::RawCard {
+            reader: 0,
+            format: 0,
+            bits,
+            data,
+        };
+        let (reply, answer) = oneshot::channel();
+        let why = Control::Why {
+            door: DoorId::from(&query.door),
+            card,
+            reply,
+        };
+        self.control.send(why).await.ok()?;
+        answer.await.ok()
+    }
+}
+
 /// Who is inside, from the daemon loop (empty when it is gone).
 async fn inside(control: &mpsc::Sender<Control>) -> Presence {
     crate::driver::daemon::ask_presence(control)
@@ -278,16 +304,34 @@ impl AdminBackend for GatewayBackend {
                 pin: None,
                 lockdown: false,
             };
-            match self.store.decide(&req, query.at) {
-                Ok(d) => Ok(why_answer(&query.card, &d, self.store.version(), query.at)),
-                Err(crate::store::StoreError::Empty) => Ok(why_answer(
+            let mut answer = match self.store.decide(&req, query.at) {
+                Ok(d) => why_answer(&query.card, &d, self.store.version(), query.at),
+                Err(crate::store::StoreError::Empty) => why_answer(
                     &query.card,
                     &crate::rules::Decision::Deny(crate::rules::DenyReason::RulesTooOld),
                     None,
                     query.at,
-                )),
-                Err(e) => Err(unavailable(e)),
+                ),
+                Err(e) => return Err(unavailable(e)),
+            };
+            // "Now": the door's own decision, from the core (lockdown, the
+            // proven time); the rules' answer gives the name and version.
+            let now =
+                query.at.duration_since(self.now()).abs() <= jiff::SignedDuration::from_mins(1);
+            if now && let Some(verdict) = self.door_decides(&query).await {
+                match verdict {
+                    crate::site::Verdict::Deny { reason, .. } => {
+                        answer.decision = "deny".into();
+                        answer.reason = Some(reason.as_str().into());
+                        answer.name = None;
+                    }
+                    crate::site::Verdict::Grant { .. } => {
+                        answer.decision = "grant".into();
+                        answer.reason = None;
+                    }
+                }
             }
+            Ok(answer)
         })
     }
 

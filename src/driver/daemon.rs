@@ -94,6 +94,16 @@ pub enum Control {
     /// Who is inside now. Asked for, not published with every round: a
     /// copy of the list costs its length, which a passage must not.
     Presence(oneshot::Sender<Presence>),
+    /// What the door would decide for this card now (the admin "why"
+    /// box): the core's own decision, lockdown and the clock included.
+    Why {
+        /// The door.
+        door: crate::ids::DoorId,
+        /// The card as a reader would send it.
+        card: crate::osdp::message::RawCard,
+        /// The answer.
+        reply: oneshot::Sender<crate::site::Verdict>,
+    },
 }
 
 /// Who is inside now, from the daemon loop; `None` when it is gone.
@@ -362,7 +372,7 @@ pub async fn run(
                 None => { events_open = false; continue; }
             },
             control = inputs.control.recv(), if control_open => match control {
-                Some(c) => match daemon_input(c, &mut waiting, &mut next_ticket, daemon.gateway.presence()) {
+                Some(c) => match daemon_input(c, &mut waiting, &mut next_ticket, &mut daemon.gateway) {
                     Some(input) => input,
                     None => continue,
                 },
@@ -382,7 +392,7 @@ fn daemon_input(
     control: Control,
     waiting: &mut HashMap<Ticket, oneshot::Sender<Result<(), RemoteError>>>,
     next_ticket: &mut Ticket,
-    presence: &Presence,
+    gateway: &mut Gateway,
 ) -> Option<Input> {
     Some(match control {
         Control::Remote {
@@ -410,7 +420,11 @@ fn daemon_input(
         Control::Beacon { at, came } => Input::Beacon { at, came },
         Control::ConfirmTime { by } => Input::ConfirmTime { by },
         Control::Presence(reply) => {
-            let _ = reply.send(presence.clone());
+            let _ = reply.send(gateway.presence().clone());
+            return None;
+        }
+        Control::Why { door, card, reply } => {
+            let _ = reply.send(gateway.explain(&door, &card));
             return None;
         }
     })

@@ -770,6 +770,24 @@ impl Gateway {
         }
     }
 
+    /// What the door would decide for `card` now, with every check the
+    /// core makes: the rules at the proven time (both edges while the clock
+    /// is not believed) and the door's lockdown. The admin "why" box asks
+    /// this, so its answer cannot differ from the door's.
+    pub fn explain(&mut self, door: &DoorId, card: &RawCard) -> Verdict {
+        match self.decide(door, card) {
+            Verdict::Grant {
+                credential,
+                lockdown_exempt: false,
+                ..
+            } if self.planner.is_locked_down(door) => Verdict::Deny {
+                credential: Some(credential),
+                reason: DenyReason::Lockdown,
+            },
+            verdict => verdict,
+        }
+    }
+
     /// Close the input: the commit (records and changed standing state)
     /// first, then the commands, then the replies.
     fn finish(&mut self, now: Now) {
