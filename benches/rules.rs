@@ -70,7 +70,6 @@ fn req(n: u64) -> Request {
         door: "side-entrance".into(),
         card: Card::Key(key(n)),
         pin: None,
-        lockdown: false,
     }
 }
 

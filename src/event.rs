@@ -772,7 +772,7 @@ impl EventKind {
             } => format!(
                 "{door}: {} denied at {reader} — {}",
                 credential.as_deref().unwrap_or("unreadable card"),
-                reason_in_words(reason.as_str())
+                reason.words()
             ),
             Self::ExitRequest { door } => format!("{door}: exit button, strike released"),
             Self::DoorForced { door } => format!("{door}: DOOR FORCED (opened without grant)"),
@@ -934,24 +934,4 @@ impl EventKind {
             }
         }
     }
-}
-
-/// A contract deny reason in words (unknown codes are shown as they are).
-pub fn reason_in_words(reason: &str) -> String {
-    let words = match reason {
-        "unknown_credential" => "card not known here",
-        "blocked" => "pass blocked (lost, stolen or penalty)",
-        "not_yet_valid" => "pass not valid yet",
-        "expired" => "pass expired",
-        "no_access" => "no access to this door",
-        "outside_schedule" => "outside the allowed hours",
-        "lockdown" => "lockdown",
-        "bad_format" => "card not read correctly (format or parity)",
-        "rules_too_old" => "rules too old (no recent update from central)",
-        "pin_required" => "PIN required",
-        "wrong_pin" => "wrong PIN",
-        "rules_untrusted" => "rules signed by a key no longer trusted (new snapshot needed)",
-        other => return other.to_owned(),
-    };
-    format!("{words} [{reason}]")
 }

@@ -12,7 +12,7 @@ use portier::admin::ROUTES;
 use portier::admin::client::{AdminClient, Auth};
 use portier::admin::tls::Trust;
 use serde_json::{Value, json};
-use support::gateway::{Gateway, TIMED_ON};
+use support::gateway::{Gateway, STAFF, TIMED_ON};
 
 fn path(p: &str) -> String {
     p.replace("{id}", "side-entrance")
@@ -84,9 +84,47 @@ fn the_admin_port_of_the_running_daemon() {
         assert_eq!(r.status, 403, "a viewer unlocked: {}", r.text());
     });
 
-    // The why box answers as the door does: in lockdown, the staff card
-    // (granted by the rules) is denied for the lockdown.
+    // The door, the why box and `portier snapshot decide` answer alike: in
+    // lockdown, the staff card (granted by the rules) is denied for the
+    // lockdown — one decision path.
     gw.act(json!({"action": "lockdown", "doors": ["side-entrance"]}));
+    gw.badge(2, STAFF);
+    let denied = gw.expect_event("the door's lockdown denial", |e| {
+        e["type"] == "access_denied" && e["door"] == "side-entrance" && e["credential"] == STAFF
+    });
+    assert_eq!(denied["reason"], "lockdown", "{denied}");
+    let now = jiff::Timestamp::now().to_string();
+    let decide = |lockdown: bool| -> Value {
+        let snapshot = gw.dir.path().join("snapshot.cbor");
+        let pubkey = gw.dir.path().join("central.pub");
+        let mut args = vec![
+            "snapshot",
+            "decide",
+            snapshot.to_str().unwrap(),
+            "--pubkey",
+            pubkey.to_str().unwrap(),
+            "--door",
+            "side-entrance",
+            "--card",
+            "42:1001",
+            "--at",
+            &now,
+        ];
+        if lockdown {
+            args.push("--lockdown");
+        }
+        serde_json::from_str(&support::portier_ok(&args)).unwrap()
+    };
+    assert_eq!(decide(false)["decision"], "grant");
+    let in_lockdown = decide(true);
+    assert_eq!(
+        (
+            in_lockdown["decision"].as_str(),
+            in_lockdown["reason"].as_str()
+        ),
+        (Some("deny"), Some("lockdown")),
+        "{in_lockdown}"
+    );
     rt.block_on(async {
         let mut v = AdminClient::new(&url, &trust, Auth::Anonymous).unwrap();
         v.login(&viewer.0, &viewer.1).await.unwrap();

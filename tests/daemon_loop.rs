@@ -16,6 +16,7 @@ use portier::osdp::message::{Command, LedColor, OutputAction, RawCard};
 use portier::osdp::peripheral::{PeripheralConfig, PeripheralEvent};
 use portier::osdp::secure::Scbk;
 use portier::osdp::{Bus, KeyPolicy, PdConfig, Timing};
+use portier::rules::CredentialKey;
 use portier::site::Rules;
 use portier::site::outputs::StrikeWiring;
 use portier::site::{
@@ -28,15 +29,22 @@ use tokio::sync::{mpsc, watch};
 struct Fixture;
 
 impl Rules for Fixture {
-    fn decide(&mut self, _door: &DoorId, card: &RawCard, _now: jiff::Timestamp) -> Verdict {
-        match hex::encode(&card.data).as_str() {
-            "9501f480" => Verdict::Grant {
-                credential: "h10301:42:1001".into(),
+    fn decide(
+        &self,
+        _door: &DoorId,
+        key: &CredentialKey,
+        _pin: Option<&str>,
+        _now: jiff::Timestamp,
+    ) -> Verdict {
+        match key.to_string().as_str() {
+            "h10301:42:1001" => Verdict::Grant {
+                credential: key.clone(),
                 extended: false,
                 lockdown_exempt: false,
+                name: None,
             },
             _ => Verdict::Deny {
-                credential: Some("h10301:42:1005".into()),
+                credential: Some(key.clone()),
                 reason: DenyReason::Blocked,
             },
         }
@@ -219,14 +227,7 @@ async fn card_to_relay_with_the_record_on_disk_first() {
     assert!(records.iter().any(|e| matches!(&e.kind, EventKind::AccessGranted { credential, .. } if credential == "h10301:42:1001")), "{records:?}");
 
     // Lost pass: red LED, no OUT, denied with reason.
-    cards
-        .send(RawCard {
-            reader: 0,
-            format: 0,
-            bits: 26,
-            data: vec![0x95, 0x01, 0xf6, 0x80],
-        })
-        .unwrap();
+    badge(&cards, 1005);
     let mut seen = Vec::new();
     while !seen.iter().any(|c| matches!(c, Command::Led(_))) {
         seen.push(
@@ -290,8 +291,14 @@ async fn next_command(
 struct ScheduledOpen;
 
 impl Rules for ScheduledOpen {
-    fn decide(&mut self, door: &DoorId, card: &RawCard, now: jiff::Timestamp) -> Verdict {
-        Fixture.decide(door, card, now)
+    fn decide(
+        &self,
+        door: &DoorId,
+        key: &CredentialKey,
+        pin: Option<&str>,
+        now: jiff::Timestamp,
+    ) -> Verdict {
+        Fixture.decide(door, key, pin, now)
     }
 
     fn door_mode(&self, door: &DoorId, _now: jiff::Timestamp) -> Option<String> {
@@ -371,13 +378,19 @@ impl Drop for Tmpfs {
     }
 }
 
-fn badge(cards: &mpsc::UnboundedSender<RawCard>, last: u8) {
+/// Present H10301 card 42:`number` at the reader.
+fn badge(cards: &mpsc::UnboundedSender<RawCard>, number: u64) {
+    let (data, bits) = portier::rules::wiegand::encode(&CredentialKey::H10301 {
+        facility: 42,
+        number,
+    })
+    .unwrap();
     cards
         .send(RawCard {
             reader: 0,
             format: 0,
-            bits: 26,
-            data: vec![0x95, 0x01, last, 0x80],
+            bits,
+            data,
         })
         .unwrap();
 }
@@ -437,7 +450,7 @@ async fn a_full_disk_keeps_the_doors_deciding_and_the_alarms() {
     assert!(portier::driver::disk::available_bytes(&root).unwrap() < reserve);
 
     // The staff card still opens the door; its grant is not journaled.
-    badge(&cards, 0xf4);
+    badge(&cards, 1001);
     loop {
         let c = next_command(&mut pd_events, within)
             .await
@@ -447,7 +460,7 @@ async fn a_full_disk_keeps_the_doors_deciding_and_the_alarms() {
         }
     }
     // A lost pass is an alarm: kept, in the reserve.
-    badge(&cards, 0xf6);
+    badge(&cards, 1005);
     let records = wait_for_record(
         &reader_journal,
         "denied record",
@@ -469,7 +482,7 @@ async fn a_full_disk_keeps_the_doors_deciding_and_the_alarms() {
 
     // Space back: the count of what was dropped, and grants journaled again.
     std::fs::remove_file(&filler).unwrap();
-    badge(&cards, 0xf4);
+    badge(&cards, 1001);
     let records = wait_for_record(&reader_journal, "grant after recovery", |k| {
         matches!(k, EventKind::AccessGranted { .. })
     })

@@ -95,7 +95,6 @@ fn check(dir: &Path, keys: &TrustedKeys, allowed: &[u64], recovered: &mut u32) -
             number: BASE + v - 1,
         }),
         pin: None,
-        lockdown: false,
     };
     let d = st
         .decide(&req, "2026-11-25T09:00:00Z".parse().unwrap())

@@ -33,7 +33,7 @@ use portier::event::EventKind;
 use portier::ids::DoorId;
 use portier::osdp::BusEvent;
 use portier::osdp::message::{Command, OutputAction, RawCard};
-use portier::rules::DenyReason;
+use portier::rules::{CredentialKey, DenyReason, wiegand};
 use portier::site::modes::DoorClass;
 use portier::site::outputs::StrikeWiring;
 use portier::site::remote::RemoteAction;
@@ -153,20 +153,36 @@ fn expires() -> Timestamp {
     "2026-11-25T21:58:00Z".parse().unwrap()
 }
 
+/// The credential key of sim card `n` (8 raw bits).
+fn cred(n: u8) -> String {
+    format!("raw:{n:02x}/8")
+}
+
 impl Rules for SimRules {
-    fn decide(&mut self, _door: &DoorId, card: &RawCard, at: Timestamp) -> Verdict {
-        match card.data[0] {
+    fn decide(
+        &self,
+        _door: &DoorId,
+        key: &CredentialKey,
+        _pin: Option<&str>,
+        at: Timestamp,
+    ) -> Verdict {
+        let n = match key {
+            CredentialKey::Raw { data } => wiegand::parse_raw(data).map_or(u8::MAX, |(b, _)| b[0]),
+            _ => u8::MAX,
+        };
+        match n {
             4 if at >= expires() => Verdict::Deny {
-                credential: Some("c4".into()),
+                credential: Some(key.clone()),
                 reason: DenyReason::Expired,
             },
-            n @ 0..=4 => Verdict::Grant {
-                credential: format!("c{n}"),
+            0..=4 => Verdict::Grant {
+                credential: key.clone(),
                 extended: false,
                 lockdown_exempt: false,
+                name: None,
             },
-            n => Verdict::Deny {
-                credential: Some(format!("c{n}")),
+            _ => Verdict::Deny {
+                credential: Some(key.clone()),
                 reason: DenyReason::Blocked,
             },
         }
@@ -299,7 +315,7 @@ impl Sim {
                         for r in &c.records {
                             if let EventKind::AccessGranted { credential, .. } = r {
                                 assert!(
-                                    credential != "c4" || real < expires() + CONFIRMED_SLACK,
+                                    *credential != cred(4) || real < expires() + CONFIRMED_SLACK,
                                     "expired card c4 granted at real time {real}"
                                 );
                             }
@@ -563,7 +579,7 @@ impl Sim {
                 ..
             } = r
             {
-                assert_eq!(credential, &format!("c{n}"), "someone else's passage");
+                assert_eq!(credential, &cred(n), "someone else's passage");
                 assert_eq!(*direction, way, "a passage must go the grant's way");
             }
         }

@@ -8,12 +8,13 @@
 
 use std::time::Duration;
 
-use portier::door::{DenyReason, Direction, MAX_INSIDE, StandardConfig};
+use portier::door::{Direction, MAX_INSIDE, StandardConfig};
 use portier::driver::daemon::{self, BusLink, Daemon, DaemonInputs, StandingBook};
 use portier::ids::DoorId;
 use portier::journal::Journal;
 use portier::osdp::BusEvent;
 use portier::osdp::message::RawCard;
+use portier::rules::CredentialKey;
 use portier::site::outputs::StrikeWiring;
 use portier::site::{
     Building, DoorKind, DoorWiring, InputRef, OutputRef, PdRef, ReaderRef, Rules, Verdict,
@@ -28,17 +29,18 @@ const STEP: u32 = 10_000;
 struct Everyone;
 
 impl Rules for Everyone {
-    fn decide(&mut self, _door: &DoorId, card: &RawCard, _now: jiff::Timestamp) -> Verdict {
-        if card.data.len() != 4 {
-            return Verdict::Deny {
-                credential: None,
-                reason: DenyReason::BadFormat,
-            };
-        }
+    fn decide(
+        &self,
+        _door: &DoorId,
+        key: &CredentialKey,
+        _pin: Option<&str>,
+        _now: jiff::Timestamp,
+    ) -> Verdict {
         Verdict::Grant {
-            credential: format!("c{}", hex::encode(&card.data)),
+            credential: key.clone(),
             extended: false,
             lockdown_exempt: false,
+            name: None,
         }
     }
 
@@ -190,9 +192,9 @@ async fn a_hundred_thousand_cards_through_an_entry_door_keep_the_state_bounded()
     );
     let restored = StandingBook::load(j.state.as_deref(), &j.state_changes, None).unwrap();
     assert_eq!(restored.presence.count(), MAX_INSIDE);
-    let newest = format!("c{}", hex::encode((CARDS - 1).to_be_bytes()));
+    let newest = format!("raw:{}/32", hex::encode((CARDS - 1).to_be_bytes()));
     let evicted = format!(
-        "c{}",
+        "raw:{}/32",
         hex::encode((CARDS - MAX_INSIDE as u32 - 1).to_be_bytes())
     );
     assert!(restored.presence.get(&newest.as_str().into()).is_some());

@@ -13,8 +13,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::journal::{Event, EventKind};
-use crate::rules::Card;
+use crate::event::{Event, EventKind};
+use crate::rules::{Card, DenyReason};
+use crate::site::Verdict;
 use crate::status::{Occupancy, Status};
 
 /// A boxed, `Send` future (the trait is used as `dyn AdminBackend`).
@@ -53,9 +54,9 @@ pub struct WhyQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WhyAnswer {
     /// `grant` or `deny`.
-    pub decision: String,
+    pub decision: WhyDecision,
     /// The contract's reason code when denied (`outside_schedule`, …).
-    pub reason: Option<String>,
+    pub reason: Option<DenyReason>,
     /// The credential key the card decodes to, when it decodes.
     pub credential: Option<String>,
     /// The holder's display name, when the rules carry one.
@@ -65,6 +66,16 @@ pub struct WhyAnswer {
     pub rules_version: Option<u64>,
     /// The instant decided at.
     pub at: Timestamp,
+}
+
+/// What the door would do with the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhyDecision {
+    /// Let them in.
+    Grant,
+    /// Keep them out.
+    Deny,
 }
 
 /// A timed override state.
@@ -215,37 +226,25 @@ pub trait AdminBackend: Send + Sync + 'static {
     }
 }
 
-/// The answer for a decision made with the rules engine (`rules::decide`,
-/// `Store::decide`): the credential the card decodes to, the holder's
-/// name on a grant, and the reason code on a deny.
-pub fn why_answer(
-    card: &Card,
-    decision: &crate::rules::Decision,
-    rules_version: Option<u64>,
-    at: Timestamp,
-) -> WhyAnswer {
-    use crate::rules::{Decision, wiegand};
-    let decoded = match card {
-        Card::Key(k) => Some(k.to_string()),
-        Card::Raw { bytes, bits } => wiegand::decode(bytes, *bits).ok().map(|k| k.to_string()),
-    };
-    match decision {
-        Decision::Grant {
-            credential,
-            display_name,
-            ..
+/// The answer for a verdict of the one decision path
+/// (`site::decision::decide`): the credential the card decodes to, the
+/// holder's name on a grant, and the reason on a deny.
+pub fn why_answer(verdict: &Verdict, rules_version: Option<u64>, at: Timestamp) -> WhyAnswer {
+    match verdict {
+        Verdict::Grant {
+            credential, name, ..
         } => WhyAnswer {
-            decision: "grant".into(),
+            decision: WhyDecision::Grant,
             reason: None,
             credential: Some(credential.to_string()),
-            name: display_name.clone(),
+            name: name.clone(),
             rules_version,
             at,
         },
-        Decision::Deny(reason) => WhyAnswer {
-            decision: "deny".into(),
-            reason: Some(reason.as_str().into()),
-            credential: decoded,
+        Verdict::Deny { credential, reason } => WhyAnswer {
+            decision: WhyDecision::Deny,
+            reason: Some(*reason),
+            credential: credential.as_ref().map(ToString::to_string),
             name: None,
             rules_version,
             at,
@@ -314,28 +313,31 @@ mod tests {
     }
 
     #[test]
-    fn answers_from_decisions() {
-        use crate::rules::{Decision, DenyReason};
+    fn answers_from_verdicts() {
+        use crate::rules::DenyReason;
         let at = Timestamp::UNIX_EPOCH;
-        let card = parse_card_text("9501f480/26").unwrap();
-        let a = why_answer(&card, &Decision::Deny(DenyReason::Expired), Some(7), at);
-        assert_eq!(a.decision, "deny");
-        assert_eq!(a.reason.as_deref(), Some("expired"));
-        assert_eq!(a.credential.as_deref(), Some("h10301:42:1001"));
-        let g = Decision::Grant {
-            credential: CredentialKey::H10301 {
-                facility: 42,
-                number: 1001,
-            },
-            extended_unlock: false,
-            lockdown_exempt: false,
-            display_name: Some("Ada".into()),
-            rules_too_old: false,
+        let ada = CredentialKey::H10301 {
+            facility: 42,
+            number: 1001,
         };
-        let a = why_answer(&card, &g, Some(7), at);
+        let deny = Verdict::Deny {
+            credential: Some(ada.clone()),
+            reason: DenyReason::Expired,
+        };
+        let a = why_answer(&deny, Some(7), at);
+        assert_eq!(a.decision, WhyDecision::Deny);
+        assert_eq!(a.reason, Some(DenyReason::Expired));
+        assert_eq!(a.credential.as_deref(), Some("h10301:42:1001"));
+        let grant = Verdict::Grant {
+            credential: ada,
+            extended: false,
+            lockdown_exempt: false,
+            name: Some("Ada".into()),
+        };
+        let a = why_answer(&grant, Some(7), at);
         assert_eq!(
-            (a.decision.as_str(), a.name.as_deref()),
-            ("grant", Some("Ada"))
+            (a.decision, a.name.as_deref()),
+            (WhyDecision::Grant, Some("Ada"))
         );
     }
 

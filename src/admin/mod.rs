@@ -49,8 +49,8 @@ use tokio::task::JoinHandle;
 pub use auth::{LockoutConfig, Role, SessionConfig, TokenEntry, UserEntry, UsersFile};
 pub use backend::{
     ActionOutcome, AdminBackend, BackendError, BoxFuture, DoorActionRequest, DoorCommand,
-    MAX_OVERRIDE_MINUTES, MAX_UNLOCK_SECS, OverrideChoice, PassageDirection, WhyAnswer, WhyQuery,
-    parse_card_text, why_answer,
+    MAX_OVERRIDE_MINUTES, MAX_UNLOCK_SECS, OverrideChoice, PassageDirection, WhyAnswer,
+    WhyDecision, WhyQuery, parse_card_text, why_answer,
 };
 pub use metrics::Metrics;
 pub use routes::{ROUTES, Route, fuzz_request_text};

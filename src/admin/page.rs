@@ -16,9 +16,9 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use sha2::{Digest, Sha256};
 
-use super::backend::{DoorCommand, WhyAnswer};
+use super::backend::{DoorCommand, WhyAnswer, WhyDecision};
 use crate::journal::{Event, EventKind};
-use crate::status::{DoorKindName, DoorStatus, PdStatus, Status, reason_in_words};
+use crate::status::{DoorKindName, DoorStatus, PdStatus, Status};
 
 /// Who is looking at the page.
 #[derive(Debug, Clone)]
@@ -588,7 +588,7 @@ pub(crate) fn event_words(k: &EventKind) -> (String, &'static str) {
             format!(
                 "denied {} at {door} (reader {reader}): {}",
                 credential.as_deref().unwrap_or("unreadable card"),
-                reason_in_words(reason.as_str())
+                reason.words()
             ),
             "bad",
         ),
@@ -781,7 +781,7 @@ fn why_box(h: &mut String, s: &Status, why: Option<&WhyView>) {
             let rules = answer
                 .rules_version
                 .map_or_else(|| "no rules in force".to_owned(), |v| format!("rules v{v}"));
-            if answer.decision == "grant" {
+            if answer.decision == WhyDecision::Grant {
                 let _ = write!(
                     h,
                     "<div class=\"answer grant\" id=\"why-answer\"><span class=\"ok\">GRANT</span>: {} at {} would be let in now ({}).</div>",
@@ -790,13 +790,15 @@ fn why_box(h: &mut String, s: &Status, why: Option<&WhyView>) {
                     escape(&rules)
                 );
             } else {
-                let code = answer.reason.as_deref().unwrap_or("unknown");
+                let (code, words) = answer
+                    .reason
+                    .map_or(("unknown", "unknown"), |r| (r.as_str(), r.words()));
                 let _ = write!(
                     h,
                     "<div class=\"answer deny\" id=\"why-answer\"><span class=\"bad\">DENY</span>: {} at {}: <strong>{}</strong> <span class=\"mute\">({}, {})</span></div>",
                     escape(&who),
                     escape(door),
-                    escape(reason_in_words(code)),
+                    escape(words),
                     escape(code),
                     escape(&rules)
                 );

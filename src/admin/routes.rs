@@ -40,7 +40,6 @@ use super::page::{self, Viewer as PageView, WhyView};
 use super::password_checks::PasswordChecks;
 use super::{AdminConfig, AdminError, Metrics, read_users_file};
 use crate::journal::EventKind;
-use crate::status::reason_in_words;
 
 /// One route of the admin port: method, path (axum syntax) and handler.
 /// The router is built from [`ROUTES`] alone, so what is documented
@@ -1084,10 +1083,7 @@ async fn api_why(_: Viewer<Api>, State(st): St, RawQuery(q): RawQuery) -> Respon
     match run_why(&st, &p).await {
         None => api_error(StatusCode::BAD_REQUEST, "give door and card"),
         Some(Ok((door, _, answer))) => {
-            let reason_text = answer
-                .reason
-                .as_deref()
-                .map(|r| reason_in_words(r).to_owned());
+            let reason_text = answer.reason.map(|r| r.words().to_owned());
             axum::Json(WhyReply {
                 door: door.trim().to_owned(),
                 answer,

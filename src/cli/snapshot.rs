@@ -10,13 +10,13 @@ use anyhow::{Context, bail};
 use ed25519_dalek::SigningKey;
 use jiff::{SignedDuration, Timestamp};
 use portier::config::{Config, read_hex32};
+use portier::ids::DoorId;
 use portier::rules::envelope::{
     SNAPSHOT_CONTEXT, SignedBlobRef, VerifiedDelta, decode_snapshot_payload, key_id, sign_delta,
     sign_snapshot,
 };
-use portier::rules::{
-    Card, CredentialKey, Decision, Request, TrustedKeys, decide, source, verify_snapshot, wiegand,
-};
+use portier::rules::{Card, CredentialKey, TrustedKeys, source, verify_snapshot, wiegand};
+use portier::site::decision::{self, Presented, Situation, Verdict, When};
 use portier::store::Store;
 
 /// `portier snapshot` verbs.
@@ -106,7 +106,8 @@ pub(crate) enum SnapshotCmd {
         /// PIN typed.
         #[arg(long)]
         pin: Option<String>,
-        /// Lockdown in force.
+        /// The door is in lockdown (decided as the door would: the same
+        /// path as the gateway core and the admin "why" box).
         #[arg(long)]
         lockdown: bool,
         /// Time of the read (RFC 3339).
@@ -308,23 +309,21 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => bail!("give --card or --raw"),
             };
-            let req = Request {
-                door,
-                card,
-                pin,
-                lockdown,
-            };
-            let out = match decide(&v, &req, at) {
-                Decision::Grant {
+            let presented = Presented { card, pin };
+            let situation = Situation { lockdown };
+            let door = DoorId::from(door);
+            let out = match decision::decide(&v, &door, &presented, When::at(at), situation) {
+                Verdict::Grant {
                     credential,
-                    extended_unlock,
-                    display_name,
-                    rules_too_old,
+                    extended,
+                    name,
                     ..
                 } => serde_json::json!({"decision": "grant", "credential": credential.to_string(),
-                    "display_name": display_name, "extended_unlock": extended_unlock,
-                    "rules_too_old": rules_too_old}),
-                Decision::Deny(r) => serde_json::json!({"decision": "deny", "reason": r.as_str()}),
+                    "display_name": name, "extended_unlock": extended,
+                    "rules_too_old": v.header().too_old(&door, at).is_some()}),
+                Verdict::Deny { reason, .. } => {
+                    serde_json::json!({"decision": "deny", "reason": reason.as_str()})
+                }
             };
             println!("{out}");
             Ok(ExitCode::SUCCESS)

@@ -49,6 +49,12 @@ pub use standard::{
 #[serde(transparent)]
 pub struct CredentialId(pub String);
 
+impl From<&crate::rules::CredentialKey> for CredentialId {
+    fn from(key: &crate::rules::CredentialKey) -> Self {
+        Self(key.to_string())
+    }
+}
+
 impl From<&str> for CredentialId {
     fn from(id: &str) -> Self {
         Self(id.to_owned())

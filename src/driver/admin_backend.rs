@@ -24,7 +24,6 @@ use crate::config::Config;
 use crate::door::Direction;
 use crate::journal::{Event, EventKind, JournalReader};
 use crate::osdp;
-use crate::rules::Request;
 use crate::site::remote::RemoteAction;
 use crate::status::{
     BusStatus, DoorKindName, DoorStatus, GatewayStatus, Occupancy, PdIdentity, PdStatus,
@@ -232,24 +231,17 @@ impl GatewayBackend {
 }
 
 impl GatewayBackend {
-    /// The core's decision for the query's card at its door now; `None`
-    /// when the card cannot be put as a reader would send it, or the loop
-    /// is gone.
+    /// The core's decision for the query's card at its door (the one
+    /// decision path, with the door's situation now); `None` when the
+    /// loop is gone.
     async fn door_decides(&self, query: &WhyQuery) -> Option<crate::site::Verdict> {
-        let (data, bits) = match &query.card {
-            crate::rules::Card::Key(k) => crate::rules::wiegand::encode(k).ok()?,
-            crate::rules::Card::Raw { bytes, bits } => (bytes.clone(), *bits),
-        };
-        let card = crate::osdp::message::RawCard {
-            reader: 0,
-            format: 0,
-            bits,
-            data,
-        };
         let (reply, answer) = oneshot::channel();
+        // "Now" is the core's proven time, not the admin port's reading.
+        let now = query.at.duration_since(self.now()).abs() <= jiff::SignedDuration::from_mins(1);
         let why = Control::Why {
             door: DoorId::from(&query.door),
-            card,
+            presented: query.card.clone().into(),
+            at: (!now).then_some(query.at),
             reply,
         };
         self.control.send(why).await.ok()?;
@@ -298,40 +290,11 @@ impl AdminBackend for GatewayBackend {
             if !self.view.borrow().doors.iter().any(|d| d.id == query.door) {
                 return Err(BackendError::UnknownDoor(query.door));
             }
-            let req = Request {
-                door: query.door.clone(),
-                card: query.card.clone(),
-                pin: None,
-                lockdown: false,
-            };
-            let mut answer = match self.store.decide(&req, query.at) {
-                Ok(d) => why_answer(&query.card, &d, self.store.version(), query.at),
-                Err(crate::store::StoreError::Empty) => why_answer(
-                    &query.card,
-                    &crate::rules::Decision::Deny(crate::rules::DenyReason::RulesTooOld),
-                    None,
-                    query.at,
-                ),
-                Err(e) => return Err(unavailable(e)),
-            };
-            // "Now": the door's own decision, from the core (lockdown, the
-            // proven time); the rules' answer gives the name and version.
-            let now =
-                query.at.duration_since(self.now()).abs() <= jiff::SignedDuration::from_mins(1);
-            if now && let Some(verdict) = self.door_decides(&query).await {
-                match verdict {
-                    crate::site::Verdict::Deny { reason, .. } => {
-                        answer.decision = "deny".into();
-                        answer.reason = Some(reason.as_str().into());
-                        answer.name = None;
-                    }
-                    crate::site::Verdict::Grant { .. } => {
-                        answer.decision = "grant".into();
-                        answer.reason = None;
-                    }
-                }
-            }
-            Ok(answer)
+            let verdict = self
+                .door_decides(&query)
+                .await
+                .ok_or_else(|| BackendError::Unavailable("the daemon loop is gone".into()))?;
+            Ok(why_answer(&verdict, self.store.version(), query.at))
         })
     }
 

@@ -94,13 +94,15 @@ pub enum Control {
     /// Who is inside now. Asked for, not published with every round: a
     /// copy of the list costs its length, which a passage must not.
     Presence(oneshot::Sender<Presence>),
-    /// What the door would decide for this card now (the admin "why"
-    /// box): the core's own decision, lockdown and the clock included.
+    /// What the door would decide for this card (the admin "why" box):
+    /// the core's own decision path, lockdown and the clock included.
     Why {
         /// The door.
         door: crate::ids::DoorId,
-        /// The card as a reader would send it.
-        card: crate::osdp::message::RawCard,
+        /// The card (as a reader sends it or as a credential key) and PIN.
+        presented: crate::site::Presented,
+        /// Another time than now, asked with today's situation.
+        at: Option<Timestamp>,
         /// The answer.
         reply: oneshot::Sender<crate::site::Verdict>,
     },
@@ -423,8 +425,13 @@ fn daemon_input(
             let _ = reply.send(gateway.presence().clone());
             return None;
         }
-        Control::Why { door, card, reply } => {
-            let _ = reply.send(gateway.explain(&door, &card));
+        Control::Why {
+            door,
+            presented,
+            at,
+            reply,
+        } => {
+            let _ = reply.send(gateway.decide(&door, &presented, at));
             return None;
         }
     })

@@ -1,16 +1,15 @@
 //! The rules store as the gateway core sees it: [`StoreDecider`] answers
-//! the core's lookups (decide a card, the scheduled door mode, office
-//! hours, a granted person's name) from the signed rules in force.
+//! the core's lookups (what the rules say of a credential at a door, the
+//! scheduled door mode, office hours, a holder's name) from the signed
+//! rules in force. Lookups only: the decision itself is the core's
+//! (`site::decision`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use crate::door::DenyReason;
 use crate::ids::DoorId;
-use crate::osdp::message::RawCard;
-use crate::rules::{Card, Decision, Request};
+use crate::rules::{Card, CredentialKey, Decision, DenyReason, Request};
 use crate::site::{Rules, Verdict};
 use crate::store::{Store, StoreError};
 
@@ -21,12 +20,7 @@ use crate::store::{Store, StoreError};
 pub struct StoreDecider {
     store: Arc<Store>,
     office_hours_schedule: String,
-    /// Display names of recent grants, for the presence list.
-    names: HashMap<String, Option<String>>,
 }
-
-/// How many recent grant names are kept for presence.
-const NAME_CACHE: usize = 4096;
 
 impl StoreDecider {
     /// A decider over `store`; `office_hours_schedule` names the rules'
@@ -35,56 +29,46 @@ impl StoreDecider {
         Self {
             store,
             office_hours_schedule,
-            names: HashMap::new(),
         }
     }
 }
 
 impl Rules for StoreDecider {
-    fn decide(&mut self, door: &DoorId, card: &RawCard, now: Timestamp) -> Verdict {
+    fn decide(
+        &self,
+        door: &DoorId,
+        key: &CredentialKey,
+        pin: Option<&str>,
+        at: Timestamp,
+    ) -> Verdict {
         let req = Request {
-            door: door.to_string(),
-            card: Card::Raw {
-                bytes: card.data.clone(),
-                bits: card.bits,
-            },
-            pin: None,
-            lockdown: false,
+            door: door.clone(),
+            card: Card::Key(key.clone()),
+            pin: pin.map(str::to_owned),
         };
-        let credential = crate::rules::wiegand::decode(&card.data, card.bits)
-            .ok()
-            .map(|k| k.to_string());
-        match self.store.decide(&req, now) {
+        let deny = |reason| Verdict::Deny {
+            credential: Some(key.clone()),
+            reason,
+        };
+        match self.store.decide(&req, at) {
             Ok(Decision::Grant {
                 credential,
                 extended_unlock,
                 lockdown_exempt,
                 display_name,
                 ..
-            }) => {
-                let credential = credential.to_string();
-                if self.names.len() >= NAME_CACHE {
-                    self.names.clear();
-                }
-                self.names.insert(credential.clone(), display_name);
-                Verdict::Grant {
-                    credential,
-                    extended: extended_unlock,
-                    lockdown_exempt,
-                }
-            }
-            Ok(Decision::Deny(reason)) => Verdict::Deny { credential, reason },
-            // No rules at all: as old as rules can be.
-            Err(StoreError::Empty) => Verdict::Deny {
+            }) => Verdict::Grant {
                 credential,
-                reason: DenyReason::RulesTooOld,
+                extended: extended_unlock,
+                lockdown_exempt,
+                name: display_name,
             },
+            Ok(Decision::Deny(reason)) => deny(reason),
+            // No rules at all: as old as rules can be.
+            Err(StoreError::Empty) => deny(DenyReason::RulesTooOld),
             Err(e) => {
                 tracing::error!(%door, error = %e, "rules lookup failed; denying");
-                Verdict::Deny {
-                    credential,
-                    reason: DenyReason::UnknownCredential,
-                }
+                deny(DenyReason::UnknownCredential)
             }
         }
     }
@@ -100,7 +84,7 @@ impl Rules for StoreDecider {
             .map(|h| h.schedule_open(&self.office_hours_schedule, now))
     }
 
-    fn display_name(&self, credential: &str) -> Option<String> {
-        self.names.get(credential).cloned().flatten()
+    fn display_name(&self, key: &CredentialKey) -> Option<String> {
+        self.store.credential(key).ok().flatten()?.display_name
     }
 }

@@ -47,10 +47,9 @@ pub fn snapshot(data: &[u8]) {
         for door in v.header().snapshot().doors.keys() {
             for c in v.credentials().keys().take(4) {
                 let req = Request {
-                    door: door.clone(),
+                    door: door.as_str().into(),
                     card: Card::Key(c.clone()),
                     pin: Some("1234".into()),
-                    lockdown: false,
                 };
                 let _ = decide(&v, &req, gw.issued_at);
             }

@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::ids::DoorId;
+
 pub use envelope::{
     Delta, DeltaError, SignedBlob, TrustedKeys, VerifiedDelta, VerifiedRecords, VerifiedSnapshot,
     VerifyError, apply_delta, verify_delta, verify_snapshot, verify_snapshot_records,
@@ -614,13 +616,11 @@ pub enum Card {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// Door id.
-    pub door: String,
+    pub door: DoorId,
     /// The card read.
     pub card: Card,
     /// PIN typed, if any.
     pub pin: Option<String>,
-    /// The building (or this door) is in lockdown.
-    pub lockdown: bool,
 }
 
 /// Why access was denied. Names are part of the contract.
@@ -680,6 +680,25 @@ impl DenyReason {
             Self::RulesUntrusted => "rules_untrusted",
         }
     }
+
+    /// The reason in words, for people: the one wording of the admin
+    /// page, the API's `reason_text`, the log and `portier status`.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::UnknownCredential => "card not known to this building",
+            Self::Blocked => "card blocked (lost, stolen or penalty)",
+            Self::NotYetValid => "authorisation not valid yet",
+            Self::Expired => "authorisation expired",
+            Self::NoAccess => "no access to this door",
+            Self::OutsideSchedule => "access to this door, but not at this time",
+            Self::Lockdown => "door in lockdown",
+            Self::BadFormat => "card data unreadable (format or parity)",
+            Self::RulesTooOld => "gateway rules too old to decide",
+            Self::PinRequired => "PIN required",
+            Self::WrongPin => "wrong PIN",
+            Self::RulesUntrusted => "gateway rules signed by a key no longer trusted",
+        }
+    }
 }
 
 /// The outcome of [`decide`].
@@ -713,8 +732,9 @@ pub fn decide(rules: &VerifiedSnapshot, req: &Request, now: Timestamp) -> Decisi
 
 /// Decide with a header and any credential source (e.g. the sled store).
 /// Checks, in order: bad_format, rules_too_old, unknown_credential, blocked,
-/// not_yet_valid, expired, no_access, outside_schedule, lockdown,
-/// pin_required / wrong_pin.
+/// not_yet_valid, expired, no_access, outside_schedule, pin_required /
+/// wrong_pin. What the gateway knows beyond the rules (lockdown) is the
+/// core's to check (`site::decision`).
 pub fn decide_with<L: CredentialLookup + ?Sized>(
     header: &Header,
     creds: &L,
@@ -755,7 +775,7 @@ pub fn decide_with<L: CredentialLookup + ?Sized>(
         .filter(|e| {
             s.door_groups
                 .get(&e.door_group)
-                .is_some_and(|g| g.contains(&req.door))
+                .is_some_and(|g| g.iter().any(|d| req.door == *d))
         })
         .peekable();
     if covering.peek().is_none() {
@@ -763,9 +783,6 @@ pub fn decide_with<L: CredentialLookup + ?Sized>(
     }
     if !covering.any(|e| header.schedule_open(&e.schedule, now)) {
         return deny(R::OutsideSchedule);
-    }
-    if req.lockdown && !c.lockdown_exempt {
-        return deny(R::Lockdown);
     }
     if let Some(pin) = &c.pin {
         match &req.pin {

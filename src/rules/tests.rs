@@ -18,14 +18,14 @@ pub(crate) fn trusted() -> TrustedKeys {
     k
 }
 
-fn card(n: u64) -> CredentialKey {
+pub(crate) fn card(n: u64) -> CredentialKey {
     CredentialKey::H10301 {
         facility: 42,
         number: n,
     }
 }
 
-fn cred(n: u64, levels: &[&str]) -> Credential {
+pub(crate) fn cred(n: u64, levels: &[&str]) -> Credential {
     Credential {
         key: card(n),
         display_name: Some(format!("card {n}")),
@@ -104,7 +104,6 @@ pub(crate) fn req(door: &str, n: u64) -> Request {
         door: door.into(),
         card: Card::Key(card(n)),
         pin: None,
-        lockdown: false,
     }
 }
 
@@ -250,10 +249,7 @@ fn check_order() {
     assert_eq!(reason(decide(&v, &r, mon)), Some(DenyReason::WrongPin));
     r.pin = Some("1234".into());
     assert_eq!(reason(decide(&v, &r, mon)), None);
-    r.lockdown = true;
-    assert_eq!(reason(decide(&v, &r, mon)), Some(DenyReason::Lockdown));
-    let mut r = req("lab", 8);
-    r.lockdown = true;
+    let r = req("lab", 8);
     assert!(matches!(
         decide(&v, &r, mon),
         Decision::Grant {
@@ -271,7 +267,6 @@ fn check_order() {
             bits: 26,
         },
         pin: None,
-        lockdown: false,
     };
     assert_eq!(reason(decide(&v, &bad, mon)), Some(DenyReason::BadFormat));
     // Rules too old: revolving fails secure, standard keeps deciding.

@@ -18,6 +18,7 @@ use crate::ids::{BusId, DoorId, ReaderId};
 use crate::osdp::message::{Command, RawCard};
 use crate::osdp::{BusEvent, OfflineReason};
 
+use super::decision::Verdict;
 use super::modes::{DoorClass, ModePlanner, StandingMode};
 use super::outputs::{self, FeedbackTable, StrikeWiring};
 use super::standing::HeldBy;
@@ -95,27 +96,6 @@ pub struct DoorWiring {
     pub rotation_in: Option<InputRef>,
     /// Rotation sensor for passages out.
     pub rotation_out: Option<InputRef>,
-}
-
-/// The rules engine's answer for one card read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Let them in.
-    Grant {
-        /// Credential key.
-        credential: String,
-        /// Extended strike time.
-        extended: bool,
-        /// Admitted in lockdown.
-        lockdown_exempt: bool,
-    },
-    /// Keep them out.
-    Deny {
-        /// Credential key, when the card could be parsed.
-        credential: Option<String>,
-        /// Why.
-        reason: DenyReason,
-    },
 }
 
 /// Inputs to the building.
@@ -629,11 +609,12 @@ impl Building {
                     credential,
                     extended,
                     lockdown_exempt,
+                    ..
                 },
             ) => d.handle(
                 now,
                 DoorInput::Granted {
-                    credential: CredentialId(credential),
+                    credential: CredentialId::from(&credential),
                     extended,
                     exempt: lockdown_exempt,
                 },
@@ -641,14 +622,14 @@ impl Building {
             (Machine::Standard(d), Verdict::Deny { credential, reason }) => d.handle(
                 now,
                 DoorInput::Denied {
-                    credential: credential.map(CredentialId),
+                    credential: credential.as_ref().map(CredentialId::from),
                     reason,
                 },
             ),
             (Machine::Revolving(d), Verdict::Grant { credential, .. }) => d.handle(
                 now,
                 RevolvingInput::Granted {
-                    credential: CredentialId(credential),
+                    credential: CredentialId::from(&credential),
                     direction,
                 },
             ),
@@ -664,7 +645,7 @@ impl Building {
                 self.record(EventKind::AccessDenied {
                     door,
                     reader,
-                    credential,
+                    credential: credential.map(|k| k.to_string()),
                     reason,
                 });
             }
@@ -1051,9 +1032,10 @@ mod tests {
 
     fn grant() -> Verdict {
         Verdict::Grant {
-            credential: "h10301:42:1001".into(),
+            credential: "h10301:42:1001".parse().unwrap(),
             extended: false,
             lockdown_exempt: false,
+            name: None,
         }
     }
 
@@ -1110,7 +1092,7 @@ mod tests {
         let now = crate::test_clock::epoch();
         let mut b = building();
         let verdict = Verdict::Deny {
-            credential: Some("h10301:42:1005".into()),
+            credential: Some("h10301:42:1005".parse().unwrap()),
             reason: DenyReason::Blocked,
         };
         b.handle(
@@ -1195,9 +1177,10 @@ mod tests {
         // Two different cardholders badge one after the other.
         for credential in ["h10301:42:1001", "h10301:42:1002"] {
             let verdict = Verdict::Grant {
-                credential: credential.into(),
+                credential: credential.parse().unwrap(),
                 extended: false,
                 lockdown_exempt: false,
+                name: None,
             };
             b.handle(
                 now,

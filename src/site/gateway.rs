@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::building::{Building, BuildingAction, BuildingInput, PdRef, Verdict};
+use super::building::{Building, BuildingAction, BuildingInput, PdRef};
 use super::clock::{ClockAlarm, Reading, TrustedClock};
+use super::decision::{self, Presented, Rules, Situation, Verdict, When};
 use super::modes::{DoorClass, ModePlanner, StandingMode};
 use super::outputs::FeedbackTable;
 use super::remote::{RemoteAction, RemoteError};
@@ -39,8 +40,8 @@ use crate::door::{
 use crate::event::EventKind;
 use crate::ids::{BusId, DoorId};
 use crate::osdp::BusEvent;
-use crate::osdp::message::{Command, RawCard};
-use crate::rules::DenyReason;
+use crate::osdp::message::Command;
+use crate::rules::{Card, DenyReason};
 
 /// The two clocks, read once by the driver per input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,28 +94,6 @@ impl Now {
         } else {
             self.mono.checked_sub(boot.since - at)
         }
-    }
-}
-
-/// The rules as the core sees them: pure lookups at a given time.
-pub trait Rules: Send {
-    /// Decide for this raw card at this door at `at`.
-    fn decide(&mut self, door: &DoorId, card: &RawCard, at: Timestamp) -> Verdict;
-
-    /// The scheduled mode name of `door` at `at`, if a schedule says one.
-    fn door_mode(&self, _door: &DoorId, _at: Timestamp) -> Option<String> {
-        None
-    }
-
-    /// Whether it is office hours at `at`; `None` without rules (then
-    /// every passage is recorded, the safe side for people's safety).
-    fn office_hours(&self, _at: Timestamp) -> Option<bool> {
-        None
-    }
-
-    /// Display name of a credential granted recently, for presence.
-    fn display_name(&self, _credential: &str) -> Option<String> {
-        None
     }
 }
 
@@ -697,13 +676,14 @@ impl Gateway {
                 BuildingAction::Decide {
                     door, reader, card, ..
                 } => {
-                    let verdict = self.decide(&door, &card);
+                    let presented = Presented::from(Card::Raw {
+                        bytes: card.data,
+                        bits: card.bits,
+                    });
+                    let verdict = self.decide(&door, &presented, None);
                     self.outputs.push_back(Output::Decided {
                         door: door.clone(),
-                        deny: match &verdict {
-                            Verdict::Grant { .. } => None,
-                            Verdict::Deny { reason, .. } => Some(*reason),
-                        },
+                        deny: verdict.deny_reason(),
                     });
                     self.building.handle(
                         now.mono,
@@ -722,7 +702,10 @@ impl Gateway {
                     ..
                 } => {
                     let at = self.wall;
-                    let name = self.rules.display_name(&credential);
+                    let name = credential
+                        .parse()
+                        .ok()
+                        .and_then(|key| self.rules.display_name(&key));
                     let office_hours = self.rules.office_hours(at).unwrap_or(false);
                     let event = self.presence.record(Passage {
                         credential: CredentialId(credential),
@@ -754,38 +737,23 @@ impl Gateway {
         }
     }
 
-    /// Decide at the trusted time, or, while the system clock is not
-    /// believed, at both edges of the interval: a grant needs both (a
-    /// card's expiry is judged at the upper edge, its start of validity at
-    /// the lower, a schedule at both).
-    fn decide(&mut self, door: &DoorId, card: &RawCard) -> Verdict {
-        let (low, high) = self.reading.edges();
-        let at_high = self.rules.decide(door, card, high);
-        if low == high || !matches!(at_high, Verdict::Grant { .. }) {
-            return at_high;
-        }
-        match self.rules.decide(door, card, low) {
-            Verdict::Grant { .. } => at_high,
-            deny => deny,
-        }
-    }
-
-    /// What the door would decide for `card` now, with every check the
-    /// core makes: the rules at the proven time (both edges while the clock
-    /// is not believed) and the door's lockdown. The admin "why" box asks
-    /// this, so its answer cannot differ from the door's.
-    pub fn explain(&mut self, door: &DoorId, card: &RawCard) -> Verdict {
-        match self.decide(door, card) {
-            Verdict::Grant {
-                credential,
-                lockdown_exempt: false,
-                ..
-            } if self.planner.is_locked_down(door) => Verdict::Deny {
-                credential: Some(credential),
-                reason: DenyReason::Lockdown,
-            },
-            verdict => verdict,
-        }
+    /// The decision for `card` at `door` now, with every check the core
+    /// makes: the rules at the proven time (both edges while the clock is
+    /// not believed) and the door's situation. The door and the admin
+    /// "why" box both ask this, so their answers cannot differ; `at` asks
+    /// of another time, with the situation of now.
+    pub fn decide(&self, door: &DoorId, presented: &Presented, at: Option<Timestamp>) -> Verdict {
+        let when = match at {
+            Some(t) => When::at(t),
+            None => {
+                let (earliest, latest) = self.reading.edges();
+                When { earliest, latest }
+            }
+        };
+        let situation = Situation {
+            lockdown: self.planner.is_locked_down(door),
+        };
+        decision::decide(&*self.rules, door, presented, when, situation)
     }
 
     /// Close the input: the commit (records and changed standing state)
@@ -963,23 +931,36 @@ fn wall_end(
 mod tests {
     use super::*;
     use crate::door::{Direction, StandardConfig};
+    use crate::osdp::message::RawCard;
+    use crate::rules::CredentialKey;
     use crate::site::building::{DoorKind, DoorWiring, InputRef, OutputRef, ReaderRef};
     use crate::site::outputs::StrikeWiring;
 
     struct Table;
 
+    /// Card 01/8 is staff's; every other card is a lost pass.
+    const STAFF: &str = "raw:01/8";
+
     impl Rules for Table {
-        fn decide(&mut self, _door: &DoorId, card: &RawCard, _at: Timestamp) -> Verdict {
-            match card.data[0] {
-                1 => Verdict::Grant {
-                    credential: "staff".into(),
+        fn decide(
+            &self,
+            _door: &DoorId,
+            key: &CredentialKey,
+            _pin: Option<&str>,
+            _at: Timestamp,
+        ) -> Verdict {
+            if key.to_string() == STAFF {
+                Verdict::Grant {
+                    credential: key.clone(),
                     extended: false,
                     lockdown_exempt: false,
-                },
-                _ => Verdict::Deny {
-                    credential: Some("lost".into()),
+                    name: None,
+                }
+            } else {
+                Verdict::Deny {
+                    credential: Some(key.clone()),
                     reason: DenyReason::Blocked,
-                },
+                }
             }
         }
         fn office_hours(&self, _at: Timestamp) -> Option<bool> {
@@ -1193,8 +1174,14 @@ mod tests {
     struct Window;
 
     impl Rules for Window {
-        fn decide(&mut self, door: &DoorId, card: &RawCard, at: Timestamp) -> Verdict {
-            Table.decide(door, card, at)
+        fn decide(
+            &self,
+            door: &DoorId,
+            key: &CredentialKey,
+            pin: Option<&str>,
+            at: Timestamp,
+        ) -> Verdict {
+            Table.decide(door, key, pin, at)
         }
 
         fn door_mode(&self, _door: &DoorId, when: Timestamp) -> Option<String> {
@@ -1371,7 +1358,7 @@ mod tests {
             )),
             "{out:?}"
         );
-        assert!(g.presence().get(&CredentialId("staff".into())).is_some());
+        assert!(g.presence().get(&CredentialId(STAFF.into())).is_some());
         // The passage is committed as its line, not as the whole state.
         let lines = commits(&out)
             .iter()
@@ -1381,6 +1368,6 @@ mod tests {
             })
             .expect("a presence change");
         assert_eq!(lines.len(), 1);
-        assert_eq!(lines[0].credential, CredentialId("staff".into()));
+        assert_eq!(lines[0].credential, CredentialId(STAFF.into()));
     }
 }

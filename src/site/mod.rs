@@ -5,6 +5,7 @@
 
 pub mod building;
 pub mod clock;
+pub mod decision;
 pub mod gateway;
 pub mod modes;
 pub mod outputs;
@@ -13,9 +14,10 @@ pub mod standing;
 
 pub use building::{
     Building, BuildingAction, BuildingInput, DoorKind, DoorState, DoorWiring, InputRef, OutputRef,
-    PdRef, ReaderRef, Verdict,
+    PdRef, ReaderRef,
 };
+pub use decision::{Presented, Rules, Situation, Verdict, When};
 pub use gateway::{
-    Boot, Commit, DecisionObserver, Gateway, Input, Now, Output, Rules, StandingChange, Ticket,
+    Boot, Commit, DecisionObserver, Gateway, Input, Now, Output, StandingChange, Ticket,
 };
 pub use standing::StandingState;

@@ -635,6 +635,15 @@ impl Store {
         self.current().map(|c| c.record.signer.clone())
     }
 
+    /// One credential of the rules in force (`None` without rules).
+    pub fn credential(&self, key: &CredentialKey) -> Result<Option<Credential>, StoreError> {
+        let Some(c) = self.current() else {
+            return Ok(None);
+        };
+        c.credential(key)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
     /// Rules in force (without credentials).
     pub fn header(&self) -> Option<Arc<Header>> {
         self.current().map(|c| c.header.clone())

@@ -21,10 +21,10 @@ use portier::admin::client::{AdminClient, Auth};
 use portier::admin::tls::Trust;
 use portier::admin::{
     ActionOutcome, AdminBackend, AdminConfig, AdminServer, BackendError, BoxFuture,
-    DoorActionRequest, DoorCommand, Metrics, WhyAnswer, WhyQuery,
+    DoorActionRequest, DoorCommand, Metrics, WhyAnswer, WhyDecision, WhyQuery,
 };
 use portier::journal::{Event, EventKind};
-use portier::rules::{Card, CredentialKey};
+use portier::rules::{Card, CredentialKey, DenyReason};
 use portier::status::{
     BusStatus, DoorKindName, DoorStatus, GatewayStatus, Occupancy, PdIdentity, PdStatus,
     PresenceEntry, RulesStatus, Status, UplinkStatus,
@@ -227,26 +227,31 @@ impl AdminBackend for FakeBackend {
             if !s.doors.iter().any(|d| d.id == q.door) {
                 return Err(BackendError::UnknownDoor(q.door));
             }
-            let deny = |reason: &str, credential: Option<String>| WhyAnswer {
-                decision: "deny".into(),
-                reason: Some(reason.into()),
+            let deny = |reason: DenyReason, credential: Option<String>| WhyAnswer {
+                decision: WhyDecision::Deny,
+                reason: Some(reason),
                 credential,
                 name: None,
                 rules_version: Some(42),
                 at: q.at,
             };
             Ok(match h10301(&q.card) {
-                None => deny("bad_format", None),
+                None => deny(DenyReason::BadFormat, None),
                 Some((42, 1001)) => WhyAnswer {
-                    decision: "grant".into(),
+                    decision: WhyDecision::Grant,
                     reason: None,
                     credential: Some("h10301:42:1001".into()),
                     name: Some("Ada Lovelace".into()),
                     rules_version: Some(42),
                     at: q.at,
                 },
-                Some((42, 1002)) => deny("outside_schedule", Some("h10301:42:1002".into())),
-                Some((f, n)) => deny("unknown_credential", Some(format!("h10301:{f}:{n}"))),
+                Some((42, 1002)) => {
+                    deny(DenyReason::OutsideSchedule, Some("h10301:42:1002".into()))
+                }
+                Some((f, n)) => deny(
+                    DenyReason::UnknownCredential,
+                    Some(format!("h10301:{f}:{n}")),
+                ),
             })
         })
     }
