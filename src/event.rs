@@ -5,7 +5,8 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::door::Direction;
+use crate::action::{ActionRecord, Outcome, RecordedAction};
+use crate::door::{ActiveMode, Direction, StandingMode};
 use crate::ids::{BusId, DoorId, ReaderId};
 use crate::osdp::SecurityAlarm;
 use crate::rules::DenyReason;
@@ -174,7 +175,7 @@ pub enum EventKind {
         /// Door id.
         door: DoorId,
         /// The new mode.
-        mode: String,
+        mode: ActiveMode,
     },
     /// Someone entered or left outside office hours.
     Presence {
@@ -233,18 +234,9 @@ pub enum EventKind {
         /// Rules version in force, if any.
         rules_version: Option<u64>,
     },
-    /// A remote door action (central command, admin page, test hook).
-    RemoteAction {
-        /// Who asked.
-        source: String,
-        /// The central command's id, for a signed command.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        command: Option<String>,
-        /// The action, as JSON.
-        action: String,
-        /// `accepted` or `refused: <why>`.
-        outcome: String,
-    },
+    /// A remote door action (central command, admin page, test hook)
+    /// and what came of it.
+    RemoteAction(ActionRecord),
     /// A signed command was refused before acting (bad signature, expired,
     /// replayed, another gateway's).
     CommandRefused {
@@ -329,7 +321,7 @@ pub enum EventKind {
         /// Door id.
         door: DoorId,
         /// The scheduled mode.
-        mode: String,
+        mode: StandingMode,
         /// Why.
         reason: String,
     },
@@ -565,7 +557,7 @@ impl EventKind {
             Self::DoorClosed { door: d } => Self::DoorClosed { door: door(d) },
             Self::DoorModeChanged { door: d, mode } => Self::DoorModeChanged {
                 door: door(d),
-                mode: id(mode),
+                mode,
             },
             Self::Presence {
                 credential,
@@ -623,17 +615,16 @@ impl EventKind {
                 version: id(version),
                 rules_version,
             },
-            Self::RemoteAction {
-                source,
-                command,
-                action,
-                outcome,
-            } => Self::RemoteAction {
-                source: id(source),
-                command: command.map(id),
-                action: text(action),
-                outcome: text(outcome),
-            },
+            Self::RemoteAction(r) => Self::RemoteAction(ActionRecord {
+                source: id(r.source),
+                command: r.command.map(id),
+                action: match r.action {
+                    RecordedAction::Text(t) => RecordedAction::Text(text(t)),
+                    action => action,
+                },
+                refusal: r.refusal.map(text),
+                ..r
+            }),
             Self::CommandRefused { id: i, reason } => Self::CommandRefused {
                 id: i.map(id),
                 reason: text(reason),
@@ -734,7 +725,7 @@ impl EventKind {
                 reason,
             } => Self::DoorModeWithheld {
                 door: door(d),
-                mode: id(mode),
+                mode,
                 reason: id(reason),
             },
             Self::AdminUnavailable { file, reason } => Self::AdminUnavailable {
@@ -829,15 +820,18 @@ impl EventKind {
                 Some(v) => format!("portier {version} started with rules version {v}"),
                 None => format!("portier {version} started WITHOUT rules: every card is denied"),
             },
-            Self::RemoteAction {
-                source,
-                command,
-                action,
-                outcome,
-            } => match command {
-                Some(id) => format!("command {id} from {source}: {action} — {outcome}"),
-                None => format!("remote action from {source}: {action} — {outcome}"),
-            },
+            Self::RemoteAction(r) => {
+                let outcome = match (r.outcome, &r.refusal) {
+                    (Outcome::Accepted, _) => "accepted".to_owned(),
+                    (Outcome::Refused, Some(why)) => format!("REFUSED: {why}"),
+                    (Outcome::Refused, None) => "REFUSED".to_owned(),
+                };
+                let (source, action) = (&r.source, &r.action);
+                match &r.command {
+                    Some(id) => format!("command {id} from {source}: {action} — {outcome}"),
+                    None => format!("remote action from {source}: {action} — {outcome}"),
+                }
+            }
             Self::CommandRefused { id, reason } => format!(
                 "command {} REFUSED: {reason}",
                 id.as_deref().unwrap_or("(unreadable)")

@@ -6,6 +6,7 @@
 //! [`event`] says what happened (sans-IO), [`journal`] keeps it durably. See `ARCHITECTURE.md` for the map
 //! and the invariants.
 
+pub mod action;
 pub mod admin;
 pub mod central;
 pub mod clock;

@@ -28,6 +28,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
+use portier::action::{Outcome, RecordedAction};
 use portier::door::{Direction, RevolvingConfig, StandardConfig};
 use portier::event::EventKind;
 use portier::ids::DoorId;
@@ -351,12 +352,13 @@ impl Sim {
 
     /// The model follows the committed records.
     fn follow(&mut self, record: &EventKind) {
-        if let EventKind::RemoteAction {
-            action, outcome, ..
-        } = record
-            && outcome == "accepted"
+        if let EventKind::RemoteAction(r) = record
+            && r.outcome == Outcome::Accepted
         {
-            match serde_json::from_str::<RemoteAction>(action).unwrap() {
+            let RecordedAction::Action(action) = &r.action else {
+                panic!("a record of this run is not a structure: {r:?}");
+            };
+            match action.clone() {
                 RemoteAction::Lockdown { doors } if doors.is_empty() => {
                     self.lockdown.extend(DOORS.iter().map(|d| d.to_string()));
                 }
@@ -627,7 +629,8 @@ impl Sim {
                 } else {
                     ["card_only", "unlocked"][self.rng.below(2) as usize]
                 }
-                .into(),
+                .parse()
+                .unwrap(),
                 seconds,
             },
             2 => RemoteAction::FreeRotation {

@@ -603,7 +603,7 @@ pub(crate) fn event_words(k: &EventKind) -> (String, &'static str) {
         ),
         EventKind::DoorClosed { door } => (format!("door {door} closed"), ""),
         EventKind::DoorModeChanged { door, mode } => (
-            format!("door {door} mode: {}", mode.replace('_', " ")),
+            format!("door {door} mode: {}", mode.as_str().replace('_', " ")),
             "warn",
         ),
         EventKind::Presence {

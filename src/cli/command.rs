@@ -64,7 +64,7 @@ pub(crate) enum ActionCmd {
         /// card_only, unlocked, lockdown; locked, cardholders_only,
         /// free_rotation, emergency_free.
         #[arg(long)]
-        mode: String,
+        mode: portier::door::StandingMode,
         /// Seconds.
         #[arg(long)]
         seconds: u64,

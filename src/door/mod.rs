@@ -29,10 +29,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod mode;
 pub mod presence;
 pub mod revolving;
 pub mod standard;
 
+pub use mode::{ActiveMode, DoorClass, StandingMode, UnknownMode};
 pub use presence::{MAX_INSIDE, Occupant, Passage, Presence, PresenceChange, PresenceEvent};
 pub use revolving::{
     PassageCause, PassageCounters, RevolvingAction, RevolvingConfig, RevolvingDoor, RevolvingEvent,

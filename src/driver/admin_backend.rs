@@ -160,7 +160,7 @@ impl GatewayBackend {
                         DoorClass::Revolving => DoorKindName::Revolving,
                         DoorClass::Standard => DoorKindName::Standard,
                     },
-                    mode: d.mode.clone(),
+                    mode: d.mode.to_string(),
                     override_state,
                     locked: !d.released,
                     open: d.open,
@@ -332,16 +332,25 @@ impl AdminBackend for GatewayBackend {
                         .find(|d| d.id == door_id)
                         .map(|d| d.kind)
                         .ok_or_else(|| BackendError::UnknownDoor(door.clone()))?;
+                    use crate::door::{Mode, RevolvingMode, StandingMode};
                     let mode = match (class, state) {
-                        (DoorClass::Revolving, OverrideChoice::Unlocked) => "free_rotation",
-                        (DoorClass::Revolving, OverrideChoice::Locked) => "locked",
-                        (DoorClass::Standard, OverrideChoice::Unlocked) => "unlocked",
-                        (DoorClass::Standard, OverrideChoice::Locked) => "card_only",
+                        (DoorClass::Revolving, OverrideChoice::Unlocked) => {
+                            StandingMode::Revolving(RevolvingMode::FreeRotation)
+                        }
+                        (DoorClass::Revolving, OverrideChoice::Locked) => {
+                            StandingMode::Revolving(RevolvingMode::Locked)
+                        }
+                        (DoorClass::Standard, OverrideChoice::Unlocked) => {
+                            StandingMode::Standard(Mode::ScheduledUnlock)
+                        }
+                        (DoorClass::Standard, OverrideChoice::Locked) => {
+                            StandingMode::Standard(Mode::CardOnly)
+                        }
                     };
                     (
                         RemoteAction::SetMode {
                             door: door_id.clone(),
-                            mode: mode.into(),
+                            mode,
                             seconds: u64::from(minutes) * 60,
                         },
                         Some(u64::from(minutes) * 60),

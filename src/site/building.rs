@@ -9,9 +9,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::door::{
-    CredentialId, DenyReason, Direction, DoorAction, DoorEvent, DoorInput, Feedback, OverrideState,
-    PassageCause, RevolvingAction, RevolvingConfig, RevolvingDoor, RevolvingEvent, RevolvingInput,
-    Rotation, StandardConfig, StandardDoor, Strike,
+    ActiveMode, CredentialId, DenyReason, Direction, DoorAction, DoorEvent, DoorInput, Feedback,
+    OverrideState, PassageCause, RevolvingAction, RevolvingConfig, RevolvingDoor, RevolvingEvent,
+    RevolvingInput, Rotation, StandardConfig, StandardDoor, Strike,
 };
 use crate::event::{AlarmCode, EventKind, HeldStage, OfflineCause};
 use crate::ids::{BusId, DoorId, ReaderId};
@@ -193,8 +193,8 @@ pub struct DoorState {
     pub id: DoorId,
     /// `standard` or `revolving`.
     pub kind: DoorClass,
-    /// Standing mode (contract name).
-    pub mode: String,
+    /// Standing mode.
+    pub mode: StandingMode,
     /// A timed override in force: `unlocked`, `locked` (standard) or
     /// `free_rotation` (revolving), reverting at `reverts_at`.
     pub override_state: Option<&'static str>,
@@ -323,7 +323,7 @@ impl Building {
                 Machine::Standard(m) => DoorState {
                     id: d.wiring.id.clone(),
                     kind: DoorClass::Standard,
-                    mode: StandingMode::Standard(m.mode()).as_str().into(),
+                    mode: StandingMode::Standard(m.mode()),
                     override_state: m.override_state().map(|o| match o.state {
                         OverrideState::Unlocked => "unlocked",
                         OverrideState::Locked => "locked",
@@ -340,7 +340,7 @@ impl Building {
                     DoorState {
                         id: d.wiring.id.clone(),
                         kind: DoorClass::Revolving,
-                        mode: StandingMode::Revolving(m.mode()).as_str().into(),
+                        mode: StandingMode::Revolving(m.mode()),
                         released: m.rotation().is_some(),
                         open: false,
                         forced: false,
@@ -863,11 +863,8 @@ fn standard_event(door: &DoorId, reader: &ReaderId, event: DoorEvent) -> Option<
         DoorEvent::ModeChanged { mode, override_ } => EventKind::DoorModeChanged {
             door,
             mode: match override_ {
-                Some(o) => match o.state {
-                    OverrideState::Unlocked => "override_unlocked".to_owned(),
-                    OverrideState::Locked => "override_locked".to_owned(),
-                },
-                None => StandingMode::Standard(mode).as_str().to_owned(),
+                Some(o) => ActiveMode::Override(o.state),
+                None => StandingMode::Standard(mode).into(),
             },
         },
 
@@ -904,11 +901,11 @@ fn revolving_event(door: &DoorId, reader: &ReaderId, event: RevolvingEvent) -> O
         RevolvingEvent::UnauthorisedRotation { .. } => EventKind::DoorForced { door },
         RevolvingEvent::ModeChanged { mode, .. } => EventKind::DoorModeChanged {
             door,
-            mode: StandingMode::Revolving(mode).as_str().to_owned(),
+            mode: StandingMode::Revolving(mode).into(),
         },
         RevolvingEvent::FreeRotationExpired { reverted_to } => EventKind::DoorModeChanged {
             door,
-            mode: StandingMode::Revolving(reverted_to).as_str().to_owned(),
+            mode: StandingMode::Revolving(reverted_to).into(),
         },
         _ => return None,
     })

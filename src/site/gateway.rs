@@ -33,6 +33,7 @@ use super::remote::{RemoteAction, RemoteError};
 use super::standing::{
     BootStamp, HeldBy, StandingState, TimeAnchor, TimedMode, TimedOverride, VERSION,
 };
+use crate::action::ActionRecord;
 use crate::door::{
     CredentialId, DoorInput, Override, OverrideState, Passage, Presence, PresenceChange,
     PresenceEvent, RevolvingInput,
@@ -468,7 +469,7 @@ impl Gateway {
             let Some(class) = self.planner.class(door) else {
                 continue;
             };
-            let Ok(mode) = class.parse_mode(mode) else {
+            let Ok(mode) = class.parse_mode(mode.as_str()) else {
                 continue;
             };
             match self.restored_end(now, *until, boot_until.as_ref(), mode.releases()) {
@@ -521,7 +522,7 @@ impl Gateway {
             if let Some(s) = states.iter().find(|s| s.id == door) {
                 self.records.push(EventKind::DoorModeChanged {
                     door,
-                    mode: s.mode.clone(),
+                    mode: s.mode.into(),
                 });
             }
         }
@@ -568,16 +569,12 @@ impl Gateway {
         action: RemoteAction,
     ) {
         let result = action.plan(&mut self.planner, now.mono);
-        let outcome = match &result {
-            Ok(_) => "accepted".to_owned(),
-            Err(e) => format!("refused: {e}"),
-        };
-        self.records.push(EventKind::RemoteAction {
+        self.records.push(EventKind::RemoteAction(ActionRecord::new(
             source,
             command,
-            action: serde_json::to_string(&action).unwrap_or_default(),
-            outcome,
-        });
+            action,
+            result.as_ref().map(|_| ()),
+        )));
         let result = result.map(|inputs| {
             for input in inputs {
                 self.building.handle(now.mono, input);
@@ -603,10 +600,10 @@ impl Gateway {
             .door_ids()
             .filter_map(|d| {
                 let mode = rules.door_mode(d, wall)?;
-                let releases = planner
+                let releasing = planner
                     .class(d)
                     .and_then(|c| c.parse_mode(&mode).ok())
-                    .is_some_and(|m| m.releases());
+                    .filter(|m| m.releases());
                 // A release nobody asked for by card starts only at a
                 // confirmed time, and only when both edges of the
                 // interval agree on it.
@@ -622,8 +619,10 @@ impl Gateway {
                         .as_deref()
                         == Some(mode.as_str()))
                     || witness.is_some_and(|t| held_since(&**rules, d, &mode, t, wall));
-                if releases && !proven {
-                    withheld.push((d.clone(), mode));
+                if let Some(release) = releasing
+                    && !proven
+                {
+                    withheld.push((d.clone(), release));
                     return None;
                 }
                 Some((d.clone(), mode))
@@ -786,7 +785,6 @@ impl Gateway {
         for (door, (mode, until)) in self.planner.remotes() {
             let wall = wall_end(&self.remote_walls, &door, until, now.mono, self.wall);
             walls.insert(door.clone(), (until, wall));
-            let mode = mode.as_str().to_owned();
             remote_modes.insert(
                 door,
                 TimedMode {
@@ -1237,7 +1235,7 @@ mod tests {
             at(1),
             RemoteAction::SetMode {
                 door: "lab".into(),
-                mode: "card_only".into(),
+                mode: StandingMode::from_name("card_only").unwrap(),
                 seconds: 6 * 3600,
             },
         );

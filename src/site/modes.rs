@@ -18,111 +18,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use std::time::Instant;
-use thiserror::Error;
 
-use crate::door::{Mode, RevolvingMode};
+pub use crate::door::mode::{DoorClass, StandingMode, UnknownMode};
 use crate::ids::DoorId;
-
-/// A standing mode of either door kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StandingMode {
-    /// Standard door.
-    Standard(Mode),
-    /// Revolving door.
-    Revolving(RevolvingMode),
-}
-
-impl StandingMode {
-    /// Whether the mode releases the door for anyone (no card asked for
-    /// it): such a mode from a schedule starts only at a confirmed time.
-    pub fn releases(self) -> bool {
-        matches!(
-            self,
-            Self::Standard(Mode::ScheduledUnlock)
-                | Self::Revolving(RevolvingMode::FreeRotation | RevolvingMode::EmergencyFree)
-        )
-    }
-
-    /// The name used in rules, commands and events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Standard(Mode::CardOnly) => "card_only",
-            Self::Standard(Mode::ScheduledUnlock) => "unlocked",
-            Self::Standard(Mode::Lockdown) => "lockdown",
-            Self::Revolving(RevolvingMode::Locked) => "locked",
-            Self::Revolving(RevolvingMode::CardholdersOnly) => "cardholders_only",
-            Self::Revolving(RevolvingMode::FreeRotation) => "free_rotation",
-            Self::Revolving(RevolvingMode::EmergencyFree) => "emergency_free",
-        }
-    }
-}
-
-/// A mode name that does not fit the door.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("mode {mode:?} is not a mode of a {kind} door (one of: {allowed})")]
-pub struct UnknownMode {
-    /// The name given.
-    pub mode: String,
-    /// `standard` or `revolving`.
-    pub kind: &'static str,
-    /// The names that would do.
-    pub allowed: &'static str,
-}
-
-/// Kind of door, for parsing mode names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DoorClass {
-    /// Swing door.
-    Standard,
-    /// Revolving door.
-    Revolving,
-}
-
-impl DoorClass {
-    /// Parse a mode name for this kind of door.
-    pub fn parse_mode(self, name: &str) -> Result<StandingMode, UnknownMode> {
-        match (self, name) {
-            (Self::Standard, "card_only") => Ok(StandingMode::Standard(Mode::CardOnly)),
-            (Self::Standard, "unlocked") => Ok(StandingMode::Standard(Mode::ScheduledUnlock)),
-            (Self::Standard, "lockdown") => Ok(StandingMode::Standard(Mode::Lockdown)),
-            (Self::Revolving, "locked") => Ok(StandingMode::Revolving(RevolvingMode::Locked)),
-            (Self::Revolving, "cardholders_only") => {
-                Ok(StandingMode::Revolving(RevolvingMode::CardholdersOnly))
-            }
-            (Self::Revolving, "free_rotation") => {
-                Ok(StandingMode::Revolving(RevolvingMode::FreeRotation))
-            }
-            (Self::Revolving, "emergency_free") => {
-                Ok(StandingMode::Revolving(RevolvingMode::EmergencyFree))
-            }
-            (Self::Standard, _) => Err(UnknownMode {
-                mode: name.to_owned(),
-                kind: "standard",
-                allowed: "card_only, unlocked, lockdown",
-            }),
-            (Self::Revolving, _) => Err(UnknownMode {
-                mode: name.to_owned(),
-                kind: "revolving",
-                allowed: "locked, cardholders_only, free_rotation, emergency_free",
-            }),
-        }
-    }
-
-    fn default_mode(self) -> StandingMode {
-        match self {
-            Self::Standard => StandingMode::Standard(Mode::CardOnly),
-            Self::Revolving => StandingMode::Revolving(RevolvingMode::CardholdersOnly),
-        }
-    }
-
-    fn lockdown_mode(self) -> StandingMode {
-        match self {
-            Self::Standard => StandingMode::Standard(Mode::Lockdown),
-            Self::Revolving => StandingMode::Revolving(RevolvingMode::Locked),
-        }
-    }
-}
 
 #[derive(Debug)]
 struct DoorPlan {
@@ -274,6 +172,7 @@ impl ModePlanner {
 mod tests {
     use super::*;
 
+    use crate::door::{Mode, RevolvingMode};
     use std::time::Duration;
 
     /// Virtual time: minutes after a base instant.

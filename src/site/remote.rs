@@ -8,66 +8,16 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::building::BuildingInput;
 use super::modes::{DoorClass, ModePlanner};
-use crate::door::{Direction, DoorInput, Override, OverrideState, RevolvingInput};
+pub use crate::action::RemoteAction;
+use crate::door::{DoorInput, Override, OverrideState, RevolvingInput};
 use crate::ids::DoorId;
 
 /// The longest a timed remote action may last (a day).
 pub const MAX_SECONDS: u64 = 24 * 3600;
-
-/// A remote action on doors.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RemoteAction {
-    /// Release a standard door for `seconds` (a revolving door: free
-    /// rotation for `seconds`).
-    Unlock {
-        /// Door id.
-        door: DoorId,
-        /// How long.
-        seconds: u64,
-    },
-    /// Put a door in a standing mode for `seconds`, then revert.
-    SetMode {
-        /// Door id.
-        door: DoorId,
-        /// Mode name (`card_only`, `unlocked`, `lockdown`; `locked`,
-        /// `cardholders_only`, `free_rotation`, `emergency_free`).
-        mode: String,
-        /// How long.
-        seconds: u64,
-    },
-    /// Let one person through a revolving door.
-    ReleasePassage {
-        /// Door id.
-        door: DoorId,
-        /// Which way.
-        direction: Direction,
-    },
-    /// Free rotation of a revolving door for `seconds`.
-    FreeRotation {
-        /// Door id.
-        door: DoorId,
-        /// How long.
-        seconds: u64,
-    },
-    /// Lock down these doors (all when empty) until released.
-    Lockdown {
-        /// Door ids; empty = the whole building.
-        #[serde(default)]
-        doors: Vec<DoorId>,
-    },
-    /// Lift a lockdown of these doors (all when empty).
-    ReleaseLockdown {
-        /// Door ids; empty = the whole building.
-        #[serde(default)]
-        doors: Vec<DoorId>,
-    },
-}
 
 /// Why a remote action was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -94,18 +44,6 @@ pub enum RemoteError {
 }
 
 impl RemoteAction {
-    /// A short name for events.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Unlock { .. } => "unlock",
-            Self::SetMode { .. } => "set_mode",
-            Self::ReleasePassage { .. } => "release_passage",
-            Self::FreeRotation { .. } => "free_rotation",
-            Self::Lockdown { .. } => "lockdown",
-            Self::ReleaseLockdown { .. } => "release_lockdown",
-        }
-    }
-
     /// Check the action and turn it into door inputs; lockdowns and mode
     /// sets go to the planner (the owner then applies its changes).
     pub fn plan(
@@ -154,7 +92,7 @@ impl RemoteAction {
                 seconds,
             } => {
                 let until = now + span(*seconds)?;
-                let mode = class(door)?.parse_mode(mode)?;
+                let mode = class(door)?.parse_mode(mode.as_str())?;
                 planner.set_remote(door, mode, until);
                 Vec::new()
             }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::door::Presence;
+use crate::door::{Presence, StandingMode};
 use crate::ids::DoorId;
 
 /// Layout version of [`StandingState`]; the driver refuses a state of
@@ -35,8 +35,8 @@ pub struct BootStamp {
 /// A remote mode and its end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimedMode {
-    /// The mode's contract name (`unlocked`, `free_rotation`, …).
-    pub mode: String,
+    /// The mode (its contract name on disk: `unlocked`, `free_rotation`, …).
+    pub mode: StandingMode,
     /// When it reverts.
     pub until: Timestamp,
     /// The same end on this boot's monotonic clock, when known: how a

@@ -1,0 +1,264 @@
+//! A remote action on doors and what came of it, as the contract carries
+//! them: CBOR structures in commands, control-socket requests and the
+//! `remote_action` event. The checks and their effect on the doors are the
+//! core's (`site::remote`); the types live here so that events can carry
+//! them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::door::{Direction, StandingMode};
+use crate::ids::DoorId;
+
+/// A remote action on doors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RemoteAction {
+    /// Release a standard door for `seconds` (a revolving door: free
+    /// rotation for `seconds`).
+    Unlock {
+        /// Door id.
+        door: DoorId,
+        /// How long.
+        seconds: u64,
+    },
+    /// Put a door in a standing mode for `seconds`, then revert.
+    SetMode {
+        /// Door id.
+        door: DoorId,
+        /// The mode (by name on the wire: `card_only`, `unlocked`,
+        /// `lockdown`; `locked`, `cardholders_only`, `free_rotation`,
+        /// `emergency_free`).
+        mode: StandingMode,
+        /// How long.
+        seconds: u64,
+    },
+    /// Let one person through a revolving door.
+    ReleasePassage {
+        /// Door id.
+        door: DoorId,
+        /// Which way.
+        direction: Direction,
+    },
+    /// Free rotation of a revolving door for `seconds`.
+    FreeRotation {
+        /// Door id.
+        door: DoorId,
+        /// How long.
+        seconds: u64,
+    },
+    /// Lock down these doors (all when empty) until released.
+    Lockdown {
+        /// Door ids; empty = the whole building.
+        #[serde(default)]
+        doors: Vec<DoorId>,
+    },
+    /// Lift a lockdown of these doors (all when empty).
+    ReleaseLockdown {
+        /// Door ids; empty = the whole building.
+        #[serde(default)]
+        doors: Vec<DoorId>,
+    },
+}
+
+impl RemoteAction {
+    /// A short name for events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Unlock { .. } => "unlock",
+            Self::SetMode { .. } => "set_mode",
+            Self::ReleasePassage { .. } => "release_passage",
+            Self::FreeRotation { .. } => "free_rotation",
+            Self::Lockdown { .. } => "lockdown",
+            Self::ReleaseLockdown { .. } => "release_lockdown",
+        }
+    }
+}
+
+/// Whether a remote action was carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Acted on.
+    Accepted,
+    /// Refused; the record's `refusal` says why.
+    Refused,
+}
+
+/// The action as journaled: the structure, or — for a record written
+/// before actions were structures, whose JSON text no longer parses (cut
+/// at the text cap) — that text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RecordedAction {
+    /// The action.
+    Action(RemoteAction),
+    /// An old record's text.
+    Text(String),
+}
+
+/// A remote action and what came of it (the `remote_action` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "RecordOnDisk")]
+pub struct ActionRecord {
+    /// Who asked (`central`, `admin:<user>`, `control`).
+    pub source: String,
+    /// The central command's id, for a signed command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The action.
+    pub action: RecordedAction,
+    /// Carried out or refused.
+    pub outcome: Outcome,
+    /// Why it was refused, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+/// What journals hold: today's structure, or the layout of releases up to
+/// f2b96d4 (the action as JSON text, the outcome `accepted` or
+/// `refused: <why>`). Both are read; only the structure is written.
+#[derive(Deserialize)]
+struct RecordOnDisk {
+    source: String,
+    #[serde(default)]
+    command: Option<String>,
+    action: RecordedAction,
+    outcome: String,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+impl From<RecordOnDisk> for ActionRecord {
+    fn from(d: RecordOnDisk) -> Self {
+        let action = match d.action {
+            RecordedAction::Text(text) => serde_json::from_str(&text)
+                .map_or(RecordedAction::Text(text), RecordedAction::Action),
+            action => action,
+        };
+        let (outcome, refusal) = match d.outcome.as_str() {
+            "accepted" => (Outcome::Accepted, d.refusal),
+            other => (
+                Outcome::Refused,
+                d.refusal.or_else(|| {
+                    other
+                        .strip_prefix("refused: ")
+                        .map(str::to_owned)
+                        .filter(|why| !why.is_empty())
+                }),
+            ),
+        };
+        Self {
+            source: d.source,
+            command: d.command,
+            action,
+            outcome,
+            refusal,
+        }
+    }
+}
+
+impl ActionRecord {
+    /// The record of `action` from `source`, with its result.
+    pub fn new<E: std::fmt::Display>(
+        source: String,
+        command: Option<String>,
+        action: RemoteAction,
+        result: Result<(), &E>,
+    ) -> Self {
+        let (outcome, refusal) = match result {
+            Ok(()) => (Outcome::Accepted, None),
+            Err(e) => (Outcome::Refused, Some(e.to_string())),
+        };
+        Self {
+            source,
+            command,
+            action: RecordedAction::Action(action),
+            outcome,
+            refusal,
+        }
+    }
+}
+
+impl std::fmt::Display for RecordedAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Action(a) => f.write_str(&serde_json::to_string(a).unwrap_or_default()),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventKind};
+
+    fn record(e: &Event) -> &ActionRecord {
+        match &e.kind {
+            EventKind::RemoteAction(r) => r,
+            other => panic!("not a remote action: {other:?}"),
+        }
+    }
+
+    /// Events the release at f2b96d4 journaled (action as JSON text,
+    /// outcome `refused: <why>`) still read, as structures.
+    #[test]
+    fn the_previous_release_s_records_read_as_structures() {
+        let text = include_str!("../tests/fixtures/v0.5/remote-action-events.cbor.hex");
+        let events: Vec<Event> = text
+            .lines()
+            .map(|l| serde_cbor::from_slice(&hex::decode(l).unwrap()).unwrap())
+            .collect();
+        let accepted = record(&events[0]);
+        assert_eq!(accepted.command.as_deref(), Some("cmd-42"));
+        assert_eq!(accepted.outcome, Outcome::Accepted);
+        assert_eq!(
+            accepted.action,
+            RecordedAction::Action(RemoteAction::SetMode {
+                door: "main-entrance".into(),
+                mode: "free_rotation".parse().unwrap(),
+                seconds: 3600,
+            })
+        );
+        let refused = record(&events[1]);
+        assert_eq!(refused.outcome, Outcome::Refused);
+        assert_eq!(
+            refused.refusal.as_deref(),
+            Some(r#"unknown door "nowhere""#)
+        );
+        assert!(matches!(
+            refused.action,
+            RecordedAction::Action(RemoteAction::Unlock { seconds: 5, .. })
+        ));
+    }
+
+    /// What is written now is a structure on the wire, and reads back.
+    #[test]
+    fn records_round_trip_and_old_text_that_no_longer_parses_is_kept() {
+        let r = ActionRecord::new(
+            "admin:op".into(),
+            None,
+            RemoteAction::Lockdown { doors: vec![] },
+            Err(&"no"),
+        );
+        let e = Event {
+            seq: 1,
+            at: jiff::Timestamp::UNIX_EPOCH,
+            kind: EventKind::RemoteAction(r.clone()),
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["action"]["action"], "lockdown");
+        assert_eq!(json["outcome"], "refused");
+        assert_eq!(json["refusal"], "no");
+        let back: Event = serde_cbor::from_slice(&serde_cbor::to_vec(&e).unwrap()).unwrap();
+        assert_eq!(record(&back), &r);
+        let cut: ActionRecord = serde_json::from_value(serde_json::json!({
+            "source": "central", "action": "{\"action\":\"lockd", "outcome": "accepted"
+        }))
+        .unwrap();
+        assert_eq!(
+            cut.action,
+            RecordedAction::Text("{\"action\":\"lockd".into())
+        );
+    }
+}
