@@ -274,7 +274,11 @@ fn the_admin_port_of_the_running_daemon() {
         for _ in 0..5 {
             assert!(c.login(&operator.0, "wrong").await.is_err());
         }
-        let e = c.login(&operator.0, &operator.1).await.unwrap_err();
+        let e = c
+            .login(&operator.0, &operator.1)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("refused"), "{e}");
     });
     // Journaled per address: the first failure at once, the rest of the

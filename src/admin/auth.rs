@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use thiserror::Error;
 
 /// What a user or token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -46,14 +47,28 @@ impl Role {
 }
 
 impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = AuthError;
+    fn from_str(s: &str) -> Result<Self, AuthError> {
         match s {
             "viewer" => Ok(Self::Viewer),
             "operator" => Ok(Self::Operator),
-            _ => Err(format!("role must be viewer or operator, not {s:?}")),
+            _ => Err(AuthError::UnknownRole(s.to_owned())),
         }
     }
+}
+
+/// Why a role or a password hash could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AuthError {
+    /// A role name in a users file or on the command line is neither
+    /// `viewer` nor `operator`: there are only two roles.
+    #[error("role must be viewer or operator, not {0:?}")]
+    UnknownRole(String),
+    /// argon2 refused the salt or the password (e.g. too long). Not a
+    /// `#[source]`: the `password-hash` crate is built without `std`, so
+    /// its error is no `std::error::Error`.
+    #[error("{0}")]
+    Hash(argon2::password_hash::Error),
 }
 
 /// A local user.
@@ -111,12 +126,12 @@ impl UsersFile {
 
 /// Hash a password with argon2id (default parameters) and this 16-byte
 /// salt.
-pub fn hash_password(password: &str, salt: &[u8; 16]) -> Result<String, String> {
-    let salt = SaltString::encode_b64(salt).map_err(|e| e.to_string())?;
+pub fn hash_password(password: &str, salt: &[u8; 16]) -> Result<String, AuthError> {
+    let salt = SaltString::encode_b64(salt).map_err(AuthError::Hash)?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(AuthError::Hash)
 }
 
 /// A fresh login for a demo or a test: a user with a random 20-character
@@ -126,7 +141,7 @@ pub fn generated_login(
     role: Role,
     random: &[u8; 20],
     salt: &[u8; 16],
-) -> Result<(UserEntry, String), String> {
+) -> Result<(UserEntry, String), AuthError> {
     // 20 characters from an alphabet without look-alikes (0/O, 1/l/I).
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let password: String = random

@@ -8,8 +8,122 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+/// Why a request to the admin port got no usable answer. The texts are
+/// what `portier status` prints and the tests read.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The base URL is not `http(s)://HOST[:PORT]`.
+    #[error("URL {0:?}: expected https://HOST[:PORT]")]
+    BadUrl(String),
+    /// The trust for `https://` is unusable (bad fingerprint, CA file).
+    #[error(transparent)]
+    Trust(#[from] super::tls::TrustError),
+    /// No TCP connection (refused, unreachable, name unknown).
+    #[error("connecting to {authority}: {source}")]
+    Connect {
+        /// `host:port`.
+        authority: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `https://` asked for without a TLS configuration.
+    #[error("https needs a TLS configuration")]
+    NoTls,
+    /// The host is no name a certificate can be checked against.
+    #[error("{host}: {source}")]
+    ServerName {
+        /// The URL's host.
+        host: String,
+        /// Cause.
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// The TLS handshake failed: often the pinned fingerprint or CA does
+    /// not match the server's certificate.
+    #[error("TLS with {authority}: {source}")]
+    Tls {
+        /// `host:port`.
+        authority: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The whole request took longer than the client's time limit.
+    #[error("{method} {path}: no answer within {timeout:?}")]
+    Timeout {
+        /// Method.
+        method: String,
+        /// Path and query.
+        path: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The HTTP/1.1 connection could not be set up.
+    #[error("HTTP handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    /// The request could not be built (a bad header or path).
+    #[error("building request: {0}")]
+    Build(#[source] hyper::http::Error),
+    /// Sending the request or reading the answer's head failed.
+    #[error("{method} {path}: {source}")]
+    Send {
+        /// Method.
+        method: String,
+        /// Path and query.
+        path: String,
+        /// Cause.
+        #[source]
+        source: hyper::Error,
+    },
+    /// Reading the answer's body failed.
+    #[error("{method} {path}: reading body: {source}")]
+    Body {
+        /// Method.
+        method: String,
+        /// Path and query.
+        path: String,
+        /// Cause.
+        #[source]
+        source: hyper::Error,
+    },
+    /// A non-2xx answer to a JSON GET, with the server's message.
+    #[error("GET {path}: HTTP {status}: {message}")]
+    Status {
+        /// Path and query.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// The answer's body, trimmed.
+        message: String,
+    },
+    /// A 2xx answer whose body is not the JSON expected.
+    #[error("GET {path}: {source}")]
+    Decode {
+        /// Path and query.
+        path: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `GET /login` answered without the login form's CSRF field.
+    #[error("no login form")]
+    NoLoginForm,
+    /// `GET /login` answered without the login cookie.
+    #[error("no login cookie")]
+    NoLoginCookie,
+    /// The login form could not be encoded.
+    #[error("{0}")]
+    Form(#[source] serde_urlencoded::ser::Error),
+    /// The login was answered without a session: the page's message, or
+    /// the HTTP status.
+    #[error("login refused: {0}")]
+    LoginRefused(String),
+}
 
 /// A parsed `http://` or `https://` base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +138,8 @@ pub struct BaseUrl {
 
 impl BaseUrl {
     /// Parse `https://host[:port][/]` (a path is not allowed).
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let bad = || format!("URL {url:?}: expected https://HOST[:PORT]");
+    pub fn parse(url: &str) -> Result<Self, ClientError> {
+        let bad = || ClientError::BadUrl(url.to_owned());
         let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = url.strip_prefix("http://") {
@@ -126,7 +240,7 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Vec<u8>,
     timeout: Duration,
-) -> Result<HttpResponse, String> {
+) -> Result<HttpResponse, ClientError> {
     let to = Target {
         base,
         tls,
@@ -154,27 +268,42 @@ pub async fn request_from(
     headers: &[(&str, &str)],
     body: Vec<u8>,
     timeout: Duration,
-) -> Result<HttpResponse, String> {
+) -> Result<HttpResponse, ClientError> {
     let Target { base, tls, source } = to;
     tokio::time::timeout(timeout, async {
         let tcp = connect(base, source)
             .await
-            .map_err(|e| format!("connecting to {}: {e}", base.authority()))?;
+            .map_err(|source| ClientError::Connect {
+                authority: base.authority(),
+                source,
+            })?;
         if base.tls {
-            let cfg = tls.ok_or("https needs a TLS configuration")?;
-            let name = rustls::pki_types::ServerName::try_from(base.host.clone())
-                .map_err(|e| format!("{}: {e}", base.host))?;
+            let cfg = tls.ok_or(ClientError::NoTls)?;
+            let name =
+                rustls::pki_types::ServerName::try_from(base.host.clone()).map_err(|source| {
+                    ClientError::ServerName {
+                        host: base.host.clone(),
+                        source,
+                    }
+                })?;
             let stream = tokio_rustls::TlsConnector::from(cfg)
                 .connect(name, tcp)
                 .await
-                .map_err(|e| format!("TLS with {}: {e}", base.authority()))?;
+                .map_err(|source| ClientError::Tls {
+                    authority: base.authority(),
+                    source,
+                })?;
             send(stream, base, method, path_and_query, headers, body).await
         } else {
             send(tcp, base, method, path_and_query, headers, body).await
         }
     })
     .await
-    .map_err(|_| format!("{} {path_and_query}: no answer within {timeout:?}", method))?
+    .map_err(|_| ClientError::Timeout {
+        method: method.to_owned(),
+        path: path_and_query.to_owned(),
+        timeout,
+    })?
 }
 
 async fn send<S>(
@@ -184,13 +313,13 @@ async fn send<S>(
     path: &str,
     headers: &[(&str, &str)],
     body: Vec<u8>,
-) -> Result<HttpResponse, String>
+) -> Result<HttpResponse, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("HTTP handshake: {e}"))?;
+        .map_err(ClientError::Handshake)?;
     let conn = tokio::spawn(conn);
     let mut req = hyper::Request::builder()
         .method(method)
@@ -202,11 +331,15 @@ where
     }
     let req = req
         .body(Full::new(Bytes::from(body)))
-        .map_err(|e| format!("building request: {e}"))?;
+        .map_err(ClientError::Build)?;
     let resp = sender
         .send_request(req)
         .await
-        .map_err(|e| format!("{method} {path}: {e}"))?;
+        .map_err(|source| ClientError::Send {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            source,
+        })?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -222,7 +355,11 @@ where
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("{method} {path}: reading body: {e}"))?
+        .map_err(|source| ClientError::Body {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            source,
+        })?
         .to_bytes()
         .to_vec();
     conn.abort();
@@ -279,7 +416,7 @@ pub fn set_cookie_value<'a>(resp: &'a HttpResponse, name: &str) -> Option<&'a st
 
 impl AdminClient {
     /// A client for `url` trusting as told.
-    pub fn new(url: &str, trust: &super::tls::Trust, auth: Auth) -> Result<Self, String> {
+    pub fn new(url: &str, trust: &super::tls::Trust, auth: Auth) -> Result<Self, ClientError> {
         let base = BaseUrl::parse(url)?;
         let tls = if base.tls {
             Some(super::tls::client_config(trust)?)
@@ -302,7 +439,7 @@ impl AdminClient {
         path: &str,
         extra: &[(&str, &str)],
         body: Vec<u8>,
-    ) -> Result<HttpResponse, String> {
+    ) -> Result<HttpResponse, ClientError> {
         let auth_header;
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
         match &self.auth {
@@ -328,32 +465,38 @@ impl AdminClient {
 
     /// GET a JSON document; non-2xx answers become errors with the server's
     /// message.
-    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ClientError> {
         let r = self.send("GET", path, &[], Vec::new()).await?;
         if !(200..300).contains(&r.status) {
-            return Err(format!(
-                "GET {path}: HTTP {}: {}",
-                r.status,
-                r.text().trim()
-            ));
+            return Err(ClientError::Status {
+                path: path.to_owned(),
+                status: r.status,
+                message: r.text().trim().to_owned(),
+            });
         }
-        serde_json::from_slice(&r.body).map_err(|e| format!("GET {path}: {e}"))
+        serde_json::from_slice(&r.body).map_err(|source| ClientError::Decode {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Log in through the login form (as a browser does); on success the
     /// client carries the session cookie and its CSRF token.
-    pub async fn login(&mut self, user: &str, password: &str) -> Result<(), String> {
+    pub async fn login(&mut self, user: &str, password: &str) -> Result<(), ClientError> {
         self.auth = Auth::Anonymous;
         let form = self.send("GET", "/login", &[], Vec::new()).await?;
-        let csrf = hidden_field(&form.text(), "csrf").ok_or("no login form")?;
+        let csrf = hidden_field(&form.text(), "csrf").ok_or(ClientError::NoLoginForm)?;
         let login_cookie =
-            set_cookie_value(&form, "__Host-portier_login").ok_or("no login cookie")?;
+            set_cookie_value(&form, "__Host-portier_login").ok_or(ClientError::NoLoginCookie)?;
         let body = serde_urlencoded::to_string([
             ("user", user),
             ("password", password),
             ("csrf", csrf.as_str()),
         ])
-        .map_err(|e| e.to_string())?;
+        .map_err(ClientError::Form)?;
         let r = self
             .send(
                 "POST",
@@ -367,7 +510,7 @@ impl AdminClient {
             .await?;
         let Some(session) = set_cookie_value(&r, "__Host-portier_session") else {
             let msg = hidden_error(&r.text()).unwrap_or_else(|| format!("HTTP {}", r.status));
-            return Err(format!("login refused: {msg}"));
+            return Err(ClientError::LoginRefused(msg));
         };
         let session = session.to_owned();
         self.auth = Auth::Session {

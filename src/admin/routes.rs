@@ -29,6 +29,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use super::auth::{Directory, Lockout, Login, PasswordCheck, Role, Sessions, UsersFile};
 use super::backend::{
@@ -496,10 +497,42 @@ fn page_message(
     )
 }
 
-fn parse_query<T: serde::de::DeserializeOwned + Default>(q: Option<String>) -> Result<T, String> {
+/// Why a request's query, form or JSON body is refused before anything is
+/// done. Every one is the caller's mistake ([`RoutesError::status`]: 400);
+/// the text is what the page or the API answer shows.
+#[derive(Debug, Error)]
+enum RoutesError {
+    /// The query string or the form body does not parse (an unknown
+    /// choice, a number out of range, malformed encoding).
+    #[error("{0}")]
+    Form(#[source] serde_urlencoded::de::Error),
+    /// A JSON body does not parse or has unknown fields.
+    #[error("body: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A door action without a field it needs; the text says which.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// A door action the admin port does not know.
+    #[error("unknown action {0:?}")]
+    UnknownAction(String),
+    /// The action is out of bounds ([`DoorCommand::check`]'s words).
+    #[error("{0}")]
+    OutOfBounds(String),
+}
+
+impl RoutesError {
+    /// The HTTP status of the answer: the request was wrong.
+    fn status(&self) -> StatusCode {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+fn parse_query<T: serde::de::DeserializeOwned + Default>(
+    q: Option<String>,
+) -> Result<T, RoutesError> {
     match q {
         None => Ok(T::default()),
-        Some(q) => serde_urlencoded::from_str(&q).map_err(|e| e.to_string()),
+        Some(q) => serde_urlencoded::from_str(&q).map_err(RoutesError::Form),
     }
 }
 
@@ -844,21 +877,28 @@ struct ActionParams {
     csrf: String,
 }
 
-fn command_of(kind: &str, p: &ActionParams) -> Result<DoorCommand, String> {
+fn command_of(kind: &str, p: &ActionParams) -> Result<DoorCommand, RoutesError> {
+    let missing = RoutesError::Missing;
     let cmd = match kind {
         "unlock" => DoorCommand::Unlock {
-            seconds: p.seconds.ok_or("give the unlock time in seconds")?,
+            seconds: p
+                .seconds
+                .ok_or(missing("give the unlock time in seconds"))?,
         },
         "override" => DoorCommand::Override {
-            state: p.state.ok_or("choose unlocked or locked")?,
-            minutes: p.minutes.ok_or("give the override time in minutes")?,
+            state: p.state.ok_or(missing("choose unlocked or locked"))?,
+            minutes: p
+                .minutes
+                .ok_or(missing("give the override time in minutes"))?,
         },
         "release" => DoorCommand::ReleasePassage {
-            direction: p.direction.ok_or("choose the direction (in or out)")?,
+            direction: p
+                .direction
+                .ok_or(missing("choose the direction (in or out)"))?,
         },
-        other => return Err(format!("unknown action {other:?}")),
+        other => return Err(RoutesError::UnknownAction(other.to_owned())),
     };
-    cmd.check()?;
+    cmd.check().map_err(RoutesError::OutOfBounds)?;
     Ok(cmd)
 }
 
@@ -876,7 +916,7 @@ async fn confirm(Operator(caller, _): Operator<Page>, RawQuery(q): RawQuery) -> 
     let v = caller.viewer();
     let p: ActionParams = match parse_query(q) {
         Ok(p) => p,
-        Err(e) => return page_message(Some(&v), StatusCode::BAD_REQUEST, "Bad request", &e),
+        Err(e) => return page_message(Some(&v), e.status(), "Bad request", &e.to_string()),
     };
     let door = p.door.clone().unwrap_or_default();
     match command_of(p.action.as_deref().unwrap_or(""), &p) {
@@ -890,7 +930,7 @@ async fn confirm(Operator(caller, _): Operator<Page>, RawQuery(q): RawQuery) -> 
             "Bad request",
             "choose a door",
         ),
-        Err(e) => page_message(Some(&v), StatusCode::BAD_REQUEST, "Bad request", &e),
+        Err(e) => page_message(Some(&v), e.status(), "Bad request", &e.to_string()),
     }
 }
 
@@ -900,7 +940,7 @@ async fn act(
     st: &AppState,
     caller: &Caller,
     door: String,
-    cmd: Result<DoorCommand, String>,
+    cmd: Result<DoorCommand, RoutesError>,
     csrf: &str,
 ) -> Result<super::ActionOutcome, (StatusCode, String)> {
     let record = |door: &str, action: String, result: String| EventKind::AdminAction {
@@ -915,7 +955,7 @@ async fn act(
         st.metrics.action("forbidden");
         let what = cmd
             .as_ref()
-            .map_or_else(|e| e.clone(), DoorCommand::describe);
+            .map_or_else(RoutesError::to_string, DoorCommand::describe);
         st.record(record(&door, what, "forbidden: CSRF check failed".into()))
             .await;
         return Err((
@@ -924,7 +964,7 @@ async fn act(
                 .into(),
         ));
     }
-    let cmd = cmd.map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+    let cmd = cmd.map_err(|e| (e.status(), e.to_string()))?;
     let what = cmd.describe();
     let req = DoorActionRequest {
         door: door.clone(),
@@ -956,7 +996,7 @@ async fn form_action(
     let v = caller.viewer();
     let (cmd, csrf) = match serde_urlencoded::from_bytes::<ActionParams>(&body) {
         Ok(p) => (command_of(kind, &p), p.csrf),
-        Err(e) => (Err(e.to_string()), String::new()),
+        Err(e) => (Err(RoutesError::Form(e)), String::new()),
     };
     match act(&st, &caller, door.clone(), cmd, &csrf).await {
         Ok(o) => page_message(
@@ -1020,10 +1060,7 @@ const MAX_EVENTS_BYTES: usize = 512 * 1024;
 
 /// The longest prefix of `events` whose JSON fits in `budget` bytes, and
 /// at least the first event, so that paging by `after` always moves on.
-fn page_by_bytes(
-    mut events: Vec<crate::journal::Event>,
-    budget: usize,
-) -> Vec<crate::journal::Event> {
+fn page_by_bytes(mut events: Vec<crate::event::Event>, budget: usize) -> Vec<crate::event::Event> {
     let mut used = 0;
     let keep = events
         .iter()
@@ -1039,13 +1076,13 @@ fn page_by_bytes(
 
 #[derive(Serialize)]
 struct EventsPage {
-    events: Vec<crate::journal::Event>,
+    events: Vec<crate::event::Event>,
 }
 
 async fn api_events(_: Viewer<Api>, State(st): St, RawQuery(q): RawQuery) -> Response {
     let p: EventsParams = match parse_query(q) {
         Ok(p) => p,
-        Err(e) => return api_error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return api_error(e.status(), &e.to_string()),
     };
     let limit = p.limit.unwrap_or(100).clamp(1, MAX_EVENTS);
     match st.backend.events(p.after.unwrap_or(0), limit).await {
@@ -1075,7 +1112,7 @@ struct WhyReply {
 async fn api_why(_: Viewer<Api>, State(st): St, RawQuery(q): RawQuery) -> Response {
     let p: WhyParams = match parse_query(q) {
         Ok(p) => p,
-        Err(e) => return api_error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return api_error(e.status(), &e.to_string()),
     };
     if p.door.as_deref().unwrap_or("").trim().is_empty() {
         return api_error(StatusCode::BAD_REQUEST, "give door and card");
@@ -1119,7 +1156,7 @@ async fn api_action(
     st: Arc<AppState>,
     headers: HeaderMap,
     door: String,
-    cmd: impl FnOnce(&[u8]) -> Result<DoorCommand, String>,
+    cmd: impl FnOnce(&[u8]) -> Result<DoorCommand, RoutesError>,
     body: Bytes,
 ) -> Response {
     let csrf = headers
@@ -1127,15 +1164,15 @@ async fn api_action(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let cmd = cmd(&body).and_then(|c| c.check().map(|()| c));
+    let cmd = cmd(&body).and_then(|c| c.check().map(|()| c).map_err(RoutesError::OutOfBounds));
     match act(&st, &caller, door, cmd, &csrf).await {
         Ok(o) => axum::Json(o).into_response(),
         Err((status, msg)) => api_error(status, &msg),
     }
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(b).map_err(|e| format!("body: {e}"))
+fn json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, RoutesError> {
+    serde_json::from_slice(b).map_err(RoutesError::Json)
 }
 
 /// The page's form for [`api_confirm_time`].
@@ -1310,7 +1347,7 @@ pub fn fuzz_request_text(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::Event;
+    use crate::event::Event;
 
     fn event(seq: u64, name_len: usize) -> Event {
         Event {

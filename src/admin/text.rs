@@ -1,18 +1,175 @@
 //! The status in the terminal (`portier status`): the same facts as the
-//! page, as plain text lines.
+//! page, as plain text lines. The words both share (ages, events, the
+//! time) live here and the page imports them: `page` uses `text`, never
+//! the other way round.
 
 use std::fmt::Write;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::page::{age, event_words};
+use crate::event::EventKind;
 use crate::status::{DoorKindName, Status};
 
 fn when(tz: &TimeZone, t: Timestamp) -> String {
     t.to_zoned(tz.clone())
         .strftime("%Y-%m-%d %H:%M:%S %Z")
         .to_string()
+}
+
+/// Seconds as `3 d 4 h`, `5 h 12 min`, `7 min 3 s` or `42 s`.
+pub(crate) fn age(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s} s"),
+        (0, 0, _) => format!("{m} min {s} s"),
+        (0, _, _) => format!("{h} h {m} min"),
+        _ => format!("{d} d {h} h"),
+    }
+}
+
+/// One event in words, and a CSS class.
+pub(crate) fn event_words(k: &EventKind) -> (String, &'static str) {
+    match k {
+        EventKind::AccessGranted {
+            door,
+            reader,
+            credential,
+        } => (
+            format!("granted {credential} at {door} (reader {reader})"),
+            "ok",
+        ),
+        EventKind::AccessDenied {
+            door,
+            reader,
+            credential,
+            reason,
+        } => (
+            format!(
+                "denied {} at {door} (reader {reader}): {}",
+                credential.as_deref().unwrap_or("unreadable card"),
+                reason.words()
+            ),
+            "bad",
+        ),
+        EventKind::ExitRequest { door } => (format!("exit button at {door}"), ""),
+        EventKind::DoorForced { door } => (format!("door {door} FORCED open"), "bad"),
+        EventKind::DoorHeldOpen { door, stage } => (
+            format!(
+                "door {door} held open ({})",
+                stage.as_str().replace('_', " ")
+            ),
+            "bad",
+        ),
+        EventKind::DoorClosed { door } => (format!("door {door} closed"), ""),
+        EventKind::DoorModeChanged { door, mode } => (
+            format!("door {door} mode: {}", mode.as_str().replace('_', " ")),
+            "warn",
+        ),
+        EventKind::Presence {
+            credential,
+            name,
+            direction,
+        } => (
+            format!(
+                "{} went {direction} after hours ({credential})",
+                name.as_deref().unwrap_or("someone")
+            ),
+            "",
+        ),
+        EventKind::PdOnline {
+            bus,
+            address,
+            secure,
+        } => (
+            format!(
+                "reader {bus}/{address} online{}",
+                if *secure {
+                    " (Secure Channel)"
+                } else {
+                    " (NO Secure Channel)"
+                }
+            ),
+            if *secure { "ok" } else { "warn" },
+        ),
+        EventKind::PdOffline {
+            bus,
+            address,
+            reason,
+            alarm,
+        } => (
+            match alarm {
+                Some(alarm) => format!("reader {bus}/{address} OFFLINE: security alarm {alarm}"),
+                None => format!("reader {bus}/{address} OFFLINE: {reason}"),
+            },
+            "bad",
+        ),
+        EventKind::PdStatus {
+            bus,
+            address,
+            tamper,
+            power_failure,
+        } => (
+            format!(
+                "reader {bus}/{address}: tamper {}, power {}",
+                if *tamper { "ACTIVE" } else { "ok" },
+                if *power_failure { "FAILURE" } else { "ok" }
+            ),
+            if *tamper || *power_failure {
+                "bad"
+            } else {
+                "ok"
+            },
+        ),
+        EventKind::SecurityAlarm {
+            bus,
+            address,
+            alarm,
+        } => (format!("SECURITY ALARM at {bus}/{address}: {alarm}"), "bad"),
+        EventKind::RulesApplied { version } => (format!("rules version {version} applied"), "ok"),
+        EventKind::RulesRefused { reason } => (format!("rules refused: {reason}"), "bad"),
+        EventKind::AdminStarted {
+            listen,
+            fingerprint,
+            cert_generated,
+        } => (
+            format!(
+                "admin port started on {listen}, certificate {fingerprint}{}",
+                if *cert_generated {
+                    " (generated now)"
+                } else {
+                    ""
+                }
+            ),
+            "",
+        ),
+        EventKind::AdminLogin {
+            user,
+            client,
+            result,
+        } => (
+            format!(
+                "admin login {user} from {client}: {}",
+                result.replace('_', " ")
+            ),
+            if result == "ok" { "" } else { "warn" },
+        ),
+        EventKind::AdminAction {
+            user,
+            client,
+            door,
+            action,
+            result,
+        } => (
+            format!("{user} ({client}) at {door}: {action}: {result}"),
+            if result == "ok" { "warn" } else { "bad" },
+        ),
+        // The rest in the journal's own words; alarms stand out.
+        other => (
+            other.describe(),
+            if other.must_keep() { "warn" } else { "" },
+        ),
+    }
 }
 
 /// What the gateway knows of the time, in words (page and terminal).
@@ -170,10 +327,23 @@ pub fn status_text(s: &Status) -> String {
     for e in &s.recent_events {
         let (what, _) = event_words(&e.kind);
         let code = match &e.kind {
-            crate::journal::EventKind::AccessDenied { reason, .. } => format!(" [{reason}]"),
+            EventKind::AccessDenied { reason, .. } => format!(" [{reason}]"),
             _ => String::new(),
         };
         let _ = writeln!(o, "  {:>8} {} {what}{code}", e.seq, when(&tz, e.at));
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(age(42), "42 s");
+        assert_eq!(age(423), "7 min 3 s");
+        assert_eq!(age(3 * 3600 + 120), "3 h 2 min");
+        assert_eq!(age(2 * 86400 + 3600), "2 d 1 h");
+    }
 }

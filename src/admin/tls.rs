@@ -16,6 +16,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
+use thiserror::Error;
 
 use super::AdminError;
 
@@ -49,17 +50,51 @@ pub fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
+/// Why a client cannot trust as told (the server side's failures are
+/// [`AdminError::Tls`]: they stop the admin port, these only a client).
+#[derive(Debug, Error)]
+pub enum TrustError {
+    /// A pinned fingerprint as typed is not hex digits.
+    #[error("fingerprint {0:?} is not hex")]
+    NotHex(String),
+    /// A pinned fingerprint is hex but not a SHA-256 (32 bytes): a
+    /// truncated copy or another hash would pin nothing.
+    #[error("fingerprint {0:?} is not 32 bytes (SHA-256)")]
+    NotSha256(String),
+    /// rustls refused the protocol versions of the ring provider.
+    #[error("{0}")]
+    Protocol(#[source] rustls::Error),
+    /// The CA file cannot be read or holds no usable PEM certificates.
+    #[error("{}: {source}", path.display())]
+    CaPem {
+        /// The CA file.
+        path: PathBuf,
+        /// Why it is unusable.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A certificate in the CA file is not one rustls accepts as a root.
+    #[error("{}: {source}", path.display())]
+    CaCert {
+        /// The CA file.
+        path: PathBuf,
+        /// Why the certificate is refused.
+        #[source]
+        source: rustls::Error,
+    },
+}
+
 /// Normalise a fingerprint as typed (any case, with or without colons).
-pub fn normalise_fingerprint(text: &str) -> Result<String, String> {
+pub fn normalise_fingerprint(text: &str) -> Result<String, TrustError> {
     let hexdigits: String = text
         .trim()
         .trim_start_matches("sha256:")
         .chars()
         .filter(|c| *c != ':')
         .collect();
-    let bytes = hex::decode(&hexdigits).map_err(|_| format!("fingerprint {text:?} is not hex"))?;
+    let bytes = hex::decode(&hexdigits).map_err(|_| TrustError::NotHex(text.to_owned()))?;
     if bytes.len() != 32 {
-        return Err(format!("fingerprint {text:?} is not 32 bytes (SHA-256)"));
+        return Err(TrustError::NotSha256(text.to_owned()));
     }
     Ok(bytes
         .iter()
@@ -181,11 +216,11 @@ pub enum Trust {
 }
 
 /// A rustls client configuration for this trust.
-pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, TrustError> {
     let p = provider();
     let builder = rustls::ClientConfig::builder_with_provider(p.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(TrustError::Protocol)?;
     let cfg = match trust {
         Trust::Fingerprint(f) => builder
             .dangerous()
@@ -203,12 +238,17 @@ pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, String>
             .with_no_client_auth(),
         Trust::CaFile(path) => {
             let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?
-            {
+            let pem = |source| TrustError::CaPem {
+                path: path.clone(),
+                source,
+            };
+            for c in CertificateDer::pem_file_iter(path).map_err(pem)? {
                 roots
-                    .add(c.map_err(|e| format!("{}: {e}", path.display()))?)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .add(c.map_err(pem)?)
+                    .map_err(|source| TrustError::CaCert {
+                        path: path.clone(),
+                        source,
+                    })?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }

@@ -40,6 +40,86 @@ pub struct ImportError {
     pub message: String,
 }
 
+/// What is wrong with one record (an [`ImportError`] adds where it is).
+#[derive(Debug, Error)]
+enum RecordError {
+    /// A column no credential has: a typo must not silently drop a value.
+    #[error("unknown column `{column}` (known: {})", COLUMNS.join(", "))]
+    UnknownColumn {
+        /// The column as named in the source.
+        column: String,
+    },
+    /// A value that is neither text, a number nor a boolean.
+    #[error("column `{column}`: expected text, found {found}")]
+    NotText {
+        /// The column.
+        column: String,
+        /// The value found.
+        found: Value,
+    },
+    /// A `card` that is no card format Portier knows.
+    #[error("column `card`: {text:?} is not a card such as h10301:42:1001 or raw:9501f480/26")]
+    NotCard {
+        /// The text found.
+        text: String,
+    },
+    /// A `blocked` value that is no block reason.
+    #[error("column `blocked`: {text:?} is not lost, stolen or penalty")]
+    NotBlockReason {
+        /// The text found.
+        text: String,
+    },
+    /// An `access_levels` array element that is not a string.
+    #[error("column `access_levels`: {found} is not a name")]
+    NotLevelName {
+        /// The element found.
+        found: Value,
+    },
+    /// An `access_levels` value that is neither text nor an array.
+    #[error("column `access_levels`: expected names, found {found}")]
+    NotLevelNames {
+        /// The value found.
+        found: Value,
+    },
+    /// A time that is neither RFC 3339 nor a date.
+    #[error("column `{column}`: {text:?} is not an RFC 3339 time or a YYYY-MM-DD date")]
+    NotTime {
+        /// The column.
+        column: String,
+        /// The text found.
+        text: String,
+    },
+    /// A date that has no next day or no UTC instant (the ends of jiff's
+    /// range).
+    #[error("column `{column}`: {source}")]
+    DateOutOfRange {
+        /// The column.
+        column: String,
+        /// Cause.
+        #[source]
+        source: jiff::Error,
+    },
+    /// A flag that is not true or false in any of the usual spellings.
+    #[error("column `{column}`: {text:?} is not true or false")]
+    NotFlag {
+        /// The column.
+        column: String,
+        /// The text found (lower case).
+        text: String,
+    },
+    /// A record without a card: there is nothing to grant to.
+    #[error("no `card`")]
+    NoCard,
+    /// A validity period that ends before it starts.
+    #[error("valid_until {until} is before valid_from {from}")]
+    EndsBeforeStart {
+        /// `valid_from`.
+        from: Timestamp,
+        /// `valid_until`.
+        until: Timestamp,
+    },
+}
+
 const COLUMNS: [&str; 8] = [
     "card",
     "name",
@@ -207,11 +287,11 @@ pub fn numbered_records_to_credentials(
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     for (record, rec) in records {
-        let c = credential(&rec).map_err(|message| ImportError {
+        let c = credential(&rec).map_err(|e| ImportError {
             source_name: source_name.to_owned(),
             unit,
             record,
-            message,
+            message: e.to_string(),
         })?;
         if !seen.insert(c.key.clone()) {
             return Err(ImportError {
@@ -226,7 +306,7 @@ pub fn numbered_records_to_credentials(
     Ok(out)
 }
 
-fn credential(rec: &Record) -> Result<Credential, String> {
+fn credential(rec: &Record) -> Result<Credential, RecordError> {
     let mut c = Credential {
         key: CredentialKey::Raw {
             data: String::new(),
@@ -244,24 +324,26 @@ fn credential(rec: &Record) -> Result<Credential, String> {
     for (col, value) in rec {
         let col = col.as_str();
         if !COLUMNS.contains(&col) {
-            return Err(format!(
-                "unknown column `{col}` (known: {})",
-                COLUMNS.join(", ")
-            ));
+            return Err(RecordError::UnknownColumn {
+                column: col.to_owned(),
+            });
         }
         let Some(value) = value else { continue };
         let text = || match value {
             Value::String(s) => Ok(s.trim().to_owned()),
             Value::Number(n) => Ok(n.to_string()),
             Value::Bool(b) => Ok(b.to_string()),
-            other => Err(format!("column `{col}`: expected text, found {other}")),
+            other => Err(RecordError::NotText {
+                column: col.to_owned(),
+                found: other.clone(),
+            }),
         };
         match col {
             "card" => {
                 let t = text()?;
                 c.key = t
                     .parse()
-                    .map_err(|_| format!("column `card`: {t:?} is not a card such as h10301:42:1001 or raw:9501f480/26"))?;
+                    .map_err(|_| RecordError::NotCard { text: t.clone() })?;
                 card = true;
             }
             "name" => c.display_name = Some(text()?),
@@ -275,9 +357,7 @@ fn credential(rec: &Record) -> Result<Credential, String> {
                     "penalty" => BlockReason::Penalty,
                     "" | "false" | "no" => continue,
                     o => {
-                        return Err(format!(
-                            "column `blocked`: {o:?} is not lost, stolen or penalty"
-                        ));
+                        return Err(RecordError::NotBlockReason { text: o.to_owned() });
                     }
                 });
             }
@@ -287,17 +367,17 @@ fn credential(rec: &Record) -> Result<Credential, String> {
         }
     }
     if !card {
-        return Err("no `card`".into());
+        return Err(RecordError::NoCard);
     }
     if let (Some(f), Some(u)) = (c.valid_from, c.valid_until)
         && u < f
     {
-        return Err(format!("valid_until {u} is before valid_from {f}"));
+        return Err(RecordError::EndsBeforeStart { from: f, until: u });
     }
     Ok(c)
 }
 
-fn levels(v: &Value) -> Result<Vec<String>, String> {
+fn levels(v: &Value) -> Result<Vec<String>, RecordError> {
     let from_text = |s: &str| {
         let s = s.trim();
         let s = s
@@ -316,36 +396,43 @@ fn levels(v: &Value) -> Result<Vec<String>, String> {
             .map(|l| {
                 l.as_str()
                     .map(str::to_owned)
-                    .ok_or_else(|| format!("column `access_levels`: {l} is not a name"))
+                    .ok_or_else(|| RecordError::NotLevelName { found: l.clone() })
             })
             .collect(),
-        o => Err(format!("column `access_levels`: expected names, found {o}")),
+        o => Err(RecordError::NotLevelNames { found: o.clone() }),
     }
 }
 
-fn time(t: &str, end_of_day: bool, col: &str) -> Result<Timestamp, String> {
+fn time(t: &str, end_of_day: bool, col: &str) -> Result<Timestamp, RecordError> {
     if let Ok(ts) = t.parse::<Timestamp>() {
         return Ok(ts);
     }
-    let date: jiff::civil::Date = t.parse().map_err(|_| {
-        format!("column `{col}`: {t:?} is not an RFC 3339 time or a YYYY-MM-DD date")
+    let date: jiff::civil::Date = t.parse().map_err(|_| RecordError::NotTime {
+        column: col.to_owned(),
+        text: t.to_owned(),
     })?;
+    let out_of_range = |source| RecordError::DateOutOfRange {
+        column: col.to_owned(),
+        source,
+    };
     let date = if end_of_day {
-        date.tomorrow()
-            .map_err(|e| format!("column `{col}`: {e}"))?
+        date.tomorrow().map_err(out_of_range)?
     } else {
         date
     };
     date.to_zoned(jiff::tz::TimeZone::UTC)
         .map(|z| z.timestamp())
-        .map_err(|e| format!("column `{col}`: {e}"))
+        .map_err(out_of_range)
 }
 
-fn flag(t: &str, col: &str) -> Result<bool, String> {
+fn flag(t: &str, col: &str) -> Result<bool, RecordError> {
     match t.to_ascii_lowercase().as_str() {
         "true" | "t" | "1" | "yes" | "y" => Ok(true),
         "false" | "f" | "0" | "no" | "n" | "" => Ok(false),
-        o => Err(format!("column `{col}`: {o:?} is not true or false")),
+        o => Err(RecordError::NotFlag {
+            column: col.to_owned(),
+            text: o.to_owned(),
+        }),
     }
 }
 

@@ -108,7 +108,9 @@ pub(crate) fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         (None, Some(t)) => Auth::Token(t.trim().to_owned()),
         (None, None) => bail!("give --token (or PORTIER_ADMIN_TOKEN) or --user"),
     };
-    let mut client = AdminClient::new(&url, &trust, auth).map_err(|e| anyhow::anyhow!(e))?;
+    // A `ClientError`'s text already names its cause: print it as one
+    // message, not followed by its source chain a second time.
+    let mut client = AdminClient::new(&url, &trust, auth).map_err(|e| anyhow::anyhow!("{e}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -125,12 +127,12 @@ pub(crate) fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             client
                 .login(user, &pw)
                 .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         client
             .get_json("/api/v1/status")
             .await
-            .map_err(|e| anyhow::anyhow!(e))
+            .map_err(|e| anyhow::anyhow!("{e}"))
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);

@@ -70,6 +70,41 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A PD key file holds SCBK-D, the OSDP default key: every vendor and
+    /// capture tool knows it, so the reader would have no secret at all.
+    #[error(
+        "holds the OSDP default key SCBK-D (30..3F), which is no secret: \
+         give the reader its own key with `portier reader install-key`"
+    )]
+    DefaultScbk,
+    /// A PD key file holds sixteen zero bytes: an unwritten or zeroed file.
+    #[error(
+        "holds an all-zero key: give the reader its own key with \
+         `portier reader install-key`"
+    )]
+    ZeroScbk,
+    /// A PD key file cannot be read (the message says the fix).
+    #[error("{}", unreadable_fix(path, source))]
+    ScbkRead {
+        /// Key file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PD key file is not hex digits.
+    #[error("not hex ({source}): a key file holds 32 hex digits")]
+    ScbkHex {
+        /// Cause.
+        #[source]
+        source: hex::FromHexError,
+    },
+    /// A PD key file decodes to another length than the 16 bytes of an SCBK.
+    #[error("{len} bytes: a key file holds exactly 16 bytes (32 hex digits)")]
+    ScbkLength {
+        /// The length found.
+        len: usize,
+    },
 }
 
 /// `[gateway]`.
@@ -264,12 +299,12 @@ impl Config {
         };
         c.pds = site.check().map_err(|e| c.invalid(e))?;
         if let Some(f) = &c.feedback
-            && let Err(message) = f.get_ref().table()
+            && let Err(e) = f.get_ref().table()
         {
             return Err(c.invalid(SiteError {
                 at: f.span().start,
                 key: "feedback".into(),
-                message,
+                message: e.to_string(),
             }));
         }
         Ok(c)
@@ -358,11 +393,11 @@ impl Config {
             for pd in &bus.pds {
                 let key = match &pd.key_file {
                     Some(path) => {
-                        let refused = |message: String| {
+                        let refused = |e: ConfigError| {
                             self.invalid(SiteError {
                                 at: path.span().start,
                                 key: "bus.pd.key_file".into(),
-                                message: format!("{}: {message}", path.get_ref().display()),
+                                message: format!("{}: {e}", path.get_ref().display()),
                             })
                         };
                         let key = read_scbk_file(path.get_ref()).map_err(refused)?;
@@ -427,35 +462,28 @@ impl Config {
 /// left on it has no secret at all) and the all-zero key (an unwritten or
 /// zeroed file). Only `portier reader install-key` uses SCBK-D, for the
 /// moment of the install.
-pub fn check_configured_scbk(key: &Scbk) -> Result<(), String> {
+pub fn check_configured_scbk(key: &Scbk) -> Result<(), ConfigError> {
     if key.0 == crate::osdp::secure::SCBK_DEFAULT.0 {
-        return Err(
-            "holds the OSDP default key SCBK-D (30..3F), which is no secret: \
-                    give the reader its own key with `portier reader install-key`"
-                .into(),
-        );
+        return Err(ConfigError::DefaultScbk);
     }
     if key.0 == [0; 16] {
-        return Err("holds an all-zero key: give the reader its own key with \
-                    `portier reader install-key`"
-            .into());
+        return Err(ConfigError::ZeroScbk);
     }
     Ok(())
 }
 
 /// Read an OSDP key file: the 16-byte SCBK as 32 hex digits (surrounding
 /// whitespace allowed).
-pub fn read_scbk_file(path: &Path) -> Result<Scbk, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| unreadable_fix(path, &e))?;
-    warn_if_exposed(path);
-    let bytes = hex::decode(text.trim())
-        .map_err(|e| format!("not hex ({e}): a key file holds 32 hex digits"))?;
-    let key: [u8; 16] = bytes.try_into().map_err(|b: Vec<u8>| {
-        format!(
-            "{} bytes: a key file holds exactly 16 bytes (32 hex digits)",
-            b.len()
-        )
+pub fn read_scbk_file(path: &Path) -> Result<Scbk, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ScbkRead {
+        path: path.to_owned(),
+        source,
     })?;
+    warn_if_exposed(path);
+    let bytes = hex::decode(text.trim()).map_err(|source| ConfigError::ScbkHex { source })?;
+    let key: [u8; 16] = bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| ConfigError::ScbkLength { len: b.len() })?;
     Ok(Scbk(key))
 }
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use thiserror::Error;
 use toml::Spanned;
 
 use super::port::Rs485Mode;
@@ -614,10 +615,26 @@ impl FeedbackEntry {
     }
 }
 
+/// Why a `[feedback]` section is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FeedbackError {
+    /// Two events would show the same LED and beep pattern: people at the
+    /// door could not tell, say, a grant from a denial.
+    #[error(
+        "patterns `{first}` and `{second}` look and sound the same; people must be able to tell them apart"
+    )]
+    Indistinct {
+        /// One event's name (`grant`, `deny`, …).
+        first: &'static str,
+        /// The other's.
+        second: &'static str,
+    },
+}
+
 impl FeedbackConfig {
     /// The table: defaults with this config's changes. Refuses patterns that
     /// people could not tell apart (grant, deny, rules too old, lockdown).
-    pub fn table(&self) -> Result<FeedbackTable, String> {
+    pub fn table(&self) -> Result<FeedbackTable, FeedbackError> {
         let d = FeedbackTable::default();
         let pick = |e: &Option<FeedbackEntry>, base| e.as_ref().map_or(base, |e| e.over(base));
         let table = FeedbackTable {
@@ -628,9 +645,7 @@ impl FeedbackConfig {
             held_open: pick(&self.held_open, d.held_open),
         };
         match table.indistinct() {
-            Some((a, b)) => Err(format!(
-                "patterns `{a}` and `{b}` look and sound the same; people must be able to tell them apart"
-            )),
+            Some((first, second)) => Err(FeedbackError::Indistinct { first, second }),
             None => Ok(table),
         }
     }

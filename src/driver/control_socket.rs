@@ -4,20 +4,84 @@
 //! interface.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use serde::Deserialize;
+use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::daemon::{Control, DaemonView};
 use super::inbound::{RulesBlob, apply_rules};
-use crate::journal::JournalReader;
+use crate::command::beacon::BeaconError;
+use crate::journal::{JournalError, JournalReader};
 use crate::osdp::PdStatus;
-use crate::site::remote::RemoteAction;
+use crate::site::remote::{RemoteAction, RemoteError};
 use crate::store::Store;
+
+/// Control socket failures: the socket cannot be set up (stops the start),
+/// or one request is not done (its text is the `error` of the JSON answer
+/// on the wire; the connection carries on).
+#[derive(Debug, Error)]
+pub enum ControlSocketError {
+    /// The socket path cannot be bound (directory missing, no access).
+    #[error("binding control socket {}", path.display())]
+    Bind {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket cannot be made private (mode 0600).
+    #[error(transparent)]
+    Permissions(std::io::Error),
+    /// The line is not JSON, or not a query, apply or action request.
+    #[error("bad request: {0}")]
+    BadRequest(#[source] serde_json::Error),
+    /// The daemon loop has ended: nobody can answer about presence.
+    #[error("the daemon loop is gone")]
+    DaemonGone,
+    /// The daemon is shutting down: the request was not taken, or not
+    /// answered.
+    #[error("daemon stopping")]
+    DaemonStopping,
+    /// The daemon refused the door action.
+    #[error(transparent)]
+    Refused(RemoteError),
+    /// The file to apply cannot be read by the daemon's user.
+    #[error("{}: {source}", file.display())]
+    Read {
+        /// The file named in the request.
+        file: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The time beacon does not verify (key, signature, gateway).
+    #[error("{}: {source}", file.display())]
+    Beacon {
+        /// The file named in the request.
+        file: PathBuf,
+        /// Cause.
+        #[source]
+        source: BeaconError,
+    },
+    /// The rules blob was refused or not applied; the text is
+    /// [`apply_rules`]'s, which still answers in words.
+    #[error("{0}")]
+    Rules(String),
+    /// The answer could not be put into JSON.
+    #[error(transparent)]
+    Json(serde_json::Error),
+    /// The journal could not be read.
+    #[error(transparent)]
+    Journal(JournalError),
+    /// `presence` is answered by the daemon loop, not by `query`.
+    #[error("asked of the daemon loop (control_connection)")]
+    PresenceElsewhere,
+}
 
 /// What the control socket serves.
 #[derive(Clone)]
@@ -95,10 +159,9 @@ pub enum BlobKind {
 
 impl ControlRequest {
     /// Parse one line: a `query`, an `apply`, or else a remote action.
-    pub fn parse(line: &str) -> Result<Self, String> {
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("bad request: {e}"))?;
-        let bad = |e: serde_json::Error| format!("bad request: {e}");
+    pub fn parse(line: &str) -> Result<Self, ControlSocketError> {
+        let bad = ControlSocketError::BadRequest;
+        let v: serde_json::Value = serde_json::from_str(line).map_err(bad)?;
         if v.get("query").is_some() {
             serde_json::from_value(v).map(Self::Query).map_err(bad)
         } else if v.get("apply").is_some() {
@@ -120,12 +183,16 @@ pub(crate) fn serve_control_socket(
     path: &Path,
     context: ControlContext,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> Result<(), ControlSocketError> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("binding control socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let listener =
+        tokio::net::UnixListener::bind(path).map_err(|source| ControlSocketError::Bind {
+            path: path.to_owned(),
+            source,
+        })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(ControlSocketError::Permissions)?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -148,8 +215,8 @@ async fn control_connection(stream: tokio::net::UnixStream, context: ControlCont
             Err(e) => Err(e),
             Ok(ControlRequest::Query(Query::Presence)) => {
                 match crate::driver::daemon::ask_presence(&context.control).await {
-                    Some(p) => serde_json::to_value(p).map_err(|e| e.to_string()),
-                    None => Err("the daemon loop is gone".into()),
+                    Some(p) => serde_json::to_value(p).map_err(ControlSocketError::Json),
+                    None => Err(ControlSocketError::DaemonGone),
                 }
             }
             Ok(ControlRequest::Query(q)) => query(&context, q),
@@ -159,7 +226,7 @@ async fn control_connection(stream: tokio::net::UnixStream, context: ControlCont
         let json = match answer {
             Ok(serde_json::Value::Null) => serde_json::json!({"ok": true}),
             Ok(v) => serde_json::json!({"ok": true, "result": v}),
-            Err(e) => serde_json::json!({"ok": false, "error": e}),
+            Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
         };
         if write
             .write_all(format!("{json}\n").as_bytes())
@@ -174,7 +241,7 @@ async fn control_connection(stream: tokio::net::UnixStream, context: ControlCont
 async fn action(
     context: &ControlContext,
     action: RemoteAction,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, ControlSocketError> {
     let (reply, result) = oneshot::channel();
     context
         .control
@@ -185,28 +252,34 @@ async fn action(
             reply: Some(reply),
         })
         .await
-        .map_err(|_| "daemon stopping".to_owned())?;
+        .map_err(|_| ControlSocketError::DaemonStopping)?;
     match result.await {
         Ok(Ok(())) => Ok(serde_json::Value::Null),
-        Ok(Err(refused)) => Err(refused.to_string()),
-        Err(_) => Err("daemon stopping".to_owned()),
+        Ok(Err(refused)) => Err(ControlSocketError::Refused(refused)),
+        Err(_) => Err(ControlSocketError::DaemonStopping),
     }
 }
 
 async fn apply(
     context: &ControlContext,
     request: ApplyRequest,
-) -> Result<serde_json::Value, String> {
-    let file = request.file.display().to_string();
-    let bytes = tokio::fs::read(&request.file)
+) -> Result<serde_json::Value, ControlSocketError> {
+    let file = &request.file;
+    let bytes = tokio::fs::read(file)
         .await
-        .map_err(|e| format!("{file}: {e}"))?;
+        .map_err(|source| ControlSocketError::Read {
+            file: file.clone(),
+            source,
+        })?;
     let kind = match request.apply {
         BlobKind::Snapshot => RulesBlob::Snapshot,
         BlobKind::Delta => RulesBlob::Delta,
         BlobKind::Beacon => {
             let at = crate::command::beacon::verify_beacon(&bytes, &context.keys, &context.gateway)
-                .map_err(|e| format!("{file}: {e}"))?;
+                .map_err(|source| ControlSocketError::Beacon {
+                    file: file.clone(),
+                    source,
+                })?;
             context
                 .control
                 .send(Control::Beacon {
@@ -214,27 +287,30 @@ async fn apply(
                     came: crate::clock::monotonic(),
                 })
                 .await
-                .map_err(|_| "daemon stopping".to_owned())?;
+                .map_err(|_| ControlSocketError::DaemonStopping)?;
             return Ok(serde_json::json!({"beacon": at}));
         }
     };
     let now = context.view.borrow().trusted_now();
-    let applied = apply_rules(context.store.clone(), &context.control, kind, bytes, now).await?;
-    serde_json::to_value(applied).map_err(|e| e.to_string())
+    let applied = apply_rules(context.store.clone(), &context.control, kind, bytes, now)
+        .await
+        .map_err(ControlSocketError::Rules)?;
+    serde_json::to_value(applied).map_err(ControlSocketError::Json)
 }
 
-fn query(context: &ControlContext, query: Query) -> Result<serde_json::Value, String> {
-    let to_json = |r: Result<serde_json::Value, serde_json::Error>| r.map_err(|e| e.to_string());
+fn query(context: &ControlContext, query: Query) -> Result<serde_json::Value, ControlSocketError> {
+    let to_json =
+        |r: Result<serde_json::Value, serde_json::Error>| r.map_err(ControlSocketError::Json);
     match query {
         Query::Events { after, limit } => {
             let limit = limit.min(10_000) as usize;
             let events = context
                 .journal
                 .after(after, limit)
-                .map_err(|e| e.to_string())?;
+                .map_err(ControlSocketError::Journal)?;
             to_json(serde_json::to_value(events))
         }
-        Query::Presence => Err("asked of the daemon loop (control_connection)".into()),
+        Query::Presence => Err(ControlSocketError::PresenceElsewhere),
         Query::Doors => to_json(serde_json::to_value(&context.view.borrow().doors)),
         Query::Time => to_json(serde_json::to_value(&context.view.borrow().time)),
         Query::Buses => {

@@ -560,7 +560,7 @@ impl Daemon {
 
 /// One line per journaled event: what `portier demo` shows and what a
 /// technician greps for. Structured fields go to journald as such.
-fn log_event(event: &crate::journal::Event) {
+fn log_event(event: &crate::event::Event) {
     let json = serde_json::to_value(&event.kind).unwrap_or_default();
     let kind = json["type"].as_str().unwrap_or("event");
     let door = json["door"].as_str().unwrap_or("");

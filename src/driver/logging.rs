@@ -13,11 +13,27 @@
 
 use std::fmt::Write as _;
 
+use thiserror::Error;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
+
+/// Why a log level was not applied (the running level stays).
+#[derive(Debug, Error)]
+pub enum LoggingError {
+    /// `RUST_LOG` is set: an operator's explicit override wins over the
+    /// config.
+    #[error("RUST_LOG is set and takes precedence")]
+    EnvOverride,
+    /// The level is no `EnvFilter` directive.
+    #[error("{0}")]
+    Directive(#[source] tracing_subscriber::filter::ParseError),
+    /// The subscriber is gone (the process is ending).
+    #[error("{0}")]
+    Reload(#[source] reload::Error),
+}
 
 /// Changes the log level of the running process.
 #[derive(Clone)]
@@ -37,12 +53,12 @@ impl std::fmt::Debug for LogControl {
 impl LogControl {
     /// Use `level` (an `EnvFilter` directive such as `info` or
     /// `portier=debug`) unless `RUST_LOG` overrides it.
-    pub fn set_level(&self, level: &str) -> Result<(), String> {
+    pub fn set_level(&self, level: &str) -> Result<(), LoggingError> {
         if self.env_override {
-            return Err("RUST_LOG is set and takes precedence".into());
+            return Err(LoggingError::EnvOverride);
         }
-        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-        self.handle.reload(filter).map_err(|e| e.to_string())
+        let filter = EnvFilter::try_new(level).map_err(LoggingError::Directive)?;
+        self.handle.reload(filter).map_err(LoggingError::Reload)
     }
 }
 

@@ -159,7 +159,7 @@ fn key_seq(key: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Event, EventKind};
+    use crate::event::{Event, EventKind};
 
     fn event(seq: u64) -> Vec<u8> {
         serde_cbor::to_vec(&Event {
