@@ -103,3 +103,7 @@ id_type!(
     /// An RS-485 bus, as named in the config.
     BusId
 );
+id_type!(
+    /// A building-level input (a fire-alarm contact), as named in the config.
+    InputId
+);

@@ -2,7 +2,8 @@
 //! virtual time (after FoundationDB's simulation tests and sled's crash
 //! tests). Each seed drives one building through a random day: cards at
 //! in- and out-readers, door contacts, exit buttons, rotations, remote
-//! unlocks, modes, free rotation, lockdowns and releases, schedule edges,
+//! unlocks, modes, free rotation, lockdowns and releases, a fire alarm on
+//! and off, schedule edges,
 //! system-clock glitches in both directions, and crashes — at any point of
 //! carrying out the core's outputs, after which the core is dropped and
 //! rebuilt from exactly what was committed. The PDs (their outputs and
@@ -13,7 +14,10 @@
 //!   says released: grant, REX, unlocked mode, override, remote release);
 //! - a door the core shows released is released at its PD (a PD timer never
 //!   runs out under a long release);
-//! - lockdown holds until an explicit release, across crashes;
+//! - the precedence table (`site::modes::PRECEDENCE`): while the fire
+//!   panel's input is active its escape doors are released at their PDs,
+//!   above any lockdown, whatever crashed; lockdown holds until an explicit
+//!   release, across crashes;
 //! - every timed mode and override reverts: nothing in force is past its end;
 //! - nothing is sent or answered before the records of its input are
 //!   committed, and the presence list is the committed one;
@@ -39,8 +43,8 @@ use portier::site::modes::DoorClass;
 use portier::site::outputs::StrikeWiring;
 use portier::site::remote::RemoteAction;
 use portier::site::{
-    Boot, Building, DoorKind, DoorWiring, Gateway, Input, InputRef, Now, Output, OutputRef, PdRef,
-    ReaderRef, Rules, StandingChange, StandingState, Verdict,
+    Boot, Building, DoorKind, DoorWiring, FireAlarmWiring, Gateway, Input, InputRef, Now, Output,
+    OutputRef, PdRef, ReaderRef, Rules, StandingChange, StandingState, Verdict,
 };
 
 /// splitmix64: small, seedable, good enough to pick actions.
@@ -142,7 +146,16 @@ fn building() -> Building {
             rotation_out: input(3, 1),
         },
     ])
+    .with_fire_alarms(vec![FireAlarmWiring {
+        id: "fire-panel".into(),
+        input: input(FIRE_PD, 0).unwrap(),
+        releases: ESCAPE.iter().map(|&d| d.into()).collect(),
+    }])
 }
+
+/// The fire panel's contact is input 0 of this PD; it releases these.
+const FIRE_PD: u8 = 6;
+const ESCAPE: [&str; 2] = ["b", "r"];
 
 /// Cards 0..=4 are granted everywhere, card 4 only until [`EXPIRES`];
 /// card 5 is blocked. Door A is scheduled unlocked for the first 5 minutes
@@ -227,6 +240,8 @@ struct Sim {
     /// Crashes happen (off for the final run-out, so that a restart's
     /// fresh deadlines do not outlast it).
     crashing: bool,
+    /// Checks that found an escape door in lockdown and a fire alarm.
+    fire_over_lockdown: std::cell::Cell<usize>,
 }
 
 /// How far from the truth a confirmed time may be in a run (a beacon's
@@ -253,6 +268,7 @@ impl Sim {
             lockdown: BTreeSet::new(),
             log: Vec::new(),
             crashing: true,
+            fire_over_lockdown: std::cell::Cell::new(0),
         };
         sim.boot();
         sim
@@ -284,6 +300,28 @@ impl Sim {
         );
         self.gateway = Some(g);
         self.carry_out(false);
+        // The bus comes up and the fire panel's PD answers the input
+        // status the core asks it for (no crash in between: the bring-up
+        // is one step).
+        if let Some(levels) = self.inputs.get(&FIRE_PD).cloned() {
+            let now = self.now();
+            self.g().handle(
+                now,
+                Input::Bus {
+                    bus: "bus0".into(),
+                    event: BusEvent::Inputs {
+                        address: FIRE_PD,
+                        inputs: levels,
+                    },
+                },
+            );
+            self.carry_out(false);
+        }
+    }
+
+    /// The fire panel's alarm as the hardware reads it.
+    fn fire(&self) -> bool {
+        self.inputs.get(&FIRE_PD).is_some_and(|v| v[0] != 0)
     }
 
     fn g(&mut self) -> &mut Gateway {
@@ -505,8 +543,27 @@ impl Sim {
                     "door a scheduled unlocked at real time {real}, outside its window"
                 );
             }
+            // The precedence table: a fire alarm releases the escape doors
+            // above every other authority, whatever crashed.
+            let escape = self.fire() && ESCAPE.contains(&door);
+            if escape {
+                let emergency = if state.kind == DoorClass::Revolving {
+                    "emergency_free"
+                } else {
+                    "emergency_unlocked"
+                };
+                assert_eq!(state.mode, emergency, "escape door {door} in a fire alarm");
+                assert!(
+                    pd_now,
+                    "escape door {door} locked at its PD in a fire alarm"
+                );
+            }
             let locked_down = self.lockdown.contains(door);
-            if locked_down && state.kind == DoorClass::Standard {
+            if locked_down && escape {
+                self.fire_over_lockdown
+                    .set(self.fire_over_lockdown.get() + 1);
+            }
+            if locked_down && !escape && state.kind == DoorClass::Standard {
                 assert!(
                     !self.granted_since_lockdown(door),
                     "a card was granted at {door} in lockdown"
@@ -514,10 +571,10 @@ impl Sim {
             }
             assert_eq!(
                 g.is_locked_down(door),
-                locked_down,
+                locked_down && !escape,
                 "lockdown of {door} differs from what was committed"
             );
-            if locked_down {
+            if locked_down && !escape {
                 // Released in lockdown only by what lockdown allows — the
                 // exit button (egress), an explicit remote passage — and
                 // then the core says so (checked above); a card never.
@@ -729,6 +786,10 @@ impl Sim {
                 let by = Duration::from_secs(600 + self.rng.below(2 * 3600));
                 self.advance(by);
             }
+            16 if self.rng.chance(25) => {
+                let on = !self.fire();
+                self.set_input(FIRE_PD, 0, on);
+            }
             _ => {
                 let by = Duration::from_millis(self.rng.below(40_000));
                 self.advance(by);
@@ -769,6 +830,10 @@ fn run_seed(seed: u64, steps: usize) -> Seen {
             ),
             withheld: count(|r| matches!(r, EventKind::DoorModeWithheld { .. })),
             untrusted: count(|r| matches!(r, EventKind::ClockUntrusted { .. })),
+            emergencies: count(
+                |r| matches!(r, EventKind::DoorModeChanged { mode, .. } if mode == "emergency_unlocked"),
+            ),
+            fire_over_lockdown: sim.fire_over_lockdown.get(),
         }
     });
     match result {
@@ -798,6 +863,8 @@ fn crash_anywhere_keeps_every_door_invariant() {
         seen.scheduled_unlocks += s.scheduled_unlocks;
         seen.withheld += s.withheld;
         seen.untrusted += s.untrusted;
+        seen.emergencies += s.emergencies;
+        seen.fire_over_lockdown += s.fire_over_lockdown;
     }
     // The runs reached both sides of the time rule.
     if seeds >= 100 {
@@ -807,6 +874,11 @@ fn crash_anywhere_keeps_every_door_invariant() {
         );
         assert!(seen.withheld > 0, "no scheduled unlock was ever withheld");
         assert!(seen.untrusted > 0, "the clock was never untrusted");
+        assert!(seen.emergencies > 0, "no fire alarm ever released a door");
+        assert!(
+            seen.fire_over_lockdown > 0,
+            "a fire alarm never met a lockdown"
+        );
     }
 }
 
@@ -816,4 +888,6 @@ struct Seen {
     scheduled_unlocks: usize,
     withheld: usize,
     untrusted: usize,
+    emergencies: usize,
+    fire_over_lockdown: usize,
 }

@@ -24,7 +24,7 @@ impl StandingMode {
     pub fn releases(self) -> bool {
         matches!(
             self,
-            Self::Standard(Mode::ScheduledUnlock)
+            Self::Standard(Mode::ScheduledUnlock | Mode::Emergency)
                 | Self::Revolving(RevolvingMode::FreeRotation | RevolvingMode::EmergencyFree)
         )
     }
@@ -35,6 +35,7 @@ impl StandingMode {
             Self::Standard(Mode::CardOnly) => "card_only",
             Self::Standard(Mode::ScheduledUnlock) => "unlocked",
             Self::Standard(Mode::Lockdown) => "lockdown",
+            Self::Standard(Mode::Emergency) => "emergency_unlocked",
             Self::Revolving(RevolvingMode::Locked) => "locked",
             Self::Revolving(RevolvingMode::CardholdersOnly) => "cardholders_only",
             Self::Revolving(RevolvingMode::FreeRotation) => "free_rotation",
@@ -72,6 +73,7 @@ impl DoorClass {
             (Self::Standard, "card_only") => Ok(StandingMode::Standard(Mode::CardOnly)),
             (Self::Standard, "unlocked") => Ok(StandingMode::Standard(Mode::ScheduledUnlock)),
             (Self::Standard, "lockdown") => Ok(StandingMode::Standard(Mode::Lockdown)),
+            (Self::Standard, "emergency_unlocked") => Ok(StandingMode::Standard(Mode::Emergency)),
             (Self::Revolving, "locked") => Ok(StandingMode::Revolving(RevolvingMode::Locked)),
             (Self::Revolving, "cardholders_only") => {
                 Ok(StandingMode::Revolving(RevolvingMode::CardholdersOnly))
@@ -85,7 +87,7 @@ impl DoorClass {
             (Self::Standard, _) => Err(UnknownMode {
                 mode: name.to_owned(),
                 kind: "standard",
-                allowed: "card_only, unlocked, lockdown",
+                allowed: "card_only, unlocked, lockdown, emergency_unlocked",
             }),
             (Self::Revolving, _) => Err(UnknownMode {
                 mode: name.to_owned(),
@@ -108,13 +110,22 @@ impl DoorClass {
             Self::Revolving => StandingMode::Revolving(RevolvingMode::Locked),
         }
     }
+
+    /// The mode a fire alarm puts the door in: released for escape.
+    pub(crate) fn emergency_mode(self) -> StandingMode {
+        match self {
+            Self::Standard => StandingMode::Standard(Mode::Emergency),
+            Self::Revolving => StandingMode::Revolving(RevolvingMode::EmergencyFree),
+        }
+    }
 }
 
 /// Every standing mode, for parsing by name.
-const ALL: [StandingMode; 7] = [
+const ALL: [StandingMode; 8] = [
     StandingMode::Standard(Mode::CardOnly),
     StandingMode::Standard(Mode::ScheduledUnlock),
     StandingMode::Standard(Mode::Lockdown),
+    StandingMode::Standard(Mode::Emergency),
     StandingMode::Revolving(RevolvingMode::Locked),
     StandingMode::Revolving(RevolvingMode::CardholdersOnly),
     StandingMode::Revolving(RevolvingMode::FreeRotation),
@@ -139,8 +150,8 @@ impl StandingMode {
 /// A name that is no door mode at all.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error(
-    "mode {0:?} is not a door mode (one of: card_only, unlocked, lockdown, locked, \
-     cardholders_only, free_rotation, emergency_free)"
+    "mode {0:?} is not a door mode (one of: card_only, unlocked, lockdown, \
+     emergency_unlocked, locked, cardholders_only, free_rotation, emergency_free)"
 )]
 pub struct NotAMode(pub String);
 

@@ -92,6 +92,9 @@ pub enum Mode {
     ScheduledUnlock,
     /// Locked; only lockdown-exempt grants and REX release it.
     Lockdown,
+    /// Released for escape while the fire alarm is active: no override
+    /// locks it, and it ends only when the alarm clears.
+    Emergency,
 }
 
 /// The state a timed override holds the door in.
@@ -193,6 +196,8 @@ pub enum DoorAction {
 pub enum OverrideRefusal {
     /// The door is in lockdown; lift it with an explicit mode set first.
     Lockdown,
+    /// The door is released for a fire alarm.
+    Emergency,
     /// Its `until` had already passed.
     AlreadyExpired,
 }
@@ -502,7 +507,7 @@ impl StandardDoor {
     fn mode_unlocked(&self) -> bool {
         match self.override_ {
             Some(o) => o.state == OverrideState::Unlocked,
-            None => self.mode == Mode::ScheduledUnlock,
+            None => matches!(self.mode, Mode::ScheduledUnlock | Mode::Emergency),
         }
     }
 
@@ -601,7 +606,13 @@ impl StandardDoor {
     }
 
     fn set_mode(&mut self, mode: Mode) {
-        if mode == Mode::Lockdown {
+        if mode == Mode::Emergency {
+            // Escape wins over any override: a timed lock must not hold.
+            let had_override = self.override_.take().is_some();
+            if self.mode == Mode::Emergency && !had_override {
+                return;
+            }
+        } else if mode == Mode::Lockdown {
             let had_override = self.override_.take().is_some();
             // Lockdown secures the door at once: a non-exempt grant no longer
             // holds the strike, even with the door open (it latches when the
@@ -627,6 +638,10 @@ impl StandardDoor {
         if self.in_lockdown() {
             self.event(DoorEvent::OverrideRefused {
                 reason: OverrideRefusal::Lockdown,
+            });
+        } else if self.mode == Mode::Emergency {
+            self.event(DoorEvent::OverrideRefused {
+                reason: OverrideRefusal::Emergency,
             });
         } else if o.until <= now {
             self.event(DoorEvent::OverrideRefused {
@@ -675,7 +690,7 @@ impl StandardDoor {
                 state: OverrideState::Locked,
                 ..
             }) => None,
-            None => (self.mode == Mode::ScheduledUnlock).then_some(None),
+            None => matches!(self.mode, Mode::ScheduledUnlock | Mode::Emergency).then_some(None),
         };
         let from_window = self.window.as_ref().map(|w| (!w.opened).then_some(w.until));
         match (from_mode, from_window) {
@@ -1250,7 +1265,8 @@ mod tests {
             prop_oneof![
                 Just(Mode::CardOnly),
                 Just(Mode::ScheduledUnlock),
-                Just(Mode::Lockdown)
+                Just(Mode::Lockdown),
+                Just(Mode::Emergency)
             ]
             .prop_map(|m| Step::Input(DoorInput::SetMode(m))),
             Just(Step::Input(DoorInput::CancelOverride)),

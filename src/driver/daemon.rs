@@ -27,6 +27,7 @@ use crate::journal::{Journal, JournalError, JournalReader, JournalWriter, StateW
 use crate::osdp::BusEvent;
 use crate::site::outputs::FeedbackTable;
 use crate::site::remote::{RemoteAction, RemoteError};
+use crate::site::standing::StandingError;
 use crate::site::{
     Commit, DecisionObserver, Gateway, Input, Now, Output, StandingChange, StandingState, Ticket,
 };
@@ -157,25 +158,17 @@ impl StandingBook {
         legacy: Option<&sled::Db>,
     ) -> Result<StandingState, DaemonError> {
         if let Some(bytes) = committed {
-            let state: StandingState = serde_cbor::from_slice(bytes).map_err(|e| {
-                DaemonError::Standing(format!(
-                    "unreadable ({e}); move the state directory's journal/ aside only if \
+            // Earlier layouts are upgraded; a newer one (a downgrade) is
+            // not guessed at: starting from defaults would lift a lockdown.
+            return crate::site::standing::decode(bytes).map_err(|e| match e {
+                StandingError::Unreadable { .. } => DaemonError::Standing(format!(
+                    "{e}; move the state directory's journal/ aside only if \
                      every door's lockdown and overrides may be forgotten (the events \
                      waiting stay in the moved directory: `portier journal drain` \
                      delivers them)"
-                ))
-            })?;
-            // A layout this version does not know (a downgrade) is not
-            // guessed at: starting from defaults would lift a lockdown.
-            if state.version != crate::site::standing::VERSION {
-                return Err(DaemonError::Standing(format!(
-                    "layout {} written by another Portier version (this one reads {}); \
-                     run the version that wrote it",
-                    state.version,
-                    crate::site::standing::VERSION
-                )));
-            }
-            return Ok(state);
+                )),
+                e => DaemonError::Standing(e.to_string()),
+            });
         }
         let mut state = StandingState::default();
         if let Some(db) = legacy {
@@ -194,7 +187,7 @@ impl StandingBook {
 
     /// The bytes committed with the journal.
     pub fn encode(state: &StandingState) -> Result<Vec<u8>, DaemonError> {
-        serde_cbor::to_vec(state).map_err(|e| DaemonError::Standing(e.to_string()))
+        crate::site::standing::encode(state).map_err(|e| DaemonError::Standing(e.to_string()))
     }
 
     /// The bytes of presence lines that changed.
@@ -594,11 +587,11 @@ mod tests {
         let bytes = StandingBook::encode(&state).unwrap();
         assert_eq!(StandingBook::load(Some(&bytes), &[], None).unwrap(), state);
         state.version = crate::site::standing::VERSION + 1;
-        let bytes = StandingBook::encode(&state).unwrap();
+        let bytes = serde_cbor::to_vec(&state).unwrap();
         let e = StandingBook::load(Some(&bytes), &[], None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("another Portier version"), "{e}");
+        assert!(e.contains("newer Portier version"), "{e}");
         let e = StandingBook::load(Some(b"\xff"), &[], None)
             .unwrap_err()
             .to_string();

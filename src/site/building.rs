@@ -14,7 +14,7 @@ use crate::door::{
     RevolvingInput, Rotation, StandardConfig, StandardDoor, Strike,
 };
 use crate::event::{AlarmCode, EventKind, HeldStage, OfflineCause};
-use crate::ids::{BusId, DoorId, ReaderId};
+use crate::ids::{BusId, DoorId, InputId, ReaderId};
 use crate::osdp::message::{Command, RawCard};
 use crate::osdp::{BusEvent, OfflineReason};
 
@@ -158,6 +158,17 @@ pub enum BuildingAction {
     },
     /// Append this to the journal.
     Record(EventKind),
+    /// A fire-alarm input reads active or inactive (reported on every
+    /// change and on the first report after a start, so a state kept over
+    /// a restart meets the input's true level).
+    FireAlarm {
+        /// The input.
+        input: InputId,
+        /// The doors it releases.
+        releases: Vec<DoorId>,
+        /// Active (alarm) or not.
+        active: bool,
+    },
     /// A granted person went through a door: the owner updates the
     /// presence list (it knows office hours and names).
     Passage {
@@ -168,6 +179,42 @@ pub enum BuildingAction {
         /// Which way.
         direction: Direction,
     },
+}
+
+/// What a PD input means. The one place an input gets its meaning:
+/// door inputs go to their door's machine, building inputs to the core's
+/// mode planner (see `site::modes::PRECEDENCE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputRole {
+    /// Door contact (active = open).
+    Contact,
+    /// Exit button (active = pressed).
+    ExitButton,
+    /// Revolving door rotation sensor (active pulse = one passage).
+    Rotation(Direction),
+    /// Fire-alarm contact from the fire panel (active = alarm): releases
+    /// its escape doors above every other authority.
+    FireAlarm,
+}
+
+/// A building-level fire-alarm input and the escape doors it releases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FireAlarmWiring {
+    /// Its name.
+    pub id: InputId,
+    /// Where it is wired.
+    pub input: InputRef,
+    /// The doors it releases.
+    pub releases: Vec<DoorId>,
+}
+
+/// One watched input: where it is, what it means, and whom it concerns.
+#[derive(Debug, Clone)]
+struct Watched {
+    input: InputRef,
+    role: InputRole,
+    /// The door (index), or the fire alarm (index) for a building input.
+    target: usize,
 }
 
 enum Machine {
@@ -222,6 +269,9 @@ pub struct Building {
     long_releases: HashMap<(PdRef, u8), LongRelease>,
     /// Last input report per PD, for edge detection.
     inputs: HashMap<PdRef, Vec<u8>>,
+    /// Every input with a role, door inputs in door order first.
+    watched: Vec<Watched>,
+    fire_alarms: Vec<FireAlarmWiring>,
     actions: VecDeque<BuildingAction>,
     feedback: FeedbackTable,
 }
@@ -251,14 +301,58 @@ impl Building {
                     grant_reader: None,
                 }
             })
+            .collect::<Vec<Door>>();
+        let watched = doors
+            .iter()
+            .enumerate()
+            .flat_map(|(target, d)| {
+                let w = &d.wiring;
+                [
+                    (&w.contact, InputRole::Contact),
+                    (&w.exit_button, InputRole::ExitButton),
+                    (&w.rotation_in, InputRole::Rotation(Direction::In)),
+                    (&w.rotation_out, InputRole::Rotation(Direction::Out)),
+                ]
+                .into_iter()
+                .filter_map(move |(input, role)| {
+                    input.clone().map(|input| Watched {
+                        input,
+                        role,
+                        target,
+                    })
+                })
+            })
             .collect();
         Self {
             doors,
             long_releases: HashMap::new(),
             inputs: HashMap::new(),
+            watched,
+            fire_alarms: Vec::new(),
             actions: VecDeque::new(),
             feedback: FeedbackTable::default(),
         }
+    }
+
+    /// Watch these fire-alarm inputs.
+    pub fn with_fire_alarms(mut self, alarms: Vec<FireAlarmWiring>) -> Self {
+        for (target, alarm) in alarms.iter().enumerate() {
+            self.watched.push(Watched {
+                input: alarm.input.clone(),
+                role: InputRole::FireAlarm,
+                target,
+            });
+        }
+        self.fire_alarms = alarms;
+        self
+    }
+
+    /// The doors a fire-alarm input releases (`None`: no such input).
+    pub fn fire_alarm_doors(&self, input: &InputId) -> Option<&[DoorId]> {
+        self.fire_alarms
+            .iter()
+            .find(|a| &a.id == input)
+            .map(|a| a.releases.as_slice())
     }
 
     /// Use these reader feedback patterns instead of the defaults.
@@ -459,6 +553,19 @@ impl Building {
                 // were apart, it starts from our state, never a stale one.
                 let pd = PdRef { bus, address };
                 self.reassert_outputs(now, &pd);
+                // A fire-alarm input's level is asked for at once: after a
+                // restart (or the PD's own), the kept alarm state must meet
+                // the true one, and a PD reports inputs only on change.
+                if self
+                    .watched
+                    .iter()
+                    .any(|w| w.role == InputRole::FireAlarm && w.input.pd == pd)
+                {
+                    self.actions.push_back(BuildingAction::Command {
+                        pd,
+                        command: Command::InputStatus,
+                    });
+                }
             }
             BusEvent::Offline { address, reason } => {
                 let (reason, alarm) = match reason {
@@ -535,55 +642,56 @@ impl Building {
                 .and_then(|v| v.get(usize::from(r.input)))
                 .map(|&b| (b != 0) == r.active_high)
         };
+        let mut edges = Vec::new();
+        for w in self.watched.iter().filter(|w| &w.input.pd == pd) {
+            let Some(active) = level(Some(after), &w.input) else {
+                continue;
+            };
+            let was_active = match level(before, &w.input) {
+                Some(was) => was,
+                // First report: an open door is news (it may be forced),
+                // and so is a rotation pulse (sensors rest inactive and
+                // PDs report inputs only on change); a fire alarm's level
+                // is always news (the kept state meets the true one). A
+                // pressed exit button without a seen edge is not: it must
+                // not release a door on a stuck or miswired button.
+                None if w.role == InputRole::FireAlarm => !active,
+                None if w.role != InputRole::ExitButton && active => false,
+                None => continue,
+            };
+            if active != was_active {
+                edges.push((w.role, w.target, active));
+            }
+        }
+        for (role, target, active) in edges {
+            match role {
+                InputRole::Contact | InputRole::ExitButton => {
+                    let input = match (role, active) {
+                        (InputRole::Contact, true) => DoorInput::ContactOpened,
+                        (InputRole::Contact, false) => DoorInput::ContactClosed,
+                        (_, true) => DoorInput::ExitRequest,
+                        (_, false) => continue,
+                    };
+                    if let Machine::Standard(d) = &mut self.doors[target].machine {
+                        d.handle(now, input);
+                    }
+                }
+                InputRole::Rotation(direction) => {
+                    if active && let Machine::Revolving(d) = &mut self.doors[target].machine {
+                        d.handle(now, RevolvingInput::Rotated { direction });
+                    }
+                }
+                InputRole::FireAlarm => {
+                    let alarm = &self.fire_alarms[target];
+                    self.actions.push_back(BuildingAction::FireAlarm {
+                        input: alarm.id.clone(),
+                        releases: alarm.releases.clone(),
+                        active,
+                    });
+                }
+            }
+        }
         for i in 0..self.doors.len() {
-            let wiring = &self.doors[i].wiring;
-            let mut door_inputs = Vec::new();
-            let mut rotations = Vec::new();
-            let watched = [
-                (&wiring.contact, 0u8),
-                (&wiring.exit_button, 1),
-                (&wiring.rotation_in, 2),
-                (&wiring.rotation_out, 3),
-            ];
-            for (input, role) in watched {
-                let Some(r) = input.as_ref().filter(|r| &r.pd == pd) else {
-                    continue;
-                };
-                let Some(active) = level(Some(after), r) else {
-                    continue;
-                };
-                let was_active = match level(before, r) {
-                    Some(was) => was,
-                    // First report: an open door is news (it may be forced),
-                    // and so is a rotation pulse (sensors rest inactive and
-                    // PDs report inputs only on change). A pressed exit
-                    // button without a seen edge is not: it must not
-                    // release a door on a stuck or miswired button.
-                    None if role != 1 && active => false,
-                    None => continue,
-                };
-                if active == was_active {
-                    continue;
-                }
-                match (role, active) {
-                    (0, true) => door_inputs.push(DoorInput::ContactOpened),
-                    (0, false) => door_inputs.push(DoorInput::ContactClosed),
-                    (1, true) => door_inputs.push(DoorInput::ExitRequest),
-                    (2, true) => rotations.push(Direction::In),
-                    (3, true) => rotations.push(Direction::Out),
-                    _ => {}
-                }
-            }
-            for input in door_inputs {
-                if let Machine::Standard(d) = &mut self.doors[i].machine {
-                    d.handle(now, input);
-                }
-            }
-            for direction in rotations {
-                if let Machine::Revolving(d) = &mut self.doors[i].machine {
-                    d.handle(now, RevolvingInput::Rotated { direction });
-                }
-            }
             self.drain_door(now, i);
         }
     }

@@ -456,6 +456,14 @@ impl Gateway {
         if !lockdown.is_empty() {
             self.planner.set_lockdown(&lockdown, true);
         }
+        // A fire alarm kept over the restart holds its doors released until
+        // its input reads inactive (the building reports the first level).
+        for input in &state.fire_alarms {
+            if let Some(doors) = self.building.fire_alarm_doors(input) {
+                let doors = doors.to_vec();
+                self.planner.set_fire_alarm(input, &doors, true);
+            }
+        }
         let mut reverted = Vec::new();
         for (
             door,
@@ -694,6 +702,14 @@ impl Gateway {
                     );
                 }
                 BuildingAction::Record(kind) => self.records.push(kind),
+                BuildingAction::FireAlarm {
+                    input,
+                    releases,
+                    active,
+                } => {
+                    self.planner.set_fire_alarm(&input, &releases, active);
+                    self.apply_modes(now);
+                }
                 BuildingAction::Command { pd, command } => self.commands.push((pd, command)),
                 BuildingAction::Passage {
                     credential,
@@ -812,7 +828,9 @@ impl Gateway {
         self.override_walls = walls;
         let (floor, time_anchor) = self.time_to_persist(now);
         let presence = self.presence.take_changes();
+        let fire_alarms = self.planner.fire_alarms();
         let same = lockdown == self.persisted.lockdown
+            && fire_alarms == self.persisted.fire_alarms
             && remote_modes == self.persisted.remote_modes
             && overrides == self.persisted.overrides
             && floor == self.persisted.trusted_floor
@@ -830,6 +848,7 @@ impl Gateway {
             presence: Presence::new(),
             trusted_floor: floor,
             time_anchor,
+            fire_alarms,
         };
         Some(StandingChange::Whole(Box::new(self.standing())))
     }
@@ -1367,5 +1386,69 @@ mod tests {
             .expect("a presence change");
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].credential, CredentialId(STAFF.into()));
+    }
+
+    /// The lab with a fire-alarm contact on input 3 of PD 2.
+    fn building_with_fire_alarm() -> Building {
+        building().with_fire_alarms(vec![crate::site::building::FireAlarmWiring {
+            id: "fire-panel".into(),
+            input: InputRef {
+                pd: pd(2),
+                input: 3,
+                active_high: true,
+            },
+            releases: vec!["lab".into()],
+        }])
+    }
+
+    fn fire_input(g: &mut Gateway, now: Now, active: bool) -> Vec<Output> {
+        g.handle(
+            now,
+            Input::Bus {
+                bus: "bus0".into(),
+                event: BusEvent::Inputs {
+                    address: 2,
+                    inputs: vec![0, 0, 0, u8::from(active)],
+                },
+            },
+        );
+        drain(g)
+    }
+
+    /// Fire alarm > lockdown: the alarm releases the locked-down lab, a
+    /// restart keeps it released until the input reads inactive, and then
+    /// the lockdown holds again.
+    #[test]
+    fn a_fire_alarm_wins_over_lockdown_and_survives_a_restart() {
+        let mut g = Gateway::new(
+            building_with_fire_alarm(),
+            Box::new(Table),
+            StandingState::default(),
+            at(0),
+        );
+        drain(&mut g);
+        remote(&mut g, at(1), RemoteAction::Lockdown { doors: vec![] });
+        assert!(!g.doors()[0].released);
+        let out = fire_input(&mut g, at(2), true);
+        assert!(g.doors()[0].released, "{out:?}");
+        assert_eq!(g.doors()[0].mode, "emergency_unlocked");
+        // A card in the fire alarm is not refused for the lockdown.
+        assert!(!g.is_locked_down("lab"));
+        let state = whole(commits(&out)[0]);
+        assert_eq!(state.fire_alarms.len(), 1);
+        assert!(state.lockdown.contains("lab"));
+
+        let mut g = Gateway::new(building_with_fire_alarm(), Box::new(Table), state, at(100));
+        drain(&mut g);
+        assert!(
+            g.doors()[0].released,
+            "released again at once after the restart"
+        );
+        // The first report after the start says the alarm cleared.
+        let out = fire_input(&mut g, at(101), false);
+        assert!(!g.doors()[0].released, "{out:?}");
+        assert_eq!(g.doors()[0].mode, "lockdown");
+        assert!(g.is_locked_down("lab"));
+        assert!(whole(commits(&out)[0]).fire_alarms.is_empty());
     }
 }

@@ -13,8 +13,8 @@ pub mod remote;
 pub mod standing;
 
 pub use building::{
-    Building, BuildingAction, BuildingInput, DoorKind, DoorState, DoorWiring, InputRef, OutputRef,
-    PdRef, ReaderRef,
+    Building, BuildingAction, BuildingInput, DoorKind, DoorState, DoorWiring, FireAlarmWiring,
+    InputRef, InputRole, OutputRef, PdRef, ReaderRef,
 };
 pub use decision::{Presented, Rules, Situation, Verdict, When};
 pub use gateway::{

@@ -1,13 +1,18 @@
-//! Which standing mode each door should be in, sans-IO: the rules'
-//! door-mode schedule, a building or door lockdown, and remote mode changes
-//! with an expiry, layered in that order of precedence (lowest first):
+//! Which standing mode each door should be in, sans-IO: the authorities
+//! that may set it, asked in the order of [`PRECEDENCE`] (strongest first):
 //!
-//! 1. the kind's default (`card_only` / `cardholders_only`);
-//! 2. the scheduled mode from the snapshot (e.g. free rotation in office
+//! 1. a fire alarm: escape doors released (`emergency_unlocked`,
+//!    `emergency_free`) while the alarm input is active — above lockdown,
+//!    because a lockdown keeps people out and must never trap them in;
+//! 2. lockdown, until it is released;
+//! 3. a remote mode set with an expiry (reverts by itself at its expiry,
+//!    also while the uplink is down);
+//! 4. the scheduled mode from the snapshot (e.g. free rotation in office
 //!    hours);
-//! 3. a remote mode set with an expiry (wall clock; reverts by itself at
-//!    its expiry, also while the uplink is down);
-//! 4. lockdown, which wins over everything until it is released.
+//! 5. the kind's default (`card_only` / `cardholders_only`).
+//!
+//! Timed overrides (a momentary unlock) live in the door machines, below
+//! lockdown and the fire alarm: a machine refuses them in either.
 //!
 //! The planner only says when the effective mode changes; the door machines
 //! own timed overrides (momentary unlock, free rotation for a time) and
@@ -20,7 +25,33 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 pub use crate::door::mode::{DoorClass, StandingMode, UnknownMode};
-use crate::ids::DoorId;
+use crate::ids::{DoorId, InputId};
+
+/// Who may set a door's standing mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Authority {
+    /// A fire-alarm input is active.
+    FireAlarm,
+    /// Security locked the door down.
+    Lockdown,
+    /// A remote mode set with an expiry (central, the admin page).
+    Remote,
+    /// The rules' door-mode schedule.
+    Schedule,
+    /// The kind's default.
+    Default,
+}
+
+/// The one table of precedence, strongest first: the planner asks each in
+/// turn and the first with a claim sets the mode. The simulation checks
+/// its doors against it and ARCHITECTURE.md prints it.
+pub const PRECEDENCE: [Authority; 5] = [
+    Authority::FireAlarm,
+    Authority::Lockdown,
+    Authority::Remote,
+    Authority::Schedule,
+    Authority::Default,
+];
 
 #[derive(Debug)]
 struct DoorPlan {
@@ -28,20 +59,31 @@ struct DoorPlan {
     scheduled: Option<StandingMode>,
     remote: Option<(StandingMode, Instant)>,
     lockdown: bool,
+    fire: bool,
     applied: Option<StandingMode>,
 }
 
 impl DoorPlan {
-    fn effective(&self, now: Instant) -> StandingMode {
-        if self.lockdown {
-            return self.class.lockdown_mode();
+    /// What `authority` asks of the door now, if anything.
+    fn claim(&self, authority: Authority, now: Instant) -> Option<StandingMode> {
+        match authority {
+            Authority::FireAlarm => self.fire.then(|| self.class.emergency_mode()),
+            Authority::Lockdown => self.lockdown.then(|| self.class.lockdown_mode()),
+            Authority::Remote => self
+                .remote
+                .filter(|(_, until)| now < *until)
+                .map(|(mode, _)| mode),
+            Authority::Schedule => self.scheduled,
+            Authority::Default => Some(self.class.default_mode()),
         }
-        if let Some((mode, until)) = self.remote
-            && now < until
-        {
-            return mode;
-        }
-        self.scheduled.unwrap_or(self.class.default_mode())
+    }
+
+    /// The mode and the authority that set it.
+    fn effective(&self, now: Instant) -> (StandingMode, Authority) {
+        PRECEDENCE
+            .into_iter()
+            .find_map(|a| self.claim(a, now).map(|m| (m, a)))
+            .unwrap_or((self.class.default_mode(), Authority::Default))
     }
 }
 
@@ -49,6 +91,8 @@ impl DoorPlan {
 #[derive(Debug, Default)]
 pub struct ModePlanner {
     doors: BTreeMap<DoorId, DoorPlan>,
+    /// Active fire alarms by input, with the doors each releases.
+    fire_alarms: BTreeMap<InputId, BTreeSet<DoorId>>,
 }
 
 impl ModePlanner {
@@ -64,11 +108,13 @@ impl ModePlanner {
                         scheduled: None,
                         remote: None,
                         lockdown: false,
+                        fire: false,
                         applied: None,
                     };
                     (id, plan)
                 })
                 .collect(),
+            fire_alarms: BTreeMap::new(),
         }
     }
 
@@ -117,9 +163,33 @@ impl ModePlanner {
         }
     }
 
-    /// Whether a door is locked down.
+    /// A fire-alarm input went active (releasing `doors`) or cleared.
+    pub fn set_fire_alarm(&mut self, input: &InputId, doors: &[DoorId], active: bool) {
+        if active {
+            self.fire_alarms
+                .insert(input.clone(), doors.iter().cloned().collect());
+        } else {
+            self.fire_alarms.remove(input);
+        }
+        for (id, plan) in &mut self.doors {
+            plan.fire = self.fire_alarms.values().any(|d| d.contains(id));
+        }
+    }
+
+    /// The fire-alarm inputs active now (standing state to persist).
+    pub fn fire_alarms(&self) -> BTreeSet<InputId> {
+        self.fire_alarms.keys().cloned().collect()
+    }
+
+    /// Whether lockdown is what holds the door now (a fire alarm above it
+    /// releases the door instead).
     pub fn is_locked_down(&self, door: &str) -> bool {
-        self.doors.get(door).is_some_and(|d| d.lockdown)
+        self.doors.get(door).is_some_and(|d| d.lockdown && !d.fire)
+    }
+
+    /// The authority that sets the door's mode now.
+    pub fn authority(&self, door: &str, now: Instant) -> Option<Authority> {
+        self.doors.get(door).map(|d| d.effective(now).1)
     }
 
     /// The doors whose effective mode differs from the last one reported,
@@ -132,7 +202,7 @@ impl ModePlanner {
             {
                 plan.remote = None;
             }
-            let mode = plan.effective(now);
+            let (mode, _) = plan.effective(now);
             if plan.applied != Some(mode) {
                 plan.applied = Some(mode);
                 out.push((id.clone(), mode));
@@ -267,5 +337,48 @@ mod tests {
                 .contains("card_only, unlocked, lockdown")
         );
         assert!(DoorClass::Revolving.parse_mode("unlocked").is_err());
+    }
+
+    /// The table decides: each authority wins over every one below it.
+    #[test]
+    fn precedence_is_the_table() {
+        let t = crate::test_clock::epoch();
+        let mut p = ModePlanner::new([("d".into(), DoorClass::Standard)]);
+        let d: DoorId = "d".into();
+        let fire: InputId = "panel".into();
+        let mode = |p: &ModePlanner| {
+            let plan = &p.doors[&d];
+            plan.effective(t)
+        };
+        assert_eq!(mode(&p).1, Authority::Default);
+        p.set_scheduled(|_| Some("unlocked"));
+        assert_eq!(mode(&p).1, Authority::Schedule);
+        p.set_remote(
+            "d",
+            StandingMode::Standard(Mode::CardOnly),
+            t + Duration::from_secs(60),
+        );
+        assert_eq!(
+            mode(&p),
+            (StandingMode::Standard(Mode::CardOnly), Authority::Remote)
+        );
+        p.set_lockdown(&[], true);
+        assert_eq!(
+            mode(&p),
+            (StandingMode::Standard(Mode::Lockdown), Authority::Lockdown)
+        );
+        p.set_fire_alarm(&fire, std::slice::from_ref(&d), true);
+        assert_eq!(
+            mode(&p),
+            (
+                StandingMode::Standard(Mode::Emergency),
+                Authority::FireAlarm
+            )
+        );
+        assert!(!p.is_locked_down("d"));
+        p.set_fire_alarm(&fire, &[], false);
+        assert_eq!(mode(&p).1, Authority::Lockdown);
+        assert_eq!(PRECEDENCE.len(), 5);
+        assert!(PRECEDENCE.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -14,11 +14,123 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::door::{Presence, StandingMode};
-use crate::ids::DoorId;
+use crate::ids::{DoorId, InputId};
 
-/// Layout version of [`StandingState`]; the driver refuses a state of
-/// another version rather than guess (defaults would lift a lockdown).
-pub const VERSION: u32 = 1;
+/// Layout version of [`StandingState`] written by this release. Every
+/// earlier layout is read and upgraded by [`decode`], one numbered step at
+/// a time; a newer one (a downgrade) is refused rather than guessed at —
+/// defaults could lift a lockdown.
+///
+/// | layout | written by | change |
+/// |---|---|---|
+/// | 1 | up to f2b96d4 | lockdown, remote modes, overrides, presence, time floor and anchor |
+/// | 2 | this release | `fire_alarms`: the building's fire-alarm inputs last seen active |
+pub const VERSION: u32 = 2;
+
+/// Why a standing state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StandingError {
+    /// The bytes are not a standing state of the layout they claim.
+    #[error("unreadable (layout {layout}): {source}")]
+    Unreadable {
+        /// The layout the bytes claim.
+        layout: u32,
+        /// What the decoder said.
+        #[source]
+        source: serde_cbor::Error,
+    },
+    /// Written by a newer release.
+    #[error(
+        "layout {found} written by a newer Portier version (this one reads 1 to {reads}); \
+         run the version that wrote it"
+    )]
+    Newer {
+        /// The layout found.
+        found: u32,
+        /// The newest layout this release reads.
+        reads: u32,
+    },
+    /// The state could not be encoded.
+    #[error("cannot encode: {0}")]
+    Encode(#[source] serde_cbor::Error),
+}
+
+/// The bytes kept in the journal for `state` (always the current layout).
+pub fn encode(state: &StandingState) -> Result<Vec<u8>, StandingError> {
+    let state = StandingState {
+        version: VERSION,
+        ..state.clone()
+    };
+    serde_cbor::to_vec(&state).map_err(StandingError::Encode)
+}
+
+/// Read a standing state of any layout up to [`VERSION`], upgraded to the
+/// current one.
+pub fn decode(bytes: &[u8]) -> Result<StandingState, StandingError> {
+    /// Every layout starts with its number.
+    #[derive(Deserialize)]
+    struct Layout {
+        version: u32,
+    }
+    let unreadable = |layout| move |source| StandingError::Unreadable { layout, source };
+    let layout = serde_cbor::from_slice::<Layout>(bytes)
+        .map_err(unreadable(0))?
+        .version;
+    match layout {
+        1 => serde_cbor::from_slice::<layout_1::StandingState>(bytes)
+            .map(layout_1::upgrade)
+            .map_err(unreadable(1)),
+        VERSION => serde_cbor::from_slice(bytes).map_err(unreadable(VERSION)),
+        found if found > VERSION => Err(StandingError::Newer {
+            found,
+            reads: VERSION,
+        }),
+        // Layout 0 never existed; what claims it is damage.
+        other => Err(StandingError::Newer {
+            found: other,
+            reads: VERSION,
+        }),
+    }
+}
+
+/// Layout 1, frozen as the release at f2b96d4 wrote it. Its parts share
+/// today's types only while their bytes are unchanged; a part that changes
+/// gets its frozen copy here.
+mod layout_1 {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use jiff::Timestamp;
+    use serde::Deserialize;
+
+    use super::{TimeAnchor, TimedMode, TimedOverride};
+    use crate::door::Presence;
+    use crate::ids::DoorId;
+
+    #[derive(Deserialize)]
+    pub(super) struct StandingState {
+        lockdown: BTreeSet<DoorId>,
+        remote_modes: BTreeMap<DoorId, TimedMode>,
+        overrides: BTreeMap<DoorId, TimedOverride>,
+        presence: Presence,
+        trusted_floor: Option<Timestamp>,
+        #[serde(default)]
+        time_anchor: Option<TimeAnchor>,
+    }
+
+    /// 1 → 2: no fire alarm was known to be active.
+    pub(super) fn upgrade(s: StandingState) -> super::StandingState {
+        super::StandingState {
+            version: super::VERSION,
+            lockdown: s.lockdown,
+            remote_modes: s.remote_modes,
+            overrides: s.overrides,
+            presence: s.presence,
+            trusted_floor: s.trusted_floor,
+            time_anchor: s.time_anchor,
+            fire_alarms: BTreeSet::new(),
+        }
+    }
+}
 
 /// A point on one boot's monotonic clock: which boot (the kernel's boot
 /// id, 32 hex digits) and how long after it began, milliseconds. A restart
@@ -97,6 +209,9 @@ pub struct StandingState {
     /// The last live time beacon (kept over a restart on the same boot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_anchor: Option<TimeAnchor>,
+    /// The fire-alarm inputs last seen active (by input id): their doors
+    /// stay released after a restart until the input reads inactive.
+    pub fire_alarms: BTreeSet<InputId>,
 }
 
 impl Default for StandingState {
@@ -109,6 +224,56 @@ impl Default for StandingState {
             presence: Presence::new(),
             trusted_floor: None,
             time_anchor: None,
+            fire_alarms: BTreeSet::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The standing state the release at f2b96d4 wrote (layout 1) loads,
+    /// upgraded, with everything that decides a door kept.
+    #[test]
+    fn the_previous_release_s_state_loads() {
+        let bytes = include_bytes!("../../tests/fixtures/v0.5/standing-state.cbor");
+        let s = decode(bytes).unwrap();
+        assert_eq!(s.version, VERSION);
+        assert!(s.lockdown.contains("lab-door"));
+        let main = &s.remote_modes[&DoorId::from("main-entrance")];
+        assert_eq!(main.mode, "free_rotation");
+        assert_eq!(main.boot_until.as_ref().map(|b| b.ms), Some(123_456));
+        assert_eq!(
+            s.overrides[&DoorId::from("side-door")].state,
+            HeldBy::Unlocked
+        );
+        assert_eq!(
+            s.overrides[&DoorId::from("back-door")].state,
+            HeldBy::Locked
+        );
+        assert_eq!(s.presence.count(), 2);
+        assert!(s.trusted_floor.is_some() && s.time_anchor.is_some());
+        assert!(s.fire_alarms.is_empty());
+        // Written again, it is the current layout and reads back the same.
+        assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s);
+    }
+
+    #[test]
+    fn a_newer_layout_is_refused_and_damage_is_not_defaults() {
+        let s = StandingState {
+            version: VERSION + 1,
+            ..Default::default()
+        };
+        let newer = serde_cbor::to_vec(&s).unwrap();
+        assert!(matches!(
+            decode(&newer),
+            Err(StandingError::Newer { found, .. }) if found == VERSION + 1
+        ));
+        assert!(matches!(
+            decode(b"\xa1\x67version\x01"),
+            Err(StandingError::Unreadable { layout: 1, .. })
+        ));
+        assert!(decode(b"junk").is_err());
     }
 }
