@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portier::door::{Direction, StandardConfig};
-use portier::driver::daemon::{self, BusLink, Daemon, DaemonInputs};
+use portier::driver::daemon::{self, Daemon, DaemonInputs};
 use portier::driver::decider::StoreDecider;
-use portier::driver::serial::{BusHandles, run_bus};
+use portier::driver::serial::{BusStart, SpawnedBus, spawn_bus};
 use portier::driver::simulator::{SimOp, run_simulated_pds};
 use portier::osdp::message::{Command, OutputAction, RawCard};
 use portier::osdp::peripheral::{Peripheral, PeripheralConfig, PeripheralEvent};
@@ -107,21 +107,18 @@ async fn start() -> Harness {
         shutdown_rx.clone(),
     ));
     let (bus_events_tx, mut bus_events) = mpsc::channel(256);
-    let (requests, requests_rx) = mpsc::channel(64);
-    let (status, mut status_rx) = watch::channel(Vec::<portier::osdp::PdStatus>::new());
-    tokio::spawn(run_bus(
-        cp_side,
-        bus,
-        BusHandles {
-            requests: requests_rx,
-            bus: "bus0".into(),
-            events: bus_events_tx,
-            status,
-            shutdown: shutdown_rx.clone(),
-        },
-        false,
-        None,
-    ));
+    let start = BusStart {
+        name: "bus0".into(),
+        events: bus_events_tx,
+        shutdown: shutdown_rx.clone(),
+        suppress_echo: false,
+        capture: None,
+    };
+    let SpawnedBus {
+        link,
+        status: mut status_rx,
+        ..
+    } = spawn_bus(cp_side, bus, start);
     let (tagged_tx, tagged) = mpsc::channel(256);
     let (online_tx, mut online) = mpsc::channel(16);
     tokio::spawn(async move {
@@ -164,17 +161,9 @@ async fn start() -> Harness {
     let (view, _) = watch::channel(daemon::DaemonView::default());
     std::mem::forget(_control_tx);
     tokio::spawn(daemon::run(
-        Daemon::open(
-            &journal_dir,
-            building,
-            Box::new(decider),
-            vec![BusLink {
-                name: "bus0".into(),
-                requests,
-            }],
-        )
-        .unwrap()
-        .0,
+        Daemon::open(&journal_dir, building, Box::new(decider), vec![link])
+            .unwrap()
+            .0,
         DaemonInputs {
             events: tagged,
             control,

@@ -8,8 +8,8 @@ use std::time::Duration;
 mod support;
 
 use portier::door::{DenyReason, Direction, StandardConfig};
-use portier::driver::daemon::{self, BusLink, Daemon, DaemonInputs};
-use portier::driver::serial::{BusHandles, run_bus};
+use portier::driver::daemon::{self, Daemon, DaemonInputs};
+use portier::driver::serial::{BusStart, spawn_bus};
 use portier::ids::DoorId;
 use portier::journal::{EventKind, JournalReader};
 use portier::osdp::message::{Command, LedColor, OutputAction, RawCard};
@@ -93,17 +93,15 @@ fn start_in(dir: tempfile::TempDir, decider: Box<dyn Rules>, reserve: Option<u64
     )
     .unwrap();
     let (bus_events_tx, tagged) = mpsc::channel(64);
-    let (requests, requests_rx) = mpsc::channel(16);
-    let (status, _) = watch::channel(Vec::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let handles = BusHandles {
-        requests: requests_rx,
-        bus: "bus0".into(),
+    let start = BusStart {
+        name: "bus0".into(),
         events: bus_events_tx,
-        status,
         shutdown: shutdown_rx.clone(),
+        suppress_echo: false,
+        capture: None,
     };
-    tokio::spawn(run_bus(cp_side, bus, handles, false, None));
+    let spawned = spawn_bus(cp_side, bus, start);
 
     let building = Building::new(vec![DoorWiring {
         id: "side-entrance".into(),
@@ -132,10 +130,7 @@ fn start_in(dir: tempfile::TempDir, decider: Box<dyn Rules>, reserve: Option<u64
         rotation_out: None,
     }]);
     let journal_dir = dir.path().join("journal");
-    let links = vec![BusLink {
-        name: "bus0".into(),
-        requests,
-    }];
+    let links = vec![spawned.link];
     let (control_tx, control) = mpsc::channel(4);
     let (view, _) = watch::channel(daemon::DaemonView::default());
     let (mut d, reader_journal) = Daemon::open(&journal_dir, building, decider, links).unwrap();

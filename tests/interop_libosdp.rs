@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use portier::driver::clock;
 use portier::driver::serial::{
-    BusHandles, BusRequest, PortSettings, Rs485Mode, open_port, run_bus,
+    BusRequest, BusStart, PortSettings, Rs485Mode, open_port, spawn_bus,
 };
 use portier::osdp::message::{
     BuzzerControl, Command, LedColor, LedControl, LedPermanent, LedTemporary, OutputAction,
@@ -76,24 +76,22 @@ impl OurCp {
             suppress_echo: false,
         };
         let (events_tx, events) = mpsc::channel(256);
-        let (requests, requests_rx) = mpsc::channel(16);
-        let (status, _) = watch::channel(Vec::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        runtime.block_on(async {
+        let requests = runtime.block_on(async {
             let port = open_port(&settings).unwrap();
             let timing = Timing {
                 poll_interval: Duration::from_millis(20),
                 ..Timing::default()
             };
             let bus = Bus::new(timing, pds, Box::new(clock::os_entropy)).unwrap();
-            let handles = BusHandles {
-                requests: requests_rx,
-                bus: "bus0".into(),
+            let start = BusStart {
+                name: "bus0".into(),
                 events: events_tx,
-                status,
                 shutdown: shutdown_rx,
+                suppress_echo: false,
+                capture: None,
             };
-            tokio::spawn(run_bus(port, bus, handles, false, None));
+            spawn_bus(port, bus, start).link.requests
         });
         Self {
             runtime,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 mod support;
 
-use portier::driver::serial::{BusHandles, BusRequest, run_bus};
+use portier::driver::serial::{BusRequest, BusStart, SpawnedBus, spawn_bus};
 use portier::osdp::message::{Command, OutputAction, OutputControl, RawCard};
 use portier::osdp::peripheral::{PeripheralConfig, PeripheralEvent};
 use portier::osdp::secure::Scbk;
@@ -29,17 +29,20 @@ async fn bus_task_over_an_echoing_stream() {
     )
     .unwrap();
     let (events_tx, mut events) = mpsc::channel(64);
-    let (requests, requests_rx) = mpsc::channel(8);
-    let (status, status_rx) = watch::channel(Vec::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let handles = BusHandles {
-        requests: requests_rx,
-        bus: "bus0".into(),
+    let start = BusStart {
+        name: "bus0".into(),
         events: events_tx,
-        status,
         shutdown: shutdown_rx,
+        suppress_echo: true,
+        capture: None,
     };
-    let task = tokio::spawn(run_bus(cp_side, bus, handles, true, None));
+    let SpawnedBus {
+        link,
+        status: status_rx,
+        task,
+    } = spawn_bus(cp_side, bus, start);
+    let requests = link.requests;
 
     let within = Duration::from_secs(5);
     let online = tokio::time::timeout(within, async {

@@ -11,7 +11,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
 
 use portier::driver::clock;
-use portier::driver::serial::{BusHandles, Capture, PortSettings, Rs485Mode, open_port, run_bus};
+use portier::driver::serial::{BusStart, Capture, PortSettings, Rs485Mode, open_port, spawn_bus};
 use portier::osdp::message::{Capability, PdIdentity, RawCard};
 use portier::osdp::peripheral::{Peripheral, PeripheralConfig, PeripheralEvent};
 use portier::osdp::secure::Scbk;
@@ -116,7 +116,7 @@ pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Scbk> {
 
 struct RunningBus {
     events: mpsc::Receiver<(portier::ids::BusId, BusEvent)>,
-    _requests: mpsc::Sender<portier::driver::serial::BusRequest>,
+    _link: portier::driver::daemon::BusLink,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), portier::driver::serial::SerialError>>,
 }
@@ -153,28 +153,20 @@ fn start_bus(port: &PortArgs, key: KeyPolicy) -> anyhow::Result<RunningBus> {
         Box::new(clock::os_entropy),
     )?;
     let (events_tx, events) = mpsc::channel(64);
-    let (requests, requests_rx) = mpsc::channel(16);
-    let (status, _) = watch::channel(Vec::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let handles = BusHandles {
-        requests: requests_rx,
-        bus: "probe".into(),
+    let start = BusStart {
+        name: "probe".into(),
         events: events_tx,
-        status,
         shutdown: shutdown_rx,
-    };
-    let task = tokio::spawn(run_bus(
-        stream,
-        bus,
-        handles,
-        settings.suppress_echo,
+        suppress_echo: settings.suppress_echo,
         capture,
-    ));
+    };
+    let spawned = spawn_bus(stream, bus, start);
     Ok(RunningBus {
         events,
-        _requests: requests,
+        _link: spawned.link,
         shutdown,
-        task,
+        task: spawned.task,
     })
 }
 

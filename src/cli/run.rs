@@ -72,7 +72,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     reload_on_hangup(path, running_config, running.control).await;
                 }
             });
-            gateway::run(config, options, shutdown, Some(started_tx)).await
+            gateway::run(config, options, shutdown, Some(started_tx))
+                .await
+                .map_err(anyhow::Error::from)
         })
         .map_err(with_fix)?;
     Ok(ExitCode::SUCCESS)

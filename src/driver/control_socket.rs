@@ -96,6 +96,25 @@ pub(crate) struct ControlContext {
     pub(crate) gateway: String,
 }
 
+impl ControlContext {
+    /// The socket's view of a running gateway.
+    pub(crate) fn of(
+        running: &super::running::Running,
+        keys: crate::rules::TrustedKeys,
+        gateway: String,
+    ) -> Self {
+        Self {
+            control: running.control.clone(),
+            store: running.store.clone(),
+            view: running.view.clone(),
+            journal: running.journal.clone(),
+            buses: running.bus_status.clone(),
+            keys,
+            gateway,
+        }
+    }
+}
+
 /// One request line, typed before anything is done with it.
 #[derive(Debug)]
 pub enum ControlRequest {

@@ -8,7 +8,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::daemon::{Control, DaemonView};
 use super::uplink::{self, Delivered, Inbound, UplinkHandles, UplinkState};
-use crate::config::Config;
 use crate::event::EventKind;
 use crate::journal::{JournalAcker, JournalReader};
 use crate::store::Store;
@@ -62,11 +61,13 @@ pub async fn apply_rules(
 }
 
 /// What the uplink and its inbound lanes are wired to.
-pub(crate) struct UplinkWiring<'a> {
-    /// The daemon config (gateway id, trusted keys).
-    pub config: &'a Config,
-    /// The events database (the seen-commands tree lives there).
-    pub events_db: &'a sled::Db,
+pub(crate) struct UplinkWiring {
+    /// This gateway's id (topics, and the target a command must name).
+    pub gateway: String,
+    /// Central's keys that signed rules and commands are checked against.
+    pub keys: crate::rules::TrustedKeys,
+    /// The seen-commands tree (replay protection; survives restarts).
+    pub seen: sled::Tree,
     /// The journal's reader and acker (the uplink's half of the journal).
     pub journal: (JournalReader, JournalAcker),
     /// The rules store.
@@ -83,18 +84,18 @@ pub(crate) struct UplinkWiring<'a> {
 /// lanes, so a snapshot being applied never holds up a lockdown.
 pub(crate) fn start_uplink(
     uplink: crate::uplink::UplinkConfig,
-    wiring: UplinkWiring<'_>,
-) -> anyhow::Result<watch::Receiver<UplinkState>> {
+    wiring: UplinkWiring,
+) -> watch::Receiver<UplinkState> {
     let UplinkWiring {
-        config,
-        events_db,
+        gateway,
+        keys,
+        seen,
         journal: (journal, acker),
         store,
         control,
         view,
         shutdown,
     } = wiring;
-    let gateway = config.gateway.id.clone();
     let trusted = view.clone();
     let mut view = view;
     let (appended_tx, appended) = watch::channel(0u64);
@@ -144,16 +145,16 @@ pub(crate) fn start_uplink(
     let actor = InboundActor {
         store,
         control,
-        keys: config.trusted_keys(&config.file)?,
+        keys,
         gateway,
-        seen: events_db.open_tree("commands.seen")?,
+        seen,
         status: status_tx,
         view: trusted,
     };
     let actor = Arc::new(actor);
     tokio::spawn(actor.clone().run(rules));
     tokio::spawn(actor.run(commands));
-    Ok(state_rx)
+    state_rx
 }
 
 /// Acts on what central sent: rules are verified and applied beside the

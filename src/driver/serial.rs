@@ -136,6 +136,62 @@ pub struct BusHandles {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// What a bus task is started with, besides its port and core.
+pub struct BusStart {
+    /// The bus's name: its events are tagged with it.
+    pub name: BusId,
+    /// Where the tagged events go (shared by every bus of a daemon).
+    pub events: mpsc::Sender<(BusId, BusEvent)>,
+    /// Ends the task when it changes to `true`.
+    pub shutdown: watch::Receiver<bool>,
+    /// Drop our own transmitted bytes read back (half-duplex adapters).
+    pub suppress_echo: bool,
+    /// Record every frame to a pcap file (`portier reader probe`).
+    pub capture: Option<Capture>,
+}
+
+/// A running bus task: its requests, its PDs' status, its end.
+pub struct SpawnedBus {
+    /// Requests to the bus (what the daemon loop sends through).
+    pub link: crate::driver::daemon::BusLink,
+    /// The PDs' latest status.
+    pub status: watch::Receiver<Vec<PdStatus>>,
+    /// The task; it ends at shutdown, or with the port's error.
+    pub task: tokio::task::JoinHandle<Result<(), SerialError>>,
+}
+
+/// Start the task that drives `bus` over `port`: the one way a bus is
+/// wired, for the daemon, the reader tools, the tests and the benches.
+pub fn spawn_bus<P>(port: P, bus: Bus, start: BusStart) -> SpawnedBus
+where
+    P: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (requests, requests_rx) = mpsc::channel(256);
+    let (status, status_rx) = watch::channel(Vec::new());
+    let handles = BusHandles {
+        requests: requests_rx,
+        bus: start.name.clone(),
+        events: start.events,
+        status,
+        shutdown: start.shutdown,
+    };
+    let task = tokio::spawn(run_bus(
+        port,
+        bus,
+        handles,
+        start.suppress_echo,
+        start.capture,
+    ));
+    SpawnedBus {
+        link: crate::driver::daemon::BusLink {
+            name: start.name,
+            requests,
+        },
+        status: status_rx,
+        task,
+    }
+}
+
 /// Drive `bus` over `port` until shutdown or until the event receiver is gone.
 pub async fn run_bus<P>(
     mut port: P,
