@@ -1,5 +1,7 @@
-//! The one place Portier reads clocks and OS entropy (the drivers and the
-//! admin port call it); the sans-IO cores get `now` and entropy from here.
+//! The one place Portier reads clocks and OS entropy (the drivers, the
+//! admin port and the command line call it); the sans-IO cores get `now`
+//! and entropy from here. `clippy.toml` bans every other clock read and
+//! `tests/architecture.rs` checks the source for them.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -7,6 +9,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[allow(clippy::disallowed_methods)] // the clock read point
 pub fn monotonic() -> Instant {
     Instant::now()
+}
+
+/// The async runtime's timer clock, for `tokio::time` deadlines (it
+/// follows the runtime's paused time in tests).
+#[allow(clippy::disallowed_methods)] // the clock read point
+pub fn timer() -> tokio::time::Instant {
+    tokio::time::Instant::now()
+}
+
+/// The system's wall clock, as a timestamp (believed only after the
+/// gateway core checked it: see `site::clock`).
+pub fn wall() -> jiff::Timestamp {
+    let since = since_epoch();
+    // A Duration since the epoch always fits.
+    jiff::Timestamp::from_nanosecond(since.as_nanos() as i128)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 /// Wall-clock time since the Unix epoch, for timestamps.

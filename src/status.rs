@@ -10,7 +10,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::journal::Event;
+use crate::event::Event;
 
 /// One snapshot of the gateway's health.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -395,7 +395,7 @@ async fn wait_for_record(
     what: &str,
     pred: impl Fn(&EventKind) -> bool,
 ) -> Vec<EventKind> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = portier::clock::timer() + Duration::from_secs(10);
     loop {
         let records: Vec<EventKind> = journal
             .after(0, 10_000)
@@ -407,7 +407,7 @@ async fn wait_for_record(
             return records;
         }
         assert!(
-            tokio::time::Instant::now() < deadline,
+            portier::clock::timer() < deadline,
             "no {what} within 10 s: {records:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -114,7 +114,7 @@ impl OurCp {
         let events = &mut self.events;
         let seen = &mut self.seen;
         self.runtime.block_on(async {
-            let deadline = tokio::time::Instant::now() + limit;
+            let deadline = portier::clock::timer() + limit;
             loop {
                 match tokio::time::timeout_at(deadline, events.recv()).await {
                     Ok(Some((_, e))) => {

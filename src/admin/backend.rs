@@ -127,17 +127,46 @@ pub const MAX_UNLOCK_SECS: u32 = 300;
 /// Longest override the admin port forwards (24 h).
 pub const MAX_OVERRIDE_MINUTES: u32 = 24 * 60;
 
+/// A door command out of the admin port's bounds (the words are shown to
+/// the operator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum OutOfBounds {
+    /// A momentary unlock of 0 s or over [`MAX_UNLOCK_SECS`].
+    #[error("unlock time must be 1 to {MAX_UNLOCK_SECS} seconds")]
+    UnlockTime,
+    /// An override of 0 min or over [`MAX_OVERRIDE_MINUTES`].
+    #[error("override must last 1 to {MAX_OVERRIDE_MINUTES} minutes")]
+    OverrideTime,
+}
+
+/// Card text a technician typed that is none of the accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CardTextError {
+    /// Not one of the forms.
+    #[error(
+        "card {0:?}: expected FACILITY:NUMBER (42:1001), HEX/BITS (9501f480/26) or a credential key (h10301:42:1001)"
+    )]
+    Form(String),
+    /// `HEX/BITS` that does not parse.
+    #[error("card {text:?}: {source}")]
+    Raw {
+        /// What was typed.
+        text: String,
+        /// Why.
+        #[source]
+        source: crate::rules::wiegand::WiegandError,
+    },
+}
+
 impl DoorCommand {
-    /// Check the bounds; the message is shown to the operator.
-    pub fn check(&self) -> Result<(), String> {
+    /// Check the bounds.
+    pub fn check(&self) -> Result<(), OutOfBounds> {
         match *self {
-            Self::Unlock { seconds } if !(1..=MAX_UNLOCK_SECS).contains(&seconds) => Err(format!(
-                "unlock time must be 1 to {MAX_UNLOCK_SECS} seconds"
-            )),
+            Self::Unlock { seconds } if !(1..=MAX_UNLOCK_SECS).contains(&seconds) => {
+                Err(OutOfBounds::UnlockTime)
+            }
             Self::Override { minutes, .. } if !(1..=MAX_OVERRIDE_MINUTES).contains(&minutes) => {
-                Err(format!(
-                    "override must last 1 to {MAX_OVERRIDE_MINUTES} minutes"
-                ))
+                Err(OutOfBounds::OverrideTime)
             }
             _ => Ok(()),
         }
@@ -255,16 +284,15 @@ pub fn why_answer(verdict: &Verdict, rules_version: Option<u64>, at: Timestamp) 
 /// Parse card text as a technician types it: `FC:NUMBER` (H10301, e.g.
 /// `42:1001`), `HEX/BITS` as the reader sends it (e.g. `9501f480/26`), or
 /// a credential key (`h10301:42:1001`, `corporate1000:…`, `raw:…`).
-pub fn parse_card_text(text: &str) -> Result<Card, String> {
+pub fn parse_card_text(text: &str) -> Result<Card, CardTextError> {
     use crate::rules::{CredentialKey, wiegand};
     let t = text.trim();
-    let bad = || {
-        format!(
-            "card {t:?}: expected FACILITY:NUMBER (42:1001), HEX/BITS (9501f480/26) or a credential key (h10301:42:1001)"
-        )
-    };
+    let bad = || CardTextError::Form(t.to_owned());
     if t.contains('/') {
-        let (bytes, bits) = wiegand::parse_raw(t).map_err(|e| format!("card {t:?}: {e}"))?;
+        let (bytes, bits) = wiegand::parse_raw(t).map_err(|source| CardTextError::Raw {
+            text: t.to_owned(),
+            source,
+        })?;
         return Ok(Card::Raw { bytes, bits });
     }
     match t.split(':').count() {

@@ -275,7 +275,7 @@ pub async fn serve_or_alarm(
                 file = e.file().unwrap_or(""),
                 "admin port OFF (the doors work on): {e}; restart the service after the fix"
             );
-            let alarm = crate::journal::EventKind::AdminUnavailable {
+            let alarm = crate::event::EventKind::AdminUnavailable {
                 file: e.file().map(str::to_owned),
                 reason: e.to_string(),
             };
@@ -330,7 +330,7 @@ pub async fn serve(
         // Failed logins are journaled as sums once a minute; stop when
         // told, or when the sender is gone, with the last minute's sums.
         let minute = std::time::Duration::from_secs(60);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + minute, minute);
+        let mut tick = tokio::time::interval_at(crate::clock::timer() + minute, minute);
         while !*shutdown.borrow_and_update() {
             tokio::select! {
                 _ = tick.tick() => state.end_failed_login_minute().await,
@@ -359,7 +359,7 @@ pub async fn serve(
     }
     // Journaled from a task: the daemon's loop may only start consuming
     // records after `serve` has returned.
-    let started = crate::journal::EventKind::AdminStarted {
+    let started = crate::event::EventKind::AdminStarted {
         listen: addr.to_string(),
         fingerprint: material.fingerprint.clone(),
         cert_generated: material.generated,

@@ -40,7 +40,7 @@ use super::failed_logins::FailedLogins;
 use super::page::{self, Viewer as PageView, WhyView};
 use super::password_checks::PasswordChecks;
 use super::{AdminConfig, AdminError, Metrics, read_users_file};
-use crate::journal::EventKind;
+use crate::event::EventKind;
 
 /// One route of the admin port: method, path (axum syntax) and handler.
 /// The router is built from [`ROUTES`] alone, so what is documented
@@ -516,8 +516,8 @@ enum RoutesError {
     #[error("unknown action {0:?}")]
     UnknownAction(String),
     /// The action is out of bounds ([`DoorCommand::check`]'s words).
-    #[error("{0}")]
-    OutOfBounds(String),
+    #[error(transparent)]
+    OutOfBounds(#[from] super::backend::OutOfBounds),
 }
 
 impl RoutesError {
@@ -821,7 +821,7 @@ async fn run_why(
     };
     let card = match parse_card_text(&text) {
         Ok(c) => c,
-        Err(e) => return Some(Err((door, text, e))),
+        Err(e) => return Some(Err((door, text, e.to_string()))),
     };
     let q = WhyQuery {
         door: door.trim().to_owned(),

@@ -106,7 +106,7 @@ pub async fn run(
 async fn beacons(config: CentralConfig, client: AsyncClient) {
     let key = match std::fs::read_to_string(&config.signing.key)
         .map_err(|e| e.to_string())
-        .and_then(|t| crate::config::read_hex32(&t))
+        .and_then(|t| crate::config::read_hex32(&t).map_err(|e| e.to_string()))
     {
         Ok(seed) => ed25519_dalek::SigningKey::from_bytes(&seed),
         Err(e) => {

@@ -167,10 +167,8 @@ struct WaitArgs {
     timeout: u64,
 }
 
-#[allow(clippy::disallowed_methods)]
 fn now() -> Timestamp {
-    // The CLI is a driver: it may read the clock.
-    Timestamp::now()
+    portier::clock::wall()
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -591,7 +589,7 @@ async fn command(
     // The gateway's answer comes back as an event, which the running
     // service stores: wait for it there.
     let since = issued_at.checked_sub(SignedDuration::from_mins(10))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.timeout);
+    let deadline = portier::clock::timer() + Duration::from_secs(wait.timeout);
     loop {
         if let Some(e) = db::command_result(&pg, &gateway, &command.id, since).await? {
             println!("{e}");
@@ -602,7 +600,7 @@ async fn command(
                 ExitCode::FAILURE
             });
         }
-        if tokio::time::Instant::now() >= deadline {
+        if portier::clock::timer() >= deadline {
             bail!(
                 "no answer from {gateway} to command {} within {} s (is `portier central` running and the gateway online? see `portier central status`)",
                 command.id,

@@ -211,7 +211,7 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     };
     let address = args.port.link.address;
     let mut bus = start_bus(&args.port, key)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = portier::clock::timer() + Duration::from_secs(args.timeout);
     let mut online = false;
     let outcome = loop {
         let event = if online {
@@ -318,7 +318,7 @@ async fn install_key(args: InstallArgs) -> anyhow::Result<ExitCode> {
         args.out.display()
     );
     let mut bus = start_bus(&args.port, KeyPolicy::Install(Scbk(key)))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = portier::clock::timer() + Duration::from_secs(args.timeout);
     let mut installed = false;
     let outcome = loop {
         let event = match tokio::time::timeout_at(deadline, bus.events.recv()).await {

@@ -116,10 +116,8 @@ pub(crate) enum SnapshotCmd {
     },
 }
 
-#[allow(clippy::disallowed_methods)]
 fn now() -> Timestamp {
-    // The CLI is a driver: it may read the clock.
-    Timestamp::now()
+    portier::clock::wall()
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -450,7 +450,7 @@ impl Config {
                 message,
             };
             let text = std::fs::read_to_string(p).map_err(|e| err(unreadable_fix(p, &e)))?;
-            let bytes = read_hex32(&text).map_err(err)?;
+            let bytes = read_hex32(&text).map_err(|e| err(e.to_string()))?;
             keys.add_bytes(&bytes).map_err(|e| err(e.to_string()))?;
         }
         Ok(keys)
@@ -487,11 +487,22 @@ pub fn read_scbk_file(path: &Path) -> Result<Scbk, ConfigError> {
     Ok(Scbk(key))
 }
 
+/// Why 32 bytes of hex (an ed25519 key file) could not be read.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum HexKeyError {
+    /// Not hex digits.
+    #[error("not hex: {0}")]
+    NotHex(#[source] hex::FromHexError),
+    /// Hex, but not 32 bytes.
+    #[error("expected 32 bytes (64 hex digits), found {0}")]
+    Length(usize),
+}
+
 /// Parse 64 hex digits (surrounding whitespace allowed) into 32 bytes.
-pub fn read_hex32(text: &str) -> Result<[u8; 32], String> {
-    let v = hex::decode(text.trim()).map_err(|e| format!("not hex: {e}"))?;
+pub fn read_hex32(text: &str) -> Result<[u8; 32], HexKeyError> {
+    let v = hex::decode(text.trim()).map_err(HexKeyError::NotHex)?;
     v.try_into()
-        .map_err(|v: Vec<u8>| format!("expected 32 bytes (64 hex digits), found {}", v.len()))
+        .map_err(|v: Vec<u8>| HexKeyError::Length(v.len()))
 }
 
 #[cfg(test)]

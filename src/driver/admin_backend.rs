@@ -22,7 +22,8 @@ use crate::admin::{
 };
 use crate::config::Config;
 use crate::door::Direction;
-use crate::journal::{Event, EventKind, JournalReader};
+use crate::event::{Event, EventKind};
+use crate::journal::JournalReader;
 use crate::osdp;
 use crate::site::remote::RemoteAction;
 use crate::status::{

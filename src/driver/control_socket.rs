@@ -68,10 +68,9 @@ pub enum ControlSocketError {
         #[source]
         source: BeaconError,
     },
-    /// The rules blob was refused or not applied; the text is
-    /// [`apply_rules`]'s, which still answers in words.
-    #[error("{0}")]
-    Rules(String),
+    /// The rules blob was refused or not applied.
+    #[error(transparent)]
+    Rules(super::inbound::ApplyError),
     /// The answer could not be put into JSON.
     #[error(transparent)]
     Json(serde_json::Error),

@@ -571,9 +571,7 @@ fn log_event(event: &crate::event::Event) {
 
 /// Wall-clock now, from the one clock read point.
 pub fn wall_now() -> Timestamp {
-    let since = clock::since_epoch();
-    // The clock read point returns a Duration since the epoch; it fits.
-    Timestamp::from_nanosecond(since.as_nanos() as i128).unwrap_or(Timestamp::UNIX_EPOCH)
+    clock::wall()
 }
 
 #[cfg(test)]

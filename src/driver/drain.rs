@@ -131,7 +131,7 @@ pub async fn drain_journal(
     };
     let gw = gateway.to_owned();
     let mut task = tokio::spawn(async move { link_as(&cfg, &gw, &role, &mut handles).await });
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = crate::clock::timer() + timeout;
     let stop = |task: tokio::task::JoinHandle<_>| async move {
         let _ = shutdown_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

@@ -32,18 +32,18 @@ pub async fn apply_rules(
     kind: RulesBlob,
     bytes: Vec<u8>,
     now: jiff::Timestamp,
-) -> Result<crate::store::Applied, String> {
+) -> Result<crate::store::Applied, ApplyError> {
     let result = tokio::task::spawn_blocking(move || match kind {
         RulesBlob::Snapshot => store.apply_snapshot(&bytes, now),
         RulesBlob::Delta => store.apply_delta(&bytes, now),
     })
     .await
-    .map_err(|e| format!("apply task failed: {e}"))?
-    .map_err(|e| e.to_string());
+    .map_err(ApplyError::Task)?
+    .map_err(ApplyError::Refused);
     let record = match &result {
         Ok(a) => EventKind::RulesApplied { version: a.version },
-        Err(reason) => EventKind::RulesRefused {
-            reason: reason.clone(),
+        Err(e) => EventKind::RulesRefused {
+            reason: e.to_string(),
         },
     };
     match &result {
@@ -53,11 +53,22 @@ pub async fn apply_rules(
             unchanged = a.unchanged,
             "rules applied"
         ),
-        Err(reason) => tracing::warn!(reason, "rules refused"),
+        Err(e) => tracing::warn!(reason = %e, "rules refused"),
     }
     let _ = control.send(Control::Record(vec![record])).await;
     let _ = control.send(Control::RulesChanged).await;
     result
+}
+
+/// Why a rules blob was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The store refused it (signature, gateway, version, expiry, …).
+    #[error(transparent)]
+    Refused(crate::store::StoreError),
+    /// The task applying it failed.
+    #[error("apply task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// What the uplink and its inbound lanes are wired to.
@@ -210,7 +221,7 @@ impl InboundActor {
         }
         self.status.send_modify(|s| {
             s.rules_version = self.store.version();
-            s.rules_refused = result.err();
+            s.rules_refused = result.err().map(|e| e.to_string());
         });
     }
 

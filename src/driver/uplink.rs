@@ -43,7 +43,8 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock;
-use crate::journal::{EventKind, JournalAcker, JournalError, JournalReader, Record};
+use crate::event::EventKind;
+use crate::journal::{JournalAcker, JournalError, JournalReader, Record};
 use crate::uplink::outbox::{Input, Output};
 use crate::uplink::wire::{self, Ack, Status};
 use crate::uplink::{Outbox, UplinkConfig};
@@ -400,7 +401,7 @@ pub(crate) async fn link_as(
     let mut failures = 0u32;
     let mut reconnect_at: Option<tokio::time::Instant> = None;
     let status_every = Duration::from_secs(cfg.status_interval_seconds.max(1));
-    let mut status_due = tokio::time::Instant::now();
+    let mut status_due = crate::clock::timer();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     update_state(h, &outbox, &link, None)?;
@@ -413,12 +414,12 @@ pub(crate) async fn link_as(
             }
             drain_outputs(h, &mut outbox, &link)?;
             link.pump(h, &mut outbox)?;
-            if tokio::time::Instant::now() >= status_due {
+            if crate::clock::timer() >= status_due {
                 link.publish_status(h, &outbox)?;
-                status_due = tokio::time::Instant::now() + status_every;
+                status_due = crate::clock::timer() + status_every;
             }
         }
-        let may_poll = reconnect_at.is_none_or(|t| t <= tokio::time::Instant::now());
+        let may_poll = reconnect_at.is_none_or(|t| t <= crate::clock::timer());
         tokio::select! {
             event = eventloop.poll(), if may_poll => match event {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
@@ -440,7 +441,7 @@ pub(crate) async fn link_as(
                     });
                     outbox.handle(clock::monotonic(), Input::Connected);
                     link.subscribe();
-                    status_due = tokio::time::Instant::now();
+                    status_due = crate::clock::timer();
                     update_state(h, &outbox, &link, None)?;
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
@@ -454,13 +455,13 @@ pub(crate) async fn link_as(
                     failures = failures.saturating_add(1);
                     let wait = backoff(failures);
                     tracing::warn!(error = %e, retry_in = ?wait, "uplink down");
-                    reconnect_at = Some(tokio::time::Instant::now() + wait);
+                    reconnect_at = Some(crate::clock::timer() + wait);
                     update_state(h, &outbox, &link, Some(e.to_string()))?;
                 }
             },
             () = sleep_until_opt(reconnect_at), if !may_poll => {}
             _ = h.appended.changed() => {}
-            _ = h.status.changed() => status_due = tokio::time::Instant::now(),
+            _ = h.status.changed() => status_due = crate::clock::timer(),
             () = tokio::time::sleep_until(status_due), if link.connected => {}
             () = sleep_until_opt(outbox.poll_timeout().map(Into::into)), if link.connected => {}
             _ = heartbeat.tick() => h.state.send_modify(|s| s.heartbeat = s.heartbeat.wrapping_add(1)),
@@ -634,7 +635,7 @@ impl Link {
             }
             // Written by an earlier version without the caps: sent with
             // its texts capped, as it would be written today.
-            Ok(e) => std::borrow::Cow::Owned(wire::to_cbor(&crate::journal::Event {
+            Ok(e) => std::borrow::Cow::Owned(wire::to_cbor(&crate::event::Event {
                 kind: e.kind.bounded(),
                 ..e
             })),
@@ -651,7 +652,7 @@ impl Link {
                     tracing::error!(seq = r.seq, error, "undecodable journal record skipped");
                     let _ = h.alarms.send(kind.clone());
                 }
-                let stand_in = crate::journal::Event {
+                let stand_in = crate::event::Event {
                     seq: r.seq,
                     at: crate::driver::daemon::wall_now(),
                     kind,

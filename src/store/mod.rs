@@ -504,8 +504,8 @@ impl Store {
     /// state (version in force, none, untrusted, rebuilt) and returns the
     /// alarm events to journal with `daemon_started` (`rules_recovered`,
     /// `rules_untrusted`). Call once, right after [`Self::open`].
-    pub fn startup_report(&self) -> Vec<crate::journal::EventKind> {
-        use crate::journal::EventKind;
+    pub fn startup_report(&self) -> Vec<crate::event::EventKind> {
+        use crate::event::EventKind;
         let mut alarms = Vec::new();
         if let Some(r) = self.recovery() {
             tracing::error!(

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Event, JournalId};
+use crate::event::Event;
+use crate::journal::JournalId;
 
 /// `<prefix>/events`: a batch of journal events, in sequence order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +123,7 @@ pub const MAX_SMALL_MESSAGE: usize = 64 << 10;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::EventKind;
+    use crate::event::EventKind;
 
     #[test]
     fn a_spliced_batch_is_the_same_bytes_as_an_encoded_one() {
