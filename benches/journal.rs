@@ -3,7 +3,8 @@
 #![allow(missing_docs)]
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use portier::journal::{EventKind, Journal};
+use portier::event::EventKind;
+use portier::journal::Journal;
 
 fn append(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

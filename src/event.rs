@@ -503,7 +503,57 @@ pub const ALARM_TYPES: &[&str] = &[
     "command_refused",
 ];
 
+/// How an event should strike a reader of the page: the one judgement,
+/// beside the one wording ([`EventKind::describe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    /// Routine.
+    Plain,
+    /// Good news (a grant, a reader online, rules applied).
+    Good,
+    /// Worth a look (a mode change, a refused login, a kept alarm).
+    Notice,
+    /// An alarm or a denial.
+    Bad,
+}
+
 impl EventKind {
+    /// How the event should strike a reader.
+    pub fn tone(&self) -> Tone {
+        match self {
+            Self::AccessGranted { .. } | Self::RulesApplied { .. } => Tone::Good,
+            Self::PdOnline { secure: true, .. } => Tone::Good,
+            Self::PdOnline { secure: false, .. } | Self::DoorModeChanged { .. } => Tone::Notice,
+            Self::AccessDenied { .. }
+            | Self::DoorForced { .. }
+            | Self::DoorHeldOpen { .. }
+            | Self::PdOffline { .. }
+            | Self::SecurityAlarm { .. }
+            | Self::RulesRefused { .. } => Tone::Bad,
+            Self::PdStatus {
+                tamper,
+                power_failure,
+                ..
+            } => {
+                if *tamper || *power_failure {
+                    Tone::Bad
+                } else {
+                    Tone::Good
+                }
+            }
+            Self::AdminLogin { result, .. } if result != "ok" => Tone::Notice,
+            Self::AdminAction { result, .. } if result == "ok" => Tone::Notice,
+            Self::AdminAction { .. } => Tone::Bad,
+            Self::ExitRequest { .. }
+            | Self::DoorClosed { .. }
+            | Self::Presence { .. }
+            | Self::AdminStarted { .. }
+            | Self::AdminLogin { .. } => Tone::Plain,
+            other if other.must_keep() => Tone::Notice,
+            _ => Tone::Plain,
+        }
+    }
+
     /// Alarms and security events, which a full journal still keeps.
     pub fn must_keep(&self) -> bool {
         !matches!(
@@ -747,7 +797,8 @@ impl EventKind {
         }
     }
 
-    /// One sentence for people: the demo's live log, the admin page.
+    /// One sentence for people: the one wording of an event, for the admin
+    /// page, the log, `portier status` and the demo.
     pub fn describe(&self) -> String {
         match self {
             Self::AccessGranted {

@@ -15,7 +15,7 @@ use portier::admin::auth::LockoutConfig;
 use portier::admin::client::{AdminClient, Auth, HttpResponse, hidden_field, set_cookie_value};
 use portier::admin::tls::Trust;
 use portier::admin::{DoorCommand, ROUTES};
-use portier::journal::EventKind;
+use portier::event::EventKind;
 use portier::status::Status;
 use serde_json::Value;
 

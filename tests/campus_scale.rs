@@ -11,7 +11,8 @@ mod support;
 use std::time::Duration;
 
 use portier::driver::uplink::Inbound;
-use portier::journal::{EventKind, Journal};
+use portier::event::EventKind;
+use portier::journal::Journal;
 use portier::uplink::wire::EventBatch;
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
 use support::broker::{Broker, Central, spawn_uplink};
@@ -120,7 +121,7 @@ fn fifty_gateways_each_get_only_their_own() {
         serde_cbor::to_vec(&EventBatch {
             gateway: gateway.into(),
             journal: Default::default(),
-            events: vec![portier::journal::Event {
+            events: vec![portier::event::Event {
                 seq,
                 at,
                 kind: EventKind::DoorForced {

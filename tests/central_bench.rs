@@ -17,7 +17,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use portier::journal::Event;
+use portier::event::Event;
 use portier::uplink::wire::{EventBatch, to_cbor};
 use rumqttc::{Event as MqttEvent, Incoming, QoS};
 use support::broker::Broker;

@@ -18,7 +18,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use portier::journal::EventKind;
+use portier::event::EventKind;
 use portier::uplink::wire::to_cbor;
 use serde_json::{Value, json};
 use support::broker::Broker;

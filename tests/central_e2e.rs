@@ -16,7 +16,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use portier::journal::EventKind;
+use portier::event::EventKind;
 use support::broker::Broker;
 use support::central::{AckSpy, CentralProc, JournalGateway, T, mixed_events, write_config};
 use support::postgres::Postgres;
@@ -219,7 +219,7 @@ fn two_instances_on_a_shared_subscription_split_the_load() {
 
 #[test]
 fn only_the_contiguous_prefix_is_acked() {
-    use portier::journal::Event;
+    use portier::event::Event;
     use portier::uplink::wire::{EventBatch, to_cbor};
     let pg = Postgres::start();
     let broker = Broker::start(&["gw-a"]);

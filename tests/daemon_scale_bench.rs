@@ -24,7 +24,8 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use portier::journal::{EventKind, Journal};
+use portier::event::EventKind;
+use portier::journal::Journal;
 use portier::rules::{CredentialKey, source};
 use serde_json::{Value, json};
 use support::broker::{Broker, LeanCentral};

@@ -14,7 +14,7 @@ fn the_demo_runs_its_script_and_tells_what_happened() {
         "bus-1/1: reader online (Secure Channel)",
         "side-entrance: h10301:42:1001 granted at side-reader",
         "side-reader ← relay 0 ON for 5.0 s",
-        "h10301:42:1005 denied at side-reader — pass blocked",
+        "h10301:42:1005 denied at side-reader — card blocked",
         // The guest's and the contractor's outcome depend on today's date
         // and hour; that they were decided is what is checked.
         "h10301:42:1004 ",

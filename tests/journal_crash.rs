@@ -11,7 +11,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portier::journal::{EventKind, Journal};
+use portier::event::EventKind;
+use portier::journal::Journal;
 
 const CHILD_ENV: &str = "PORTIER_JOURNAL_CRASH_CHILD";
 
@@ -90,7 +91,7 @@ fn killed_writer_loses_no_acknowledged_event() {
         // Reads are bounded in bytes: page through everything.
         let mut events = Vec::new();
         loop {
-            let after = events.last().map_or(0, |e: &portier::journal::Event| e.seq);
+            let after = events.last().map_or(0, |e: &portier::event::Event| e.seq);
             let page = reader.after(after, usize::MAX).unwrap();
             if page.is_empty() {
                 break;

@@ -10,7 +10,8 @@
 
 mod support;
 
-use portier::journal::{EventKind, Journal, JournalError, JournalId};
+use portier::event::EventKind;
+use portier::journal::{Journal, JournalError, JournalId};
 use support::broker::Broker;
 use support::central::{AckSpy, CentralProc, JournalGateway, T, mixed_events, write_config};
 use support::postgres::Postgres;

@@ -15,7 +15,8 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use portier::journal::{Event, EventKind, Journal};
+use portier::event::{Event, EventKind};
+use portier::journal::Journal;
 use portier::uplink::wire::EventBatch;
 use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, QoS};
 use support::broker::{Broker, LeanCentral, spawn_uplink};

@@ -20,7 +20,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use portier::journal::{EventKind, Journal};
+use portier::event::EventKind;
+use portier::journal::Journal;
 use support::broker::{Broker, Central, spawn_uplink};
 use support::{JsonChild, portier_bin, repo};
 

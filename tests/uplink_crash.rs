@@ -13,7 +13,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portier::journal::{EventKind, Journal};
+use portier::event::EventKind;
+use portier::journal::Journal;
 use support::broker::{Broker, Central};
 
 const CHILD: &str = "PORTIER_UPLINK_CRASH_CHILD";

@@ -10,7 +10,8 @@ mod support;
 use std::time::Duration;
 
 use portier::driver::uplink::Inbound;
-use portier::journal::{EventKind, Journal, JournalReader, JournalWriter};
+use portier::event::EventKind;
+use portier::journal::{Journal, JournalReader, JournalWriter};
 use portier::uplink::wire::Ack;
 use rumqttc::{AsyncClient, Event, Incoming};
 use support::broker::{Broker, Central, TestUplink, spawn_uplink};

@@ -13,7 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use portier::driver::uplink::Inbound;
-use portier::journal::{EventKind, Journal, JournalReader, JournalWriter};
+use portier::event::EventKind;
+use portier::journal::{Journal, JournalReader, JournalWriter};
 use portier::uplink::wire::Ack;
 use support::broker::{Broker, Central, TestUplink, spawn_uplink, spawn_uplink_with};
 use support::wait_for;

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::event::EventKind;
+use crate::event::{EventKind, Tone};
 use crate::status::{DoorKindName, Status};
 
 fn when(tz: &TimeZone, t: Timestamp) -> String {
@@ -28,148 +28,16 @@ pub(crate) fn age(secs: u64) -> String {
     }
 }
 
-/// One event in words, and a CSS class.
+/// One event in words (the journal's own, [`EventKind::describe`]) and
+/// the CSS class of its [`Tone`].
 pub(crate) fn event_words(k: &EventKind) -> (String, &'static str) {
-    match k {
-        EventKind::AccessGranted {
-            door,
-            reader,
-            credential,
-        } => (
-            format!("granted {credential} at {door} (reader {reader})"),
-            "ok",
-        ),
-        EventKind::AccessDenied {
-            door,
-            reader,
-            credential,
-            reason,
-        } => (
-            format!(
-                "denied {} at {door} (reader {reader}): {}",
-                credential.as_deref().unwrap_or("unreadable card"),
-                reason.words()
-            ),
-            "bad",
-        ),
-        EventKind::ExitRequest { door } => (format!("exit button at {door}"), ""),
-        EventKind::DoorForced { door } => (format!("door {door} FORCED open"), "bad"),
-        EventKind::DoorHeldOpen { door, stage } => (
-            format!(
-                "door {door} held open ({})",
-                stage.as_str().replace('_', " ")
-            ),
-            "bad",
-        ),
-        EventKind::DoorClosed { door } => (format!("door {door} closed"), ""),
-        EventKind::DoorModeChanged { door, mode } => (
-            format!("door {door} mode: {}", mode.as_str().replace('_', " ")),
-            "warn",
-        ),
-        EventKind::Presence {
-            credential,
-            name,
-            direction,
-        } => (
-            format!(
-                "{} went {direction} after hours ({credential})",
-                name.as_deref().unwrap_or("someone")
-            ),
-            "",
-        ),
-        EventKind::PdOnline {
-            bus,
-            address,
-            secure,
-        } => (
-            format!(
-                "reader {bus}/{address} online{}",
-                if *secure {
-                    " (Secure Channel)"
-                } else {
-                    " (NO Secure Channel)"
-                }
-            ),
-            if *secure { "ok" } else { "warn" },
-        ),
-        EventKind::PdOffline {
-            bus,
-            address,
-            reason,
-            alarm,
-        } => (
-            match alarm {
-                Some(alarm) => format!("reader {bus}/{address} OFFLINE: security alarm {alarm}"),
-                None => format!("reader {bus}/{address} OFFLINE: {reason}"),
-            },
-            "bad",
-        ),
-        EventKind::PdStatus {
-            bus,
-            address,
-            tamper,
-            power_failure,
-        } => (
-            format!(
-                "reader {bus}/{address}: tamper {}, power {}",
-                if *tamper { "ACTIVE" } else { "ok" },
-                if *power_failure { "FAILURE" } else { "ok" }
-            ),
-            if *tamper || *power_failure {
-                "bad"
-            } else {
-                "ok"
-            },
-        ),
-        EventKind::SecurityAlarm {
-            bus,
-            address,
-            alarm,
-        } => (format!("SECURITY ALARM at {bus}/{address}: {alarm}"), "bad"),
-        EventKind::RulesApplied { version } => (format!("rules version {version} applied"), "ok"),
-        EventKind::RulesRefused { reason } => (format!("rules refused: {reason}"), "bad"),
-        EventKind::AdminStarted {
-            listen,
-            fingerprint,
-            cert_generated,
-        } => (
-            format!(
-                "admin port started on {listen}, certificate {fingerprint}{}",
-                if *cert_generated {
-                    " (generated now)"
-                } else {
-                    ""
-                }
-            ),
-            "",
-        ),
-        EventKind::AdminLogin {
-            user,
-            client,
-            result,
-        } => (
-            format!(
-                "admin login {user} from {client}: {}",
-                result.replace('_', " ")
-            ),
-            if result == "ok" { "" } else { "warn" },
-        ),
-        EventKind::AdminAction {
-            user,
-            client,
-            door,
-            action,
-            result,
-        } => (
-            format!("{user} ({client}) at {door}: {action}: {result}"),
-            if result == "ok" { "warn" } else { "bad" },
-        ),
-        // The rest in the journal's own words; alarms stand out.
-        other => (
-            other.describe(),
-            if other.must_keep() { "warn" } else { "" },
-        ),
-    }
+    let class = match k.tone() {
+        Tone::Plain => "",
+        Tone::Good => "ok",
+        Tone::Notice => "warn",
+        Tone::Bad => "bad",
+    };
+    (k.describe(), class)
 }
 
 /// What the gateway knows of the time, in words (page and terminal).

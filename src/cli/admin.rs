@@ -69,7 +69,7 @@ fn users_file(config: &Path) -> anyhow::Result<PathBuf> {
 
 fn random<const N: usize>() -> anyhow::Result<[u8; N]> {
     let mut b = [0u8; N];
-    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    portier::clock::os_entropy(&mut b);
     Ok(b)
 }
 

@@ -562,7 +562,7 @@ async fn command(
     let key = signing_key(&config.signing.key)?;
     let pg = db::connect(&config.postgres).await?;
     let mut r = [0u8; 8];
-    getrandom::fill(&mut r).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    portier::clock::os_entropy(&mut r);
     let issued_at = now();
     let expires_at = issued_at.checked_add(SignedDuration::from_secs(
         i64::try_from(config.signing.command_valid_seconds).unwrap_or(300),

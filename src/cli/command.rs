@@ -166,7 +166,7 @@ fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
         Some(id) => id,
         None => {
             let mut r = [0u8; 8];
-            getrandom::fill(&mut r).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            portier::clock::os_entropy(&mut r);
             hex::encode(r)
         }
     };
@@ -246,7 +246,7 @@ pub(crate) fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         Kind::Command => (topics.command, false),
     };
     let mut r = [0u8; 6];
-    getrandom::fill(&mut r).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    portier::clock::os_entropy(&mut r);
     let mut options = mqtt_options(
         &uplink,
         &format!("portier-publish-{}", hex::encode(r)),

@@ -90,7 +90,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut pds = Vec::new();
     for (name, address) in PDS {
         let mut key = [0u8; 16];
-        getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        portier::clock::os_entropy(&mut key);
         write_private(&dir.join(format!("{name}.scbk")), &hex::encode(key))?;
         pds.push(Peripheral::new(PeripheralConfig::simulator(
             address,
@@ -224,8 +224,8 @@ fn demo_login(config: &mut Config) -> anyhow::Result<Option<(String, String)>> {
     admin.listen = "127.0.0.1:0".parse()?;
     let mut random = [0u8; 20];
     let mut salt = [0u8; 16];
-    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    portier::clock::os_entropy(&mut random);
+    portier::clock::os_entropy(&mut salt);
     let (entry, password) = portier::admin::auth::generated_login(
         "demo",
         portier::admin::Role::Operator,
@@ -247,7 +247,7 @@ fn central_key(dir: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
         return Ok(ed25519_dalek::SigningKey::from_bytes(&seed));
     }
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    portier::clock::os_entropy(&mut seed);
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     write_private(&dir.join("central.key"), &hex::encode(seed))?;
     std::fs::write(

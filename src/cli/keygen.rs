@@ -22,7 +22,7 @@ pub(crate) struct KeygenArgs {
 
 pub(crate) fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    portier::clock::os_entropy(&mut seed);
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     let key_path = args.out.join(format!("{}.key", args.name));
     let pub_path = args.out.join(format!("{}.pub", args.name));

@@ -209,7 +209,9 @@ impl GatewayBackend {
                 building: self.building.clone(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 started_at: self.started_at,
-                uptime_secs: self.started.elapsed().as_secs(),
+                uptime_secs: super::clock::monotonic()
+                    .saturating_duration_since(self.started)
+                    .as_secs(),
                 now,
                 time_zone: self.time_zone.clone(),
                 time: view.time.clone(),

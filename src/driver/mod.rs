@@ -1,5 +1,6 @@
-//! Thin async drivers: the only code that touches serial ports, sled, MQTT,
-//! HTTP and the clock.
+//! Thin async drivers: the gateway's serial ports, sled, MQTT, HTTP and
+//! the clock (read through `crate::clock`) are touched here; the journal,
+//! the rules store and the admin port own their own files and sockets.
 
 pub mod admin_backend;
 /// The one clock read point (`crate::clock`), for the drivers' callers.

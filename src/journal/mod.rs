@@ -57,7 +57,7 @@ mod id;
 pub mod legacy;
 mod segment;
 
-pub use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind};
 pub use id::{BadJournalId, JournalId};
 
 use std::fs::{File, OpenOptions};

@@ -6,13 +6,14 @@
 //!
 //! The driver only moves bytes, time and records. Its duties, in the order
 //! the outputs come:
+//! - [`Output::Decided`]: count it (metrics); pushed as the card is
+//!   decided, so before the commit of the same input;
 //! - [`Output::Commit`]: append the records and write the standing state in
 //!   **one flush**, before anything that follows is acted on — no relay
 //!   moves for an event that is not on disk, and what decides a door after
 //!   a restart is on disk with the event that changed it;
 //! - [`Output::Command`]: send to the PD;
-//! - [`Output::Reply`]: answer whoever asked for a remote action;
-//! - [`Output::Decided`]: count it (metrics).
+//! - [`Output::Reply`]: answer whoever asked for a remote action.
 //!
 //! A restart is [`Gateway::new`] with the last [`StandingState`] written:
 //! every door starts locked, then lockdown, remote modes, overrides and
@@ -1450,5 +1451,37 @@ mod tests {
         assert_eq!(g.doors()[0].mode, "lockdown");
         assert!(g.is_locked_down("lab"));
         assert!(whole(commits(&out)[0]).fire_alarms.is_empty());
+    }
+
+    /// Lockdown > override: a timed release of a door in lockdown is
+    /// refused, with the reason journaled.
+    #[test]
+    fn a_timed_release_of_a_door_in_lockdown_is_refused() {
+        let mut g = Gateway::new(building(), Box::new(Table), StandingState::default(), at(0));
+        drain(&mut g);
+        remote(&mut g, at(1), RemoteAction::Lockdown { doors: vec![] });
+        let unlock = RemoteAction::Unlock {
+            door: "lab".into(),
+            seconds: 60,
+        };
+        let out = remote(&mut g, at(2), unlock);
+        assert!(!g.doors()[0].released);
+        assert!(
+            out.iter().any(|o| matches!(
+                o,
+                Output::Reply {
+                    result: Err(RemoteError::InLockdown(_)),
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+        assert!(
+            commits(&out)[0].records.iter().any(|r| matches!(
+                r,
+                EventKind::RemoteAction(a) if a.outcome == crate::action::Outcome::Refused
+            )),
+            "{out:?}"
+        );
     }
 }

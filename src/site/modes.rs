@@ -11,8 +11,11 @@
 //!    hours);
 //! 5. the kind's default (`card_only` / `cardholders_only`).
 //!
-//! Timed overrides (a momentary unlock) live in the door machines, below
-//! lockdown and the fire alarm: a machine refuses them in either.
+//! Timed overrides (a momentary unlock, free rotation for a time) live in
+//! the door machines, below lockdown and the fire alarm: a remote one for a
+//! door in lockdown is refused before it reaches the door
+//! (`RemoteError::InLockdown`), and a standard door refuses overrides in
+//! lockdown and in emergency itself.
 //!
 //! The planner only says when the effective mode changes; the door machines
 //! own timed overrides (momentary unlock, free rotation for a time) and

@@ -41,6 +41,10 @@ pub enum RemoteError {
     /// A mode name that does not fit the door.
     #[error(transparent)]
     Mode(#[from] super::modes::UnknownMode),
+    /// A timed release of a door in lockdown: lockdown wins over overrides
+    /// (see `site::modes::PRECEDENCE`); security lifts it first.
+    #[error("door {:?} is in lockdown: release the lockdown first", .0.as_str())]
+    InLockdown(DoorId),
 }
 
 impl RemoteAction {
@@ -71,6 +75,10 @@ impl RemoteAction {
         Ok(match self {
             Self::Unlock { door, seconds } | Self::FreeRotation { door, seconds } => {
                 let until = now + span(*seconds)?;
+                class(door)?;
+                if planner.is_locked_down(door) {
+                    return Err(RemoteError::InLockdown(door.clone()));
+                }
                 match (class(door)?, self) {
                     (DoorClass::Standard, Self::Unlock { .. }) => vec![BuildingInput::Door {
                         door: door.clone(),

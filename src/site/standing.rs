@@ -50,6 +50,9 @@ pub enum StandingError {
         /// The newest layout this release reads.
         reads: u32,
     },
+    /// A layout number no release wrote: damage.
+    #[error("layout {0} was never written by any Portier version: the state is damaged")]
+    NoSuchLayout(u32),
     /// The state could not be encoded.
     #[error("cannot encode: {0}")]
     Encode(#[source] serde_cbor::Error),
@@ -86,10 +89,7 @@ pub fn decode(bytes: &[u8]) -> Result<StandingState, StandingError> {
             reads: VERSION,
         }),
         // Layout 0 never existed; what claims it is damage.
-        other => Err(StandingError::Newer {
-            found: other,
-            reads: VERSION,
-        }),
+        other => Err(StandingError::NoSuchLayout(other)),
     }
 }
 

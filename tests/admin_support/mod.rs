@@ -23,7 +23,7 @@ use portier::admin::{
     ActionOutcome, AdminBackend, AdminConfig, AdminServer, BackendError, BoxFuture,
     DoorActionRequest, DoorCommand, Metrics, WhyAnswer, WhyDecision, WhyQuery,
 };
-use portier::journal::{Event, EventKind};
+use portier::event::{Event, EventKind};
 use portier::rules::{Card, CredentialKey, DenyReason};
 use portier::status::{
     BusStatus, DoorKindName, DoorStatus, GatewayStatus, Occupancy, PdIdentity, PdStatus,

@@ -339,7 +339,7 @@ pub struct TestUplink {
     /// Both lanes, unacknowledged (when started `manual`).
     pub delivered: tokio::sync::mpsc::UnboundedReceiver<portier::driver::uplink::Delivered>,
     /// Alarms the uplink asks the daemon to journal.
-    pub alarms: tokio::sync::mpsc::UnboundedReceiver<portier::journal::EventKind>,
+    pub alarms: tokio::sync::mpsc::UnboundedReceiver<portier::event::EventKind>,
     pub state: tokio::sync::watch::Receiver<portier::driver::uplink::UplinkState>,
     _status: tokio::sync::watch::Sender<portier::uplink::wire::Status>,
     _shutdown: tokio::sync::watch::Sender<bool>,

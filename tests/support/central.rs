@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use portier::journal::{EventKind, Journal, JournalAcker, JournalReader, JournalWriter};
+use portier::event::EventKind;
+use portier::journal::{Journal, JournalAcker, JournalReader, JournalWriter};
 
 use super::broker::{Broker, TestUplink, spawn_uplink};
 use super::portier_bin;
