@@ -124,6 +124,87 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// Why the system clock is not believed, reported once per episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Untrusted {
+    /// It stepped against the monotonic clock without confirmation.
+    Stepped,
+    /// It reads behind the signed floor.
+    Behind,
+    /// At the first reading it is implausibly far ahead of the floor.
+    Ahead,
+    /// It lies outside the interval a beacon gave.
+    OutsideInterval,
+}
+
+impl Untrusted {
+    /// The contract name (`clock_untrusted.reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stepped => "stepped",
+            Self::Behind => "behind",
+            Self::Ahead => "ahead",
+            Self::OutsideInterval => "outside_interval",
+        }
+    }
+}
+
+/// Why a scheduled release was withheld.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Withheld {
+    /// The clock is believed but no signed time confirmed it yet.
+    TimeUnconfirmed,
+    /// The clock is not believed.
+    ClockUntrusted,
+}
+
+impl Withheld {
+    /// The contract name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TimeUnconfirmed => "time_unconfirmed",
+            Self::ClockUntrusted => "clock_untrusted",
+        }
+    }
+}
+
+/// How a login on the admin port ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginResult {
+    /// Logged in.
+    Ok,
+    /// Wrong user name or password.
+    Failed,
+    /// Refused unchecked: locked out.
+    LockedOut,
+}
+
+impl LoginResult {
+    /// The contract name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::LockedOut => "locked_out",
+        }
+    }
+}
+
+/// The contract names in text.
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(Untrusted, Withheld, LoginResult);
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -277,7 +358,7 @@ pub enum EventKind {
     /// of `[earliest, latest]` and starts no scheduled release.
     ClockUntrusted {
         /// Why.
-        reason: String,
+        reason: Untrusted,
         /// What the system clock said.
         seen: jiff::Timestamp,
         /// The time used instead.
@@ -323,7 +404,7 @@ pub enum EventKind {
         /// The scheduled mode.
         mode: StandingMode,
         /// Why.
-        reason: String,
+        reason: Withheld,
     },
     /// The state directory's disk reached the reserve kept for alarms:
     /// doors go on deciding, routine events are dropped (counted) and
@@ -418,8 +499,8 @@ pub enum EventKind {
         user: String,
         /// Client address.
         client: String,
-        /// `ok`, `failed` or `locked_out`.
-        result: String,
+        /// How it ended.
+        result: LoginResult,
     },
     /// Failed logins on the local admin port from one client address,
     /// summed: the first failure from an address is journaled at once, the
@@ -541,7 +622,7 @@ impl EventKind {
                     Tone::Good
                 }
             }
-            Self::AdminLogin { result, .. } if result != "ok" => Tone::Notice,
+            Self::AdminLogin { result, .. } if *result != LoginResult::Ok => Tone::Notice,
             Self::AdminAction { result, .. } if result == "ok" => Tone::Notice,
             Self::AdminAction { .. } => Tone::Bad,
             Self::ExitRequest { .. }
@@ -720,7 +801,7 @@ impl EventKind {
             } => Self::AdminLogin {
                 user: cap(user, NAME),
                 client: cap(client, NAME),
-                result: id(result),
+                result,
             },
             Self::AdminLoginFailed {
                 client,
@@ -759,7 +840,7 @@ impl EventKind {
                 earliest,
                 latest,
             } => Self::ClockUntrusted {
-                reason: id(reason),
+                reason,
                 seen,
                 used,
                 earliest,
@@ -776,7 +857,7 @@ impl EventKind {
             } => Self::DoorModeWithheld {
                 door: door(d),
                 mode,
-                reason: id(reason),
+                reason,
             },
             Self::AdminUnavailable { file, reason } => Self::AdminUnavailable {
                 file: file.map(text),

@@ -58,7 +58,7 @@ fn login_events(h: &AdminHarness) -> Vec<(String, String)> {
         .recorded()
         .into_iter()
         .filter_map(|e| match e {
-            EventKind::AdminLogin { user, result, .. } => Some((user, result)),
+            EventKind::AdminLogin { user, result, .. } => Some((user, result.to_string())),
             _ => None,
         })
         .collect()

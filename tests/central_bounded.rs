@@ -113,7 +113,7 @@ fn a_nul_and_an_escape_in_a_name_are_stored_with_the_doors_around_them() {
         EventKind::AdminLogin {
             user: "a\u{0}b\u{1b}[31m".into(),
             client: "127.0.0.1".into(),
-            result: "failed".into(),
+            result: portier::event::LoginResult::Failed,
         },
         EventKind::DoorForced {
             door: "lab-2".into(),

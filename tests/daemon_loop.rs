@@ -317,7 +317,7 @@ async fn a_scheduled_unlock_holds_the_strike_released_and_is_journaled() {
     let within = Duration::from_secs(5);
     // No signed time yet: the release waits, and says why.
     wait_for_record(&reader_journal, "the withheld release", |k| {
-        matches!(k, EventKind::DoorModeWithheld { door, reason, .. } if door == "side-entrance" && reason == "time_unconfirmed")
+        matches!(k, EventKind::DoorModeWithheld { door, reason, .. } if door == "side-entrance" && *reason == portier::event::Withheld::TimeUnconfirmed)
     })
     .await;
     // Central's time beacon confirms the time.

@@ -718,7 +718,7 @@ async fn login_submit(
             st.record(EventKind::AdminLogin {
                 user,
                 client: client.to_string(),
-                result: "ok".into(),
+                result: crate::event::LoginResult::Ok,
             })
             .await;
             let mut r = redirect("/");
@@ -1356,7 +1356,7 @@ mod tests {
             kind: EventKind::AdminLogin {
                 user: "x".repeat(name_len),
                 client: "127.0.0.1".into(),
-                result: "ok".into(),
+                result: crate::event::LoginResult::Ok,
             },
         }
     }

@@ -422,10 +422,7 @@ pub fn decode_status(
             payload: escape_nul(&status.gateway).into_owned(),
         });
     }
-    for t in [&mut status.state, &mut status.version]
-        .into_iter()
-        .chain(status.rules_refused.as_mut())
-    {
+    for t in std::iter::once(&mut status.version).chain(status.rules_refused.as_mut()) {
         if let std::borrow::Cow::Owned(e) = escape_nul(t) {
             *t = e;
         }
@@ -433,7 +430,7 @@ pub fn decode_status(
     let json = serde_json::to_string(&status).expect("status always encodes");
     Ok(Some(StatusRow {
         gateway: gateway.clone(),
-        state: status.state.clone(),
+        state: status.state.as_str().to_owned(),
         json,
         status,
     }))
@@ -763,7 +760,7 @@ mod tests {
     fn status_and_last_will() {
         let s = Status {
             gateway: "gw-1".into(),
-            state: "offline".into(),
+            state: crate::uplink::wire::LinkState::Offline,
             ..Default::default()
         };
         let row = decode_status("t", &gw("gw-1"), &to_cbor(&s))

@@ -121,7 +121,7 @@ pub(crate) fn start_uplink(
     });
     let (status_tx, status) = watch::channel(Status {
         gateway: gateway.clone(),
-        state: "online".into(),
+        state: crate::uplink::wire::LinkState::Online,
         version: env!("CARGO_PKG_VERSION").into(),
         rules_version: store.version(),
         ..Status::default()

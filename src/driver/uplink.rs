@@ -359,7 +359,7 @@ pub(crate) async fn link_as(
     let limits = Limits::new(cfg);
     let offline = Status {
         gateway: gateway.to_owned(),
-        state: "offline".into(),
+        state: crate::uplink::wire::LinkState::Offline,
         ..Status::default()
     };
     let will = LastWill::new(
@@ -758,7 +758,7 @@ impl Link {
         }
         let mut status = h.status.borrow().clone();
         status.journal = Some(outbox.journal());
-        status.state = "online".into();
+        status.state = crate::uplink::wire::LinkState::Online;
         status.acked = outbox.acked();
         status.backlog = h.journal.len();
         let oldest = h.journal.oldest_event().ok().flatten();

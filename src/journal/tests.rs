@@ -631,7 +631,7 @@ fn every_event_is_bounded_before_it_is_written() {
             vec![EventKind::AdminLogin {
                 user: name,
                 client: "127.0.0.1".into(),
-                result: "ok".into(),
+                result: crate::event::LoginResult::Ok,
             }],
         )
         .unwrap();

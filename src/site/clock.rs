@@ -57,30 +57,7 @@ pub const SIGNED_SKEW: SignedDuration = SignedDuration::from_mins(2);
 /// command agreeing with the clock shows the clock was right then.
 pub const WITNESS_AGREEMENT: SignedDuration = SignedDuration::from_secs(60);
 
-/// Why the system clock is not believed, reported once per episode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Untrusted {
-    /// It stepped against the monotonic clock without confirmation.
-    Stepped,
-    /// It reads behind the signed floor.
-    Behind,
-    /// At the first reading it is implausibly far ahead of the floor.
-    Ahead,
-    /// It lies outside the interval a beacon gave.
-    OutsideInterval,
-}
-
-impl Untrusted {
-    /// The contract name (`clock_untrusted.reason`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stepped => "stepped",
-            Self::Behind => "behind",
-            Self::Ahead => "ahead",
-            Self::OutsideInterval => "outside_interval",
-        }
-    }
-}
+pub use crate::event::Untrusted;
 
 /// Something about the clock worth a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -434,7 +434,7 @@ impl Gateway {
         if let Some(alarm) = alarm {
             self.records.push(match alarm {
                 ClockAlarm::Untrusted { reason, seen, used } => EventKind::ClockUntrusted {
-                    reason: reason.as_str().to_owned(),
+                    reason,
                     seen,
                     used,
                     earliest: reading.earliest,
@@ -645,9 +645,9 @@ impl Gateway {
                     door,
                     mode,
                     reason: if reading.trusted {
-                        "time_unconfirmed".into()
+                        crate::event::Withheld::TimeUnconfirmed
                     } else {
-                        "clock_untrusted".into()
+                        crate::event::Withheld::ClockUntrusted
                     },
                 });
             }
@@ -1224,7 +1224,7 @@ mod tests {
                 .iter()
                 .any(|c| c.records.iter().any(|r| matches!(
                     r,
-                    EventKind::DoorModeWithheld { reason, .. } if reason == "time_unconfirmed"
+                    EventKind::DoorModeWithheld { reason, .. } if *reason == crate::event::Withheld::TimeUnconfirmed
                 )))
         );
         // A snapshot issued a moment ago, agreeing with the clock: the

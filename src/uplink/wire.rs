@@ -35,6 +35,44 @@ pub struct Ack {
     pub journal: Option<JournalId>,
 }
 
+/// Whether the gateway is connected (its last will says `offline`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Connected and publishing.
+    #[default]
+    Online,
+    /// Gone (the broker published the last will), or stopping.
+    Offline,
+    /// A state this version does not know (a newer gateway's): kept, not
+    /// refused.
+    #[serde(other)]
+    Unknown,
+}
+
+impl LinkState {
+    /// The contract name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Offline => "offline",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl PartialEq<str> for LinkState {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for LinkState {
+    fn eq(&self, other: &&str) -> bool {
+        self == *other
+    }
+}
+
 /// `<prefix>/status` (retained): the gateway's health. The last will
 /// publishes the same shape with `state: "offline"`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +80,7 @@ pub struct Status {
     /// The gateway.
     pub gateway: String,
     /// `online` or `offline`.
-    pub state: String,
+    pub state: LinkState,
     /// Software version.
     pub version: String,
     /// Rules version in force.
