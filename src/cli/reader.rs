@@ -116,7 +116,7 @@ pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Scbk> {
 
 struct RunningBus {
     events: mpsc::Receiver<(portier::ids::BusId, BusEvent)>,
-    _link: portier::driver::daemon::BusLink,
+    _link: portier::driver::serial::BusLink,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), portier::driver::serial::SerialError>>,
 }

@@ -47,14 +47,7 @@ pub enum DaemonError {
     Standing(String),
 }
 
-/// A bus as the daemon loop sees it: where its commands go.
-#[derive(Debug)]
-pub struct BusLink {
-    /// Bus name.
-    pub name: BusId,
-    /// Requests to that bus task.
-    pub requests: mpsc::Sender<BusRequest>,
-}
+pub use super::serial::BusLink;
 
 /// Requests to the daemon loop from other tasks (uplink commands, the
 /// admin page, the control socket).

@@ -136,6 +136,15 @@ pub struct BusHandles {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// A bus as the daemon loop sees it: where its commands go.
+#[derive(Debug)]
+pub struct BusLink {
+    /// Bus name.
+    pub name: BusId,
+    /// Requests to that bus task.
+    pub requests: mpsc::Sender<BusRequest>,
+}
+
 /// What a bus task is started with, besides its port and core.
 pub struct BusStart {
     /// The bus's name: its events are tagged with it.
@@ -153,7 +162,7 @@ pub struct BusStart {
 /// A running bus task: its requests, its PDs' status, its end.
 pub struct SpawnedBus {
     /// Requests to the bus (what the daemon loop sends through).
-    pub link: crate::driver::daemon::BusLink,
+    pub link: BusLink,
     /// The PDs' latest status.
     pub status: watch::Receiver<Vec<PdStatus>>,
     /// The task; it ends at shutdown, or with the port's error.
@@ -183,7 +192,7 @@ where
         start.capture,
     ));
     SpawnedBus {
-        link: crate::driver::daemon::BusLink {
+        link: BusLink {
             name: start.name,
             requests,
         },
