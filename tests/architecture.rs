@@ -379,3 +379,21 @@ fn the_checker_sees_a_forbidden_name() {
     assert!(names("let t = std::time::Instant::now();", "Instant::now"));
     assert_eq!(code_of("let x = 1; // tokio"), "let x = 1; ");
 }
+
+/// The assembly reads in one screen: `portier run` is named steps.
+#[test]
+fn the_assembly_function_stays_short() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("src/driver/gateway.rs")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("pub async fn run("))
+        .expect("driver::gateway::run");
+    let length = lines[start..]
+        .iter()
+        .position(|l| *l == "}")
+        .expect("the end of run")
+        + 1;
+    assert!(length < 80, "driver::gateway::run is {length} lines");
+}

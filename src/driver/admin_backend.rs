@@ -407,44 +407,53 @@ impl AdminBackend for GatewayBackend {
     }
 }
 
-/// Build the backend for a running gateway.
+/// Who the gateway is, as the admin page names it.
+#[derive(Debug, Clone)]
+pub struct GatewayIdentity {
+    /// Gateway id.
+    pub id: String,
+    /// Building.
+    pub building: String,
+    /// Time zone of the page's times.
+    pub time_zone: String,
+}
+
+impl GatewayIdentity {
+    /// From the config's `[gateway]` table.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            id: config.gateway.id.clone(),
+            building: config.gateway.building.clone(),
+            time_zone: config
+                .gateway
+                .time_zone
+                .as_ref()
+                .map(|t| t.get_ref().clone())
+                .unwrap_or_else(|| "UTC".into()),
+        }
+    }
+}
+
+/// Build the backend for a running gateway: its identity, its buses (as
+/// opened, with their live status), the uplink (broker URL and state).
 pub fn backend(
-    config: &Config,
+    identity: GatewayIdentity,
+    buses: Vec<BusView>,
+    uplink: Option<(String, watch::Receiver<UplinkState>)>,
     running: &super::running::Running,
-    uplink: Option<watch::Receiver<UplinkState>>,
     started_at: Timestamp,
 ) -> GatewayBackend {
-    let plans = config.bus_plans().unwrap_or_default();
     GatewayBackend {
-        gateway: config.gateway.id.clone(),
-        building: config.gateway.building.clone(),
-        time_zone: config
-            .gateway
-            .time_zone
-            .as_ref()
-            .map(|t| t.get_ref().clone())
-            .unwrap_or_else(|| "UTC".into()),
+        gateway: identity.id,
+        building: identity.building,
+        time_zone: identity.time_zone,
         started_at,
         started: super::clock::monotonic(),
         store: running.store.clone(),
         journal: running.journal.clone(),
         view: running.view.clone(),
-        buses: plans
-            .iter()
-            .filter_map(|p| {
-                Some(BusView {
-                    name: p.name.clone(),
-                    device: p.port.path.display().to_string(),
-                    roles: p.names.iter().map(|(a, n)| (*a, n.clone())).collect(),
-                    status: running.bus_status.get(&p.name)?.clone(),
-                })
-            })
-            .collect(),
-        uplink: config
-            .uplink
-            .as_ref()
-            .zip(uplink)
-            .map(|(u, s)| (format!("mqtts://{}:{}", u.host, u.port), s)),
+        buses,
+        uplink,
         control: running.control.clone(),
     }
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::admin_backend::{BusView, GatewayIdentity};
 use super::control_socket::{ControlContext, ControlSocketError, serve_control_socket};
 use super::daemon::{self, BusLink, Daemon, DaemonError, DaemonInputs, DaemonView, StandingBook};
 use super::decider::StoreDecider;
@@ -30,7 +31,7 @@ use crate::clock;
 use crate::config::{BusPlan, Config, ConfigError};
 use crate::event::EventKind;
 use crate::ids::BusId;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalAcker, JournalError, JournalReader};
 use crate::osdp::{Bus, BusError, BusEvent, PdStatus};
 use crate::rules::TrustedKeys;
 use crate::site::{Building, Gateway, Input};
@@ -164,25 +165,23 @@ pub async fn run(
         let context = ControlContext::of(&running, keys.clone(), config.gateway.id.clone());
         serve_control_socket(path, context, shutdown.clone())?;
     }
-    let uplink = match config.uplink.clone() {
-        None => None,
-        Some(uplink) => Some(start_uplink(
-            uplink,
-            UplinkWiring {
-                gateway: config.gateway.id.clone(),
-                keys,
-                seen: replay_guard(&state.events_db, &config.gateway.state_dir)?,
-                journal: (state.journal.reader, state.journal.acker),
-                store: state.store.clone(),
-                control: running.control.clone(),
-                view: running.view.clone(),
-                shutdown: shutdown.clone(),
-            },
-        )),
-    };
+    let journal = (state.journal.reader, state.journal.acker);
+    let uplink = start_uplink_if(
+        &config,
+        keys,
+        &state.events_db,
+        journal,
+        &running,
+        &shutdown,
+    )?;
     let metrics = crate::admin::Metrics::new();
     watch_round_trips(&buses.status, &metrics);
-    let admin = start_admin(&config, &running, uplink.clone(), &metrics, &shutdown).await;
+    let sight = AdminSight {
+        buses: buses.views,
+        uplink: uplink.clone(),
+        running: &running,
+    };
+    let admin = start_admin(&config, sight, &metrics, &shutdown).await;
     start_watchdog(buses.watched, &running.view, uplink, &shutdown);
     if let Some(started) = started {
         let _ = started.send(Running { admin, ..running });
@@ -366,6 +365,8 @@ struct Buses {
     status: HashMap<String, watch::Receiver<Vec<PdStatus>>>,
     /// Buses with PDs, for the watchdog.
     watched: Vec<(String, watch::Receiver<Vec<PdStatus>>)>,
+    /// Each bus as the admin page shows it.
+    views: Vec<BusView>,
     /// Their events, tagged with the bus.
     events: mpsc::Receiver<(BusId, BusEvent)>,
     count: usize,
@@ -378,6 +379,7 @@ fn spawn_buses(plans: Vec<BusPlan>, shutdown: &watch::Receiver<bool>) -> Result<
         links: Vec::new(),
         status: HashMap::new(),
         watched: Vec::new(),
+        views: Vec::new(),
         events,
         count: plans.len(),
     };
@@ -413,10 +415,41 @@ fn spawn_buses(plans: Vec<BusPlan>, shutdown: &watch::Receiver<bool>) -> Result<
                 .watched
                 .push((plan.name.clone(), spawned.status.clone()));
         }
+        buses.views.push(BusView {
+            name: plan.name.clone(),
+            device: plan.port.path.display().to_string(),
+            roles: plan.names.clone(),
+            status: spawned.status.clone(),
+        });
         buses.status.insert(plan.name, spawned.status);
         buses.links.push(spawned.link);
     }
     Ok(buses)
+}
+
+/// The MQTT uplink and its inbound lanes, when `[uplink]` is configured.
+fn start_uplink_if(
+    config: &Config,
+    keys: TrustedKeys,
+    events_db: &sled::Db,
+    journal: (JournalReader, JournalAcker),
+    running: &Running,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<watch::Receiver<UplinkState>>, RunError> {
+    let Some(uplink) = config.uplink.clone() else {
+        return Ok(None);
+    };
+    let wiring = UplinkWiring {
+        gateway: config.gateway.id.clone(),
+        keys,
+        seen: replay_guard(events_db, &config.gateway.state_dir)?,
+        journal,
+        store: running.store.clone(),
+        control: running.control.clone(),
+        view: running.view.clone(),
+        shutdown: shutdown.clone(),
+    };
+    Ok(Some(start_uplink(uplink, wiring)))
 }
 
 /// The seen-commands tree (replay protection of signed commands).
@@ -453,18 +486,34 @@ fn watch_round_trips(
     }
 }
 
+/// What the admin page sees of the running gateway.
+struct AdminSight<'a> {
+    /// The buses as opened.
+    buses: Vec<BusView>,
+    /// The uplink's state, when there is one.
+    uplink: Option<watch::Receiver<UplinkState>>,
+    /// The daemon loop and its views.
+    running: &'a Running,
+}
+
 /// The admin port, when configured: its address and certificate
 /// fingerprint. Never fatal: a fault leaves it off with an alarm; the doors
 /// work on.
 async fn start_admin(
     config: &Config,
-    running: &Running,
-    uplink: Option<watch::Receiver<UplinkState>>,
+    sight: AdminSight<'_>,
     metrics: &crate::admin::Metrics,
     shutdown: &watch::Receiver<bool>,
 ) -> Option<(std::net::SocketAddr, String)> {
     let admin = config.admin.as_ref()?;
-    let backend = super::admin_backend::backend(config, running, uplink, daemon::wall_now());
+    let uplink = config
+        .uplink
+        .as_ref()
+        .zip(sight.uplink)
+        .map(|(u, state)| (format!("mqtts://{}:{}", u.host, u.port), state));
+    let identity = GatewayIdentity::of(config);
+    let now = daemon::wall_now();
+    let backend = super::admin_backend::backend(identity, sight.buses, uplink, sight.running, now);
     crate::admin::serve_or_alarm(
         admin,
         &config.gateway.state_dir,
