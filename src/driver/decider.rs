@@ -9,7 +9,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use crate::ids::DoorId;
-use crate::rules::{Card, CredentialKey, Decision, DenyReason, Request};
+use crate::rules::{CredentialKey, DenyReason, Request};
 use crate::site::{Rules, Verdict};
 use crate::store::{Store, StoreError};
 
@@ -41,29 +41,12 @@ impl Rules for StoreDecider {
         pin: Option<&str>,
         at: Timestamp,
     ) -> Verdict {
-        let req = Request {
-            door: door.clone(),
-            card: Card::Key(key.clone()),
-            pin: pin.map(str::to_owned),
-        };
         let deny = |reason| Verdict::Deny {
             credential: Some(key.clone()),
             reason,
         };
-        match self.store.decide(&req, at) {
-            Ok(Decision::Grant {
-                credential,
-                extended_unlock,
-                lockdown_exempt,
-                display_name,
-                ..
-            }) => Verdict::Grant {
-                credential,
-                extended: extended_unlock,
-                lockdown_exempt,
-                name: display_name,
-            },
-            Ok(Decision::Deny(reason)) => deny(reason),
+        match self.store.decide(&Request::for_key(door, key, pin), at) {
+            Ok(decision) => Verdict::of_rules(key, decision),
             // No rules at all: as old as rules can be.
             Err(StoreError::Empty) => deny(DenyReason::RulesTooOld),
             Err(e) => {

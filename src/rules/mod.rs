@@ -623,6 +623,17 @@ pub struct Request {
     pub pin: Option<String>,
 }
 
+impl Request {
+    /// The question for an already decoded credential at `door`.
+    pub fn for_key(door: &DoorId, key: &CredentialKey, pin: Option<&str>) -> Self {
+        Self {
+            door: door.clone(),
+            card: Card::Key(key.clone()),
+            pin: pin.map(str::to_owned),
+        }
+    }
+}
+
 /// Why access was denied. Names are part of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

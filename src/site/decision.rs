@@ -70,6 +70,28 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The rules engine's decision for `key`, as a verdict.
+    pub fn of_rules(key: &CredentialKey, decision: Decision) -> Self {
+        match decision {
+            Decision::Grant {
+                credential,
+                extended_unlock,
+                lockdown_exempt,
+                display_name,
+                ..
+            } => Self::Grant {
+                credential,
+                extended: extended_unlock,
+                lockdown_exempt,
+                name: display_name,
+            },
+            Decision::Deny(reason) => Self::Deny {
+                credential: Some(key.clone()),
+                reason,
+            },
+        }
+    }
+
     /// The deny reason, `None` for a grant.
     pub fn deny_reason(&self) -> Option<DenyReason> {
         match self {
@@ -191,29 +213,8 @@ impl Rules for VerifiedSnapshot {
         pin: Option<&str>,
         at: Timestamp,
     ) -> Verdict {
-        let request = Request {
-            door: door.clone(),
-            card: Card::Key(key.clone()),
-            pin: pin.map(str::to_owned),
-        };
-        match crate::rules::decide(self, &request, at) {
-            Decision::Grant {
-                credential,
-                extended_unlock,
-                lockdown_exempt,
-                display_name,
-                ..
-            } => Verdict::Grant {
-                credential,
-                extended: extended_unlock,
-                lockdown_exempt,
-                name: display_name,
-            },
-            Decision::Deny(reason) => Verdict::Deny {
-                credential: Some(key.clone()),
-                reason,
-            },
-        }
+        let request = Request::for_key(door, key, pin);
+        Verdict::of_rules(key, crate::rules::decide(self, &request, at))
     }
 
     fn door_mode(&self, door: &DoorId, at: Timestamp) -> Option<String> {
