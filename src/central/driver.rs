@@ -26,7 +26,7 @@ use super::ingest::{
     Plan, RejectReason, Rejected, TopicKind, decode_batch, decode_status, parse_topic,
 };
 use super::{GatewayId, GatewayTopics};
-use crate::driver::uplink::{UplinkError, mqtt_options};
+use crate::mqtt::{MqttError, drive_until, mqtt_options};
 use crate::uplink::wire::{Ack, to_cbor};
 
 /// A failure of the central service or of a publication.
@@ -37,7 +37,7 @@ pub enum DriverError {
     Db(#[from] DbError),
     /// Certificates or keys for the broker.
     #[error(transparent)]
-    Tls(#[from] UplinkError),
+    Mqtt(#[from] MqttError),
     /// The broker did not take a publication.
     #[error("broker: {0}")]
     Broker(String),
@@ -379,7 +379,7 @@ pub async fn publish_blobs(
             .await
             .map_err(|e| DriverError::Broker(e.to_string()))?;
         let mut sent = false;
-        crate::driver::uplink::drive_until(&mut eventloop, Duration::from_secs(60), |e| {
+        drive_until(&mut eventloop, Duration::from_secs(60), |e| {
             if matches!(e, Event::Outgoing(Outgoing::Publish(_))) {
                 sent = true;
             }

@@ -563,7 +563,7 @@ pub fn contiguous_end(acked: u64, stored_above: impl IntoIterator<Item = u64>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Event, EventKind};
+    use crate::event::{Event, EventKind};
     use crate::uplink::wire::{EventBatch, Status, to_cbor};
 
     fn gw(s: &str) -> GatewayId {
