@@ -14,7 +14,8 @@
 //! The integrator verbs use [`publish_blobs`] to send signed snapshots,
 //! deltas and commands.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, Publish, QoS};
 use thiserror::Error;
@@ -75,8 +76,11 @@ pub async fn run(
     );
     let (tx, rx) = mpsc::unbounded_channel();
     let filters = [config.events_filter(), config.status_filter()];
-    let poller = tokio::spawn(poll(eventloop, client.clone(), filters, tx));
+    let (connected_tx, connected) = watch::channel(false);
+    let poller = tokio::spawn(poll(eventloop, client.clone(), filters, tx, connected_tx));
     let beacons = tokio::spawn(beacons(config.clone(), client.clone()));
+    let busy: Busy = Arc::new(Mutex::new(None));
+    let service = tokio::spawn(service(connected, busy.clone(), schema));
     let exit_after: Option<u64> = std::env::var(EXIT_AFTER_COMMITS)
         .ok()
         .and_then(|v| v.parse().ok());
@@ -86,16 +90,77 @@ pub async fn run(
         pg,
         commits: 0,
         exit_after,
+        busy,
     };
     tokio::select! {
         r = writer.run(rx) => r?,
         _ = shutdown.wait_for(|s| *s) => {}
     }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    service.abort();
     poller.abort();
     beacons.abort();
     let _ = client.disconnect().await;
     tracing::info!("portier central stopped");
     Ok(())
+}
+
+/// Since when the writer has been inside one attempt to commit a flush
+/// (`None`: waiting for deliveries). Read by the watchdog.
+type Busy = Arc<Mutex<Option<Instant>>>;
+
+/// One attempt to commit may take this long before the watchdog ping is
+/// withheld: a flush of `max_rows` commits in well under a second; a
+/// statement hung on a dead connection never returns, and a restart
+/// (systemd's watchdog) is the cure.
+pub const STALL_ALLOWANCE: Duration = Duration::from_secs(30);
+
+/// systemd: READY=1 once the schema is migrated and the broker has
+/// accepted the connection (the subscriptions follow at once), then
+/// watchdog pings at half `WatchdogSec` while the writer is idle or within
+/// [`STALL_ALLOWANCE`] of one attempt. Outside systemd (no
+/// `NOTIFY_SOCKET`) nothing is sent.
+async fn service(mut connected: watch::Receiver<bool>, busy: Busy, schema: i32) {
+    if connected.wait_for(|c| *c).await.is_err() {
+        return;
+    }
+    let status = format!("schema {schema}, broker connected");
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+    let Some(limit) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    tracing::info!(?limit, "systemd watchdog armed");
+    let every = (limit / 2).max(Duration::from_millis(100));
+    loop {
+        #[allow(clippy::disallowed_methods)] // a driver may read the clock
+        let now = Instant::now();
+        let since = *busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match since.filter(|s| now.duration_since(*s) > STALL_ALLOWANCE) {
+            None => notify(&[sd_notify::NotifyState::Watchdog]),
+            Some(s) => {
+                let secs = now.duration_since(s).as_secs();
+                tracing::error!(
+                    seconds = secs,
+                    "a commit is stuck: withholding the watchdog ping"
+                );
+                notify(&[sd_notify::NotifyState::Status(&format!(
+                    "stalled: one commit running for {secs} s"
+                ))]);
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot reach systemd's notify socket");
+    }
 }
 
 /// Signed time beacons to every known gateway, every `[signing]
@@ -156,6 +221,7 @@ async fn poll(
     client: AsyncClient,
     filters: [String; 2],
     tx: mpsc::UnboundedSender<Publish>,
+    connected: watch::Sender<bool>,
 ) {
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -168,6 +234,7 @@ async fn poll(
                         tracing::warn!(filter = %f, error = %e, "subscribe not queued");
                     }
                 }
+                connected.send_replace(true);
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 if tx.send(p).is_err() {
@@ -190,6 +257,7 @@ struct Writer<'a> {
     pg: tokio_postgres::Client,
     commits: u64,
     exit_after: Option<u64>,
+    busy: Busy,
 }
 
 impl Writer<'_> {
@@ -265,15 +333,24 @@ impl Writer<'_> {
     ) -> Vec<(GatewayId, crate::journal::JournalId, u64)> {
         let mut backoff = Duration::from_millis(200);
         let mut data_errors = 0;
+        let busy = self.busy.clone();
+        let set_busy = |v: Option<Instant>| {
+            *busy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = v;
+        };
         loop {
-            match db::store(
+            #[allow(clippy::disallowed_methods)] // a driver may read the clock
+            set_busy(Some(Instant::now()));
+            let result = db::store(
                 &mut self.pg,
                 flush,
                 &self.config.central.topic_root,
                 self.config.ingest.seq_window,
             )
-            .await
-            {
+            .await;
+            set_busy(None);
+            match result {
                 Ok(stored) => {
                     for (reason, n) in &stored.rejected {
                         tracing::warn!(
