@@ -107,6 +107,54 @@ pub struct PostgresConfig {
     pub connect: String,
     /// A file holding the password (mode 600), when the server wants one.
     pub password_file: Option<PathBuf>,
+    /// TLS to the server: `disable` or `verify-full`. Absent: `disable`
+    /// when every host is a unix socket directory, else `verify-full`
+    /// (a database on another host is reached over TLS or not at all).
+    pub sslmode: Option<SslMode>,
+    /// The CA the server's certificate must chain to (PEM; the only root).
+    /// Required with `verify-full`.
+    pub ca: Option<PathBuf>,
+    /// Central's client certificate for PostgreSQL (PEM), optional; with
+    /// `key`.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM, mode 600).
+    pub key: Option<PathBuf>,
+}
+
+/// `[postgres] sslmode`: how central talks to PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain: a unix socket, or a network segment you trust.
+    Disable,
+    /// TLS required; the server's certificate must chain to `ca` and name
+    /// the host in `connect` (libpq's `verify-full`). A server without TLS
+    /// is refused.
+    VerifyFull,
+}
+
+impl PostgresConfig {
+    /// The resolved mode (see [`PostgresConfig::sslmode`]).
+    pub fn mode(&self) -> SslMode {
+        self.sslmode.unwrap_or_else(|| {
+            if self.all_unix_sockets() {
+                SslMode::Disable
+            } else {
+                SslMode::VerifyFull
+            }
+        })
+    }
+
+    fn all_unix_sockets(&self) -> bool {
+        self.connect
+            .parse::<tokio_postgres::Config>()
+            .is_ok_and(|c| {
+                !c.get_hosts().is_empty()
+                    && c.get_hosts()
+                        .iter()
+                        .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)))
+            })
+    }
 }
 
 /// `[broker]`: where and who.
@@ -238,17 +286,21 @@ impl CentralConfig {
                 *p = base.join(&*p);
             }
         }
-        if let Some(p) = c
-            .postgres
-            .password_file
-            .as_mut()
-            .filter(|p| p.is_relative())
+        for p in [
+            &mut c.postgres.password_file,
+            &mut c.postgres.ca,
+            &mut c.postgres.cert,
+            &mut c.postgres.key,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.is_relative())
         {
             *p = base.join(&*p);
         }
         for secret in [Some(&c.broker.key), Some(&c.signing.key)]
             .into_iter()
-            .chain([c.postgres.password_file.as_ref()])
+            .chain([c.postgres.password_file.as_ref(), c.postgres.key.as_ref()])
             .flatten()
         {
             check_private(secret)?;
@@ -285,6 +337,7 @@ impl CentralConfig {
                 "no password in the connection string (it would end up in logs and ps): put it in password_file",
             ));
         }
+        check_postgres(&c.postgres).map_err(|(key, m)| bad(key, &m))?;
         if c.signing.command_valid_seconds == 0 || c.signing.command_valid_seconds > 86_400 {
             return Err(bad("signing.command_valid_seconds", "must be 1..=86400"));
         }
@@ -343,6 +396,68 @@ impl CentralConfig {
             status_interval_seconds: 60,
         }
     }
+}
+
+/// `[postgres]`: the connection string parses, carries no TLS settings of
+/// its own (they are keys here, typed), and the TLS keys fit the mode.
+fn check_postgres(pg: &PostgresConfig) -> Result<(), (&'static str, String)> {
+    let parsed: tokio_postgres::Config = pg
+        .connect
+        .parse()
+        .map_err(|e: tokio_postgres::Error| ("postgres.connect", e.to_string()))?;
+    let lower = pg.connect.to_ascii_lowercase();
+    if lower.contains("sslmode") {
+        return Err((
+            "postgres.connect",
+            "no sslmode in the connection string: set [postgres] sslmode (\"disable\" or \"verify-full\") and ca".into(),
+        ));
+    }
+    let unix = parsed
+        .get_hosts()
+        .iter()
+        .any(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+    match pg.mode() {
+        SslMode::Disable => {
+            if pg.ca.is_some() || pg.cert.is_some() || pg.key.is_some() {
+                return Err((
+                    "postgres.sslmode",
+                    "is \"disable\" but ca / cert / key are set: set sslmode = \"verify-full\" to use them".into(),
+                ));
+            }
+        }
+        SslMode::VerifyFull => {
+            if unix {
+                return Err((
+                    "postgres.sslmode",
+                    "\"verify-full\" needs TCP hosts (host=db.campus.example); a unix socket is local: use \"disable\"".into(),
+                ));
+            }
+            if pg.ca.is_none() {
+                let why = if pg.sslmode.is_none() {
+                    " (the default for a database reached over TCP; set sslmode = \"disable\" only on a network segment you trust)"
+                } else {
+                    ""
+                };
+                return Err((
+                    "postgres.ca",
+                    format!(
+                        "required with sslmode = \"verify-full\"{why}: the CA file the server's certificate chains to"
+                    ),
+                ));
+            }
+        }
+    }
+    if pg.cert.is_some() != pg.key.is_some() {
+        return Err((
+            if pg.cert.is_some() {
+                "postgres.key"
+            } else {
+                "postgres.cert"
+            },
+            "cert and key come together (the client certificate and its private key)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuse a secret file that group or others can read.
@@ -416,6 +531,61 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("ingest.seq_window"), "{e}");
+    }
+
+    #[test]
+    fn tls_to_postgres_is_typed_and_checked() {
+        let with = |pg: &str| {
+            CentralConfig::parse(
+                Path::new("c.toml"),
+                &MIN.replace("connect = \"host=/tmp dbname=portier\"", pg),
+            )
+        };
+        // A unix socket: plain by default.
+        assert_eq!(
+            with("connect = \"host=/tmp\"").unwrap().postgres.mode(),
+            SslMode::Disable
+        );
+        // Over TCP: verify-full by default, which needs the CA.
+        let e = with("connect = \"host=db.example\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("postgres.ca") && e.contains("verify-full"),
+            "{e}"
+        );
+        let c = with("connect = \"host=db.example\"\nca = \"db-ca.crt\"").unwrap();
+        assert_eq!(c.postgres.mode(), SslMode::VerifyFull);
+        let c = with("connect = \"host=db.example\"\nsslmode = \"disable\"").unwrap();
+        assert_eq!(c.postgres.mode(), SslMode::Disable);
+        // libpq's unverified modes are not offered; the key is named.
+        let e = with("connect = \"host=db.example\"\nsslmode = \"require\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sslmode") && e.contains("verify-full"), "{e}");
+        // TLS settings belong in their keys, not the connection string.
+        let e = with("connect = \"host=db.example sslmode=require\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("postgres.connect") && e.contains("sslmode"),
+            "{e}"
+        );
+        let e = with("connect = \"host=/tmp\"\nsslmode = \"verify-full\"\nca = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("postgres.sslmode") && e.contains("unix socket"),
+            "{e}"
+        );
+        let e = with("connect = \"host=db.example\"\nca = \"x\"\ncert = \"c.crt\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("postgres.key"), "{e}");
+        let e = with("connect = \"host=/tmp\"\nca = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("postgres.sslmode"), "{e}");
     }
 
     #[test]

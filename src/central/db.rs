@@ -20,8 +20,9 @@ use thiserror::Error;
 use tokio_postgres::{Client, NoTls};
 
 use super::GatewayId;
-use super::config::PostgresConfig;
+use super::config::{PostgresConfig, SslMode};
 use super::ingest::{Flush, RejectReason, Rejected, Row, beyond_window, contiguous_end};
+use super::pgtls::{MakeRustls, PgTlsError};
 use crate::journal::JournalId;
 
 /// The migrations, in order: (schema version, SQL). Each file of
@@ -68,6 +69,9 @@ pub enum DbError {
     /// The connection string does not parse.
     #[error("[postgres] connect: {0}")]
     Config(String),
+    /// The CA, certificate or key for TLS to PostgreSQL is unusable.
+    #[error(transparent)]
+    Tls(#[from] PgTlsError),
     /// The database has a newer schema than this build knows.
     #[error(
         "the database's central schema is version {have}, newer than this build's {known}: upgrade portier"
@@ -141,16 +145,50 @@ pub async fn connect(cfg: &PostgresConfig) -> Result<Client, DbError> {
     if pg.get_application_name().is_none() {
         pg.application_name("portier-central");
     }
-    let (client, connection) = pg.connect(NoTls).await.map_err(|source| DbError::Connect {
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let failed = |source| DbError::Connect {
         connect: cfg.connect.clone(),
         source,
-    })?;
+    };
+    match cfg.mode() {
+        SslMode::Disable => {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = pg.connect(NoTls).await.map_err(failed)?;
+            spawn_connection(connection);
+            Ok(client)
+        }
+        SslMode::VerifyFull => {
+            let ca = cfg.ca.as_deref().ok_or_else(|| {
+                DbError::Config("sslmode = \"verify-full\" needs [postgres] ca".into())
+            })?;
+            let client_cert = cfg.cert.as_deref().zip(cfg.key.as_deref());
+            let tls = MakeRustls::new(super::pgtls::client_config(ca, client_cert)?);
+            // TLS or nothing: a server that does not offer it is refused.
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, connection) = pg.connect(tls).await.map_err(failed)?;
+            spawn_connection(connection);
+            Ok(client)
+        }
+    }
+}
+
+/// A connection attempt gives up after this long (unless the connection
+/// string sets `connect_timeout`): a database host that drops packets must
+/// not hold the writer, or the watchdog, for minutes.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection ended");
         }
     });
-    Ok(client)
 }
 
 /// Apply the migrations this database lacks; returns the schema version.

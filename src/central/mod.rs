@@ -14,6 +14,7 @@ pub mod driver;
 pub mod fuzz;
 pub mod import;
 pub mod ingest;
+pub mod pgtls;
 
 use std::fmt;
 use std::str::FromStr;
