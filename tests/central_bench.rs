@@ -100,10 +100,7 @@ fn ingest_of_a_backlog_waiting_at_the_broker() {
     // One connection polls (a psql per poll would cost more than it measures).
     let poll = runtime
         .block_on(portier::central::db::connect(
-            &portier::central::config::PostgresConfig {
-                connect: pg.connect(),
-                password_file: None,
-            },
+            &portier::central::config::PostgresConfig::new(pg.connect()),
         ))
         .unwrap();
     let want = i64::try_from(per).unwrap();

@@ -64,6 +64,19 @@ pub struct CentralConfig {
     /// `[ingest]`.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// `[retention]`.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: how long events are kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Keep events at least this many days (1..=36500), then drop them a
+    /// whole month at a time (a month's partition goes once its last day
+    /// is this old). Absent: keep everything.
+    pub days: Option<u32>,
 }
 
 /// `[central]`: this instance.
@@ -134,6 +147,19 @@ pub enum SslMode {
 }
 
 impl PostgresConfig {
+    /// `connect` with no password file and the default TLS mode (tools
+    /// and tests; a service reads `central.toml`).
+    pub fn new(connect: String) -> Self {
+        Self {
+            connect,
+            password_file: None,
+            sslmode: None,
+            ca: None,
+            cert: None,
+            key: None,
+        }
+    }
+
     /// The resolved mode (see [`PostgresConfig::sslmode`]).
     pub fn mode(&self) -> SslMode {
         self.sslmode.unwrap_or_else(|| {
@@ -343,6 +369,12 @@ impl CentralConfig {
         }
         if c.signing.beacon_seconds == 0 || c.signing.beacon_seconds > 3600 {
             return Err(bad("signing.beacon_seconds", "must be 1..=3600"));
+        }
+        if c.retention.days.is_some_and(|d| !(1..=36_500).contains(&d)) {
+            return Err(bad(
+                "retention.days",
+                "must be 1..=36500 (days events are kept; leave it out to keep everything)",
+            ));
         }
         if c.ingest.max_rows == 0 {
             return Err(bad("ingest.max_rows", "must be at least 1"));
@@ -586,6 +618,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("postgres.sslmode"), "{e}");
+    }
+
+    #[test]
+    fn retention_days_are_bounded() {
+        let with = |t: &str| CentralConfig::parse(Path::new("c.toml"), &format!("{MIN}{t}"));
+        assert_eq!(with("").unwrap().retention.days, None);
+        assert_eq!(
+            with("[retention]\ndays = 400\n").unwrap().retention.days,
+            Some(400)
+        );
+        for bad in ["0", "36501"] {
+            let e = with(&format!("[retention]\ndays = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("retention.days") && e.contains("1..=36500"),
+                "{e}"
+            );
+        }
+        let e = with("[retention]\ndays = -1\n").unwrap_err().to_string();
+        assert!(e.contains("days"), "{e}");
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/central/0003_journals.sql"),
     ),
     (4, include_str!("../../migrations/central/0004_alarms.sql")),
+    (
+        5,
+        include_str!("../../migrations/central/0005_events_partitioned.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("portier" in ASCII, truncated).
@@ -223,6 +227,110 @@ pub async fn migrate(client: &mut Client) -> Result<i32, DbError> {
     Ok(known)
 }
 
+/// Months of `events` partitions central keeps created ahead of the
+/// current one (UTC).
+pub const MONTHS_AHEAD: i32 = 3;
+
+/// Months before the current one whose partitions central creates too
+/// (a gateway's backlog after an outage); older events without a
+/// partition land in `events_default`.
+pub const MONTHS_BACK: i32 = 2;
+
+/// Advisory lock key of partition maintenance (the same as the SQL
+/// function `portier_events_partition` takes).
+const PARTITION_LOCK: i64 = 8_030_898_258_163_361_394;
+
+/// Create the missing `events` partitions from [`MONTHS_BACK`] months
+/// before this one to [`MONTHS_AHEAD`] after (UTC), leaving out months
+/// that retention (`retention_days`) would drop; returns every name. Rows
+/// of a new month waiting in `events_default` move into it.
+pub async fn ensure_partitions(
+    client: &Client,
+    retention_days: Option<u32>,
+) -> Result<Vec<String>, DbError> {
+    let days = retention_days.map(|d| i32::try_from(d).unwrap_or(i32::MAX));
+    let rows = client
+        .query(
+            "SELECT portier_events_partition(m)
+               FROM (SELECT now() + make_interval(months => k) AS m
+                       FROM generate_series(-$1::int, $2::int) k) months
+              WHERE $3::int IS NULL
+                 OR (date_trunc('month', m AT TIME ZONE 'UTC') + interval '1 month')
+                        AT TIME ZONE 'UTC' > now() - make_interval(days => $3::int)
+              ORDER BY m",
+            &[&MONTHS_BACK, &MONTHS_AHEAD, &days],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// What [`retain`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// Monthly partitions dropped whole (their month ended before the
+    /// cutoff).
+    pub partitions: Vec<String>,
+    /// Rows deleted from `events_default` (events whose month has no
+    /// partition: a gateway clock far off) older than the cutoff.
+    pub default_rows: u64,
+    /// Quarantine records last seen before the cutoff that no ack walk
+    /// needs any more.
+    pub rejected_rows: u64,
+}
+
+/// Retention: drop every monthly `events` partition whose month ended
+/// more than `days` ago, delete older rows of `events_default`, and prune
+/// `events_rejected` records last seen before then (a settling record
+/// only once its seq is at or below its journal's ack). An event is kept
+/// at least `days` days, at most a month longer.
+pub async fn retain(client: &mut Client, days: u32) -> Result<Retained, DbError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
+        .await?;
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let names: Vec<String> = tx
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'events'::regclass
+                AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$'
+                AND (to_date(substr(c.relname, 8), 'YYYY_MM') + interval '1 month')::timestamp
+                        AT TIME ZONE 'UTC' <= now() - make_interval(days => $1)
+              ORDER BY c.relname",
+            &[&days],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for name in &names {
+        // The name matched events_YYYY_MM above: nothing to quote.
+        tx.batch_execute(&format!("DROP TABLE {name}")).await?;
+        tracing::info!(partition = %name, days, "retention: events partition dropped");
+    }
+    let default_rows = tx
+        .execute(
+            "DELETE FROM events_default WHERE at < now() - make_interval(days => $1)",
+            &[&days],
+        )
+        .await?;
+    let rejected_rows = tx
+        .execute(
+            "DELETE FROM events_rejected r
+              WHERE r.last_at < now() - make_interval(days => $1)
+                AND (NOT r.settles
+                     OR r.seq <= (SELECT j.acked_seq FROM journals j
+                                   WHERE j.gateway = r.gateway AND j.journal = r.journal))",
+            &[&days],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Retained {
+        partitions: names,
+        default_rows,
+        rejected_rows,
+    })
+}
+
 /// Whether PostgreSQL refused a statement for its data (SQLSTATE class 22
 /// data exception, 23 integrity constraint, 54 program limit exceeded,
 /// e.g. an index row too large): retrying cannot help, the row must go.
@@ -258,6 +366,7 @@ pub async fn store<T>(
     seq_window: u64,
 ) -> Result<Stored, DbError> {
     let mut tx = client.transaction().await?;
+    tx.batch_execute(STAGING).await?;
     // Lock every touched gateway's row first, in id order.
     let mut ids: Vec<&GatewayId> = flush
         .gateways
@@ -507,49 +616,132 @@ pub async fn store<T>(
     Ok(stored)
 }
 
-/// One multi-row insert of `rows` (duplicates are no-ops).
+/// The staging table of one connection: a flush's rows arrive here by
+/// binary COPY (PostgreSQL's fast path), then one `INSERT … SELECT` moves
+/// the new ones into `events`. Emptied at every commit.
+const STAGING: &str = "SET LOCAL client_min_messages = warning;
+    CREATE TEMP TABLE IF NOT EXISTS events_staging (
+        gateway text, journal bytea, seq int8, at timestamptz, type text,
+        door text, credential text, reason text, event jsonb
+    ) ON COMMIT DELETE ROWS";
+
+/// Where [`copy_rows`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyTarget {
+    /// The connection's `events_staging` (central's ingest).
+    Staging,
+    /// `events` itself: the raw COPY limit `scripts/bench-central`
+    /// measures central against (no duplicate check, no ack).
+    Events,
+}
+
+/// Binary COPY of `rows` into `target` (one round trip per few KiB; the
+/// event JSON is sent as `jsonb` text, parsed once by PostgreSQL).
+pub async fn copy_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: CopyTarget,
+    rows: &[&Row],
+) -> Result<u64, tokio_postgres::Error> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    let table = match target {
+        CopyTarget::Staging => "events_staging",
+        CopyTarget::Events => "events",
+    };
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {table} (gateway, journal, seq, at, type, door, credential, reason, event)
+             FROM STDIN BINARY"
+        ))
+        .await?;
+    let types = [
+        Type::TEXT,
+        Type::BYTEA,
+        Type::INT8,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::JSONB,
+    ];
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    for r in rows {
+        // Checked to fit an i64 when decoded.
+        let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
+        let journal: &[u8] = &r.journal.as_bytes()[..];
+        writer
+            .as_mut()
+            .write(&[
+                &r.gateway.as_str(),
+                &journal,
+                &seq,
+                &r.at,
+                &r.kind.as_str(),
+                &r.door.as_deref(),
+                &r.credential.as_deref(),
+                &r.reason.as_deref(),
+                &JsonbText(&r.json),
+            ])
+            .await?;
+    }
+    writer.as_mut().finish().await
+}
+
+/// JSON text sent as `jsonb` in binary form (version byte 1, then the
+/// text): the event is serialised once, at decode, and parsed once, by
+/// PostgreSQL.
+#[derive(Debug)]
+struct JsonbText<'a>(&'a str);
+
+impl tokio_postgres::types::ToSql for JsonbText<'_> {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&[1]);
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::JSONB
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// Store `rows` (one gateway journal's rows appear once, sorted; every
+/// journal among them is locked by the caller): binary COPY into the
+/// staging table, then one `INSERT … SELECT` of the rows that are new.
+/// Exactly once by `(gateway, journal, seq)` although the primary key of
+/// the partitioned `events` must carry `at` (migration 0005): a row at or
+/// below its journal's `acked_seq` is settled and skipped; above
+/// `stored_max` (the highest seq ever inserted for the journal) it is new;
+/// only in between is `events` looked up. `stored_max` follows in the same
+/// statement's transaction.
 async fn insert_rows(
     tx: &tokio_postgres::Transaction<'_>,
     rows: &[&Row],
 ) -> Result<(), tokio_postgres::Error> {
-    let mut gateway = Vec::with_capacity(rows.len());
-    let mut journal: Vec<&[u8]> = Vec::with_capacity(rows.len());
-    let mut seq = Vec::with_capacity(rows.len());
-    let mut at = Vec::with_capacity(rows.len());
-    let mut kind = Vec::with_capacity(rows.len());
-    let mut door = Vec::with_capacity(rows.len());
-    let mut credential = Vec::with_capacity(rows.len());
-    let mut reason = Vec::with_capacity(rows.len());
-    let mut json = Vec::with_capacity(rows.len());
-    for r in rows {
-        gateway.push(r.gateway.as_str());
-        journal.push(&r.journal.as_bytes()[..]);
-        // Checked to fit an i64 when decoded.
-        seq.push(i64::try_from(r.seq).unwrap_or(i64::MAX));
-        at.push(r.at);
-        kind.push(r.kind.as_str());
-        door.push(r.door.as_deref());
-        credential.push(r.credential.as_deref());
-        reason.push(r.reason.as_deref());
-        json.push(r.json.as_str());
-    }
-    tx.execute(
+    copy_rows(tx, CopyTarget::Staging, rows).await?;
+    tx.batch_execute(
         "INSERT INTO events (gateway, seq, at, type, door, credential, reason, event, journal)
-         SELECT * FROM unnest($1::text[], $2::int8[], $3::timestamptz[],
-                              $4::text[], $5::text[], $6::text[], $7::text[],
-                              $8::text[]::jsonb[], $9::bytea[])
-         ON CONFLICT (gateway, journal, seq) DO NOTHING",
-        &[
-            &gateway,
-            &seq,
-            &at,
-            &kind,
-            &door,
-            &credential,
-            &reason,
-            &json,
-            &journal,
-        ],
+         SELECT s.gateway, s.seq, s.at, s.type, s.door, s.credential, s.reason, s.event, s.journal
+           FROM events_staging s
+           JOIN journals j ON j.gateway = s.gateway AND j.journal = s.journal
+          WHERE s.seq > j.acked_seq
+            AND (s.seq > j.stored_max
+                 OR NOT EXISTS (SELECT 1 FROM events e
+                                 WHERE e.gateway = s.gateway AND e.journal = s.journal
+                                   AND e.seq = s.seq))
+         ON CONFLICT DO NOTHING;
+         UPDATE journals j SET stored_max = m.seq
+           FROM (SELECT gateway, journal, max(seq) AS seq FROM events_staging
+                  GROUP BY gateway, journal) m
+          WHERE j.gateway = m.gateway AND j.journal = m.journal AND j.stored_max < m.seq;
+         DELETE FROM events_staging;",
     )
     .await?;
     Ok(())

@@ -61,6 +61,8 @@ pub async fn run(
 ) -> Result<(), DriverError> {
     let mut pg = db::connect(&config.postgres).await?;
     let schema = db::migrate(&mut pg).await?;
+    // This month's partition exists before the first flush.
+    db::ensure_partitions(&pg, config.retention.days).await?;
     let mut options = mqtt_options(&config.uplink(), &config.central.instance, None)?;
     let max = config.broker.max_message_mib << 20;
     options.set_max_packet_size(MQTT_MAX_PACKET, max);
@@ -79,6 +81,7 @@ pub async fn run(
     let (connected_tx, connected) = watch::channel(false);
     let poller = tokio::spawn(poll(eventloop, client.clone(), filters, tx, connected_tx));
     let beacons = tokio::spawn(beacons(config.clone(), client.clone()));
+    let maintenance = tokio::spawn(maintenance(config.clone()));
     let busy: Busy = Arc::new(Mutex::new(None));
     let service = tokio::spawn(service(connected, busy.clone(), schema));
     let exit_after: Option<u64> = std::env::var(EXIT_AFTER_COMMITS)
@@ -100,6 +103,7 @@ pub async fn run(
     service.abort();
     poller.abort();
     beacons.abort();
+    maintenance.abort();
     let _ = client.disconnect().await;
     tracing::info!("portier central stopped");
     Ok(())
@@ -162,6 +166,44 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
         tracing::warn!(error = %e, "cannot reach systemd's notify socket");
     }
 }
+
+/// Partition upkeep, at start and every [`MAINTENANCE_EVERY`] on its own
+/// PostgreSQL connection: this month's and the next
+/// [`db::MONTHS_AHEAD`] months' `events` partitions, then retention
+/// (`[retention] days`), if set. Every instance runs it; they serialise on
+/// an advisory lock and the work is idempotent.
+async fn maintenance(config: CentralConfig) {
+    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut pg = match db::connect(&config.postgres).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "partition maintenance: no database");
+                continue;
+            }
+        };
+        if let Err(e) = db::ensure_partitions(&pg, config.retention.days).await {
+            tracing::warn!(error = %e, "partition maintenance: partitions not created");
+        }
+        if let Some(days) = config.retention.days {
+            match db::retain(&mut pg, days).await {
+                Ok(r) => tracing::info!(
+                    days,
+                    partitions = r.partitions.len(),
+                    default_rows = r.default_rows,
+                    rejected_rows = r.rejected_rows,
+                    "retention applied"
+                ),
+                Err(e) => tracing::warn!(error = %e, "retention failed"),
+            }
+        }
+    }
+}
+
+/// How often partitions are created ahead and retention applied.
+pub const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Signed time beacons to every known gateway, every `[signing]
 /// beacon_seconds`: QoS 0 (a broker never queues a stale one for a
