@@ -398,15 +398,19 @@ pub async fn store<T>(
         .prepare(
             "INSERT INTO journals (gateway, journal) VALUES ($1, $2)
              ON CONFLICT (gateway, journal) DO UPDATE SET last_seen = now()
-             RETURNING acked_seq, (xmax = 0) AS new",
+             RETURNING acked_seq, (xmax = 0) AS new, stored_max",
         )
         .await?;
     let mut acked = std::collections::BTreeMap::new();
+    let mut fresh_above = std::collections::BTreeMap::new();
     for (g, j) in &flush.journals {
         let row = tx
             .query_one(&lock_journal, &[&g.as_str(), &&j.as_bytes()[..]])
             .await?;
         acked.insert((g.clone(), *j), row.get::<_, i64>(0));
+        // Above both, a seq is certainly not in `events` (see insert_rows).
+        let floor = row.get::<_, i64>(0).max(row.get::<_, i64>(2));
+        fresh_above.insert((g.clone(), *j), u64::try_from(floor).unwrap_or(0));
         // A journal central has not seen before, or the first of the
         // gateway, is the one it writes now (its status says so too:
         // `store_status`).
@@ -451,7 +455,7 @@ pub async fn store<T>(
             continue;
         }
         let sp = tx.savepoint("portier_rows").await?;
-        match insert_rows(&sp, chunk).await {
+        match insert_rows(&sp, chunk, &fresh_above).await {
             Ok(()) => sp.commit().await?,
             Err(e) if is_data_error(&e) => {
                 sp.rollback().await?;
@@ -475,6 +479,26 @@ pub async fn store<T>(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+    // The highest seq stored per journal (a quarantined row may raise it:
+    // that only sends a later duplicate through the lookup).
+    let mut top_kept: std::collections::BTreeMap<(&GatewayId, JournalId), u64> =
+        std::collections::BTreeMap::new();
+    for r in &keep {
+        let t = top_kept.entry((&r.gateway, r.journal)).or_insert(0);
+        *t = (*t).max(r.seq);
+    }
+    for ((g, j), top) in top_kept {
+        tx.execute(
+            "UPDATE journals SET stored_max = $3
+              WHERE gateway = $1 AND journal = $2 AND stored_max < $3",
+            &[
+                &g.as_str(),
+                &&j.as_bytes()[..],
+                &i64::try_from(top).unwrap_or(i64::MAX),
+            ],
+        )
+        .await?;
     }
     for s in &flush.statuses {
         let sp = tx.savepoint("portier_status").await?;
@@ -712,20 +736,35 @@ impl tokio_postgres::types::ToSql for JsonbText<'_> {
     tokio_postgres::types::to_sql_checked!();
 }
 
-/// Store `rows` (one gateway journal's rows appear once, sorted; every
-/// journal among them is locked by the caller): binary COPY into the
-/// staging table, then one `INSERT … SELECT` of the rows that are new.
+/// Store `rows` (each `(gateway, journal, seq)` once; every journal among
+/// them locked by the caller, who raises `journals.stored_max` after).
+///
 /// Exactly once by `(gateway, journal, seq)` although the primary key of
-/// the partitioned `events` must carry `at` (migration 0005): a row at or
-/// below its journal's `acked_seq` is settled and skipped; above
-/// `stored_max` (the highest seq ever inserted for the journal) it is new;
-/// only in between is `events` looked up. `stored_max` follows in the same
-/// statement's transaction.
+/// the partitioned `events` must carry `at` (migration 0005): a row above
+/// `fresh_above` of its journal (the larger of its `acked_seq` and
+/// `stored_max`, the highest seq ever inserted for it) cannot be in
+/// `events`, and goes straight in by binary COPY — the common case, the
+/// database's own fast path. Any other row (a resend, a redelivery, a
+/// batch after a gap) goes by COPY into the staging table and one
+/// `INSERT … SELECT`: at or below `acked_seq` it is settled and skipped,
+/// in between it is looked up in `events` first.
 async fn insert_rows(
     tx: &tokio_postgres::Transaction<'_>,
     rows: &[&Row],
+    fresh_above: &std::collections::BTreeMap<(GatewayId, JournalId), u64>,
 ) -> Result<(), tokio_postgres::Error> {
-    copy_rows(tx, CopyTarget::Staging, rows).await?;
+    let (fresh, known): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| {
+        fresh_above
+            .get(&(r.gateway.clone(), r.journal))
+            .is_some_and(|f| r.seq > *f)
+    });
+    if !fresh.is_empty() {
+        copy_rows(tx, CopyTarget::Events, &fresh).await?;
+    }
+    if known.is_empty() {
+        return Ok(());
+    }
+    copy_rows(tx, CopyTarget::Staging, &known).await?;
     tx.batch_execute(
         "INSERT INTO events (gateway, seq, at, type, door, credential, reason, event, journal)
          SELECT s.gateway, s.seq, s.at, s.type, s.door, s.credential, s.reason, s.event, s.journal
@@ -737,10 +776,6 @@ async fn insert_rows(
                                  WHERE e.gateway = s.gateway AND e.journal = s.journal
                                    AND e.seq = s.seq))
          ON CONFLICT DO NOTHING;
-         UPDATE journals j SET stored_max = m.seq
-           FROM (SELECT gateway, journal, max(seq) AS seq FROM events_staging
-                  GROUP BY gateway, journal) m
-          WHERE j.gateway = m.gateway AND j.journal = m.journal AND j.stored_max < m.seq;
          DELETE FROM events_staging;",
     )
     .await?;
