@@ -600,7 +600,18 @@ pub async fn store<T>(
         let have = acked.get(&(g.clone(), *j)).copied().unwrap_or(0);
         let have_u = u64::try_from(have).unwrap_or(0);
         let mut start = have_u;
-        if let Some(&top) = tops.get(&(g.clone(), *j)).filter(|t| **t > have_u) {
+        // The common case needs no count: nothing was stored above the ack
+        // before this flush, and its rows are exactly (ack, top], each now
+        // stored (or quarantined, which settles it).
+        let (n_above, keep_top) = keep
+            .iter()
+            .filter(|r| r.gateway == *g && r.journal == *j && r.seq > have_u)
+            .fold((0u64, have_u), |(n, t), r| (n + 1, t.max(r.seq)));
+        let fresh_from_ack = fresh_above.get(&(g.clone(), *j)) == Some(&have_u);
+        let top = tops.get(&(g.clone(), *j)).copied().unwrap_or(have_u);
+        if fresh_from_ack && n_above > 0 && keep_top == top && n_above == top - have_u {
+            start = top;
+        } else if top > have_u {
             let n: i64 = tx
                 .query_one(&count, &[&g.as_str(), &have, &to_i64(top), &jb])
                 .await?

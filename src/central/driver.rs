@@ -79,7 +79,15 @@ pub async fn run(
     let (tx, rx) = mpsc::unbounded_channel();
     let filters = [config.events_filter(), config.status_filter()];
     let (connected_tx, connected) = watch::channel(false);
-    let poller = tokio::spawn(poll(eventloop, client.clone(), filters, tx, connected_tx));
+    let poller = tokio::spawn(poll(
+        eventloop,
+        client.clone(),
+        filters,
+        tx,
+        connected_tx,
+        config.central.topic_root.clone(),
+        max,
+    ));
     let beacons = tokio::spawn(beacons(config.clone(), client.clone()));
     let maintenance = tokio::spawn(maintenance(config.clone()));
     let busy: Busy = Arc::new(Mutex::new(None));
@@ -262,8 +270,10 @@ async fn poll(
     mut eventloop: EventLoop,
     client: AsyncClient,
     filters: [String; 2],
-    tx: mpsc::UnboundedSender<Publish>,
+    tx: mpsc::UnboundedSender<(Decoded, Publish)>,
     connected: watch::Sender<bool>,
+    root: String,
+    max: usize,
 ) {
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -278,8 +288,12 @@ async fn poll(
                 }
                 connected.send_replace(true);
             }
-            Ok(Event::Incoming(Incoming::Publish(p))) => {
-                if tx.send(p).is_err() {
+            Ok(Event::Incoming(Incoming::Publish(mut p))) => {
+                // Decoded here, beside the writer's commit (the runtime
+                // has two workers): the next flush is ready when the
+                // current one is committed.
+                let decoded = decode(&root, max, &mut p);
+                if tx.send((decoded, p)).is_err() {
                     return;
                 }
             }
@@ -303,10 +317,12 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Publish>) -> Result<(), DriverError> {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<(Decoded, Publish)>,
+    ) -> Result<(), DriverError> {
         let root = self.config.central.topic_root.clone();
-        let max = self.config.broker.max_message_mib << 20;
-        let add = |plan: &mut Plan<Publish>, p| add(&root, max, plan, p);
+        let add = |plan: &mut Plan<Publish>, (d, p)| add(plan, d, p);
         let linger = Duration::from_millis(self.config.ingest.linger_ms);
         let mut plan: Plan<Publish> = Plan::new(self.config.ingest.max_rows);
         loop {
@@ -429,11 +445,24 @@ impl Writer<'_> {
     }
 }
 
-/// Decode one delivery into the plan. What cannot be stored is
+/// One delivery, decoded (by the broker loop) for the writer's plan.
+#[derive(Debug)]
+enum Decoded {
+    /// An event batch of a gateway.
+    Events(GatewayId, super::ingest::Batch),
+    /// A gateway's status (or last will).
+    Status(super::ingest::StatusRow),
+    /// Nothing to store (acknowledged with the next flush).
+    Nothing,
+    /// What cannot be stored: quarantined with the next flush.
+    Rejected(Rejected),
+}
+
+/// Decode one delivery (its payload is taken). What cannot be stored is
 /// quarantined (recorded with the next flush, then acknowledged to the
 /// broker): a message over `max` bytes undecoded, an undecodable one or
 /// one naming another gateway whole, an unusable event alone.
-fn add(root: &str, max: usize, plan: &mut Plan<Publish>, mut p: Publish) {
+fn decode(root: &str, max: usize, p: &mut Publish) -> Decoded {
     let payload = std::mem::take(&mut p.payload);
     let topic = p.topic.clone();
     let parsed = parse_topic(root, &topic);
@@ -444,37 +473,43 @@ fn add(root: &str, max: usize, plan: &mut Plan<Publish>, mut p: Publish) {
             "{} bytes, over [broker] max_message_mib ({max} bytes); not decoded",
             payload.len()
         );
-        plan.add_rejected(
-            Rejected::new(
-                gateway,
-                &topic,
-                None,
-                &payload,
-                RejectReason::Oversized,
-                detail,
-            ),
-            p,
-        );
-        return;
+        return Decoded::Rejected(Rejected::new(
+            gateway,
+            &topic,
+            None,
+            &payload,
+            RejectReason::Oversized,
+            detail,
+        ));
     }
     let decoded = parsed.and_then(|(gateway, kind)| match kind {
         TopicKind::Events => {
-            decode_batch(&topic, &gateway, &payload).map(|b| (gateway, Some(b), None))
+            decode_batch(&topic, &gateway, &payload).map(|b| Decoded::Events(gateway, b))
         }
-        TopicKind::Status => decode_status(&topic, &gateway, &payload).map(|s| (gateway, None, s)),
+        TopicKind::Status => decode_status(&topic, &gateway, &payload)
+            .map(|s| s.map_or(Decoded::Nothing, Decoded::Status)),
     });
+    decoded.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "delivery quarantined");
+        let reason = e.reason();
+        Decoded::Rejected(Rejected::new(
+            gateway,
+            &topic,
+            None,
+            &payload,
+            reason,
+            e.to_string(),
+        ))
+    })
+}
+
+/// A decoded delivery into the plan.
+fn add(plan: &mut Plan<Publish>, decoded: Decoded, p: Publish) {
     match decoded {
-        Ok((gateway, Some(batch), _)) => plan.add_events(gateway, batch, p),
-        Ok((_, None, Some(status))) => plan.add_status(status, p),
-        Ok((_, None, None)) => plan.add_nothing(p),
-        Err(e) => {
-            tracing::warn!(error = %e, "delivery quarantined");
-            let reason = e.reason();
-            plan.add_rejected(
-                Rejected::new(gateway, &topic, None, &payload, reason, e.to_string()),
-                p,
-            );
-        }
+        Decoded::Events(gateway, batch) => plan.add_events(gateway, batch, p),
+        Decoded::Status(status) => plan.add_status(status, p),
+        Decoded::Nothing => plan.add_nothing(p),
+        Decoded::Rejected(r) => plan.add_rejected(r, p),
     }
 }
 
