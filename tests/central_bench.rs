@@ -47,7 +47,10 @@ fn ingest_of_a_backlog_waiting_at_the_broker() {
     );
     // A plain subscription: the broker queues for the persistent session.
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text = text.replace("[central]\n", "[central]\nshare_group = \"\"\n");
+    text = text.replace(
+        "[central]\n",
+        "[central]\nshare_group = \"\"\npersistent_session = true\n",
+    );
     std::fs::write(&config, text).unwrap();
     {
         let mut c = CentralProc::spawn(&config, &[]);
