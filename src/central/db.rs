@@ -42,6 +42,10 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         5,
         include_str!("../../migrations/central/0005_events_partitioned.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/central/0006_rules_repairs.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("portier" in ASCII, truncated).
@@ -1066,6 +1070,11 @@ pub struct Publication<'a> {
     pub credentials: usize,
     /// SHA-256 of the signed blob, hex.
     pub digest: String,
+    /// The signed blob (kept for the last snapshot and the deltas after
+    /// it: what a repair rebuilds from).
+    pub blob: &'a [u8],
+    /// Whether central published it by itself (a repair), not an operator.
+    pub repair: bool,
 }
 
 /// Record a publication and the cards the gateway's rules now name: a
@@ -1076,10 +1085,22 @@ pub async fn record_published(
     cards: &[String],
 ) -> Result<(), DbError> {
     let tx = client.transaction().await?;
+    record_published_in(&tx, p, cards).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`record_published`] inside the caller's transaction.
+pub async fn record_published_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    p: &Publication<'_>,
+    cards: &[String],
+) -> Result<(), DbError> {
     let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
     tx.execute(
-        "INSERT INTO rules_published (gateway, version, kind, base_version, building, credentials, digest)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO rules_published
+             (gateway, version, kind, base_version, building, credentials, digest, blob, repair)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &p.gateway.as_str(),
             &v(p.version),
@@ -1088,6 +1109,8 @@ pub async fn record_published(
             &p.building,
             &i64::try_from(p.credentials).unwrap_or(i64::MAX),
             &p.digest,
+            &p.blob,
+            &p.repair,
         ],
     )
     .await?;
@@ -1097,6 +1120,13 @@ pub async fn record_published(
             &[&p.gateway.as_str()],
         )
         .await?;
+        // Only the last snapshot and what follows it are rebuilt from.
+        tx.execute(
+            "UPDATE rules_published SET blob = NULL
+              WHERE gateway = $1 AND version < $2 AND blob IS NOT NULL",
+            &[&p.gateway.as_str(), &v(p.version)],
+        )
+        .await?;
     }
     tx.execute(
         "INSERT INTO gateway_credentials (gateway, card)
@@ -1104,8 +1134,161 @@ pub async fn record_published(
         &[&p.gateway.as_str(), &cards],
     )
     .await?;
-    tx.commit().await?;
     Ok(())
+}
+
+/// Why a gateway gets its rules again (`rules_repairs.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairReason {
+    /// It refused a delta: "a full snapshot is needed".
+    DeltaRefused,
+    /// It came back online reporting a version below what was published.
+    BehindAfterReconnect,
+}
+
+impl RepairReason {
+    /// The stored code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::DeltaRefused => "delta_refused",
+            Self::BehindAfterReconnect => "behind_after_reconnect",
+        }
+    }
+}
+
+/// A gateway whose rules central should publish again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairCandidate {
+    /// The gateway.
+    pub gateway: GatewayId,
+    /// The version it reports in force.
+    pub rules_version: Option<u64>,
+    /// The latest publication an operator made (the "once" key).
+    pub for_version: u64,
+    /// Why.
+    pub reason: RepairReason,
+}
+
+/// The text of the gateway's refusal that only a full snapshot cures
+/// (`rules::envelope::DeltaError::BaseMismatch`).
+pub const NEEDS_SNAPSHOT: &str = "a full snapshot is needed";
+
+/// Gateways to repair: online, reporting a version below the highest
+/// published, and either refusing a delta for want of a full snapshot, or
+/// online again (after the latest publication) for longer than `grace`
+/// seconds (the broker's queued deltas and retained snapshot had their
+/// chance); each at most once per operator publication.
+pub async fn repair_candidates(
+    client: &Client,
+    grace_seconds: i32,
+) -> Result<Vec<RepairCandidate>, DbError> {
+    let rows = client
+        .query(
+            "SELECT g.id, g.rules_version, o.version,
+                    coalesce(g.rules_refused LIKE '%' || $2 || '%', false)
+               FROM gateways g
+               JOIN LATERAL (SELECT version, published_at FROM rules_published p
+                              WHERE p.gateway = g.id ORDER BY version DESC LIMIT 1) p ON true
+               JOIN LATERAL (SELECT version FROM rules_published p
+                              WHERE p.gateway = g.id AND NOT p.repair
+                              ORDER BY version DESC LIMIT 1) o ON true
+              WHERE g.state = 'online'
+                AND coalesce(g.rules_version, 0) < p.version
+                AND (g.rules_refused LIKE '%' || $2 || '%'
+                     OR (g.state_since > p.published_at
+                         AND g.state_since < now() - make_interval(secs => $1)))
+                AND NOT EXISTS (SELECT 1 FROM rules_repairs r
+                                 WHERE r.gateway = g.id AND r.for_version = o.version)
+              ORDER BY g.id",
+            &[&f64::from(grace_seconds), &NEEDS_SNAPSHOT],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some(RepairCandidate {
+                gateway: r.get::<_, String>(0).parse().ok()?,
+                rules_version: r
+                    .get::<_, Option<i64>>(1)
+                    .and_then(|v| u64::try_from(v).ok()),
+                for_version: u64::try_from(r.get::<_, i64>(2)).ok()?,
+                reason: if r.get::<_, bool>(3) {
+                    RepairReason::DeltaRefused
+                } else {
+                    RepairReason::BehindAfterReconnect
+                },
+            })
+        })
+        .collect())
+}
+
+/// What a repair rebuilds from: the last snapshot's blob (if central
+/// still holds it) and the deltas published after it, in order.
+#[derive(Debug, Clone, Default)]
+pub struct RulesLineage {
+    /// The last snapshot, as published.
+    pub snapshot: Option<Vec<u8>>,
+    /// Its version.
+    pub snapshot_version: Option<u64>,
+    /// Later deltas, by version.
+    pub deltas: Vec<Vec<u8>>,
+}
+
+/// Claim the repair of `c` (a row in `rules_repairs`; another instance's
+/// claim wins) inside `tx`; `false` when it was claimed already.
+pub async fn claim_repair(
+    tx: &tokio_postgres::Transaction<'_>,
+    c: &RepairCandidate,
+    version: Option<u64>,
+    detail: &str,
+) -> Result<bool, DbError> {
+    let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+    let n = tx
+        .execute(
+            "INSERT INTO rules_repairs (gateway, for_version, reason, rules_version, version, detail)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &c.gateway.as_str(),
+                &v(c.for_version),
+                &c.reason.code(),
+                &c.rules_version.map(v),
+                &version.map(v),
+                &detail,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// The last snapshot and later deltas central published to `gateway`.
+pub async fn rules_lineage(client: &Client, gateway: &GatewayId) -> Result<RulesLineage, DbError> {
+    let snap = client
+        .query_opt(
+            "SELECT version, blob FROM rules_published
+              WHERE gateway = $1 AND kind = 'snapshot' ORDER BY version DESC LIMIT 1",
+            &[&gateway.as_str()],
+        )
+        .await?;
+    let Some(snap) = snap else {
+        return Ok(RulesLineage::default());
+    };
+    let version: i64 = snap.get(0);
+    let deltas = client
+        .query(
+            "SELECT blob FROM rules_published
+              WHERE gateway = $1 AND kind = 'delta' AND version > $2 ORDER BY version",
+            &[&gateway.as_str(), &version],
+        )
+        .await?;
+    // A delta without its blob (published before schema 6) leaves
+    // nothing to rebuild from: no snapshot.
+    let deltas: Option<Vec<Vec<u8>>> = deltas.iter().map(|r| r.get(0)).collect();
+    let snapshot: Option<Vec<u8>> = snap.get(1);
+    Ok(RulesLineage {
+        snapshot: snapshot.filter(|_| deltas.is_some()),
+        snapshot_version: u64::try_from(version).ok(),
+        deltas: deltas.unwrap_or_default(),
+    })
 }
 
 /// Gateways whose rules name `card`.

@@ -90,6 +90,7 @@ pub async fn run(
     ));
     let beacons = tokio::spawn(beacons(config.clone(), client.clone()));
     let maintenance = tokio::spawn(maintenance(config.clone()));
+    let keeper = tokio::spawn(rules_keeper(config.clone(), client.clone()));
     let busy: Busy = Arc::new(Mutex::new(None));
     let service = tokio::spawn(service(connected, busy.clone(), schema));
     let exit_after: Option<u64> = std::env::var(EXIT_AFTER_COMMITS)
@@ -112,6 +113,7 @@ pub async fn run(
     poller.abort();
     beacons.abort();
     maintenance.abort();
+    keeper.abort();
     let _ = client.disconnect().await;
     tracing::info!("portier central stopped");
     Ok(())
@@ -210,6 +212,153 @@ async fn maintenance(config: CentralConfig) {
     }
 }
 
+/// How often the rules keeper looks for gateways to repair.
+pub const REPAIR_EVERY: Duration = Duration::from_secs(5);
+
+/// A gateway back online behind what was published is repaired only
+/// after this many seconds online: the broker's queued deltas and the
+/// retained snapshot have had their chance by then.
+pub const REPAIR_GRACE_SECONDS: i32 = 10;
+
+/// Self-healing rules, every [`REPAIR_EVERY`] on its own PostgreSQL
+/// connection (`docs/central.md`, *Self-healing rules*): a gateway that
+/// refused a delta for want of a full snapshot, or came back online behind
+/// what was published, gets the full snapshot central would have it hold
+/// ([`super::repair::rebuild`]) at a new version, retained, once per
+/// operator publication (`rules_repairs`, a `rules_repushed` alarm).
+async fn rules_keeper(config: CentralConfig, client: AsyncClient) {
+    let Some(key) = signing_key(&config, "no rules repairs") else {
+        return;
+    };
+    let mut tick = tokio::time::interval(REPAIR_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pg: Option<tokio_postgres::Client> = None;
+    loop {
+        tick.tick().await;
+        if pg.as_ref().is_none_or(|c| c.is_closed()) {
+            pg = db::connect(&config.postgres)
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "rules keeper: no database"))
+                .ok();
+        }
+        let Some(c) = pg.as_mut() else { continue };
+        let candidates = match db::repair_candidates(c, REPAIR_GRACE_SECONDS).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "rules keeper: gateways not read");
+                pg = None;
+                continue;
+            }
+        };
+        tracing::debug!(candidates = candidates.len(), "rules keeper pass");
+        for candidate in candidates {
+            if let Err(e) = repair(c, &config, &key, &client, &candidate).await {
+                tracing::warn!(gateway = %candidate.gateway, error = %e, "rules repair failed; retried");
+            }
+        }
+    }
+}
+
+/// Rebuild, record and publish one gateway's snapshot (see
+/// [`rules_keeper`]); the claim in `rules_repairs` and the record commit
+/// only after the broker took the publication.
+async fn repair(
+    pg: &mut tokio_postgres::Client,
+    config: &CentralConfig,
+    key: &ed25519_dalek::SigningKey,
+    client: &AsyncClient,
+    c: &db::RepairCandidate,
+) -> Result<(), DriverError> {
+    let lineage = db::rules_lineage(pg, &c.gateway).await?;
+    let version = db::next_version(pg, &c.gateway).await?;
+    let issued = jiff::Timestamp::try_from(std::time::UNIX_EPOCH + crate::clock::since_epoch())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let expires = issued
+        .checked_add(jiff::SignedDuration::from_hours(
+            i64::from(config.signing.rules_valid_days) * 24,
+        ))
+        .unwrap_or(issued);
+    let rebuilt = super::repair::rebuild(
+        key,
+        lineage.snapshot.as_deref(),
+        &lineage.deltas,
+        version,
+        issued,
+        expires,
+    );
+    let tx = pg.transaction().await.map_err(DbError::from)?;
+    let r = match rebuilt {
+        Ok(r) => r,
+        Err(e) => {
+            // Recorded once (an alarm): an operator must push again.
+            if db::claim_repair(&tx, c, None, &e.to_string()).await? {
+                tracing::error!(gateway = %c.gateway, reason = c.reason.code(), error = %e, "rules cannot be published again");
+            }
+            tx.commit().await.map_err(DbError::from)?;
+            return Ok(());
+        }
+    };
+    let detail = format!(
+        "snapshot v{} with {} delta(s) after it, as v{version}",
+        lineage.snapshot_version.unwrap_or(0),
+        lineage.deltas.len()
+    );
+    if !db::claim_repair(&tx, c, Some(version), &detail).await? {
+        return Ok(());
+    }
+    let cards: Vec<String> = r
+        .snapshot
+        .credentials
+        .iter()
+        .map(|c| c.key.to_string())
+        .collect();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&r.blob));
+    db::record_published_in(
+        &tx,
+        &db::Publication {
+            gateway: &c.gateway,
+            version,
+            kind: "snapshot",
+            base_version: None,
+            building: &r.snapshot.building,
+            credentials: cards.len(),
+            digest,
+            blob: &r.blob,
+            repair: true,
+        },
+        &cards,
+    )
+    .await?;
+    let topic = GatewayTopics::new(&config.central.topic_root, &c.gateway).snapshot;
+    client
+        .publish(topic, QoS::AtLeastOnce, true, r.blob)
+        .await
+        .map_err(|e| DriverError::Broker(e.to_string()))?;
+    tx.commit().await.map_err(DbError::from)?;
+    tracing::warn!(
+        gateway = %c.gateway,
+        reason = c.reason.code(),
+        rules_version = ?c.rules_version,
+        version,
+        "rules published again as a full snapshot (rules_repushed)"
+    );
+    Ok(())
+}
+
+/// The signing key, or `None` (logged, with what goes without it).
+fn signing_key(config: &CentralConfig, without: &str) -> Option<ed25519_dalek::SigningKey> {
+    match std::fs::read_to_string(&config.signing.key)
+        .map_err(|e| e.to_string())
+        .and_then(|t| crate::config::read_hex32(&t))
+    {
+        Ok(seed) => Some(ed25519_dalek::SigningKey::from_bytes(&seed)),
+        Err(e) => {
+            tracing::error!(key = %config.signing.key.display(), error = %e, "{without}: the signing key is unreadable");
+            None
+        }
+    }
+}
+
 /// How often partitions are created ahead and retention applied.
 pub const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -219,15 +368,8 @@ pub const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 /// last at once; it takes a retained one only as a lower bound). On its own
 /// PostgreSQL connection, so a long flush never delays the time.
 async fn beacons(config: CentralConfig, client: AsyncClient) {
-    let key = match std::fs::read_to_string(&config.signing.key)
-        .map_err(|e| e.to_string())
-        .and_then(|t| crate::config::read_hex32(&t))
-    {
-        Ok(seed) => ed25519_dalek::SigningKey::from_bytes(&seed),
-        Err(e) => {
-            tracing::error!(key = %config.signing.key.display(), error = %e, "no time beacons: the signing key is unreadable");
-            return;
-        }
+    let Some(key) = signing_key(&config, "no time beacons") else {
+        return;
     };
     let every = Duration::from_secs(config.signing.beacon_seconds.max(1));
     let mut tick = tokio::time::interval(every);

@@ -15,6 +15,7 @@ pub mod fuzz;
 pub mod import;
 pub mod ingest;
 pub mod pgtls;
+pub mod repair;
 
 use std::fmt;
 use std::str::FromStr;
