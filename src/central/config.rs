@@ -96,8 +96,8 @@ pub struct InstanceConfig {
     /// A persistent MQTT session. Default `false`: Mosquitto (2.0.11,
     /// measured) and EMQX keep handing a shared subscription's messages to
     /// a disconnected persistent session, so a killed instance's share
-    /// waited for the gateways' resend (p99 27 s); with a clean session it
-    /// goes to the other instances at once (p99 36–48 ms). `true` only for
+    /// waited for the gateways' resend (p99 27-38 s); with a clean session it
+    /// goes to the other instances at once (p99 36–52 ms). `true` only for
     /// a single instance that should find events queued after a restart
     /// (the gateways resend them anyway).
     #[serde(default)]
