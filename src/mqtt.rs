@@ -20,9 +20,10 @@ pub enum MqttError {
     /// A certificate, key or CA file is unusable.
     #[error("uplink TLS: {0}")]
     Tls(String),
-    /// The connection failed while waiting for a confirmation.
+    /// The connection failed while waiting for a confirmation (boxed:
+    /// rumqttc's error is large, and this one travels in every `Result`).
     #[error("{0}")]
-    Connection(#[from] rumqttc::ConnectionError),
+    Connection(Box<rumqttc::ConnectionError>),
     /// No confirmation within the limit.
     #[error("no confirmation within {0:?}")]
     Timeout(Duration),
@@ -64,7 +65,7 @@ pub async fn drive_until(
             match eventloop.poll().await {
                 Ok(e) if what(&e) => return Ok(()),
                 Ok(_) => {}
-                Err(e) => return Err(MqttError::Connection(e)),
+                Err(e) => return Err(MqttError::Connection(Box::new(e))),
             }
         }
     })
