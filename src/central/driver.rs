@@ -130,7 +130,7 @@ type Busy = Arc<Mutex<Option<Instant>>>;
 pub const STALL_ALLOWANCE: Duration = Duration::from_secs(30);
 
 /// systemd: READY=1 once the schema is migrated and the broker has
-/// accepted the connection (the subscriptions follow at once), then
+/// acknowledged both subscriptions, then
 /// watchdog pings at half `WatchdogSec` while the writer is idle or within
 /// [`STALL_ALLOWANCE`] of one attempt. Outside systemd (no
 /// `NOTIFY_SOCKET`) nothing is sent.
@@ -407,7 +407,8 @@ async fn beacons(config: CentralConfig, client: AsyncClient) {
     }
 }
 
-/// The broker loop: (re)subscribe on every connection, pass deliveries on.
+/// The broker loop: (re)subscribe on every connection, pass deliveries on
+/// (decoded).
 async fn poll(
     mut eventloop: EventLoop,
     client: AsyncClient,
@@ -418,17 +419,27 @@ async fn poll(
     max: usize,
 ) {
     let mut backoff = Duration::from_millis(500);
+    // SubAcks still awaited on this connection: "connected" (the log line,
+    // READY=1) only once both subscriptions stand, since with a clean
+    // session nothing reaches central before them.
+    let mut awaiting = 0;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                 backoff = Duration::from_millis(500);
-                tracing::info!("connected to the broker");
+                awaiting = filters.len();
                 for f in &filters {
                     if let Err(e) = client.try_subscribe(f.as_str(), QoS::AtLeastOnce) {
                         tracing::warn!(filter = %f, error = %e, "subscribe not queued");
                     }
                 }
-                connected.send_replace(true);
+            }
+            Ok(Event::Incoming(Incoming::SubAck(_))) if awaiting > 0 => {
+                awaiting -= 1;
+                if awaiting == 0 {
+                    tracing::info!("connected to the broker");
+                    connected.send_replace(true);
+                }
             }
             Ok(Event::Incoming(Incoming::Publish(mut p))) => {
                 // Decoded here, beside the writer's commit (the runtime
