@@ -90,7 +90,7 @@ pub async fn run(
     ));
     let beacons = tokio::spawn(beacons(config.clone(), client.clone()));
     let maintenance = tokio::spawn(maintenance(config.clone()));
-    let keeper = tokio::spawn(rules_keeper(config.clone(), client.clone()));
+    let keeper = tokio::spawn(rules_keeper(config.clone()));
     let busy: Busy = Arc::new(Mutex::new(None));
     let service = tokio::spawn(service(connected, busy.clone(), schema));
     let exit_after: Option<u64> = std::env::var(EXIT_AFTER_COMMITS)
@@ -226,7 +226,7 @@ pub const REPAIR_GRACE_SECONDS: i32 = 10;
 /// what was published, gets the full snapshot central would have it hold
 /// ([`super::repair::rebuild`]) at a new version, retained, once per
 /// operator publication (`rules_repairs`, a `rules_repushed` alarm).
-async fn rules_keeper(config: CentralConfig, client: AsyncClient) {
+async fn rules_keeper(config: CentralConfig) {
     let Some(key) = signing_key(&config, "no rules repairs") else {
         return;
     };
@@ -252,7 +252,7 @@ async fn rules_keeper(config: CentralConfig, client: AsyncClient) {
         };
         tracing::debug!(candidates = candidates.len(), "rules keeper pass");
         for candidate in candidates {
-            if let Err(e) = repair(c, &config, &key, &client, &candidate).await {
+            if let Err(e) = repair(c, &config, &key, &candidate).await {
                 tracing::warn!(gateway = %candidate.gateway, error = %e, "rules repair failed; retried");
             }
         }
@@ -261,12 +261,11 @@ async fn rules_keeper(config: CentralConfig, client: AsyncClient) {
 
 /// Rebuild, record and publish one gateway's snapshot (see
 /// [`rules_keeper`]); the claim in `rules_repairs` and the record commit
-/// only after the broker took the publication.
+/// only after the broker confirmed the publication.
 async fn repair(
     pg: &mut tokio_postgres::Client,
     config: &CentralConfig,
     key: &ed25519_dalek::SigningKey,
-    client: &AsyncClient,
     c: &db::RepairCandidate,
 ) -> Result<(), DriverError> {
     let lineage = db::rules_lineage(pg, &c.gateway).await?;
@@ -329,11 +328,11 @@ async fn repair(
         &cards,
     )
     .await?;
+    // Its own connection, confirmed by the broker (PUBACK) before the
+    // claim commits: a repair recorded is a repair the broker holds
+    // (retained), never one lost in a reconnect.
     let topic = GatewayTopics::new(&config.central.topic_root, &c.gateway).snapshot;
-    client
-        .publish(topic, QoS::AtLeastOnce, true, r.blob)
-        .await
-        .map_err(|e| DriverError::Broker(e.to_string()))?;
+    publish_blobs(config, vec![(topic, r.blob, true)]).await?;
     tx.commit().await.map_err(DbError::from)?;
     tracing::warn!(
         gateway = %c.gateway,
