@@ -379,11 +379,16 @@ pub async fn store<T>(
         .collect();
     ids.sort();
     ids.dedup();
-    let lock = tx
-        .prepare(
-            "INSERT INTO gateways (id, last_seen) VALUES ($1, now())
+    // One statement; its rows are inserted (or updated: locked) in the
+    // order of the sorted array.
+    let names: Vec<&str> = ids.iter().map(|g| g.as_str()).collect();
+    let locked = tx
+        .query(
+            "INSERT INTO gateways (id, last_seen)
+             SELECT id, now() FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n) ORDER BY n
              ON CONFLICT (id) DO UPDATE SET last_seen = now()
-             RETURNING state, journal",
+             RETURNING id, state, journal",
+            &[&names],
         )
         .await?;
     let mut states = std::collections::BTreeMap::new();
@@ -391,34 +396,55 @@ pub async fn store<T>(
     // central knows.
     let mut current: std::collections::BTreeMap<GatewayId, Option<JournalId>> =
         std::collections::BTreeMap::new();
-    for id in ids {
-        let row = tx.query_one(&lock, &[&id.as_str()]).await?;
-        states.insert(id.clone(), row.get::<_, String>(0));
-        current.insert(id.clone(), journal_col(row.get(1)));
+    for row in &locked {
+        let Ok(id) = row.get::<_, String>(0).parse::<GatewayId>() else {
+            continue;
+        };
+        states.insert(id.clone(), row.get::<_, String>(1));
+        current.insert(id, journal_col(row.get(2)));
     }
-    // Then the journals of the batches, in (gateway, journal) order: each
-    // keeps its own acknowledged seq.
-    let lock_journal = tx
-        .prepare(
-            "INSERT INTO journals (gateway, journal) VALUES ($1, $2)
+    // Then the journals of the batches, in (gateway, journal) order (the
+    // order of `flush.journals`), in one statement: each keeps its own
+    // acknowledged seq.
+    let journal_gateways: Vec<&str> = flush.journals.iter().map(|(g, _)| g.as_str()).collect();
+    let journal_ids: Vec<&[u8]> = flush
+        .journals
+        .iter()
+        .map(|(_, j)| &j.as_bytes()[..])
+        .collect();
+    let journal_rows = tx
+        .query(
+            "INSERT INTO journals (gateway, journal)
+             SELECT g, j FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS u(g, j, n)
+              ORDER BY n
              ON CONFLICT (gateway, journal) DO UPDATE SET last_seen = now()
-             RETURNING acked_seq, (xmax = 0) AS new, stored_max",
+             RETURNING gateway, journal, acked_seq, (xmax = 0) AS new, stored_max",
+            &[&journal_gateways, &journal_ids],
         )
         .await?;
+    let mut locked_journals = std::collections::BTreeMap::new();
+    for row in &journal_rows {
+        if let (Ok(g), Some(j)) = (
+            row.get::<_, String>(0).parse::<GatewayId>(),
+            journal_col(row.get(1)),
+        ) {
+            let values: (i64, bool, i64) = (row.get(2), row.get(3), row.get(4));
+            locked_journals.insert((g, j), values);
+        }
+    }
     let mut acked = std::collections::BTreeMap::new();
     let mut fresh_above = std::collections::BTreeMap::new();
     for (g, j) in &flush.journals {
-        let row = tx
-            .query_one(&lock_journal, &[&g.as_str(), &&j.as_bytes()[..]])
-            .await?;
-        acked.insert((g.clone(), *j), row.get::<_, i64>(0));
+        let Some(&(acked_seq, new, stored_max)) = locked_journals.get(&(g.clone(), *j)) else {
+            continue;
+        };
+        acked.insert((g.clone(), *j), acked_seq);
         // Above both, a seq is certainly not in `events` (see insert_rows).
-        let floor = row.get::<_, i64>(0).max(row.get::<_, i64>(2));
+        let floor = acked_seq.max(stored_max);
         fresh_above.insert((g.clone(), *j), u64::try_from(floor).unwrap_or(0));
         // A journal central has not seen before, or the first of the
         // gateway, is the one it writes now (its status says so too:
         // `store_status`).
-        let new: bool = row.get(1);
         let now = current.get(g).copied().flatten();
         if now != Some(*j) && (new || now.is_none()) {
             claim_journal(&tx, g, now, *j).await?;
@@ -492,18 +518,7 @@ pub async fn store<T>(
         let t = top_kept.entry((&r.gateway, r.journal)).or_insert(0);
         *t = (*t).max(r.seq);
     }
-    for ((g, j), top) in top_kept {
-        tx.execute(
-            "UPDATE journals SET stored_max = $3
-              WHERE gateway = $1 AND journal = $2 AND stored_max < $3",
-            &[
-                &g.as_str(),
-                &&j.as_bytes()[..],
-                &i64::try_from(top).unwrap_or(i64::MAX),
-            ],
-        )
-        .await?;
-    }
+    // (Recorded with the journal's ack below, in one statement.)
     for s in &flush.statuses {
         let sp = tx.savepoint("portier_status").await?;
         let now = current.get(&s.gateway).copied().flatten();
@@ -569,28 +584,29 @@ pub async fn store<T>(
         let t = tops.entry((g.clone(), j)).or_insert(seq);
         *t = (*t).max(seq);
     }
-    let count = tx
-        .prepare(
-            "SELECT (SELECT count(*) FROM events
+    // Only after a gap (rare): no preparation otherwise.
+    let count = "SELECT (SELECT count(*) FROM events
                       WHERE gateway = $1 AND journal = $4 AND seq > $2 AND seq <= $3)
                   + (SELECT count(DISTINCT r.seq) FROM events_rejected r
                       WHERE r.gateway = $1 AND r.journal = $4 AND r.settles
                         AND r.seq > $2 AND r.seq <= $3
                         AND NOT EXISTS (SELECT 1 FROM events e
                                          WHERE e.gateway = r.gateway AND e.journal = r.journal
-                                           AND e.seq = r.seq))",
-        )
-        .await?;
+                                           AND e.seq = r.seq))";
+    // The settled seqs above `start`, smallest first: stored events and
+    // quarantined ones that settle. The smallest $3 of the union of the
+    // smallest $3 of each are the smallest $3 settled seqs, so the walk
+    // never passes a gap; cut at the limit, it merely stops early.
     let walk = tx
         .prepare(
-            "SELECT seq FROM events WHERE gateway = $1 AND journal = $4 AND seq > $2
+            "SELECT seq FROM (
+                 (SELECT seq FROM events WHERE gateway = $1 AND journal = $4 AND seq > $2
+                   ORDER BY seq LIMIT $3)
+                 UNION
+                 (SELECT DISTINCT seq FROM events_rejected
+                   WHERE gateway = $1 AND journal = $4 AND settles AND seq > $2
+                   ORDER BY seq LIMIT $3)) s
               ORDER BY seq LIMIT $3",
-        )
-        .await?;
-    let walk_settled = tx
-        .prepare(
-            "SELECT DISTINCT seq FROM events_rejected
-              WHERE gateway = $1 AND journal = $4 AND settles AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .await?;
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -617,7 +633,7 @@ pub async fn store<T>(
             start = top;
         } else if top > have_u {
             let n: i64 = tx
-                .query_one(&count, &[&g.as_str(), &have, &to_i64(top), &jb])
+                .query_one(count, &[&g.as_str(), &have, &to_i64(top), &jb])
                 .await?
                 .get(0);
             if u64::try_from(n).ok() == Some(top - have_u) {
@@ -626,19 +642,21 @@ pub async fn store<T>(
         }
         let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
             [&g.as_str(), &to_i64(start), &WALK_LIMIT, &jb];
-        let mut settled = seqs(tx.query(&walk, &args).await?);
-        // Every seq merged here is settled, so the walk never passes a
-        // gap; when a fetch was cut at its limit, it merely stops early.
-        settled.extend(seqs(tx.query(&walk_settled, &args).await?));
-        settled.sort_unstable();
-        settled.dedup();
+        let settled = seqs(tx.query(&walk, &args).await?);
         let end = contiguous_end(start, settled);
-        if end > have_u {
+        // The highest seq stored now (a quarantined row may raise it: that
+        // only sends a later duplicate through the lookup).
+        let top_stored = top_kept.get(&(g, *j)).copied().unwrap_or(0);
+        if end > have_u || top_stored > 0 {
             tx.execute(
-                "UPDATE journals SET acked_seq = $3 WHERE gateway = $1 AND journal = $2",
-                &[&g.as_str(), &jb, &to_i64(end)],
+                "UPDATE journals SET acked_seq = greatest(acked_seq, $3),
+                                     stored_max = greatest(stored_max, $4)
+                  WHERE gateway = $1 AND journal = $2",
+                &[&g.as_str(), &jb, &to_i64(end), &to_i64(top_stored)],
             )
             .await?;
+        }
+        if end > have_u {
             // `gateways.acked_seq` (schema 1) follows the journal the
             // gateway writes now, for readers of that column.
             tx.execute(
