@@ -111,11 +111,12 @@ fn ingest_of_a_backlog_waiting_at_the_broker() {
     let want = i64::try_from(per).unwrap();
     let start = Instant::now();
     let mut central = CentralProc::spawn(&config, &[]);
-    // When central's broker connection is up (process start, TLS,
-    // schema check and partitions behind it): the ingest proper starts.
+    // When the broker accepted central's connection (process start, TLS,
+    // schema check and partitions behind it): the ingest proper starts
+    // (a persistent session's queue flows from then on).
     let mut connected: Option<Instant> = None;
     loop {
-        if connected.is_none() && central.log().contains("connected to the broker") {
+        if connected.is_none() && central.log().contains("broker session up") {
             connected = Some(Instant::now());
         }
         let done: i64 = runtime

@@ -426,6 +426,7 @@ async fn poll(
         match eventloop.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                 backoff = Duration::from_millis(500);
+                tracing::debug!("broker session up; subscribing");
                 awaiting = filters.len();
                 for f in &filters {
                     if let Err(e) = client.try_subscribe(f.as_str(), QoS::AtLeastOnce) {
@@ -478,11 +479,14 @@ impl Writer<'_> {
         let linger = Duration::from_millis(self.config.ingest.linger_ms);
         let mut plan: Plan<Publish> = Plan::new(self.config.ingest.max_rows);
         loop {
-            // Wait for the first delivery, then gather until full or quiet.
-            let Some(first) = rx.recv().await else {
-                return Ok(());
-            };
-            add(&mut plan, first);
+            // Wait for the first delivery (unless some came during the
+            // last commit), then gather until full or quiet.
+            if plan.is_empty() {
+                let Some(first) = rx.recv().await else {
+                    return Ok(());
+                };
+                add(&mut plan, first);
+            }
             while !plan.is_full() {
                 match rx.try_recv() {
                     Ok(p) => add(&mut plan, p),
@@ -495,7 +499,19 @@ impl Writer<'_> {
             let flush = plan.take();
             #[allow(clippy::disallowed_methods)] // a driver may read the clock
             let started = std::time::Instant::now();
-            let acks = self.commit(&flush).await;
+            // While PostgreSQL commits, the next deliveries go into the
+            // next plan: it is ready when this commit ends.
+            let acks = {
+                let commit = self.commit(&flush);
+                tokio::pin!(commit);
+                loop {
+                    tokio::select! {
+                        biased;
+                        acks = &mut commit => break acks,
+                        Some(p) = rx.recv(), if !plan.is_full() => add(&mut plan, p),
+                    }
+                }
+            };
             let commit_ms = started.elapsed().as_secs_f64() * 1e3;
             self.commits += 1;
             if self.exit_after.is_some_and(|n| self.commits >= n) {
