@@ -17,6 +17,7 @@ pub mod driver;
 pub mod event;
 pub mod ids;
 pub mod journal;
+pub mod mqtt;
 pub mod osdp;
 pub mod rules;
 pub mod secret_files;

@@ -44,7 +44,7 @@ const FLOORS: &[&[&str]] = &[
     &["site", "journal"],
     &["command", "store", "status"],
     &["uplink"],
-    &["admin"],
+    &["admin", "mqtt"],
     &["config"],
     &["driver"],
     &["central"],

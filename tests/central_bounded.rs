@@ -365,10 +365,7 @@ fn imports_are_strict_and_read_only() {
         .unwrap();
     rt.block_on(async {
         use portier::central::db::{self, DbError};
-        let cfg = portier::central::config::PostgresConfig {
-            connect: pg.connect(),
-            password_file: None,
-        };
+        let cfg = portier::central::config::PostgresConfig::new(pg.connect());
         let mut client = db::connect(&cfg).await.unwrap();
         match db::query_records(&mut client, "DELETE FROM registry").await {
             Err(DbError::FromSql(e)) => assert_eq!(e.code(), Some("25006"), "{e}"),

@@ -20,8 +20,9 @@ use thiserror::Error;
 use tokio_postgres::{Client, NoTls};
 
 use super::GatewayId;
-use super::config::PostgresConfig;
+use super::config::{PostgresConfig, SslMode};
 use super::ingest::{Flush, RejectReason, Rejected, Row, beyond_window, contiguous_end};
+use super::pgtls::{MakeRustls, PgTlsError};
 use crate::journal::JournalId;
 
 /// The migrations, in order: (schema version, SQL). Each file of
@@ -37,6 +38,14 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/central/0003_journals.sql"),
     ),
     (4, include_str!("../../migrations/central/0004_alarms.sql")),
+    (
+        5,
+        include_str!("../../migrations/central/0005_events_partitioned.sql"),
+    ),
+    (
+        6,
+        include_str!("../../migrations/central/0006_rules_repairs.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("portier" in ASCII, truncated).
@@ -68,6 +77,9 @@ pub enum DbError {
     /// The connection string does not parse.
     #[error("[postgres] connect: {0}")]
     Config(String),
+    /// The CA, certificate or key for TLS to PostgreSQL is unusable.
+    #[error(transparent)]
+    Tls(#[from] PgTlsError),
     /// The database has a newer schema than this build knows.
     #[error(
         "the database's central schema is version {have}, newer than this build's {known}: upgrade portier"
@@ -141,16 +153,50 @@ pub async fn connect(cfg: &PostgresConfig) -> Result<Client, DbError> {
     if pg.get_application_name().is_none() {
         pg.application_name("portier-central");
     }
-    let (client, connection) = pg.connect(NoTls).await.map_err(|source| DbError::Connect {
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let failed = |source| DbError::Connect {
         connect: cfg.connect.clone(),
         source,
-    })?;
+    };
+    match cfg.mode() {
+        SslMode::Disable => {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = pg.connect(NoTls).await.map_err(failed)?;
+            spawn_connection(connection);
+            Ok(client)
+        }
+        SslMode::VerifyFull => {
+            let ca = cfg.ca.as_deref().ok_or_else(|| {
+                DbError::Config("sslmode = \"verify-full\" needs [postgres] ca".into())
+            })?;
+            let client_cert = cfg.cert.as_deref().zip(cfg.key.as_deref());
+            let tls = MakeRustls::new(super::pgtls::client_config(ca, client_cert)?);
+            // TLS or nothing: a server that does not offer it is refused.
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, connection) = pg.connect(tls).await.map_err(failed)?;
+            spawn_connection(connection);
+            Ok(client)
+        }
+    }
+}
+
+/// A connection attempt gives up after this long (unless the connection
+/// string sets `connect_timeout`): a database host that drops packets must
+/// not hold the writer, or the watchdog, for minutes.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection ended");
         }
     });
-    Ok(client)
 }
 
 /// Apply the migrations this database lacks; returns the schema version.
@@ -183,6 +229,110 @@ pub async fn migrate(client: &mut Client) -> Result<i32, DbError> {
     }
     tx.commit().await?;
     Ok(known)
+}
+
+/// Months of `events` partitions central keeps created ahead of the
+/// current one (UTC).
+pub const MONTHS_AHEAD: i32 = 3;
+
+/// Months before the current one whose partitions central creates too
+/// (a gateway's backlog after an outage); older events without a
+/// partition land in `events_default`.
+pub const MONTHS_BACK: i32 = 2;
+
+/// Advisory lock key of partition maintenance (the same as the SQL
+/// function `portier_events_partition` takes).
+const PARTITION_LOCK: i64 = 8_030_898_258_163_361_394;
+
+/// Create the missing `events` partitions from [`MONTHS_BACK`] months
+/// before this one to [`MONTHS_AHEAD`] after (UTC), leaving out months
+/// that retention (`retention_days`) would drop; returns every name. Rows
+/// of a new month waiting in `events_default` move into it.
+pub async fn ensure_partitions(
+    client: &Client,
+    retention_days: Option<u32>,
+) -> Result<Vec<String>, DbError> {
+    let days = retention_days.map(|d| i32::try_from(d).unwrap_or(i32::MAX));
+    let rows = client
+        .query(
+            "SELECT portier_events_partition(m)
+               FROM (SELECT now() + make_interval(months => k) AS m
+                       FROM generate_series(-$1::int, $2::int) k) months
+              WHERE $3::int IS NULL
+                 OR (date_trunc('month', m AT TIME ZONE 'UTC') + interval '1 month')
+                        AT TIME ZONE 'UTC' > now() - make_interval(days => $3::int)
+              ORDER BY m",
+            &[&MONTHS_BACK, &MONTHS_AHEAD, &days],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// What [`retain`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// Monthly partitions dropped whole (their month ended before the
+    /// cutoff).
+    pub partitions: Vec<String>,
+    /// Rows deleted from `events_default` (events whose month has no
+    /// partition: a gateway clock far off) older than the cutoff.
+    pub default_rows: u64,
+    /// Quarantine records last seen before the cutoff that no ack walk
+    /// needs any more.
+    pub rejected_rows: u64,
+}
+
+/// Retention: drop every monthly `events` partition whose month ended
+/// more than `days` ago, delete older rows of `events_default`, and prune
+/// `events_rejected` records last seen before then (a settling record
+/// only once its seq is at or below its journal's ack). An event is kept
+/// at least `days` days, at most a month longer.
+pub async fn retain(client: &mut Client, days: u32) -> Result<Retained, DbError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
+        .await?;
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let names: Vec<String> = tx
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'events'::regclass
+                AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$'
+                AND (to_date(substr(c.relname, 8), 'YYYY_MM') + interval '1 month')::timestamp
+                        AT TIME ZONE 'UTC' <= now() - make_interval(days => $1)
+              ORDER BY c.relname",
+            &[&days],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for name in &names {
+        // The name matched events_YYYY_MM above: nothing to quote.
+        tx.batch_execute(&format!("DROP TABLE {name}")).await?;
+        tracing::info!(partition = %name, days, "retention: events partition dropped");
+    }
+    let default_rows = tx
+        .execute(
+            "DELETE FROM events_default WHERE at < now() - make_interval(days => $1)",
+            &[&days],
+        )
+        .await?;
+    let rejected_rows = tx
+        .execute(
+            "DELETE FROM events_rejected r
+              WHERE r.last_at < now() - make_interval(days => $1)
+                AND (NOT r.settles
+                     OR r.seq <= (SELECT j.acked_seq FROM journals j
+                                   WHERE j.gateway = r.gateway AND j.journal = r.journal))",
+            &[&days],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Retained {
+        partitions: names,
+        default_rows,
+        rejected_rows,
+    })
 }
 
 /// Whether PostgreSQL refused a statement for its data (SQLSTATE class 22
@@ -220,6 +370,7 @@ pub async fn store<T>(
     seq_window: u64,
 ) -> Result<Stored, DbError> {
     let mut tx = client.transaction().await?;
+    tx.batch_execute(STAGING).await?;
     // Lock every touched gateway's row first, in id order.
     let mut ids: Vec<&GatewayId> = flush
         .gateways
@@ -228,11 +379,16 @@ pub async fn store<T>(
         .collect();
     ids.sort();
     ids.dedup();
-    let lock = tx
-        .prepare(
-            "INSERT INTO gateways (id, last_seen) VALUES ($1, now())
+    // One statement; its rows are inserted (or updated: locked) in the
+    // order of the sorted array.
+    let names: Vec<&str> = ids.iter().map(|g| g.as_str()).collect();
+    let locked = tx
+        .query(
+            "INSERT INTO gateways (id, last_seen)
+             SELECT id, now() FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n) ORDER BY n
              ON CONFLICT (id) DO UPDATE SET last_seen = now()
-             RETURNING state, journal",
+             RETURNING id, state, journal",
+            &[&names],
         )
         .await?;
     let mut states = std::collections::BTreeMap::new();
@@ -240,30 +396,55 @@ pub async fn store<T>(
     // central knows.
     let mut current: std::collections::BTreeMap<GatewayId, Option<JournalId>> =
         std::collections::BTreeMap::new();
-    for id in ids {
-        let row = tx.query_one(&lock, &[&id.as_str()]).await?;
-        states.insert(id.clone(), row.get::<_, String>(0));
-        current.insert(id.clone(), journal_col(row.get(1)));
+    for row in &locked {
+        let Ok(id) = row.get::<_, String>(0).parse::<GatewayId>() else {
+            continue;
+        };
+        states.insert(id.clone(), row.get::<_, String>(1));
+        current.insert(id, journal_col(row.get(2)));
     }
-    // Then the journals of the batches, in (gateway, journal) order: each
-    // keeps its own acknowledged seq.
-    let lock_journal = tx
-        .prepare(
-            "INSERT INTO journals (gateway, journal) VALUES ($1, $2)
+    // Then the journals of the batches, in (gateway, journal) order (the
+    // order of `flush.journals`), in one statement: each keeps its own
+    // acknowledged seq.
+    let journal_gateways: Vec<&str> = flush.journals.iter().map(|(g, _)| g.as_str()).collect();
+    let journal_ids: Vec<&[u8]> = flush
+        .journals
+        .iter()
+        .map(|(_, j)| &j.as_bytes()[..])
+        .collect();
+    let journal_rows = tx
+        .query(
+            "INSERT INTO journals (gateway, journal)
+             SELECT g, j FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS u(g, j, n)
+              ORDER BY n
              ON CONFLICT (gateway, journal) DO UPDATE SET last_seen = now()
-             RETURNING acked_seq, (xmax = 0) AS new",
+             RETURNING gateway, journal, acked_seq, (xmax = 0) AS new, stored_max",
+            &[&journal_gateways, &journal_ids],
         )
         .await?;
+    let mut locked_journals = std::collections::BTreeMap::new();
+    for row in &journal_rows {
+        if let (Ok(g), Some(j)) = (
+            row.get::<_, String>(0).parse::<GatewayId>(),
+            journal_col(row.get(1)),
+        ) {
+            let values: (i64, bool, i64) = (row.get(2), row.get(3), row.get(4));
+            locked_journals.insert((g, j), values);
+        }
+    }
     let mut acked = std::collections::BTreeMap::new();
+    let mut fresh_above = std::collections::BTreeMap::new();
     for (g, j) in &flush.journals {
-        let row = tx
-            .query_one(&lock_journal, &[&g.as_str(), &&j.as_bytes()[..]])
-            .await?;
-        acked.insert((g.clone(), *j), row.get::<_, i64>(0));
+        let Some(&(acked_seq, new, stored_max)) = locked_journals.get(&(g.clone(), *j)) else {
+            continue;
+        };
+        acked.insert((g.clone(), *j), acked_seq);
+        // Above both, a seq is certainly not in `events` (see insert_rows).
+        let floor = acked_seq.max(stored_max);
+        fresh_above.insert((g.clone(), *j), u64::try_from(floor).unwrap_or(0));
         // A journal central has not seen before, or the first of the
         // gateway, is the one it writes now (its status says so too:
         // `store_status`).
-        let new: bool = row.get(1);
         let now = current.get(g).copied().flatten();
         if now != Some(*j) && (new || now.is_none()) {
             claim_journal(&tx, g, now, *j).await?;
@@ -304,7 +485,7 @@ pub async fn store<T>(
             continue;
         }
         let sp = tx.savepoint("portier_rows").await?;
-        match insert_rows(&sp, chunk).await {
+        match insert_rows(&sp, chunk, &fresh_above).await {
             Ok(()) => sp.commit().await?,
             Err(e) if is_data_error(&e) => {
                 sp.rollback().await?;
@@ -329,6 +510,15 @@ pub async fn store<T>(
             Err(e) => return Err(e.into()),
         }
     }
+    // The highest seq stored per journal (a quarantined row may raise it:
+    // that only sends a later duplicate through the lookup).
+    let mut top_kept: std::collections::BTreeMap<(&GatewayId, JournalId), u64> =
+        std::collections::BTreeMap::new();
+    for r in &keep {
+        let t = top_kept.entry((&r.gateway, r.journal)).or_insert(0);
+        *t = (*t).max(r.seq);
+    }
+    // (Recorded with the journal's ack below, in one statement.)
     for s in &flush.statuses {
         let sp = tx.savepoint("portier_status").await?;
         let now = current.get(&s.gateway).copied().flatten();
@@ -394,28 +584,29 @@ pub async fn store<T>(
         let t = tops.entry((g.clone(), j)).or_insert(seq);
         *t = (*t).max(seq);
     }
-    let count = tx
-        .prepare(
-            "SELECT (SELECT count(*) FROM events
+    // Only after a gap (rare): no preparation otherwise.
+    let count = "SELECT (SELECT count(*) FROM events
                       WHERE gateway = $1 AND journal = $4 AND seq > $2 AND seq <= $3)
                   + (SELECT count(DISTINCT r.seq) FROM events_rejected r
                       WHERE r.gateway = $1 AND r.journal = $4 AND r.settles
                         AND r.seq > $2 AND r.seq <= $3
                         AND NOT EXISTS (SELECT 1 FROM events e
                                          WHERE e.gateway = r.gateway AND e.journal = r.journal
-                                           AND e.seq = r.seq))",
-        )
-        .await?;
+                                           AND e.seq = r.seq))";
+    // The settled seqs above `start`, smallest first: stored events and
+    // quarantined ones that settle. The smallest $3 of the union of the
+    // smallest $3 of each are the smallest $3 settled seqs, so the walk
+    // never passes a gap; cut at the limit, it merely stops early.
     let walk = tx
         .prepare(
-            "SELECT seq FROM events WHERE gateway = $1 AND journal = $4 AND seq > $2
+            "SELECT seq FROM (
+                 (SELECT seq FROM events WHERE gateway = $1 AND journal = $4 AND seq > $2
+                   ORDER BY seq LIMIT $3)
+                 UNION
+                 (SELECT DISTINCT seq FROM events_rejected
+                   WHERE gateway = $1 AND journal = $4 AND settles AND seq > $2
+                   ORDER BY seq LIMIT $3)) s
               ORDER BY seq LIMIT $3",
-        )
-        .await?;
-    let walk_settled = tx
-        .prepare(
-            "SELECT DISTINCT seq FROM events_rejected
-              WHERE gateway = $1 AND journal = $4 AND settles AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .await?;
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -429,9 +620,20 @@ pub async fn store<T>(
         let have = acked.get(&(g.clone(), *j)).copied().unwrap_or(0);
         let have_u = u64::try_from(have).unwrap_or(0);
         let mut start = have_u;
-        if let Some(&top) = tops.get(&(g.clone(), *j)).filter(|t| **t > have_u) {
+        // The common case needs no count: nothing was stored above the ack
+        // before this flush, and its rows are exactly (ack, top], each now
+        // stored (or quarantined, which settles it).
+        let (n_above, keep_top) = keep
+            .iter()
+            .filter(|r| r.gateway == *g && r.journal == *j && r.seq > have_u)
+            .fold((0u64, have_u), |(n, t), r| (n + 1, t.max(r.seq)));
+        let fresh_from_ack = fresh_above.get(&(g.clone(), *j)) == Some(&have_u);
+        let top = tops.get(&(g.clone(), *j)).copied().unwrap_or(have_u);
+        if fresh_from_ack && n_above > 0 && keep_top == top && n_above == top - have_u {
+            start = top;
+        } else if top > have_u {
             let n: i64 = tx
-                .query_one(&count, &[&g.as_str(), &have, &to_i64(top), &jb])
+                .query_one(count, &[&g.as_str(), &have, &to_i64(top), &jb])
                 .await?
                 .get(0);
             if u64::try_from(n).ok() == Some(top - have_u) {
@@ -440,19 +642,21 @@ pub async fn store<T>(
         }
         let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
             [&g.as_str(), &to_i64(start), &WALK_LIMIT, &jb];
-        let mut settled = seqs(tx.query(&walk, &args).await?);
-        // Every seq merged here is settled, so the walk never passes a
-        // gap; when a fetch was cut at its limit, it merely stops early.
-        settled.extend(seqs(tx.query(&walk_settled, &args).await?));
-        settled.sort_unstable();
-        settled.dedup();
+        let settled = seqs(tx.query(&walk, &args).await?);
         let end = contiguous_end(start, settled);
-        if end > have_u {
+        // The highest seq stored now (a quarantined row may raise it: that
+        // only sends a later duplicate through the lookup).
+        let top_stored = top_kept.get(&(g, *j)).copied().unwrap_or(0);
+        if end > have_u || top_stored > 0 {
             tx.execute(
-                "UPDATE journals SET acked_seq = $3 WHERE gateway = $1 AND journal = $2",
-                &[&g.as_str(), &jb, &to_i64(end)],
+                "UPDATE journals SET acked_seq = greatest(acked_seq, $3),
+                                     stored_max = greatest(stored_max, $4)
+                  WHERE gateway = $1 AND journal = $2",
+                &[&g.as_str(), &jb, &to_i64(end), &to_i64(top_stored)],
             )
             .await?;
+        }
+        if end > have_u {
             // `gateways.acked_seq` (schema 1) follows the journal the
             // gateway writes now, for readers of that column.
             tx.execute(
@@ -469,49 +673,143 @@ pub async fn store<T>(
     Ok(stored)
 }
 
-/// One multi-row insert of `rows` (duplicates are no-ops).
+/// The staging table of one connection: a flush's rows arrive here by
+/// binary COPY (PostgreSQL's fast path), then one `INSERT … SELECT` moves
+/// the new ones into `events`. Emptied at every commit.
+const STAGING: &str = "SET LOCAL client_min_messages = warning;
+    CREATE TEMP TABLE IF NOT EXISTS events_staging (
+        gateway text, journal bytea, seq int8, at timestamptz, type text,
+        door text, credential text, reason text, event jsonb
+    ) ON COMMIT DELETE ROWS";
+
+/// Where [`copy_rows`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyTarget {
+    /// The connection's `events_staging` (central's ingest).
+    Staging,
+    /// `events` itself: the raw COPY limit `scripts/bench-central`
+    /// measures central against (no duplicate check, no ack).
+    Events,
+}
+
+/// Binary COPY of `rows` into `target` (one round trip per few KiB; the
+/// event JSON is sent as `jsonb` text, parsed once by PostgreSQL).
+pub async fn copy_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: CopyTarget,
+    rows: &[&Row],
+) -> Result<u64, tokio_postgres::Error> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    let table = match target {
+        CopyTarget::Staging => "events_staging",
+        CopyTarget::Events => "events",
+    };
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {table} (gateway, journal, seq, at, type, door, credential, reason, event)
+             FROM STDIN BINARY"
+        ))
+        .await?;
+    let types = [
+        Type::TEXT,
+        Type::BYTEA,
+        Type::INT8,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::JSONB,
+    ];
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    for r in rows {
+        // Checked to fit an i64 when decoded.
+        let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
+        let journal: &[u8] = &r.journal.as_bytes()[..];
+        writer
+            .as_mut()
+            .write(&[
+                &r.gateway.as_str(),
+                &journal,
+                &seq,
+                &r.at,
+                &r.kind.as_str(),
+                &r.door.as_deref(),
+                &r.credential.as_deref(),
+                &r.reason.as_deref(),
+                &JsonbText(&r.json),
+            ])
+            .await?;
+    }
+    writer.as_mut().finish().await
+}
+
+/// JSON text sent as `jsonb` in binary form (version byte 1, then the
+/// text): the event is serialised once, at decode, and parsed once, by
+/// PostgreSQL.
+#[derive(Debug)]
+struct JsonbText<'a>(&'a str);
+
+impl tokio_postgres::types::ToSql for JsonbText<'_> {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&[1]);
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::JSONB
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// Store `rows` (each `(gateway, journal, seq)` once; every journal among
+/// them locked by the caller, who raises `journals.stored_max` after).
+///
+/// Exactly once by `(gateway, journal, seq)` although the primary key of
+/// the partitioned `events` must carry `at` (migration 0005): a row above
+/// `fresh_above` of its journal (the larger of its `acked_seq` and
+/// `stored_max`, the highest seq ever inserted for it) cannot be in
+/// `events`, and goes straight in by binary COPY — the common case, the
+/// database's own fast path. Any other row (a resend, a redelivery, a
+/// batch after a gap) goes by COPY into the staging table and one
+/// `INSERT … SELECT`: at or below `acked_seq` it is settled and skipped,
+/// in between it is looked up in `events` first.
 async fn insert_rows(
     tx: &tokio_postgres::Transaction<'_>,
     rows: &[&Row],
+    fresh_above: &std::collections::BTreeMap<(GatewayId, JournalId), u64>,
 ) -> Result<(), tokio_postgres::Error> {
-    let mut gateway = Vec::with_capacity(rows.len());
-    let mut journal: Vec<&[u8]> = Vec::with_capacity(rows.len());
-    let mut seq = Vec::with_capacity(rows.len());
-    let mut at = Vec::with_capacity(rows.len());
-    let mut kind = Vec::with_capacity(rows.len());
-    let mut door = Vec::with_capacity(rows.len());
-    let mut credential = Vec::with_capacity(rows.len());
-    let mut reason = Vec::with_capacity(rows.len());
-    let mut json = Vec::with_capacity(rows.len());
-    for r in rows {
-        gateway.push(r.gateway.as_str());
-        journal.push(&r.journal.as_bytes()[..]);
-        // Checked to fit an i64 when decoded.
-        seq.push(i64::try_from(r.seq).unwrap_or(i64::MAX));
-        at.push(r.at);
-        kind.push(r.kind.as_str());
-        door.push(r.door.as_deref());
-        credential.push(r.credential.as_deref());
-        reason.push(r.reason.as_deref());
-        json.push(r.json.as_str());
+    let (fresh, known): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| {
+        fresh_above
+            .get(&(r.gateway.clone(), r.journal))
+            .is_some_and(|f| r.seq > *f)
+    });
+    if !fresh.is_empty() {
+        copy_rows(tx, CopyTarget::Events, &fresh).await?;
     }
-    tx.execute(
+    if known.is_empty() {
+        return Ok(());
+    }
+    copy_rows(tx, CopyTarget::Staging, &known).await?;
+    tx.batch_execute(
         "INSERT INTO events (gateway, seq, at, type, door, credential, reason, event, journal)
-         SELECT * FROM unnest($1::text[], $2::int8[], $3::timestamptz[],
-                              $4::text[], $5::text[], $6::text[], $7::text[],
-                              $8::text[]::jsonb[], $9::bytea[])
-         ON CONFLICT (gateway, journal, seq) DO NOTHING",
-        &[
-            &gateway,
-            &seq,
-            &at,
-            &kind,
-            &door,
-            &credential,
-            &reason,
-            &json,
-            &journal,
-        ],
+         SELECT s.gateway, s.seq, s.at, s.type, s.door, s.credential, s.reason, s.event, s.journal
+           FROM events_staging s
+           JOIN journals j ON j.gateway = s.gateway AND j.journal = s.journal
+          WHERE s.seq > j.acked_seq
+            AND (s.seq > j.stored_max
+                 OR NOT EXISTS (SELECT 1 FROM events e
+                                 WHERE e.gateway = s.gateway AND e.journal = s.journal
+                                   AND e.seq = s.seq))
+         ON CONFLICT DO NOTHING;
+         DELETE FROM events_staging;",
     )
     .await?;
     Ok(())
@@ -790,6 +1088,11 @@ pub struct Publication<'a> {
     pub credentials: usize,
     /// SHA-256 of the signed blob, hex.
     pub digest: String,
+    /// The signed blob (kept for the last snapshot and the deltas after
+    /// it: what a repair rebuilds from).
+    pub blob: &'a [u8],
+    /// Whether central published it by itself (a repair), not an operator.
+    pub repair: bool,
 }
 
 /// Record a publication and the cards the gateway's rules now name: a
@@ -800,10 +1103,22 @@ pub async fn record_published(
     cards: &[String],
 ) -> Result<(), DbError> {
     let tx = client.transaction().await?;
+    record_published_in(&tx, p, cards).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`record_published`] inside the caller's transaction.
+pub async fn record_published_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    p: &Publication<'_>,
+    cards: &[String],
+) -> Result<(), DbError> {
     let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
     tx.execute(
-        "INSERT INTO rules_published (gateway, version, kind, base_version, building, credentials, digest)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO rules_published
+             (gateway, version, kind, base_version, building, credentials, digest, blob, repair)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &p.gateway.as_str(),
             &v(p.version),
@@ -812,6 +1127,8 @@ pub async fn record_published(
             &p.building,
             &i64::try_from(p.credentials).unwrap_or(i64::MAX),
             &p.digest,
+            &p.blob,
+            &p.repair,
         ],
     )
     .await?;
@@ -821,6 +1138,13 @@ pub async fn record_published(
             &[&p.gateway.as_str()],
         )
         .await?;
+        // Only the last snapshot and what follows it are rebuilt from.
+        tx.execute(
+            "UPDATE rules_published SET blob = NULL
+              WHERE gateway = $1 AND version < $2 AND blob IS NOT NULL",
+            &[&p.gateway.as_str(), &v(p.version)],
+        )
+        .await?;
     }
     tx.execute(
         "INSERT INTO gateway_credentials (gateway, card)
@@ -828,8 +1152,161 @@ pub async fn record_published(
         &[&p.gateway.as_str(), &cards],
     )
     .await?;
-    tx.commit().await?;
     Ok(())
+}
+
+/// Why a gateway gets its rules again (`rules_repairs.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairReason {
+    /// It refused a delta: "a full snapshot is needed".
+    DeltaRefused,
+    /// It came back online reporting a version below what was published.
+    BehindAfterReconnect,
+}
+
+impl RepairReason {
+    /// The stored code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::DeltaRefused => "delta_refused",
+            Self::BehindAfterReconnect => "behind_after_reconnect",
+        }
+    }
+}
+
+/// A gateway whose rules central should publish again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairCandidate {
+    /// The gateway.
+    pub gateway: GatewayId,
+    /// The version it reports in force.
+    pub rules_version: Option<u64>,
+    /// The latest publication an operator made (the "once" key).
+    pub for_version: u64,
+    /// Why.
+    pub reason: RepairReason,
+}
+
+/// The text of the gateway's refusal that only a full snapshot cures
+/// (`rules::envelope::DeltaError::BaseMismatch`).
+pub const NEEDS_SNAPSHOT: &str = "a full snapshot is needed";
+
+/// Gateways to repair: online, reporting a version below the highest
+/// published, and either refusing a delta for want of a full snapshot, or
+/// online again (after the latest publication) for longer than `grace`
+/// seconds (the broker's queued deltas and retained snapshot had their
+/// chance); each at most once per operator publication.
+pub async fn repair_candidates(
+    client: &Client,
+    grace_seconds: i32,
+) -> Result<Vec<RepairCandidate>, DbError> {
+    let rows = client
+        .query(
+            "SELECT g.id, g.rules_version, o.version,
+                    coalesce(g.rules_refused LIKE '%' || $2 || '%', false)
+               FROM gateways g
+               JOIN LATERAL (SELECT version, published_at FROM rules_published p
+                              WHERE p.gateway = g.id ORDER BY version DESC LIMIT 1) p ON true
+               JOIN LATERAL (SELECT version FROM rules_published p
+                              WHERE p.gateway = g.id AND NOT p.repair
+                              ORDER BY version DESC LIMIT 1) o ON true
+              WHERE g.state = 'online'
+                AND coalesce(g.rules_version, 0) < p.version
+                AND (g.rules_refused LIKE '%' || $2 || '%'
+                     OR (g.state_since > p.published_at
+                         AND g.state_since < now() - make_interval(secs => $1)))
+                AND NOT EXISTS (SELECT 1 FROM rules_repairs r
+                                 WHERE r.gateway = g.id AND r.for_version = o.version)
+              ORDER BY g.id",
+            &[&f64::from(grace_seconds), &NEEDS_SNAPSHOT],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some(RepairCandidate {
+                gateway: r.get::<_, String>(0).parse().ok()?,
+                rules_version: r
+                    .get::<_, Option<i64>>(1)
+                    .and_then(|v| u64::try_from(v).ok()),
+                for_version: u64::try_from(r.get::<_, i64>(2)).ok()?,
+                reason: if r.get::<_, bool>(3) {
+                    RepairReason::DeltaRefused
+                } else {
+                    RepairReason::BehindAfterReconnect
+                },
+            })
+        })
+        .collect())
+}
+
+/// What a repair rebuilds from: the last snapshot's blob (if central
+/// still holds it) and the deltas published after it, in order.
+#[derive(Debug, Clone, Default)]
+pub struct RulesLineage {
+    /// The last snapshot, as published.
+    pub snapshot: Option<Vec<u8>>,
+    /// Its version.
+    pub snapshot_version: Option<u64>,
+    /// Later deltas, by version.
+    pub deltas: Vec<Vec<u8>>,
+}
+
+/// Claim the repair of `c` (a row in `rules_repairs`; another instance's
+/// claim wins) inside `tx`; `false` when it was claimed already.
+pub async fn claim_repair(
+    tx: &tokio_postgres::Transaction<'_>,
+    c: &RepairCandidate,
+    version: Option<u64>,
+    detail: &str,
+) -> Result<bool, DbError> {
+    let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+    let n = tx
+        .execute(
+            "INSERT INTO rules_repairs (gateway, for_version, reason, rules_version, version, detail)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &c.gateway.as_str(),
+                &v(c.for_version),
+                &c.reason.code(),
+                &c.rules_version.map(v),
+                &version.map(v),
+                &detail,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// The last snapshot and later deltas central published to `gateway`.
+pub async fn rules_lineage(client: &Client, gateway: &GatewayId) -> Result<RulesLineage, DbError> {
+    let snap = client
+        .query_opt(
+            "SELECT version, blob FROM rules_published
+              WHERE gateway = $1 AND kind = 'snapshot' ORDER BY version DESC LIMIT 1",
+            &[&gateway.as_str()],
+        )
+        .await?;
+    let Some(snap) = snap else {
+        return Ok(RulesLineage::default());
+    };
+    let version: i64 = snap.get(0);
+    let deltas = client
+        .query(
+            "SELECT blob FROM rules_published
+              WHERE gateway = $1 AND kind = 'delta' AND version > $2 ORDER BY version",
+            &[&gateway.as_str(), &version],
+        )
+        .await?;
+    // A delta without its blob (published before schema 6) leaves
+    // nothing to rebuild from: no snapshot.
+    let deltas: Option<Vec<Vec<u8>>> = deltas.iter().map(|r| r.get(0)).collect();
+    let snapshot: Option<Vec<u8>> = snap.get(1);
+    Ok(RulesLineage {
+        snapshot: snapshot.filter(|_| deltas.is_some()),
+        snapshot_version: u64::try_from(version).ok(),
+        deltas: deltas.unwrap_or_default(),
+    })
 }
 
 /// Gateways whose rules name `card`.

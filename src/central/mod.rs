@@ -14,6 +14,8 @@ pub mod driver;
 pub mod fuzz;
 pub mod import;
 pub mod ingest;
+pub mod pgtls;
+pub mod repair;
 
 use std::fmt;
 use std::str::FromStr;
@@ -91,6 +93,29 @@ impl GatewayTopics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Central is a peer of the gateway's drivers, not a user of them: its
+    /// MQTT setup comes from the neutral [`crate::mqtt`], its events from
+    /// [`crate::event`].
+    #[test]
+    fn central_imports_no_driver_and_no_event_through_the_journal() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/central");
+        // Spelt in pieces so that this test does not find itself.
+        let driver = ["crate::", "driver"].concat();
+        let journal = ["journal", "::"].concat();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines() {
+                let code = line.split("//").next().unwrap_or("");
+                assert!(!code.contains(&driver), "{}: {line}", path.display());
+                let journal_event = code.contains(&journal)
+                    && code.contains("Event")
+                    && !code.contains("EventKind::");
+                assert!(!journal_event, "{}: {line}", path.display());
+            }
+        }
+    }
 
     #[test]
     fn gateway_ids() {

@@ -447,6 +447,8 @@ async fn push(config: CentralConfig, args: PushArgs) -> anyhow::Result<ExitCode>
                 building: &snap.building,
                 credentials: cards.len(),
                 digest: digest(&bytes),
+                blob: &bytes,
+                repair: false,
             },
             &cards,
         )
@@ -531,6 +533,8 @@ async fn block(config: CentralConfig, args: BlockArgs, unblock: bool) -> anyhow:
                 building: &last.building,
                 credentials: 1,
                 digest: digest(&bytes),
+                blob: &bytes,
+                repair: false,
             },
             std::slice::from_ref(&card),
         )

@@ -35,16 +35,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, Publish, QoS, TlsConfiguration,
-    Transport,
-};
+use rumqttc::{AsyncClient, Event, Incoming, LastWill, Publish, QoS};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock;
 use crate::event::EventKind;
 use crate::journal::{JournalAcker, JournalError, JournalReader, Record};
+pub use crate::mqtt::{drive_until, mqtt_options};
 use crate::uplink::outbox::{Input, Output};
 use crate::uplink::wire::{self, Ack, Status};
 use crate::uplink::{Outbox, UplinkConfig};
@@ -148,34 +146,14 @@ pub enum UplinkError {
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The MQTT client setup ([`crate::mqtt`]).
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
 }
 
 /// Build the rustls client config (see [`crate::uplink::tls`]).
 pub fn tls_config(cfg: &UplinkConfig) -> Result<rustls::ClientConfig, UplinkError> {
     crate::uplink::tls::client_config(cfg).map_err(|e| UplinkError::Tls(e.to_string()))
-}
-
-/// MQTT options for a client with id `client_id` (the gateway id, or
-/// `central-…` for the integrator tool).
-pub fn mqtt_options(
-    cfg: &UplinkConfig,
-    client_id: &str,
-    last_will: Option<LastWill>,
-) -> Result<MqttOptions, UplinkError> {
-    let mut o = MqttOptions::new(client_id, &cfg.host, cfg.port);
-    o.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(
-        tls_config(cfg)?,
-    ))));
-    o.set_keep_alive(Duration::from_secs(30));
-    // A persistent session: commands published while the link is down are
-    // queued by the broker and delivered (then checked for expiry).
-    o.set_clean_session(false);
-    o.set_max_packet_size(cfg.max_snapshot_mib << 20, 16 << 20);
-    o.set_request_channel_capacity(256);
-    if let Some(will) = last_will {
-        o.set_last_will(will);
-    }
-    Ok(o)
 }
 
 /// Topic names under the prefix.
@@ -798,24 +776,4 @@ fn update_state(
         }
     });
     Ok(())
-}
-
-/// Read the whole event loop until `what` holds or `limit` passes; for the
-/// integrator tool, which publishes and leaves.
-pub async fn drive_until(
-    eventloop: &mut EventLoop,
-    limit: Duration,
-    mut what: impl FnMut(&Event) -> bool,
-) -> Result<(), String> {
-    tokio::time::timeout(limit, async {
-        loop {
-            match eventloop.poll().await {
-                Ok(e) if what(&e) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    })
-    .await
-    .map_err(|_| format!("no confirmation within {limit:?}"))?
 }

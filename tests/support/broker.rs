@@ -341,7 +341,7 @@ pub struct TestUplink {
     /// Alarms the uplink asks the daemon to journal.
     pub alarms: tokio::sync::mpsc::UnboundedReceiver<portier::event::EventKind>,
     pub state: tokio::sync::watch::Receiver<portier::driver::uplink::UplinkState>,
-    _status: tokio::sync::watch::Sender<portier::uplink::wire::Status>,
+    pub status: tokio::sync::watch::Sender<portier::uplink::wire::Status>,
     _shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -451,7 +451,7 @@ pub fn spawn_uplink_with(
         delivered,
         alarms,
         state,
-        _status: status_tx,
+        status: status_tx,
         _shutdown: shutdown_tx,
     }
 }

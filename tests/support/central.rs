@@ -193,7 +193,11 @@ impl JournalGateway {
 
     /// Append `kinds` (one journal transaction per 1000).
     pub fn append(&mut self, kinds: Vec<EventKind>) {
-        let at = "2026-11-23T22:00:00Z".parse().unwrap();
+        self.append_at("2026-11-23T22:00:00Z".parse().unwrap(), kinds);
+    }
+
+    /// Append `kinds` happening at `at`.
+    pub fn append_at(&mut self, at: jiff::Timestamp, kinds: Vec<EventKind>) {
         let mut last = 0;
         let mut kinds = kinds.into_iter().peekable();
         while kinds.peek().is_some() {
@@ -203,6 +207,16 @@ impl JournalGateway {
         if let Some(u) = &self.uplink {
             u.appended.send_replace(last);
         }
+    }
+
+    /// The uplink's half of the journal, to start an uplink of one's own.
+    pub fn take_uplink_journal(&mut self) -> super::broker::UplinkJournal {
+        self.uplink_journal.take().expect("one uplink per journal")
+    }
+
+    /// The runtime the uplink runs on.
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
     }
 
     /// Start the uplink (batch 500, window 20 000, resend after 2 s).

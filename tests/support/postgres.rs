@@ -14,6 +14,21 @@ pub struct Postgres {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     user: Option<String>,
+    /// Also listening on 127.0.0.1 at this port (`start_tcp`, `start_tls`).
+    pub tcp_port: Option<u16>,
+    extra: Vec<String>,
+}
+
+/// How a TCP listener takes clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpAuth {
+    /// Plain TCP, no TLS offered (`ssl = off`), trust.
+    Plain,
+    /// TLS only (`hostssl … trust`; plain TCP rejected).
+    Tls,
+    /// TLS only, and the client's certificate is the login: its CN names
+    /// the role (`hostssl … cert`).
+    TlsClientCert,
 }
 
 /// A PostgreSQL program (`psql`, `initdb`, …) of the newest installed server.
@@ -49,6 +64,22 @@ fn user_exists(name: &str) -> bool {
 
 impl Postgres {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Also on 127.0.0.1 (a free port), plain, no TLS.
+    pub fn start_tcp() -> Self {
+        Self::start_with(Some((TcpAuth::Plain, None)))
+    }
+
+    /// Also on 127.0.0.1 (a free port) with TLS only: the server
+    /// certificate `pki/broker.crt` (`scripts/dev-pki`: SAN localhost and
+    /// 127.0.0.1), client certificates checked against `pki/ca.crt`.
+    pub fn start_tls(pki: &Path, auth: TcpAuth) -> Self {
+        Self::start_with(Some((auth, Some(pki))))
+    }
+
+    fn start_with(tcp: Option<(TcpAuth, Option<&Path>)>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("portier-pg")
             .tempdir()
@@ -71,6 +102,8 @@ impl Postgres {
             dir,
             child: None,
             user,
+            tcp_port: None,
+            extra: Vec::new(),
         };
         let data = pg.data();
         let out = pg
@@ -94,8 +127,68 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some((auth, pki)) = tcp {
+            pg.listen_tcp(auth, pki);
+        }
         pg.run();
         pg
+    }
+
+    fn listen_tcp(&mut self, auth: TcpAuth, pki: Option<&Path>) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        self.tcp_port = Some(port);
+        let data = self.data();
+        let line = match auth {
+            TcpAuth::Plain => "host all all 127.0.0.1/32 trust",
+            TcpAuth::Tls => "hostssl all all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 reject",
+            TcpAuth::TlsClientCert => {
+                "hostssl all all 127.0.0.1/32 cert\nhost all all 127.0.0.1/32 reject"
+            }
+        };
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!("local all all trust\n{line}\n"),
+        )
+        .unwrap();
+        self.extra = vec![
+            "-c".into(),
+            "listen_addresses=127.0.0.1".into(),
+            "-c".into(),
+            format!("port={port}"),
+        ];
+        if let Some(pki) = pki {
+            // The server's own copies: PostgreSQL wants its key private
+            // and owned by the cluster's user.
+            for (from, to) in [
+                ("broker.crt", "server.crt"),
+                ("broker.key", "server.key"),
+                ("ca.crt", "ca.crt"),
+            ] {
+                let dest = data.join(to);
+                std::fs::copy(pki.join(from), &dest).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
+                if let Some(u) = &self.user {
+                    let _ = Command::new("chown")
+                        .arg(format!("{u}:"))
+                        .arg(&dest)
+                        .status();
+                }
+            }
+            for setting in [
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", data.join("server.crt").display()),
+                format!("ssl_key_file={}", data.join("server.key").display()),
+                format!("ssl_ca_file={}", data.join("ca.crt").display()),
+            ] {
+                self.extra.push("-c".into());
+                self.extra.push(setting);
+            }
+        }
     }
 
     fn data(&self) -> PathBuf {
@@ -139,12 +232,13 @@ impl Postgres {
                 self.dir.path().display()
             ))
             .args(["-c", "max_connections=50", "-c", "shared_buffers=64MB"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("postgres");
         self.child = Some(child);
-        let socket = self.dir.path().join(".s.PGSQL.5432");
+        let socket = self.dir.path().join(format!(".s.PGSQL.{}", self.port()));
         let end = Instant::now() + Duration::from_secs(30);
         while !self.ready(&socket) {
             assert!(
@@ -166,11 +260,17 @@ impl Postgres {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
     }
 
-    /// The `[postgres] connect` string.
+    /// The server's port (the unix socket is named after it too).
+    pub fn port(&self) -> u16 {
+        self.tcp_port.unwrap_or(5432)
+    }
+
+    /// The `[postgres] connect` string (the unix socket).
     pub fn connect(&self) -> String {
         format!(
-            "host={} port=5432 user=postgres dbname=postgres",
-            self.dir.path().display()
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir.path().display(),
+            self.port()
         )
     }
 
@@ -178,6 +278,7 @@ impl Postgres {
         let out = Command::new(bin("psql"))
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.dir.path())
+            .args(["-p", &self.port().to_string()])
             .args(["-U", "postgres", "-d", "postgres", "-c", sql])
             .output()
             .ok()?;
