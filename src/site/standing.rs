@@ -60,11 +60,15 @@ pub enum StandingError {
 
 /// The bytes kept in the journal for `state` (always the current layout).
 pub fn encode(state: &StandingState) -> Result<Vec<u8>, StandingError> {
-    let state = StandingState {
+    if state.version == VERSION {
+        // The common case: no copy of a long presence list.
+        return serde_cbor::to_vec(state).map_err(StandingError::Encode);
+    }
+    let current = StandingState {
         version: VERSION,
         ..state.clone()
     };
-    serde_cbor::to_vec(&state).map_err(StandingError::Encode)
+    serde_cbor::to_vec(&current).map_err(StandingError::Encode)
 }
 
 /// Read a standing state of any layout up to [`VERSION`], upgraded to the
