@@ -10,36 +10,10 @@ mod support;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use support::notify::recv_until;
 use support::{PtyPair, portier_bin};
-
-fn recv_until(
-    sock: &UnixDatagram,
-    limit: Duration,
-    what: &str,
-    mut done: impl FnMut(&str) -> bool,
-) -> Vec<String> {
-    let end = Instant::now() + limit;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "timed out waiting for {what}; got {seen:?}"
-        );
-        sock.set_read_timeout(Some(left)).unwrap();
-        if let Ok(n) = sock.recv(&mut buf) {
-            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let stop = done(&msg);
-            seen.push(msg);
-            if stop {
-                return seen;
-            }
-        }
-    }
-}
 
 #[test]
 fn ready_then_watchdog_pings_then_stopping() {

@@ -342,4 +342,5 @@ pub fn proc_memory(process: &str, field: &str) -> u64 {
 pub mod broker;
 pub mod central;
 pub mod gateway;
+pub mod notify;
 pub mod postgres;
