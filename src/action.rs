@@ -261,4 +261,36 @@ mod tests {
             RecordedAction::Text("{\"action\":\"lockd".into())
         );
     }
+
+    /// A lockdown of many doors keeps its record: who, the outcome and the
+    /// action's text, capped, instead of an oversized stand-in.
+    #[test]
+    fn a_long_door_list_is_kept_as_capped_text() {
+        let doors = (0..400)
+            .map(|i| DoorId::from(format!("door-{i:04}")))
+            .collect();
+        let r = ActionRecord::new::<&str>(
+            "central".into(),
+            Some("cmd-1".into()),
+            RemoteAction::Lockdown { doors },
+            Ok(()),
+        );
+        let EventKind::RemoteAction(kept) = EventKind::RemoteAction(r).bounded() else {
+            panic!("not a remote action");
+        };
+        assert_eq!(kept.outcome, Outcome::Accepted);
+        assert_eq!(kept.command.as_deref(), Some("cmd-1"));
+        let RecordedAction::Text(t) = &kept.action else {
+            panic!("the long action was kept whole: {:?}", kept.action);
+        };
+        assert!(t.len() <= crate::text::TEXT, "{}", t.len());
+        assert!(t.starts_with(r#"{"action":"lockdown""#), "{t}");
+        let e = Event {
+            seq: 1,
+            at: jiff::Timestamp::UNIX_EPOCH,
+            kind: EventKind::RemoteAction(kept),
+        };
+        // Well under the journal's 4 KiB per event.
+        assert!(serde_cbor::to_vec(&e).unwrap().len() < 1024);
+    }
 }

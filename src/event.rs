@@ -751,7 +751,17 @@ impl EventKind {
                 command: r.command.map(id),
                 action: match r.action {
                     RecordedAction::Text(t) => RecordedAction::Text(text(t)),
-                    action => action,
+                    // A long door list would make the whole record too big
+                    // and cost who did it and the outcome: past the text
+                    // cap the action is kept as its text, capped.
+                    RecordedAction::Action(a) => {
+                        let json = serde_json::to_string(&a).unwrap_or_default();
+                        if json.len() > TEXT {
+                            RecordedAction::Text(text(json))
+                        } else {
+                            RecordedAction::Action(a)
+                        }
+                    }
                 },
                 refusal: r.refusal.map(text),
                 ..r

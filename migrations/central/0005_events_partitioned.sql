@@ -19,9 +19,11 @@
 -- journals.stored_max (the highest seq ever inserted for the journal) is
 -- new, and only a row between the two is looked up in `events` first.
 -- So a second event claiming a stored seq with another `at` is dropped as
--- before (ON CONFLICT (gateway, journal, seq) DO NOTHING did the same),
--- and retention never lets a dropped month's events back in: their seqs
--- are at or below the ack.
+-- before (ON CONFLICT (gateway, journal, seq) DO NOTHING did the same).
+-- A dropped month's events come back only if their seqs are above the
+-- ack (the ack held behind a gap, e.g. a quarantined row) and a gateway
+-- sends them again; they then land in their (dropped) month's place, the
+-- default partition, and the next retention run removes them again.
 
 ALTER TABLE events RENAME TO events_unpartitioned;
 ALTER INDEX events_pkey RENAME TO events_unpartitioned_pkey;

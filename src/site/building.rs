@@ -1367,4 +1367,56 @@ mod tests {
             }))
         );
     }
+
+    /// A PD with a fire-alarm input is asked for its input status when it
+    /// comes online (the kept alarm must meet the true level), and its
+    /// first report is news either way; a PD without one is not asked.
+    #[test]
+    fn a_fire_alarm_pd_is_asked_for_its_inputs_when_it_comes_online() {
+        let now = crate::test_clock::epoch();
+        let mut b = building().with_fire_alarms(vec![FireAlarmWiring {
+            id: "panel".into(),
+            input: InputRef {
+                pd: pd(5),
+                input: 2,
+                active_high: true,
+            },
+            releases: vec!["lab".into()],
+        }]);
+        let online = |address| BuildingInput::Bus {
+            bus: "bus0".into(),
+            event: BusEvent::Online {
+                address,
+                secure: true,
+                identity: None,
+                capabilities: vec![],
+            },
+        };
+        let asked = |actions: &[BuildingAction], address: u8| {
+            actions.iter().any(|a| {
+                matches!(a, BuildingAction::Command { pd, command: Command::InputStatus }
+                    if pd.address == address)
+            })
+        };
+        b.handle(now, online(5));
+        assert!(asked(&drain(&mut b), 5));
+        b.handle(now, online(3));
+        assert!(!asked(&drain(&mut b), 3));
+        // The first report says inactive: the kept alarm is cleared.
+        b.handle(
+            now,
+            BuildingInput::Bus {
+                bus: "bus0".into(),
+                event: BusEvent::Inputs {
+                    address: 5,
+                    inputs: vec![0, 0, 0],
+                },
+            },
+        );
+        assert!(drain(&mut b).contains(&BuildingAction::FireAlarm {
+            input: "panel".into(),
+            releases: vec!["lab".into()],
+            active: false,
+        }));
+    }
 }

@@ -767,7 +767,7 @@ impl Gateway {
             }
         };
         let situation = Situation {
-            lockdown: self.planner.is_locked_down(door),
+            lockdown: self.planner.holds_locked(door),
         };
         decision::decide(&*self.rules, door, presented, when, situation)
     }
@@ -1483,5 +1483,31 @@ mod tests {
             )),
             "{out:?}"
         );
+    }
+
+    /// A standard door set to `lockdown` by a remote mode (not a lockdown)
+    /// still refuses cards that are not exempt, and the decision says so:
+    /// the why box answers as the door does.
+    #[test]
+    fn a_door_held_in_lockdown_mode_is_decided_as_the_door_will() {
+        let mut g = Gateway::new(building(), Box::new(Table), StandingState::default(), at(0));
+        drain(&mut g);
+        let lockdown_mode = RemoteAction::SetMode {
+            door: "lab".into(),
+            mode: "lockdown".parse().unwrap(),
+            seconds: 600,
+        };
+        remote(&mut g, at(1), lockdown_mode);
+        assert!(!g.is_locked_down("lab"), "a mode, not a lockdown");
+        let staff = Presented::from(Card::Raw {
+            bytes: vec![1],
+            bits: 8,
+        });
+        assert_eq!(
+            g.decide(&"lab".into(), &staff, None).deny_reason(),
+            Some(DenyReason::Lockdown)
+        );
+        let out = card(&mut g, at(2), 1, 1);
+        assert!(!g.doors()[0].released, "{out:?}");
     }
 }

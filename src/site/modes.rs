@@ -190,6 +190,15 @@ impl ModePlanner {
         self.doors.get(door).is_some_and(|d| d.lockdown && !d.fire)
     }
 
+    /// Whether the door is held in its lockdown mode now (`lockdown`,
+    /// `locked`), by a lockdown or by a mode set or scheduled: what a card
+    /// decision must know, so that it answers as the door will.
+    pub fn holds_locked(&self, door: &str) -> bool {
+        self.doors
+            .get(door)
+            .is_some_and(|d| d.applied == Some(d.class.lockdown_mode()))
+    }
+
     /// The authority that sets the door's mode now.
     pub fn authority(&self, door: &str, now: Instant) -> Option<Authority> {
         self.doors.get(door).map(|d| d.effective(now).1)
