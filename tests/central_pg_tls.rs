@@ -84,17 +84,11 @@ fn verify_full_connects_only_to_the_named_host_with_the_ca_s_certificate() {
         dir.path(),
         &broker,
         "wrong-ca",
-        &format!(
-            "connect = \"host=localhost port={port} user=postgres dbname=postgres\"\n\
-             sslmode = \"verify-full\"\nca = {other:?}"
-        ),
+        &localhost(port, &format!("sslmode = \"verify-full\"\nca = {other:?}")),
     );
     let (ok, err) = migrate(&c);
     assert!(!ok && err.contains("certificate"), "{err}");
-    assert_eq!(
-        pg.count("SELECT count(*) FROM pg_tables WHERE tablename = 'central_schema'"),
-        0
-    );
+    assert_nothing_migrated(&pg);
 
     // The right CA but a host name the certificate does not carry (the
     // address is the server's): refused.
@@ -115,10 +109,7 @@ fn verify_full_connects_only_to_the_named_host_with_the_ca_s_certificate() {
         dir.path(),
         &broker,
         "right",
-        &format!(
-            "connect = \"host=localhost port={port} user=postgres dbname=postgres\"\n\
-             ca = {ca:?}"
-        ),
+        &localhost(port, &format!("ca = {ca:?}")),
     );
     let (ok, err) = migrate(&c);
     assert!(ok, "{err}");
@@ -130,13 +121,25 @@ fn verify_full_connects_only_to_the_named_host_with_the_ca_s_certificate() {
         dir.path(),
         &broker,
         "plain",
-        &format!(
-            "connect = \"host=localhost port={port} user=postgres dbname=postgres\"\n\
-             sslmode = \"disable\""
-        ),
+        &localhost(port, "sslmode = \"disable\""),
     );
     let (ok, err) = migrate(&c);
     assert!(!ok && err.contains("no encryption"), "{err}");
+}
+
+/// A `[postgres]` section for the test server on this machine, as
+/// `postgres`, with `rest` (the TLS keys) after the connect string.
+fn localhost(port: u16, rest: &str) -> String {
+    format!("connect = \"host=localhost port={port} user=postgres dbname=postgres\"\n{rest}")
+}
+
+/// Central refused before touching the database.
+fn assert_nothing_migrated(pg: &Postgres) {
+    assert_eq!(
+        pg.count("SELECT count(*) FROM pg_tables WHERE tablename = 'central_schema'"),
+        0,
+        "central migrated over a connection it should have refused"
+    );
 }
 
 #[test]
@@ -150,27 +153,17 @@ fn verify_full_refuses_a_server_without_tls() {
         dir.path(),
         &broker,
         "tls",
-        &format!(
-            "connect = \"host=localhost port={port} user=postgres dbname=postgres\"\n\
-             sslmode = \"verify-full\"\nca = {ca:?}"
-        ),
+        &localhost(port, &format!("sslmode = \"verify-full\"\nca = {ca:?}")),
     );
     let (ok, err) = migrate(&c);
     assert!(!ok && err.contains("TLS"), "{err}");
-    assert_eq!(
-        pg.count("SELECT count(*) FROM pg_tables WHERE tablename = 'central_schema'"),
-        0,
-        "central used a plain connection"
-    );
+    assert_nothing_migrated(&pg);
     // The same server in plain text when the config says so.
     let c = config(
         dir.path(),
         &broker,
         "plain",
-        &format!(
-            "connect = \"host=localhost port={port} user=postgres dbname=postgres\"\n\
-             sslmode = \"disable\""
-        ),
+        &localhost(port, "sslmode = \"disable\""),
     );
     let (ok, err) = migrate(&c);
     assert!(ok, "{err}");
