@@ -434,6 +434,7 @@ fn peripheral_event_json(event: &PeripheralEvent) -> serde_json::Value {
     use portier::osdp::message::Command;
     match event {
         PeripheralEvent::SecureChannel => json!({"event": "secure_channel"}),
+        PeripheralEvent::FileReceived => json!({"event": "file_received"}),
         PeripheralEvent::KeyInstalled(_) => json!({"event": "keyset"}),
         PeripheralEvent::Command(Command::Led(records)) => {
             let r = &records[0];
