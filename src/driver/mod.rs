@@ -12,6 +12,7 @@ pub mod disk;
 pub mod drain;
 pub mod gateway;
 pub mod inbound;
+pub mod inventory;
 pub mod logging;
 pub mod running;
 pub mod serial;
