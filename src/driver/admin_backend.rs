@@ -27,7 +27,8 @@ use crate::journal::JournalReader;
 use crate::osdp;
 use crate::site::remote::RemoteAction;
 use crate::status::{
-    BusStatus, DoorKindName, DoorStatus, GatewayStatus, Occupancy, PresenceEntry, RulesStatus, Status, UntrustedRules, UplinkStatus,
+    BusStatus, DoorKindName, DoorStatus, GatewayStatus, Occupancy, PresenceEntry, RulesStatus,
+    Status, UntrustedRules, UplinkStatus,
 };
 use crate::store::{RulesTrust, Store};
 

@@ -434,7 +434,10 @@ fn start_uplink_if(
     keys: TrustedKeys,
     events_db: &sled::Db,
     journal: (JournalReader, JournalAcker),
-    (running, readers): (&Running, watch::Receiver<Vec<crate::status::ReaderInventory>>),
+    (running, readers): (
+        &Running,
+        watch::Receiver<Vec<crate::status::ReaderInventory>>,
+    ),
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Option<watch::Receiver<UplinkState>>, RunError> {
     let Some(uplink) = config.uplink.clone() else {

@@ -65,9 +65,7 @@ pub(crate) fn pd_status(
         power_failure: p.local_status.is_some_and(|s| s.power != 0),
         identity: p.identity.as_ref().map(identity),
         capabilities: capabilities(p),
-        last_seen: p
-            .last_reply
-            .and_then(|t| wall_time(t, mono_now, wall_now)),
+        last_seen: p.last_reply.and_then(|t| wall_time(t, mono_now, wall_now)),
         update: p.transfer.map(|t| UpdateProgress {
             confirmed: t.confirmed,
             total: t.total,
@@ -95,9 +93,7 @@ pub(crate) fn inventory(
                     capabilities: capabilities(p),
                     online: p.online && p.transfer.is_none(),
                     secure_channel: p.secure,
-                    last_seen: p
-                        .last_reply
-                        .and_then(|t| wall_time(t, mono_now, wall_now)),
+                    last_seen: p.last_reply.and_then(|t| wall_time(t, mono_now, wall_now)),
                     updating: p.transfer.is_some(),
                 })
                 .collect::<Vec<_>>()
