@@ -57,8 +57,7 @@ fn central_knows_every_reader_of_two_buildings_and_their_firmware() {
     let started = gw_1
         .events()
         .into_iter()
-        .filter(|e| e["type"] == "admin_started")
-        .last()
+        .rfind(|e| e["type"] == "admin_started")
         .unwrap();
     let port = started["listen"]
         .as_str()

@@ -78,8 +78,15 @@ fn link(pty: &PtyPair) -> Vec<String> {
 fn reachable(pty: &PtyPair, key_file: &Path) -> bool {
     let mut args = link(pty);
     args.extend(["--scbk-file".into(), key_file.display().to_string()]);
-    args.extend(["--once".into(), "--json".into(), "--timeout".into(), "10".into()]);
-    let args: Vec<&str> = std::iter::once("probe").chain(args.iter().map(String::as_str)).collect();
+    args.extend([
+        "--once".into(),
+        "--json".into(),
+        "--timeout".into(),
+        "10".into(),
+    ]);
+    let args: Vec<&str> = std::iter::once("probe")
+        .chain(args.iter().map(String::as_str))
+        .collect();
     let out = reader(&args, &[]);
     out.status.success() && text(&out).contains("\"secure\":true")
 }
@@ -104,7 +111,10 @@ fn assert_no_key_in(output: &str, key: &str) {
     let lower = output.to_lowercase();
     for window in key.to_lowercase().as_bytes().chunks(16) {
         let part = std::str::from_utf8(window).unwrap();
-        assert!(!lower.contains(part), "part of a key in the output: {output}");
+        assert!(
+            !lower.contains(part),
+            "part of a key in the output: {output}"
+        );
     }
 }
 
@@ -166,7 +176,9 @@ fn write_file(dir: &Path, name: &str, len: usize, seed: u64) -> (PathBuf, Vec<u8
     let mut n = seed;
     let data: Vec<u8> = (0..len)
         .map(|_| {
-            n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (n >> 56) as u8
         })
         .collect();
@@ -183,7 +195,11 @@ fn sha256(data: &[u8]) -> String {
 fn update(pty: &PtyPair, key_file: &Path, file: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["update".to_owned()];
     args.extend(link(pty));
-    args.extend(["--scbk-file".into(), key_file.display().to_string(), "--json".into()]);
+    args.extend([
+        "--scbk-file".into(),
+        key_file.display().to_string(),
+        "--json".into(),
+    ]);
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     args.push(file.display().to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -206,7 +222,11 @@ fn a_firmware_file_arrives_whole_and_a_wrong_one_is_refused_before_a_byte() {
     assert!(!wrong.status.success());
     assert!(text(&wrong).contains("nothing sent"), "{}", text(&wrong));
     let vendor = update(&pty, &key_file, &file, &["--vendor", "aabbcc"]);
-    assert!(text(&vendor).contains("reports vendor b2a100"), "{}", text(&vendor));
+    assert!(
+        text(&vendor).contains("reports vendor b2a100"),
+        "{}",
+        text(&vendor)
+    );
     let model = update(&pty, &key_file, &file, &["--model", "9"]);
     assert!(!model.status.success(), "{}", text(&model));
     assert!(
@@ -220,7 +240,14 @@ fn a_firmware_file_arrives_whole_and_a_wrong_one_is_refused_before_a_byte() {
         &pty,
         &key_file,
         &file,
-        &["--sha256", &sha256(&data), "--vendor", "B2A100", "--model", "1"],
+        &[
+            "--sha256",
+            &sha256(&data),
+            "--vendor",
+            "B2A100",
+            "--model",
+            "1",
+        ],
     );
     let took = started.elapsed();
     assert!(out.status.success(), "{}", text(&out));
@@ -229,7 +256,10 @@ fn a_firmware_file_arrives_whole_and_a_wrong_one_is_refused_before_a_byte() {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     assert!(lines.iter().any(|l| l["event"] == "progress"), "{lines:?}");
-    let done = lines.iter().find(|l| l["event"] == "update_finished").unwrap();
+    let done = lines
+        .iter()
+        .find(|l| l["event"] == "update_finished")
+        .unwrap();
     assert_eq!(done["bytes"], data.len());
     pd.expect(T, "file received", |v| v["event"] == "file_received");
     assert_eq!(std::fs::read(received.join("pd1-file1.bin")).unwrap(), data);
@@ -256,7 +286,9 @@ fn an_update_cut_short_is_restarted_cleanly_by_the_next_run() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    pd.expect(T, "the first transfer opened", |v| v["event"] == "file_open");
+    pd.expect(T, "the first transfer opened", |v| {
+        v["event"] == "file_open"
+    });
     std::thread::sleep(Duration::from_millis(1500));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -274,7 +306,9 @@ fn an_update_cut_short_is_restarted_cleanly_by_the_next_run() {
 
 #[test]
 fn a_transfer_to_one_reader_leaves_the_other_reader_on_the_bus_answering() {
-    use portier::driver::serial::{BusRequest, BusStart, PortSettings, Rs485Mode, open_port, spawn_bus};
+    use portier::driver::serial::{
+        BusRequest, BusStart, PortSettings, Rs485Mode, open_port, spawn_bus,
+    };
     use portier::osdp::transfer::FileOffer;
     use portier::osdp::{Bus, BusEvent, KeyPolicy, PdConfig, Timing};
 
@@ -309,8 +343,12 @@ fn a_transfer_to_one_reader_leaves_the_other_reader_on_the_bus_answering() {
             address,
             key: KeyPolicy::Secure(key.clone()),
         };
-        let bus = Bus::new(timing, vec![cp(1), cp(2)], Box::new(portier::driver::clock::os_entropy))
-            .unwrap();
+        let bus = Bus::new(
+            timing,
+            vec![cp(1), cp(2)],
+            Box::new(portier::driver::clock::os_entropy),
+        )
+        .unwrap();
         let start = BusStart {
             name: "bus0".into(),
             events: events_tx,
@@ -321,13 +359,23 @@ fn a_transfer_to_one_reader_leaves_the_other_reader_on_the_bus_answering() {
         spawn_bus(port, bus, start).link.requests
     });
     let mut next = |limit: Duration| -> Option<BusEvent> {
-        rt.block_on(async { tokio::time::timeout(limit, events.recv()).await.ok().flatten() })
-            .map(|(_, e)| e)
+        rt.block_on(async {
+            tokio::time::timeout(limit, events.recv())
+                .await
+                .ok()
+                .flatten()
+        })
+        .map(|(_, e)| e)
     };
     let mut online = std::collections::BTreeSet::new();
     let end = Instant::now() + T;
     while online.len() < 2 && Instant::now() < end {
-        if let Some(BusEvent::Online { address, secure: true, .. }) = next(Duration::from_secs(1)) {
+        if let Some(BusEvent::Online {
+            address,
+            secure: true,
+            ..
+        }) = next(Duration::from_secs(1))
+        {
             online.insert(address);
         }
     }
@@ -364,7 +412,9 @@ fn a_transfer_to_one_reader_leaves_the_other_reader_on_the_bus_answering() {
                     break;
                 }
                 Some(BusEvent::TransferFinished { address: 1, .. }) => finished = true,
-                Some(BusEvent::TransferFailed { reason, .. }) => panic!("transfer failed: {reason}"),
+                Some(BusEvent::TransferFailed { reason, .. }) => {
+                    panic!("transfer failed: {reason}")
+                }
                 Some(BusEvent::Offline { .. }) => offline += 1,
                 Some(_) => {}
                 None => panic!("no card from PD 2 within 5 s during the transfer"),
@@ -372,12 +422,20 @@ fn a_transfer_to_one_reader_leaves_the_other_reader_on_the_bus_answering() {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    pds.expect(T, "file received", |v| v["event"] == "file_received" && v["address"] == 1);
-    assert_eq!(std::fs::read(dir.path().join("pd1-file1.bin")).unwrap(), data);
+    pds.expect(T, "file received", |v| {
+        v["event"] == "file_received" && v["address"] == 1
+    });
+    assert_eq!(
+        std::fs::read(dir.path().join("pd1-file1.bin")).unwrap(),
+        data
+    );
     assert_eq!(offline, 0, "no PD went offline");
     latencies.sort();
     let worst = *latencies.last().unwrap();
-    eprintln!("cards at PD 2 during the transfer: {} reads, worst {worst:?}", latencies.len());
+    eprintln!(
+        "cards at PD 2 during the transfer: {} reads, worst {worst:?}",
+        latencies.len()
+    );
     assert!(latencies.len() >= 3, "{latencies:?}");
     // libosdp answers within its 20 ms refresh; a card waits for at most a
     // fragment exchange and its own poll.

@@ -40,7 +40,10 @@ fn crash_point(name: &str) {
 }
 
 /// The next event from the bus, or an error at the deadline.
-async fn next_event(bus: &mut RunningBus, deadline: tokio::time::Instant) -> anyhow::Result<BusEvent> {
+async fn next_event(
+    bus: &mut RunningBus,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<BusEvent> {
     match tokio::time::timeout_at(deadline, bus.events.recv()).await {
         Ok(Some((_, e))) => Ok(e),
         Ok(None) => bail!("bus stopped"),
@@ -69,7 +72,10 @@ async fn until_online(
             BusEvent::KeyResolved { pending, .. } => resolved = Some(pending),
             online @ BusEvent::Online { .. } => return Ok((online, resolved)),
             BusEvent::SecurityAlarm { alarm, .. } => {
-                bail!("PD {address}: Secure Channel failed: {}", alarm_hint(&alarm))
+                bail!(
+                    "PD {address}: Secure Channel failed: {}",
+                    alarm_hint(&alarm)
+                )
             }
             BusEvent::Offline { .. } => {
                 bail!("PD {address} offline: no valid reply (check wiring, address, baud rate)")
@@ -89,8 +95,7 @@ pub(crate) async fn rotate_key(args: RotateArgs) -> anyhow::Result<ExitCode> {
             files.next().display()
         );
     }
-    let deadline = portier::clock::timer()
-        + Duration::from_secs(args.timeout);
+    let deadline = portier::clock::timer() + Duration::from_secs(args.timeout);
     let mut bus = start_bus(&args.port, policy)?;
     let outcome = rotate_on(&mut bus, &files, address, deadline).await;
     stop(bus).await;
@@ -149,7 +154,9 @@ async fn rotate_on(
             BusEvent::KeyResolved { pending: true, .. } => proven = true,
             BusEvent::KeyResolved { pending: false, .. } => {
                 files.discard_next()?;
-                bail!("PD {address} acknowledged the new key but still uses the old one; nothing changed");
+                bail!(
+                    "PD {address} acknowledged the new key but still uses the old one; nothing changed"
+                );
             }
             BusEvent::Online { secure: true, .. } if proven => {
                 // Step 3 done: a session on the new key. Step 4: retire the old.
@@ -205,7 +212,8 @@ fn read_checked(args: &UpdateArgs) -> anyhow::Result<Arc<[u8]>> {
             meta.len()
         );
     }
-    let data = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let data =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     if let Some(expected) = &args.sha256 {
         let expected = parse_sha256(expected)?;
         let actual: [u8; 32] = Sha256::digest(&data).into();
@@ -258,7 +266,11 @@ impl Progress {
                 ".".repeat(width - done),
                 u64::from(confirmed) * 100 / u64::from(total.max(1)),
                 rate / 1000.0,
-                eta.map_or("-".to_owned(), |s| format!("{}m{:02}s", s as u64 / 60, s as u64 % 60)),
+                eta.map_or("-".to_owned(), |s| format!(
+                    "{}m{:02}s",
+                    s as u64 / 60,
+                    s as u64 % 60
+                )),
             );
         }
     }
@@ -270,8 +282,7 @@ pub(crate) async fn update(args: UpdateArgs) -> anyhow::Result<ExitCode> {
         Some(path) => KeyFiles::new(path).load()?,
         None => KeyPolicy::Plaintext,
     };
-    let deadline = portier::clock::timer()
-        + Duration::from_secs(args.timeout);
+    let deadline = portier::clock::timer() + Duration::from_secs(args.timeout);
     let mut bus = start_bus(&args.port, policy)?;
     let outcome = update_on(&mut bus, &args, data, deadline).await;
     stop(bus).await;
@@ -351,7 +362,9 @@ async fn update_on(
                 if !args.json {
                     eprintln!();
                 }
-                let secs = progress.started.elapsed().as_secs_f64();
+                let secs = portier::clock::timer()
+                    .duration_since(progress.started)
+                    .as_secs_f64();
                 println!(
                     "{}",
                     json!({"event": "update_finished", "address": address, "bytes": total,

@@ -307,9 +307,8 @@ mod tests {
         }
     }
 
-    #[allow(clippy::disallowed_methods)]
     fn start() -> Instant {
-        Instant::now()
+        crate::test_clock::epoch()
     }
 
     #[test]
