@@ -306,6 +306,18 @@ fn an_update_cut_short_is_restarted_cleanly_by_the_next_run() {
 
 #[test]
 fn a_transfer_to_one_reader_leaves_the_other_reader_on_the_bus_answering() {
+    transfer_beside_cards(32 * 1024);
+}
+
+/// The 1 MiB case: about two minutes against libosdp's PD (its
+/// loop answers every 20 ms, 214-byte fragments for its 256-byte buffer).
+#[test]
+#[ignore = "1 MiB, ~2 min: cargo test --test reader_lifecycle -- --ignored"]
+fn a_one_mib_file_arrives_whole_beside_a_reader_in_service() {
+    transfer_beside_cards(1024 * 1024);
+}
+
+fn transfer_beside_cards(size: usize) {
     use portier::driver::serial::{
         BusRequest, BusStart, PortSettings, Rs485Mode, open_port, spawn_bus,
     };
@@ -381,7 +393,8 @@ fn a_transfer_to_one_reader_leaves_the_other_reader_on_the_bus_answering() {
     }
     assert_eq!(online.len(), 2, "both PDs online in Secure Channel");
 
-    let (_, data) = write_file(dir.path(), "fw.bin", 32 * 1024, 4);
+    let (_, data) = write_file(dir.path(), "fw.bin", size, 4);
+    let started = Instant::now();
     rt.block_on(async {
         let (started, result) = tokio::sync::oneshot::channel();
         requests
@@ -430,14 +443,21 @@ fn a_transfer_to_one_reader_leaves_the_other_reader_on_the_bus_answering() {
         data
     );
     assert_eq!(offline, 0, "no PD went offline");
+    let took = started.elapsed();
     latencies.sort();
-    let worst = *latencies.last().unwrap();
+    let p = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     eprintln!(
-        "cards at PD 2 during the transfer: {} reads, worst {worst:?}",
-        latencies.len()
+        "{size} bytes to PD 1 in {took:?} ({:.0} B/s); cards at PD 2 meanwhile: n={} p50={:?} p99={:?} max={:?}",
+        size as f64 / took.as_secs_f64(),
+        latencies.len(),
+        p(0.5),
+        p(0.99),
+        latencies[latencies.len() - 1]
     );
     assert!(latencies.len() >= 3, "{latencies:?}");
-    // libosdp answers within its 20 ms refresh; a card waits for at most a
-    // fragment exchange and its own poll.
-    assert!(worst < Duration::from_millis(500), "{latencies:?}");
+    // libosdp answers within its 20 ms loop: a card waits for about one
+    // fragment exchange and its own poll. The tail is the shared machine
+    // (two cores, libosdp in Python): p99, not the max.
+    assert!(p(0.5) < Duration::from_millis(100), "{latencies:?}");
+    assert!(p(0.99) < Duration::from_millis(500), "{latencies:?}");
 }

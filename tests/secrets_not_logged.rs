@@ -108,7 +108,10 @@ fn a_key_rotation_logs_and_captures_no_key() {
     )
     .to_lowercase();
     assert!(out.status.success(), "{all}");
-    let new = std::fs::read_to_string(&key_file).unwrap().trim().to_lowercase();
+    let new = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_lowercase();
     assert_ne!(new, OLD.to_lowercase());
     let captured = std::fs::read(&capture).unwrap();
     assert!(captured.len() > 200, "the capture holds the session");
