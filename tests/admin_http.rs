@@ -550,7 +550,8 @@ async fn status_page_shows_the_building_and_escapes_what_it_shows() {
         "Ada Lovelace",
         "access to this door, but not at this time",
         "id=\"why-answer\"",
-        "vendor 0A1B2C model 3 serial 123456 fw 1.4.2",
+        "vendor 0A1B2C model 3 v1 serial 123456 fw 1.4.2",
+        "communication_security",
         "Europe/Amsterdam",
         "Unlock momentarily",
     ] {
