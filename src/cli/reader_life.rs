@@ -26,7 +26,7 @@ use portier::driver::clock;
 use portier::driver::key_files::KeyFiles;
 use portier::driver::serial::BusRequest;
 use portier::osdp::secure::Scbk;
-use portier::osdp::transfer::{FileOffer, MAX_FILE_LEN};
+use portier::osdp::transfer::{FileOffer, MAX_FILE_LEN, TransferFailure};
 use portier::osdp::{BusEvent, KeyPolicy, RotationFailure};
 
 use super::reader::{RotateArgs, RunningBus, UpdateArgs, alarm_hint, identity_json, start_bus};
@@ -328,37 +328,30 @@ async fn update_on(
                "sha256": hex::encode(Sha256::digest(&data[..])),
                "identity": identity_json(&identity)})
     );
-    let offer = FileOffer {
-        file_type: args.file_type,
-        data,
-        fragment: args.fragment,
-    };
-    let (started, result) = oneshot::channel();
-    bus.link
-        .requests
-        .send(BusRequest::StartTransfer {
-            address,
-            offer,
-            started,
-        })
-        .await
-        .context("bus stopped")?;
-    result.await.context("bus stopped")??;
     let mut progress = Progress {
         json: args.json,
         started: portier::clock::timer(),
         last_drawn: None,
     };
-    loop {
-        // No deadline while bytes move: the core gives up on a stall.
-        let Some((_, event)) = bus.events.recv().await else {
-            bail!("bus stopped");
+    for attempt in 1..=ATTEMPTS {
+        let offer = FileOffer {
+            file_type: args.file_type,
+            data: data.clone(),
+            fragment: args.fragment,
         };
-        match event {
-            BusEvent::TransferProgress {
-                confirmed, total, ..
-            } => progress.show(address, confirmed, total),
-            BusEvent::TransferFinished { reboot, .. } => {
+        let (started, result) = oneshot::channel();
+        bus.link
+            .requests
+            .send(BusRequest::StartTransfer {
+                address,
+                offer,
+                started,
+            })
+            .await
+            .context("bus stopped")?;
+        result.await.context("bus stopped")??;
+        match follow(bus, address, &mut progress).await? {
+            Ok(reboot) => {
                 if !args.json {
                     eprintln!();
                 }
@@ -370,16 +363,56 @@ async fn update_on(
                     json!({"event": "update_finished", "address": address, "bytes": total,
                            "seconds": (secs * 1000.0).round() / 1000.0,
                            "bytes_per_second": (total as f64 / secs.max(0.001)).round(),
-                           "reboot": reboot})
+                           "reboot": reboot, "attempts": attempt})
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            BusEvent::TransferFailed { reason, .. } => {
+            // The PD was lost (a reply later than the timeout, a reset):
+            // once it is back, the transfer starts over cleanly (osdp_ABORT,
+            // offset 0).
+            Err(TransferFailure::Offline) if attempt < ATTEMPTS => {
+                if !args.json {
+                    eprintln!();
+                }
+                println!(
+                    "{}",
+                    json!({"event": "update_restarting", "address": address,
+                           "attempt": attempt + 1, "reason": "the PD went offline"})
+                );
+                let back = portier::clock::timer() + Duration::from_secs(60);
+                until_online(bus, address, back).await?;
+            }
+            Err(reason) => {
                 if !args.json {
                     eprintln!();
                 }
                 bail!("PD {address}: update failed: {reason}");
             }
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// How many times a transfer is started when the PD goes offline during it.
+const ATTEMPTS: u32 = 3;
+
+/// Follow one transfer to its end: `Ok(reboot)` or why it failed.
+async fn follow(
+    bus: &mut RunningBus,
+    address: u8,
+    progress: &mut Progress,
+) -> anyhow::Result<Result<bool, TransferFailure>> {
+    loop {
+        // No deadline while bytes move: the core gives up on a stall.
+        let Some((_, event)) = bus.events.recv().await else {
+            bail!("bus stopped");
+        };
+        match event {
+            BusEvent::TransferProgress {
+                confirmed, total, ..
+            } => progress.show(address, confirmed, total),
+            BusEvent::TransferFinished { reboot, .. } => return Ok(Ok(reboot)),
+            BusEvent::TransferFailed { reason, .. } => return Ok(Err(reason)),
             _ => {}
         }
     }
