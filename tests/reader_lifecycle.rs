@@ -439,15 +439,26 @@ fn transfer_beside_cards(size: usize) {
                 }) => {
                     restarts += 1;
                     assert!(restarts <= 2, "PD 1 lost {restarts} times");
-                    while !matches!(
-                        next(Duration::from_secs(30)),
-                        Some(BusEvent::Online {
-                            address: 1,
-                            secure: true,
-                            ..
-                        })
-                    ) {}
+                    let mut card_seen = false;
+                    loop {
+                        match next(Duration::from_secs(30)) {
+                            Some(BusEvent::Online {
+                                address: 1,
+                                secure: true,
+                                ..
+                            }) => break,
+                            Some(BusEvent::Card { address: 2, .. }) => {
+                                latencies.push(shown.elapsed());
+                                card_seen = true;
+                            }
+                            None => panic!("PD 1 not back within 30 s"),
+                            Some(_) => {}
+                        }
+                    }
                     start_transfer().unwrap();
+                    if card_seen {
+                        break;
+                    }
                 }
                 Some(BusEvent::TransferFailed { reason, .. }) => {
                     panic!("transfer failed: {reason}")
