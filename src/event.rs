@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{ActionRecord, Outcome, RecordedAction};
 use crate::door::{ActiveMode, Direction, StandingMode};
-use crate::ids::{BusId, DoorId, ReaderId};
+use crate::ids::{BusId, DoorId, InputId, ReaderId};
 use crate::osdp::SecurityAlarm;
 use crate::rules::DenyReason;
 
@@ -553,12 +553,40 @@ pub enum EventKind {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// Alarm: a fire-alarm input went active (its escape doors released
+    /// above every other authority) or cleared (they return to their modes).
+    FireAlarm {
+        /// The input (`[[fire_alarm]] id`).
+        input: InputId,
+        /// Active (alarm) or cleared.
+        active: bool,
+        /// The escape doors it releases.
+        releases: Vec<DoorId>,
+    },
+    /// Alarm: the PD carrying a fire-alarm input went offline; the input's
+    /// last known level is kept (`active`) until the PD reports again.
+    FireAlarmInputOffline {
+        /// The input.
+        input: InputId,
+        /// The level kept meanwhile.
+        active: bool,
+    },
+    /// Silent alarm: a cardholder entered a duress PIN. The door opened as
+    /// usual (an `access_granted` follows); this goes to central first.
+    Duress {
+        /// Door id.
+        door: DoorId,
+        /// Reader id.
+        reader: ReaderId,
+        /// Credential key.
+        credential: String,
+    },
 }
 
 /// The event types central's `alarms` view lists (besides tamper/power
 /// `pd_status`, offline gateways, quarantined records and journal changes,
 /// which the view adds itself): the one list, which a test holds the
-/// newest migration's view to. `duress` is reserved for the duress PIN.
+/// newest migration's view to.
 pub const ALARM_TYPES: &[&str] = &[
     "door_forced",
     "door_held_open",
@@ -582,7 +610,19 @@ pub const ALARM_TYPES: &[&str] = &[
     "admin_unavailable",
     "duress",
     "command_refused",
+    "fire_alarm",
+    "fire_alarm_input_offline",
 ];
+
+/// At most this many ids in one event's list (a fire alarm's doors).
+const MAX_LISTED: usize = 64;
+
+fn ids_listed(ids: &[DoorId]) -> String {
+    ids.iter()
+        .map(DoorId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// How an event should strike a reader of the page: the one judgement,
 /// beside the one wording ([`EventKind::describe`]).
@@ -610,7 +650,10 @@ impl EventKind {
             | Self::DoorHeldOpen { .. }
             | Self::PdOffline { .. }
             | Self::SecurityAlarm { .. }
-            | Self::RulesRefused { .. } => Tone::Bad,
+            | Self::RulesRefused { .. }
+            | Self::FireAlarm { active: true, .. }
+            | Self::FireAlarmInputOffline { .. }
+            | Self::Duress { .. } => Tone::Bad,
             Self::PdStatus {
                 tamper,
                 power_failure,
@@ -633,6 +676,15 @@ impl EventKind {
             other if other.must_keep() => Tone::Notice,
             _ => Tone::Plain,
         }
+    }
+
+    /// Events central must see before the backlog: published at once,
+    /// beside the journal's order (which delivers them again in turn).
+    pub fn is_urgent(&self) -> bool {
+        matches!(
+            self,
+            Self::Duress { .. } | Self::FireAlarm { active: true, .. }
+        )
     }
 
     /// Alarms and security events, which a full journal still keeps.
@@ -658,6 +710,7 @@ impl EventKind {
         let door = |d: DoorId| DoorId::from(cap(d.into(), ID));
         let reader = |r: ReaderId| ReaderId::from(cap(r.into(), ID));
         let bus = |b: BusId| BusId::from(cap(b.into(), ID));
+        let input = |i: InputId| InputId::from(cap(i.into(), ID));
         match self {
             Self::AccessGranted {
                 door: d,
@@ -873,6 +926,28 @@ impl EventKind {
                 file: file.map(text),
                 reason: text(reason),
             },
+            Self::FireAlarm {
+                input: i,
+                active,
+                releases,
+            } => Self::FireAlarm {
+                input: input(i),
+                active,
+                releases: releases.into_iter().take(MAX_LISTED).map(door).collect(),
+            },
+            Self::FireAlarmInputOffline { input: i, active } => Self::FireAlarmInputOffline {
+                input: input(i),
+                active,
+            },
+            Self::Duress {
+                door: d,
+                reader: r,
+                credential,
+            } => Self::Duress {
+                door: door(d),
+                reader: reader(r),
+                credential: text(credential),
+            },
             // No text in these.
             kind @ (Self::ClockWentBack { .. }
             | Self::ClockTrusted { .. }
@@ -1068,6 +1143,33 @@ impl EventKind {
             Self::AdminUnavailable { reason, .. } => {
                 format!("ADMIN PORT OFF: {reason}")
             }
+            Self::FireAlarm {
+                input,
+                active: true,
+                releases,
+            } => format!(
+                "FIRE ALARM {input}: escape doors released ({})",
+                ids_listed(releases)
+            ),
+            Self::FireAlarm {
+                input, releases, ..
+            } => format!(
+                "fire alarm {input} cleared: {} back to their modes",
+                ids_listed(releases)
+            ),
+            Self::FireAlarmInputOffline { input, active } => format!(
+                "FIRE ALARM INPUT {input} UNSEEN: its reader is offline; kept {}",
+                if *active {
+                    "active (doors released)"
+                } else {
+                    "inactive"
+                }
+            ),
+            Self::Duress {
+                door,
+                reader,
+                credential,
+            } => format!("{door}: DURESS PIN by {credential} at {reader}"),
         }
     }
 }

@@ -70,4 +70,11 @@ impl Rules for StoreDecider {
     fn display_name(&self, key: &CredentialKey) -> Option<String> {
         self.store.credential(key).ok().flatten()?.display_name
     }
+
+    fn duress(&self, key: &CredentialKey, pin: &str) -> bool {
+        let (Some(header), Ok(Some(c))) = (self.store.header(), self.store.credential(key)) else {
+            return false;
+        };
+        c.pin.is_some_and(|own| header.is_duress(&own, pin))
+    }
 }

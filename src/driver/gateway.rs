@@ -338,7 +338,9 @@ fn start_core(
     restored: crate::site::StandingState,
 ) -> Gateway {
     let decider = StoreDecider::new(store.clone(), config.presence.office_hours_schedule.clone());
-    let building = Building::new(config.door_wiring()).with_feedback(config.feedback_table());
+    let building = Building::new(config.door_wiring())
+        .with_fire_alarms(config.fire_alarm_wiring())
+        .with_feedback(config.feedback_table());
     Gateway::new(building, Box::new(decider), restored, daemon::now())
 }
 

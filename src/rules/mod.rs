@@ -177,6 +177,44 @@ impl PinHash {
     }
 }
 
+/// The duress rule of a snapshot: which PINs, typed instead of the
+/// holder's own, open the door as usual and raise a silent `duress` alarm.
+/// Only cards with a PIN can signal duress (the PIN is what is typed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DuressRule {
+    /// The holder's PIN with its last digit one higher (9 wraps to 0).
+    #[serde(default)]
+    pub pin_plus_one: bool,
+    /// Duress codes for every card with a PIN, hashed as PINs are (at
+    /// most [`MAX_DURESS_CODES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<PinHash>,
+}
+
+/// At most this many duress codes in a snapshot.
+pub const MAX_DURESS_CODES: usize = 16;
+
+impl DuressRule {
+    /// Whether `entered`, typed for a credential whose PIN is `pin`, is a
+    /// duress PIN. The holder's own PIN never is.
+    pub fn is_duress(&self, pin: &PinHash, entered: &str) -> bool {
+        if pin.matches(entered) {
+            return false;
+        }
+        (self.pin_plus_one && one_lower(entered).is_some_and(|own| pin.matches(&own)))
+            || self.codes.iter().any(|c| c.matches(entered))
+    }
+}
+
+/// `entered` with its last digit one lower (0 wraps to 9): the holder's
+/// PIN when `entered` is its plus-one duress form.
+fn one_lower(entered: &str) -> Option<String> {
+    let (head, last) = entered.split_at(entered.len().checked_sub(1)?);
+    let d = last.chars().next()?.to_digit(10)?;
+    Some(format!("{head}{}", (d + 9) % 10))
+}
+
 /// One card holder's rights.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
@@ -441,6 +479,9 @@ pub struct Snapshot {
     /// Maximum rule age per door class.
     #[serde(default)]
     pub max_age: BTreeMap<String, MaxAge>,
+    /// The duress rule (none: no PIN signals duress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duress: Option<DuressRule>,
 }
 
 impl Snapshot {
@@ -462,6 +503,7 @@ impl Snapshot {
             credentials: Vec::new(),
             door_mode_schedules: self.door_mode_schedules.clone(),
             max_age: self.max_age.clone(),
+            duress: self.duress.clone(),
         }
     }
 }
@@ -515,6 +557,14 @@ impl Header {
             if !s.schedules.contains_key(&m.schedule) {
                 return missing("schedule", &m.schedule, "door_mode_schedules");
             }
+        }
+        if let Some(d) = &s.duress
+            && d.codes.len() > MAX_DURESS_CODES
+        {
+            return Err(RulesError::Syntax(format!(
+                "duress.codes: {} codes, at most {MAX_DURESS_CODES}",
+                d.codes.len()
+            )));
         }
         let levels = snapshot.access_levels.keys().cloned().collect();
         Ok(Self {
@@ -571,6 +621,14 @@ impl Header {
             .iter()
             .find(|m| m.door == door && self.schedule_open(&m.schedule, now))
             .map(|m| m.mode.as_str())
+    }
+
+    /// Whether `entered` is a duress PIN for a credential with `pin`.
+    pub fn is_duress(&self, pin: &PinHash, entered: &str) -> bool {
+        self.snapshot
+            .duress
+            .as_ref()
+            .is_some_and(|d| d.is_duress(pin, entered))
     }
 
     /// The rules are older than `door`'s class allows at `now`; returns the
@@ -798,7 +856,9 @@ pub fn decide_with<L: CredentialLookup + ?Sized>(
     if let Some(pin) = &c.pin {
         match &req.pin {
             None => return deny(R::PinRequired),
-            Some(p) if !pin.matches(p) => return deny(R::WrongPin),
+            // A duress PIN opens as the holder's own does; the core
+            // raises the silent alarm (`Rules::duress`).
+            Some(p) if !pin.matches(p) && !header.is_duress(pin, p) => return deny(R::WrongPin),
             Some(_) => {}
         }
     }

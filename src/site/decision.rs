@@ -44,6 +44,12 @@ pub trait Rules: Send {
     fn display_name(&self, _key: &CredentialKey) -> Option<String> {
         None
     }
+
+    /// Whether `pin`, typed with credential `key`, is a duress PIN (the
+    /// rules grant it as the holder's own; the core raises the alarm).
+    fn duress(&self, _key: &CredentialKey, _pin: &str) -> bool {
+        false
+    }
 }
 
 /// The answer for one card read.
@@ -219,6 +225,22 @@ impl Rules for VerifiedSnapshot {
 
     fn door_mode(&self, door: &DoorId, at: Timestamp) -> Option<String> {
         self.header().door_mode(door, at).map(str::to_owned)
+    }
+
+    fn duress(&self, key: &CredentialKey, pin: &str) -> bool {
+        self.credentials()
+            .get(key)
+            .and_then(|c| c.pin.as_ref())
+            .is_some_and(|own| self.header().is_duress(own, pin))
+    }
+}
+
+/// Whether what was presented signals duress: a PIN typed with a card,
+/// which the rules call a duress PIN for that card.
+pub fn is_duress(rules: &dyn Rules, presented: &Presented) -> bool {
+    match (&presented.pin, credential_of(&presented.card)) {
+        (Some(pin), Ok(key)) => rules.duress(&key, pin),
+        _ => false,
     }
 }
 

@@ -682,13 +682,31 @@ impl Gateway {
         while let Some(action) = self.building.poll_action() {
             match action {
                 BuildingAction::Decide {
-                    door, reader, card, ..
+                    door,
+                    reader,
+                    card,
+                    pin,
+                    ..
                 } => {
-                    let presented = Presented::from(Card::Raw {
-                        bytes: card.data,
-                        bits: card.bits,
-                    });
+                    let presented = Presented {
+                        card: Card::Raw {
+                            bytes: card.data,
+                            bits: card.bits,
+                        },
+                        pin,
+                    };
                     let verdict = self.decide(&door, &presented, None);
+                    // Silent: the reader shows what the verdict shows; the
+                    // alarm goes first in the journal and to central at once.
+                    if decision::is_duress(&*self.rules, &presented) {
+                        self.records.push(EventKind::Duress {
+                            door: door.clone(),
+                            reader: reader.clone(),
+                            credential: decision::credential_of(&presented.card)
+                                .map(|k| k.to_string())
+                                .unwrap_or_default(),
+                        });
+                    }
                     self.outputs.push_back(Output::Decided {
                         door: door.clone(),
                         deny: verdict.deny_reason(),
@@ -708,8 +726,23 @@ impl Gateway {
                     releases,
                     active,
                 } => {
+                    // Reported on every change and on the first report
+                    // after a start: an event only when the kept state
+                    // changes.
+                    if self.planner.fire_alarms().contains(&input) != active {
+                        self.records.push(EventKind::FireAlarm {
+                            input: input.clone(),
+                            active,
+                            releases: releases.clone(),
+                        });
+                    }
                     self.planner.set_fire_alarm(&input, &releases, active);
                     self.apply_modes(now);
+                }
+                BuildingAction::FireAlarmInputOffline { input } => {
+                    let active = self.planner.fire_alarms().contains(&input);
+                    self.records
+                        .push(EventKind::FireAlarmInputOffline { input, active });
                 }
                 BuildingAction::Command { pd, command } => self.commands.push((pd, command)),
                 BuildingAction::Passage {
@@ -1438,6 +1471,51 @@ mod tests {
         let state = whole(commits(&out)[0]);
         assert_eq!(state.fire_alarms.len(), 1);
         assert!(state.lockdown.contains("lab"));
+        let fire_events = |out: &[Output]| -> Vec<EventKind> {
+            commits(out)
+                .iter()
+                .flat_map(|c| c.records.iter())
+                .filter(|k| {
+                    matches!(
+                        k,
+                        EventKind::FireAlarm { .. } | EventKind::FireAlarmInputOffline { .. }
+                    )
+                })
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            fire_events(&out),
+            vec![EventKind::FireAlarm {
+                input: "fire-panel".into(),
+                active: true,
+                releases: vec!["lab".into()],
+            }]
+        );
+        assert!(fire_events(&out)[0].is_urgent());
+        // The same level again is no news.
+        assert!(fire_events(&fire_input(&mut g, at(3), true)).is_empty());
+        // The PD carrying the input goes offline: the alarm stands, and
+        // its own alarm says the input is unseen.
+        g.handle(
+            at(4),
+            Input::Bus {
+                bus: "bus0".into(),
+                event: BusEvent::Offline {
+                    address: 2,
+                    reason: crate::osdp::OfflineReason::NoReply,
+                },
+            },
+        );
+        let out = drain(&mut g);
+        assert_eq!(
+            fire_events(&out),
+            vec![EventKind::FireAlarmInputOffline {
+                input: "fire-panel".into(),
+                active: true,
+            }]
+        );
+        assert!(g.doors()[0].released);
 
         let mut g = Gateway::new(building_with_fire_alarm(), Box::new(Table), state, at(100));
         drain(&mut g);
@@ -1451,6 +1529,14 @@ mod tests {
         assert_eq!(g.doors()[0].mode, "lockdown");
         assert!(g.is_locked_down("lab"));
         assert!(whole(commits(&out)[0]).fire_alarms.is_empty());
+        assert_eq!(
+            fire_events(&out),
+            vec![EventKind::FireAlarm {
+                input: "fire-panel".into(),
+                active: false,
+                releases: vec!["lab".into()],
+            }]
+        );
     }
 
     /// Lockdown > override: a timed release of a door in lockdown is
