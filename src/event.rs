@@ -624,6 +624,12 @@ fn ids_listed(ids: &[DoorId]) -> String {
         .join(", ")
 }
 
+/// The event types a gateway publishes ahead of its backlog
+/// ([`EventKind::is_urgent`]): central stores them even further beyond its
+/// acknowledgement than `[ingest] seq_window` allows (see
+/// `central::ingest::URGENT_WINDOW_FACTOR`).
+pub const URGENT_TYPES: &[&str] = &["duress", "fire_alarm"];
+
 /// How an event should strike a reader of the page: the one judgement,
 /// beside the one wording ([`EventKind::describe`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

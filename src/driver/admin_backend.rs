@@ -229,6 +229,8 @@ impl GatewayBackend {
             uplink,
             recent_events,
             presence: presence(inside),
+            fire_alarms: view.fire_alarms.iter().map(|i| i.to_string()).collect(),
+            duress_since_start: view.duress_total,
         })
     }
 }

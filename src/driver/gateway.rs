@@ -193,6 +193,8 @@ pub async fn run(
         observer: Some(Arc::new(metrics)),
         disk: Some(disk_space(&config)),
         low_disk_dropped: None,
+        urgent: Default::default(),
+        duress_total: 0,
     };
     let inputs = DaemonInputs {
         events: buses.events,

@@ -199,6 +199,10 @@ pub struct UplinkHandles {
     pub acker: JournalAcker,
     /// Changes whenever events were appended (the daemon's view).
     pub appended: watch::Receiver<u64>,
+    /// The sequence numbers of the latest urgent events (duress, a fire
+    /// alarm going off): published at once, before the backlog, besides
+    /// going out again in turn.
+    pub urgent: watch::Receiver<Vec<u64>>,
     /// Status to publish (retained); the uplink fills in its own fields.
     pub status: watch::Receiver<Status>,
     /// Snapshots and deltas for the gateway (the rules lane).
@@ -375,6 +379,7 @@ pub(crate) async fn link_as(
         connected: false,
         pending_acks: Vec::new(),
         skipped: std::collections::BTreeSet::new(),
+        urgent_sent: std::collections::BTreeSet::new(),
     };
     let mut failures = 0u32;
     let mut reconnect_at: Option<tokio::time::Instant> = None;
@@ -407,6 +412,7 @@ pub(crate) async fn link_as(
                     reconnect_at = None;
                     // Receipts of the last connection mean nothing now.
                     link.pending_acks.clear();
+                    link.urgent_sent.clear();
                     // rumqttc would replay the event batches that were in
                     // flight when the link dropped, interleaved with the
                     // outbox's resend from the last ack: first copies would
@@ -439,6 +445,7 @@ pub(crate) async fn link_as(
             },
             () = sleep_until_opt(reconnect_at), if !may_poll => {}
             _ = h.appended.changed() => {}
+            Ok(()) = h.urgent.changed() => {}
             _ = h.status.changed() => status_due = crate::clock::timer(),
             () = tokio::time::sleep_until(status_due), if link.connected => {}
             () = sleep_until_opt(outbox.poll_timeout().map(Into::into)), if link.connected => {}
@@ -519,6 +526,8 @@ struct Link {
     pending_acks: Vec<Publish>,
     /// Undecodable records already reported (pruned as acks pass them).
     skipped: std::collections::BTreeSet<u64>,
+    /// Urgent events published ahead on this connection.
+    urgent_sent: std::collections::BTreeSet<u64>,
 }
 
 impl Link {
@@ -568,6 +577,7 @@ impl Link {
     fn pump(&mut self, h: &UplinkHandles, outbox: &mut Outbox) -> Result<(), UplinkError> {
         let acked = outbox.acked();
         self.skipped = self.skipped.split_off(&acked.saturating_add(1));
+        self.pump_urgent(h, outbox)?;
         while let Some((after, n)) = outbox.next_batch() {
             let records = h.journal.records_within(after, n, self.batch_bytes)?;
             let mut checked: Vec<std::borrow::Cow<'_, [u8]>> =
@@ -600,6 +610,50 @@ impl Link {
             ) {
                 Ok(()) => outbox.handle(clock::monotonic(), Input::Sent { last }),
                 // The request queue is full: the event loop drains it; come back.
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Urgent events not yet sent in turn go out first, each as a batch of
+    /// its own, once per connection. The outbox does not count them: they
+    /// go again in order, and central stores each seq once (its ack is the
+    /// contiguous prefix, so a seq ahead of the backlog moves nothing).
+    fn pump_urgent(&mut self, h: &UplinkHandles, outbox: &Outbox) -> Result<(), UplinkError> {
+        if self.drain {
+            return Ok(());
+        }
+        let floor = outbox.sent().max(outbox.acked());
+        self.urgent_sent = self.urgent_sent.split_off(&floor.saturating_add(1));
+        let due: Vec<u64> = h
+            .urgent
+            .borrow()
+            .iter()
+            .copied()
+            .filter(|&seq| seq > floor && !self.urgent_sent.contains(&seq))
+            .collect();
+        for seq in due {
+            let records = h.journal.records_within(seq - 1, 1, self.batch_bytes)?;
+            let Some(record) = records.first().filter(|r| r.seq == seq) else {
+                continue;
+            };
+            let checked = self.checked(record, h);
+            let payload = wire::event_batch_cbor(
+                &self.gateway,
+                outbox.journal(),
+                std::iter::once(checked.as_ref()),
+            );
+            match self.client.try_publish(
+                self.topics.events.as_str(),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            ) {
+                Ok(()) => {
+                    tracing::info!(seq, "urgent event published ahead of the backlog");
+                    self.urgent_sent.insert(seq);
+                }
                 Err(_) => return Ok(()),
             }
         }

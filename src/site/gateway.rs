@@ -40,7 +40,7 @@ use crate::door::{
     PresenceEvent, RevolvingInput,
 };
 use crate::event::EventKind;
-use crate::ids::{BusId, DoorId};
+use crate::ids::{BusId, DoorId, InputId};
 use crate::osdp::BusEvent;
 use crate::osdp::message::Command;
 use crate::rules::{Card, DenyReason};
@@ -408,7 +408,12 @@ impl Gateway {
         self.clock.floor()
     }
 
-    /// Whether a door is in lockdown.
+    /// The fire-alarm inputs active now.
+    pub fn fire_alarms(&self) -> Vec<InputId> {
+        self.planner.fire_alarms().into_iter().collect()
+    }
+
+    /// Whether lockdown holds `door` now.
     pub fn is_locked_down(&self, door: &str) -> bool {
         self.planner.is_locked_down(door)
     }

@@ -138,6 +138,8 @@ pub fn sample_status() -> Status {
             name: Some("Ada Lovelace".into()),
             since: ts("2026-11-23T21:01:31Z"),
         }],
+        fire_alarms: Vec::new(),
+        duress_since_start: 0,
     }
 }
 
