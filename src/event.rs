@@ -624,10 +624,9 @@ fn ids_listed(ids: &[DoorId]) -> String {
         .join(", ")
 }
 
-/// The event types a gateway publishes ahead of its backlog
-/// ([`EventKind::is_urgent`]): central stores them even further beyond its
-/// acknowledgement than `[ingest] seq_window` allows (see
-/// `central::ingest::URGENT_WINDOW_FACTOR`).
+/// The event types a gateway publishes ahead of its backlog on
+/// `<prefix>/urgent` ([`EventKind::is_urgent`]); central keeps only these
+/// from that topic (`urgent_events`).
 pub const URGENT_TYPES: &[&str] = &["duress", "fire_alarm"];
 
 /// How an event should strike a reader of the page: the one judgement,

@@ -575,6 +575,26 @@ async fn status_page_shows_the_building_and_escapes_what_it_shows() {
         "{live}"
     );
     assert!(live.contains("readers online 1/2"));
+    // A fire alarm: a red banner first, escaped like everything else, and
+    // the metrics count it and the duress alarms.
+    {
+        let mut status = h.fake.status.lock().unwrap();
+        status.fire_alarms = vec!["fire<panel>".into()];
+        status.duress_since_start = 2;
+    }
+    let live = send(&v, "GET", "/live", "").await.text();
+    let banner = live.find("id=\"fire-alarm\"").expect("fire banner");
+    assert!(
+        banner < live.find("readers online").unwrap(),
+        "banner first"
+    );
+    assert!(live.contains("fire&lt;panel&gt;"), "{live}");
+    let metrics = send(&v, "GET", "/metrics", "").await.text();
+    assert!(
+        metrics.contains("portier_fire_alarms_active 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("portier_duress_alarms 2"), "{metrics}");
     h.stop().await;
 }
 

@@ -1,13 +1,35 @@
--- Portier central, schema 9: fire alarms, and alarms as they are stored.
+-- Portier central, schema 9: fire alarms, the urgent lane, and alarms as
+-- they are stored.
 --
 -- The alarms view gains the gateway's fire-alarm events (`fire_alarm` on
--- and off, `fire_alarm_input_offline`). Every alarm event inserted into
--- `events` is announced on the channel `portier_alarms` (NOTIFY, delivered
--- when its transaction commits, so a listener never sees an alarm that is
--- not stored) with its key as JSON: {gateway, journal (hex), seq, at}.
--- `portier central alarms --follow` listens there. Resends of a stored
--- event are never inserted again (see schema 5), so each alarm is
--- announced once.
+-- and off, `fire_alarm_input_offline`).
+--
+-- Urgent events (a duress PIN, a fire alarm going off) reach central twice:
+-- at once on `<prefix>/urgent`, read on a connection of central's own
+-- (never behind a backlog), and later in turn on `<prefix>/events`, which
+-- is what is acknowledged and kept. The first copy lands in
+-- `urgent_events` (one row per gateway, journal and seq; a second instance
+-- or a resend inserts nothing); the alarms view shows it until the copy in
+-- `events` is there. Rows older than 7 days are pruned by central.
+--
+-- Every alarm inserted into `events` or `urgent_events` is announced on
+-- the channel `portier_alarms` (NOTIFY, delivered when its transaction
+-- commits, so a listener never sees an alarm that is not stored) with its
+-- key as JSON: {gateway, journal (hex), seq, at}. `portier central alarms
+-- --follow` listens there and prints each key once.
+
+CREATE TABLE urgent_events (
+    gateway     text        NOT NULL,
+    journal     bytea       NOT NULL CHECK (length(journal) = 16),
+    seq         bigint      NOT NULL,
+    at          timestamptz NOT NULL,
+    type        text        NOT NULL,
+    door        text,
+    credential  text,
+    event       jsonb       NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (gateway, journal, seq)
+);
 
 CREATE OR REPLACE VIEW alarms AS
     SELECT gateway, at, type AS kind, door, reason, event
@@ -40,7 +62,13 @@ CREATE OR REPLACE VIEW alarms AS
     SELECT gateway, at, 'rules_repushed', NULL, reason,
            jsonb_build_object('rules_version', rules_version, 'version', version,
                               'for_version', for_version, 'detail', detail)
-      FROM rules_repairs;
+      FROM rules_repairs
+    UNION ALL
+    SELECT u.gateway, u.at, u.type, u.door, NULL, u.event
+      FROM urgent_events u
+     WHERE NOT EXISTS (SELECT 1 FROM events e
+                        WHERE e.gateway = u.gateway AND e.journal = u.journal
+                          AND e.seq = u.seq AND e.at = u.at);
 
 
 CREATE FUNCTION portier_alarm_notify() RETURNS trigger
@@ -66,4 +94,7 @@ CREATE TRIGGER events_alarm_notify AFTER INSERT ON events FOR EACH ROW
                         'fire_alarm_input_offline')
           OR (NEW.type = 'pd_status'
               AND ((NEW.event->>'tamper')::boolean OR (NEW.event->>'power_failure')::boolean)))
+    EXECUTE FUNCTION portier_alarm_notify();
+
+CREATE TRIGGER urgent_events_notify AFTER INSERT ON urgent_events FOR EACH ROW
     EXECUTE FUNCTION portier_alarm_notify();

@@ -22,9 +22,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
 use super::GatewayId;
 use super::config::{PostgresConfig, SslMode};
-use super::ingest::{
-    Flush, RejectReason, Rejected, Row, beyond_window, contiguous_end, window_for,
-};
+use super::ingest::{Flush, RejectReason, Rejected, Row, beyond_window, contiguous_end};
 use super::pgtls::{MakeRustls, PgTlsError};
 use crate::journal::JournalId;
 
@@ -497,7 +495,7 @@ pub async fn store<T>(
     let mut keep: Vec<&Row> = Vec::with_capacity(flush.rows.len());
     for r in &flush.rows {
         let have = acked_of(&r.gateway, r.journal);
-        if beyond_window(r.seq, have, window_for(&r.kind, seq_window)) {
+        if beyond_window(r.seq, have, seq_window) {
             rejected.push(
                 Rejected::new(
                     Some(r.gateway.clone()),
@@ -1067,6 +1065,53 @@ pub async fn alarms(
         .collect())
 }
 
+/// Store urgent events as they came on `<prefix>/urgent` (the copy ahead of
+/// the backlog; the one in `events` follows in turn). Only the urgent types
+/// are kept; a row already stored (a resend, another instance) is skipped.
+/// Returns how many were new.
+pub async fn store_urgent(client: &Client, rows: &[Row]) -> Result<u64, DbError> {
+    let mut new = 0;
+    for r in rows
+        .iter()
+        .filter(|r| crate::event::URGENT_TYPES.contains(&r.kind.as_str()))
+    {
+        let journal: &[u8] = &r.journal.as_bytes()[..];
+        let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
+        new += client
+            .execute(
+                "INSERT INTO urgent_events (gateway, journal, seq, at, type, door, credential, event)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &r.gateway.as_str(),
+                    &journal,
+                    &seq,
+                    &r.at,
+                    &r.kind,
+                    &r.door,
+                    &r.credential,
+                    &r.json,
+                ],
+            )
+            .await?;
+    }
+    Ok(new)
+}
+
+/// Forget urgent copies older than [`URGENT_KEPT_DAYS`] (their events are
+/// in `events` by then, or their gateway is gone).
+pub async fn prune_urgent(client: &Client) -> Result<u64, DbError> {
+    Ok(client
+        .execute(
+            "DELETE FROM urgent_events WHERE received_at < now() - make_interval(days => $1)",
+            &[&URGENT_KEPT_DAYS],
+        )
+        .await?)
+}
+
+/// How long `urgent_events` keeps a row.
+pub const URGENT_KEPT_DAYS: i32 = 7;
+
 /// The alarm an `portier_alarms` notification announces (its payload:
 /// `{gateway, journal, seq, at}`), shaped as [`alarms`] prints it; `None`
 /// for a payload that names nothing stored.
@@ -1088,7 +1133,11 @@ pub async fn announced_alarm(client: &Client, payload: &str) -> Result<Option<Va
     let row = client
         .query_opt(
             "SELECT gateway, at, type, door, reason, event FROM events
-              WHERE gateway = $1 AND journal = $2 AND seq = $3 AND at = $4",
+              WHERE gateway = $1 AND journal = $2 AND seq = $3 AND at = $4
+             UNION ALL
+             SELECT gateway, at, type, door, NULL, event FROM urgent_events
+              WHERE gateway = $1 AND journal = $2 AND seq = $3
+             LIMIT 1",
             &[&key.gateway, &journal, &key.seq, &key.at],
         )
         .await?;
@@ -1100,6 +1149,7 @@ pub async fn announced_alarm(client: &Client, payload: &str) -> Result<Option<Va
             "door": r.get::<_, Option<String>>(3),
             "reason": r.get::<_, Option<String>>(4),
             "event": r.get::<_, Option<Value>>(5),
+            "journal": key.journal,
             "seq": key.seq,
         })
     }))

@@ -239,20 +239,6 @@ pub fn beyond_window(seq: u64, acked: u64, window: u64) -> bool {
     seq > acked.saturating_add(window)
 }
 
-/// An urgent event (`event::URGENT_TYPES`: a duress PIN, a fire alarm)
-/// comes ahead of its gateway's backlog, which may be as long as the
-/// window itself: it is stored up to this many windows beyond the ack.
-pub const URGENT_WINDOW_FACTOR: u64 = 16;
-
-/// The window for an event of type `kind`.
-pub fn window_for(kind: &str, window: u64) -> u64 {
-    if crate::event::URGENT_TYPES.contains(&kind) {
-        window.saturating_mul(URGENT_WINDOW_FACTOR)
-    } else {
-        window
-    }
-}
-
 /// What a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicKind {
@@ -260,6 +246,9 @@ pub enum TopicKind {
     Events,
     /// `<root>/<gw>/status` (retained; the last will too).
     Status,
+    /// `<root>/<gw>/urgent`: urgent events ahead of the backlog (the
+    /// urgent lane's own connection).
+    Urgent,
 }
 
 /// Split `<root>/<gateway>/<kind>` (`root` may contain `/`).
@@ -273,6 +262,7 @@ pub fn parse_topic(root: &str, topic: &str) -> Result<(GatewayId, TopicKind), In
     let kind = match kind {
         "events" => TopicKind::Events,
         "status" => TopicKind::Status,
+        "urgent" => TopicKind::Urgent,
         _ => return Err(bad()),
     };
     Ok((gw.parse().map_err(|_| bad())?, kind))
@@ -765,16 +755,6 @@ mod tests {
         let codes: BTreeSet<_> = RejectReason::ALL.iter().map(|r| r.code()).collect();
         assert_eq!(codes.len(), RejectReason::ALL.len());
         assert!(beyond_window(1_000_001, 0, 1_000_000));
-        assert!(!beyond_window(
-            1_000_001,
-            0,
-            window_for("duress", 1_000_000)
-        ));
-        assert!(beyond_window(
-            1_000_001,
-            0,
-            window_for("access_granted", 1_000_000)
-        ));
         assert!(!beyond_window(1_000_000, 0, 1_000_000));
         assert!(!beyond_window(u64::MAX, u64::MAX - 1, 1_000_000));
         assert!(beyond_window(i64::MAX as u64, 5, 1_000_000));

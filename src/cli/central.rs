@@ -183,6 +183,9 @@ async fn follow_alarms(
 ) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let mut from = since;
+    // An urgent event is announced twice (ahead of the backlog, then in
+    // turn): each key is printed once.
+    let mut printed = std::collections::HashSet::new();
     loop {
         let (pg, mut notes) = db::connect_listening(&config.postgres).await?;
         pg.batch_execute("LISTEN portier_alarms").await?;
@@ -202,6 +205,17 @@ async fn follow_alarms(
                 .is_some_and(|g| alarm["gateway"] != g.as_str())
             {
                 continue;
+            }
+            let key = (
+                alarm["gateway"].to_string(),
+                alarm["journal"].to_string(),
+                alarm["seq"].to_string(),
+            );
+            if !printed.insert(key) {
+                continue;
+            }
+            if printed.len() > 100_000 {
+                printed.clear();
             }
             println!("{alarm}");
             std::io::stdout().flush()?;

@@ -169,6 +169,8 @@ pub struct Topics {
     pub ack: String,
     /// `<prefix>/events`.
     pub events: String,
+    /// `<prefix>/urgent`: urgent events again, ahead of the backlog.
+    pub urgent: String,
     /// `<prefix>/status`.
     pub status: String,
     /// `<prefix>/time`.
@@ -184,6 +186,7 @@ impl Topics {
             command: format!("{prefix}/command"),
             ack: format!("{prefix}/ack"),
             events: format!("{prefix}/events"),
+            urgent: format!("{prefix}/urgent"),
             status: format!("{prefix}/status"),
             time: format!("{prefix}/time"),
         }
@@ -361,7 +364,9 @@ pub(crate) async fn link_as(
     // Inbound messages are acknowledged once applied, not on receipt.
     options.set_manual_acks(true);
     options.set_inflight(100);
-    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    // A short request queue: the backlog's batches wait in the journal,
+    // not in front of an urgent event (`pump_urgent`) in rumqttc's queue.
+    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
     let mut outbox = Outbox::new(
         h.journal.acked(),
         h.journal.next_seq().saturating_sub(1),
@@ -457,6 +462,11 @@ pub(crate) async fn link_as(
         }
     }
 }
+
+/// rumqttc's request queue (publications not yet handed to its event
+/// loop): what an urgent event may find ahead of it, besides the in-flight
+/// window.
+const REQUEST_QUEUE: usize = 16;
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
@@ -617,9 +627,11 @@ impl Link {
     }
 
     /// Urgent events not yet sent in turn go out first, each as a batch of
-    /// its own, once per connection. The outbox does not count them: they
-    /// go again in order, and central stores each seq once (its ack is the
-    /// contiguous prefix, so a seq ahead of the backlog moves nothing).
+    /// its own on `<prefix>/urgent`, once per connection: central reads
+    /// that topic on a connection of its own, so the alarm does not queue
+    /// behind the backlog at the broker or in central's ingest. The outbox
+    /// does not count them: they go again in turn on `events`, which is
+    /// what is acknowledged and kept.
     fn pump_urgent(&mut self, h: &UplinkHandles, outbox: &Outbox) -> Result<(), UplinkError> {
         if self.drain {
             return Ok(());
@@ -645,7 +657,7 @@ impl Link {
                 std::iter::once(checked.as_ref()),
             );
             match self.client.try_publish(
-                self.topics.events.as_str(),
+                self.topics.urgent.as_str(),
                 QoS::AtLeastOnce,
                 false,
                 payload,
