@@ -1178,3 +1178,52 @@ impl EventKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn type_of(kind: &EventKind) -> String {
+        serde_json::to_value(kind).unwrap()["type"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Urgent events are alarms that a full journal and the disk reserve
+    /// keep, central lists them, and `URGENT_TYPES` names each.
+    #[test]
+    fn urgent_events_are_kept_alarms() {
+        let urgent = [
+            EventKind::Duress {
+                door: "d".into(),
+                reader: "r".into(),
+                credential: "h10301:42:1".into(),
+            },
+            EventKind::FireAlarm {
+                input: "fire".into(),
+                active: true,
+                releases: vec!["d".into()],
+            },
+        ];
+        for kind in &urgent {
+            let name = type_of(kind);
+            assert!(kind.is_urgent(), "{name}");
+            assert!(kind.must_keep(), "{name}");
+            assert!(ALARM_TYPES.contains(&name.as_str()), "{name}");
+            assert!(URGENT_TYPES.contains(&name.as_str()), "{name}");
+            assert_eq!(kind.tone(), Tone::Bad, "{name}");
+        }
+        let cleared = EventKind::FireAlarm {
+            input: "fire".into(),
+            active: false,
+            releases: vec![],
+        };
+        assert!(!cleared.is_urgent() && cleared.must_keep());
+        let offline = EventKind::FireAlarmInputOffline {
+            input: "fire".into(),
+            active: true,
+        };
+        assert!(offline.must_keep() && ALARM_TYPES.contains(&type_of(&offline).as_str()));
+    }
+}

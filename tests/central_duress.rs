@@ -80,10 +80,19 @@ fn a_duress_pin_is_stored_by_central_ahead_of_a_million_waiting_events() {
     });
 
     let mark = gw.mark();
+    let badged = Instant::now();
     gw.badge(2, GUARD);
     gw.expect_pd(mark, "the reader asks for the PIN", |v| v["event"] == "led");
+    let asked = badged.elapsed();
     let typed = Instant::now();
     gw.keypad(2, "2469#");
+    wait_for(T, "the duress event journaled at the gateway", || {
+        let r = gw.ask(serde_json::json!({"query": "events", "after": backlog, "limit": 10000}));
+        r["result"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["type"] == "duress"))
+    });
+    let journaled = typed.elapsed();
     wait_for(T, "the duress alarm in PostgreSQL", || {
         pg.count("SELECT count(*) FROM alarms WHERE kind = 'duress'") == 1
     });
@@ -95,8 +104,11 @@ fn a_duress_pin_is_stored_by_central_ahead_of_a_million_waiting_events() {
         "it came on the urgent lane"
     );
     println!(
-        "duress: keypad -> row in PostgreSQL {:.0} ms with {stored} of {backlog} backlog events stored (goal: under 1000 ms)",
-        latency.as_secs_f64() * 1000.0
+        "duress: keypad -> row in PostgreSQL {:.0} ms (goal: under 1000 ms); journaled -> row {:.0} ms (the urgent lane); keypad -> journaled {:.0} ms and card -> PIN prompt {:.0} ms (the libosdp PD's path); {stored} of {backlog} backlog events stored",
+        latency.as_secs_f64() * 1000.0,
+        (latency - journaled).as_secs_f64() * 1000.0,
+        journaled.as_secs_f64() * 1000.0,
+        asked.as_secs_f64() * 1000.0
     );
     if backlog > 0 {
         assert!(
