@@ -637,23 +637,8 @@ impl Gateway {
                     .class(d)
                     .and_then(|c| c.parse_mode(&mode).ok())
                     .filter(|m| m.releases());
-                // A release nobody asked for by card starts only at a
-                // confirmed time, and only when both edges of the
-                // interval agree on it.
-                let proven = (reading.confirmed()
-                    && reading
-                        .earliest
-                        .and_then(|e| rules.door_mode(d, e))
-                        .as_deref()
-                        == Some(mode.as_str())
-                    && reading
-                        .latest
-                        .and_then(|l| rules.door_mode(d, l))
-                        .as_deref()
-                        == Some(mode.as_str()))
-                    || witness.is_some_and(|t| held_since(&**rules, d, &mode, t, wall));
                 if let Some(release) = releasing
-                    && !proven
+                    && !proven_mode(&**rules, reading, witness, d, &mode, wall)
                 {
                     withheld.push((d.clone(), release));
                     return None;
@@ -710,8 +695,27 @@ impl Gateway {
     }
 
     /// Work off the building's actions: decisions are made here and fed
-    /// back; passages update presence.
+    /// back; passages update presence. A grant may be a door's first
+    /// person in, once the grant's own record is out.
     fn process(&mut self, now: Now) {
+        loop {
+            let mut granted_at = Vec::new();
+            self.process_actions(now, &mut granted_at);
+            if granted_at.is_empty() {
+                return;
+            }
+            for (door, credential) in granted_at {
+                self.first_person_in(now, door, &credential);
+            }
+        }
+    }
+
+    /// [`Gateway::process`]'s one round; grants are added to `granted_at`.
+    fn process_actions(
+        &mut self,
+        now: Now,
+        granted_at: &mut Vec<(DoorId, crate::rules::CredentialKey)>,
+    ) {
         while let Some(action) = self.building.poll_action() {
             match action {
                 BuildingAction::Decide {
@@ -739,7 +743,7 @@ impl Gateway {
                         },
                     );
                     if let Some(credential) = granted {
-                        self.first_person_in(now, door, &credential);
+                        granted_at.push((door, credential));
                     }
                 }
                 BuildingAction::Record(kind) => self.records.push(kind),
@@ -818,6 +822,16 @@ impl Gateway {
             return;
         }
         let mode = self.rules.door_mode(&door, self.wall).unwrap_or_default();
+        // The grant is in the window at a time as proven as a scheduled
+        // release needs: the release it lets start is one.
+        let witness = self
+            .reading
+            .trusted
+            .then(|| self.clock.witness(self.wall, now.mono))
+            .flatten();
+        if !proven_mode(&*self.rules, self.reading, witness, &door, &mode, self.wall) {
+            return;
+        }
         self.first_in.insert(
             door.clone(),
             FirstIn {
@@ -962,6 +976,25 @@ impl Gateway {
         self.floor_signed = false;
         (self.time_persisted.0, self.time_persisted.1.clone())
     }
+}
+
+/// Whether the time is proven enough for the scheduled `mode` of `door`
+/// (a release nobody asked for by card): a confirmed time at which both
+/// edges of the interval agree on the mode, or a signed time that
+/// witnessed the clock with the mode held since.
+fn proven_mode(
+    rules: &dyn Rules,
+    reading: Reading,
+    witness: Option<Timestamp>,
+    door: &DoorId,
+    mode: &str,
+    wall: Timestamp,
+) -> bool {
+    let at = |t: Option<Timestamp>| t.and_then(|t| rules.door_mode(door, t));
+    (reading.confirmed()
+        && at(reading.earliest).as_deref() == Some(mode)
+        && at(reading.latest).as_deref() == Some(mode))
+        || witness.is_some_and(|t| held_since(rules, door, mode, t, wall))
 }
 
 /// Whether the scheduled mode of `door` was `mode` all along from the
