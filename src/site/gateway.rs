@@ -610,10 +610,16 @@ impl Gateway {
             .then(|| self.clock.witness(wall, now.mono))
             .flatten();
         // A first person in holds only on its day and while its window
-        // stays open: a closed schedule (or another day) clears it.
+        // stayed open since the grant: a closed schedule (also one that
+        // closed while the gateway was down) or another day clears it, and
+        // the next window waits for a grant of its own.
         let rules = &self.rules;
-        self.first_in
-            .retain(|d, f| rules.first_person_in_day(d, wall) == Some(f.day));
+        self.first_in.retain(|d, f| {
+            rules.first_person_in_day(d, wall) == Some(f.day)
+                && rules
+                    .door_mode(d, wall)
+                    .is_some_and(|mode| held_since(&**rules, d, &mode, f.at, wall))
+        });
         let first_in = &self.first_in;
         let planner = &self.planner;
         let mut withheld = Vec::new();
@@ -625,11 +631,7 @@ impl Gateway {
                 let mode = rules.door_mode(d, wall)?;
                 // A first-person-in mode waits for a grant in the window,
                 // that day (the door stays in card mode until then).
-                if let Some(day) = rules.first_person_in_day(d, wall)
-                    && !first_in
-                        .get(d)
-                        .is_some_and(|f| f.day == day && held_since(&**rules, d, &mode, f.at, wall))
-                {
+                if rules.first_person_in_day(d, wall).is_some() && !first_in.contains_key(d) {
                     awaiting.push((d.clone(), mode));
                     return None;
                 }
@@ -1792,8 +1794,12 @@ mod tests {
             state,
             at(4 * 3600 + 120),
         );
-        drain(&mut g);
+        let out = drain(&mut g);
+        assert!(whole(commits(&out)[0]).first_in.is_empty(), "{out:?}");
         beacon(&mut g, at(4 * 3600 + 121));
         assert_eq!(g.doors()[0].mode, "card_only");
+        // This window's own first person in starts it.
+        card(&mut g, at(4 * 3600 + 180), 1, 1);
+        assert_eq!(g.doors()[0].mode, "unlocked");
     }
 }
