@@ -805,6 +805,75 @@ mode = "unlocked"
         assert!(e.contains("first_person_in"), "{e}");
     }
 
+    /// The weekly rule as it was before special days (the oracle): a
+    /// schedule without `day_types`, with holidays only, must answer
+    /// exactly as it did.
+    fn open_before(s: &super::super::Schedule, holidays: &[Date], date: Date, minute: u16) -> bool {
+        use jiff::civil::Weekday;
+        if s.always {
+            return true;
+        }
+        let day = |d: Date| match d.weekday() {
+            Weekday::Monday => &s.mon,
+            Weekday::Tuesday => &s.tue,
+            Weekday::Wednesday => &s.wed,
+            Weekday::Thursday => &s.thu,
+            Weekday::Friday => &s.fri,
+            Weekday::Saturday => &s.sat,
+            Weekday::Sunday => &s.sun,
+        };
+        let usable = |d: Date| {
+            !s.working_days_only
+                || (!matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday)
+                    && holidays.binary_search(&d).is_err())
+        };
+        let spans = |i: &super::super::Interval| i.end <= i.start;
+        if usable(date)
+            && day(date).iter().any(|i| {
+                if spans(i) {
+                    minute >= i.start
+                } else {
+                    i.start <= minute && minute < i.end
+                }
+            })
+        {
+            return true;
+        }
+        date.yesterday()
+            .is_ok_and(|y| usable(y) && day(y).iter().any(|i| spans(i) && minute < i.end))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn without_special_days_a_schedule_answers_as_before(
+            working in proptest::bool::ANY,
+            intervals in proptest::collection::vec((0u16..1440, 0u16..=1440), 0..4),
+            weekdays in proptest::collection::vec(0usize..7, 0..4),
+            holiday_offsets in proptest::collection::vec(0i64..14, 0..4),
+            day in 0i64..14,
+            minute in 0u16..1440,
+        ) {
+            let mut s = super::super::Schedule {
+                working_days_only: working,
+                ..Default::default()
+            };
+            for ((start, end), w) in intervals.iter().zip(weekdays.iter().cycle()) {
+                let i = super::super::Interval { start: *start, end: *end };
+                [&mut s.mon, &mut s.tue, &mut s.wed, &mut s.thu, &mut s.fri, &mut s.sat, &mut s.sun][*w].push(i);
+            }
+            let base: Date = "2026-12-21".parse().unwrap();
+            let at = |n: i64| base.checked_add(jiff::Span::new().days(n)).unwrap();
+            let mut holidays: Vec<Date> = holiday_offsets.iter().map(|n| at(*n)).collect();
+            holidays.sort();
+            holidays.dedup();
+            let calendar = Calendar::new(&[], &holidays).unwrap();
+            proptest::prop_assert_eq!(
+                s.is_open(&calendar, at(day), minute),
+                open_before(&s, &holidays, at(day), minute)
+            );
+        }
+    }
+
     #[test]
     fn dates_and_windows_read_back_as_written() {
         for text in ["2026-12-12", "2026-12-24/2027-01-01"] {

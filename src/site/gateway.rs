@@ -1802,4 +1802,35 @@ mod tests {
         card(&mut g, at(4 * 3600 + 180), 1, 1);
         assert_eq!(g.doors()[0].mode, "unlocked");
     }
+
+    #[test]
+    fn a_grant_at_an_unproven_time_is_not_the_first_person_in() {
+        let mut g = Gateway::new(
+            building(),
+            Box::new(FirstInWindow),
+            StandingState::default(),
+            at(0),
+        );
+        drain(&mut g);
+        // No beacon, no signed time: the window may not really be open.
+        let out = card(&mut g, at(10), 1, 1);
+        assert!(
+            !records(&out)
+                .iter()
+                .any(|r| matches!(r, EventKind::FirstPersonIn { .. })),
+            "{out:?}"
+        );
+        assert!(g.standing().first_in.is_empty());
+        assert_eq!(g.doors()[0].mode, "card_only");
+        // Once the time is confirmed, the next grant is.
+        beacon(&mut g, at(20));
+        let out = card(&mut g, at(30), 1, 1);
+        assert!(
+            records(&out)
+                .iter()
+                .any(|r| matches!(r, EventKind::FirstPersonIn { .. })),
+            "{out:?}"
+        );
+        assert_eq!(g.doors()[0].mode, "unlocked");
+    }
 }
