@@ -307,10 +307,11 @@ impl Calendar {
     /// refused, naming both.
     pub fn new(special_days: &[SpecialDay], holidays: &[Date]) -> Result<Self, RulesError> {
         if special_days.len() > MAX_SPECIAL_DAYS {
-            return Err(RulesError::Syntax(format!(
-                "special_days: {} entries, at most {MAX_SPECIAL_DAYS}",
-                special_days.len()
-            )));
+            return Err(RulesError::At {
+                key: "special_days".into(),
+                value: "special_days".into(),
+                message: format!("{} entries, at most {MAX_SPECIAL_DAYS}", special_days.len()),
+            });
         }
         let mut special = special_days.to_vec();
         special.sort_by_key(|d| (d.dates.first, d.dates.last));
@@ -385,10 +386,11 @@ impl Windows {
     /// occurrence (the earlier instant), as jiff's `compatible` rule does.
     pub fn new(windows: &[EventWindow], tz: &TimeZone) -> Result<Self, RulesError> {
         if windows.len() > MAX_EVENT_WINDOWS {
-            return Err(RulesError::Syntax(format!(
-                "event_windows: {} entries, at most {MAX_EVENT_WINDOWS}",
-                windows.len()
-            )));
+            return Err(RulesError::At {
+                key: "event_windows".into(),
+                value: "event_windows".into(),
+                message: format!("{} entries, at most {MAX_EVENT_WINDOWS}", windows.len()),
+            });
         }
         let instant = |w: &EventWindow, t: DateTime| {
             tz.to_ambiguous_timestamp(t)
@@ -799,6 +801,14 @@ mode = "unlocked"
         ));
         assert!(
             e.starts_with("rules.toml:26: key `schedules.sports.day_types`: "),
+            "{e}"
+        );
+        let many = (0..=MAX_EVENT_WINDOWS)
+            .map(|_| "[[event_windows]]\nwindow = \"2027-01-05T10:00/11:00\"\ndoor_group = \"gym\"\nmode = \"unlocked\"\n")
+            .collect::<String>();
+        let e = err(&format!("{BASE}{many}"));
+        assert!(
+            e.starts_with("rules.toml:38: key `event_windows`: ") && e.contains("at most 1000"),
             "{e}"
         );
         let e = err(&BASE.replace("first_person_in = true", "first_person_in = \"yes\""));
