@@ -239,6 +239,10 @@ pub struct Gateway {
     /// Doors whose `first_person_in` mode is due and waits for a grant
     /// (journaled once per door until it starts or the window closes).
     awaiting_first_in: std::collections::BTreeSet<DoorId>,
+    /// The trusted time the schedules were last read at: a closure is
+    /// seen by the minute's read; after a gap (a restart, a step) the
+    /// first persons in are checked back to their grants.
+    modes_read_at: Option<Timestamp>,
     /// The floor and anchor as last persisted, and when: a beacon every
     /// half minute moves both, and the whole state is not rewritten for it
     /// more than once an hour (a signed snapshot's floor is at once).
@@ -304,6 +308,7 @@ impl Gateway {
             withheld: std::collections::BTreeSet::new(),
             first_in: restored.first_in.clone(),
             awaiting_first_in: std::collections::BTreeSet::new(),
+            modes_read_at: None,
             time_persisted: (restored.trusted_floor, restored.time_anchor.clone(), None),
             floor_signed: false,
             next_minute: now.mono,
@@ -614,11 +619,16 @@ impl Gateway {
         // closed while the gateway was down) or another day clears it, and
         // the next window waits for a grant of its own.
         let rules = &self.rules;
+        let gap = self
+            .modes_read_at
+            .is_none_or(|t| t > wall || wall.duration_since(t) > SignedDuration::from_secs(90));
+        self.modes_read_at = Some(wall);
         self.first_in.retain(|d, f| {
             rules.first_person_in_day(d, wall) == Some(f.day)
-                && rules
-                    .door_mode(d, wall)
-                    .is_some_and(|mode| held_since(&**rules, d, &mode, f.at, wall))
+                && (!gap
+                    || rules
+                        .door_mode(d, wall)
+                        .is_some_and(|mode| held_since(&**rules, d, &mode, f.at, wall)))
         });
         let first_in = &self.first_in;
         let planner = &self.planner;
