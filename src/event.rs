@@ -406,6 +406,26 @@ pub enum EventKind {
         /// Why.
         reason: Withheld,
     },
+    /// A scheduled mode with `first_person_in` is due, and the door
+    /// stays in card mode until a credential is granted there (once per
+    /// window).
+    FirstPersonInAwaited {
+        /// Door id.
+        door: DoorId,
+        /// The scheduled mode that waits.
+        mode: String,
+    },
+    /// The first person in: a credential granted at the door inside its
+    /// `first_person_in` window; the scheduled mode starts (at a proven
+    /// time, as every scheduled release).
+    FirstPersonIn {
+        /// Door id.
+        door: DoorId,
+        /// Who was granted.
+        credential: String,
+        /// The scheduled mode that starts.
+        mode: String,
+    },
     /// The state directory's disk reached the reserve kept for alarms:
     /// doors go on deciding, routine events are dropped (counted) and
     /// alarms use the reserve.
@@ -700,6 +720,7 @@ impl EventKind {
                 | Self::ExitRequest { .. }
                 | Self::DoorClosed { .. }
                 | Self::DoorModeChanged { .. }
+                | Self::FirstPersonInAwaited { .. }
                 | Self::PdOnline { .. }
                 | Self::DaemonStarted { .. }
                 | Self::RulesApplied { .. }
@@ -953,6 +974,19 @@ impl EventKind {
                 reader: reader(r),
                 credential: text(credential),
             },
+            Self::FirstPersonInAwaited { door: d, mode } => Self::FirstPersonInAwaited {
+                door: door(d),
+                mode: id(mode),
+            },
+            Self::FirstPersonIn {
+                door: d,
+                credential,
+                mode,
+            } => Self::FirstPersonIn {
+                door: door(d),
+                credential: text(credential),
+                mode: id(mode),
+            },
             // No text in these.
             kind @ (Self::ClockWentBack { .. }
             | Self::ClockTrusted { .. }
@@ -1078,6 +1112,16 @@ impl EventKind {
             Self::SignedTimeRefused { issued_at } => {
                 format!("SIGNED TIME from the future refused: issued {issued_at}")
             }
+            Self::FirstPersonInAwaited { door, mode } => {
+                format!(
+                    "{door}: scheduled {mode} waits for the first person in (card mode until a grant)"
+                )
+            }
+            Self::FirstPersonIn {
+                door,
+                credential,
+                mode,
+            } => format!("{door}: first person in ({credential}): scheduled {mode} starts"),
             Self::DoorModeWithheld { door, mode, reason } => {
                 format!(
                     "{door}: scheduled {mode} WITHHELD ({reason}): card mode until the time is confirmed"

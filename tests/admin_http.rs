@@ -156,6 +156,22 @@ async fn viewer_reads_everything_but_cannot_act() {
         why["reason_text"],
         "access to this door, but not at this time"
     );
+    assert!(why.get("day_type").is_none(), "an ordinary day: {why}");
+    // On a special day the answer says which day type applied, and the
+    // page's why box shows it.
+    let why: Value = v
+        .get_json("/api/v1/why?door=main-entrance&card=42:1001")
+        .await
+        .unwrap();
+    assert_eq!(
+        (&why["day_type"], &why["day_name"]),
+        (&"holiday_b".into(), &"Christmas break".into())
+    );
+    let page = send(&v, "GET", "/?door=main-entrance&card=42%3A1001", "").await;
+    assert!(
+        page.text().contains("day type holiday_b (Christmas break)"),
+        "the why box does not say the day type"
+    );
     let metrics = send(&v, "GET", "/metrics", "").await;
     assert_eq!(metrics.status, 200);
     assert!(

@@ -641,9 +641,16 @@ fn why_box(h: &mut String, s: &Status, why: Option<&WhyView>) {
                 (None, Some(c)) => c.clone(),
                 _ => "this card".to_owned(),
             };
-            let rules = answer
+            let mut rules = answer
                 .rules_version
                 .map_or_else(|| "no rules in force".to_owned(), |v| format!("rules v{v}"));
+            // Which day's intervals applied: a special day or a holiday.
+            if let Some(t) = &answer.day_type {
+                rules.push_str(&format!(", day type {t}"));
+                if let Some(n) = &answer.day_name {
+                    rules.push_str(&format!(" ({n})"));
+                }
+            }
             if answer.decision == WhyDecision::Grant {
                 let _ = write!(
                     h,

@@ -61,6 +61,10 @@ impl Rules for StoreDecider {
         header.door_mode(door, now).map(str::to_owned)
     }
 
+    fn first_person_in_day(&self, door: &DoorId, now: Timestamp) -> Option<jiff::civil::Date> {
+        self.store.header()?.first_person_in_day(door, now)
+    }
+
     fn office_hours(&self, now: Timestamp) -> Option<bool> {
         self.store
             .header()

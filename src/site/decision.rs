@@ -10,6 +10,7 @@
 //! fire alarm add theirs here).
 
 use jiff::Timestamp;
+use jiff::civil::Date;
 
 use crate::ids::DoorId;
 use crate::rules::{Card, CredentialKey, Decision, DenyReason, Request, VerifiedSnapshot, wiegand};
@@ -31,6 +32,13 @@ pub trait Rules: Send {
     /// The scheduled mode name of `door` at `at`, if a schedule says one
     /// (the snapshot's text; the mode planner checks it fits the door).
     fn door_mode(&self, _door: &DoorId, _at: Timestamp) -> Option<String> {
+        None
+    }
+
+    /// When the scheduled mode of `door` at `at` waits for the *first
+    /// person in*: the local date it waits on. A grant at the door inside
+    /// the window, that day, lets the mode start.
+    fn first_person_in_day(&self, _door: &DoorId, _at: Timestamp) -> Option<Date> {
         None
     }
 
@@ -232,6 +240,10 @@ impl Rules for VerifiedSnapshot {
             .get(key)
             .and_then(|c| c.pin.as_ref())
             .is_some_and(|own| self.header().is_duress(own, pin))
+    }
+
+    fn first_person_in_day(&self, door: &DoorId, at: Timestamp) -> Option<Date> {
+        self.header().first_person_in_day(door, at)
     }
 }
 

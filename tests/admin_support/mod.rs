@@ -236,6 +236,8 @@ impl AdminBackend for FakeBackend {
                 name: None,
                 rules_version: Some(42),
                 at: q.at,
+                day_type: None,
+                day_name: None,
             };
             Ok(match h10301(&q.card) {
                 None => deny(DenyReason::BadFormat, None),
@@ -246,6 +248,8 @@ impl AdminBackend for FakeBackend {
                     name: Some("Ada Lovelace".into()),
                     rules_version: Some(42),
                     at: q.at,
+                    day_type: Some("holiday_b".into()),
+                    day_name: Some("Christmas break".into()),
                 },
                 Some((42, 1002)) => {
                     deny(DenyReason::OutsideSchedule, Some("h10301:42:1002".into()))
