@@ -125,7 +125,7 @@ fn inspect_summarises_and_verifies() {
     assert_eq!(v["version"], 1);
     assert_eq!(v["verified"], true);
     assert_eq!(v["gateway_id"], "gw-university-1");
-    assert_eq!(v["counts"]["credentials"], 5);
+    assert_eq!(v["counts"]["credentials"], 6);
     assert_eq!(v["counts"]["blocked"], 1);
     assert_eq!(v["counts"]["doors"], 4);
     assert_eq!(v["counts"]["holidays"], 4);
