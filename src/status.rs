@@ -35,6 +35,13 @@ pub struct Status {
     pub recent_events: Vec<Event>,
     /// Who is inside (recorded outside office hours).
     pub presence: Vec<PresenceEntry>,
+    /// The fire-alarm inputs active now (`[[fire_alarm]] id`): their escape
+    /// doors are released. Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fire_alarms: Vec<String>,
+    /// Duress alarms since the daemon started.
+    #[serde(default)]
+    pub duress_since_start: u64,
 }
 
 /// Identity, software version and clock of the gateway.

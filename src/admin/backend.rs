@@ -66,6 +66,14 @@ pub struct WhyAnswer {
     pub rules_version: Option<u64>,
     /// The instant decided at.
     pub at: Timestamp,
+    /// The day type at that instant (a special day's, `holiday`), `None`
+    /// on an ordinary day or without rules: which schedule intervals
+    /// applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day_type: Option<String>,
+    /// The special day's name, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day_name: Option<String>,
 }
 
 /// What the door would do with the card.
@@ -269,6 +277,8 @@ pub fn why_answer(verdict: &Verdict, rules_version: Option<u64>, at: Timestamp) 
             name: name.clone(),
             rules_version,
             at,
+            day_type: None,
+            day_name: None,
         },
         Verdict::Deny { credential, reason } => WhyAnswer {
             decision: WhyDecision::Deny,
@@ -277,6 +287,8 @@ pub fn why_answer(verdict: &Verdict, rules_version: Option<u64>, at: Timestamp) 
             name: None,
             rules_version,
             at,
+            day_type: None,
+            day_name: None,
         },
     }
 }

@@ -222,6 +222,9 @@ pub struct Config {
     /// `[[door]]`.
     #[serde(default, rename = "door")]
     pub doors: Vec<DoorEntry>,
+    /// `[[fire_alarm]]`: fire panel inputs and the escape doors they release.
+    #[serde(default, rename = "fire_alarm")]
+    pub fire_alarms: Vec<site::FireAlarmEntry>,
     /// Config file path (for errors).
     #[serde(skip)]
     pub file: PathBuf,
@@ -296,6 +299,7 @@ impl Config {
         let site = Site {
             buses: c.buses.clone(),
             doors: c.doors.clone(),
+            fire_alarms: c.fire_alarms.clone(),
         };
         c.pds = site.check().map_err(|e| c.invalid(e))?;
         if let Some(f) = &c.feedback
@@ -380,8 +384,19 @@ impl Config {
         let site = Site {
             buses: Vec::new(),
             doors: self.doors.clone(),
+            fire_alarms: Vec::new(),
         };
         site.wiring(&self.pds)
+    }
+
+    /// The fire-alarm inputs as the building core wants them.
+    pub fn fire_alarm_wiring(&self) -> Vec<crate::site::building::FireAlarmWiring> {
+        let site = Site {
+            buses: Vec::new(),
+            doors: Vec::new(),
+            fire_alarms: self.fire_alarms.clone(),
+        };
+        site.fire_alarm_wiring(&self.pds)
     }
 
     /// The buses, with PD keys read from their files.

@@ -212,6 +212,8 @@ impl GatewayBackend {
             uplink,
             recent_events,
             presence: presence(inside),
+            fire_alarms: view.fire_alarms.iter().map(|i| i.to_string()).collect(),
+            duress_since_start: view.duress_total,
         })
     }
 }
@@ -280,7 +282,13 @@ impl AdminBackend for GatewayBackend {
                 .door_decides(&query)
                 .await
                 .ok_or_else(|| BackendError::Unavailable("the daemon loop is gone".into()))?;
-            Ok(why_answer(&verdict, self.store.version(), query.at))
+            let mut answer = why_answer(&verdict, self.store.version(), query.at);
+            if let Some(header) = self.store.header() {
+                let (_, day) = header.day_of(query.at);
+                answer.day_type = day.day_type.map(str::to_owned);
+                answer.day_name = day.name.map(str::to_owned);
+            }
+            Ok(answer)
         })
     }
 

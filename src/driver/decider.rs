@@ -61,6 +61,10 @@ impl Rules for StoreDecider {
         header.door_mode(door, now).map(str::to_owned)
     }
 
+    fn first_person_in_day(&self, door: &DoorId, now: Timestamp) -> Option<jiff::civil::Date> {
+        self.store.header()?.first_person_in_day(door, now)
+    }
+
     fn office_hours(&self, now: Timestamp) -> Option<bool> {
         self.store
             .header()
@@ -69,5 +73,12 @@ impl Rules for StoreDecider {
 
     fn display_name(&self, key: &CredentialKey) -> Option<String> {
         self.store.credential(key).ok().flatten()?.display_name
+    }
+
+    fn duress(&self, key: &CredentialKey, pin: &str) -> bool {
+        let (Some(header), Ok(Some(c))) = (self.store.header(), self.store.credential(key)) else {
+            return false;
+        };
+        c.pin.is_some_and(|own| header.is_duress(&own, pin))
     }
 }

@@ -10,6 +10,7 @@
 //! fire alarm add theirs here).
 
 use jiff::Timestamp;
+use jiff::civil::Date;
 
 use crate::ids::DoorId;
 use crate::rules::{Card, CredentialKey, Decision, DenyReason, Request, VerifiedSnapshot, wiegand};
@@ -34,6 +35,13 @@ pub trait Rules: Send {
         None
     }
 
+    /// When the scheduled mode of `door` at `at` waits for the *first
+    /// person in*: the local date it waits on. A grant at the door inside
+    /// the window, that day, lets the mode start.
+    fn first_person_in_day(&self, _door: &DoorId, _at: Timestamp) -> Option<Date> {
+        None
+    }
+
     /// Whether it is office hours at `at`; `None` without rules (then
     /// every passage is recorded, the safe side for people's safety).
     fn office_hours(&self, _at: Timestamp) -> Option<bool> {
@@ -43,6 +51,12 @@ pub trait Rules: Send {
     /// The holder's display name, for presence.
     fn display_name(&self, _key: &CredentialKey) -> Option<String> {
         None
+    }
+
+    /// Whether `pin`, typed with credential `key`, is a duress PIN (the
+    /// rules grant it as the holder's own; the core raises the alarm).
+    fn duress(&self, _key: &CredentialKey, _pin: &str) -> bool {
+        false
     }
 }
 
@@ -219,6 +233,26 @@ impl Rules for VerifiedSnapshot {
 
     fn door_mode(&self, door: &DoorId, at: Timestamp) -> Option<String> {
         self.header().door_mode(door, at).map(str::to_owned)
+    }
+
+    fn duress(&self, key: &CredentialKey, pin: &str) -> bool {
+        self.credentials()
+            .get(key)
+            .and_then(|c| c.pin.as_ref())
+            .is_some_and(|own| self.header().is_duress(own, pin))
+    }
+
+    fn first_person_in_day(&self, door: &DoorId, at: Timestamp) -> Option<Date> {
+        self.header().first_person_in_day(door, at)
+    }
+}
+
+/// Whether what was presented signals duress: a PIN typed with a card,
+/// which the rules call a duress PIN for that card.
+pub fn is_duress(rules: &dyn Rules, presented: &Presented) -> bool {
+    match (&presented.pin, credential_of(&presented.card)) {
+        (Some(pin), Ok(key)) => rules.duress(&key, pin),
+        _ => false,
     }
 }
 

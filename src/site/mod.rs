@@ -9,6 +9,7 @@ pub mod decision;
 pub mod gateway;
 pub mod modes;
 pub mod outputs;
+pub mod pin_entry;
 pub mod remote;
 pub mod standing;
 

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
+use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
 use crate::door::{Presence, StandingMode};
@@ -24,8 +25,9 @@ use crate::ids::{DoorId, InputId};
 /// | layout | written by | change |
 /// |---|---|---|
 /// | 1 | up to f2b96d4 | lockdown, remote modes, overrides, presence, time floor and anchor |
-/// | 2 | this release | `fire_alarms`: the building's fire-alarm inputs last seen active |
-pub const VERSION: u32 = 2;
+/// | 2 | up to c4d5025 | `fire_alarms`: the building's fire-alarm inputs last seen active |
+/// | 3 | this release | `first_in`: doors whose *first person in* was granted, with the local day |
+pub const VERSION: u32 = 3;
 
 /// Why a standing state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +88,11 @@ pub fn decode(bytes: &[u8]) -> Result<StandingState, StandingError> {
     match layout {
         1 => serde_cbor::from_slice::<layout_1::StandingState>(bytes)
             .map(layout_1::upgrade)
+            .map(layout_2::upgrade)
             .map_err(unreadable(1)),
+        2 => serde_cbor::from_slice::<layout_2::StandingState>(bytes)
+            .map(layout_2::upgrade)
+            .map_err(unreadable(2)),
         VERSION => serde_cbor::from_slice(bytes).map_err(unreadable(VERSION)),
         found if found > VERSION => Err(StandingError::Newer {
             found,
@@ -122,6 +128,44 @@ mod layout_1 {
     }
 
     /// 1 → 2: no fire alarm was known to be active.
+    pub(super) fn upgrade(s: StandingState) -> super::layout_2::StandingState {
+        super::layout_2::StandingState {
+            lockdown: s.lockdown,
+            remote_modes: s.remote_modes,
+            overrides: s.overrides,
+            presence: s.presence,
+            trusted_floor: s.trusted_floor,
+            time_anchor: s.time_anchor,
+            fire_alarms: BTreeSet::new(),
+        }
+    }
+}
+
+/// Layout 2, frozen as the release at c4d5025 wrote it.
+mod layout_2 {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use jiff::Timestamp;
+    use serde::Deserialize;
+
+    use super::{TimeAnchor, TimedMode, TimedOverride};
+    use crate::door::Presence;
+    use crate::ids::{DoorId, InputId};
+
+    #[derive(Deserialize)]
+    pub(super) struct StandingState {
+        pub(super) lockdown: BTreeSet<DoorId>,
+        pub(super) remote_modes: BTreeMap<DoorId, TimedMode>,
+        pub(super) overrides: BTreeMap<DoorId, TimedOverride>,
+        pub(super) presence: Presence,
+        pub(super) trusted_floor: Option<Timestamp>,
+        #[serde(default)]
+        pub(super) time_anchor: Option<TimeAnchor>,
+        pub(super) fire_alarms: BTreeSet<InputId>,
+    }
+
+    /// 2 → 3: no door's first person in was known (every
+    /// `first_person_in` mode waits for a grant again).
     pub(super) fn upgrade(s: StandingState) -> super::StandingState {
         super::StandingState {
             version: super::VERSION,
@@ -131,7 +175,8 @@ mod layout_1 {
             presence: s.presence,
             trusted_floor: s.trusted_floor,
             time_anchor: s.time_anchor,
-            fire_alarms: BTreeSet::new(),
+            fire_alarms: s.fire_alarms,
+            first_in: BTreeMap::new(),
         }
     }
 }
@@ -195,6 +240,19 @@ pub struct TimeAnchor {
     pub came: BootStamp,
 }
 
+/// A door's *first person in*: the grant that let a `first_person_in`
+/// scheduled mode start. It holds only on its local day and while the
+/// schedule stays open from `at` on (the core checks both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstIn {
+    /// The local date of the grant (the rules' time zone).
+    pub day: Date,
+    /// When (trusted time).
+    pub at: Timestamp,
+    /// Who was granted (credential key text).
+    pub credential: String,
+}
+
 /// The standing state of one building.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StandingState {
@@ -216,6 +274,9 @@ pub struct StandingState {
     /// The fire-alarm inputs last seen active (by input id): their doors
     /// stay released after a restart until the input reads inactive.
     pub fire_alarms: BTreeSet<InputId>,
+    /// Doors whose `first_person_in` scheduled mode was started by a
+    /// grant, with that grant.
+    pub first_in: BTreeMap<DoorId, FirstIn>,
 }
 
 impl Default for StandingState {
@@ -229,6 +290,7 @@ impl Default for StandingState {
             trusted_floor: None,
             time_anchor: None,
             fire_alarms: BTreeSet::new(),
+            first_in: BTreeMap::new(),
         }
     }
 }
@@ -260,6 +322,43 @@ mod tests {
         assert!(s.trusted_floor.is_some() && s.time_anchor.is_some());
         assert!(s.fire_alarms.is_empty());
         // Written again, it is the current layout and reads back the same.
+        assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s);
+    }
+
+    /// Layout 2 (with an active fire alarm) loads as layout 3: nothing
+    /// dropped, no first person in known.
+    #[test]
+    fn the_layout_2_state_loads() {
+        let bytes = include_bytes!("../../tests/fixtures/layout-2/standing-state.cbor");
+        let s = decode(bytes).unwrap();
+        assert_eq!(s.version, VERSION);
+        assert!(s.lockdown.contains("lab-door"));
+        assert_eq!(
+            s.remote_modes[&DoorId::from("main-entrance")].mode,
+            "free_rotation"
+        );
+        assert_eq!(
+            s.overrides[&DoorId::from("side-door")].state,
+            HeldBy::Unlocked
+        );
+        assert_eq!(s.presence.count(), 2);
+        assert!(s.trusted_floor.is_some() && s.time_anchor.is_some());
+        assert!(s.fire_alarms.contains(&InputId::from("fire-panel")));
+        assert!(s.first_in.is_empty());
+        assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s);
+    }
+
+    #[test]
+    fn a_first_person_in_survives_encoding() {
+        let mut s = StandingState::default();
+        s.first_in.insert(
+            "sports-entrance".into(),
+            FirstIn {
+                day: "2026-12-07".parse().unwrap(),
+                at: "2026-12-07T07:02:00Z".parse().unwrap(),
+                credential: "h10301:42:1001".into(),
+            },
+        );
         assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s);
     }
 

@@ -142,6 +142,8 @@ pub fn sample_status() -> Status {
             name: Some("Ada Lovelace".into()),
             since: ts("2026-11-23T21:01:31Z"),
         }],
+        fire_alarms: Vec::new(),
+        duress_since_start: 0,
     }
 }
 
@@ -238,6 +240,8 @@ impl AdminBackend for FakeBackend {
                 name: None,
                 rules_version: Some(42),
                 at: q.at,
+                day_type: None,
+                day_name: None,
             };
             Ok(match h10301(&q.card) {
                 None => deny(DenyReason::BadFormat, None),
@@ -248,6 +252,8 @@ impl AdminBackend for FakeBackend {
                     name: Some("Ada Lovelace".into()),
                     rules_version: Some(42),
                     at: q.at,
+                    day_type: Some("holiday_b".into()),
+                    day_name: Some("Christmas break".into()),
                 },
                 Some((42, 1002)) => {
                     deny(DenyReason::OutsideSchedule, Some("h10301:42:1002".into()))
