@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{ActionRecord, Outcome, RecordedAction};
 use crate::door::{ActiveMode, Direction, StandingMode};
-use crate::ids::{BusId, DoorId, ReaderId};
+use crate::ids::{AreaId, BusId, DoorId, ReaderId};
 use crate::osdp::SecurityAlarm;
 use crate::rules::DenyReason;
 
@@ -258,7 +258,8 @@ pub enum EventKind {
         /// The new mode.
         mode: ActiveMode,
     },
-    /// Someone entered or left outside office hours.
+    /// Someone entered or left: outside office hours at any door with
+    /// readers both ways, and every passage at a door with areas.
     Presence {
         /// Credential key.
         credential: String,
@@ -266,6 +267,13 @@ pub enum EventKind {
         name: Option<String>,
         /// `in` or `out`.
         direction: Direction,
+        /// The area entered or left (absent: the building of a door
+        /// without areas, and in events written before areas).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        area: Option<AreaId>,
+        /// The door, at a door with areas.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        door: Option<DoorId>,
     },
     /// A PD came online.
     PdOnline {
@@ -553,6 +561,61 @@ pub enum EventKind {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// A passage against a card's known location (`site::areas`): granted
+    /// under `soft` anti-passback, denied under `hard` or `timed` (the
+    /// `access_denied` with reason `antipassback` follows).
+    Antipassback {
+        /// Door id.
+        door: DoorId,
+        /// Credential key.
+        credential: String,
+        /// The area whose anti-passback it breaks.
+        area: AreaId,
+        /// `already_inside` or `not_inside`.
+        breach: Breach,
+        /// Granted (`soft`) or denied.
+        granted: bool,
+    },
+    /// The daily anti-passback forgiveness: every location before `at` is
+    /// no longer held against a card (the muster list still shows it).
+    AntipassbackForgiven {
+        /// The forgiveness time.
+        at: jiff::Timestamp,
+    },
+    /// An exit button press at a door of an interlock (airlock) waited
+    /// for the other doors to close and lock, in vain: not released.
+    ExitRequestDenied {
+        /// Door id.
+        door: DoorId,
+        /// Why (`interlock`).
+        reason: DenyReason,
+    },
+    /// Cards the rules no longer know were taken off the muster list
+    /// (they leave every area).
+    LocationsDropped {
+        /// How many.
+        count: u64,
+    },
+}
+
+/// How a passage breaks anti-passback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Breach {
+    /// The card is known to be inside the area it enters.
+    AlreadyInside,
+    /// The card is known to be outside the area it leaves.
+    NotInside,
+}
+
+impl Breach {
+    /// The contract name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AlreadyInside => "already_inside",
+            Self::NotInside => "not_inside",
+        }
+    }
 }
 
 /// The event types central's `alarms` view lists (besides tamper/power
@@ -606,6 +669,8 @@ impl EventKind {
             Self::PdOnline { secure: true, .. } => Tone::Good,
             Self::PdOnline { secure: false, .. } | Self::DoorModeChanged { .. } => Tone::Notice,
             Self::AccessDenied { .. }
+            | Self::Antipassback { .. }
+            | Self::ExitRequestDenied { .. }
             | Self::DoorForced { .. }
             | Self::DoorHeldOpen { .. }
             | Self::PdOffline { .. }
@@ -694,10 +759,31 @@ impl EventKind {
                 credential,
                 name,
                 direction,
+                area,
+                door: d,
             } => Self::Presence {
                 credential: text(credential),
                 name: name.map(|n| cap(n, ID)),
                 direction,
+                area: area.map(|a| AreaId::from(cap(a.into(), ID))),
+                door: d.map(door),
+            },
+            Self::Antipassback {
+                door: d,
+                credential,
+                area,
+                breach,
+                granted,
+            } => Self::Antipassback {
+                door: door(d),
+                credential: text(credential),
+                area: AreaId::from(cap(area.into(), ID)),
+                breach,
+                granted,
+            },
+            Self::ExitRequestDenied { door: d, reason } => Self::ExitRequestDenied {
+                door: door(d),
+                reason,
             },
             Self::PdOnline {
                 bus: b,
@@ -874,7 +960,9 @@ impl EventKind {
                 reason: text(reason),
             },
             // No text in these.
-            kind @ (Self::ClockWentBack { .. }
+            kind @ (Self::AntipassbackForgiven { .. }
+            | Self::LocationsDropped { .. }
+            | Self::ClockWentBack { .. }
             | Self::ClockTrusted { .. }
             | Self::SignedTimeRefused { .. }
             | Self::ClockImplausible { .. }
@@ -918,11 +1006,53 @@ impl EventKind {
                 credential,
                 name,
                 direction,
+                area: None,
+                ..
             } => format!(
                 "presence: {} ({credential}) went {} after hours",
                 name.as_deref().unwrap_or("someone"),
                 direction
             ),
+            Self::Presence {
+                credential,
+                name,
+                direction,
+                area: Some(area),
+                door,
+            } => format!(
+                "presence: {} ({credential}) {} {area}{}",
+                name.as_deref().unwrap_or("someone"),
+                match direction {
+                    Direction::In => "entered",
+                    Direction::Out => "left",
+                },
+                door.as_ref()
+                    .map(|d| format!(" at {d}"))
+                    .unwrap_or_default()
+            ),
+            Self::Antipassback {
+                door,
+                credential,
+                area,
+                breach,
+                granted,
+            } => format!(
+                "{door}: ANTI-PASSBACK {credential}: {} {area} ({})",
+                match breach {
+                    Breach::AlreadyInside => "already inside",
+                    Breach::NotInside => "not known to be inside",
+                },
+                if *granted { "granted, soft" } else { "denied" }
+            ),
+            Self::AntipassbackForgiven { at } => {
+                format!("anti-passback forgiveness: locations before {at} forgiven")
+            }
+            Self::ExitRequestDenied { door, reason } => {
+                format!("{door}: exit button not honoured — {}", reason.words())
+            }
+            Self::LocationsDropped { count } => {
+                format!("muster list: {count} cards no longer in the rules left every area")
+            }
             Self::PdOnline {
                 bus,
                 address,

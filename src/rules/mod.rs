@@ -10,6 +10,7 @@
 //! [`envelope::verify_snapshot`] or [`envelope::apply_delta`]; [`decide`]
 //! checks in the documented order (see `docs/rules.md`) and never panics.
 
+pub mod areas;
 pub mod envelope;
 pub mod fuzz;
 pub mod record;
@@ -441,6 +442,13 @@ pub struct Snapshot {
     /// Maximum rule age per door class.
     #[serde(default)]
     pub max_age: BTreeMap<String, MaxAge>,
+    /// Areas by name (`[areas.NAME]`), see [`areas`]. Left out of the
+    /// bytes when empty, so snapshots without areas sign as before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub areas: BTreeMap<String, areas::Area>,
+    /// Anti-passback forgiveness and exemptions (`[antipassback]`).
+    #[serde(default, skip_serializing_if = "areas::AntiPassbackRules::is_empty")]
+    pub antipassback: areas::AntiPassbackRules,
 }
 
 impl Snapshot {
@@ -462,6 +470,8 @@ impl Snapshot {
             credentials: Vec::new(),
             door_mode_schedules: self.door_mode_schedules.clone(),
             max_age: self.max_age.clone(),
+            areas: self.areas.clone(),
+            antipassback: self.antipassback.clone(),
         }
     }
 }
@@ -474,6 +484,8 @@ pub struct Header {
     tz: TimeZone,
     /// Access level names in order; records refer to levels by index.
     levels: Vec<String>,
+    /// The areas, checked.
+    area_book: areas::AreaBook,
 }
 
 impl Header {
@@ -517,10 +529,12 @@ impl Header {
             }
         }
         let levels = snapshot.access_levels.keys().cloned().collect();
+        let area_book = areas::AreaBook::new(&snapshot.areas, &snapshot.antipassback)?;
         Ok(Self {
             snapshot,
             tz,
             levels,
+            area_book,
         })
     }
 
@@ -571,6 +585,16 @@ impl Header {
             .iter()
             .find(|m| m.door == door && self.schedule_open(&m.schedule, now))
             .map(|m| m.mode.as_str())
+    }
+
+    /// The areas and anti-passback rules.
+    pub fn areas(&self) -> &areas::AreaBook {
+        &self.area_book
+    }
+
+    /// The latest anti-passback forgiveness at or before `now`.
+    pub fn last_forgiveness(&self, now: Timestamp) -> Option<Timestamp> {
+        self.area_book.last_forgiveness(&self.tz, now)
     }
 
     /// The rules are older than `door`'s class allows at `now`; returns the
@@ -665,6 +689,14 @@ pub enum DenyReason {
     /// and every door fails secure until a snapshot signed by a trusted
     /// key arrives. Never produced by [`decide`]; the store answers it.
     RulesUntrusted,
+    /// The card is known to be inside the area it tries to enter, or
+    /// outside the area it tries to leave, and the area's anti-passback
+    /// is `hard` or `timed`. Never produced by [`decide`]: the gateway
+    /// core checks it (`site::areas`).
+    Antipassback,
+    /// Another door of the door's interlock (airlock) stayed open or
+    /// released for longer than the grant may wait. The core's check.
+    Interlock,
 }
 
 impl std::fmt::Display for DenyReason {
@@ -689,6 +721,8 @@ impl DenyReason {
             Self::PinRequired => "pin_required",
             Self::WrongPin => "wrong_pin",
             Self::RulesUntrusted => "rules_untrusted",
+            Self::Antipassback => "antipassback",
+            Self::Interlock => "interlock",
         }
     }
 
@@ -708,6 +742,11 @@ impl DenyReason {
             Self::PinRequired => "PIN required",
             Self::WrongPin => "wrong PIN",
             Self::RulesUntrusted => "gateway rules signed by a key no longer trusted",
+            Self::Antipassback => {
+                "anti-passback: the card is already inside this area (or not known to have \
+                 entered the area it leaves)"
+            }
+            Self::Interlock => "interlock: another door of the airlock stayed open or released",
         }
     }
 }

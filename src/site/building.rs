@@ -18,7 +18,9 @@ use crate::ids::{BusId, DoorId, InputId, ReaderId};
 use crate::osdp::message::{Command, RawCard};
 use crate::osdp::{BusEvent, OfflineReason};
 
+use super::areas::DoorAreas;
 use super::decision::Verdict;
+use super::interlock::Interlock;
 use super::modes::{DoorClass, ModePlanner, StandingMode};
 use super::outputs::{self, FeedbackTable, StrikeWiring};
 use super::standing::HeldBy;
@@ -169,6 +171,13 @@ pub enum BuildingAction {
         /// Active (alarm) or not.
         active: bool,
     },
+    /// The exit button of a door in an interlock was pressed: the owner
+    /// checks the airlock and answers with [`DoorInput::ExitRequest`]
+    /// (`BuildingInput::Door`) when the other doors are closed and locked.
+    ExitRequest {
+        /// Door id.
+        door: DoorId,
+    },
     /// A granted person went through a door: the owner updates the
     /// presence list (it knows office hours and names).
     Passage {
@@ -274,6 +283,10 @@ pub struct Building {
     fire_alarms: Vec<FireAlarmWiring>,
     actions: VecDeque<BuildingAction>,
     feedback: FeedbackTable,
+    /// The areas on the two sides of each door that has them.
+    areas: HashMap<DoorId, DoorAreas>,
+    /// The interlock groups.
+    interlocks: Vec<Interlock>,
 }
 
 impl std::fmt::Debug for Building {
@@ -331,7 +344,39 @@ impl Building {
             fire_alarms: Vec::new(),
             actions: VecDeque::new(),
             feedback: FeedbackTable::default(),
+            areas: HashMap::new(),
+            interlocks: Vec::new(),
         }
+    }
+
+    /// Give doors the areas on their two sides (the config's
+    /// `area_in`/`area_out`).
+    pub fn with_areas(mut self, areas: impl IntoIterator<Item = (DoorId, DoorAreas)>) -> Self {
+        self.areas = areas.into_iter().collect();
+        self
+    }
+
+    /// The areas on the two sides of `door`, when it has them.
+    pub fn door_areas(&self, door: &str) -> Option<&DoorAreas> {
+        self.areas.get(door)
+    }
+
+    /// Interlock these groups of doors: their exit buttons are handed to
+    /// the owner ([`BuildingAction::ExitRequest`]), which holds the
+    /// airlock.
+    pub fn with_interlocks(mut self, interlocks: Vec<Interlock>) -> Self {
+        self.interlocks = interlocks;
+        self
+    }
+
+    /// The interlock groups.
+    pub fn interlocks(&self) -> &[Interlock] {
+        &self.interlocks
+    }
+
+    fn interlocked(&self, door: usize) -> bool {
+        let id = &self.doors[door].wiring.id;
+        self.interlocks.iter().any(|g| g.doors.contains(id))
     }
 
     /// Watch these fire-alarm inputs.
@@ -669,6 +714,11 @@ impl Building {
                     let input = match (role, active) {
                         (InputRole::Contact, true) => DoorInput::ContactOpened,
                         (InputRole::Contact, false) => DoorInput::ContactClosed,
+                        (_, true) if self.interlocked(target) => {
+                            let door = self.doors[target].wiring.id.clone();
+                            self.actions.push_back(BuildingAction::ExitRequest { door });
+                            continue;
+                        }
                         (_, true) => DoorInput::ExitRequest,
                         (_, false) => continue,
                     };

@@ -24,8 +24,9 @@ use crate::ids::{DoorId, InputId};
 /// | layout | written by | change |
 /// |---|---|---|
 /// | 1 | up to f2b96d4 | lockdown, remote modes, overrides, presence, time floor and anchor |
-/// | 2 | this release | `fire_alarms`: the building's fire-alarm inputs last seen active |
-pub const VERSION: u32 = 2;
+/// | 2 | up to c4d5025 | `fire_alarms`: the building's fire-alarm inputs last seen active |
+/// | 3 | this release | `forgiven_at`: the last anti-passback forgiveness; presence lines carry their `area` and `door` (absent in earlier lines: the building) |
+pub const VERSION: u32 = 3;
 
 /// Why a standing state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +87,11 @@ pub fn decode(bytes: &[u8]) -> Result<StandingState, StandingError> {
     match layout {
         1 => serde_cbor::from_slice::<layout_1::StandingState>(bytes)
             .map(layout_1::upgrade)
+            .map(layout_2::upgrade)
             .map_err(unreadable(1)),
+        2 => serde_cbor::from_slice::<layout_2::StandingState>(bytes)
+            .map(layout_2::upgrade)
+            .map_err(unreadable(2)),
         VERSION => serde_cbor::from_slice(bytes).map_err(unreadable(VERSION)),
         found if found > VERSION => Err(StandingError::Newer {
             found,
@@ -122,6 +127,46 @@ mod layout_1 {
     }
 
     /// 1 → 2: no fire alarm was known to be active.
+    pub(super) fn upgrade(s: StandingState) -> super::layout_2::StandingState {
+        super::layout_2::StandingState {
+            lockdown: s.lockdown,
+            remote_modes: s.remote_modes,
+            overrides: s.overrides,
+            presence: s.presence,
+            trusted_floor: s.trusted_floor,
+            time_anchor: s.time_anchor,
+            fire_alarms: BTreeSet::new(),
+        }
+    }
+}
+
+/// Layout 2, frozen as the release at c4d5025 wrote it. Its presence lines
+/// read as today's (the `area` and `door` of a line are optional and
+/// absent there: the building).
+mod layout_2 {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use jiff::Timestamp;
+    use serde::Deserialize;
+
+    use super::{TimeAnchor, TimedMode, TimedOverride};
+    use crate::door::Presence;
+    use crate::ids::{DoorId, InputId};
+
+    #[derive(Deserialize)]
+    pub(super) struct StandingState {
+        pub(super) lockdown: BTreeSet<DoorId>,
+        pub(super) remote_modes: BTreeMap<DoorId, TimedMode>,
+        pub(super) overrides: BTreeMap<DoorId, TimedOverride>,
+        pub(super) presence: Presence,
+        pub(super) trusted_floor: Option<Timestamp>,
+        #[serde(default)]
+        pub(super) time_anchor: Option<TimeAnchor>,
+        pub(super) fire_alarms: BTreeSet<InputId>,
+    }
+
+    /// 2 → 3: no forgiveness has happened yet (every location counts
+    /// until the first one the rules schedule).
     pub(super) fn upgrade(s: StandingState) -> super::StandingState {
         super::StandingState {
             version: super::VERSION,
@@ -131,7 +176,8 @@ mod layout_1 {
             presence: s.presence,
             trusted_floor: s.trusted_floor,
             time_anchor: s.time_anchor,
-            fire_alarms: BTreeSet::new(),
+            fire_alarms: s.fire_alarms,
+            forgiven_at: None,
         }
     }
 }
@@ -216,6 +262,10 @@ pub struct StandingState {
     /// The fire-alarm inputs last seen active (by input id): their doors
     /// stay released after a restart until the input reads inactive.
     pub fire_alarms: BTreeSet<InputId>,
+    /// The last anti-passback forgiveness: locations from before it are
+    /// not held against a card (`site::areas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgiven_at: Option<Timestamp>,
 }
 
 impl Default for StandingState {
@@ -229,6 +279,7 @@ impl Default for StandingState {
             trusted_floor: None,
             time_anchor: None,
             fire_alarms: BTreeSet::new(),
+            forgiven_at: None,
         }
     }
 }
@@ -260,6 +311,28 @@ mod tests {
         assert!(s.trusted_floor.is_some() && s.time_anchor.is_some());
         assert!(s.fire_alarms.is_empty());
         // Written again, it is the current layout and reads back the same.
+        assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s);
+    }
+
+    /// The standing state the release at c4d5025 wrote (layout 2) loads,
+    /// upgraded: its fire alarm and presence lines kept (in the building,
+    /// no area), no forgiveness yet.
+    #[test]
+    fn the_layout_2_state_loads() {
+        let bytes = include_bytes!("../../tests/fixtures/v0.6/standing-state.cbor");
+        let s = decode(bytes).unwrap();
+        assert_eq!(s.version, VERSION);
+        assert!(s.lockdown.contains("lab-door"));
+        assert!(s.fire_alarms.contains("fire-panel"));
+        assert_eq!(s.presence.count(), 2);
+        let ada = s.presence.get(&"h10301:42:1001".into()).unwrap();
+        assert_eq!(ada.name.as_deref(), Some("Ada Lovelace"));
+        assert_eq!((ada.area.as_ref(), ada.door.as_ref()), (None, None));
+        assert_eq!(s.forgiven_at, None);
+        assert_eq!(
+            s.overrides[&DoorId::from("side-door")].state,
+            HeldBy::Unlocked
+        );
         assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s);
     }
 
