@@ -4,6 +4,8 @@
 //! door machines to PDs; `outputs` says what is sent to a PD.
 
 pub mod areas;
+#[cfg(test)]
+mod areas_gateway_tests;
 pub mod building;
 pub mod clock;
 pub mod decision;
