@@ -7,6 +7,7 @@
 //! (doors → PDs), trusted keys and PD key files are checked by
 //! [`Config::load`] / [`Config::check`], before anything is opened.
 
+pub mod areas;
 pub mod port;
 pub mod site;
 
@@ -222,6 +223,9 @@ pub struct Config {
     /// `[[door]]`.
     #[serde(default, rename = "door")]
     pub doors: Vec<DoorEntry>,
+    /// `[[interlock]]`: airlocks.
+    #[serde(default, rename = "interlock")]
+    pub interlocks: Vec<areas::InterlockEntry>,
     /// Config file path (for errors).
     #[serde(skip)]
     pub file: PathBuf,
@@ -298,6 +302,7 @@ impl Config {
             doors: c.doors.clone(),
         };
         c.pds = site.check().map_err(|e| c.invalid(e))?;
+        areas::check(&c.doors, &c.interlocks).map_err(|e| c.invalid(e))?;
         if let Some(f) = &c.feedback
             && let Err(e) = f.get_ref().table()
         {
@@ -382,6 +387,16 @@ impl Config {
             doors: self.doors.clone(),
         };
         site.wiring(&self.pds)
+    }
+
+    /// The doors' areas (`area_in`/`area_out`).
+    pub fn door_areas(&self) -> Vec<(crate::ids::DoorId, crate::site::areas::DoorAreas)> {
+        areas::door_areas(&self.doors)
+    }
+
+    /// The interlock groups (`[[interlock]]`).
+    pub fn interlocks(&self) -> Vec<crate::site::interlock::Interlock> {
+        areas::interlocks(&self.interlocks)
     }
 
     /// The buses, with PD keys read from their files.
@@ -530,7 +545,9 @@ mod tests {
         ));
         let c = Config::load(file).unwrap();
         assert_eq!(c.buses.len(), 1);
-        assert_eq!(c.doors.len(), 3);
+        assert_eq!(c.doors.len(), 4);
+        assert_eq!(c.door_areas().len(), 3);
+        assert_eq!(c.interlocks()[0].doors.len(), 2);
         let wiring = c.door_wiring();
         assert_eq!(wiring[1].id, "side-entrance");
         assert_eq!(wiring[1].readers[0].id, "side-reader");

@@ -338,7 +338,10 @@ fn start_core(
     restored: crate::site::StandingState,
 ) -> Gateway {
     let decider = StoreDecider::new(store.clone(), config.presence.office_hours_schedule.clone());
-    let building = Building::new(config.door_wiring()).with_feedback(config.feedback_table());
+    let building = Building::new(config.door_wiring())
+        .with_feedback(config.feedback_table())
+        .with_areas(config.door_areas())
+        .with_interlocks(config.interlocks());
     Gateway::new(building, Box::new(decider), restored, daemon::now())
 }
 
