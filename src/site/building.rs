@@ -601,11 +601,13 @@ impl Building {
                 // A fire-alarm input's level is asked for at once: after a
                 // restart (or the PD's own), the kept alarm state must meet
                 // the true one, and a PD reports inputs only on change.
-                if self
-                    .watched
-                    .iter()
-                    .any(|w| w.role == InputRole::FireAlarm && w.input.pd == pd)
-                {
+                // So are an airlock door's contacts: after a restart an
+                // open door must hold the other doors of its interlock.
+                if self.watched.iter().any(|w| {
+                    w.input.pd == pd
+                        && (w.role == InputRole::FireAlarm
+                            || (w.role == InputRole::Contact && self.interlocked(w.target)))
+                }) {
                     self.actions.push_back(BuildingAction::Command {
                         pd,
                         command: Command::InputStatus,
