@@ -137,7 +137,10 @@ pub fn sample_status() -> Status {
             credential: "h10301:42:1001".into(),
             name: Some("Ada Lovelace".into()),
             since: ts("2026-11-23T21:01:31Z"),
+            area: Some("building".into()),
+            door: Some("main-entrance".into()),
         }],
+        interlocks: Vec::new(),
     }
 }
 
@@ -209,12 +212,19 @@ impl AdminBackend for FakeBackend {
         })
     }
 
-    fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BackendError>> {
+    fn occupancy(&self, area: Option<String>) -> BoxFuture<'_, Result<Occupancy, BackendError>> {
         Box::pin(async move {
             let s = self.status.lock().unwrap();
+            let inside = s
+                .presence
+                .iter()
+                .filter(|p| area.is_none() || p.area == area)
+                .cloned()
+                .collect();
             Ok(Occupancy {
                 now: s.gateway.now,
-                inside: s.presence.clone(),
+                area,
+                inside,
             })
         })
     }
@@ -234,6 +244,7 @@ impl AdminBackend for FakeBackend {
                 name: None,
                 rules_version: Some(42),
                 at: q.at,
+                detail: None,
             };
             Ok(match h10301(&q.card) {
                 None => deny(DenyReason::BadFormat, None),
@@ -244,6 +255,7 @@ impl AdminBackend for FakeBackend {
                     name: Some("Ada Lovelace".into()),
                     rules_version: Some(42),
                     at: q.at,
+                    detail: None,
                 },
                 Some((42, 1002)) => {
                     deny(DenyReason::OutsideSchedule, Some("h10301:42:1002".into()))
