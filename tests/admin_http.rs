@@ -146,6 +146,19 @@ async fn viewer_reads_everything_but_cannot_act() {
     assert_eq!(ev["events"][0]["reason"], "outside_schedule");
     let occ: Value = v.get_json("/api/v1/occupancy").await.unwrap();
     assert_eq!(occ["inside"][0]["name"], "Ada Lovelace");
+    assert_eq!(occ["inside"][0]["area"], "building");
+    assert_eq!(occ["inside"][0]["door"], "main-entrance");
+    let occ: Value = v.get_json("/api/v1/occupancy?area=lab-wing").await.unwrap();
+    assert_eq!(
+        (occ["area"].as_str(), occ["inside"].as_array().map(Vec::len)),
+        (Some("lab-wing"), Some(0))
+    );
+    let long = format!("/api/v1/occupancy?area={}", "x".repeat(65));
+    assert_eq!(send(&v, "GET", &long, "").await.status, 400);
+    assert_eq!(
+        send(&v, "GET", "/api/v1/occupancy?room=1", "").await.status,
+        400
+    );
     let why: Value = v
         .get_json("/api/v1/why?door=main-entrance&card=42:1002")
         .await

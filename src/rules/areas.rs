@@ -316,3 +316,22 @@ mod tests {
         assert!("24:00".parse::<DailyTime>().is_err());
     }
 }
+
+#[cfg(test)]
+mod example {
+    /// The example rules' areas read as documented.
+    #[test]
+    fn the_example_rules_have_areas_and_a_forgiveness() {
+        let text = include_str!("../../config/rules.example.toml");
+        let t: jiff::Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
+        let s = crate::rules::source::parse_rules("rules.example.toml", text, 1, t, t).unwrap();
+        let h = crate::rules::Header::new(s.without_credentials()).unwrap();
+        assert_eq!(
+            h.last_forgiveness(t),
+            Some("2026-12-01T02:00:00Z".parse().unwrap())
+        );
+        let lab = h.areas().area("lab-wing").unwrap();
+        assert_eq!(lab.parent.as_deref(), Some("building"));
+        assert!(h.areas().is_exempt(&"h10301:42:1001".parse().unwrap()));
+    }
+}

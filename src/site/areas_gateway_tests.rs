@@ -526,3 +526,40 @@ fn an_airlock_grant_waits_for_the_other_door_then_is_served_or_refused() {
     assert_eq!(pds.get(&5), Some(&true));
     assert!(!both(&pds));
 }
+
+/// The example rules, signed and verified, as the gateway's rules: the
+/// forgiveness of the day is taken at the start.
+#[test]
+fn the_example_rules_forgive_at_the_start() {
+    use crate::rules::envelope::sign_snapshot;
+    use crate::rules::tests::{key, trusted};
+    let text = include_str!("../../config/rules.example.toml");
+    let t: Timestamp = "2026-12-01T09:00:00Z".parse().unwrap();
+    let mut s =
+        crate::rules::source::parse_rules("r", text, 1, t, t + SignedDuration::from_hours(999))
+            .unwrap();
+    s.gateway_id = "gw1".into();
+    s.building = "b1".into();
+    let v = crate::rules::verify_snapshot(
+        &sign_snapshot(&key(), &s).unwrap(),
+        &trusted(),
+        "gw1",
+        "b1",
+        t,
+        None,
+    )
+    .unwrap();
+    let (_, out) = start_with(Box::new(v), at(0));
+    assert!(
+        records(&out)
+            .iter()
+            .any(|r| matches!(r, EventKind::AntipassbackForgiven { .. })),
+        "{out:?}"
+    );
+}
+
+fn start_with(rules: Box<dyn Rules>, now: Now) -> (Gateway, Vec<Output>) {
+    let mut g = Gateway::new(building(), rules, StandingState::default(), now);
+    let out = drain(&mut g);
+    (g, out)
+}

@@ -1005,7 +1005,7 @@ impl Gateway {
         if self.forgiven_at.is_none_or(|f| f < due) {
             self.forgiven_at = Some(due);
             self.records
-                .push(EventKind::AntipassbackForgiven { at: due });
+                .push(EventKind::AntipassbackForgiven { forgiven_at: due });
         }
     }
 
