@@ -274,6 +274,10 @@ pub enum EventKind {
         /// The door, at a door with areas.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         door: Option<DoorId>,
+        /// Where a departure lands: the door's outer area (`out` only;
+        /// absent: out of every area). Central's muster list needs it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outer: Option<AreaId>,
     },
     /// A PD came online.
     PdOnline {
@@ -761,12 +765,14 @@ impl EventKind {
                 direction,
                 area,
                 door: d,
+                outer,
             } => Self::Presence {
                 credential: text(credential),
                 name: name.map(|n| cap(n, ID)),
                 direction,
                 area: area.map(|a| AreaId::from(cap(a.into(), ID))),
                 door: d.map(door),
+                outer: outer.map(|a| AreaId::from(cap(a.into(), ID))),
             },
             Self::Antipassback {
                 door: d,
@@ -1019,6 +1025,7 @@ impl EventKind {
                 direction,
                 area: Some(area),
                 door,
+                ..
             } => format!(
                 "presence: {} ({credential}) {} {area}{}",
                 name.as_deref().unwrap_or("someone"),
@@ -1219,6 +1226,15 @@ mod area_event_tests {
                 direction: Direction::In,
                 area: Some("lab-wing".into()),
                 door: Some("lab-1".into()),
+                outer: None,
+            },
+            EventKind::Presence {
+                credential: "h10301:42:1002".into(),
+                name: Some("Student".into()),
+                direction: Direction::Out,
+                area: Some("lab-wing".into()),
+                door: Some("lab-1".into()),
+                outer: Some("building".into()),
             },
             EventKind::Antipassback {
                 door: "lab-1".into(),

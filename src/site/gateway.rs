@@ -960,7 +960,7 @@ impl Gateway {
             outer: sides.as_ref().and_then(|s| s.outside.clone()),
             door: Some(door.clone()),
         };
-        let event = match sides {
+        let event = match &sides {
             Some(_) => Some(self.presence.pass(passage)),
             None => self.presence.record(passage),
         };
@@ -982,12 +982,17 @@ impl Gateway {
             } => (credential, name, Direction::Out, area),
         };
         let door = area.is_some().then_some(door);
+        let outer = match direction {
+            Direction::Out => sides.and_then(|s| s.outside),
+            Direction::In => None,
+        };
         self.records.push(EventKind::Presence {
             credential: credential.0,
             name,
             direction,
             area,
             door,
+            outer,
         });
     }
 
