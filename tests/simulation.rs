@@ -254,7 +254,7 @@ impl Rules for SimRules {
     }
 
     fn area(&self, name: &str) -> Option<Area> {
-        (name == "building").then(|| Area {
+        (name == "building").then_some(Area {
             parent: None,
             antipassback: AntiPassback::Hard,
             timed_minutes: None,

@@ -212,19 +212,6 @@ pub fn status_text(s: &Status) -> String {
     o
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_read_well() {
-        assert_eq!(age(42), "42 s");
-        assert_eq!(age(423), "7 min 3 s");
-        assert_eq!(age(3 * 3600 + 120), "3 h 2 min");
-        assert_eq!(age(2 * 86400 + 3600), "2 d 1 h");
-    }
-}
-
 /// The muster list as lines: who, in which area, since when, through
 /// which door (`portier status`, `portier status --muster`).
 pub fn muster_text(inside: &[crate::status::PresenceEntry], tz: &TimeZone) -> String {
@@ -244,4 +231,17 @@ pub fn muster_text(inside: &[crate::status::PresenceEntry], tz: &TimeZone) -> St
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(age(42), "42 s");
+        assert_eq!(age(423), "7 min 3 s");
+        assert_eq!(age(3 * 3600 + 120), "3 h 2 min");
+        assert_eq!(age(2 * 86400 + 3600), "2 d 1 h");
+    }
 }

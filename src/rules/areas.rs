@@ -315,10 +315,7 @@ mod tests {
         assert!(book.is_exempt(&"h10301:42:9001".parse().unwrap()));
         assert!("24:00".parse::<DailyTime>().is_err());
     }
-}
 
-#[cfg(test)]
-mod example {
     /// The example rules' areas read as documented.
     #[test]
     fn the_example_rules_have_areas_and_a_forgiveness() {

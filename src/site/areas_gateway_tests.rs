@@ -563,3 +563,43 @@ fn start_with(rules: Box<dyn Rules>, now: Now) -> (Gateway, Vec<Output>) {
     let out = drain(&mut g);
     (g, out)
 }
+
+/// A passage costs its one line in the journal, whatever the list's
+/// length: with 2 000 cards inside, the 2 001st passage commits one
+/// presence line of a bounded size (not the list).
+#[test]
+fn a_passage_costs_one_line_whatever_the_list() {
+    let (mut g, _) = start(campus(AntiPassback::None), StandingState::default(), at(0));
+    let mut biggest = 0;
+    for i in 0..2001u64 {
+        let n = u8::try_from(1 + i % 99).unwrap();
+        // Distinct cards: the presence list is keyed by credential, so
+        // plant lines directly for all but the measured passage.
+        if i < 2000 {
+            g.presence_for_tests()
+                .apply(vec![crate::door::PresenceChange {
+                    credential: format!("raw:{i:06X}/24").as_str().into(),
+                    occupant: Some(crate::door::Occupant {
+                        name: None,
+                        since: at(0).system,
+                        area: Some("lab-wing".into()),
+                        door: Some("lab".into()),
+                    }),
+                }]);
+            continue;
+        }
+        let out = walk(&mut g, S, 3, 3, n);
+        for o in &out {
+            if let Output::Commit(Commit {
+                state: Some(StandingChange::Presence(lines)),
+                ..
+            }) = o
+            {
+                assert_eq!(lines.len(), 1);
+                biggest = biggest.max(serde_cbor::to_vec(lines).unwrap().len());
+            }
+        }
+    }
+    assert_eq!(g.presence().count(), 2001);
+    assert!((1..=160).contains(&biggest), "{biggest} bytes");
+}

@@ -440,6 +440,12 @@ impl Gateway {
         &self.presence
     }
 
+    /// The presence list to plant lines in (tests only).
+    #[cfg(test)]
+    pub(crate) fn presence_for_tests(&mut self) -> &mut Presence {
+        &mut self.presence
+    }
+
     /// The trusted time of the last input.
     pub fn trusted_now(&self) -> Timestamp {
         self.wall
