@@ -285,6 +285,15 @@ impl Presence {
         self.inside.iter()
     }
 
+    /// Who is inside from `credential` on (inclusive), ordered by
+    /// credential: a sweep over a long list in steps.
+    pub fn inside_from<'a>(
+        &'a self,
+        credential: &CredentialId,
+    ) -> impl Iterator<Item = (&'a CredentialId, &'a Occupant)> + 'a {
+        self.inside.range(credential.clone()..)
+    }
+
     /// How many are inside.
     pub fn count(&self) -> usize {
         self.inside.len()

@@ -250,6 +250,9 @@ pub struct Gateway {
     interlocks: Interlocks,
     /// The last anti-passback forgiveness (persisted).
     forgiven_at: Option<Timestamp>,
+    /// Where the sweep for cards the rules no longer know goes on (`None`:
+    /// no sweep running); it starts at each rules change.
+    sweep: Option<CredentialId>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -310,6 +313,7 @@ impl Gateway {
             next_expiry: None,
             interlocks,
             forgiven_at: restored.forgiven_at,
+            sweep: None,
         };
         gateway.begin(now);
         gateway.restore(now, restored);
@@ -331,6 +335,7 @@ impl Gateway {
                 action,
             } => self.remote(now, ticket, source, command, action),
             Input::RulesChanged => {
+                self.sweep = Some(CredentialId(String::new()));
                 self.drop_unknown_locations();
                 self.apply_modes(now);
             }
@@ -372,6 +377,7 @@ impl Gateway {
             Input::Timeout => {
                 self.building.handle_timeout(now.mono);
                 self.apply_modes(now);
+                self.drop_unknown_locations();
             }
         }
         self.finish(now);
@@ -1021,17 +1027,27 @@ impl Gateway {
     }
 
     /// Cards the rules no longer know leave every area (bounded: the list
-    /// holds only cards the rules know, after each rules change).
+    /// holds only cards the rules know). A sweep over the list after each
+    /// rules change, [`SWEEP_STEP`] lines per input (a rules change and
+    /// each timeout), so no input pays for a long list.
     fn drop_unknown_locations(&mut self) {
-        let gone: Vec<CredentialId> = self
+        let Some(from) = self.sweep.take() else {
+            return;
+        };
+        let mut lines: Vec<CredentialId> = self
             .presence
-            .inside()
-            .filter(|(c, _)| {
+            .inside_from(&from)
+            .take(SWEEP_STEP + 1)
+            .map(|(c, _)| c.clone())
+            .collect();
+        self.sweep = (lines.len() > SWEEP_STEP).then(|| lines.pop()).flatten();
+        let gone: Vec<CredentialId> = lines
+            .into_iter()
+            .filter(|c| {
                 c.0.parse()
                     .ok()
                     .is_some_and(|key| self.rules.knows(&key) == Some(false))
             })
-            .map(|(c, _)| c.clone())
             .collect();
         for c in &gone {
             self.presence.remove(c);
@@ -1209,6 +1225,11 @@ fn held_since(
 /// The step of [`held_since`] (schedules are minute-grained; a closure of
 /// under five minutes between two windows is not looked for).
 const HELD_STEP: SignedDuration = SignedDuration::from_mins(5);
+
+/// Presence lines checked against the rules per input while a sweep runs
+/// (`drop_unknown_locations`): 20 000 lines take 40 inputs, at least one
+/// a minute.
+const SWEEP_STEP: usize = 512;
 
 /// How often, at most, beacons alone rewrite the persisted floor and
 /// anchor.
