@@ -630,3 +630,47 @@ fn a_passage_costs_one_line_whatever_the_list() {
     println!("one passage at a door with areas commits {biggest} bytes of presence line");
     assert!((1..=160).contains(&biggest), "{biggest} bytes");
 }
+
+/// A remote unlock of an airlock door while the other stands open is
+/// refused, with the reason journaled; once it is closed, accepted.
+#[test]
+fn a_remote_unlock_of_a_busy_airlock_door_is_refused() {
+    use super::remote::{RemoteAction, RemoteError};
+    let (mut g, _) = start(campus(AntiPassback::None), StandingState::default(), at(0));
+    inputs(&mut g, at(S), 7, true, false);
+    let unlock = |g: &mut Gateway, t| {
+        g.handle(
+            at(t),
+            Input::Remote {
+                ticket: 1,
+                source: "test".into(),
+                command: None,
+                action: RemoteAction::Unlock {
+                    door: "air-out".into(),
+                    seconds: 60,
+                },
+            },
+        );
+        drain(g)
+    };
+    let out = unlock(&mut g, 2 * S);
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Reply {
+                result: Err(RemoteError::Interlocked(_)),
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    assert!(!g.doors()[2].released);
+    inputs(&mut g, at(3 * S), 7, false, false);
+    let out = unlock(&mut g, 4 * S);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Reply { result: Ok(()), .. })),
+        "{out:?}"
+    );
+    assert!(g.doors()[2].released);
+}

@@ -638,7 +638,19 @@ impl Gateway {
         command: Option<String>,
         action: RemoteAction,
     ) {
-        let result = action.plan(&mut self.planner, now.mono);
+        // An airlock: a remote release of one door while another of its
+        // group is open or released is refused (at most one at a time).
+        let airlock = match &action {
+            RemoteAction::Unlock { door, .. } => Some(door),
+            RemoteAction::SetMode { door, mode, .. } if mode.releases() => Some(door),
+            _ => None,
+        }
+        .filter(|d| self.interlocks.busy(d, &self.building.door_states()))
+        .cloned();
+        let result = match airlock {
+            Some(door) => Err(RemoteError::Interlocked(door)),
+            None => action.plan(&mut self.planner, now.mono),
+        };
         self.records.push(EventKind::RemoteAction(ActionRecord::new(
             source,
             command,

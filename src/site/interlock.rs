@@ -9,9 +9,10 @@
 //!
 //! The fire alarm overrides: a door held `emergency_unlocked` is not held
 //! back, and does not hold the others back (`site::modes::PRECEDENCE`).
-//! Standing release modes and remote releases are an operator's choice and
-//! are not held back either; a door released by one keeps the rest of the
-//! group waiting.
+//! A remote release of a door while another of its group is busy is
+//! refused by the core (`RemoteError::Interlocked`); a scheduled release
+//! mode is the rules' choice and is not held back. A door released by
+//! either keeps the rest of the group waiting.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
