@@ -553,6 +553,12 @@ async fn session_cookie_is_locked_down_and_logout_ends_it() {
 async fn status_page_shows_the_building_and_escapes_what_it_shows() {
     let h = start_fake(LockoutConfig::default()).await;
     h.fake.status.lock().unwrap().doors[0].mode = "<script>alert(1)</script>".into();
+    h.fake.status.lock().unwrap().interlocks = vec![portier::status::InterlockStatus {
+        id: "lab-airlock".into(),
+        doors: vec!["lab-1".into(), "lab-1-inner".into()],
+        busy: vec!["lab-1".into()],
+        waiting: 1,
+    }];
     let op = h.login(&h.operator).await;
     let page = send(&op, "GET", "/?door=main-entrance&card=42%3A1002", "").await;
     assert_eq!(page.status, 200);
@@ -566,6 +572,12 @@ async fn status_page_shows_the_building_and_escapes_what_it_shows() {
         "vendor 0A1B2C model 3 serial 123456 fw 1.4.2",
         "Europe/Amsterdam",
         "Unlock momentarily",
+        "Inside now — muster list (1)",
+        "<td>building</td>",
+        "<td>main-entrance</td>",
+        "<h2>Airlocks</h2>",
+        "<td>lab-airlock</td><td>lab-1, lab-1-inner</td>",
+        "@media print",
     ] {
         assert!(t.contains(want), "page lacks {want:?}");
     }
