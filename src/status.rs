@@ -33,8 +33,8 @@ pub struct Status {
     pub uplink: UplinkStatus,
     /// The most recent events, newest last.
     pub recent_events: Vec<Event>,
-    /// Who is inside: the muster list (every passage at a door with areas;
-    /// outside office hours at the others).
+    /// Who is inside: the muster list (every granted passage moves a
+    /// card's line; at a door with areas into or out of its area).
     pub presence: Vec<PresenceEntry>,
     /// The interlocks (airlocks); absent when there are none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

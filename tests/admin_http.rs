@@ -840,6 +840,43 @@ async fn cli_passwd_token_and_status() {
     assert!(out.status.success());
     let s: Status = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s.doors.len(), 2);
+    // The muster list, of everyone and of one area.
+    let muster = |area: Option<&str>| {
+        let mut args = vec![
+            "status",
+            "--muster",
+            "--url",
+            &h.url,
+            "--fingerprint",
+            &h.fingerprint,
+        ];
+        if let Some(a) = area {
+            args.extend(["--area", a]);
+        }
+        let out = Command::new(bin)
+            .args(&args)
+            .env("PORTIER_ADMIN_TOKEN", &token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let all = muster(None);
+    assert!(
+        all.contains("1 inside")
+            && all.contains("Ada Lovelace (h10301:42:1001) in building since")
+            && all.contains("last door main-entrance"),
+        "{all}"
+    );
+    let lab = muster(Some("lab wing"));
+    assert!(
+        lab.contains("muster list of lab wing") && lab.contains("0 inside"),
+        "{lab}"
+    );
     // On the gateway, --config finds the address and the certificate.
     let gw_cfg = h.dir.path().join("gateway.toml");
     std::fs::write(
