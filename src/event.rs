@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{ActionRecord, Outcome, RecordedAction};
 use crate::door::{ActiveMode, Direction, StandingMode};
-use crate::ids::{AreaId, BusId, DoorId, ReaderId};
+use crate::ids::{AreaId, BusId, DoorId, InputId, ReaderId};
 use crate::osdp::SecurityAlarm;
 use crate::rules::DenyReason;
 
@@ -418,6 +418,26 @@ pub enum EventKind {
         /// Why.
         reason: Withheld,
     },
+    /// A scheduled mode with `first_person_in` is due, and the door
+    /// stays in card mode until a credential is granted there (once per
+    /// window).
+    FirstPersonInAwaited {
+        /// Door id.
+        door: DoorId,
+        /// The scheduled mode that waits.
+        mode: String,
+    },
+    /// The first person in: a credential granted at the door inside its
+    /// `first_person_in` window; the scheduled mode starts (at a proven
+    /// time, as every scheduled release).
+    FirstPersonIn {
+        /// Door id.
+        door: DoorId,
+        /// Who was granted.
+        credential: String,
+        /// The scheduled mode that starts.
+        mode: String,
+    },
     /// The state directory's disk reached the reserve kept for alarms:
     /// doors go on deciding, routine events are dropped (counted) and
     /// alarms use the reserve.
@@ -565,6 +585,34 @@ pub enum EventKind {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// Alarm: a fire-alarm input went active (its escape doors released
+    /// above every other authority) or cleared (they return to their modes).
+    FireAlarm {
+        /// The input (`[[fire_alarm]] id`).
+        input: InputId,
+        /// Active (alarm) or cleared.
+        active: bool,
+        /// The escape doors it releases.
+        releases: Vec<DoorId>,
+    },
+    /// Alarm: the PD carrying a fire-alarm input went offline; the input's
+    /// last known level is kept (`active`) until the PD reports again.
+    FireAlarmInputOffline {
+        /// The input.
+        input: InputId,
+        /// The level kept meanwhile.
+        active: bool,
+    },
+    /// Silent alarm: a cardholder entered a duress PIN. The door opened as
+    /// usual (an `access_granted` follows); this goes to central first.
+    Duress {
+        /// Door id.
+        door: DoorId,
+        /// Reader id.
+        reader: ReaderId,
+        /// Credential key.
+        credential: String,
+    },
     /// A passage against a card's known location (`site::areas`): granted
     /// under `soft` anti-passback, denied under `hard` or `timed` (the
     /// `access_denied` with reason `antipassback` follows).
@@ -625,7 +673,7 @@ impl Breach {
 /// The event types central's `alarms` view lists (besides tamper/power
 /// `pd_status`, offline gateways, quarantined records and journal changes,
 /// which the view adds itself): the one list, which a test holds the
-/// newest migration's view to. `duress` is reserved for the duress PIN.
+/// newest migration's view to.
 pub const ALARM_TYPES: &[&str] = &[
     "door_forced",
     "door_held_open",
@@ -649,7 +697,24 @@ pub const ALARM_TYPES: &[&str] = &[
     "admin_unavailable",
     "duress",
     "command_refused",
+    "fire_alarm",
+    "fire_alarm_input_offline",
 ];
+
+/// At most this many ids in one event's list (a fire alarm's doors).
+const MAX_LISTED: usize = 64;
+
+fn ids_listed(ids: &[DoorId]) -> String {
+    ids.iter()
+        .map(DoorId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The event types a gateway publishes ahead of its backlog on
+/// `<prefix>/urgent` ([`EventKind::is_urgent`]); central keeps only these
+/// from that topic (`urgent_events`).
+pub const URGENT_TYPES: &[&str] = &["duress", "fire_alarm"];
 
 /// How an event should strike a reader of the page: the one judgement,
 /// beside the one wording ([`EventKind::describe`]).
@@ -679,7 +744,10 @@ impl EventKind {
             | Self::DoorHeldOpen { .. }
             | Self::PdOffline { .. }
             | Self::SecurityAlarm { .. }
-            | Self::RulesRefused { .. } => Tone::Bad,
+            | Self::RulesRefused { .. }
+            | Self::FireAlarm { active: true, .. }
+            | Self::FireAlarmInputOffline { .. }
+            | Self::Duress { .. } => Tone::Bad,
             Self::PdStatus {
                 tamper,
                 power_failure,
@@ -704,6 +772,15 @@ impl EventKind {
         }
     }
 
+    /// Events central must see before the backlog: published at once,
+    /// beside the journal's order (which delivers them again in turn).
+    pub fn is_urgent(&self) -> bool {
+        matches!(
+            self,
+            Self::Duress { .. } | Self::FireAlarm { active: true, .. }
+        )
+    }
+
     /// Alarms and security events, which a full journal still keeps.
     pub fn must_keep(&self) -> bool {
         !matches!(
@@ -712,6 +789,7 @@ impl EventKind {
                 | Self::ExitRequest { .. }
                 | Self::DoorClosed { .. }
                 | Self::DoorModeChanged { .. }
+                | Self::FirstPersonInAwaited { .. }
                 | Self::PdOnline { .. }
                 | Self::DaemonStarted { .. }
                 | Self::RulesApplied { .. }
@@ -727,6 +805,7 @@ impl EventKind {
         let door = |d: DoorId| DoorId::from(cap(d.into(), ID));
         let reader = |r: ReaderId| ReaderId::from(cap(r.into(), ID));
         let bus = |b: BusId| BusId::from(cap(b.into(), ID));
+        let input = |i: InputId| InputId::from(cap(i.into(), ID));
         match self {
             Self::AccessGranted {
                 door: d,
@@ -965,6 +1044,41 @@ impl EventKind {
                 file: file.map(text),
                 reason: text(reason),
             },
+            Self::FireAlarm {
+                input: i,
+                active,
+                releases,
+            } => Self::FireAlarm {
+                input: input(i),
+                active,
+                releases: releases.into_iter().take(MAX_LISTED).map(door).collect(),
+            },
+            Self::FireAlarmInputOffline { input: i, active } => Self::FireAlarmInputOffline {
+                input: input(i),
+                active,
+            },
+            Self::Duress {
+                door: d,
+                reader: r,
+                credential,
+            } => Self::Duress {
+                door: door(d),
+                reader: reader(r),
+                credential: text(credential),
+            },
+            Self::FirstPersonInAwaited { door: d, mode } => Self::FirstPersonInAwaited {
+                door: door(d),
+                mode: id(mode),
+            },
+            Self::FirstPersonIn {
+                door: d,
+                credential,
+                mode,
+            } => Self::FirstPersonIn {
+                door: door(d),
+                credential: text(credential),
+                mode: id(mode),
+            },
             // No text in these.
             kind @ (Self::AntipassbackForgiven { .. }
             | Self::LocationsDropped { .. }
@@ -1135,6 +1249,16 @@ impl EventKind {
             Self::SignedTimeRefused { issued_at } => {
                 format!("SIGNED TIME from the future refused: issued {issued_at}")
             }
+            Self::FirstPersonInAwaited { door, mode } => {
+                format!(
+                    "{door}: scheduled {mode} waits for the first person in (card mode until a grant)"
+                )
+            }
+            Self::FirstPersonIn {
+                door,
+                credential,
+                mode,
+            } => format!("{door}: first person in ({credential}): scheduled {mode} starts"),
             Self::DoorModeWithheld { door, mode, reason } => {
                 format!(
                     "{door}: scheduled {mode} WITHHELD ({reason}): card mode until the time is confirmed"
@@ -1205,7 +1329,83 @@ impl EventKind {
             Self::AdminUnavailable { reason, .. } => {
                 format!("ADMIN PORT OFF: {reason}")
             }
+            Self::FireAlarm {
+                input,
+                active: true,
+                releases,
+            } => format!(
+                "FIRE ALARM {input}: escape doors released ({})",
+                ids_listed(releases)
+            ),
+            Self::FireAlarm {
+                input, releases, ..
+            } => format!(
+                "fire alarm {input} cleared: {} back to their modes",
+                ids_listed(releases)
+            ),
+            Self::FireAlarmInputOffline { input, active } => format!(
+                "FIRE ALARM INPUT {input} UNSEEN: its reader is offline; kept {}",
+                if *active {
+                    "active (doors released)"
+                } else {
+                    "inactive"
+                }
+            ),
+            Self::Duress {
+                door,
+                reader,
+                credential,
+            } => format!("{door}: DURESS PIN by {credential} at {reader}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn type_of(kind: &EventKind) -> String {
+        serde_json::to_value(kind).unwrap()["type"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Urgent events are alarms that a full journal and the disk reserve
+    /// keep, central lists them, and `URGENT_TYPES` names each.
+    #[test]
+    fn urgent_events_are_kept_alarms() {
+        let urgent = [
+            EventKind::Duress {
+                door: "d".into(),
+                reader: "r".into(),
+                credential: "h10301:42:1".into(),
+            },
+            EventKind::FireAlarm {
+                input: "fire".into(),
+                active: true,
+                releases: vec!["d".into()],
+            },
+        ];
+        for kind in &urgent {
+            let name = type_of(kind);
+            assert!(kind.is_urgent(), "{name}");
+            assert!(kind.must_keep(), "{name}");
+            assert!(ALARM_TYPES.contains(&name.as_str()), "{name}");
+            assert!(URGENT_TYPES.contains(&name.as_str()), "{name}");
+            assert_eq!(kind.tone(), Tone::Bad, "{name}");
+        }
+        let cleared = EventKind::FireAlarm {
+            input: "fire".into(),
+            active: false,
+            releases: vec![],
+        };
+        assert!(!cleared.is_urgent() && cleared.must_keep());
+        let offline = EventKind::FireAlarmInputOffline {
+            input: "fire".into(),
+            active: true,
+        };
+        assert!(offline.must_keep() && ALARM_TYPES.contains(&type_of(&offline).as_str()));
     }
 }
 

@@ -36,6 +36,13 @@ pub struct Status {
     /// Who is inside: the muster list (every granted passage moves a
     /// card's line; at a door with areas into or out of its area).
     pub presence: Vec<PresenceEntry>,
+    /// The fire-alarm inputs active now (`[[fire_alarm]] id`): their escape
+    /// doors are released. Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fire_alarms: Vec<String>,
+    /// Duress alarms since the daemon started.
+    #[serde(default)]
+    pub duress_since_start: u64,
     /// The interlocks (airlocks); absent when there are none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interlocks: Vec<InterlockStatus>,

@@ -169,6 +169,22 @@ async fn viewer_reads_everything_but_cannot_act() {
         why["reason_text"],
         "access to this door, but not at this time"
     );
+    assert!(why.get("day_type").is_none(), "an ordinary day: {why}");
+    // On a special day the answer says which day type applied, and the
+    // page's why box shows it.
+    let why: Value = v
+        .get_json("/api/v1/why?door=main-entrance&card=42:1001")
+        .await
+        .unwrap();
+    assert_eq!(
+        (&why["day_type"], &why["day_name"]),
+        (&"holiday_b".into(), &"Christmas break".into())
+    );
+    let page = send(&v, "GET", "/?door=main-entrance&card=42%3A1001", "").await;
+    assert!(
+        page.text().contains("day type holiday_b (Christmas break)"),
+        "the why box does not say the day type"
+    );
     let metrics = send(&v, "GET", "/metrics", "").await;
     assert_eq!(metrics.status, 200);
     assert!(
@@ -600,6 +616,26 @@ async fn status_page_shows_the_building_and_escapes_what_it_shows() {
         "{live}"
     );
     assert!(live.contains("readers online 1/2"));
+    // A fire alarm: a red banner first, escaped like everything else, and
+    // the metrics count it and the duress alarms.
+    {
+        let mut status = h.fake.status.lock().unwrap();
+        status.fire_alarms = vec!["fire<panel>".into()];
+        status.duress_since_start = 2;
+    }
+    let live = send(&v, "GET", "/live", "").await.text();
+    let banner = live.find("id=\"fire-alarm\"").expect("fire banner");
+    assert!(
+        banner < live.find("readers online").unwrap(),
+        "banner first"
+    );
+    assert!(live.contains("fire&lt;panel&gt;"), "{live}");
+    let metrics = send(&v, "GET", "/metrics", "").await.text();
+    assert!(
+        metrics.contains("portier_fire_alarms_active 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("portier_duress_alarms 2"), "{metrics}");
     h.stop().await;
 }
 

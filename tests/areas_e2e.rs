@@ -2,7 +2,7 @@
 //! Channel, the example building (`config/portier.example.toml`): a soft
 //! building (side entrance, PD 2) around a hard lab wing behind an airlock
 //! (lab-1 on PD 3's output 0 and inputs 0/1, lab-1-inner on its output 1
-//! and inputs 2/3). Every assertion is on what the PDs received (their OUT
+//! and inputs 4/5). Every assertion is on what the PDs received (their OUT
 //! commands) or on the daemon's journal and presence list.
 #![allow(clippy::disallowed_methods)] // tests wait on real time
 
@@ -244,8 +244,8 @@ fn the_airlock_never_releases_both_strikes() {
         v["event"] == "output" && v["address"] == 3 && v["output"] == 0 && is_release(v)
     });
     gw.input(3, 0, true);
-    gw.input(3, 3, true);
-    gw.input(3, 3, false);
+    gw.input(3, 5, true);
+    gw.input(3, 5, false);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         !gw.outputs_since(mark, 3)
@@ -265,7 +265,7 @@ fn the_airlock_never_releases_both_strikes() {
     });
     // The inner door held open: a card at the outer door waits 10 s, then
     // is refused with `interlock`.
-    gw.input(3, 2, true);
+    gw.input(3, 4, true);
     std::thread::sleep(Duration::from_millis(300));
     let refused = gw.mark();
     gw.badge(3, STUDENT);
@@ -278,7 +278,7 @@ fn the_airlock_never_releases_both_strikes() {
         !after.iter().any(|o| o["output"] == 0 && is_release(o)),
         "the outer door released for the refused card: {after:#?}"
     );
-    gw.input(3, 2, false);
+    gw.input(3, 4, false);
     std::thread::sleep(Duration::from_millis(300));
     never_both(&gw.outputs_since(mark, 3));
 }

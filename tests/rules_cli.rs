@@ -125,10 +125,12 @@ fn inspect_summarises_and_verifies() {
     assert_eq!(v["version"], 1);
     assert_eq!(v["verified"], true);
     assert_eq!(v["gateway_id"], "gw-university-1");
-    assert_eq!(v["counts"]["credentials"], 5);
+    assert_eq!(v["counts"]["credentials"], 6);
     assert_eq!(v["counts"]["blocked"], 1);
-    assert_eq!(v["counts"]["doors"], 3);
+    assert_eq!(v["counts"]["doors"], 4);
     assert_eq!(v["counts"]["holidays"], 4);
+    assert_eq!(v["counts"]["special_days"], 2);
+    assert_eq!(v["counts"]["event_windows"], 1);
     assert_eq!(v["key_id"].as_str().unwrap().len(), 16);
     let bad = portier(&[
         "snapshot",
@@ -231,6 +233,49 @@ fn decisions_of_the_example_building() {
         let v = env.decide(door, card, at);
         assert_eq!(reason(&v), want, "{door} {card} {at}: {v}");
     }
+}
+
+/// `decide` says which day type applied and which event window holds the
+/// door: the sports centre's hours by day type in the example rules.
+#[test]
+fn decide_explains_the_day_type_and_event_window() {
+    let env = Env::new();
+    let ask = |at: &str| env.decide("sports-entrance", "--card 42:1001", at);
+    // An ordinary Tuesday: weekday hours 07:00-23:00.
+    let v = ask("2027-07-13T07:30:00+02:00");
+    assert_eq!(reason(&v), "grant", "{v}");
+    assert_eq!(v["date"], "2027-07-13");
+    assert!(v["day_type"].is_null(), "{v}");
+    assert!(v.get("event_window").is_none(), "{v}");
+    // The summer break (holiday_b): 08:00-22:00 instead.
+    let v = ask("2027-07-20T07:30:00+02:00");
+    assert_eq!(reason(&v), "outside_schedule", "{v}");
+    assert_eq!(v["day_type"], "holiday_b");
+    assert_eq!(v["day_name"], "Summer break: only the sports centre opens");
+    assert_eq!(reason(&ask("2027-07-20T08:30:00+02:00")), "grant");
+    // A listed holiday (Tuesday 27 April 2027): day type `holiday`.
+    let v = ask("2027-04-27T09:30:00+02:00");
+    assert_eq!(
+        (reason(&v), &v["day_type"]),
+        ("outside_schedule", &"holiday".into())
+    );
+    assert_eq!(reason(&ask("2027-04-27T10:30:00+02:00")), "grant");
+    // The winter concert (event, Saturday 12 Dec 2026): 18:00-01:00, the
+    // event window 19:00-23:00 holding the door unlocked; the interval
+    // runs past midnight into Sunday.
+    let v = ask("2026-12-12T19:30:00+01:00");
+    assert_eq!(reason(&v), "grant", "{v}");
+    assert_eq!(v["day_type"], "event");
+    assert_eq!(v["event_window"]["window"], "2026-12-12T19:00/23:00");
+    assert_eq!(v["event_window"]["mode"], "unlocked");
+    assert_eq!(v["event_window"]["name"], "Winter concert");
+    let v = ask("2026-12-13T00:30:00+01:00");
+    assert_eq!(reason(&v), "grant", "{v}");
+    assert!(v["day_type"].is_null(), "Sunday is ordinary: {v}");
+    assert_eq!(
+        reason(&ask("2026-12-12T12:00:00+01:00")),
+        "outside_schedule"
+    );
 }
 
 #[test]

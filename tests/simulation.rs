@@ -28,6 +28,9 @@
 //!   forgiveness) is granted at A's in-reader;
 //! - interlock: doors C and D form an airlock (cards, contacts and exit
 //!   buttons only): never are both released at their PDs at once.
+//! - first person in: door B's scheduled `unlocked` (with
+//!   `first_person_in`) never holds the door without a committed grant at
+//!   B inside that window (`first_person_in` journaled), whatever crashed.
 //!
 //! `SIM_SEEDS=N` runs N seeds (default 200 for a quick debug run;
 //! `scripts/test` runs 5000 in a release build); `SIM_SEED=S` replays one.
@@ -201,7 +204,8 @@ const ESCAPE: [&str; 2] = ["b", "r"];
 
 /// Cards 0..=4 are granted everywhere, card 4 only until [`EXPIRES`];
 /// card 5 is blocked. Door A is scheduled unlocked for the first 5 minutes
-/// of every 20.
+/// of every 20; door B from minute 10 to 15 of every 20, with *first
+/// person in*.
 struct SimRules;
 
 /// When card 4 expires (four hours into the run).
@@ -246,7 +250,17 @@ impl Rules for SimRules {
 
     fn door_mode(&self, door: &DoorId, at: Timestamp) -> Option<String> {
         let minute = at.as_second().div_euclid(60).rem_euclid(20);
-        (*door == "a" && minute < 5).then(|| "unlocked".to_owned())
+        let open = match door.as_str() {
+            "a" => minute < 5,
+            "b" => (10..15).contains(&minute),
+            _ => false,
+        };
+        open.then(|| "unlocked".to_owned())
+    }
+
+    fn first_person_in_day(&self, door: &DoorId, at: Timestamp) -> Option<jiff::civil::Date> {
+        (*door == "b" && self.door_mode(door, at).is_some())
+            .then(|| at.to_zoned(jiff::tz::TimeZone::UTC).date())
     }
 
     fn office_hours(&self, _at: Timestamp) -> Option<bool> {
@@ -309,6 +323,11 @@ struct Sim {
     /// Anti-passback denials and airlock waits seen.
     antipassback: usize,
     interlock_denials: usize,
+    /// The real times at which a first person in at door B was
+    /// committed.
+    first_in_b: Vec<Timestamp>,
+    /// Checks that found door B in its first-person-in mode.
+    first_in_seen: std::cell::Cell<usize>,
 }
 
 /// How far from the truth a confirmed time may be in a run (a beacon's
@@ -339,6 +358,8 @@ impl Sim {
             locations: HashMap::new(),
             antipassback: 0,
             interlock_denials: 0,
+            first_in_b: Vec::new(),
+            first_in_seen: std::cell::Cell::new(0),
         };
         sim.boot();
         sim
@@ -459,8 +480,19 @@ impl Sim {
                         Some(StandingChange::Presence(lines)) => self.disk.presence.apply(lines),
                         None => {}
                     }
+                    let mut granted_at_b = false;
                     for r in &c.records {
                         self.follow(r);
+                        match r {
+                            EventKind::AccessGranted { door, .. } if *door == "b" => {
+                                granted_at_b = true;
+                            }
+                            EventKind::FirstPersonIn { door, .. } if *door == "b" => {
+                                assert!(granted_at_b, "a first person in without a grant");
+                                self.first_in_b.push(self.real());
+                            }
+                            _ => {}
+                        }
                     }
                     self.journal.extend(c.records);
                 }
@@ -659,6 +691,29 @@ impl Sim {
                 assert!(
                     !(300 + 120..=1200 - 120).contains(&into),
                     "door a scheduled unlocked at real time {real}, outside its window"
+                );
+            }
+            // First person in: door B in its scheduled mode (no remote
+            // mode of its own) means the real time lies in B's window and
+            // a grant at B was committed inside this window (give or take
+            // the 60 s + 200 ppm a witnessing signed time allows).
+            if door == "b"
+                && state.mode == "unlocked"
+                && !g.standing().remote_modes.contains_key("b")
+            {
+                self.first_in_seen.set(self.first_in_seen.get() + 1);
+                let real = self.real();
+                let into = real.as_second().rem_euclid(1200);
+                assert!(
+                    (600 - 120..900 + 120).contains(&into),
+                    "door b scheduled unlocked at real time {real}, outside its window"
+                );
+                let opened = real - SignedDuration::from_secs(into - 600 + 120);
+                assert!(
+                    self.first_in_b.iter().any(|t| *t >= opened && *t <= real),
+                    "door b scheduled unlocked at {real} without a grant in the window \
+                     (first persons in at {:?})",
+                    self.first_in_b
                 );
             }
             // The precedence table: a fire alarm releases the escape doors
@@ -1014,6 +1069,7 @@ fn run_seed(seed: u64, steps: usize) -> Seen {
             fire_over_lockdown: sim.fire_over_lockdown.get(),
             antipassback: sim.antipassback,
             interlock_denials: sim.interlock_denials,
+            first_in: sim.first_in_seen.get(),
         }
     });
     match result {
@@ -1047,6 +1103,7 @@ fn crash_anywhere_keeps_every_door_invariant() {
         seen.fire_over_lockdown += s.fire_over_lockdown;
         seen.antipassback += s.antipassback;
         seen.interlock_denials += s.interlock_denials;
+        seen.first_in += s.first_in;
     }
     // The runs reached both sides of the time rule.
     if seeds >= 100 {
@@ -1066,6 +1123,7 @@ fn crash_anywhere_keeps_every_door_invariant() {
             seen.interlock_denials > 0,
             "the airlock never refused anyone"
         );
+        assert!(seen.first_in > 0, "no first person in ever unlocked door b");
     }
 }
 
@@ -1079,4 +1137,5 @@ struct Seen {
     fire_over_lockdown: usize,
     antipassback: usize,
     interlock_denials: usize,
+    first_in: usize,
 }

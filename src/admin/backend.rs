@@ -70,6 +70,14 @@ pub struct WhyAnswer {
     /// anti-passback deny: "the card is already inside lab-wing").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The day type at that instant (a special day's, `holiday`), `None`
+    /// on an ordinary day or without rules: which schedule intervals
+    /// applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day_type: Option<String>,
+    /// The special day's name, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day_name: Option<String>,
 }
 
 /// What the door would do with the card.
@@ -275,6 +283,8 @@ pub fn why_answer(verdict: &Verdict, rules_version: Option<u64>, at: Timestamp) 
             rules_version,
             at,
             detail: None,
+            day_type: None,
+            day_name: None,
         },
         Verdict::Deny { credential, reason } => WhyAnswer {
             decision: WhyDecision::Deny,
@@ -284,6 +294,8 @@ pub fn why_answer(verdict: &Verdict, rules_version: Option<u64>, at: Timestamp) 
             rules_version,
             at,
             detail: None,
+            day_type: None,
+            day_name: None,
         },
     }
 }

@@ -64,6 +64,8 @@ struct Inner {
     rules_untrusted: Gauge,
     uplink_connected: Gauge,
     uptime: Gauge,
+    fire_alarms: Gauge,
+    duress: Gauge,
     logins: Family<ResultLabels, Counter>,
     actions: Family<ResultLabels, Counter>,
 }
@@ -160,6 +162,18 @@ impl Metrics {
             "Seconds since the daemon started",
             uptime.clone(),
         );
+        let fire_alarms = Gauge::default();
+        registry.register(
+            "fire_alarms_active",
+            "Fire-alarm inputs active now (their escape doors are released)",
+            fire_alarms.clone(),
+        );
+        let duress = Gauge::default();
+        registry.register(
+            "duress_alarms",
+            "Duress alarms (a duress PIN typed) since the daemon started",
+            duress.clone(),
+        );
         let logins = Family::<ResultLabels, Counter>::default();
         registry.register(
             "admin_logins",
@@ -186,6 +200,8 @@ impl Metrics {
             rules_untrusted,
             uplink_connected,
             uptime,
+            fire_alarms,
+            duress,
             logins,
             actions,
         }))
@@ -252,6 +268,10 @@ impl Metrics {
         }
         i.backlog
             .set(i64::try_from(s.uplink.backlog).unwrap_or(i64::MAX));
+        i.fire_alarms
+            .set(i64::try_from(s.fire_alarms.len()).unwrap_or(i64::MAX));
+        i.duress
+            .set(i64::try_from(s.duress_since_start).unwrap_or(i64::MAX));
         i.backlog_age
             .set(s.uplink.oldest_backlog_age_secs.unwrap_or(0) as f64);
         match &s.rules {

@@ -64,6 +64,7 @@ h2{font-size:1rem;margin:0 0 .5rem}
 table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid var(--line);vertical-align:top;white-space:nowrap}
 td.wrap{white-space:normal}
+section.fire{background:#b00020;color:#fff;border-color:#7a0016}section.fire h2{font-size:1.4rem}
 .ok{color:var(--ok);font-weight:600}.bad{color:var(--bad);font-weight:600}.warn{color:var(--warn);font-weight:600}.mute{color:var(--mute)}
 .badges{display:flex;flex-wrap:wrap;gap:.4rem}
 .badge{border-radius:999px;padding:.15rem .6rem;font-size:.85rem;border:1px solid var(--line);background:#fff}
@@ -297,6 +298,7 @@ fn yes_no(b: bool, yes: &str, no: &str, yes_class: &str, no_class: &str) -> Stri
 pub(crate) fn live(s: &Status) -> String {
     let tz = tz_of(s);
     let mut h = String::new();
+    fire_banner(&mut h, s);
     summary(&mut h, s);
     gateway(&mut h, s, &tz);
     buses(&mut h, s);
@@ -341,6 +343,21 @@ fn summary(h: &mut String, s: &Status) {
         let _ = write!(h, "<span class=\"badge {class}\">{}</span>", escape(&text));
     }
     h.push_str("</div></section>");
+}
+
+/// The red banner over everything while a fire alarm is active.
+fn fire_banner(h: &mut String, s: &Status) {
+    if s.fire_alarms.is_empty() {
+        return;
+    }
+    let inputs: Vec<String> = s.fire_alarms.iter().map(|i| escape(i)).collect();
+    let _ = write!(
+        h,
+        "<section id=\"fire-alarm\" class=\"fire\" role=\"alert\"><h2>FIRE ALARM</h2>\
+         <p>Active: {}. The escape doors are released and stay released until the fire \
+         panel clears; lockdown and remote commands do not lock them.</p></section>",
+        inputs.join(", ")
+    );
 }
 
 fn gateway(h: &mut String, s: &Status, tz: &TimeZone) {
@@ -663,9 +680,16 @@ fn why_box(h: &mut String, s: &Status, why: Option<&WhyView>) {
                 (None, Some(c)) => c.clone(),
                 _ => "this card".to_owned(),
             };
-            let rules = answer
+            let mut rules = answer
                 .rules_version
                 .map_or_else(|| "no rules in force".to_owned(), |v| format!("rules v{v}"));
+            // Which day's intervals applied: a special day or a holiday.
+            if let Some(t) = &answer.day_type {
+                rules.push_str(&format!(", day type {t}"));
+                if let Some(n) = &answer.day_name {
+                    rules.push_str(&format!(" ({n})"));
+                }
+            }
             if answer.decision == WhyDecision::Grant {
                 let _ = write!(
                     h,

@@ -60,6 +60,13 @@ pub fn status_text(s: &Status) -> String {
     let tz = TimeZone::get(&s.gateway.time_zone).unwrap_or(TimeZone::UTC);
     let g = &s.gateway;
     let mut o = String::new();
+    if !s.fire_alarms.is_empty() {
+        let _ = writeln!(
+            o,
+            "FIRE ALARM active: {} (escape doors released)",
+            s.fire_alarms.join(", ")
+        );
+    }
     let _ = writeln!(o, "{} · {} · portier {}", g.building, g.id, g.version);
     let _ = writeln!(
         o,

@@ -405,6 +405,13 @@ impl CentralConfig {
         }
     }
 
+    /// The subscription filter of the urgent lane (`<root>/+/urgent`):
+    /// not shared, every instance stores every urgent event (an insert
+    /// that finds it stored does nothing).
+    pub fn urgent_filter(&self) -> String {
+        format!("{}/+/urgent", self.central.topic_root)
+    }
+
     /// The subscription filter for status: every instance sees every
     /// gateway's status (not shared: retained messages go to each).
     pub fn status_filter(&self) -> String {

@@ -17,7 +17,8 @@
 use jiff::Timestamp;
 use serde_json::Value;
 use thiserror::Error;
-use tokio_postgres::{Client, NoTls};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
 use super::GatewayId;
 use super::config::{PostgresConfig, SslMode};
@@ -46,8 +47,12 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         6,
         include_str!("../../migrations/central/0006_rules_repairs.sql"),
     ),
-    // 7 is another branch's (merged before this one).
+    // 7 is another branch's (merged after this one).
     (8, include_str!("../../migrations/central/0008_areas.sql")),
+    (
+        9,
+        include_str!("../../migrations/central/0009_fire_alarms_follow.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("portier" in ASCII, truncated).
@@ -141,6 +146,22 @@ fn describe(e: &tokio_postgres::Error) -> String {
 
 /// Connect (the connection's task runs on the current tokio runtime).
 pub async fn connect(cfg: &PostgresConfig) -> Result<Client, DbError> {
+    connect_with(cfg, None).await
+}
+
+/// A connection whose server notifications (`LISTEN`) are handed to
+/// `notices`.
+pub async fn connect_listening(
+    cfg: &PostgresConfig,
+) -> Result<(Client, mpsc::UnboundedReceiver<Notification>), DbError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    Ok((connect_with(cfg, Some(tx)).await?, rx))
+}
+
+async fn connect_with(
+    cfg: &PostgresConfig,
+    notices: Option<mpsc::UnboundedSender<Notification>>,
+) -> Result<Client, DbError> {
     let mut pg: tokio_postgres::Config = cfg
         .connect
         .parse()
@@ -166,7 +187,7 @@ pub async fn connect(cfg: &PostgresConfig) -> Result<Client, DbError> {
         SslMode::Disable => {
             pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
             let (client, connection) = pg.connect(NoTls).await.map_err(failed)?;
-            spawn_connection(connection);
+            spawn_connection(connection, notices);
             Ok(client)
         }
         SslMode::VerifyFull => {
@@ -178,7 +199,7 @@ pub async fn connect(cfg: &PostgresConfig) -> Result<Client, DbError> {
             // TLS or nothing: a server that does not offer it is refused.
             pg.ssl_mode(tokio_postgres::config::SslMode::Require);
             let (client, connection) = pg.connect(tls).await.map_err(failed)?;
-            spawn_connection(connection);
+            spawn_connection(connection, notices);
             Ok(client)
         }
     }
@@ -189,14 +210,29 @@ pub async fn connect(cfg: &PostgresConfig) -> Result<Client, DbError> {
 /// not hold the writer, or the watchdog, for minutes.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
-where
+/// Drive the connection; hand its notifications to `notices`, if any.
+fn spawn_connection<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notices: Option<mpsc::UnboundedSender<Notification>>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "PostgreSQL connection ended");
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if let Some(tx) = &notices {
+                        let _ = tx.send(n);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "PostgreSQL connection ended");
+                    return;
+                }
+                None => return,
+            }
         }
     });
 }
@@ -1076,6 +1112,96 @@ pub async fn alarms(
         .collect())
 }
 
+/// Store urgent events as they came on `<prefix>/urgent` (the copy ahead of
+/// the backlog; the one in `events` follows in turn). Only the urgent types
+/// are kept; a row already stored (a resend, another instance) is skipped.
+/// Returns how many were new.
+pub async fn store_urgent(client: &Client, rows: &[Row]) -> Result<u64, DbError> {
+    let mut new = 0;
+    for r in rows
+        .iter()
+        .filter(|r| crate::event::URGENT_TYPES.contains(&r.kind.as_str()))
+    {
+        let journal: &[u8] = &r.journal.as_bytes()[..];
+        let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
+        new += client
+            .execute(
+                "INSERT INTO urgent_events (gateway, journal, seq, at, type, door, credential, event)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &r.gateway.as_str(),
+                    &journal,
+                    &seq,
+                    &r.at,
+                    &r.kind,
+                    &r.door,
+                    &r.credential,
+                    &r.json,
+                ],
+            )
+            .await?;
+    }
+    Ok(new)
+}
+
+/// Forget urgent copies older than [`URGENT_KEPT_DAYS`] (their events are
+/// in `events` by then, or their gateway is gone).
+pub async fn prune_urgent(client: &Client) -> Result<u64, DbError> {
+    Ok(client
+        .execute(
+            "DELETE FROM urgent_events WHERE received_at < now() - make_interval(days => $1)",
+            &[&URGENT_KEPT_DAYS],
+        )
+        .await?)
+}
+
+/// How long `urgent_events` keeps a row.
+pub const URGENT_KEPT_DAYS: i32 = 7;
+
+/// The alarm an `portier_alarms` notification announces (its payload:
+/// `{gateway, journal, seq, at}`), shaped as [`alarms`] prints it; `None`
+/// for a payload that names nothing stored.
+pub async fn announced_alarm(client: &Client, payload: &str) -> Result<Option<Value>, DbError> {
+    #[derive(serde::Deserialize)]
+    struct Key {
+        gateway: String,
+        journal: String,
+        seq: i64,
+        at: Timestamp,
+    }
+    let Ok(key) = serde_json::from_str::<Key>(payload) else {
+        tracing::warn!(payload, "alarm notification not understood");
+        return Ok(None);
+    };
+    let Ok(journal) = hex::decode(&key.journal) else {
+        return Ok(None);
+    };
+    let row = client
+        .query_opt(
+            "SELECT gateway, at, type, door, reason, event FROM events
+              WHERE gateway = $1 AND journal = $2 AND seq = $3 AND at = $4
+             UNION ALL
+             SELECT gateway, at, type, door, NULL, event FROM urgent_events
+              WHERE gateway = $1 AND journal = $2 AND seq = $3
+             LIMIT 1",
+            &[&key.gateway, &journal, &key.seq, &key.at],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        serde_json::json!({
+            "gateway": r.get::<_, String>(0),
+            "at": r.get::<_, Timestamp>(1).to_string(),
+            "kind": r.get::<_, String>(2),
+            "door": r.get::<_, Option<String>>(3),
+            "reason": r.get::<_, Option<String>>(4),
+            "event": r.get::<_, Option<Value>>(5),
+            "journal": key.journal,
+            "seq": key.seq,
+        })
+    }))
+}
+
 /// What central last published to a gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
@@ -1524,17 +1650,28 @@ mod tests {
             .map(|m| m.1)
             .find(|sql| sql.contains("VIEW alarms"))
             .unwrap();
-        let view = &sql[sql.find("VIEW alarms").unwrap()..];
-        let list = &view[view.find("type IN (").unwrap() + 9..];
-        let list = &list[..list.find(')').unwrap()];
-        let mut in_view: Vec<&str> = list
-            .split(',')
-            .map(|t| t.trim().trim_matches('\''))
+        let listed = |from: &str, marker: &str| -> Vec<String> {
+            let at = &sql[sql.find(from).unwrap()..];
+            let list = &at[at.find(marker).unwrap() + marker.len()..];
+            let list = &list[..list.find(')').unwrap()];
+            let mut types: Vec<String> = list
+                .split(',')
+                .map(|t| t.trim().trim_matches('\'').to_owned())
+                .collect();
+            types.sort_unstable();
+            types
+        };
+        let mut in_code: Vec<String> = crate::event::ALARM_TYPES
+            .iter()
+            .map(|t| (*t).to_owned())
             .collect();
-        let mut in_code = crate::event::ALARM_TYPES.to_vec();
-        in_view.sort_unstable();
         in_code.sort_unstable();
-        assert_eq!(in_view, in_code);
+        assert_eq!(listed("VIEW alarms", "type IN ("), in_code);
+        // The trigger that announces alarms to `alarms --follow`.
+        assert_eq!(
+            listed("TRIGGER events_alarm_notify", "NEW.type IN ("),
+            in_code
+        );
     }
 
     /// Every file of `migrations/central/` is in [`MIGRATIONS`], numbered

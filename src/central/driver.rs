@@ -90,6 +90,7 @@ pub async fn run(
     ));
     let beacons = tokio::spawn(beacons(config.clone(), client.clone()));
     let maintenance = tokio::spawn(maintenance(config.clone()));
+    let urgent = tokio::spawn(urgent_lane(config.clone()));
     let keeper = tokio::spawn(rules_keeper(config.clone()));
     let busy: Busy = Arc::new(Mutex::new(None));
     let service = tokio::spawn(service(connected, busy.clone(), schema));
@@ -113,10 +114,72 @@ pub async fn run(
     poller.abort();
     beacons.abort();
     maintenance.abort();
+    urgent.abort();
     keeper.abort();
     let _ = client.disconnect().await;
     tracing::info!("portier central stopped");
     Ok(())
+}
+
+/// The urgent lane: its own MQTT connection (client id
+/// `<instance>-urgent`, clean session) subscribed to `<root>/+/urgent`,
+/// and its own PostgreSQL connection, so a duress alarm is stored within
+/// moments whatever backlog the events lane is working through. Best
+/// effort by design: the same events arrive in turn on `events`, which is
+/// what is acknowledged; a lost urgent copy costs only time. Failures are
+/// logged and the lane starts again after a second.
+async fn urgent_lane(config: CentralConfig) {
+    loop {
+        if let Err(e) = urgent_lane_once(&config).await {
+            tracing::warn!(error = %e, "urgent lane down; again in 1 s");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn urgent_lane_once(config: &CentralConfig) -> Result<(), DriverError> {
+    let pg = db::connect(&config.postgres).await?;
+    if let Err(e) = db::prune_urgent(&pg).await {
+        tracing::warn!(error = %e, "urgent_events not pruned");
+    }
+    let id = format!("{}-urgent", config.central.instance);
+    let mut options = mqtt_options(&config.uplink(), &id, None)?;
+    options.set_clean_session(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let filter = config.urgent_filter();
+    let root = &config.central.topic_root;
+    loop {
+        let event = eventloop
+            .poll()
+            .await
+            .map_err(|e| DriverError::Broker(e.to_string()))?;
+        match event {
+            Event::Incoming(Incoming::ConnAck(_)) => {
+                client
+                    .subscribe(filter.as_str(), QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| DriverError::Broker(e.to_string()))?;
+                tracing::info!(filter, "urgent lane connected");
+            }
+            Event::Incoming(Incoming::Publish(p)) => {
+                let Ok((gateway, TopicKind::Urgent)) = parse_topic(root, &p.topic) else {
+                    continue;
+                };
+                match decode_batch(&p.topic, &gateway, &p.payload) {
+                    Ok(batch) => {
+                        let new = db::store_urgent(&pg, &batch.rows).await?;
+                        if new > 0 {
+                            tracing::warn!(%gateway, new, "urgent event stored ahead of the backlog");
+                        }
+                    }
+                    // The same event comes in turn on `events`, where a
+                    // bad one is quarantined and seen.
+                    Err(e) => tracing::warn!(error = %e, "urgent message not understood"),
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Since when the writer has been inside one attempt to commit a flush
@@ -656,6 +719,8 @@ fn decode(root: &str, max: usize, p: &mut Publish) -> Decoded {
         }
         TopicKind::Status => decode_status(&topic, &gateway, &payload)
             .map(|s| s.map_or(Decoded::Nothing, Decoded::Status)),
+        // The urgent lane's topic: not subscribed on this connection.
+        TopicKind::Urgent => Ok(Decoded::Nothing),
     });
     decoded.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "delivery quarantined");

@@ -246,6 +246,9 @@ pub enum TopicKind {
     Events,
     /// `<root>/<gw>/status` (retained; the last will too).
     Status,
+    /// `<root>/<gw>/urgent`: urgent events ahead of the backlog (the
+    /// urgent lane's own connection).
+    Urgent,
 }
 
 /// Split `<root>/<gateway>/<kind>` (`root` may contain `/`).
@@ -259,6 +262,7 @@ pub fn parse_topic(root: &str, topic: &str) -> Result<(GatewayId, TopicKind), In
     let kind = match kind {
         "events" => TopicKind::Events,
         "status" => TopicKind::Status,
+        "urgent" => TopicKind::Urgent,
         _ => return Err(bad()),
     };
     Ok((gw.parse().map_err(|_| bad())?, kind))

@@ -60,6 +60,11 @@ enum CentralCmd {
         /// Only this gateway.
         #[arg(long)]
         gateway: Option<GatewayId>,
+        /// Then stay and print each alarm event as it is stored (the
+        /// security desk's feed: a duress PIN within a second), until
+        /// interrupted. Without `--since`, only alarms from now on.
+        #[arg(long, conflicts_with = "until")]
+        follow: bool,
     },
     /// Who is inside (the muster list), from the stored `presence` events
     /// of doors with areas: one JSON object per line.
@@ -177,6 +182,60 @@ struct WaitArgs {
     timeout: u64,
 }
 
+/// `alarms --follow`: LISTEN first (nothing stored meanwhile is missed),
+/// then what `--since` asks for, then each alarm as its insert commits.
+/// A lost connection is opened again after a second; the alarms stored
+/// meanwhile are printed from the view (at or after the last one seen).
+async fn follow_alarms(
+    config: CentralConfig,
+    since: Option<Timestamp>,
+    gateway: Option<GatewayId>,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut from = since;
+    // An urgent event is announced twice (ahead of the backlog, then in
+    // turn): each key is printed once.
+    let mut printed = std::collections::HashSet::new();
+    loop {
+        let (pg, mut notes) = db::connect_listening(&config.postgres).await?;
+        pg.batch_execute("LISTEN portier_alarms").await?;
+        if let Some(since) = from {
+            for a in db::alarms(&pg, since, now(), gateway.as_ref()).await? {
+                println!("{a}");
+            }
+        }
+        std::io::stdout().flush()?;
+        from = Some(now());
+        while let Some(note) = notes.recv().await {
+            let Some(alarm) = db::announced_alarm(&pg, note.payload()).await? else {
+                continue;
+            };
+            if gateway
+                .as_ref()
+                .is_some_and(|g| alarm["gateway"] != g.as_str())
+            {
+                continue;
+            }
+            let key = (
+                alarm["gateway"].to_string(),
+                alarm["journal"].to_string(),
+                alarm["seq"].to_string(),
+            );
+            if !printed.insert(key) {
+                continue;
+            }
+            if printed.len() > 100_000 {
+                printed.clear();
+            }
+            println!("{alarm}");
+            std::io::stdout().flush()?;
+            from = Some(now());
+        }
+        eprintln!("portier central: alarms feed lost its connection; reconnecting");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 fn now() -> Timestamp {
     portier::clock::wall()
 }
@@ -209,8 +268,15 @@ pub(crate) fn run(args: CentralArgs) -> anyhow::Result<ExitCode> {
         CentralCmd::Status { json } => rt.block_on(status(config, json)),
         CentralCmd::Alarms {
             since,
+            gateway,
+            follow: true,
+            ..
+        } => rt.block_on(follow_alarms(config, since, gateway)),
+        CentralCmd::Alarms {
+            since,
             until,
             gateway,
+            ..
         } => rt.block_on(async {
             let pg = db::connect(&config.postgres).await?;
             let until = until.unwrap_or_else(now);

@@ -327,10 +327,37 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                     serde_json::json!({"decision": "deny", "reason": reason.as_str()})
                 }
             };
+            let out = explain_day(out, v.header(), &door, at);
             println!("{out}");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Add which day it was and what set the door's mode: `date` (local),
+/// `day_type` (a special day's or `holiday`; null on an ordinary day),
+/// `day_name` (a named special day), `event_window` (the window holding
+/// the door, when one does).
+fn explain_day(
+    mut out: serde_json::Value,
+    header: &portier::rules::Header,
+    door: &DoorId,
+    at: Timestamp,
+) -> serde_json::Value {
+    let (date, day) = header.day_of(at);
+    out["date"] = date.to_string().into();
+    out["day_type"] = day.day_type.into();
+    if let Some(name) = day.name {
+        out["day_name"] = name.into();
+    }
+    if let Some(w) = header.event_window(door, at) {
+        out["event_window"] = serde_json::json!({
+            "window": w.window.to_string(),
+            "mode": w.mode,
+            "name": w.name.as_ref().map(|n| n.as_str()),
+        });
+    }
+    out
 }
 
 fn inspect(file: &Path, pubkey: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -362,6 +389,8 @@ fn inspect(file: &Path, pubkey: Option<&Path>) -> anyhow::Result<ExitCode> {
                 "access_levels": s.access_levels.len(),
                 "schedules": s.schedules.len(),
                 "holidays": s.holidays.len(),
+                "special_days": s.special_days.len(),
+                "event_windows": s.event_windows.len(),
                 "door_mode_schedules": s.door_mode_schedules.len(),
             }
         })

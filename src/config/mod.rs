@@ -226,6 +226,9 @@ pub struct Config {
     /// `[[interlock]]`: airlocks.
     #[serde(default, rename = "interlock")]
     pub interlocks: Vec<areas::InterlockEntry>,
+    /// `[[fire_alarm]]`: fire panel inputs and the escape doors they release.
+    #[serde(default, rename = "fire_alarm")]
+    pub fire_alarms: Vec<site::FireAlarmEntry>,
     /// Config file path (for errors).
     #[serde(skip)]
     pub file: PathBuf,
@@ -300,6 +303,7 @@ impl Config {
         let site = Site {
             buses: c.buses.clone(),
             doors: c.doors.clone(),
+            fire_alarms: c.fire_alarms.clone(),
         };
         c.pds = site.check().map_err(|e| c.invalid(e))?;
         areas::check(&c.doors, &c.interlocks).map_err(|e| c.invalid(e))?;
@@ -385,6 +389,7 @@ impl Config {
         let site = Site {
             buses: Vec::new(),
             doors: self.doors.clone(),
+            fire_alarms: Vec::new(),
         };
         site.wiring(&self.pds)
     }
@@ -397,6 +402,16 @@ impl Config {
     /// The interlock groups (`[[interlock]]`).
     pub fn interlocks(&self) -> Vec<crate::site::interlock::Interlock> {
         areas::interlocks(&self.interlocks)
+    }
+
+    /// The fire-alarm inputs as the building core wants them.
+    pub fn fire_alarm_wiring(&self) -> Vec<crate::site::building::FireAlarmWiring> {
+        let site = Site {
+            buses: Vec::new(),
+            doors: Vec::new(),
+            fire_alarms: self.fire_alarms.clone(),
+        };
+        site.fire_alarm_wiring(&self.pds)
     }
 
     /// The buses, with PD keys read from their files.

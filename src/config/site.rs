@@ -17,6 +17,7 @@ use toml::Spanned;
 use super::port::Rs485Mode;
 use crate::door::{Direction, FailMode, RevolvingConfig, StandardConfig};
 use crate::osdp::message::LedColor;
+use crate::site::building::FireAlarmWiring;
 use crate::site::outputs::{FeedbackStyle, FeedbackTable, StrikeWiring};
 use crate::site::{DoorKind, DoorWiring, InputRef, OutputRef, PdRef, ReaderRef};
 
@@ -164,6 +165,25 @@ fn yes() -> bool {
     true
 }
 
+/// A fire-alarm input from the fire panel (`[[fire_alarm]]`): while it is
+/// active, the doors it names are released (`emergency_unlocked`,
+/// `emergency_free`) above every other authority, lockdown included.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FireAlarmEntry {
+    /// Its name in events and on the status page (1..=64 bytes).
+    pub id: Spanned<String>,
+    /// Where the fire panel's contact is wired (`active_high = false` for
+    /// a normally-closed contact: then a cut wire reads as an alarm).
+    pub input: InputEntry,
+    /// The escape doors it releases (door ids, at least one).
+    pub releases: Vec<Spanned<String>>,
+}
+
+/// At most this many `[[fire_alarm]]` inputs (a building has a handful of
+/// fire panel zones; the bound keeps the standing state small).
+pub const MAX_FIRE_ALARMS: usize = 32;
+
 /// Door kind.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -288,6 +308,8 @@ pub struct Site {
     pub buses: Vec<BusConfig>,
     /// Doors.
     pub doors: Vec<DoorEntry>,
+    /// Fire-alarm inputs.
+    pub fire_alarms: Vec<FireAlarmEntry>,
 }
 
 const BAUDS: [u32; 6] = [9600, 19200, 38400, 57600, 115_200, 230_400];
@@ -435,7 +457,95 @@ impl Site {
                 ));
             }
         }
+        self.check_fire_alarms(&pds, &door_ids)?;
         Ok(pds)
+    }
+
+    /// Names unique and bounded, the input on a known PD and not a door's,
+    /// every released door known.
+    fn check_fire_alarms(
+        &self,
+        pds: &HashMap<String, PdPlace>,
+        door_ids: &HashSet<String>,
+    ) -> Result<(), SiteError> {
+        if let Some(extra) = self.fire_alarms.get(MAX_FIRE_ALARMS) {
+            return Err(err(
+                &extra.id,
+                "fire_alarm",
+                format!("at most {MAX_FIRE_ALARMS} fire-alarm inputs"),
+            ));
+        }
+        let door_inputs: HashSet<(&str, u8)> = self
+            .doors
+            .iter()
+            .flat_map(|d| [&d.contact, &d.exit_button, &d.rotation_in, &d.rotation_out])
+            .flatten()
+            .map(|i| (i.pd.get_ref().as_str(), i.input))
+            .collect();
+        let mut ids = HashSet::new();
+        for alarm in &self.fire_alarms {
+            let id = alarm.id.get_ref();
+            if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
+                return Err(err(
+                    &alarm.id,
+                    "fire_alarm.id",
+                    "must be 1..=64 bytes without control characters",
+                ));
+            }
+            if !ids.insert(id.as_str()) {
+                return Err(err(&alarm.id, "fire_alarm.id", "duplicate fire-alarm id"));
+            }
+            lookup(pds, &alarm.input.pd, "fire_alarm.input.pd")?;
+            if door_inputs.contains(&(alarm.input.pd.get_ref().as_str(), alarm.input.input)) {
+                return Err(err(
+                    &alarm.input.pd,
+                    "fire_alarm.input",
+                    format!(
+                        "input {} of {:?} is already a door's input",
+                        alarm.input.input,
+                        alarm.input.pd.get_ref()
+                    ),
+                ));
+            }
+            if alarm.releases.is_empty() {
+                return Err(err(
+                    &alarm.id,
+                    "fire_alarm.releases",
+                    "name the escape doors it releases (at least one)",
+                ));
+            }
+            for door in &alarm.releases {
+                if !door_ids.contains(door.get_ref()) {
+                    return Err(err(
+                        door,
+                        "fire_alarm.releases",
+                        format!("no door {:?}", door.get_ref()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The fire-alarm inputs as the building core wants them (call after
+    /// [`Site::check`]).
+    pub fn fire_alarm_wiring(&self, pds: &HashMap<String, PdPlace>) -> Vec<FireAlarmWiring> {
+        self.fire_alarms
+            .iter()
+            .map(|a| FireAlarmWiring {
+                id: a.id.get_ref().as_str().into(),
+                input: InputRef {
+                    pd: pds[a.input.pd.get_ref()].pd.clone(),
+                    input: a.input.input,
+                    active_high: a.input.active_high,
+                },
+                releases: a
+                    .releases
+                    .iter()
+                    .map(|d| d.get_ref().as_str().into())
+                    .collect(),
+            })
+            .collect()
     }
 
     /// The doors as the building core wants them (call after [`Site::check`]).
@@ -547,6 +657,8 @@ pub struct FeedbackConfig {
     pub lockdown: Option<FeedbackEntry>,
     /// Door held open (pre-alarm).
     pub held_open: Option<FeedbackEntry>,
+    /// The card needs its PIN (waiting for the keypad).
+    pub pin_wanted: Option<FeedbackEntry>,
 }
 
 /// One pattern; times in milliseconds (rounded up to OSDP's 100 ms).
@@ -649,6 +761,7 @@ impl FeedbackConfig {
             rules_too_old: pick(&self.rules_too_old, d.rules_too_old),
             lockdown: pick(&self.lockdown, d.lockdown),
             held_open: pick(&self.held_open, d.held_open),
+            pin_wanted: pick(&self.pin_wanted, d.pin_wanted),
         };
         match table.indistinct() {
             Some((first, second)) => Err(FeedbackError::Indistinct { first, second }),

@@ -102,6 +102,8 @@ pub enum Feedback {
     RulesTooOld,
     /// The door has been held open past its pre-alarm time: warn locally.
     HeldOpenWarning,
+    /// The card needs its PIN: type it and `#`.
+    PinWanted,
     /// Stop any continuous pattern (the held-open warning); back to idle.
     Idle,
 }

@@ -230,6 +230,8 @@ impl GatewayBackend {
             recent_events,
             presence: presence(inside),
             interlocks: view.interlocks.clone(),
+            fire_alarms: view.fire_alarms.iter().map(|i| i.to_string()).collect(),
+            duress_since_start: view.duress_total,
         })
     }
 }
@@ -324,10 +326,14 @@ impl AdminBackend for GatewayBackend {
                 .door_decides(&query)
                 .await
                 .ok_or_else(|| BackendError::Unavailable("the daemon loop is gone".into()))?;
-            Ok(WhyAnswer {
-                detail,
-                ..why_answer(&verdict, self.store.version(), query.at)
-            })
+            let mut answer = why_answer(&verdict, self.store.version(), query.at);
+            answer.detail = detail;
+            if let Some(header) = self.store.header() {
+                let (_, day) = header.day_of(query.at);
+                answer.day_type = day.day_type.map(str::to_owned);
+                answer.day_name = day.name.map(str::to_owned);
+            }
+            Ok(answer)
         })
     }
 

@@ -257,7 +257,19 @@ pub struct DaemonView {
     pub trusted_time: Option<Timestamp>,
     /// When this view was published (monotonic).
     pub published_at: Option<std::time::Instant>,
+    /// Sequence numbers of the latest urgent events (at most
+    /// [`URGENT_KEPT`]), for the uplink to publish ahead of the backlog.
+    pub urgent: Vec<u64>,
+    /// Duress alarms since the daemon started.
+    pub duress_total: u64,
+    /// The fire-alarm inputs active now.
+    pub fire_alarms: Vec<crate::ids::InputId>,
 }
+
+/// How many urgent sequence numbers the view keeps: more at once than a
+/// building produces between two uplink rounds; an older one still goes
+/// out in turn.
+pub const URGENT_KEPT: usize = 64;
 
 impl DaemonView {
     /// The core's trusted time now: the last round's, advanced by the
@@ -292,6 +304,10 @@ pub struct Daemon {
     pub disk: Option<DiskSpace>,
     /// Routine events dropped in the current low-disk episode.
     pub low_disk_dropped: Option<u64>,
+    /// The latest urgent events' sequence numbers (see [`DaemonView::urgent`]).
+    pub urgent: std::collections::VecDeque<u64>,
+    /// Duress alarms journaled since the start.
+    pub duress_total: u64,
 }
 
 impl Daemon {
@@ -320,6 +336,8 @@ impl Daemon {
             observer: None,
             disk: None,
             low_disk_dropped: None,
+            urgent: std::collections::VecDeque::new(),
+            duress_total: 0,
         };
         Ok((daemon, reader))
     }
@@ -508,6 +526,15 @@ impl Daemon {
             .journal
             .commit_state(commit.at, commit.records, state)?;
         appended.iter().for_each(log_event);
+        for e in appended.iter().filter(|e| e.kind.is_urgent()) {
+            if matches!(e.kind, EventKind::Duress { .. }) {
+                self.duress_total += 1;
+            }
+            if self.urgent.len() == URGENT_KEPT {
+                self.urgent.pop_front();
+            }
+            self.urgent.push_back(e.seq);
+        }
         Ok(())
     }
 
@@ -569,6 +596,9 @@ impl Daemon {
                 .collect(),
             trusted_time: Some(self.gateway.trusted_now()),
             published_at: Some(clock::monotonic()),
+            urgent: self.urgent.iter().copied().collect(),
+            duress_total: self.duress_total,
+            fire_alarms: self.gateway.fire_alarms(),
         });
     }
 }

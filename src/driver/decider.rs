@@ -62,6 +62,10 @@ impl Rules for StoreDecider {
         header.door_mode(door, now).map(str::to_owned)
     }
 
+    fn first_person_in_day(&self, door: &DoorId, now: Timestamp) -> Option<jiff::civil::Date> {
+        self.store.header()?.first_person_in_day(door, now)
+    }
+
     fn office_hours(&self, now: Timestamp) -> Option<bool> {
         self.store
             .header()
@@ -89,5 +93,12 @@ impl Rules for StoreDecider {
 
     fn last_forgiveness(&self, at: Timestamp) -> Option<Timestamp> {
         self.store.header()?.last_forgiveness(at)
+    }
+
+    fn duress(&self, key: &CredentialKey, pin: &str) -> bool {
+        let (Some(header), Ok(Some(c))) = (self.store.header(), self.store.credential(key)) else {
+            return false;
+        };
+        c.pin.is_some_and(|own| header.is_duress(&own, pin))
     }
 }

@@ -119,6 +119,8 @@ pub async fn drain_journal(
         journal: reader,
         acker,
         appended,
+        // A drain sends a journal moved aside: in order, nothing ahead.
+        urgent: watch::channel(Vec::new()).1,
         status,
         rules,
         commands,

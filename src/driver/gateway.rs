@@ -193,6 +193,8 @@ pub async fn run(
         observer: Some(Arc::new(metrics)),
         disk: Some(disk_space(&config)),
         low_disk_dropped: None,
+        urgent: Default::default(),
+        duress_total: 0,
     };
     let inputs = DaemonInputs {
         events: buses.events,
@@ -339,6 +341,7 @@ fn start_core(
 ) -> Gateway {
     let decider = StoreDecider::new(store.clone(), config.presence.office_hours_schedule.clone());
     let building = Building::new(config.door_wiring())
+        .with_fire_alarms(config.fire_alarm_wiring())
         .with_feedback(config.feedback_table())
         .with_areas(config.door_areas())
         .with_interlocks(config.interlocks());

@@ -110,9 +110,18 @@ pub(crate) fn start_uplink(
     let trusted = view.clone();
     let mut view = view;
     let (appended_tx, appended) = watch::channel(0u64);
+    let (urgent_tx, urgent) = watch::channel(Vec::new());
     tokio::spawn(async move {
         while view.changed().await.is_ok() {
-            let seq = view.borrow_and_update().last_seq;
+            let (seq, latest) = {
+                let v = view.borrow_and_update();
+                (v.last_seq, v.urgent.clone())
+            };
+            urgent_tx.send_if_modified(|u| {
+                let changed = *u != latest;
+                *u = latest;
+                changed
+            });
             appended_tx.send_if_modified(|s| std::mem::replace(s, seq) != seq);
             if appended_tx.is_closed() {
                 return;
@@ -134,6 +143,7 @@ pub(crate) fn start_uplink(
         journal,
         acker,
         appended,
+        urgent,
         status,
         rules: rules_tx,
         commands: commands_tx,

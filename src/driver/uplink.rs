@@ -169,6 +169,8 @@ pub struct Topics {
     pub ack: String,
     /// `<prefix>/events`.
     pub events: String,
+    /// `<prefix>/urgent`: urgent events again, ahead of the backlog.
+    pub urgent: String,
     /// `<prefix>/status`.
     pub status: String,
     /// `<prefix>/time`.
@@ -184,6 +186,7 @@ impl Topics {
             command: format!("{prefix}/command"),
             ack: format!("{prefix}/ack"),
             events: format!("{prefix}/events"),
+            urgent: format!("{prefix}/urgent"),
             status: format!("{prefix}/status"),
             time: format!("{prefix}/time"),
         }
@@ -199,6 +202,10 @@ pub struct UplinkHandles {
     pub acker: JournalAcker,
     /// Changes whenever events were appended (the daemon's view).
     pub appended: watch::Receiver<u64>,
+    /// The sequence numbers of the latest urgent events (duress, a fire
+    /// alarm going off): published at once, before the backlog, besides
+    /// going out again in turn.
+    pub urgent: watch::Receiver<Vec<u64>>,
     /// Status to publish (retained); the uplink fills in its own fields.
     pub status: watch::Receiver<Status>,
     /// Snapshots and deltas for the gateway (the rules lane).
@@ -357,7 +364,9 @@ pub(crate) async fn link_as(
     // Inbound messages are acknowledged once applied, not on receipt.
     options.set_manual_acks(true);
     options.set_inflight(100);
-    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    // A short request queue: the backlog's batches wait in the journal,
+    // not in front of an urgent event (`pump_urgent`) in rumqttc's queue.
+    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
     let mut outbox = Outbox::new(
         h.journal.acked(),
         h.journal.next_seq().saturating_sub(1),
@@ -375,6 +384,7 @@ pub(crate) async fn link_as(
         connected: false,
         pending_acks: Vec::new(),
         skipped: std::collections::BTreeSet::new(),
+        urgent_sent: std::collections::BTreeSet::new(),
     };
     let mut failures = 0u32;
     let mut reconnect_at: Option<tokio::time::Instant> = None;
@@ -407,6 +417,7 @@ pub(crate) async fn link_as(
                     reconnect_at = None;
                     // Receipts of the last connection mean nothing now.
                     link.pending_acks.clear();
+                    link.urgent_sent.clear();
                     // rumqttc would replay the event batches that were in
                     // flight when the link dropped, interleaved with the
                     // outbox's resend from the last ack: first copies would
@@ -439,6 +450,7 @@ pub(crate) async fn link_as(
             },
             () = sleep_until_opt(reconnect_at), if !may_poll => {}
             _ = h.appended.changed() => {}
+            Ok(()) = h.urgent.changed() => {}
             _ = h.status.changed() => status_due = crate::clock::timer(),
             () = tokio::time::sleep_until(status_due), if link.connected => {}
             () = sleep_until_opt(outbox.poll_timeout().map(Into::into)), if link.connected => {}
@@ -450,6 +462,11 @@ pub(crate) async fn link_as(
         }
     }
 }
+
+/// rumqttc's request queue (publications not yet handed to its event
+/// loop): what an urgent event may find ahead of it, besides the in-flight
+/// window.
+const REQUEST_QUEUE: usize = 16;
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
@@ -519,6 +536,8 @@ struct Link {
     pending_acks: Vec<Publish>,
     /// Undecodable records already reported (pruned as acks pass them).
     skipped: std::collections::BTreeSet<u64>,
+    /// Urgent events published ahead on this connection.
+    urgent_sent: std::collections::BTreeSet<u64>,
 }
 
 impl Link {
@@ -568,6 +587,7 @@ impl Link {
     fn pump(&mut self, h: &UplinkHandles, outbox: &mut Outbox) -> Result<(), UplinkError> {
         let acked = outbox.acked();
         self.skipped = self.skipped.split_off(&acked.saturating_add(1));
+        self.pump_urgent(h, outbox)?;
         while let Some((after, n)) = outbox.next_batch() {
             let records = h.journal.records_within(after, n, self.batch_bytes)?;
             let mut checked: Vec<std::borrow::Cow<'_, [u8]>> =
@@ -600,6 +620,52 @@ impl Link {
             ) {
                 Ok(()) => outbox.handle(clock::monotonic(), Input::Sent { last }),
                 // The request queue is full: the event loop drains it; come back.
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Urgent events not yet sent in turn go out first, each as a batch of
+    /// its own on `<prefix>/urgent`, once per connection: central reads
+    /// that topic on a connection of its own, so the alarm does not queue
+    /// behind the backlog at the broker or in central's ingest. The outbox
+    /// does not count them: they go again in turn on `events`, which is
+    /// what is acknowledged and kept.
+    fn pump_urgent(&mut self, h: &UplinkHandles, outbox: &Outbox) -> Result<(), UplinkError> {
+        if self.drain {
+            return Ok(());
+        }
+        let floor = outbox.sent().max(outbox.acked());
+        self.urgent_sent = self.urgent_sent.split_off(&floor.saturating_add(1));
+        let due: Vec<u64> = h
+            .urgent
+            .borrow()
+            .iter()
+            .copied()
+            .filter(|&seq| seq > floor && !self.urgent_sent.contains(&seq))
+            .collect();
+        for seq in due {
+            let records = h.journal.records_within(seq - 1, 1, self.batch_bytes)?;
+            let Some(record) = records.first().filter(|r| r.seq == seq) else {
+                continue;
+            };
+            let checked = self.checked(record, h);
+            let payload = wire::event_batch_cbor(
+                &self.gateway,
+                outbox.journal(),
+                std::iter::once(checked.as_ref()),
+            );
+            match self.client.try_publish(
+                self.topics.urgent.as_str(),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            ) {
+                Ok(()) => {
+                    tracing::info!(seq, "urgent event published ahead of the backlog");
+                    self.urgent_sent.insert(seq);
+                }
                 Err(_) => return Ok(()),
             }
         }

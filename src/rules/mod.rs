@@ -11,6 +11,7 @@
 //! checks in the documented order (see `docs/rules.md`) and never panics.
 
 pub mod areas;
+pub mod calendar;
 pub mod envelope;
 pub mod fuzz;
 pub mod record;
@@ -31,6 +32,7 @@ use thiserror::Error;
 
 use crate::ids::DoorId;
 
+pub use calendar::{Calendar, DayKind, DayType, EventWindow, SpecialDay};
 pub use envelope::{
     Delta, DeltaError, SignedBlob, TrustedKeys, VerifiedDelta, VerifiedRecords, VerifiedSnapshot,
     VerifyError, apply_delta, verify_delta, verify_snapshot, verify_snapshot_records,
@@ -55,6 +57,17 @@ pub enum RulesError {
     /// The credential store failed.
     #[error("credential lookup failed: {0}")]
     Lookup(String),
+    /// A value of the file does not hold together with the rest; `value`
+    /// is its text, so that the rules file's line can be found.
+    #[error("{key}: {message}")]
+    At {
+        /// The key (`special_days`, `event_windows`, …).
+        key: String,
+        /// The offending value as written (without quotes).
+        value: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// The identity of a card: a Wiegand format with its fields, or raw bits.
@@ -178,6 +191,44 @@ impl PinHash {
     }
 }
 
+/// The duress rule of a snapshot: which PINs, typed instead of the
+/// holder's own, open the door as usual and raise a silent `duress` alarm.
+/// Only cards with a PIN can signal duress (the PIN is what is typed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DuressRule {
+    /// The holder's PIN with its last digit one higher (9 wraps to 0).
+    #[serde(default)]
+    pub pin_plus_one: bool,
+    /// Duress codes for every card with a PIN, hashed as PINs are (at
+    /// most [`MAX_DURESS_CODES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<PinHash>,
+}
+
+/// At most this many duress codes in a snapshot.
+pub const MAX_DURESS_CODES: usize = 16;
+
+impl DuressRule {
+    /// Whether `entered`, typed for a credential whose PIN is `pin`, is a
+    /// duress PIN. The holder's own PIN never is.
+    pub fn is_duress(&self, pin: &PinHash, entered: &str) -> bool {
+        if pin.matches(entered) {
+            return false;
+        }
+        (self.pin_plus_one && one_lower(entered).is_some_and(|own| pin.matches(&own)))
+            || self.codes.iter().any(|c| c.matches(entered))
+    }
+}
+
+/// `entered` with its last digit one lower (0 wraps to 9): the holder's
+/// PIN when `entered` is its plus-one duress form.
+fn one_lower(entered: &str) -> Option<String> {
+    let (head, last) = entered.split_at(entered.len().checked_sub(1)?);
+    let d = last.chars().next()?.to_digit(10)?;
+    Some(format!("{head}{}", (d + 9) % 10))
+}
+
 /// One card holder's rights.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
@@ -293,6 +344,11 @@ pub struct Schedule {
     /// Sunday.
     #[serde(default)]
     pub sun: Vec<Interval>,
+    /// Intervals per day type (`holiday`, `event`, …): on a special day
+    /// (or holiday) of a type listed here these intervals are used instead
+    /// of the weekday's, whatever `working_days_only` says.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub day_types: BTreeMap<DayType, Vec<Interval>>,
 }
 
 impl Schedule {
@@ -308,37 +364,41 @@ impl Schedule {
         }
     }
 
+    /// The intervals that start on local `date`: the date's day type's,
+    /// when the schedule lists it; none on a day that is not a working day
+    /// (a weekend, a holiday or any special day) with `working_days_only`;
+    /// the weekday's otherwise.
+    pub fn intervals_on(&self, calendar: &Calendar, date: Date) -> &[Interval] {
+        let day_type = calendar.day_type(date);
+        if let Some(list) = day_type.and_then(|t| self.day_types.get(t)) {
+            return list;
+        }
+        let weekend = matches!(date.weekday(), Weekday::Saturday | Weekday::Sunday);
+        if self.working_days_only && (weekend || day_type.is_some()) {
+            return &[];
+        }
+        self.day(date.weekday())
+    }
+
     /// Whether the schedule is open at local wall-clock `date` + `minute`.
-    pub fn is_open(&self, holidays: &[Date], date: Date, minute: u16) -> bool {
+    /// An interval spanning midnight belongs to the day it starts on.
+    pub fn is_open(&self, calendar: &Calendar, date: Date, minute: u16) -> bool {
         if self.always {
             return true;
         }
-        let usable = |d: Date| {
-            !self.working_days_only
-                || (!matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday)
-                    && holidays.binary_search(&d).is_err())
-        };
-        if usable(date)
-            && self.day(date.weekday()).iter().any(|i| {
-                if i.spans_midnight() {
-                    minute >= i.start
-                } else {
-                    i.start <= minute && minute < i.end
-                }
-            })
-        {
-            return true;
-        }
-        match date.yesterday() {
-            Ok(y) => {
-                usable(y)
-                    && self
-                        .day(y.weekday())
-                        .iter()
-                        .any(|i| i.spans_midnight() && minute < i.end)
+        let today = self.intervals_on(calendar, date).iter().any(|i| {
+            if i.spans_midnight() {
+                minute >= i.start
+            } else {
+                i.start <= minute && minute < i.end
             }
-            Err(_) => false,
-        }
+        });
+        today
+            || date.yesterday().is_ok_and(|y| {
+                self.intervals_on(calendar, y)
+                    .iter()
+                    .any(|i| i.spans_midnight() && minute < i.end)
+            })
     }
 }
 
@@ -372,6 +432,11 @@ pub struct DoorModeSchedule {
     pub schedule: String,
     /// Mode name, passed to the door (e.g. `free_rotation`, `unlocked`).
     pub mode: String,
+    /// The mode starts only after a credential is granted at the door
+    /// while the schedule is open, that local day (*first person in*);
+    /// until then the door stays in card mode.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_person_in: bool,
 }
 
 /// What to do when the rules are older than a door class allows.
@@ -420,9 +485,16 @@ pub struct Snapshot {
     /// Named schedules.
     #[serde(default)]
     pub schedules: BTreeMap<String, Schedule>,
-    /// Public holidays (local dates; not working days).
+    /// Public holidays (local dates; not working days; day type
+    /// `holiday`).
     #[serde(default)]
     pub holidays: Vec<Date>,
+    /// Dated special days with a day type (not working days).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub special_days: Vec<SpecialDay>,
+    /// One-off windows in which a door group is in a mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_windows: Vec<EventWindow>,
     /// Doors by id.
     #[serde(default)]
     pub doors: BTreeMap<String, Door>,
@@ -449,6 +521,9 @@ pub struct Snapshot {
     /// Anti-passback forgiveness and exemptions (`[antipassback]`).
     #[serde(default, skip_serializing_if = "areas::AntiPassbackRules::is_empty")]
     pub antipassback: areas::AntiPassbackRules,
+    /// The duress rule (none: no PIN signals duress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duress: Option<DuressRule>,
 }
 
 impl Snapshot {
@@ -464,6 +539,8 @@ impl Snapshot {
             time_zone: self.time_zone.clone(),
             schedules: self.schedules.clone(),
             holidays: self.holidays.clone(),
+            special_days: self.special_days.clone(),
+            event_windows: self.event_windows.clone(),
             doors: self.doors.clone(),
             door_groups: self.door_groups.clone(),
             access_levels: self.access_levels.clone(),
@@ -472,6 +549,7 @@ impl Snapshot {
             max_age: self.max_age.clone(),
             areas: self.areas.clone(),
             antipassback: self.antipassback.clone(),
+            duress: self.duress.clone(),
         }
     }
 }
@@ -482,6 +560,8 @@ impl Snapshot {
 pub struct Header {
     snapshot: Snapshot,
     tz: TimeZone,
+    calendar: Calendar,
+    windows: calendar::Windows,
     /// Access level names in order; records refer to levels by index.
     levels: Vec<String>,
     /// The areas, checked.
@@ -528,11 +608,43 @@ impl Header {
                 return missing("schedule", &m.schedule, "door_mode_schedules");
             }
         }
+        if let Some(d) = &s.duress
+            && d.codes.len() > MAX_DURESS_CODES
+        {
+            return Err(RulesError::At {
+                key: "duress.codes".into(),
+                value: "codes".into(),
+                message: format!("{} codes, at most {MAX_DURESS_CODES}", d.codes.len()),
+            });
+        }
+        for (name, schedule) in &s.schedules {
+            check_day_types(name, schedule)?;
+        }
+        for w in &s.event_windows {
+            if !s.door_groups.contains_key(&w.door_group) {
+                return Err(RulesError::At {
+                    key: "event_windows".into(),
+                    value: w.door_group.clone(),
+                    message: format!("window {}: unknown door group {:?}", w.window, w.door_group),
+                });
+            }
+            if w.mode.is_empty() || w.mode.len() > MAX_MODE {
+                return Err(RulesError::At {
+                    key: "event_windows".into(),
+                    value: w.mode.clone(),
+                    message: format!("window {}: mode must be 1 to {MAX_MODE} bytes", w.window),
+                });
+            }
+        }
+        let calendar = Calendar::new(&s.special_days, &s.holidays)?;
+        let windows = calendar::Windows::new(&s.event_windows, &tz)?;
         let levels = snapshot.access_levels.keys().cloned().collect();
         let area_book = areas::AreaBook::new(&snapshot.areas, &snapshot.antipassback)?;
         Ok(Self {
             snapshot,
             tz,
+            calendar,
+            windows,
             levels,
             area_book,
         })
@@ -575,16 +687,78 @@ impl Header {
         };
         let local = self.tz.to_datetime(now);
         let minute = local.hour() as u16 * 60 + local.minute() as u16;
-        s.is_open(&self.snapshot.holidays, local.date(), minute)
+        s.is_open(&self.calendar, local.date(), minute)
     }
 
-    /// The scheduled mode of `door` at `now`, if any (first match wins).
-    pub fn door_mode(&self, door: &str, now: Timestamp) -> Option<&str> {
-        self.snapshot
-            .door_mode_schedules
+    /// The local date at `now` and what kind of day it is (for
+    /// explanations: `portier snapshot decide`, the why box).
+    pub fn day_of(&self, now: Timestamp) -> (Date, DayKind<'_>) {
+        let date = self.tz.to_datetime(now).date();
+        (date, self.calendar.kind(date))
+    }
+
+    /// The scheduled mode of `door` at `now` and where it comes from: an
+    /// event window in force for one of the door's groups (the latest
+    /// started), else the first open `door_mode_schedules` entry.
+    pub fn scheduled_mode(&self, door: &str, now: Timestamp) -> Option<ScheduledMode<'_>> {
+        let s = &self.snapshot;
+        let window = self.windows.at(now).find(|r| {
+            s.door_groups
+                .get(&s.event_windows[r.index].door_group)
+                .is_some_and(|g| g.iter().any(|d| d == door))
+        });
+        if let Some(r) = window {
+            return Some(ScheduledMode {
+                mode: &s.event_windows[r.index].mode,
+                source: ModeSource::EventWindow(r.index),
+            });
+        }
+        s.door_mode_schedules
             .iter()
-            .find(|m| m.door == door && self.schedule_open(&m.schedule, now))
-            .map(|m| m.mode.as_str())
+            .enumerate()
+            .find(|(_, m)| m.door == door && self.schedule_open(&m.schedule, now))
+            .map(|(entry, m)| ScheduledMode {
+                mode: &m.mode,
+                source: ModeSource::Schedule {
+                    entry,
+                    first_person_in: m.first_person_in,
+                },
+            })
+    }
+
+    /// The scheduled mode of `door` at `now`, if any (see
+    /// [`Header::scheduled_mode`]).
+    pub fn door_mode(&self, door: &str, now: Timestamp) -> Option<&str> {
+        self.scheduled_mode(door, now).map(|m| m.mode)
+    }
+
+    /// When the scheduled mode of `door` at `now` waits for the first
+    /// person in: the local date it waits on (a grant that day, inside the
+    /// window, starts it).
+    pub fn first_person_in_day(&self, door: &str, now: Timestamp) -> Option<Date> {
+        match self.scheduled_mode(door, now)?.source {
+            ModeSource::Schedule {
+                first_person_in: true,
+                ..
+            } => Some(self.tz.to_datetime(now).date()),
+            _ => None,
+        }
+    }
+
+    /// The event window holding `door` at `now`, if one does.
+    pub fn event_window(&self, door: &str, now: Timestamp) -> Option<&EventWindow> {
+        match self.scheduled_mode(door, now)?.source {
+            ModeSource::EventWindow(i) => self.snapshot.event_windows.get(i),
+            ModeSource::Schedule { .. } => None,
+        }
+    }
+
+    /// Whether `entered` is a duress PIN for a credential with `pin`.
+    pub fn is_duress(&self, pin: &PinHash, entered: &str) -> bool {
+        self.snapshot
+            .duress
+            .as_ref()
+            .is_some_and(|d| d.is_duress(pin, entered))
     }
 
     /// The areas and anti-passback rules.
@@ -607,6 +781,57 @@ impl Header {
             .saturating_sub(self.snapshot.issued_at.as_second());
         (age > 0 && age as u64 > max.hours.saturating_mul(3600)).then_some(max.on_too_old)
     }
+}
+
+/// A door mode name is at most this many bytes.
+pub const MAX_MODE: usize = 32;
+
+/// Check a schedule's per-day-type intervals against the bounds.
+fn check_day_types(name: &str, schedule: &Schedule) -> Result<(), RulesError> {
+    use calendar::{MAX_DAY_TYPE_INTERVALS, MAX_DAY_TYPES};
+    let at = |value: String, message: String| RulesError::At {
+        key: format!("schedules.{name}.day_types"),
+        value,
+        message,
+    };
+    if schedule.day_types.len() > MAX_DAY_TYPES {
+        return Err(at(
+            "day_types".into(),
+            format!("at most {MAX_DAY_TYPES} day types"),
+        ));
+    }
+    for (day_type, list) in &schedule.day_types {
+        if list.len() > MAX_DAY_TYPE_INTERVALS {
+            return Err(at(
+                day_type.to_string(),
+                format!("{day_type}: at most {MAX_DAY_TYPE_INTERVALS} intervals"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A scheduled door mode and where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledMode<'a> {
+    /// The mode name.
+    pub mode: &'a str,
+    /// Its source.
+    pub source: ModeSource,
+}
+
+/// Which part of the rules set a scheduled mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeSource {
+    /// `event_windows[i]`.
+    EventWindow(usize),
+    /// `door_mode_schedules[entry]`.
+    Schedule {
+        /// The entry's index.
+        entry: usize,
+        /// It waits for the first person in.
+        first_person_in: bool,
+    },
 }
 
 /// Where the decision engine finds credentials: an in-memory map or the
@@ -837,7 +1062,9 @@ pub fn decide_with<L: CredentialLookup + ?Sized>(
     if let Some(pin) = &c.pin {
         match &req.pin {
             None => return deny(R::PinRequired),
-            Some(p) if !pin.matches(p) => return deny(R::WrongPin),
+            // A duress PIN opens as the holder's own does; the core
+            // raises the silent alarm (`Rules::duress`).
+            Some(p) if !pin.matches(p) && !header.is_duress(pin, p) => return deny(R::WrongPin),
             Some(_) => {}
         }
     }

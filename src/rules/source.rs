@@ -56,6 +56,29 @@ pub fn toml_error(file: &str, text: &str, err: &toml::de::Error) -> SourceError 
     }
 }
 
+/// The line of a value that does not hold together with the rest: the
+/// first line from the table (or array) named by `key` (else its first
+/// part) on that holds `"value"` quoted or as a key (`value = …`); the
+/// table's line, or 1, when there is none.
+fn line_of(text: &str, key: &str, value: &str) -> usize {
+    let opens = |name: &str| {
+        text.lines().position(|l| {
+            let l = l.trim_start().trim_start_matches('[').trim_start();
+            l.starts_with(name)
+        })
+    };
+    let first = key.split('.').next().unwrap_or(key);
+    let from = opens(key).or_else(|| opens(first)).unwrap_or(0);
+    let quoted = format!("{value:?}");
+    text.lines()
+        .enumerate()
+        .skip(from)
+        .find(|(_, l)| {
+            l.contains(&quoted) || l.split_once('=').is_some_and(|(k, _)| k.trim() == value)
+        })
+        .map_or(from + 1, |(i, _)| i + 1)
+}
+
 /// Keys of a [`Snapshot`] that the command line sets, never the rules file.
 const SET_BY_BUILD: [&str; 4] = ["schema", "version", "issued_at", "expires_at"];
 
@@ -91,7 +114,19 @@ pub fn parse_rules(
         file: file.to_owned(),
         source,
     };
-    let header = Header::new(snap.without_credentials()).map_err(rules)?;
+    let header = Header::new(snap.without_credentials()).map_err(|e| match e {
+        RulesError::At {
+            key,
+            value,
+            message,
+        } => SourceError::Toml {
+            file: file.to_owned(),
+            line: line_of(text, &key, &value),
+            key: format!("key `{key}`: "),
+            message,
+        },
+        other => rules(other),
+    })?;
     let mut seen = std::collections::BTreeSet::new();
     for c in &snap.credentials {
         header.check_credential(c).map_err(rules)?;

@@ -518,3 +518,78 @@ fn credential_key_text_round_trip() {
         assert_eq!(k.to_string().parse::<CredentialKey>().unwrap(), k);
     }
 }
+
+/// Duress PINs: the plus-one form (9 wraps to 0) and a configured code
+/// open as the holder's own PIN does, and `is_duress` tells them apart;
+/// the own PIN is never duress, anything else stays `wrong_pin`, and
+/// without a rule nothing is duress.
+#[test]
+fn duress_pins() {
+    let mut s = snapshot(1);
+    let mut p = cred(6, &["lab"]);
+    p.pin = Some(PinHash::new("s6", "1239"));
+    s.credentials.push(p);
+    s.duress = Some(DuressRule {
+        pin_plus_one: true,
+        codes: vec![PinHash::new("d", "999911")],
+    });
+    let v = verify_snapshot(
+        &sign_snapshot(&key(), &s).unwrap(),
+        &trusted(),
+        "gw1",
+        "b1",
+        ts("2026-11-01T01:00:00Z"),
+        None,
+    )
+    .unwrap();
+    let mon = ts("2026-11-02T09:00:00Z");
+    let own = v.credentials()[&card(6)].pin.clone().unwrap();
+    let with = |pin: &str| {
+        let mut r = req("lab", 6);
+        r.pin = Some(pin.into());
+        reason(decide(&v, &r, mon))
+    };
+    for (pin, granted, duress) in [
+        ("1239", true, false),   // the own PIN
+        ("1230", true, true),    // last digit + 1, 9 wraps to 0
+        ("999911", true, true),  // the configured code
+        ("1231", false, false),  // + 2
+        ("1238", false, false),  // - 1
+        ("12390", false, false), // a digit more
+        ("", false, false),
+    ] {
+        assert_eq!(with(pin).is_none(), granted, "{pin:?}");
+        assert_eq!(v.header().is_duress(&own, pin), duress, "{pin:?}");
+    }
+    assert_eq!(with("1231"), Some(DenyReason::WrongPin));
+
+    let mut plain = s.clone();
+    plain.duress = None;
+    let v = verify_snapshot(
+        &sign_snapshot(&key(), &plain).unwrap(),
+        &trusted(),
+        "gw1",
+        "b1",
+        ts("2026-11-01T01:00:00Z"),
+        None,
+    )
+    .unwrap();
+    assert!(!v.header().is_duress(&own, "1230"));
+    let mut r = req("lab", 6);
+    r.pin = Some("1230".into());
+    assert_eq!(reason(decide(&v, &r, mon)), Some(DenyReason::WrongPin));
+}
+
+/// More duress codes than the bound are refused when the rules are read.
+#[test]
+fn too_many_duress_codes_are_refused() {
+    let mut s = snapshot(1);
+    s.duress = Some(DuressRule {
+        pin_plus_one: false,
+        codes: (0..=MAX_DURESS_CODES)
+            .map(|i| PinHash::new("d", &i.to_string()))
+            .collect(),
+    });
+    let e = Header::new(s).unwrap_err();
+    assert!(e.to_string().contains("duress.codes"), "{e}");
+}

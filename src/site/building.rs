@@ -23,6 +23,7 @@ use super::decision::Verdict;
 use super::interlock::Interlock;
 use super::modes::{DoorClass, ModePlanner, StandingMode};
 use super::outputs::{self, FeedbackTable, StrikeWiring};
+use super::pin_entry::PinPads;
 use super::standing::HeldBy;
 
 /// A PD: bus name and address.
@@ -150,6 +151,9 @@ pub enum BuildingAction {
         direction: Direction,
         /// The raw card.
         card: RawCard,
+        /// The PIN typed at the reader's keypad after the card, once the
+        /// rules asked for one (`pin_required`).
+        pin: Option<String>,
     },
     /// Send this command to this PD.
     Command {
@@ -177,6 +181,12 @@ pub enum BuildingAction {
     ExitRequest {
         /// Door id.
         door: DoorId,
+    },
+    /// The PD carrying a fire-alarm input went offline: its last known
+    /// level stands, and the owner raises the alarm with that level.
+    FireAlarmInputOffline {
+        /// The input.
+        input: InputId,
     },
     /// A granted person went through a door: the owner updates the
     /// presence list (it knows office hours and names).
@@ -281,6 +291,10 @@ pub struct Building {
     /// Every input with a role, door inputs in door order first.
     watched: Vec<Watched>,
     fire_alarms: Vec<FireAlarmWiring>,
+    /// Cards read and not decided yet, by reader: a `pin_required` answer
+    /// for one of them starts a PIN entry instead of a denial.
+    undecided: HashMap<ReaderId, RawCard>,
+    pin_pads: PinPads,
     actions: VecDeque<BuildingAction>,
     feedback: FeedbackTable,
     /// The areas on the two sides of each door that has them.
@@ -342,6 +356,8 @@ impl Building {
             inputs: HashMap::new(),
             watched,
             fire_alarms: Vec::new(),
+            undecided: HashMap::new(),
+            pin_pads: PinPads::default(),
             actions: VecDeque::new(),
             feedback: FeedbackTable::default(),
             areas: HashMap::new(),
@@ -533,6 +549,18 @@ impl Building {
     /// Call when [`Building::poll_timeout`] has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.refresh_long_releases(now);
+        // A PIN not typed in time: the card is denied as it was asked.
+        for w in self.pin_pads.expire(now) {
+            let verdict = Verdict::Deny {
+                credential: crate::site::decision::credential_of(&crate::rules::Card::Raw {
+                    bytes: w.card.data.clone(),
+                    bits: w.card.bits,
+                })
+                .ok(),
+                reason: DenyReason::PinRequired,
+            };
+            self.verdict(now, &w.door, w.reader, verdict);
+        }
         for i in 0..self.doors.len() {
             match &mut self.doors[i].machine {
                 Machine::Standard(d) => d.handle_timeout(now),
@@ -551,6 +579,7 @@ impl Building {
                 Machine::Revolving(m) => m.poll_timeout(),
             })
             .chain(self.long_releases.values().map(|r| r.refresh_at))
+            .chain(self.pin_pads.poll_timeout())
             .min()
     }
 
@@ -570,11 +599,37 @@ impl Building {
                         .iter()
                         .filter(|r| r.pd == pd && r.reader == card.reader)
                     {
+                        // A new card at a reader ends its PIN entry.
+                        self.pin_pads.cancel(&r.id);
+                        self.undecided.insert(r.id.clone(), card.clone());
                         self.actions.push_back(BuildingAction::Decide {
                             door: door.wiring.id.clone(),
                             reader: r.id.clone(),
                             direction: r.direction,
                             card: card.clone(),
+                            pin: None,
+                        });
+                    }
+                }
+            }
+            BusEvent::Keypad { address, keys } => {
+                let pd = PdRef { bus, address };
+                let readers: Vec<ReaderId> = self
+                    .doors
+                    .iter()
+                    .flat_map(|d| &d.wiring.readers)
+                    .filter(|r| r.pd == pd && r.reader == keys.reader)
+                    .map(|r| r.id.clone())
+                    .collect();
+                for reader in readers {
+                    if let Some(entered) = self.pin_pads.keys(now, &reader, &keys.digits) {
+                        let w = entered.waiting;
+                        self.actions.push_back(BuildingAction::Decide {
+                            door: w.door,
+                            reader: w.reader,
+                            direction: w.direction,
+                            card: w.card,
+                            pin: Some(entered.pin),
                         });
                     }
                 }
@@ -621,12 +676,26 @@ impl Building {
                         (OfflineCause::SecurityAlarm, Some(AlarmCode::from(&alarm)))
                     }
                 };
+                let pd = PdRef {
+                    bus: bus.clone(),
+                    address,
+                };
                 self.record(EventKind::PdOffline {
                     bus,
                     address,
                     reason,
                     alarm,
                 });
+                for w in self
+                    .watched
+                    .iter()
+                    .filter(|w| w.role == InputRole::FireAlarm && w.input.pd == pd)
+                {
+                    self.actions
+                        .push_back(BuildingAction::FireAlarmInputOffline {
+                            input: self.fire_alarms[w.target].id.clone(),
+                        });
+                }
             }
             BusEvent::SecurityAlarm { address, alarm } => {
                 self.record(EventKind::SecurityAlarm {
@@ -758,6 +827,23 @@ impl Building {
             .iter()
             .find(|r| r.id == reader)
             .map_or(Direction::In, |r| r.direction);
+        // The rules want the PIN of a card just read: wait for the keypad
+        // (the card is decided again with the digits, or denied
+        // `pin_required` when none come).
+        let card = self.undecided.remove(&reader);
+        if let (
+            Some(card),
+            Verdict::Deny {
+                reason: DenyReason::PinRequired,
+                ..
+            },
+        ) = (card, &verdict)
+        {
+            self.pin_pads
+                .start(now, door_id.into(), reader.clone(), direction, card);
+            self.feedback(i, Feedback::PinWanted);
+            return;
+        }
         if matches!(verdict, Verdict::Grant { .. }) {
             self.doors[i].grant_reader = Some(reader.clone());
         }
@@ -1196,6 +1282,101 @@ mod tests {
         }
     }
 
+    /// `pin_required` for a card just read starts a PIN entry (blue
+    /// "PIN, please" at the reader, no denial yet); `#` asks again with
+    /// the digits; silence denies `pin_required` after the timeout.
+    #[test]
+    fn a_card_that_needs_its_pin_waits_for_the_keypad() {
+        let now = crate::test_clock::epoch();
+        let mut b = building();
+        let read = |b: &mut Building| {
+            b.handle(
+                now,
+                BuildingInput::Bus {
+                    bus: "bus0".into(),
+                    event: BusEvent::Card {
+                        address: 1,
+                        card: card(),
+                    },
+                },
+            );
+            drain(b);
+            b.handle(
+                now,
+                BuildingInput::Verdict {
+                    door: "side-entrance".into(),
+                    reader: "side-in".into(),
+                    verdict: Verdict::Deny {
+                        credential: None,
+                        reason: DenyReason::PinRequired,
+                    },
+                },
+            );
+            drain(b)
+        };
+        let actions = read(&mut b);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, BuildingAction::Record(EventKind::AccessDenied { .. }))),
+            "{actions:?}"
+        );
+        assert!(
+            actions.iter().any(|a| matches!(
+                a,
+                BuildingAction::Command {
+                    command: Command::Led(l),
+                    ..
+                } if l.iter().any(|l| l.temporary.on_color == LedColor::Blue)
+            )),
+            "{actions:?}"
+        );
+        let keys = |b: &mut Building, digits: &[u8]| {
+            b.handle(
+                now + Duration::from_secs(2),
+                BuildingInput::Bus {
+                    bus: "bus0".into(),
+                    event: BusEvent::Keypad {
+                        address: 1,
+                        keys: crate::osdp::message::KeypadData {
+                            reader: 0,
+                            digits: digits.to_vec(),
+                        },
+                    },
+                },
+            );
+            drain(b)
+        };
+        assert!(keys(&mut b, b"12").is_empty());
+        assert_eq!(
+            keys(&mut b, b"30\x0d"),
+            vec![BuildingAction::Decide {
+                door: "side-entrance".into(),
+                reader: "side-in".into(),
+                direction: Direction::In,
+                card: card(),
+                pin: Some("1230".into()),
+            }]
+        );
+        // Keys with no entry waiting are nobody's.
+        assert!(keys(&mut b, b"1\x0d").is_empty());
+
+        read(&mut b);
+        assert!(b.poll_timeout().is_some());
+        b.handle_timeout(now + crate::site::pin_entry::PIN_TIMEOUT);
+        let actions = drain(&mut b);
+        assert!(
+            actions.iter().any(|a| matches!(
+                a,
+                BuildingAction::Record(EventKind::AccessDenied {
+                    reason: DenyReason::PinRequired,
+                    ..
+                })
+            )),
+            "{actions:?}"
+        );
+    }
+
     #[test]
     fn a_card_asks_for_a_decision_and_a_grant_pulses_the_strike_with_green() {
         let now = crate::test_clock::epoch();
@@ -1218,6 +1399,7 @@ mod tests {
                 reader: "side-in".into(),
                 direction: Direction::In,
                 card: card(),
+                pin: None,
             }]
         );
         b.handle(

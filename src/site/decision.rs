@@ -11,6 +11,7 @@
 //! order.
 
 use jiff::Timestamp;
+use jiff::civil::Date;
 
 use crate::ids::DoorId;
 use crate::rules::areas::Area;
@@ -33,6 +34,13 @@ pub trait Rules: Send {
     /// The scheduled mode name of `door` at `at`, if a schedule says one
     /// (the snapshot's text; the mode planner checks it fits the door).
     fn door_mode(&self, _door: &DoorId, _at: Timestamp) -> Option<String> {
+        None
+    }
+
+    /// When the scheduled mode of `door` at `at` waits for the *first
+    /// person in*: the local date it waits on. A grant at the door inside
+    /// the window, that day, lets the mode start.
+    fn first_person_in_day(&self, _door: &DoorId, _at: Timestamp) -> Option<Date> {
         None
     }
 
@@ -66,6 +74,12 @@ pub trait Rules: Send {
     /// The latest anti-passback forgiveness at or before `at`.
     fn last_forgiveness(&self, _at: Timestamp) -> Option<Timestamp> {
         None
+    }
+
+    /// Whether `pin`, typed with credential `key`, is a duress PIN (the
+    /// rules grant it as the holder's own; the core raises the alarm).
+    fn duress(&self, _key: &CredentialKey, _pin: &str) -> bool {
+        false
     }
 }
 
@@ -272,6 +286,26 @@ impl Rules for VerifiedSnapshot {
 
     fn last_forgiveness(&self, at: Timestamp) -> Option<Timestamp> {
         self.header().last_forgiveness(at)
+    }
+
+    fn duress(&self, key: &CredentialKey, pin: &str) -> bool {
+        self.credentials()
+            .get(key)
+            .and_then(|c| c.pin.as_ref())
+            .is_some_and(|own| self.header().is_duress(own, pin))
+    }
+
+    fn first_person_in_day(&self, door: &DoorId, at: Timestamp) -> Option<Date> {
+        self.header().first_person_in_day(door, at)
+    }
+}
+
+/// Whether what was presented signals duress: a PIN typed with a card,
+/// which the rules call a duress PIN for that card.
+pub fn is_duress(rules: &dyn Rules, presented: &Presented) -> bool {
+    match (&presented.pin, credential_of(&presented.card)) {
+        (Some(pin), Ok(key)) => rules.duress(&key, pin),
+        _ => false,
     }
 }
 

@@ -34,7 +34,7 @@ use super::modes::{DoorClass, ModePlanner, StandingMode};
 use super::outputs::FeedbackTable;
 use super::remote::{RemoteAction, RemoteError};
 use super::standing::{
-    BootStamp, HeldBy, StandingState, TimeAnchor, TimedMode, TimedOverride, VERSION,
+    BootStamp, FirstIn, HeldBy, StandingState, TimeAnchor, TimedMode, TimedOverride, VERSION,
 };
 use crate::action::ActionRecord;
 use crate::door::{
@@ -42,7 +42,7 @@ use crate::door::{
     PresenceEvent, RevolvingInput,
 };
 use crate::event::EventKind;
-use crate::ids::{BusId, DoorId, ReaderId};
+use crate::ids::{BusId, DoorId, InputId, ReaderId};
 use crate::osdp::BusEvent;
 use crate::osdp::message::{Command, RawCard};
 use crate::rules::{Card, DenyReason};
@@ -235,6 +235,16 @@ pub struct Gateway {
     /// Doors whose scheduled release is withheld for want of a confirmed
     /// time (journaled once per door until it applies).
     withheld: std::collections::BTreeSet<DoorId>,
+    /// The grants that started a `first_person_in` scheduled mode, by
+    /// door (standing state: it decides what the door does).
+    first_in: std::collections::BTreeMap<DoorId, FirstIn>,
+    /// Doors whose `first_person_in` mode is due and waits for a grant
+    /// (journaled once per door until it starts or the window closes).
+    awaiting_first_in: std::collections::BTreeSet<DoorId>,
+    /// The trusted time the schedules were last read at: a closure is
+    /// seen by the minute's read; after a gap (a restart, a step) the
+    /// first persons in are checked back to their grants.
+    modes_read_at: Option<Timestamp>,
     /// The floor and anchor as last persisted, and when: a beacon every
     /// half minute moves both, and the whole state is not rewritten for it
     /// more than once an hour (a signed snapshot's floor is at once).
@@ -307,6 +317,9 @@ impl Gateway {
                 seen: now.system,
             },
             withheld: std::collections::BTreeSet::new(),
+            first_in: restored.first_in.clone(),
+            awaiting_first_in: std::collections::BTreeSet::new(),
+            modes_read_at: None,
             time_persisted: (restored.trusted_floor, restored.time_anchor.clone(), None),
             floor_signed: false,
             next_minute: now.mono,
@@ -468,7 +481,12 @@ impl Gateway {
         self.clock.floor()
     }
 
-    /// Whether a door is in lockdown.
+    /// The fire-alarm inputs active now.
+    pub fn fire_alarms(&self) -> Vec<InputId> {
+        self.planner.fire_alarms().into_iter().collect()
+    }
+
+    /// Whether lockdown holds `door` now.
     pub fn is_locked_down(&self, door: &str) -> bool {
         self.planner.is_locked_down(door)
     }
@@ -674,35 +692,43 @@ impl Gateway {
             .trusted
             .then(|| self.clock.witness(wall, now.mono))
             .flatten();
+        // A first person in holds only on its day and while its window
+        // stayed open since the grant: a closed schedule (also one that
+        // closed while the gateway was down) or another day clears it, and
+        // the next window waits for a grant of its own.
         let rules = &self.rules;
+        let gap = self
+            .modes_read_at
+            .is_none_or(|t| t > wall || wall.duration_since(t) > SignedDuration::from_secs(90));
+        self.modes_read_at = Some(wall);
+        self.first_in.retain(|d, f| {
+            rules.first_person_in_day(d, wall) == Some(f.day)
+                && (!gap
+                    || rules
+                        .door_mode(d, wall)
+                        .is_some_and(|mode| held_since(&**rules, d, &mode, f.at, wall)))
+        });
+        let first_in = &self.first_in;
         let planner = &self.planner;
         let mut withheld = Vec::new();
+        let mut awaiting = Vec::new();
         let scheduled: HashMap<DoorId, String> = self
             .building
             .door_ids()
             .filter_map(|d| {
                 let mode = rules.door_mode(d, wall)?;
+                // A first-person-in mode waits for a grant in the window,
+                // that day (the door stays in card mode until then).
+                if rules.first_person_in_day(d, wall).is_some() && !first_in.contains_key(d) {
+                    awaiting.push((d.clone(), mode));
+                    return None;
+                }
                 let releasing = planner
                     .class(d)
                     .and_then(|c| c.parse_mode(&mode).ok())
                     .filter(|m| m.releases());
-                // A release nobody asked for by card starts only at a
-                // confirmed time, and only when both edges of the
-                // interval agree on it.
-                let proven = (reading.confirmed()
-                    && reading
-                        .earliest
-                        .and_then(|e| rules.door_mode(d, e))
-                        .as_deref()
-                        == Some(mode.as_str())
-                    && reading
-                        .latest
-                        .and_then(|l| rules.door_mode(d, l))
-                        .as_deref()
-                        == Some(mode.as_str()))
-                    || witness.is_some_and(|t| held_since(&**rules, d, &mode, t, wall));
                 if let Some(release) = releasing
-                    && !proven
+                    && !proven_mode(&**rules, reading, witness, d, &mode, wall)
                 {
                     withheld.push((d.clone(), release));
                     return None;
@@ -726,6 +752,15 @@ impl Gateway {
             }
         }
         self.withheld = now_withheld;
+        let now_awaiting: std::collections::BTreeSet<DoorId> =
+            awaiting.iter().map(|(d, _)| d.clone()).collect();
+        for (door, mode) in awaiting {
+            if !self.awaiting_first_in.contains(&door) {
+                self.records
+                    .push(EventKind::FirstPersonInAwaited { door, mode });
+            }
+        }
+        self.awaiting_first_in = now_awaiting;
         for (door, e) in self
             .planner
             .set_scheduled(|d| scheduled.get(d).map(String::as_str))
@@ -750,8 +785,27 @@ impl Gateway {
     }
 
     /// Work off the building's actions: decisions are made here and fed
-    /// back; passages update presence.
+    /// back; passages update presence. A grant may be a door's first
+    /// person in, once the grant's own record is out.
     fn process(&mut self, now: Now) {
+        loop {
+            let mut granted_at = Vec::new();
+            self.process_actions(now, &mut granted_at);
+            if granted_at.is_empty() {
+                return;
+            }
+            for (door, credential) in granted_at {
+                self.first_person_in(now, door, &credential);
+            }
+        }
+    }
+
+    /// [`Gateway::process`]'s one round; grants are added to `granted_at`.
+    fn process_actions(
+        &mut self,
+        now: Now,
+        granted_at: &mut Vec<(DoorId, crate::rules::CredentialKey)>,
+    ) {
         while let Some(action) = self.building.poll_action() {
             match action {
                 BuildingAction::Decide {
@@ -759,7 +813,14 @@ impl Gateway {
                     reader,
                     card,
                     direction,
-                } => self.card(now, door, reader, direction, card, false),
+                    pin,
+                } => {
+                    if let Some(key) =
+                        self.card(now, door.clone(), reader, direction, card, pin, false)
+                    {
+                        granted_at.push((door, key));
+                    }
+                }
                 BuildingAction::ExitRequest { door } => self.exit_request(now, door, false),
                 BuildingAction::Record(kind) => self.records.push(kind),
                 BuildingAction::FireAlarm {
@@ -767,8 +828,23 @@ impl Gateway {
                     releases,
                     active,
                 } => {
+                    // Reported on every change and on the first report
+                    // after a start: an event only when the kept state
+                    // changes.
+                    if self.planner.fire_alarms().contains(&input) != active {
+                        self.records.push(EventKind::FireAlarm {
+                            input: input.clone(),
+                            active,
+                            releases: releases.clone(),
+                        });
+                    }
                     self.planner.set_fire_alarm(&input, &releases, active);
                     self.apply_modes(now);
+                }
+                BuildingAction::FireAlarmInputOffline { input } => {
+                    let active = self.planner.fire_alarms().contains(&input);
+                    self.records
+                        .push(EventKind::FireAlarmInputOffline { input, active });
                 }
                 BuildingAction::Command { pd, command } => self.commands.push((pd, command)),
                 BuildingAction::Passage {
@@ -778,6 +854,57 @@ impl Gateway {
                 } => self.passage(door, credential, direction),
             }
         }
+    }
+
+    /// A grant at `door`: when its `first_person_in` mode waits, this is
+    /// the first person in — but only when the window is open, on the
+    /// same day, at both edges of the proven time (a clock stepped into
+    /// the window must not start it). Journaled, made standing, and the
+    /// scheduled mode applied (a release still needs a proven time).
+    fn first_person_in(
+        &mut self,
+        now: Now,
+        door: DoorId,
+        credential: &crate::rules::CredentialKey,
+    ) {
+        let Some(day) = self.rules.first_person_in_day(&door, self.wall) else {
+            return;
+        };
+        if self.first_in.get(&door).is_some_and(|f| f.day == day) {
+            return;
+        }
+        let (earliest, latest) = self.reading.edges();
+        if [earliest, latest]
+            .iter()
+            .any(|t| self.rules.first_person_in_day(&door, *t) != Some(day))
+        {
+            return;
+        }
+        let mode = self.rules.door_mode(&door, self.wall).unwrap_or_default();
+        // The grant is in the window at a time as proven as a scheduled
+        // release needs: the release it lets start is one.
+        let witness = self
+            .reading
+            .trusted
+            .then(|| self.clock.witness(self.wall, now.mono))
+            .flatten();
+        if !proven_mode(&*self.rules, self.reading, witness, &door, &mode, self.wall) {
+            return;
+        }
+        self.first_in.insert(
+            door.clone(),
+            FirstIn {
+                day,
+                at: self.wall,
+                credential: credential.to_string(),
+            },
+        );
+        self.records.push(EventKind::FirstPersonIn {
+            door,
+            credential: credential.to_string(),
+            mode,
+        });
+        self.apply_modes(now);
     }
 
     /// The decision for `card` at `door` now, with every check the core
@@ -857,6 +984,8 @@ impl Gateway {
     /// A card read at a reader: decided, and fed to the door — or, at an
     /// interlocked door whose airlock is busy, left waiting (`waited`:
     /// it is being served from the wait, which has ended).
+    /// Returns the credential granted, if it was.
+    #[allow(clippy::too_many_arguments)] // a card read's parts, as the bus gave them
     fn card(
         &mut self,
         now: Now,
@@ -864,12 +993,16 @@ impl Gateway {
         reader: ReaderId,
         direction: Direction,
         card: RawCard,
+        pin: Option<String>,
         timed_out: bool,
-    ) {
-        let presented = Presented::from(Card::Raw {
-            bytes: card.data.clone(),
-            bits: card.bits,
-        });
+    ) -> Option<crate::rules::CredentialKey> {
+        let presented = Presented {
+            card: Card::Raw {
+                bytes: card.data.clone(),
+                bits: card.bits,
+            },
+            pin: pin.clone(),
+        };
         let (mut verdict, finding) = self.decide_at(&door, direction, &presented, None);
         if verdict.deny_reason() == Some(DenyReason::Interlock) && !timed_out {
             let waiter = Waiter::Card {
@@ -877,10 +1010,22 @@ impl Gateway {
                 reader: reader.clone(),
                 direction,
                 card,
+                pin,
             };
             if self.interlocks.wait(waiter, now.mono).is_ok() {
-                return;
+                return None;
             }
+        }
+        // Silent: the reader shows what the verdict shows; the alarm goes
+        // first in the journal and to central at once.
+        if decision::is_duress(&*self.rules, &presented) {
+            self.records.push(EventKind::Duress {
+                door: door.clone(),
+                reader: reader.clone(),
+                credential: decision::credential_of(&presented.card)
+                    .map(|k| k.to_string())
+                    .unwrap_or_default(),
+            });
         }
         if timed_out && let Verdict::Grant { credential, .. } = verdict {
             verdict = Verdict::Deny {
@@ -904,6 +1049,10 @@ impl Gateway {
             door: door.clone(),
             deny: verdict.deny_reason(),
         });
+        let granted = match &verdict {
+            Verdict::Grant { credential, .. } => Some(credential.clone()),
+            Verdict::Deny { .. } => None,
+        };
         self.building.handle(
             now.mono,
             BuildingInput::Verdict {
@@ -912,6 +1061,7 @@ impl Gateway {
                 verdict,
             },
         );
+        granted
     }
 
     /// An exit-button press at an interlocked door: honoured when the
@@ -956,7 +1106,15 @@ impl Gateway {
                     reader,
                     direction,
                     card,
-                } => self.card(now, door, reader, direction, card, timed_out),
+                    pin,
+                } => {
+                    let at = door.clone();
+                    if let Some(key) = self.card(now, door, reader, direction, card, pin, timed_out)
+                    {
+                        self.process(now);
+                        self.first_person_in(now, at, &key);
+                    }
+                }
                 Waiter::ExitRequest { door } => self.exit_request(now, door, timed_out),
             }
             self.process(now);
@@ -1136,6 +1294,7 @@ impl Gateway {
             && overrides == self.persisted.overrides
             && floor == self.persisted.trusted_floor
             && time_anchor == self.persisted.time_anchor
+            && self.first_in == self.persisted.first_in
             && self.forgiven_at == self.persisted.forgiven_at;
         if same {
             return (!presence.is_empty()).then_some(StandingChange::Presence(presence));
@@ -1152,6 +1311,7 @@ impl Gateway {
             time_anchor,
             fire_alarms,
             forgiven_at: self.forgiven_at,
+            first_in: self.first_in.clone(),
         };
         Some(StandingChange::Whole(Box::new(self.standing())))
     }
@@ -1208,6 +1368,25 @@ fn granted_or_held(verdict: &Verdict) -> Option<String> {
         } => Some(c.to_string()),
         Verdict::Deny { .. } => None,
     }
+}
+
+/// Whether the time is proven enough for the scheduled `mode` of `door`
+/// (a release nobody asked for by card): a confirmed time at which both
+/// edges of the interval agree on the mode, or a signed time that
+/// witnessed the clock with the mode held since.
+fn proven_mode(
+    rules: &dyn Rules,
+    reading: Reading,
+    witness: Option<Timestamp>,
+    door: &DoorId,
+    mode: &str,
+    wall: Timestamp,
+) -> bool {
+    let at = |t: Option<Timestamp>| t.and_then(|t| rules.door_mode(door, t));
+    (reading.confirmed()
+        && at(reading.earliest).as_deref() == Some(mode)
+        && at(reading.latest).as_deref() == Some(mode))
+        || witness.is_some_and(|t| held_since(rules, door, mode, t, wall))
 }
 
 /// Whether the scheduled mode of `door` was `mode` all along from the
@@ -1772,6 +1951,51 @@ mod tests {
         let state = whole(commits(&out)[0]);
         assert_eq!(state.fire_alarms.len(), 1);
         assert!(state.lockdown.contains("lab"));
+        let fire_events = |out: &[Output]| -> Vec<EventKind> {
+            commits(out)
+                .iter()
+                .flat_map(|c| c.records.iter())
+                .filter(|k| {
+                    matches!(
+                        k,
+                        EventKind::FireAlarm { .. } | EventKind::FireAlarmInputOffline { .. }
+                    )
+                })
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            fire_events(&out),
+            vec![EventKind::FireAlarm {
+                input: "fire-panel".into(),
+                active: true,
+                releases: vec!["lab".into()],
+            }]
+        );
+        assert!(fire_events(&out)[0].is_urgent());
+        // The same level again is no news.
+        assert!(fire_events(&fire_input(&mut g, at(3), true)).is_empty());
+        // The PD carrying the input goes offline: the alarm stands, and
+        // its own alarm says the input is unseen.
+        g.handle(
+            at(4),
+            Input::Bus {
+                bus: "bus0".into(),
+                event: BusEvent::Offline {
+                    address: 2,
+                    reason: crate::osdp::OfflineReason::NoReply,
+                },
+            },
+        );
+        let out = drain(&mut g);
+        assert_eq!(
+            fire_events(&out),
+            vec![EventKind::FireAlarmInputOffline {
+                input: "fire-panel".into(),
+                active: true,
+            }]
+        );
+        assert!(g.doors()[0].released);
 
         let mut g = Gateway::new(building_with_fire_alarm(), Box::new(Table), state, at(100));
         drain(&mut g);
@@ -1785,6 +2009,14 @@ mod tests {
         assert_eq!(g.doors()[0].mode, "lockdown");
         assert!(g.is_locked_down("lab"));
         assert!(whole(commits(&out)[0]).fire_alarms.is_empty());
+        assert_eq!(
+            fire_events(&out),
+            vec![EventKind::FireAlarm {
+                input: "fire-panel".into(),
+                active: false,
+                releases: vec!["lab".into()],
+            }]
+        );
     }
 
     /// Lockdown > override: a timed release of a door in lockdown is
@@ -1843,5 +2075,210 @@ mod tests {
         );
         let out = card(&mut g, at(2), 1, 1);
         assert!(!g.doors()[0].released, "{out:?}");
+    }
+
+    /// The lab is scheduled `unlocked` with *first person in* for the
+    /// first two hours of the run and from the fourth hour to the sixth.
+    struct FirstInWindow;
+
+    impl FirstInWindow {
+        fn open(when: Timestamp) -> bool {
+            let since = when.duration_since(at(0).system);
+            let h = SignedDuration::from_hours;
+            (since >= SignedDuration::ZERO && since < h(2)) || (since >= h(4) && since < h(6))
+        }
+    }
+
+    impl Rules for FirstInWindow {
+        fn decide(
+            &self,
+            door: &DoorId,
+            key: &CredentialKey,
+            pin: Option<&str>,
+            at: Timestamp,
+        ) -> Verdict {
+            Table.decide(door, key, pin, at)
+        }
+
+        fn door_mode(&self, _door: &DoorId, when: Timestamp) -> Option<String> {
+            Self::open(when).then(|| "unlocked".to_owned())
+        }
+
+        fn first_person_in_day(
+            &self,
+            _door: &DoorId,
+            when: Timestamp,
+        ) -> Option<jiff::civil::Date> {
+            Self::open(when).then(|| local_day(when))
+        }
+    }
+
+    /// The local day in a zone six hours behind UTC: the whole test run
+    /// (22:00Z to 04:00Z) is one day there.
+    fn local_day(when: Timestamp) -> jiff::civil::Date {
+        when.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(-6)))
+            .date()
+    }
+
+    /// A live beacon agreeing with the clock: the time is confirmed.
+    fn beacon(g: &mut Gateway, now: Now) -> Vec<Output> {
+        g.handle(
+            now,
+            Input::Beacon {
+                at: now.system,
+                came: now.mono,
+            },
+        );
+        drain(g)
+    }
+
+    fn records(out: &[Output]) -> Vec<EventKind> {
+        commits(out)
+            .iter()
+            .flat_map(|c| c.records.clone())
+            .collect()
+    }
+
+    #[test]
+    fn first_person_in_waits_for_a_grant_in_the_window() {
+        let mut g = Gateway::new(
+            building(),
+            Box::new(FirstInWindow),
+            StandingState::default(),
+            at(0),
+        );
+        let out = drain(&mut g);
+        let out = [out, beacon(&mut g, at(5))].concat();
+        // The window is open and the time confirmed: still card mode.
+        assert_eq!(g.doors()[0].mode, "card_only");
+        let awaited = records(&out)
+            .into_iter()
+            .filter(|r| matches!(r, EventKind::FirstPersonInAwaited { .. }))
+            .count();
+        assert_eq!(awaited, 1, "journaled once: {out:?}");
+        // A denied card is nobody.
+        card(&mut g, at(10), 1, 9);
+        g.handle(at(61), Input::Timeout);
+        drain(&mut g);
+        assert_eq!(g.doors()[0].mode, "card_only");
+        // The first grant starts the scheduled mode, committed first.
+        let out = card(&mut g, at(70), 1, 1);
+        assert_eq!(g.doors()[0].mode, "unlocked", "{out:?}");
+        let c = commits(&out);
+        assert!(
+            c[0].records.iter().any(|r| matches!(
+                r,
+                EventKind::FirstPersonIn { door, credential, mode }
+                    if *door == "lab" && credential == STAFF && mode == "unlocked"
+            )),
+            "{out:?}"
+        );
+        let state = whole(c[0]);
+        assert_eq!(state.first_in["lab"].credential, STAFF);
+        let first_command = out.iter().position(|o| matches!(o, Output::Command { .. }));
+        let commit = out.iter().position(|o| matches!(o, Output::Commit(_)));
+        assert!(commit < first_command, "{out:?}");
+
+        // A restart in the window: unlocked again (at a proven time),
+        // without another card.
+        let mut g2 = Gateway::new(building(), Box::new(FirstInWindow), state.clone(), at(600));
+        drain(&mut g2);
+        beacon(&mut g2, at(601));
+        assert_eq!(g2.doors()[0].mode, "unlocked");
+
+        // The window closes: card mode, and the first person in is gone.
+        g.handle(at(2 * 3600), Input::Timeout);
+        let out = drain(&mut g);
+        assert_eq!(g.doors()[0].mode, "card_only");
+        assert!(whole(commits(&out)[0]).first_in.is_empty(), "{out:?}");
+        // The next window waits for a grant of its own.
+        beacon(&mut g, at(4 * 3600));
+        g.handle(at(4 * 3600 + 1), Input::Timeout);
+        drain(&mut g);
+        assert_eq!(g.doors()[0].mode, "card_only");
+        card(&mut g, at(4 * 3600 + 60), 1, 1);
+        assert_eq!(g.doors()[0].mode, "unlocked");
+    }
+
+    #[test]
+    fn a_grant_before_the_window_or_a_restart_after_it_starts_nothing() {
+        // Start two hours before the window's second opening.
+        let mut g = Gateway::new(
+            building(),
+            Box::new(FirstInWindow),
+            StandingState::default(),
+            at(2 * 3600 + 60),
+        );
+        drain(&mut g);
+        beacon(&mut g, at(2 * 3600 + 70));
+        let out = card(&mut g, at(2 * 3600 + 80), 1, 1);
+        assert!(
+            !records(&out)
+                .iter()
+                .any(|r| matches!(r, EventKind::FirstPersonIn { .. })),
+            "{out:?}"
+        );
+        g.handle(at(4 * 3600), Input::Timeout);
+        drain(&mut g);
+        beacon(&mut g, at(4 * 3600 + 1));
+        assert_eq!(g.doors()[0].mode, "card_only");
+
+        // A first person in of the first window, restored while the
+        // second is open the same day (the gateway was down when the
+        // first closed): the schedule did not stay open since the grant,
+        // so it waits.
+        let mut state = StandingState::default();
+        state.first_in.insert(
+            "lab".into(),
+            FirstIn {
+                day: local_day(at(0).system),
+                at: at(60).system,
+                credential: STAFF.into(),
+            },
+        );
+        let mut g = Gateway::new(
+            building(),
+            Box::new(FirstInWindow),
+            state,
+            at(4 * 3600 + 120),
+        );
+        let out = drain(&mut g);
+        assert!(whole(commits(&out)[0]).first_in.is_empty(), "{out:?}");
+        beacon(&mut g, at(4 * 3600 + 121));
+        assert_eq!(g.doors()[0].mode, "card_only");
+        // This window's own first person in starts it.
+        card(&mut g, at(4 * 3600 + 180), 1, 1);
+        assert_eq!(g.doors()[0].mode, "unlocked");
+    }
+
+    #[test]
+    fn a_grant_at_an_unproven_time_is_not_the_first_person_in() {
+        let mut g = Gateway::new(
+            building(),
+            Box::new(FirstInWindow),
+            StandingState::default(),
+            at(0),
+        );
+        drain(&mut g);
+        // No beacon, no signed time: the window may not really be open.
+        let out = card(&mut g, at(10), 1, 1);
+        assert!(
+            !records(&out)
+                .iter()
+                .any(|r| matches!(r, EventKind::FirstPersonIn { .. })),
+            "{out:?}"
+        );
+        assert!(g.standing().first_in.is_empty());
+        assert_eq!(g.doors()[0].mode, "card_only");
+        // Once the time is confirmed, the next grant is.
+        beacon(&mut g, at(20));
+        let out = card(&mut g, at(30), 1, 1);
+        assert!(
+            records(&out)
+                .iter()
+                .any(|r| matches!(r, EventKind::FirstPersonIn { .. })),
+            "{out:?}"
+        );
+        assert_eq!(g.doors()[0].mode, "unlocked");
     }
 }

@@ -53,6 +53,8 @@ pub enum Waiter {
         direction: Direction,
         /// The card as read.
         card: RawCard,
+        /// The PIN typed with it, if any.
+        pin: Option<String>,
     },
     /// An exit-button press.
     ExitRequest {

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod interlock;
 pub mod modes;
 pub mod outputs;
+pub mod pin_entry;
 pub mod remote;
 pub mod standing;
 

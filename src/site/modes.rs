@@ -7,8 +7,11 @@
 //! 2. lockdown, until it is released;
 //! 3. a remote mode set with an expiry (reverts by itself at its expiry,
 //!    also while the uplink is down);
-//! 4. the scheduled mode from the snapshot (e.g. free rotation in office
-//!    hours);
+//! 4. the scheduled mode from the snapshot: an event window in force for
+//!    the door (announced group meetings), else the weekly door-mode
+//!    schedule (e.g. free rotation in office hours; with first person in
+//!    only after a grant in the window — the core decides that, the
+//!    planner sees a scheduled mode or none);
 //! 5. the kind's default (`card_only` / `cardholders_only`).
 //!
 //! Timed overrides (a momentary unlock, free rotation for a time) live in

@@ -112,6 +112,8 @@ pub struct FeedbackTable {
     pub lockdown: FeedbackStyle,
     /// A door is held open (pre-alarm).
     pub held_open: FeedbackStyle,
+    /// The card needs its PIN.
+    pub pin_wanted: FeedbackStyle,
 }
 
 const fn style(color: LedColor, led: (u8, u8), duration: u16, beep: (u8, u8, u8)) -> FeedbackStyle {
@@ -134,20 +136,22 @@ impl Default for FeedbackTable {
             rules_too_old: style(LedColor::Amber, (3, 3), 30, (1, 1, 3)),
             lockdown: style(LedColor::Red, (1, 1), 30, (6, 3, 2)),
             held_open: style(LedColor::Amber, (5, 5), 600, (5, 5, 0)),
+            pin_wanted: style(LedColor::Blue, (5, 5), 100, (1, 0, 1)),
         }
     }
 }
 
 impl FeedbackTable {
     /// The patterns that people must be able to tell apart, by name: grant,
-    /// deny, rules too old and lockdown. Returns the first pair that looks
-    /// and sounds the same.
+    /// deny, rules too old, lockdown and "PIN, please". Returns the first
+    /// pair that looks and sounds the same.
     pub fn indistinct(&self) -> Option<(&'static str, &'static str)> {
         let named = [
             ("grant", self.grant),
             ("deny", self.deny),
             ("rules_too_old", self.rules_too_old),
             ("lockdown", self.lockdown),
+            ("pin_wanted", self.pin_wanted),
         ];
         for (i, (a, sa)) in named.iter().enumerate() {
             for (b, sb) in &named[i + 1..] {
@@ -166,6 +170,7 @@ impl FeedbackTable {
             Feedback::RulesTooOld => self.rules_too_old,
             Feedback::Lockdown => self.lockdown,
             Feedback::HeldOpenWarning => self.held_open,
+            Feedback::PinWanted => self.pin_wanted,
             Feedback::Idle => return None,
         })
     }

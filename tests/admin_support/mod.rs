@@ -141,6 +141,8 @@ pub fn sample_status() -> Status {
             door: Some("main-entrance".into()),
         }],
         interlocks: Vec::new(),
+        fire_alarms: Vec::new(),
+        duress_since_start: 0,
     }
 }
 
@@ -245,6 +247,8 @@ impl AdminBackend for FakeBackend {
                 rules_version: Some(42),
                 at: q.at,
                 detail: None,
+                day_type: None,
+                day_name: None,
             };
             Ok(match h10301(&q.card) {
                 None => deny(DenyReason::BadFormat, None),
@@ -256,6 +260,8 @@ impl AdminBackend for FakeBackend {
                     rules_version: Some(42),
                     at: q.at,
                     detail: None,
+                    day_type: Some("holiday_b".into()),
+                    day_name: Some("Christmas break".into()),
                 },
                 Some((42, 1002)) => {
                     deny(DenyReason::OutsideSchedule, Some("h10301:42:1002".into()))

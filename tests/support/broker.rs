@@ -413,10 +413,12 @@ pub fn spawn_uplink_with(
     let (delivered_tx, delivered) = mpsc::unbounded_channel();
     let (state_tx, state) = watch::channel(Default::default());
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let (_urgent_tx, urgent_rx) = watch::channel(Vec::<u64>::new());
     let handles = portier::driver::uplink::UplinkHandles {
         journal,
         acker,
         appended: appended_rx,
+        urgent: urgent_rx,
         status,
         rules: rules_tx,
         commands: commands_tx,

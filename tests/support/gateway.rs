@@ -28,6 +28,8 @@ pub const KEYS: [&str; 3] = [
 ];
 pub const STAFF: &str = "h10301:42:1001";
 pub const LOST: &str = "h10301:42:1005";
+/// The example rules' security guard: card + PIN 2468 (duress PIN 2469).
+pub const GUARD: &str = "h10301:42:1006";
 
 /// OSDP output control codes as libosdp reports them.
 pub const PERMANENT_OFF: u64 = 1;
@@ -256,6 +258,14 @@ impl Gateway {
         op["op"] = "card".into();
         op["address"] = address.into();
         self.pds.send(op);
+    }
+
+    /// Keys typed at the first reader of the PD at `address`: digits, and
+    /// `#` as OSDP sends it (0x0D).
+    pub fn keypad(&mut self, address: u8, keys: &str) {
+        let digits = keys.replace('#', "\r");
+        self.pds
+            .send(json!({"op": "keypad", "address": address, "digits": digits}));
     }
 
     pub fn input(&mut self, address: u8, input: u8, active: bool) {
