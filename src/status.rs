@@ -159,6 +159,101 @@ pub struct PdStatus {
     pub power_failure: bool,
     /// Identity report, once received.
     pub identity: Option<PdIdentity>,
+    /// Capability report (OSDP `PDCAP`), once received.
+    #[serde(default)]
+    pub capabilities: Vec<CapabilityStatus>,
+    /// When it last answered (the gateway's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
+    /// A firmware update in progress: the reader is offline for the
+    /// update and its door falls back to its wiring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateProgress>,
+}
+
+/// A file transfer to a PD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateProgress {
+    /// Bytes the PD has confirmed.
+    pub confirmed: u32,
+    /// The file's size.
+    pub total: u32,
+}
+
+/// One capability a PD reports (OSDP `PDCAP` record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityStatus {
+    /// Function code (OSDP v2.2 Annex B).
+    pub function: u8,
+    /// Its name, e.g. `communication_security`.
+    pub name: String,
+    /// Compliance level.
+    pub compliance: u8,
+    /// Number of items.
+    pub count: u8,
+}
+
+impl CapabilityStatus {
+    /// A PDCAP record with its function's name.
+    pub fn new(function: u8, compliance: u8, count: u8) -> Self {
+        Self {
+            function,
+            name: capability_name(function).to_owned(),
+            compliance,
+            count,
+        }
+    }
+}
+
+/// The name of a PDCAP function code (OSDP v2.2 Annex B), `unknown` for
+/// codes the spec does not define.
+pub fn capability_name(function: u8) -> &'static str {
+    match function {
+        1 => "contact_status_monitoring",
+        2 => "output_control",
+        3 => "card_data_format",
+        4 => "reader_led_control",
+        5 => "reader_audible_output",
+        6 => "reader_text_output",
+        7 => "time_keeping",
+        8 => "check_character_support",
+        9 => "communication_security",
+        10 => "receive_buffer_size",
+        11 => "largest_combined_message_size",
+        12 => "smart_card_support",
+        13 => "readers",
+        14 => "biometrics",
+        15 => "secure_pin_entry",
+        16 => "osdp_version",
+        _ => "unknown",
+    }
+}
+
+/// One reader in the fleet inventory (the MQTT `status` message's
+/// `readers`, central's `readers` table): who made it, what it runs, what
+/// it can do, and how it is connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderInventory {
+    /// Bus name from the config.
+    pub bus: String,
+    /// OSDP address.
+    pub address: u8,
+    /// Its name from the config.
+    pub name: String,
+    /// Identity report (PDID), once received.
+    pub identity: Option<PdIdentity>,
+    /// Capability report (PDCAP).
+    #[serde(default)]
+    pub capabilities: Vec<CapabilityStatus>,
+    /// Online now.
+    pub online: bool,
+    /// In Secure Channel now.
+    pub secure_channel: bool,
+    /// When it last answered, as of this report.
+    pub last_seen: Option<Timestamp>,
+    /// Offline for a firmware update.
+    #[serde(default)]
+    pub updating: bool,
 }
 
 /// What a PD said about itself (OSDP `PDID`).
@@ -168,6 +263,9 @@ pub struct PdIdentity {
     pub vendor: String,
     /// Model number.
     pub model: u8,
+    /// Model version (hardware revision).
+    #[serde(default)]
+    pub version: u8,
     /// Serial number.
     pub serial: u32,
     /// Firmware version `major.minor.build`.

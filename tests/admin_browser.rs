@@ -2,7 +2,8 @@
 //! walkthrough of `admin_support::walkthrough` (log in, live refresh shows
 //! a reader going offline, why box, confirmed unlock) and the screenshots
 //! in `docs/` that the README shows; then the same walkthrough against a
-//! running `portier run` whose libosdp PDs are stopped mid-way.
+//! running `portier run` whose libosdp PDs are stopped mid-way. Both check
+//! the reader inventory (identity, firmware, capabilities) on the page.
 
 mod admin_support;
 mod support;
@@ -41,6 +42,15 @@ async fn chromium_logs_in_watches_asks_why_and_unlocks() {
         ),
         unlock_door: "main-entrance".into(),
         screenshots: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/docs"))),
+        inventory: (
+            "bus0".into(),
+            1,
+            vec![
+                "vendor 0A1B2C".into(),
+                "fw 1.4.2".into(),
+                "communication_security".into(),
+            ],
+        ),
     };
     let fake = h.fake.clone();
     run(&w, || async move { fake.set_pd_online("bus0", 2, false) }).await;
@@ -73,6 +83,19 @@ fn chromium_against_the_running_daemon_sees_the_readers_go_offline() {
         ),
         unlock_door: "side-entrance".into(),
         screenshots: None,
+        // What the libosdp PDs report (tests/interop/libosdp_pd.py).
+        inventory: (
+            "bus-1".into(),
+            1,
+            vec![
+                "vendor b2a100".into(),
+                "model 1 v2".into(),
+                "serial 4097".into(),
+                "fw 1.2.3".into(),
+                "communication_security".into(),
+                "receive_buffer_size".into(),
+            ],
+        ),
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let pds = &mut gw.pds;

@@ -10,10 +10,12 @@ use portier::osdp::message::{
     BuzzerControl, Command, LedColor, LedControl, LedPermanent, LedTemporary, NakCode,
     OutputAction, OutputControl, RawCard,
 };
-use portier::osdp::peripheral::{Peripheral, PeripheralConfig, PeripheralEvent};
+use portier::osdp::peripheral::{FileReceive, Peripheral, PeripheralConfig, PeripheralEvent};
 use portier::osdp::secure::Scbk;
+use portier::osdp::transfer::{FileOffer, TransferFailure};
 use portier::osdp::{
-    Bus, BusEvent, CommandFailure, KeyPolicy, OfflineReason, PdConfig, SecurityAlarm, Timing,
+    Bus, BusEvent, CommandFailure, KeyPolicy, OfflineReason, PdConfig, RotationFailure,
+    SecurityAlarm, Timing,
 };
 
 const KEY: Scbk = Scbk([0xA5; 16]);
@@ -44,6 +46,8 @@ struct Net {
     pd_events: Vec<(u8, PeripheralEvent)>,
     sent_to: Vec<(Duration, u8, u8)>,
     wire: Duration,
+    /// Wire time per byte of request and reply (zero: only `wire`).
+    per_byte: Duration,
 }
 
 fn counter_entropy(seed: u8) -> impl FnMut(&mut [u8]) + Send {
@@ -88,6 +92,7 @@ impl Net {
             pd_events: Vec::new(),
             sent_to: Vec::new(),
             wire: Duration::from_millis(3),
+            per_byte: Duration::ZERO,
         }
     }
 
@@ -126,10 +131,11 @@ impl Net {
                     if self.faults.forge_mac_at == Some(n) {
                         forge_mac(&mut reply);
                     }
+                    let bytes = (tx.bytes.len() + reply.len()) as u32;
                     let at = if self.faults.late_at == Some(n) {
                         self.now + Duration::from_millis(450)
                     } else {
-                        self.now + self.wire
+                        self.now + self.wire + self.per_byte * bytes
                     };
                     if hit(self.faults.duplicate_every) {
                         self.to_cp.push_back((at, reply.clone()));
@@ -533,4 +539,357 @@ fn a_nak_fails_the_command_not_the_link() {
         1
     );
     assert_eq!(net.count(|e| matches!(e, BusEvent::Offline { .. })), 0);
+}
+
+// ---- File transfer (osdp_FILETRANSFER / osdp_FTSTAT) ----
+
+/// One byte on a 115 200 baud line (10 bits).
+const BYTE_AT_115200: Duration = Duration::from_nanos(86_806);
+
+fn file(len: usize, seed: u8) -> std::sync::Arc<[u8]> {
+    let mut bytes = vec![0u8; len];
+    counter_entropy(seed)(&mut bytes);
+    bytes.into()
+}
+
+fn offer(data: &std::sync::Arc<[u8]>, fragment: Option<u16>) -> FileOffer {
+    FileOffer {
+        file_type: 1,
+        data: data.clone(),
+        fragment,
+    }
+}
+
+fn finished(n: &Net, address: u8) -> bool {
+    n.count(|e| matches!(e, BusEvent::TransferFinished { address: a, .. } if *a == address)) == 1
+}
+
+#[test]
+fn a_file_arrives_whole_while_the_other_pd_keeps_reporting_cards() {
+    let mut net = Net::new(
+        vec![secure(1), secure(2)],
+        vec![pd(1, Some(KEY), false), pd(2, Some(KEY), false)],
+    );
+    net.per_byte = BYTE_AT_115200;
+    assert!(net.run_until(Duration::from_secs(2), |n| n.online(1, true)
+        && n.online(2, true)));
+    let data = file(64 * 1024, 7);
+    net.bus
+        .start_transfer(net.now, 1, offer(&data, Some(512)))
+        .unwrap();
+    // One transfer per bus at a time.
+    assert!(
+        net.bus
+            .start_transfer(net.now, 2, offer(&data, None))
+            .is_err()
+    );
+    // A card at the other reader every 700 ms while the file goes.
+    let mut latencies = Vec::new();
+    while !finished(&net, 1) {
+        assert!(net.elapsed() < Duration::from_secs(60), "transfer stalled");
+        let before = net.count(|e| matches!(e, BusEvent::Card { address: 2, .. }));
+        net.pds[1].present_card(card());
+        let shown = net.now;
+        assert!(net.run_until(Duration::from_secs(1), |n| {
+            n.count(|e| matches!(e, BusEvent::Card { address: 2, .. })) > before
+        }));
+        latencies.push(net.now - shown);
+        net.run_for(Duration::from_millis(700));
+    }
+    assert_eq!(
+        net.pds[0].received_file().map(|(t, d)| (*t, d.as_slice())),
+        Some((1, &data[..]))
+    );
+    let worst = latencies.iter().max().unwrap();
+    // A 512-byte fragment exchange is ~50 ms on the wire, a poll of PD 2
+    // ~3 ms: a card waits at most about one of each.
+    assert!(latencies.len() >= 5, "{latencies:?}");
+    assert!(*worst < Duration::from_millis(120), "{latencies:?}");
+    // Progress was reported and PD 2 stayed online throughout.
+    assert!(net.count(|e| matches!(e, BusEvent::TransferProgress { address: 1, .. })) > 100);
+    assert_eq!(net.count(|e| matches!(e, BusEvent::Offline { .. })), 0);
+    assert!(net.bus.status(1).unwrap().transfer.is_none());
+}
+
+#[test]
+fn a_pd_that_asks_for_a_delay_and_smaller_fragments_is_followed() {
+    let slow = Peripheral::new(PeripheralConfig {
+        files: FileReceive {
+            delay_ms: 50,
+            max_fragment: 40,
+            reboot: true,
+        },
+        ..PeripheralConfig::simulator(1, Some(KEY))
+    });
+    let mut net = Net::new(
+        vec![secure(1), secure(2)],
+        vec![slow, pd(2, Some(KEY), false)],
+    );
+    assert!(net.run_until(Duration::from_secs(2), |n| n.online(1, true)
+        && n.online(2, true)));
+    let data = file(1000, 3);
+    net.bus
+        .start_transfer(net.now, 1, offer(&data, Some(200)))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(10), |n| finished(n, 1)));
+    assert_eq!(
+        net.count(|e| matches!(
+            e,
+            BusEvent::TransferFinished {
+                address: 1,
+                reboot: true
+            }
+        )),
+        1
+    );
+    assert_eq!(net.pds[0].received_file().unwrap().1, data.to_vec());
+    // 200 bytes first, then 40 at a time: a fragment over the PD's limit
+    // would have been refused (-3).
+    let fragments: Vec<Duration> = net
+        .sent_to
+        .iter()
+        .filter(|(_, a, code)| *a == 1 && *code == 0x7C)
+        .map(|(t, _, _)| *t)
+        .collect();
+    assert_eq!(fragments.len(), 1 + (1000 - 200) / 40);
+    for pair in fragments.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::from_millis(50), "{pair:?}");
+    }
+    // Meanwhile PD 2 was polled.
+    let polls_2 = net
+        .sent_to
+        .iter()
+        .filter(|(t, a, _)| *a == 2 && *t > fragments[0] && *t < fragments[fragments.len() - 1])
+        .count();
+    assert!(polls_2 > 20, "{polls_2}");
+}
+
+#[test]
+fn a_transfer_cut_by_the_pd_going_offline_fails_and_the_next_starts_clean() {
+    let mut net = Net::new(vec![secure(1)], vec![pd(1, Some(KEY), false)]);
+    assert!(net.run_until(Duration::from_secs(2), |n| n.online(1, true)));
+    let data = file(20_000, 5);
+    net.bus
+        .start_transfer(net.now, 1, offer(&data, Some(100)))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        n.pds[0].receiving_len().is_some()
+    }));
+    net.run_for(Duration::from_millis(200));
+    net.dead[0] = true;
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        n.count(|e| {
+            matches!(
+                e,
+                BusEvent::TransferFailed {
+                    address: 1,
+                    reason: TransferFailure::Offline
+                }
+            )
+        }) == 1
+    }));
+    assert!(net.pds[0].received_file().is_none());
+    net.dead[0] = false;
+    let online_before = net.count(|e| matches!(e, BusEvent::Online { .. }));
+    assert!(net.run_until(Duration::from_secs(20), |n| {
+        n.count(|e| matches!(e, BusEvent::Online { .. })) > online_before
+    }));
+    // A different file this time: nothing of the old one may survive.
+    let data = file(3_000, 6);
+    net.bus
+        .start_transfer(net.now, 1, offer(&data, Some(100)))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(10), |n| finished(n, 1)));
+    assert_eq!(net.pds[0].received_file().unwrap().1, data.to_vec());
+    let first_after = net.sent_to.iter().rev().find(|(_, _, c)| *c == 0xA2);
+    assert!(first_after.is_some(), "osdp_ABORT went first");
+}
+
+#[test]
+fn an_abort_stops_the_transfer_on_both_sides() {
+    let mut net = Net::new(vec![secure(1)], vec![pd(1, Some(KEY), false)]);
+    assert!(net.run_until(Duration::from_secs(2), |n| n.online(1, true)));
+    let data = file(10_000, 9);
+    net.bus
+        .start_transfer(net.now, 1, offer(&data, Some(100)))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        n.pds[0].receiving_len().is_some()
+    }));
+    net.bus.abort_transfer(1).unwrap();
+    assert!(net.run_until(Duration::from_secs(2), |n| {
+        n.count(|e| {
+            matches!(
+                e,
+                BusEvent::TransferFailed {
+                    reason: TransferFailure::Aborted,
+                    ..
+                }
+            )
+        }) == 1
+    }));
+    assert_eq!(net.pds[0].receiving_len(), None, "the PD dropped it too");
+    assert!(net.bus.abort_transfer(1).is_err());
+    assert!(net.bus.status(1).unwrap().online);
+}
+
+// ---- Key rotation (KEYSET inside Secure Channel) ----
+
+const NEW_KEY: Scbk = Scbk([0x3C; 16]);
+
+fn rotating(address: u8) -> PdConfig {
+    PdConfig {
+        address,
+        key: KeyPolicy::Rotating {
+            current: KEY,
+            pending: NEW_KEY,
+        },
+    }
+}
+
+#[test]
+fn a_rotated_key_is_used_at_once_and_the_old_one_is_refused() {
+    let mut net = Net::new(vec![secure(1)], vec![pd(1, Some(KEY), false)]);
+    assert!(net.run_until(Duration::from_secs(2), |n| n.online(1, true)));
+    net.bus.rotate_key(1, NEW_KEY).unwrap();
+    assert!(net.run_until(Duration::from_secs(2), |n| {
+        n.count(|e| {
+            matches!(
+                e,
+                BusEvent::Online {
+                    address: 1,
+                    secure: true,
+                    ..
+                }
+            )
+        }) == 2
+    }));
+    assert_eq!(
+        net.count(|e| matches!(e, BusEvent::KeyRotated { address: 1 })),
+        1
+    );
+    assert_eq!(
+        net.count(|e| matches!(
+            e,
+            BusEvent::KeyResolved {
+                address: 1,
+                pending: true
+            }
+        )),
+        1
+    );
+    assert_eq!(net.pds[0].scbk(), Some(&NEW_KEY));
+    assert_eq!(net.bus.key_policy(1), Some(&KeyPolicy::Secure(NEW_KEY)));
+    // The old key no longer opens a session.
+    let pd = std::mem::replace(&mut net.pds[0], pd(9, None, false));
+    let mut old = Net::new(vec![secure(1)], vec![pd]);
+    old.run_for(Duration::from_secs(2));
+    assert!(!old.online(1, true));
+    assert!(
+        old.count(|e| matches!(
+            e,
+            BusEvent::SecurityAlarm {
+                alarm: SecurityAlarm::WrongKey,
+                ..
+            }
+        )) >= 1
+    );
+}
+
+#[test]
+fn a_rotation_is_refused_before_anything_is_sent_without_secure_channel() {
+    let mut net = Net::new(vec![plain(1)], vec![pd(1, None, false)]);
+    assert!(net.run_until(Duration::from_secs(1), |n| n.online(1, false)));
+    let sent = net.sent_to.len();
+    assert!(net.bus.rotate_key(1, NEW_KEY).is_err());
+    net.run_for(Duration::from_millis(200));
+    assert!(net.sent_to[sent..].iter().all(|(_, _, code)| *code != 0x75));
+}
+
+#[test]
+fn a_keyset_answer_lost_with_the_pd_still_reaches_it_on_either_key() {
+    for pd_took_it in [true, false] {
+        let mut net = Net::new(vec![secure(1)], vec![pd(1, Some(KEY), false)]);
+        assert!(net.run_until(Duration::from_secs(2), |n| n.online(1, true)));
+        if !pd_took_it {
+            // The PD dies before KEYSET reaches it.
+            net.dead[0] = true;
+        }
+        net.bus.rotate_key(1, NEW_KEY).unwrap();
+        if pd_took_it {
+            // The PD takes the key, and every answer of it is lost.
+            net.faults.drop_every = Some(1);
+            assert!(net.run_until(Duration::from_secs(1), |n| {
+                n.pd_events
+                    .iter()
+                    .any(|(_, e)| matches!(e, PeripheralEvent::KeyInstalled(_)))
+            }));
+        }
+        assert!(net.run_until(Duration::from_secs(10), |n| {
+            n.count(|e| {
+                matches!(
+                    e,
+                    BusEvent::KeyRotationFailed {
+                        reason: RotationFailure::Offline,
+                        ..
+                    }
+                )
+            }) == 1
+        }));
+        net.dead[0] = false;
+        net.faults.drop_every = None;
+        assert!(
+            net.run_until(Duration::from_secs(20), |n| {
+                n.count(|e| {
+                    matches!(
+                        e,
+                        BusEvent::Online {
+                            address: 1,
+                            secure: true,
+                            ..
+                        }
+                    )
+                }) == 2
+            }),
+            "reached again (PD took the key: {pd_took_it})"
+        );
+        assert_eq!(
+            net.count(
+                |e| matches!(e, BusEvent::KeyResolved { pending, .. } if *pending == pd_took_it)
+            ),
+            1
+        );
+        let expected = if pd_took_it { NEW_KEY } else { KEY };
+        assert_eq!(net.pds[0].scbk(), Some(&expected));
+        assert_eq!(net.bus.key_policy(1), Some(&KeyPolicy::Secure(expected)));
+    }
+}
+
+#[test]
+fn a_rotating_policy_reaches_a_pd_on_either_key() {
+    for (key, pending) in [(KEY, false), (NEW_KEY, true)] {
+        let mut net = Net::new(vec![rotating(1)], vec![pd(1, Some(key.clone()), false)]);
+        assert!(net.run_until(Duration::from_secs(2), |n| n.online(1, true)));
+        assert_eq!(
+            net.count(|e| matches!(e, BusEvent::KeyResolved { pending: p, .. } if *p == pending)),
+            1
+        );
+        assert_eq!(
+            net.count(|e| matches!(e, BusEvent::SecurityAlarm { .. })),
+            0
+        );
+    }
+    // Neither key: the usual alarm.
+    let mut net = Net::new(vec![rotating(1)], vec![pd(1, Some(OTHER_KEY), false)]);
+    net.run_for(Duration::from_secs(2));
+    assert!(!net.online(1, true));
+    assert!(
+        net.count(|e| matches!(
+            e,
+            BusEvent::SecurityAlarm {
+                alarm: SecurityAlarm::WrongKey,
+                ..
+            }
+        )) >= 1
+    );
 }

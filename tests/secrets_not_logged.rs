@@ -65,3 +65,65 @@ fn a_trace_level_demo_run_logs_no_key() {
         }
     }
 }
+
+/// A key rotation at trace level with a bus capture: neither the old nor
+/// the new key appears in the tool's output, its logs, or the capture
+/// (the KEYSET frame and the PD's answer to it are left out of it).
+#[test]
+fn a_key_rotation_logs_and_captures_no_key() {
+    const OLD: &str = "5C0FFEE5C0FFEE5C0FFEE5C0FFEE5C0F";
+    let pty = support::PtyPair::new();
+    let script = support::repo().join("tests/interop/libosdp_pd.py");
+    let mut pd = support::JsonChild::spawn(
+        &support::python(),
+        &[
+            script.to_str().unwrap(),
+            "--device",
+            pty.a.to_str().unwrap(),
+            "--baud",
+            "115200",
+            "--pd",
+            &format!("1,scbk={OLD}"),
+        ],
+    );
+    pd.expect(std::time::Duration::from_secs(15), "libosdp ready", |v| {
+        v["event"] == "ready"
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("reader.scbk");
+    std::fs::write(&key_file, OLD).unwrap();
+    let capture = dir.path().join("bus.pcap");
+    let out = std::process::Command::new(support::portier_bin())
+        .args(["reader", "rotate-key", "--port", pty.b.to_str().unwrap()])
+        .args(["--address", "1", "--baud", "115200"])
+        .args(["--key-file", key_file.to_str().unwrap()])
+        .args(["--capture", capture.to_str().unwrap()])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .to_lowercase();
+    assert!(out.status.success(), "{all}");
+    let new = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_lowercase();
+    assert_ne!(new, OLD.to_lowercase());
+    let captured = std::fs::read(&capture).unwrap();
+    assert!(captured.len() > 200, "the capture holds the session");
+    for key in [OLD.to_lowercase(), new] {
+        for window in key.as_bytes().chunks(16) {
+            let part = std::str::from_utf8(window).unwrap();
+            assert!(!all.contains(part), "part of a key in the output or logs");
+        }
+        let raw = hex::decode(&key).unwrap();
+        assert!(
+            !captured.windows(8).any(|w| raw.windows(8).any(|k| k == w)),
+            "key bytes in the capture"
+        );
+    }
+}

@@ -157,12 +157,15 @@ fn an_event_window_opens_and_closes_the_door_at_its_minutes() {
         .iter()
         .position(|o| o["output"] == 0 && permanent(o, PERMANENT_ON))
         .unwrap_or_else(|| panic!("no permanent release at the lab PD: {outs:?}"));
-    assert!(
-        outs[on..]
-            .iter()
-            .any(|o| o["output"] == 0 && permanent(o, PERMANENT_OFF)),
-        "the lab PD was not relocked after the window: {outs:?}"
-    );
+    // The relock follows the mode change over the bus: wait for it.
+    let released_at = outs[on]["t"].as_f64().unwrap();
+    gw.expect_pd(mark, "the lab PD relocked after the window", |o| {
+        o["event"] == "output"
+            && o["address"] == 3
+            && o["output"] == 0
+            && permanent(o, PERMANENT_OFF)
+            && o["t"].as_f64().is_some_and(|t| t > released_at)
+    });
     for mode in ["unlocked", "card_only"] {
         gw.expect_event(mode, |e| {
             e["type"] == "door_mode_changed" && e["door"] == "lab-1" && e["mode"] == mode

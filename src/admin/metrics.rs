@@ -33,6 +33,17 @@ struct PdLabels {
     address: String,
 }
 
+/// A reader's identity as labels of `portier_pd_info` (value 1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PdInfoLabels {
+    bus: String,
+    address: String,
+    vendor: String,
+    model: String,
+    serial: String,
+    firmware: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct BusLabels {
     bus: String,
@@ -55,6 +66,7 @@ struct Inner {
     decisions: Family<DecisionLabels, Counter>,
     pd_online: Family<PdLabels, Gauge>,
     pd_secure: Family<PdLabels, Gauge>,
+    pd_info: Family<PdInfoLabels, Gauge>,
     poll_rtt: Rtt,
     backlog: Gauge,
     backlog_age: Gauge<f64, AtomicU64>,
@@ -107,6 +119,12 @@ impl Metrics {
             "pd_secure_channel",
             "PD in Secure Channel (1) or not (0)",
             pd_secure.clone(),
+        );
+        let pd_info = Family::<PdInfoLabels, Gauge>::default();
+        registry.register(
+            "pd_info",
+            "A PD's identity (PDID) as labels; always 1",
+            pd_info.clone(),
         );
         let poll_rtt: Rtt = Family::new_with_constructor(rtt_histogram);
         registry.register(
@@ -191,6 +209,7 @@ impl Metrics {
             decisions,
             pd_online,
             pd_secure,
+            pd_info,
             poll_rtt,
             backlog,
             backlog_age,
@@ -254,6 +273,7 @@ impl Metrics {
         let i = &self.0;
         i.pd_online.clear();
         i.pd_secure.clear();
+        i.pd_info.clear();
         for bus in &s.buses {
             for pd in &bus.pds {
                 let l = PdLabels {
@@ -264,6 +284,17 @@ impl Metrics {
                 i.pd_secure
                     .get_or_create(&l)
                     .set(i64::from(pd.secure_channel));
+                if let Some(id) = &pd.identity {
+                    let info = PdInfoLabels {
+                        bus: l.bus.clone(),
+                        address: l.address.clone(),
+                        vendor: id.vendor.clone(),
+                        model: id.model.to_string(),
+                        serial: id.serial.to_string(),
+                        firmware: id.firmware.clone(),
+                    };
+                    i.pd_info.get_or_create(&info).set(1);
+                }
             }
         }
         i.backlog

@@ -427,7 +427,7 @@ fn buses(h: &mut String, s: &Status) {
             h,
             "<h3>{} <span class=\"mute\">{}</span></h3><div class=\"scroll\"><table>\
              <tr><th>Addr</th><th>Role</th><th>State</th><th>Secure Channel</th><th>Last reply</th>\
-             <th>Tamper</th><th>Power</th><th>Identity / firmware</th></tr>",
+             <th>Tamper</th><th>Power</th><th>Identity / firmware</th><th>Capabilities</th></tr>",
             escape(&b.name),
             escape(&b.device)
         );
@@ -447,14 +447,28 @@ fn buses(h: &mut String, s: &Status) {
                 || "<span class=\"mute\">unknown</span>".to_owned(),
                 |i| {
                     escape(&format!(
-                        "vendor {} model {} serial {} fw {}",
-                        i.vendor, i.model, i.serial, i.firmware
+                        "vendor {} model {} v{} serial {} fw {}",
+                        i.vendor, i.model, i.version, i.serial, i.firmware
                     ))
                 },
             );
+            let state = match &p.update {
+                Some(u) => format!(
+                    "{state} <span class=\"warn\">updating {}/{} bytes</span>",
+                    u.confirmed, u.total
+                ),
+                None => state,
+            };
+            let caps = escape(
+                &p.capabilities
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
             let _ = write!(
                 h,
-                "<tr data-bus=\"{}\" data-address=\"{}\" data-online=\"{}\"><td>{}</td><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{ident}</td></tr>",
+                "<tr data-bus=\"{}\" data-address=\"{}\" data-online=\"{}\"><td>{}</td><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"firmware\">{ident}</td><td class=\"caps\">{caps}</td></tr>",
                 escape(&b.name),
                 p.address,
                 p.online,

@@ -149,8 +149,8 @@ pub fn status_text(s: &Status) -> String {
                 p.identity
                     .as_ref()
                     .map(|i| format!(
-                        " [{} m{} s{} fw {}]",
-                        i.vendor, i.model, i.serial, i.firmware
+                        " [{} m{} v{} s{} fw {}]",
+                        i.vendor, i.model, i.version, i.serial, i.firmware
                     ))
                     .unwrap_or_default()
             );

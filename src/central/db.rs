@@ -47,7 +47,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         6,
         include_str!("../../migrations/central/0006_rules_repairs.sql"),
     ),
-    // 7 is another branch's (merged after this one).
+    (7, include_str!("../../migrations/central/0007_readers.sql")),
     (8, include_str!("../../migrations/central/0008_areas.sql")),
     (
         9,
@@ -935,7 +935,131 @@ async fn store_status(
         )
         .await?;
     }
+    store_readers(tx, &s.gateway, &st.readers).await
+}
+
+/// A gateway's reader inventory into `readers`: one upsert per reader
+/// listed. A last will lists none and changes nothing; `online` is the
+/// gateway's word, so a reader of a gateway gone offline keeps its last
+/// known state beside the gateway's own `offline`.
+async fn store_readers(
+    tx: &tokio_postgres::Transaction<'_>,
+    gateway: &GatewayId,
+    readers: &[crate::status::ReaderInventory],
+) -> Result<(), tokio_postgres::Error> {
+    for r in readers {
+        let id = r.identity.as_ref();
+        let capabilities = serde_json::to_value(&r.capabilities).unwrap_or(Value::Null);
+        tx.execute(
+            "INSERT INTO readers (gateway, bus, address, name, vendor, model, version, serial,
+                                  firmware, capabilities, online, secure_channel, updating,
+                                  last_seen, last_reported)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, now())
+             ON CONFLICT (gateway, bus, address) DO UPDATE SET
+                 name = EXCLUDED.name,
+                 vendor = coalesce(EXCLUDED.vendor, readers.vendor),
+                 model = coalesce(EXCLUDED.model, readers.model),
+                 version = coalesce(EXCLUDED.version, readers.version),
+                 serial = coalesce(EXCLUDED.serial, readers.serial),
+                 firmware = coalesce(EXCLUDED.firmware, readers.firmware),
+                 capabilities = CASE WHEN EXCLUDED.capabilities = '[]'::jsonb
+                                     THEN readers.capabilities ELSE EXCLUDED.capabilities END,
+                 online = EXCLUDED.online,
+                 secure_channel = EXCLUDED.secure_channel,
+                 updating = EXCLUDED.updating,
+                 last_seen = greatest(EXCLUDED.last_seen, readers.last_seen),
+                 last_reported = now()",
+            &[
+                &gateway.as_str(),
+                &r.bus,
+                &i16::from(r.address),
+                &r.name,
+                &id.map(|i| i.vendor.clone()),
+                &id.map(|i| i16::from(i.model)),
+                &id.map(|i| i16::from(i.version)),
+                &id.map(|i| i64::from(i.serial)),
+                &id.map(|i| i.firmware.clone()),
+                &capabilities,
+                &r.online,
+                &r.secure_channel,
+                &r.updating,
+                &r.last_seen,
+            ],
+        )
+        .await?;
+    }
     Ok(())
+}
+
+/// One reader as `portier central readers` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReaderRow {
+    /// Gateway id.
+    pub gateway: String,
+    /// Bus name.
+    pub bus: String,
+    /// OSDP address.
+    pub address: i16,
+    /// Name in the gateway's config.
+    pub name: String,
+    /// IEEE OUI of the vendor (6 hex digits).
+    pub vendor: Option<String>,
+    /// Model number.
+    pub model: Option<i16>,
+    /// Model version.
+    pub version: Option<i16>,
+    /// Serial number.
+    pub serial: Option<i64>,
+    /// Firmware `major.minor.build`.
+    pub firmware: Option<String>,
+    /// Capabilities as the gateway reported them.
+    pub capabilities: Value,
+    /// Online at the last report.
+    pub online: bool,
+    /// In Secure Channel at the last report.
+    pub secure_channel: bool,
+    /// Offline for a firmware update at the last report.
+    pub updating: bool,
+    /// When it last answered its gateway.
+    pub last_seen: Option<Timestamp>,
+    /// When its gateway last listed it.
+    pub last_reported: Timestamp,
+}
+
+/// The reader inventory, by gateway, bus and address; with `firmware`,
+/// only readers whose firmware is that version or starts with it
+/// followed by a dot (`1.2` matches `1.2` and `1.2.7`, not `1.20.0`).
+pub async fn readers(client: &Client, firmware: Option<&str>) -> Result<Vec<ReaderRow>, DbError> {
+    let rows = client
+        .query(
+            "SELECT gateway, bus, address, name, vendor, model, version, serial, firmware,
+                    capabilities, online, secure_channel, updating, last_seen, last_reported
+               FROM readers
+              WHERE $1::text IS NULL OR firmware = $1 OR starts_with(firmware, $1 || '.')
+              ORDER BY gateway, bus, address",
+            &[&firmware],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ReaderRow {
+            gateway: r.get(0),
+            bus: r.get(1),
+            address: r.get(2),
+            name: r.get(3),
+            vendor: r.get(4),
+            model: r.get(5),
+            version: r.get(6),
+            serial: r.get(7),
+            firmware: r.get(8),
+            capabilities: r.get(9),
+            online: r.get(10),
+            secure_channel: r.get(11),
+            updating: r.get(12),
+            last_seen: r.get(13),
+            last_reported: r.get(14),
+        })
+        .collect())
 }
 
 /// One gateway as `portier central status` shows it.

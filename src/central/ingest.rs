@@ -431,6 +431,7 @@ pub fn decode_status(
             *t = e;
         }
     }
+    bound_readers(&mut status.readers);
     let json = serde_json::to_string(&status).expect("status always encodes");
     Ok(Some(StatusRow {
         gateway: gateway.clone(),
@@ -438,6 +439,37 @@ pub fn decode_status(
         json,
         status,
     }))
+}
+
+/// The most readers kept from one status (a bus holds at most 127 PDs;
+/// a gateway with more than 8 full buses is not a building gateway).
+pub const MAX_READERS: usize = 1024;
+
+/// The longest text kept from a reader's inventory entry (bus and reader
+/// names, vendor, firmware, capability names), in characters.
+pub const MAX_READER_TEXT: usize = 64;
+
+/// Keep a status's reader list to its documented bounds: at most
+/// [`MAX_READERS`] entries, text cut to [`MAX_READER_TEXT`] characters and
+/// without NUL (which PostgreSQL text cannot hold).
+fn bound_readers(readers: &mut Vec<crate::status::ReaderInventory>) {
+    readers.truncate(MAX_READERS);
+    let bound = |t: &mut String| {
+        let cut: String = t.chars().take(MAX_READER_TEXT).collect();
+        *t = escape_nul(&cut).into_owned();
+    };
+    for r in readers {
+        bound(&mut r.bus);
+        bound(&mut r.name);
+        if let Some(id) = &mut r.identity {
+            bound(&mut id.vendor);
+            bound(&mut id.firmware);
+        }
+        r.capabilities.truncate(64);
+        for c in &mut r.capabilities {
+            bound(&mut c.name);
+        }
+    }
 }
 
 /// Deliveries gathered for one transaction. `T` is the driver's token for

@@ -47,6 +47,17 @@ enum CentralCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The reader inventory of the fleet (from the gateways' status
+    /// messages): vendor, model, serial, firmware, capabilities, link.
+    Readers {
+        /// Only readers on this firmware version or a build of it (`1.2`
+        /// matches `1.2` and `1.2.7`, not `1.20.0`).
+        #[arg(long)]
+        firmware: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Alarms by time (forced, held open, tamper, offline, duress, clock,
     /// rules refused, commands refused, records quarantined in
     /// events_rejected), as JSON lines.
@@ -266,6 +277,7 @@ pub(crate) fn run(args: CentralArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
         CentralCmd::Status { json } => rt.block_on(status(config, json)),
+        CentralCmd::Readers { firmware, json } => rt.block_on(readers(config, firmware, json)),
         CentralCmd::Alarms {
             since,
             gateway,
@@ -352,6 +364,57 @@ async fn serve(config: CentralConfig) -> anyhow::Result<ExitCode> {
         let _ = tx.send(true);
     });
     portier::central::driver::run(config, rx).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn readers(
+    config: CentralConfig,
+    firmware: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pg = db::connect(&config.postgres).await?;
+    let rows = db::readers(&pg, firmware.as_deref()).await?;
+    if json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<20} {:<10} {:>4} {:<16} {:<6} {:>5} {:>3} {:>10} {:<10} {:<7} {:<3}",
+        "gateway",
+        "bus",
+        "addr",
+        "name",
+        "vendor",
+        "model",
+        "ver",
+        "serial",
+        "firmware",
+        "state",
+        "sc"
+    );
+    for r in &rows {
+        let opt = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
+        println!(
+            "{:<20} {:<10} {:>4} {:<16} {:<6} {:>5} {:>3} {:>10} {:<10} {:<7} {:<3}",
+            r.gateway,
+            r.bus,
+            r.address,
+            r.name,
+            r.vendor.as_deref().unwrap_or("-"),
+            opt(r.model.map(i64::from)),
+            opt(r.version.map(i64::from)),
+            opt(r.serial),
+            r.firmware.as_deref().unwrap_or("-"),
+            match (r.updating, r.online) {
+                (true, _) => "update",
+                (false, true) => "online",
+                (false, false) => "offline",
+            },
+            if r.secure_channel { "yes" } else { "no" },
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,6 +8,7 @@ mod demo;
 mod journal;
 mod keygen;
 mod reader;
+mod reader_life;
 mod run;
 mod snapshot;
 mod status;

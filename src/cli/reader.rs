@@ -28,16 +28,23 @@ pub(crate) enum ReaderCmd {
     InstallKey(InstallArgs),
     /// Run Portier's PD simulator on a serial device (tests and demos).
     Simulate(SimulateArgs),
+    /// Rotate a reader's Secure Channel key: a new random key is written to
+    /// KEY_FILE.next, sent with KEYSET inside the Secure Channel, proven by
+    /// a new session, and only then renamed over KEY_FILE.
+    RotateKey(RotateArgs),
+    /// Send a firmware file to a reader (osdp_FILETRANSFER), with progress.
+    Update(UpdateArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct LinkArgs {
-    /// Serial device, e.g. /dev/ttyUSB0 (or one end of a PTY pair).
-    #[arg(long)]
+    /// Serial device of the bus, e.g. /dev/ttyUSB0 (or one end of a PTY
+    /// pair); `--bus` is the same.
+    #[arg(long, alias = "bus")]
     port: PathBuf,
     /// PD address (0..=126).
     #[arg(long)]
-    address: u8,
+    pub(crate) address: u8,
     /// Baud rate.
     #[arg(long, default_value_t = 9600)]
     baud: u32,
@@ -46,7 +53,7 @@ pub(crate) struct LinkArgs {
 #[derive(Debug, clap::Args)]
 pub(crate) struct PortArgs {
     #[command(flatten)]
-    link: LinkArgs,
+    pub(crate) link: LinkArgs,
     /// Use the kernel's RS-485 mode for direction control.
     #[arg(long)]
     kernel_rs485: bool,
@@ -71,6 +78,55 @@ pub(crate) struct ProbeArgs {
     /// Give up when the PD is not online within this many seconds.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    /// Exit as soon as the PD is online (a reachability check).
+    #[arg(long)]
+    once: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RotateArgs {
+    #[command(flatten)]
+    pub(crate) port: PortArgs,
+    /// The reader's key file (32 hex digits); the new key goes to
+    /// KEY_FILE.next first (mode 0600).
+    #[arg(long)]
+    pub(crate) key_file: PathBuf,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct UpdateArgs {
+    #[command(flatten)]
+    pub(crate) port: PortArgs,
+    /// The reader's key file (Secure Channel); without it, plaintext.
+    #[arg(long)]
+    pub(crate) scbk_file: Option<PathBuf>,
+    /// The file to send.
+    pub(crate) file: PathBuf,
+    /// FtType: 1 = opaque firmware image (others vendor-defined).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) file_type: u8,
+    /// Refuse the file unless its SHA-256 is this (64 hex digits).
+    #[arg(long)]
+    pub(crate) sha256: Option<String>,
+    /// Refuse when the reader reports another vendor (OUI, 6 hex digits as
+    /// `probe` shows it).
+    #[arg(long)]
+    pub(crate) vendor: Option<String>,
+    /// Refuse when the reader reports another model number.
+    #[arg(long)]
+    pub(crate) model: Option<u8>,
+    /// Fragment size instead of the one the reader's receive buffer allows.
+    #[arg(long)]
+    pub(crate) fragment: Option<u16>,
+    /// Progress as JSON lines on standard output instead of a bar.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Give up when the PD is not online within this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +161,8 @@ pub(crate) fn run(cmd: ReaderCmd) -> anyhow::Result<ExitCode> {
         ReaderCmd::Probe(args) => runtime.block_on(probe(args)),
         ReaderCmd::InstallKey(args) => runtime.block_on(install_key(args)),
         ReaderCmd::Simulate(args) => runtime.block_on(simulate(args)),
+        ReaderCmd::RotateKey(args) => runtime.block_on(super::reader_life::rotate_key(args)),
+        ReaderCmd::Update(args) => runtime.block_on(super::reader_life::update(args)),
     }
 }
 
@@ -114,14 +172,14 @@ pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<Scbk> {
         .map_err(|message| anyhow::anyhow!("key file {}: {message}", path.display()))
 }
 
-struct RunningBus {
-    events: mpsc::Receiver<(portier::ids::BusId, BusEvent)>,
-    _link: portier::driver::serial::BusLink,
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), portier::driver::serial::SerialError>>,
+pub(crate) struct RunningBus {
+    pub(crate) events: mpsc::Receiver<(portier::ids::BusId, BusEvent)>,
+    pub(crate) link: portier::driver::serial::BusLink,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) task: tokio::task::JoinHandle<Result<(), portier::driver::serial::SerialError>>,
 }
 
-fn start_bus(port: &PortArgs, key: KeyPolicy) -> anyhow::Result<RunningBus> {
+pub(crate) fn start_bus(port: &PortArgs, key: KeyPolicy) -> anyhow::Result<RunningBus> {
     let settings = PortSettings {
         path: port.link.port.clone(),
         baud: port.link.baud,
@@ -164,13 +222,13 @@ fn start_bus(port: &PortArgs, key: KeyPolicy) -> anyhow::Result<RunningBus> {
     let spawned = spawn_bus(stream, bus, start);
     Ok(RunningBus {
         events,
-        _link: spawned.link,
+        link: spawned.link,
         shutdown,
         task: spawned.task,
     })
 }
 
-fn identity_json(identity: &Option<PdIdentity>) -> serde_json::Value {
+pub(crate) fn identity_json(identity: &Option<PdIdentity>) -> serde_json::Value {
     match identity {
         Some(id) => json!({
             "vendor": hex::encode(id.vendor),
@@ -189,7 +247,7 @@ fn capabilities_json(caps: &[Capability]) -> serde_json::Value {
         .collect()
 }
 
-fn alarm_hint(alarm: &SecurityAlarm) -> &'static str {
+pub(crate) fn alarm_hint(alarm: &SecurityAlarm) -> &'static str {
     match alarm {
         SecurityAlarm::HandshakeRefused => {
             "the reader refused Secure Channel (no SC support, or not keyed)"
@@ -206,7 +264,8 @@ fn alarm_hint(alarm: &SecurityAlarm) -> &'static str {
 
 async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let key = match &args.scbk_file {
-        Some(path) => KeyPolicy::Secure(read_key_file(path)?),
+        // Both keys after an interrupted rotation (`rotate-key`).
+        Some(path) => portier::driver::key_files::KeyFiles::new(path).load()?,
         None => KeyPolicy::Plaintext,
     };
     let address = args.port.link.address;
@@ -241,8 +300,17 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
                 ..
             } => {
                 online = true;
-                json!({"event": "online", "address": address, "secure": secure,
-                       "identity": identity_json(identity), "capabilities": capabilities_json(capabilities)})
+                let line = json!({"event": "online", "address": address, "secure": secure,
+                       "identity": identity_json(identity), "capabilities": capabilities_json(capabilities)});
+                if args.once {
+                    print_line(args.json, &line);
+                    break Ok(ExitCode::SUCCESS);
+                }
+                line
+            }
+            BusEvent::KeyResolved { pending, .. } => {
+                json!({"event": "key_resolved", "address": address,
+                       "key": if *pending { "pending" } else { "current" }})
             }
             BusEvent::SecurityAlarm { alarm, .. } => {
                 break Err(anyhow::anyhow!(
@@ -268,15 +336,19 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
             }
             other => json!({"event": "other", "detail": format!("{other:?}")}),
         };
-        if args.json {
-            println!("{line}");
-        } else {
-            println!("{}", human(&line));
-        }
+        print_line(args.json, &line);
     };
     let _ = bus.shutdown.send(true);
     let _ = bus.task.await;
     outcome
+}
+
+fn print_line(json: bool, line: &serde_json::Value) {
+    if json {
+        println!("{line}");
+    } else {
+        println!("{}", human(line));
+    }
 }
 
 fn card_json(card: &RawCard) -> serde_json::Value {
@@ -434,6 +506,7 @@ fn peripheral_event_json(event: &PeripheralEvent) -> serde_json::Value {
     use portier::osdp::message::Command;
     match event {
         PeripheralEvent::SecureChannel => json!({"event": "secure_channel"}),
+        PeripheralEvent::FileReceived => json!({"event": "file_received"}),
         PeripheralEvent::KeyInstalled(_) => json!({"event": "keyset"}),
         PeripheralEvent::Command(Command::Led(records)) => {
             let r = &records[0];

@@ -430,9 +430,7 @@ impl Config {
                                 message: format!("{}: {e}", path.get_ref().display()),
                             })
                         };
-                        let key = read_scbk_file(path.get_ref()).map_err(refused)?;
-                        check_configured_scbk(&key).map_err(refused)?;
-                        KeyPolicy::Secure(key)
+                        read_scbk_policy(path.get_ref()).map_err(refused)?
                     }
                     None => KeyPolicy::Plaintext,
                 };
@@ -500,6 +498,29 @@ pub fn check_configured_scbk(key: &Scbk) -> Result<(), ConfigError> {
         return Err(ConfigError::ZeroScbk);
     }
     Ok(())
+}
+
+/// Where a key rotation keeps the new key until the reader has proved it
+/// holds it: `F.next` beside the key file `F` (see `docs/doors.md`, "Key
+/// rotation").
+pub fn pending_scbk_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".next");
+    name.into()
+}
+
+/// A keyed reader's policy: its key file, and when a rotation was cut
+/// short (`F.next` exists), both keys, tried in turn at bring-up.
+pub fn read_scbk_policy(path: &Path) -> Result<KeyPolicy, ConfigError> {
+    let current = read_scbk_file(path)?;
+    check_configured_scbk(&current)?;
+    let next = pending_scbk_path(path);
+    if !next.exists() {
+        return Ok(KeyPolicy::Secure(current));
+    }
+    let pending = read_scbk_file(&next)?;
+    check_configured_scbk(&pending)?;
+    Ok(KeyPolicy::Rotating { current, pending })
 }
 
 /// Read an OSDP key file: the 16-byte SCBK as 32 hex digits (surrounding

@@ -27,8 +27,8 @@ use crate::journal::JournalReader;
 use crate::osdp;
 use crate::site::remote::RemoteAction;
 use crate::status::{
-    BusStatus, DoorKindName, DoorStatus, GatewayStatus, Occupancy, PdIdentity, PdStatus,
-    PresenceEntry, RulesStatus, Status, UntrustedRules, UplinkStatus,
+    BusStatus, DoorKindName, DoorStatus, GatewayStatus, Occupancy, PresenceEntry, RulesStatus,
+    Status, UntrustedRules, UplinkStatus,
 };
 use crate::store::{RulesTrust, Store};
 
@@ -114,26 +114,9 @@ impl GatewayBackend {
                     .status
                     .borrow()
                     .iter()
-                    .map(|p| PdStatus {
-                        address: p.address,
-                        role: b.roles.get(&p.address).cloned().unwrap_or_default(),
-                        online: p.online,
-                        secure_channel: p.secure,
-                        last_reply_age_ms: p
-                            .last_reply
-                            .map(|t| mono.saturating_duration_since(t).as_millis() as u64),
-                        offline_reason: (!p.online).then(|| "no reply".to_owned()),
-                        tamper: p.local_status.is_some_and(|s| s.tamper != 0),
-                        power_failure: p.local_status.is_some_and(|s| s.power != 0),
-                        identity: p.identity.map(|i| PdIdentity {
-                            vendor: hex::encode(i.vendor),
-                            model: i.model,
-                            serial: i.serial,
-                            firmware: format!(
-                                "{}.{}.{}",
-                                i.firmware[0], i.firmware[1], i.firmware[2]
-                            ),
-                        }),
+                    .map(|p| {
+                        let role = b.roles.get(&p.address).cloned().unwrap_or_default();
+                        super::inventory::pd_status(p, role, mono, now)
                     })
                     .collect(),
             })

@@ -166,12 +166,13 @@ pub async fn run(
         serve_control_socket(path, context, shutdown.clone())?;
     }
     let journal = (state.journal.reader, state.journal.acker);
+    let readers = super::inventory::watch_inventory(buses.views.clone());
     let uplink = start_uplink_if(
         &config,
         keys,
         &state.events_db,
         journal,
-        &running,
+        (&running, readers),
         &shutdown,
     )?;
     let metrics = crate::admin::Metrics::new();
@@ -439,7 +440,10 @@ fn start_uplink_if(
     keys: TrustedKeys,
     events_db: &sled::Db,
     journal: (JournalReader, JournalAcker),
-    running: &Running,
+    (running, readers): (
+        &Running,
+        watch::Receiver<Vec<crate::status::ReaderInventory>>,
+    ),
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Option<watch::Receiver<UplinkState>>, RunError> {
     let Some(uplink) = config.uplink.clone() else {
@@ -454,6 +458,7 @@ fn start_uplink_if(
         control: running.control.clone(),
         view: running.view.clone(),
         shutdown: shutdown.clone(),
+        readers,
     };
     Ok(Some(start_uplink(uplink, wiring)))
 }

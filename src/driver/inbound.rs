@@ -89,6 +89,8 @@ pub(crate) struct UplinkWiring {
     pub view: watch::Receiver<DaemonView>,
     /// Ends everything.
     pub shutdown: watch::Receiver<bool>,
+    /// The reader inventory for the `status` message.
+    pub readers: watch::Receiver<Vec<crate::status::ReaderInventory>>,
 }
 
 /// Start the MQTT uplink and the tasks that act on what it receives: two
@@ -106,6 +108,7 @@ pub(crate) fn start_uplink(
         control,
         view,
         shutdown,
+        readers,
     } = wiring;
     let trusted = view.clone();
     let mut view = view;
@@ -135,6 +138,7 @@ pub(crate) fn start_uplink(
         rules_version: store.version(),
         ..Status::default()
     });
+    keep_readers_in_status(readers, status_tx.clone());
     let (rules_tx, rules) = mpsc::unbounded_channel();
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (alarms_tx, mut alarms) = mpsc::unbounded_channel();
@@ -176,6 +180,22 @@ pub(crate) fn start_uplink(
     tokio::spawn(actor.clone().run(rules));
     tokio::spawn(actor.run(commands));
     state_rx
+}
+
+/// Copy the reader inventory into the `status` message whenever it changes.
+fn keep_readers_in_status(
+    mut readers: watch::Receiver<Vec<crate::status::ReaderInventory>>,
+    status: watch::Sender<Status>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let current = readers.borrow_and_update().clone();
+            status.send_modify(|s| s.readers = current);
+            if readers.changed().await.is_err() || status.is_closed() {
+                return;
+            }
+        }
+    });
 }
 
 /// Acts on what central sent: rules are verified and applied beside the

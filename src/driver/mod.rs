@@ -12,6 +12,8 @@ pub mod disk;
 pub mod drain;
 pub mod gateway;
 pub mod inbound;
+pub mod inventory;
+pub mod key_files;
 pub mod logging;
 pub mod running;
 pub mod serial;

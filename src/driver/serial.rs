@@ -83,6 +83,30 @@ pub enum BusRequest {
         /// Whether it was queued, for a caller that waits to know.
         queued: Option<tokio::sync::oneshot::Sender<Result<(), BusError>>>,
     },
+    /// Rotate a PD's Secure Channel key ([`Bus::rotate_key`]); the key is
+    /// on disk already.
+    RotateKey {
+        /// PD address.
+        address: u8,
+        /// The new key.
+        key: crate::osdp::secure::Scbk,
+        /// Whether the rotation started.
+        started: tokio::sync::oneshot::Sender<Result<(), BusError>>,
+    },
+    /// Send a file to a PD ([`Bus::start_transfer`]).
+    StartTransfer {
+        /// PD address.
+        address: u8,
+        /// The file.
+        offer: crate::osdp::transfer::FileOffer,
+        /// Whether the transfer started.
+        started: tokio::sync::oneshot::Sender<Result<(), BusError>>,
+    },
+    /// Abort a PD's file transfer ([`Bus::abort_transfer`]).
+    AbortTransfer {
+        /// PD address.
+        address: u8,
+    },
 }
 
 /// Where the task writes a bus capture (pcap, link type 162).
@@ -277,6 +301,17 @@ where
                         // An offline PD refuses commands; it gets its doors'
                         // state when it comes back online.
                         tracing::debug!(address, error = %e, "command not queued");
+                    }
+                }
+                Some(BusRequest::RotateKey { address, key, started }) => {
+                    let _ = started.send(bus.rotate_key(address, key));
+                }
+                Some(BusRequest::StartTransfer { address, offer, started }) => {
+                    let _ = started.send(bus.start_transfer(clock::monotonic(), address, offer));
+                }
+                Some(BusRequest::AbortTransfer { address }) => {
+                    if let Err(e) = bus.abort_transfer(address) {
+                        tracing::debug!(address, error = %e, "nothing to abort");
                     }
                 }
                 None => return Ok(()),

@@ -19,7 +19,9 @@ use thiserror::Error;
 
 use super::frame::FrameReader;
 use super::message::Command;
-use super::pd::{BusEvent, Pd, PdConfig, PdStatus, Timing};
+use super::pd::{BusEvent, KeyPolicy, Pd, PdConfig, PdStatus, Timing};
+use super::secure::Scbk;
+use super::transfer::{FileOffer, OfferError};
 
 /// A source of unpredictable bytes (RND.A for the Secure Channel challenge).
 pub type Entropy = Box<dyn FnMut(&mut [u8]) + Send>;
@@ -50,6 +52,18 @@ pub enum BusError {
     /// Address outside 0..=126.
     #[error("address {0} is not a PD address (0..=126)")]
     BadAddress(u8),
+    /// Key rotation needs the PD online inside Secure Channel.
+    #[error("PD {0} is not in Secure Channel")]
+    NotSecure(u8),
+    /// One file transfer at a time per bus, and no key rotation during one.
+    #[error("a file transfer to PD {0} is running on this bus")]
+    TransferRunning(u8),
+    /// No transfer to abort.
+    #[error("no file transfer to PD {0}")]
+    NoTransfer(u8),
+    /// The file cannot be offered.
+    #[error("file: {0}")]
+    BadOffer(#[from] OfferError),
 }
 
 /// Counters for diagnostics.
@@ -128,6 +142,60 @@ impl Bus {
         }
         pd.queue(command);
         Ok(())
+    }
+
+    /// Rotate an online PD's Secure Channel key: KEYSET with `key` inside
+    /// the session, then a new session with it ([`BusEvent::KeyRotated`],
+    /// [`BusEvent::KeyResolved`], `Online`, or
+    /// [`BusEvent::KeyRotationFailed`]). Persist `key` before calling.
+    pub fn rotate_key(&mut self, address: u8, key: Scbk) -> Result<(), BusError> {
+        if let Some(busy) = self.pds.iter().find(|p| p.transferring()) {
+            return Err(BusError::TransferRunning(busy.address));
+        }
+        let pd = self.pd_mut(address)?;
+        if !pd.is_secure() {
+            return Err(BusError::NotSecure(address));
+        }
+        pd.rotate_key(key);
+        Ok(())
+    }
+
+    /// Send a file to an online PD, one transfer per bus at a time. The
+    /// other PDs keep their turns; events `TransferProgress`, then
+    /// `TransferFinished` or `TransferFailed`.
+    pub fn start_transfer(
+        &mut self,
+        now: Instant,
+        address: u8,
+        offer: FileOffer,
+    ) -> Result<(), BusError> {
+        offer.check()?;
+        if let Some(busy) = self.pds.iter().find(|p| p.transferring()) {
+            return Err(BusError::TransferRunning(busy.address));
+        }
+        let pd = self.pd_mut(address)?;
+        if !pd.is_online() {
+            return Err(BusError::Offline(address));
+        }
+        pd.start_transfer(now, offer);
+        Ok(())
+    }
+
+    /// Abort the transfer to a PD (it is told with osdp_ABORT).
+    pub fn abort_transfer(&mut self, address: u8) -> Result<(), BusError> {
+        if self.pd_mut(address)?.abort_transfer() {
+            Ok(())
+        } else {
+            Err(BusError::NoTransfer(address))
+        }
+    }
+
+    /// The key policy of a PD (which keys its bring-up tries).
+    pub fn key_policy(&self, address: u8) -> Option<&KeyPolicy> {
+        self.pds
+            .iter()
+            .find(|p| p.address == address)
+            .map(Pd::key_policy)
     }
 
     /// The state of one PD.

@@ -59,6 +59,7 @@ pub fn secure_channel(data: &[u8]) {
         capabilities: Vec::new(),
         inputs: 1,
         outputs: 1,
+        files: super::peripheral::FileReceive::default(),
     });
     let mut n = 0u8;
     pd.handle_input(data, &mut |buf: &mut [u8]| {

@@ -53,6 +53,8 @@ pub mod command_code {
     pub const CHLNG: u8 = 0x76;
     pub const SCRYPT: u8 = 0x77;
     pub const ACURXSIZE: u8 = 0x7B;
+    pub const FILETRANSFER: u8 = 0x7C;
+    pub const ABORT: u8 = 0xA2;
     pub const MFG: u8 = 0x80;
     pub const KEEPACTIVE: u8 = 0xA7;
 }
@@ -75,6 +77,7 @@ pub mod reply_code {
     pub const CCRYPT: u8 = 0x76;
     pub const RMAC_I: u8 = 0x78;
     pub const BUSY: u8 = 0x79;
+    pub const FTSTAT: u8 = 0x7A;
     pub const MFGREP: u8 = 0x90;
 }
 
@@ -117,6 +120,10 @@ pub enum Command {
     KeepActive(u16),
     /// osdp_MFG: manufacturer specific command.
     Manufacturer(ManufacturerData),
+    /// osdp_FILETRANSFER: one fragment of a file (OSDP v2.2 §6.25).
+    FileTransfer(FileFragment),
+    /// osdp_ABORT: stop the current operation (a file transfer among them).
+    Abort,
 }
 
 /// A reply from a PD to the CP.
@@ -154,6 +161,8 @@ pub enum Reply {
     InitialRmac([u8; 16]),
     /// osdp_MFGREP: manufacturer specific reply.
     Manufacturer(ManufacturerData),
+    /// osdp_FTSTAT: the PD's answer to a file fragment (OSDP v2.2 §7.25).
+    FileTransferStatus(FileTransferStatus),
 }
 
 /// osdp_NAK error codes (OSDP v2.2, table 48). Unknown codes are kept.
@@ -348,6 +357,49 @@ pub struct ManufacturerData {
     pub vendor: [u8; 3],
     /// Opaque payload.
     pub data: Vec<u8>,
+}
+
+/// One osdp_FILETRANSFER fragment: an 11-byte header, then the data.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileFragment {
+    /// File type (FtType): 1 = opaque firmware image, others vendor-defined.
+    pub file_type: u8,
+    /// Size of the whole file in bytes (FtSizeTotal).
+    pub total_size: u32,
+    /// Where this fragment starts in the file (FtOffset).
+    pub offset: u32,
+    /// The fragment (FtFragmentSize is its length; at most 65 535 bytes).
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for FileFragment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A fragment can be a kilobyte: its length says enough in a log.
+        f.debug_struct("FileFragment")
+            .field("file_type", &self.file_type)
+            .field("total_size", &self.total_size)
+            .field("offset", &self.offset)
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+/// osdp_FTSTAT (7 bytes): how the PD took the last fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileTransferStatus {
+    /// FtAction bits: 0x01 the PD can interleave polls, 0x02 it wants the
+    /// rest in plaintext (Portier never obliges), 0x04 it has a poll
+    /// response waiting.
+    pub action: u8,
+    /// FtDelay: wait this many milliseconds before the next fragment.
+    pub delay_ms: u16,
+    /// FtStatusDetail: 0 go on, 1 file processed, 2 rebooting to apply it,
+    /// 3 finished (keep-alive), negative: aborted (-1), unrecognised
+    /// contents (-2), malformed (-3).
+    pub status: i16,
+    /// FtUpdateMsgMax: the largest fragment the PD wants from now on; 0
+    /// keeps the current size.
+    pub max_fragment: u16,
 }
 
 /// osdp_PDID (12 bytes).
@@ -632,6 +684,8 @@ impl Command {
             Command::AcuReceiveSize(_) => ACURXSIZE,
             Command::KeepActive(_) => KEEPACTIVE,
             Command::Manufacturer(_) => MFG,
+            Command::FileTransfer(_) => FILETRANSFER,
+            Command::Abort => ABORT,
         }
     }
 
@@ -690,6 +744,16 @@ impl Command {
                 out.extend_from_slice(&n.to_le_bytes())
             }
             Command::Manufacturer(m) => encode_manufacturer(m, out),
+            Command::FileTransfer(f) => {
+                // The fragment size field bounds the data; `decode` enforces the same.
+                let len = f.data.len().min(usize::from(u16::MAX));
+                out.push(f.file_type);
+                out.extend_from_slice(&f.total_size.to_le_bytes());
+                out.extend_from_slice(&f.offset.to_le_bytes());
+                out.extend_from_slice(&(len as u16).to_le_bytes());
+                out.extend_from_slice(&f.data[..len]);
+            }
+            Command::Abort => {}
         }
     }
 
@@ -796,6 +860,25 @@ impl Command {
             ACURXSIZE => Command::AcuReceiveSize(p.u16_le("2-byte size")?),
             KEEPACTIVE => Command::KeepActive(p.u16_le("2-byte time")?),
             MFG => Command::Manufacturer(decode_manufacturer(&p)?),
+            FILETRANSFER => {
+                if data.len() < 11 {
+                    return Err(p.bad("11-byte header, then the fragment"));
+                }
+                let len = u16::from_le_bytes([data[9], data[10]]);
+                if data.len() != 11 + usize::from(len) {
+                    return Err(p.bad("the fragment size must match the data"));
+                }
+                Command::FileTransfer(FileFragment {
+                    file_type: data[0],
+                    total_size: u32::from_le_bytes([data[1], data[2], data[3], data[4]]),
+                    offset: u32::from_le_bytes([data[5], data[6], data[7], data[8]]),
+                    data: data[11..].to_vec(),
+                })
+            }
+            ABORT => {
+                p.exact(0, "no data")?;
+                Command::Abort
+            }
             other => return Err(MessageError::UnknownCode(other)),
         })
     }
@@ -822,6 +905,7 @@ impl Reply {
             Reply::ClientCryptogram(_) => CCRYPT,
             Reply::InitialRmac(_) => RMAC_I,
             Reply::Manufacturer(_) => MFGREP,
+            Reply::FileTransferStatus(_) => FTSTAT,
         }
     }
 
@@ -868,6 +952,12 @@ impl Reply {
             }
             Reply::InitialRmac(m) => out.extend_from_slice(m),
             Reply::Manufacturer(m) => encode_manufacturer(m, out),
+            Reply::FileTransferStatus(s) => {
+                out.push(s.action);
+                out.extend_from_slice(&s.delay_ms.to_le_bytes());
+                out.extend_from_slice(&s.status.to_le_bytes());
+                out.extend_from_slice(&s.max_fragment.to_le_bytes());
+            }
         }
     }
 
@@ -969,6 +1059,15 @@ impl Reply {
             }
             RMAC_I => Reply::InitialRmac(p.array::<16>("16-byte R-MAC")?),
             MFGREP => Reply::Manufacturer(decode_manufacturer(&p)?),
+            FTSTAT => {
+                let b = p.array::<7>("action, delay, status, update size")?;
+                Reply::FileTransferStatus(FileTransferStatus {
+                    action: b[0],
+                    delay_ms: u16::from_le_bytes([b[1], b[2]]),
+                    status: i16::from_le_bytes([b[3], b[4]]),
+                    max_fragment: u16::from_le_bytes([b[5], b[6]]),
+                })
+            }
             other => return Err(MessageError::UnknownCode(other)),
         })
     }
@@ -1139,6 +1238,26 @@ mod tests {
                 data: vec![9],
             }),
             "010203 09",
+        );
+        // File transfer: type 1, 1000 bytes in all, this fragment at 256.
+        command_round_trip(
+            &Command::FileTransfer(FileFragment {
+                file_type: 1,
+                total_size: 1000,
+                offset: 256,
+                data: vec![0xAA, 0xBB],
+            }),
+            "01 e8030000 00010000 0200 aabb",
+        );
+        command_round_trip(&Command::Abort, "");
+        reply_round_trip(
+            &Reply::FileTransferStatus(FileTransferStatus {
+                action: 1,
+                delay_ms: 500,
+                status: -2,
+                max_fragment: 128,
+            }),
+            "01 f401 feff 8000",
         );
         reply_round_trip(&Reply::Ack, "");
         reply_round_trip(&Reply::Busy, "");
@@ -1321,6 +1440,19 @@ mod tests {
                     vendor,
                     data
                 })),
+            (
+                any::<(u8, u32, u32)>(),
+                proptest::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|((file_type, total_size, offset), data)| {
+                    Command::FileTransfer(FileFragment {
+                        file_type,
+                        total_size,
+                        offset,
+                        data,
+                    })
+                }),
+            Just(Command::Abort),
         ]
     }
 
@@ -1384,6 +1516,14 @@ mod tests {
             any::<[u8; 16]>().prop_map(Reply::InitialRmac),
             (any::<[u8; 3]>(), bytes())
                 .prop_map(|(vendor, data)| Reply::Manufacturer(ManufacturerData { vendor, data })),
+            any::<(u8, u16, i16, u16)>().prop_map(|(action, delay_ms, status, max_fragment)| {
+                Reply::FileTransferStatus(FileTransferStatus {
+                    action,
+                    delay_ms,
+                    status,
+                    max_fragment,
+                })
+            }),
         ]
     }
 

@@ -9,6 +9,7 @@
 //! - [`channel`]: a frame plus Secure Channel state → authenticated message;
 //! - [`pd`]: the CP's view of one PD (identity, capabilities, SC handshake, online/offline);
 //! - [`bus`]: the multi-drop scheduler, one exchange in flight per bus;
+//! - [`transfer`]: sending a file in fragments (osdp_FILETRANSFER / FTSTAT);
 //! - [`peripheral`]: the PD side, used by the simulator;
 //! - [`pcap`]: bus capture records.
 
@@ -18,10 +19,12 @@ pub mod frame;
 pub mod message;
 pub mod pd;
 pub mod secure;
+pub mod transfer;
 
 pub use bus::{Bus, BusError, BusStats, Entropy, Transmit};
 pub use pd::{
-    BusEvent, CommandFailure, KeyPolicy, OfflineReason, PdConfig, PdStatus, SecurityAlarm, Timing,
+    BusEvent, CommandFailure, KeyPolicy, OfflineReason, PdConfig, PdStatus, RotationFailure,
+    SecurityAlarm, Timing,
 };
 pub mod fuzz;
 pub mod pcap;

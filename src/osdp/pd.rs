@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use super::channel::{SecureSession, Side};
 use super::frame::{Frame, Integrity, Received, SecurityBlock, scs};
 use super::message::{
-    Capability, Command, FormattedCard, KeypadData, LocalStatus, NakCode, PdIdentity, RawCard,
-    Reply,
+    Capability, Command, FormattedCard, KeySet, KeypadData, LocalStatus, NakCode, PdIdentity,
+    RawCard, Reply,
 };
 use super::secure::{SCBK_DEFAULT, Scbk, SessionKeys, ct_eq};
+use super::transfer::{FileOffer, Step, Transfer, TransferFailure, TransferProgress};
 
 /// How a PD is secured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,16 @@ pub enum KeyPolicy {
     /// (which the caller has already persisted), then continue as
     /// [`KeyPolicy::Secure`] with it.
     Install(Scbk),
+    /// A key rotation may have been cut short: the PD holds one of these
+    /// two. The handshake checks the PD's cryptogram against `current`,
+    /// then `pending`, and continues as [`KeyPolicy::Secure`] with the one
+    /// that matched ([`BusEvent::KeyResolved`] says which).
+    Rotating {
+        /// The key in force before the rotation.
+        current: Scbk,
+        /// The key the rotation sent.
+        pending: Scbk,
+    },
 }
 
 /// Configuration of one PD on a bus.
@@ -66,6 +77,16 @@ pub enum SecurityAlarm {
     BadMac,
     /// The PD refused the new key in install mode.
     KeySetRefused(NakCode),
+}
+
+/// Why a key rotation did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationFailure {
+    /// The PD answered KEYSET with NAK: it keeps the old key.
+    Nak(NakCode),
+    /// The PD went offline with KEYSET unanswered: it holds the old key or
+    /// the new one, and the next bring-up finds out which.
+    Offline,
 }
 
 /// Why a queued command did not complete.
@@ -109,6 +130,50 @@ pub enum BusEvent {
     KeyInstalled {
         /// PD address.
         address: u8,
+    },
+    /// Key rotation: the PD acknowledged KEYSET inside Secure Channel; the
+    /// session is being re-established with the new key (`Online` follows).
+    KeyRotated {
+        /// PD address.
+        address: u8,
+    },
+    /// Key rotation failed; see the reason for which key the PD holds.
+    KeyRotationFailed {
+        /// PD address.
+        address: u8,
+        /// Why.
+        reason: RotationFailure,
+    },
+    /// With a [`KeyPolicy::Rotating`] policy: which key the PD proved it
+    /// holds (`pending` true: the new one).
+    KeyResolved {
+        /// PD address.
+        address: u8,
+        /// The pending key matched, not the current one.
+        pending: bool,
+    },
+    /// A file transfer advanced: `confirmed` of `total` bytes taken.
+    TransferProgress {
+        /// PD address.
+        address: u8,
+        /// Bytes the PD confirmed.
+        confirmed: u32,
+        /// The file's size.
+        total: u32,
+    },
+    /// The PD took the whole file.
+    TransferFinished {
+        /// PD address.
+        address: u8,
+        /// The PD restarts to apply it (expect it offline, then online).
+        reboot: bool,
+    },
+    /// The transfer ended without the PD taking the file.
+    TransferFailed {
+        /// PD address.
+        address: u8,
+        /// Why.
+        reason: TransferFailure,
     },
     /// A card was read.
     Card {
@@ -210,6 +275,12 @@ pub(crate) enum Request {
     Handshake,
     Poll,
     Command(Command),
+    /// KEYSET inside the session (key rotation).
+    RotateKey,
+    /// A file fragment.
+    Fragment,
+    /// osdp_ABORT before a new transfer or for an aborted one.
+    AbortTransfer,
 }
 
 /// A public snapshot of a PD's state.
@@ -231,6 +302,10 @@ pub struct PdStatus {
     pub local_status: Option<LocalStatus>,
     /// Commands waiting.
     pub queued: usize,
+    /// Capabilities, once known.
+    pub capabilities: Vec<Capability>,
+    /// A file transfer in progress.
+    pub transfer: Option<TransferProgress>,
 }
 
 /// Timing knobs shared by all PDs of a bus.
@@ -286,6 +361,13 @@ pub(crate) struct Pd {
     poll_interval: Duration,
     backoff_initial: Duration,
     backoff_max: Duration,
+    /// A new key to send with KEYSET inside the session.
+    rotation: Option<Scbk>,
+    /// A file being sent.
+    transfer: Option<Transfer>,
+    /// Send osdp_ABORT before the next fragment (a new transfer starts
+    /// from a clean PD; an aborted one is stopped on the PD too).
+    abort_first: bool,
 }
 
 impl Pd {
@@ -310,6 +392,9 @@ impl Pd {
             poll_interval: timing.poll_interval,
             backoff_initial: timing.backoff_initial,
             backoff_max: timing.backoff_max,
+            rotation: None,
+            transfer: None,
+            abort_first: false,
         }
     }
 
@@ -323,12 +408,53 @@ impl Pd {
             last_round_trip: self.last_round_trip,
             local_status: self.local_status,
             queued: self.commands.len(),
+            capabilities: self.capabilities.clone(),
+            transfer: self.transfer.as_ref().map(Transfer::progress),
         }
     }
 
     /// Whether the request being built carries key material (KEYSET).
     pub(crate) fn sending_key(&self) -> bool {
         matches!(self.phase, Phase::InstallKey)
+            || matches!(self.outstanding, Some((Request::RotateKey, _)))
+    }
+
+    /// Whether the PD is online inside Secure Channel.
+    pub(crate) fn is_secure(&self) -> bool {
+        self.is_online() && self.session.is_some()
+    }
+
+    /// Send this new key with KEYSET inside the session, then re-establish
+    /// the session with it. The caller has persisted it first.
+    pub(crate) fn rotate_key(&mut self, key: Scbk) {
+        self.rotation = Some(key);
+    }
+
+    pub(crate) fn key_policy(&self) -> &KeyPolicy {
+        &self.key
+    }
+
+    /// Whether a file transfer is running.
+    pub(crate) fn transferring(&self) -> bool {
+        self.transfer.is_some()
+    }
+
+    /// Start sending a file (the offer is checked by the caller).
+    pub(crate) fn start_transfer(&mut self, now: Instant, offer: FileOffer) {
+        self.transfer = Some(Transfer::new(now, offer, &self.capabilities));
+        self.abort_first = true;
+    }
+
+    /// Stop the running transfer (the PD is told with osdp_ABORT).
+    pub(crate) fn abort_transfer(&mut self) -> bool {
+        match &mut self.transfer {
+            Some(t) => {
+                t.abort();
+                self.abort_first = true;
+                true
+            }
+            None => false,
+        }
     }
 
     pub(crate) fn is_online(&self) -> bool {
@@ -343,8 +469,23 @@ impl Pd {
     pub(crate) fn ready_at(&self) -> Option<Instant> {
         match self.phase {
             Phase::Offline { probe_at } => Some(probe_at),
-            Phase::Online if self.outstanding.is_none() && self.commands.is_empty() => {
-                self.next_poll
+            Phase::Online
+                if self.outstanding.is_none()
+                    && self.commands.is_empty()
+                    && self.rotation.is_none()
+                    && !self.abort_first =>
+            {
+                match &self.transfer {
+                    // Waiting out the PD's delay: polls (when it allows
+                    // them) or nothing until then; the other PDs have the bus.
+                    Some(t) => match t.resume_at() {
+                        Some(at) if t.interleave() => {
+                            Some(self.next_poll.map_or(at, |p| p.min(at)))
+                        }
+                        at => at,
+                    },
+                    None => self.next_poll,
+                }
             }
             _ => None,
         }
@@ -406,10 +547,7 @@ impl Pd {
                 });
                 (Request::Handshake, command, None)
             }
-            Phase::Online => match self.commands.pop_front() {
-                Some(c) => (Request::Command(c.clone()), c, None),
-                None => (Request::Poll, Command::Poll, None),
-            },
+            Phase::Online => self.online_request(now),
             Phase::Offline { .. } => unreachable!("restarted above"),
         };
         if !matches!(self.phase, Phase::Identify) {
@@ -440,6 +578,126 @@ impl Pd {
         bytes
     }
 
+    /// The request of an online PD: a key rotation first, then an abort
+    /// owed to a transfer, queued commands, a file fragment, or a POLL.
+    fn online_request(&mut self, now: Instant) -> (Request, Command, Option<SecurityBlock>) {
+        if let Some(new_key) = self.rotation.take() {
+            // From here on the PD may hold either key (its answer can be
+            // lost after it took the new one): bring-up tries both.
+            if let KeyPolicy::Secure(current) = &self.key {
+                self.key = KeyPolicy::Rotating {
+                    current: current.clone(),
+                    pending: new_key.clone(),
+                };
+            }
+            let command = Command::KeySet(KeySet {
+                key_type: 1,
+                key: new_key.0.to_vec(),
+            });
+            return (Request::RotateKey, command, None);
+        }
+        if std::mem::take(&mut self.abort_first) {
+            return (Request::AbortTransfer, Command::Abort, None);
+        }
+        if let Some(c) = self.commands.pop_front() {
+            return (Request::Command(c.clone()), c, None);
+        }
+        if let Some(t) = &mut self.transfer
+            && t.wants_send(now)
+            && !t.take_poll_wanted()
+        {
+            return (
+                Request::Fragment,
+                Command::FileTransfer(t.next_fragment()),
+                None,
+            );
+        }
+        (Request::Poll, Command::Poll, None)
+    }
+
+    /// The PD's answer to KEYSET inside the session.
+    fn rotation_answered(
+        &mut self,
+        now: Instant,
+        reply: Reply,
+        events: &mut VecDeque<BusEvent>,
+    ) -> Phase {
+        let address = self.address;
+        if let Reply::Ack = reply {
+            // The policy stays `Rotating`: the new handshake proves which
+            // key the PD took (KeyResolved), so a PD that acknowledged and
+            // kept its old key is still reached, and reported.
+            self.session = None;
+            events.push_back(BusEvent::KeyRotated { address });
+            return Phase::Challenge { rnd_a: [0; 8] };
+        }
+        if let KeyPolicy::Rotating { current, .. } = &self.key {
+            self.key = KeyPolicy::Secure(current.clone());
+        }
+        let code = match reply {
+            Reply::Nak(code) => code,
+            _ => NakCode::Other(0xFF),
+        };
+        events.push_back(BusEvent::KeyRotationFailed {
+            address,
+            reason: RotationFailure::Nak(code),
+        });
+        self.next_poll = Some(now + self.poll_interval);
+        Phase::Online
+    }
+
+    /// The PD's answer to a file fragment.
+    fn fragment_answered(&mut self, now: Instant, reply: Reply, events: &mut VecDeque<BusEvent>) {
+        let address = self.address;
+        let step = match reply {
+            Reply::FileTransferStatus(status) => match &mut self.transfer {
+                Some(t) => {
+                    let step = t.handle_status(now, status);
+                    if matches!(step, Step::Progress { .. }) && t.stalled(now) {
+                        Step::Failed(TransferFailure::Stalled)
+                    } else {
+                        step
+                    }
+                }
+                None => return,
+            },
+            Reply::Nak(code) => Step::Failed(TransferFailure::Nak(code)),
+            other => {
+                // Whatever it is (a card read?), it is not lost.
+                let code = other.code();
+                self.handle_online_reply(Request::Poll, other, events);
+                Step::Failed(TransferFailure::UnexpectedReply(code))
+            }
+        };
+        match step {
+            Step::Progress { confirmed, total } => events.push_back(BusEvent::TransferProgress {
+                address,
+                confirmed,
+                total,
+            }),
+            Step::Finished { reboot } => {
+                self.transfer = None;
+                events.push_back(BusEvent::TransferFinished { address, reboot });
+            }
+            Step::Failed(reason) => {
+                self.transfer = None;
+                events.push_back(BusEvent::TransferFailed { address, reason });
+            }
+        }
+    }
+
+    /// The PD's answer to osdp_ABORT (ACK, or NAK from a PD without it:
+    /// either way the transfer goes on or ends as the owner asked).
+    fn abort_answered(&mut self, events: &mut VecDeque<BusEvent>) {
+        if self.transfer.as_ref().is_some_and(Transfer::aborting) {
+            self.transfer = None;
+            events.push_back(BusEvent::TransferFailed {
+                address: self.address,
+                reason: TransferFailure::Aborted,
+            });
+        }
+    }
+
     fn key_type(&self) -> u8 {
         match self.key {
             KeyPolicy::Install(_) => 0,
@@ -450,9 +708,31 @@ impl Pd {
     fn handshake_key(&self) -> Option<&Scbk> {
         match &self.key {
             KeyPolicy::Plaintext => None,
-            KeyPolicy::Secure(k) => Some(k),
+            KeyPolicy::Secure(k) | KeyPolicy::Rotating { current: k, .. } => Some(k),
             KeyPolicy::Install(_) => Some(&SCBK_DEFAULT),
         }
+    }
+
+    /// The key whose session keys produce the PD's client cryptogram, with
+    /// whether it was a rotation's pending key (`None` outside a rotation).
+    fn matching_key(
+        &self,
+        rnd_a: &[u8; 8],
+        cc: &super::message::ClientCryptogram,
+    ) -> Option<(SessionKeys, Scbk, Option<bool>)> {
+        let candidates: Vec<(&Scbk, Option<bool>)> = match &self.key {
+            KeyPolicy::Plaintext => Vec::new(),
+            KeyPolicy::Secure(k) => vec![(k, None)],
+            KeyPolicy::Install(_) => vec![(&SCBK_DEFAULT, None)],
+            KeyPolicy::Rotating { current, pending } => {
+                vec![(current, Some(false)), (pending, Some(true))]
+            }
+        };
+        candidates.into_iter().find_map(|(key, pending)| {
+            let keys = SessionKeys::derive(key, rnd_a);
+            ct_eq(&keys.client_cryptogram(rnd_a, &cc.rnd_b), &cc.cryptogram)
+                .then(|| (keys, key.clone(), pending))
+        })
     }
 
     /// Whether a frame is the reply to the outstanding request.
@@ -530,13 +810,19 @@ impl Pd {
                 }
             }
             (Phase::Challenge { rnd_a }, Reply::ClientCryptogram(cc)) => {
-                let key = self.handshake_key().expect("challenge only with a key");
-                let keys = SessionKeys::derive(key, &rnd_a);
-                if rx.frame.security.as_ref().map(|sb| sb.kind) != Some(scs::SCS_12)
-                    || !ct_eq(&keys.client_cryptogram(&rnd_a, &cc.rnd_b), &cc.cryptogram)
-                {
+                let matched = (rx.frame.security.as_ref().map(|sb| sb.kind) == Some(scs::SCS_12))
+                    .then(|| self.matching_key(&rnd_a, &cc))
+                    .flatten();
+                let Some((keys, key, pending)) = matched else {
                     self.fail_security(now, SecurityAlarm::WrongKey, events);
                     return;
+                };
+                if let Some(pending) = pending {
+                    self.key = KeyPolicy::Secure(key);
+                    events.push_back(BusEvent::KeyResolved {
+                        address: self.address,
+                        pending,
+                    });
                 }
                 Phase::ServerCryptogram {
                     keys,
@@ -587,11 +873,23 @@ impl Pd {
                 self.fail_security(now, SecurityAlarm::KeySetRefused(code), events);
                 return;
             }
-            (Phase::Online, reply) => {
-                self.handle_online_reply(request, reply, events);
-                self.next_poll = Some(now + self.poll_interval);
-                Phase::Online
-            }
+            (Phase::Online, reply) => match request {
+                Request::RotateKey => self.rotation_answered(now, reply, events),
+                Request::Fragment => {
+                    self.fragment_answered(now, reply, events);
+                    self.next_poll = Some(now + self.poll_interval);
+                    Phase::Online
+                }
+                Request::AbortTransfer => {
+                    self.abort_answered(events);
+                    Phase::Online
+                }
+                request => {
+                    self.handle_online_reply(request, reply, events);
+                    self.next_poll = Some(now + self.poll_interval);
+                    Phase::Online
+                }
+            },
             (offline @ Phase::Offline { .. }, _) => offline,
         };
     }
@@ -683,6 +981,21 @@ impl Pd {
         events: &mut VecDeque<BusEvent>,
     ) {
         let was_probing = self.probing;
+        let rotation_unanswered = matches!(self.outstanding, Some((Request::RotateKey, _)))
+            || self.rotation.take().is_some();
+        if rotation_unanswered {
+            events.push_back(BusEvent::KeyRotationFailed {
+                address: self.address,
+                reason: RotationFailure::Offline,
+            });
+        }
+        self.abort_first = false;
+        if self.transfer.take().is_some() {
+            events.push_back(BusEvent::TransferFailed {
+                address: self.address,
+                reason: TransferFailure::Offline,
+            });
+        }
         self.session = None;
         self.outstanding = None;
         self.silent_since = None;

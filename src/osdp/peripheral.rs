@@ -34,7 +34,26 @@ pub struct PeripheralConfig {
     pub inputs: usize,
     /// Number of outputs.
     pub outputs: usize,
+    /// How it takes files (osdp_FILETRANSFER).
+    pub files: FileReceive,
 }
+
+/// How the simulated PD answers file fragments: what a slow or small
+/// reader asks of the CP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileReceive {
+    /// FtDelay in every FTSTAT (ms).
+    pub delay_ms: u16,
+    /// FtUpdateMsgMax in every FTSTAT; a larger fragment after it is
+    /// refused as malformed (-3). 0 = no limit.
+    pub max_fragment: u16,
+    /// Answer the last fragment with "rebooting" (2) instead of
+    /// "processed" (1).
+    pub reboot: bool,
+}
+
+/// The largest file the simulator takes.
+const MAX_RECEIVED_FILE: u32 = 16 * 1024 * 1024;
 
 impl PeripheralConfig {
     /// Portier's reader simulator: vendor "POR", serial 0x1000 + address,
@@ -76,6 +95,7 @@ impl PeripheralConfig {
             ],
             inputs: 4,
             outputs: 2,
+            files: FileReceive::default(),
         }
     }
 }
@@ -89,6 +109,8 @@ pub enum PeripheralEvent {
     KeyInstalled(Scbk),
     /// A Secure Channel session was established.
     SecureChannel,
+    /// A whole file arrived ([`Peripheral::received_file`]).
+    FileReceived,
 }
 
 /// A simulated PD.
@@ -105,6 +127,12 @@ pub struct Peripheral {
     tamper: u8,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<PeripheralEvent>,
+    /// A file being received: its type and bytes.
+    receiving: Option<(u8, Vec<u8>)>,
+    /// The last file received whole.
+    received: Option<(u8, Vec<u8>)>,
+    /// The PD has announced its FtUpdateMsgMax.
+    fragment_limit_sent: bool,
 }
 
 impl Peripheral {
@@ -124,6 +152,9 @@ impl Peripheral {
             tamper: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
+            receiving: None,
+            received: None,
+            fragment_limit_sent: false,
         }
     }
 
@@ -277,8 +308,70 @@ impl Peripheral {
         self.reply_frame(rx, &Reply::Nak(code), None)
     }
 
+    /// The last file received whole: its type and bytes.
+    pub fn received_file(&self) -> Option<&(u8, Vec<u8>)> {
+        self.received.as_ref()
+    }
+
+    /// Bytes of the file being received so far (its total size).
+    pub fn receiving_len(&self) -> Option<usize> {
+        self.receiving.as_ref().map(|(_, d)| d.len())
+    }
+
+    fn take_fragment(&mut self, fragment: &super::message::FileFragment) -> Reply {
+        let files = self.config.files;
+        let status = |status: i16| {
+            Reply::FileTransferStatus(super::message::FileTransferStatus {
+                action: 0x01,
+                delay_ms: files.delay_ms,
+                status,
+                max_fragment: files.max_fragment,
+            })
+        };
+        let too_big = files.max_fragment != 0
+            && self.fragment_limit_sent
+            && fragment.data.len() > usize::from(files.max_fragment);
+        let end = u64::from(fragment.offset) + fragment.data.len() as u64;
+        if too_big
+            || fragment.total_size == 0
+            || fragment.total_size > MAX_RECEIVED_FILE
+            || end > u64::from(fragment.total_size)
+        {
+            self.receiving = None;
+            return status(-3);
+        }
+        self.fragment_limit_sent = true;
+        let fresh = fragment.offset == 0 && !fragment.data.is_empty();
+        let receiving = match &mut self.receiving {
+            Some((kind, data))
+                if !fresh
+                    && *kind == fragment.file_type
+                    && data.len() as u64 == u64::from(fragment.total_size) =>
+            {
+                data
+            }
+            _ => {
+                let data = vec![0; fragment.total_size as usize];
+                &mut self.receiving.insert((fragment.file_type, data)).1
+            }
+        };
+        let start = fragment.offset as usize;
+        receiving[start..start + fragment.data.len()].copy_from_slice(&fragment.data);
+        if end == u64::from(fragment.total_size) {
+            self.received = self.receiving.take();
+            self.events.push_back(PeripheralEvent::FileReceived);
+            return status(if files.reboot { 2 } else { 1 });
+        }
+        status(0)
+    }
+
     fn execute(&mut self, command: Command, secured: bool) -> Reply {
         match command {
+            Command::FileTransfer(ref fragment) => self.take_fragment(fragment),
+            Command::Abort => {
+                self.receiving = None;
+                Reply::Ack
+            }
             Command::Poll => self.reports.pop_front().unwrap_or(Reply::Ack),
             Command::Id => Reply::Identity(self.config.identity),
             Command::Capabilities => Reply::Capabilities(self.config.capabilities.clone()),

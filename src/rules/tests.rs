@@ -99,6 +99,19 @@ fn verified(version: u64) -> VerifiedSnapshot {
     .unwrap()
 }
 
+/// `s` signed and verified as the gateway would, on 2026-11-01.
+fn signed(s: &Snapshot) -> VerifiedSnapshot {
+    verify_snapshot(
+        &sign_snapshot(&key(), s).unwrap(),
+        &trusted(),
+        "gw1",
+        "b1",
+        ts("2026-11-01T01:00:00Z"),
+        None,
+    )
+    .unwrap()
+}
+
 pub(crate) fn req(door: &str, n: u64) -> Request {
     Request {
         door: door.into(),
@@ -225,15 +238,7 @@ fn check_order() {
     x.lockdown_exempt = true;
     x.extended_unlock = true;
     s.credentials.extend([c, p, e, x]);
-    let v = verify_snapshot(
-        &sign_snapshot(&key(), &s).unwrap(),
-        &trusted(),
-        "gw1",
-        "b1",
-        ts("2026-11-01T01:00:00Z"),
-        None,
-    )
-    .unwrap();
+    let v = signed(&s);
     let mon = ts("2026-11-02T09:00:00Z");
     assert_eq!(
         reason(decide(&v, &req("lab", 5), mon)),
@@ -533,15 +538,7 @@ fn duress_pins() {
         pin_plus_one: true,
         codes: vec![PinHash::new("d", "999911")],
     });
-    let v = verify_snapshot(
-        &sign_snapshot(&key(), &s).unwrap(),
-        &trusted(),
-        "gw1",
-        "b1",
-        ts("2026-11-01T01:00:00Z"),
-        None,
-    )
-    .unwrap();
+    let v = signed(&s);
     let mon = ts("2026-11-02T09:00:00Z");
     let own = v.credentials()[&card(6)].pin.clone().unwrap();
     let with = |pin: &str| {
@@ -565,15 +562,7 @@ fn duress_pins() {
 
     let mut plain = s.clone();
     plain.duress = None;
-    let v = verify_snapshot(
-        &sign_snapshot(&key(), &plain).unwrap(),
-        &trusted(),
-        "gw1",
-        "b1",
-        ts("2026-11-01T01:00:00Z"),
-        None,
-    )
-    .unwrap();
+    let v = signed(&plain);
     assert!(!v.header().is_duress(&own, "1230"));
     let mut r = req("lab", 6);
     r.pin = Some("1230".into());

@@ -102,6 +102,11 @@ pub struct Status {
     /// version and from the last will.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal: Option<JournalId>,
+    /// The reader inventory (identity, firmware, capabilities, link
+    /// state); central keeps it in its `readers` table. Absent from
+    /// gateways of an earlier version and from the last will.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<crate::status::ReaderInventory>,
 }
 
 /// Encode as CBOR.

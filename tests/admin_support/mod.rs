@@ -50,9 +50,13 @@ pub fn sample_status() -> Status {
         identity: Some(PdIdentity {
             vendor: "0A1B2C".into(),
             model: 3,
+            version: 1,
             serial: 123456,
             firmware: "1.4.2".into(),
         }),
+        capabilities: vec![portier::status::CapabilityStatus::new(9, 1, 1)],
+        last_seen: None,
+        update: None,
     };
     let door = |id: &str, kind| DoorStatus {
         id: id.into(),

@@ -33,6 +33,9 @@ pub struct Walkthrough {
     pub unlock_door: String,
     /// Where to save the screenshots (`admin-page.png`, `admin-phone.png`).
     pub screenshots: Option<PathBuf>,
+    /// The reader inventory: a reader (bus, address) and words its row's
+    /// identity / firmware and capabilities cells must show.
+    pub inventory: (String, u8, Vec<String>),
 }
 
 /// Log in (after one wrong password), check the status, take a reader
@@ -83,6 +86,21 @@ where
     // The script took over refreshing.
     let refreshed = b.text("#refreshed").await;
     assert!(refreshed.starts_with("live"), "{refreshed}");
+
+    // The reader inventory: identity, firmware and capabilities per reader.
+    let (bus, address, words) = &w.inventory;
+    let row = format!("tr[data-bus=\"{bus}\"][data-address=\"{address}\"]");
+    let inventory = format!(
+        "{} {}",
+        b.text(&format!("{row} td.firmware")).await,
+        b.text(&format!("{row} td.caps")).await
+    );
+    for word in words {
+        assert!(
+            inventory.contains(word.as_str()),
+            "inventory lacks {word:?}: {inventory}"
+        );
+    }
 
     // A reader goes offline: the page shows it by itself.
     take_offline().await;

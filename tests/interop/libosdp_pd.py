@@ -32,6 +32,9 @@ def main():
     ap.add_argument("--baud", type=int, default=115200)
     ap.add_argument("--pd", action="append", required=True,
                     help="ADDR[,scbk=HEX32][,install] (repeatable)")
+    ap.add_argument("--files", metavar="DIR",
+                    help="accept osdp_FILETRANSFER: PD ADDR writes file ID to "
+                         "DIR/pdADDR-fileID.bin and emits file_open / file_received")
     ap.add_argument("--log-level", default="warning",
                     choices=["error", "warning", "info", "debug"])
     args = ap.parse_args()
@@ -112,8 +115,12 @@ def main():
         out.emit(event="submitted", op=op, address=addr, ok=bool(ok is None or ok))
 
     bus.start()
-    for pd in pds.values():
+    for addr, pd in pds.items():
         pd.start()
+        if args.files:
+            # libosdp 3.2.9: register after start() (FINDINGS).
+            if not pd.register_file_ops(file_ops(out, addr, args.files)):
+                raise SystemExit(f"PD {addr}: register_file_ops failed")
     out.emit(event="ready", device=args.device,
              addresses=[s["address"] for s in specs])
     c.stdin_lines(out, stop, on_op)
@@ -136,6 +143,46 @@ def main():
         bus.close()
         out.emit(event="exit")
     os._exit(0)
+
+
+def file_ops(out, addr, directory):
+    """libosdp file ops of one PD: a file on disk, written where the CP says."""
+    state = {"f": None, "id": None, "size": 0, "written": 0}
+
+    def open_(file_id, size):
+        if state["f"] is not None:
+            state["f"].close()
+        path = os.path.join(directory, f"pd{addr}-file{file_id}.bin")
+        state.update(f=open(path, "wb"), id=file_id, size=size, written=0)
+        state["f"].truncate(size)
+        out.emit(event="file_open", address=addr, file_id=file_id, size=size)
+        return size
+
+    def read(size, offset):
+        return b""
+
+    def write(data, offset):
+        f = state["f"]
+        if f is None or offset + len(data) > state["size"]:
+            return -1
+        f.seek(offset)
+        f.write(data)
+        state["written"] += len(data)
+        return len(data)
+
+    def close(file_id):
+        f = state["f"]
+        if f is None:
+            return 0
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        state["f"] = None
+        out.emit(event="file_received", address=addr, file_id=file_id,
+                 size=state["size"], written=state["written"])
+        return 0
+
+    return {"open": open_, "read": read, "write": write, "close": close}
 
 
 def make_handler(out, addr):
