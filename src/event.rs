@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{ActionRecord, Outcome, RecordedAction};
 use crate::door::{ActiveMode, Direction, StandingMode};
-use crate::ids::{BusId, DoorId, InputId, ReaderId};
+use crate::ids::{AreaId, BusId, DoorId, InputId, ReaderId};
 use crate::osdp::SecurityAlarm;
 use crate::rules::DenyReason;
 
@@ -258,7 +258,8 @@ pub enum EventKind {
         /// The new mode.
         mode: ActiveMode,
     },
-    /// Someone entered or left outside office hours.
+    /// Someone entered or left: outside office hours at any door with
+    /// readers both ways, and every passage at a door with areas.
     Presence {
         /// Credential key.
         credential: String,
@@ -266,6 +267,17 @@ pub enum EventKind {
         name: Option<String>,
         /// `in` or `out`.
         direction: Direction,
+        /// The area entered or left (absent: the building of a door
+        /// without areas, and in events written before areas).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        area: Option<AreaId>,
+        /// The door, at a door with areas.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        door: Option<DoorId>,
+        /// Where a departure lands: the door's outer area (`out` only;
+        /// absent: out of every area). Central's muster list needs it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outer: Option<AreaId>,
     },
     /// A PD came online.
     PdOnline {
@@ -601,6 +613,61 @@ pub enum EventKind {
         /// Credential key.
         credential: String,
     },
+    /// A passage against a card's known location (`site::areas`): granted
+    /// under `soft` anti-passback, denied under `hard` or `timed` (the
+    /// `access_denied` with reason `antipassback` follows).
+    Antipassback {
+        /// Door id.
+        door: DoorId,
+        /// Credential key.
+        credential: String,
+        /// The area whose anti-passback it breaks.
+        area: AreaId,
+        /// `already_inside` or `not_inside`.
+        breach: Breach,
+        /// Granted (`soft`) or denied.
+        granted: bool,
+    },
+    /// The daily anti-passback forgiveness: every location before `at` is
+    /// no longer held against a card (the muster list still shows it).
+    AntipassbackForgiven {
+        /// The forgiveness time (`at` is the event's own time).
+        forgiven_at: jiff::Timestamp,
+    },
+    /// An exit button press at a door of an interlock (airlock) waited
+    /// for the other doors to close and lock, in vain: not released.
+    ExitRequestDenied {
+        /// Door id.
+        door: DoorId,
+        /// Why (`interlock`).
+        reason: DenyReason,
+    },
+    /// Cards the rules no longer know were taken off the muster list
+    /// (they leave every area).
+    LocationsDropped {
+        /// How many.
+        count: u64,
+    },
+}
+
+/// How a passage breaks anti-passback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Breach {
+    /// The card is known to be inside the area it enters.
+    AlreadyInside,
+    /// The card is known to be outside the area it leaves.
+    NotInside,
+}
+
+impl Breach {
+    /// The contract name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AlreadyInside => "already_inside",
+            Self::NotInside => "not_inside",
+        }
+    }
 }
 
 /// The event types central's `alarms` view lists (besides tamper/power
@@ -671,6 +738,8 @@ impl EventKind {
             Self::PdOnline { secure: true, .. } => Tone::Good,
             Self::PdOnline { secure: false, .. } | Self::DoorModeChanged { .. } => Tone::Notice,
             Self::AccessDenied { .. }
+            | Self::Antipassback { .. }
+            | Self::ExitRequestDenied { .. }
             | Self::DoorForced { .. }
             | Self::DoorHeldOpen { .. }
             | Self::PdOffline { .. }
@@ -773,10 +842,33 @@ impl EventKind {
                 credential,
                 name,
                 direction,
+                area,
+                door: d,
+                outer,
             } => Self::Presence {
                 credential: text(credential),
                 name: name.map(|n| cap(n, ID)),
                 direction,
+                area: area.map(|a| AreaId::from(cap(a.into(), ID))),
+                door: d.map(door),
+                outer: outer.map(|a| AreaId::from(cap(a.into(), ID))),
+            },
+            Self::Antipassback {
+                door: d,
+                credential,
+                area,
+                breach,
+                granted,
+            } => Self::Antipassback {
+                door: door(d),
+                credential: text(credential),
+                area: AreaId::from(cap(area.into(), ID)),
+                breach,
+                granted,
+            },
+            Self::ExitRequestDenied { door: d, reason } => Self::ExitRequestDenied {
+                door: door(d),
+                reason,
             },
             Self::PdOnline {
                 bus: b,
@@ -988,7 +1080,9 @@ impl EventKind {
                 mode: id(mode),
             },
             // No text in these.
-            kind @ (Self::ClockWentBack { .. }
+            kind @ (Self::AntipassbackForgiven { .. }
+            | Self::LocationsDropped { .. }
+            | Self::ClockWentBack { .. }
             | Self::ClockTrusted { .. }
             | Self::SignedTimeRefused { .. }
             | Self::ClockImplausible { .. }
@@ -1032,11 +1126,54 @@ impl EventKind {
                 credential,
                 name,
                 direction,
+                area: None,
+                ..
             } => format!(
                 "presence: {} ({credential}) went {} after hours",
                 name.as_deref().unwrap_or("someone"),
                 direction
             ),
+            Self::Presence {
+                credential,
+                name,
+                direction,
+                area: Some(area),
+                door,
+                ..
+            } => format!(
+                "presence: {} ({credential}) {} {area}{}",
+                name.as_deref().unwrap_or("someone"),
+                match direction {
+                    Direction::In => "entered",
+                    Direction::Out => "left",
+                },
+                door.as_ref()
+                    .map(|d| format!(" at {d}"))
+                    .unwrap_or_default()
+            ),
+            Self::Antipassback {
+                door,
+                credential,
+                area,
+                breach,
+                granted,
+            } => format!(
+                "{door}: ANTI-PASSBACK {credential}: {} {area} ({})",
+                match breach {
+                    Breach::AlreadyInside => "already inside",
+                    Breach::NotInside => "not known to be inside",
+                },
+                if *granted { "granted, soft" } else { "denied" }
+            ),
+            Self::AntipassbackForgiven { forgiven_at } => {
+                format!("anti-passback forgiveness: locations before {forgiven_at} forgiven")
+            }
+            Self::ExitRequestDenied { door, reason } => {
+                format!("{door}: exit button not honoured — {}", reason.words())
+            }
+            Self::LocationsDropped { count } => {
+                format!("muster list: {count} cards no longer in the rules left every area")
+            }
             Self::PdOnline {
                 bus,
                 address,
@@ -1269,5 +1406,66 @@ mod tests {
             active: true,
         };
         assert!(offline.must_keep() && ALARM_TYPES.contains(&type_of(&offline).as_str()));
+    }
+}
+
+#[cfg(test)]
+mod area_event_tests {
+    use super::*;
+
+    /// The area events travel in an [`Event`] (whose own fields are
+    /// `seq`, `at` and `type`) and come back the same, in JSON and CBOR;
+    /// a presence event written before areas still reads.
+    #[test]
+    fn area_events_round_trip_and_old_presence_reads() {
+        let at: Timestamp = "2026-12-01T03:00:00Z".parse().unwrap();
+        let kinds = [
+            EventKind::Presence {
+                credential: "h10301:42:1002".into(),
+                name: None,
+                direction: Direction::In,
+                area: Some("lab-wing".into()),
+                door: Some("lab-1".into()),
+                outer: None,
+            },
+            EventKind::Presence {
+                credential: "h10301:42:1002".into(),
+                name: Some("Student".into()),
+                direction: Direction::Out,
+                area: Some("lab-wing".into()),
+                door: Some("lab-1".into()),
+                outer: Some("building".into()),
+            },
+            EventKind::Antipassback {
+                door: "lab-1".into(),
+                credential: "h10301:42:1002".into(),
+                area: "lab-wing".into(),
+                breach: Breach::AlreadyInside,
+                granted: false,
+            },
+            EventKind::AntipassbackForgiven { forgiven_at: at },
+            EventKind::ExitRequestDenied {
+                door: "lab-1-inner".into(),
+                reason: DenyReason::Interlock,
+            },
+            EventKind::LocationsDropped { count: 3 },
+        ];
+        for kind in kinds {
+            let e = Event { seq: 7, at, kind };
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e, "{json}");
+            let cbor = serde_cbor::to_vec(&e).unwrap();
+            assert_eq!(serde_cbor::from_slice::<Event>(&cbor).unwrap(), e);
+        }
+        let old = r#"{"seq":1,"at":"2026-12-01T03:00:00Z","type":"presence","credential":"c","name":null,"direction":"out"}"#;
+        let e: Event = serde_json::from_str(old).unwrap();
+        assert!(matches!(
+            e.kind,
+            EventKind::Presence {
+                area: None,
+                door: None,
+                ..
+            }
+        ));
     }
 }

@@ -107,3 +107,8 @@ id_type!(
     /// A building-level input (a fire-alarm contact), as named in the config.
     InputId
 );
+id_type!(
+    /// An area (a building, a lab wing, a clean room), as named in the
+    /// rules and in the doors' `area_in`/`area_out`.
+    AreaId
+);

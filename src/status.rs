@@ -33,7 +33,8 @@ pub struct Status {
     pub uplink: UplinkStatus,
     /// The most recent events, newest last.
     pub recent_events: Vec<Event>,
-    /// Who is inside (recorded outside office hours).
+    /// Who is inside: the muster list (every granted passage moves a
+    /// card's line; at a door with areas into or out of its area).
     pub presence: Vec<PresenceEntry>,
     /// The fire-alarm inputs active now (`[[fire_alarm]] id`): their escape
     /// doors are released. Absent when none.
@@ -42,6 +43,23 @@ pub struct Status {
     /// Duress alarms since the daemon started.
     #[serde(default)]
     pub duress_since_start: u64,
+    /// The interlocks (airlocks); absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interlocks: Vec<InterlockStatus>,
+}
+
+/// One interlock group (airlock) and its doors now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterlockStatus {
+    /// Its name.
+    pub id: String,
+    /// Its doors.
+    pub doors: Vec<String>,
+    /// The doors released or open now (two or more only in a fire alarm
+    /// or by an operator's release).
+    pub busy: Vec<String>,
+    /// Grants and exit requests waiting for the others to close.
+    pub waiting: usize,
 }
 
 /// Identity, software version and clock of the gateway.
@@ -326,8 +344,15 @@ pub struct PresenceEntry {
     pub credential: String,
     /// Display name, if the rules carry one.
     pub name: Option<String>,
-    /// When they last entered.
+    /// When they entered the area they are in.
     pub since: Timestamp,
+    /// The innermost area they are in (absent: the building of a door
+    /// without areas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<String>,
+    /// The last door they went through, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub door: Option<String>,
 }
 
 /// `/api/v1/occupancy`: who is inside, and when that was computed.
@@ -335,6 +360,10 @@ pub struct PresenceEntry {
 pub struct Occupancy {
     /// The gateway's wall clock.
     pub now: Timestamp,
+    /// The area asked for (`?area=`; its inner areas included); absent:
+    /// everyone on the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<String>,
     /// Who is inside.
     pub inside: Vec<PresenceEntry>,
 }

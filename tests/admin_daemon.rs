@@ -62,7 +62,10 @@ fn the_admin_port_of_the_running_daemon() {
             .iter()
             .map(|d| d["id"].as_str().unwrap())
             .collect();
-        assert_eq!(doors, ["main-revolving", "side-entrance", "lab-1"]);
+        assert_eq!(
+            doors,
+            ["main-revolving", "side-entrance", "lab-1", "lab-1-inner"]
+        );
         let why: Value = v
             .get_json("/api/v1/why?door=side-entrance&card=42:1005")
             .await

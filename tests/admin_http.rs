@@ -146,6 +146,19 @@ async fn viewer_reads_everything_but_cannot_act() {
     assert_eq!(ev["events"][0]["reason"], "outside_schedule");
     let occ: Value = v.get_json("/api/v1/occupancy").await.unwrap();
     assert_eq!(occ["inside"][0]["name"], "Ada Lovelace");
+    assert_eq!(occ["inside"][0]["area"], "building");
+    assert_eq!(occ["inside"][0]["door"], "main-entrance");
+    let occ: Value = v.get_json("/api/v1/occupancy?area=lab-wing").await.unwrap();
+    assert_eq!(
+        (occ["area"].as_str(), occ["inside"].as_array().map(Vec::len)),
+        (Some("lab-wing"), Some(0))
+    );
+    let long = format!("/api/v1/occupancy?area={}", "x".repeat(65));
+    assert_eq!(send(&v, "GET", &long, "").await.status, 400);
+    assert_eq!(
+        send(&v, "GET", "/api/v1/occupancy?room=1", "").await.status,
+        400
+    );
     let why: Value = v
         .get_json("/api/v1/why?door=main-entrance&card=42:1002")
         .await
@@ -556,6 +569,12 @@ async fn session_cookie_is_locked_down_and_logout_ends_it() {
 async fn status_page_shows_the_building_and_escapes_what_it_shows() {
     let h = start_fake(LockoutConfig::default()).await;
     h.fake.status.lock().unwrap().doors[0].mode = "<script>alert(1)</script>".into();
+    h.fake.status.lock().unwrap().interlocks = vec![portier::status::InterlockStatus {
+        id: "lab-airlock".into(),
+        doors: vec!["lab-1".into(), "lab-1-inner".into()],
+        busy: vec!["lab-1".into()],
+        waiting: 1,
+    }];
     let op = h.login(&h.operator).await;
     let page = send(&op, "GET", "/?door=main-entrance&card=42%3A1002", "").await;
     assert_eq!(page.status, 200);
@@ -570,6 +589,12 @@ async fn status_page_shows_the_building_and_escapes_what_it_shows() {
         "communication_security",
         "Europe/Amsterdam",
         "Unlock momentarily",
+        "Inside now — muster list (1)",
+        "<td>building</td>",
+        "<td>main-entrance</td>",
+        "<h2>Airlocks</h2>",
+        "<td>lab-airlock</td><td>lab-1, lab-1-inner</td>",
+        "@media print",
     ] {
         assert!(t.contains(want), "page lacks {want:?}");
     }
@@ -852,6 +877,43 @@ async fn cli_passwd_token_and_status() {
     assert!(out.status.success());
     let s: Status = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s.doors.len(), 2);
+    // The muster list, of everyone and of one area.
+    let muster = |area: Option<&str>| {
+        let mut args = vec![
+            "status",
+            "--muster",
+            "--url",
+            &h.url,
+            "--fingerprint",
+            &h.fingerprint,
+        ];
+        if let Some(a) = area {
+            args.extend(["--area", a]);
+        }
+        let out = Command::new(bin)
+            .args(&args)
+            .env("PORTIER_ADMIN_TOKEN", &token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let all = muster(None);
+    assert!(
+        all.contains("1 inside")
+            && all.contains("Ada Lovelace (h10301:42:1001) in building since")
+            && all.contains("last door main-entrance"),
+        "{all}"
+    );
+    let lab = muster(Some("lab wing"));
+    assert!(
+        lab.contains("muster list of lab wing") && lab.contains("0 inside"),
+        "{lab}"
+    );
     // On the gateway, --config finds the address and the certificate.
     let gw_cfg = h.dir.path().join("gateway.toml");
     std::fs::write(

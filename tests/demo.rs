@@ -21,6 +21,9 @@ fn the_demo_runs_its_script_and_tells_what_happened() {
         "h10301:42:1003 ",
         "main-revolving: h10301:42:1001 granted at entrance-reader",
         "side-entrance: DOOR FORCED",
+        "presence: Student (h10301:42:1002) entered lab-wing at lab-1",
+        "lab-1: h10301:42:1002 denied at lab-reader — anti-passback",
+        "lab-1: ANTI-PASSBACK h10301:42:1002: already inside lab-wing (denied)",
     ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }

@@ -22,6 +22,12 @@
 //! - nothing is sent or answered before the records of its input are
 //!   committed, and the presence list is the committed one;
 //! - a passage goes the way of the grant that opened the door;
+//! - areas: door A leads into the building (hard anti-passback, forgiven
+//!   daily at 20:00): the locations are those of the passages journaled,
+//!   after any crash, and no card known inside (since the last
+//!   forgiveness) is granted at A's in-reader;
+//! - interlock: doors C and D form an airlock (cards, contacts and exit
+//!   buttons only): never are both released at their PDs at once.
 //! - first person in: door B's scheduled `unlocked` (with
 //!   `first_person_in`) never holds the door without a committed grant at
 //!   B inside that window (`first_person_in` journaled), whatever crashed.
@@ -41,7 +47,10 @@ use portier::event::EventKind;
 use portier::ids::DoorId;
 use portier::osdp::BusEvent;
 use portier::osdp::message::{Command, OutputAction, RawCard};
+use portier::rules::areas::{AntiPassback, Area};
 use portier::rules::{CredentialKey, DenyReason, wiegand};
+use portier::site::areas::DoorAreas;
+use portier::site::interlock::Interlock;
 use portier::site::modes::DoorClass;
 use portier::site::outputs::StrikeWiring;
 use portier::site::remote::RemoteAction;
@@ -148,13 +157,46 @@ fn building() -> Building {
             rotation_in: input(3, 0),
             rotation_out: input(3, 1),
         },
+        airlock_door("c", AIRLOCK[0].1),
+        airlock_door("d", AIRLOCK[1].1),
     ])
     .with_fire_alarms(vec![FireAlarmWiring {
         id: "fire-panel".into(),
         input: input(FIRE_PD, 0).unwrap(),
         releases: ESCAPE.iter().map(|&d| d.into()).collect(),
     }])
+    .with_areas([(
+        DoorId::from("a"),
+        DoorAreas {
+            inside: "building".into(),
+            outside: None,
+        },
+    )])
+    .with_interlocks(vec![Interlock {
+        id: "airlock".into(),
+        doors: vec!["c".into(), "d".into()],
+        wait: Duration::from_secs(10),
+    }])
 }
+
+/// An airlock door: in-reader, strike, contact (input 0) and exit button
+/// (input 1) on PD `address`.
+fn airlock_door(id: &str, address: u8) -> DoorWiring {
+    DoorWiring {
+        id: id.into(),
+        kind: DoorKind::Standard(StandardConfig::default()),
+        readers: vec![reader(&format!("{id}-in"), address, Direction::In)],
+        lock: output(address, 0),
+        release_out: None,
+        contact: input(address, 0),
+        exit_button: input(address, 1),
+        rotation_in: None,
+        rotation_out: None,
+    }
+}
+
+/// The airlock's doors C and D: their PDs.
+const AIRLOCK: [(&str, u8); 2] = [("c", 7), ("d", 8)];
 
 /// The fire panel's contact is input 0 of this PD; it releases these.
 const FIRE_PD: u8 = 6;
@@ -224,6 +266,25 @@ impl Rules for SimRules {
     fn office_hours(&self, _at: Timestamp) -> Option<bool> {
         Some(false)
     }
+
+    fn area(&self, name: &str) -> Option<Area> {
+        (name == "building").then_some(Area {
+            parent: None,
+            antipassback: AntiPassback::Hard,
+            timed_minutes: None,
+        })
+    }
+
+    /// Daily at 20:00 UTC.
+    fn last_forgiveness(&self, at: Timestamp) -> Option<Timestamp> {
+        let day = at.as_second().div_euclid(86_400) * 86_400;
+        let today = Timestamp::from_second(day + 20 * 3600).ok()?;
+        Some(if today <= at {
+            today
+        } else {
+            today - SignedDuration::from_hours(24)
+        })
+    }
 }
 
 /// One PD output as the hardware holds it.
@@ -256,6 +317,12 @@ struct Sim {
     crashing: bool,
     /// Checks that found an escape door in lockdown and a fire alarm.
     fire_over_lockdown: std::cell::Cell<usize>,
+    /// Where each card is, as the committed presence records say
+    /// (credential → area, `None`: the building of a door without areas).
+    locations: HashMap<String, Option<String>>,
+    /// Anti-passback denials and airlock waits seen.
+    antipassback: usize,
+    interlock_denials: usize,
     /// The real times at which a first person in at door B was
     /// committed.
     first_in_b: Vec<Timestamp>,
@@ -288,6 +355,9 @@ impl Sim {
             log: Vec::new(),
             crashing: true,
             fire_over_lockdown: std::cell::Cell::new(0),
+            locations: HashMap::new(),
+            antipassback: 0,
+            interlock_denials: 0,
             first_in_b: Vec::new(),
             first_in_seen: std::cell::Cell::new(0),
         };
@@ -381,6 +451,26 @@ impl Sim {
                             }
                         }
                     }
+                    // Hard anti-passback: no grant at A's in-reader to a
+                    // card committed inside since the last forgiveness
+                    // (which this very commit may move).
+                    let forgiven_at = match &c.state {
+                        Some(StandingChange::Whole(s)) => s.forgiven_at,
+                        _ => self.disk.forgiven_at,
+                    };
+                    for r in &c.records {
+                        if let EventKind::AccessGranted {
+                            reader, credential, ..
+                        } = r
+                            && *reader == "a-in"
+                            && let Some(line) = self.disk.presence.get(&credential.as_str().into())
+                        {
+                            assert!(
+                                line.area.is_none() || forgiven_at.is_some_and(|f| line.since <= f),
+                                "{credential} granted into the building while inside: {line:?}"
+                            );
+                        }
+                    }
                     committed = true;
                     before_commit = false;
                     // As the daemon's journal keeps it: the whole state,
@@ -422,6 +512,34 @@ impl Sim {
 
     /// The model follows the committed records.
     fn follow(&mut self, record: &EventKind) {
+        match record {
+            EventKind::Presence {
+                credential,
+                direction: Direction::In,
+                area,
+                ..
+            } => {
+                self.locations
+                    .insert(credential.clone(), area.as_ref().map(|a| a.to_string()));
+            }
+            EventKind::Presence {
+                credential,
+                direction: Direction::Out,
+                ..
+            } => {
+                self.locations.remove(credential);
+            }
+            EventKind::AccessDenied {
+                reason: DenyReason::Antipassback,
+                ..
+            } => self.antipassback += 1,
+            EventKind::AccessDenied {
+                reason: DenyReason::Interlock,
+                ..
+            }
+            | EventKind::ExitRequestDenied { .. } => self.interlock_denials += 1,
+            _ => {}
+        }
         if let EventKind::RemoteAction(r) = record
             && r.outcome == Outcome::Accepted
         {
@@ -650,8 +768,36 @@ impl Sim {
                 assert!(end >= mono, "override of {} past its end: {d:?}", d.id);
             }
         }
-        // The committed presence list is the one in force.
+        // The committed presence list is the one in force, and its
+        // locations are those of the passages journaled.
         assert_eq!(&self.disk.presence, g.presence(), "presence not committed");
+        let listed: HashMap<String, Option<String>> = g
+            .presence()
+            .inside()
+            .map(|(c, o)| (c.0.clone(), o.area.as_ref().map(|a| a.to_string())))
+            .collect();
+        assert_eq!(
+            listed, self.locations,
+            "locations differ from the passages journaled"
+        );
+        // The airlock: never both doors released at their PDs, and none
+        // released there without the core saying so.
+        let released: Vec<bool> = AIRLOCK
+            .iter()
+            .map(|&(door, address)| {
+                let state = doors.iter().find(|d| d.id == door).unwrap();
+                let at_pd = self.pd_released(address, 0);
+                assert!(
+                    !at_pd || state.released,
+                    "airlock door {door} released at its PD without an authority: {state:?}"
+                );
+                self.pd_released_now(address, 0)
+            })
+            .collect();
+        assert!(
+            !(released[0] && released[1]),
+            "both airlock doors released at their PDs"
+        );
         assert_eq!(
             self.disk.lockdown, standing.lockdown,
             "lockdown not committed"
@@ -672,6 +818,17 @@ impl Sim {
         let journal_mark = self.journal.len();
         let crashed_before = self.crashes();
         self.card(grant_pd, n);
+        // Anti-passback may refuse it (the card is inside): then a grant
+        // still running at the other reader gives the way, as it should.
+        let grant_reader = if way == Direction::In {
+            "a-in"
+        } else {
+            "a-out"
+        };
+        let granted = self.journal[journal_mark..].iter().any(|r| {
+            matches!(r, EventKind::AccessGranted { reader, credential, .. }
+                if *reader == grant_reader && *credential == cred(n))
+        });
         if self.rng.chance(50) {
             self.card(other_pd, 5);
         }
@@ -679,7 +836,7 @@ impl Sim {
         self.set_input(1, 0, true);
         self.advance(Duration::from_millis(500));
         self.set_input(1, 0, false);
-        if self.crashes() != crashed_before {
+        if self.crashes() != crashed_before || !granted {
             return;
         }
         let presence_records: Vec<&EventKind> = self.journal[journal_mark..]
@@ -695,6 +852,26 @@ impl Sim {
             {
                 assert_eq!(credential, &cred(n), "someone else's passage");
                 assert_eq!(*direction, way, "a passage must go the grant's way");
+            }
+        }
+    }
+
+    /// Someone at the airlock: a card at one door, a door opening or
+    /// closing, or an exit button.
+    fn airlock(&mut self) {
+        let (_, address) = AIRLOCK[self.rng.below(2) as usize];
+        match self.rng.below(4) {
+            0 | 1 => {
+                let n = self.rng.below(4) as u8;
+                self.card(address, n);
+            }
+            2 => {
+                let open = self.inputs.get(&address).is_none_or(|v| v[0] == 0);
+                self.set_input(address, 0, open);
+            }
+            _ => {
+                self.set_input(address, 1, true);
+                self.set_input(address, 1, false);
             }
         }
     }
@@ -845,6 +1022,7 @@ impl Sim {
                 let on = !self.fire();
                 self.set_input(FIRE_PD, 0, on);
             }
+            17 | 18 => self.airlock(),
             _ => {
                 let by = Duration::from_millis(self.rng.below(40_000));
                 self.advance(by);
@@ -889,6 +1067,8 @@ fn run_seed(seed: u64, steps: usize) -> Seen {
                 |r| matches!(r, EventKind::DoorModeChanged { mode, .. } if mode == "emergency_unlocked"),
             ),
             fire_over_lockdown: sim.fire_over_lockdown.get(),
+            antipassback: sim.antipassback,
+            interlock_denials: sim.interlock_denials,
             first_in: sim.first_in_seen.get(),
         }
     });
@@ -921,6 +1101,8 @@ fn crash_anywhere_keeps_every_door_invariant() {
         seen.untrusted += s.untrusted;
         seen.emergencies += s.emergencies;
         seen.fire_over_lockdown += s.fire_over_lockdown;
+        seen.antipassback += s.antipassback;
+        seen.interlock_denials += s.interlock_denials;
         seen.first_in += s.first_in;
     }
     // The runs reached both sides of the time rule.
@@ -936,6 +1118,11 @@ fn crash_anywhere_keeps_every_door_invariant() {
             seen.fire_over_lockdown > 0,
             "a fire alarm never met a lockdown"
         );
+        assert!(seen.antipassback > 0, "anti-passback never denied");
+        assert!(
+            seen.interlock_denials > 0,
+            "the airlock never refused anyone"
+        );
         assert!(seen.first_in > 0, "no first person in ever unlocked door b");
     }
 }
@@ -948,5 +1135,7 @@ struct Seen {
     untrusted: usize,
     emergencies: usize,
     fire_over_lockdown: usize,
+    antipassback: usize,
+    interlock_denials: usize,
     first_in: usize,
 }

@@ -66,6 +66,10 @@ pub struct WhyAnswer {
     pub rules_version: Option<u64>,
     /// The instant decided at.
     pub at: Timestamp,
+    /// The reason in this case's words, when the core has them (an
+    /// anti-passback deny: "the card is already inside lab-wing").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// The day type at that instant (a special day's, `holiday`), `None`
     /// on an ordinary day or without rules: which schedule intervals
     /// applied.
@@ -237,7 +241,8 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn events(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>, BackendError>>;
 
     /// Who is inside.
-    fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BackendError>>;
+    /// Who is inside `area` (its inner areas included), or everyone.
+    fn occupancy(&self, area: Option<String>) -> BoxFuture<'_, Result<Occupancy, BackendError>>;
 
     /// The decision the rules in force give for a card at a door.
     fn why(&self, query: WhyQuery) -> BoxFuture<'_, Result<WhyAnswer, BackendError>>;
@@ -277,6 +282,7 @@ pub fn why_answer(verdict: &Verdict, rules_version: Option<u64>, at: Timestamp) 
             name: name.clone(),
             rules_version,
             at,
+            detail: None,
             day_type: None,
             day_name: None,
         },
@@ -287,6 +293,7 @@ pub fn why_answer(verdict: &Verdict, rules_version: Option<u64>, at: Timestamp) 
             name: None,
             rules_version,
             at,
+            detail: None,
             day_type: None,
             day_name: None,
         },

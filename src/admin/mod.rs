@@ -54,7 +54,7 @@ pub use backend::{
 };
 pub use metrics::Metrics;
 pub use routes::{ROUTES, Route, fuzz_request_text};
-pub use text::status_text;
+pub use text::{muster_text, status_text};
 
 /// Admin port failures (start-up only; request errors are responses).
 #[derive(Debug, Error)]

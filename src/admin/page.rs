@@ -83,6 +83,7 @@ a.button{display:inline-block;padding:.35rem .7rem;border:1px solid #b8bec6;bord
 .login{max-width:380px;margin:3rem auto}
 .login form{display:flex;flex-direction:column;gap:.6rem}
 @media (max-width:600px){main{padding:.4rem}section{padding:.6rem}th,td{padding:.25rem .35rem}}
+@media print{header,form,button,section{display:none}section#presence{display:block;border:0}.scroll{overflow:visible}}
 "#;
 
 const SCRIPT: &str = r#"
@@ -302,6 +303,7 @@ pub(crate) fn live(s: &Status) -> String {
     gateway(&mut h, s, &tz);
     buses(&mut h, s);
     doors(&mut h, s, &tz);
+    interlocks(&mut h, s);
     uplink(&mut h, s, &tz);
     presence(&mut h, s, &tz);
     events(&mut h, &s.recent_events, &tz);
@@ -563,30 +565,67 @@ fn uplink(h: &mut String, s: &Status, tz: &TimeZone) {
     );
 }
 
+/// The muster list: who is inside which area, since when, through which
+/// door. Printing the page prints this section alone (`@media print`).
 fn presence(h: &mut String, s: &Status, tz: &TimeZone) {
     let _ = write!(
         h,
-        "<section id=\"presence\"><h2>Inside now ({})</h2>",
-        s.presence.len()
+        "<section id=\"presence\"><h2>Inside now — muster list ({}), {}</h2>",
+        s.presence.len(),
+        escape(&when(tz, s.gateway.now))
     );
     if s.presence.is_empty() {
         h.push_str("<p class=\"mute\">Nobody recorded inside.</p>");
     } else {
         h.push_str(
-            "<div class=\"scroll\"><table><tr><th>Name</th><th>Card</th><th>Since</th></tr>",
+            "<div class=\"scroll\"><table><tr><th>Name</th><th>Card</th><th>Area</th>\
+             <th>Since</th><th>Last door</th></tr>",
         );
         for p in &s.presence {
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(p.name.as_deref().unwrap_or("(no name)")),
                 escape(&p.credential),
-                escape(&when(tz, p.since))
+                escape(p.area.as_deref().unwrap_or("building")),
+                escape(&when(tz, p.since)),
+                escape(p.door.as_deref().unwrap_or("")),
             );
         }
         h.push_str("</table></div>");
     }
     h.push_str("</section>");
+}
+
+/// The interlocks (airlocks): which doors are open or released, and how
+/// many wait.
+fn interlocks(h: &mut String, s: &Status) {
+    if s.interlocks.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<section id=\"interlocks\"><h2>Airlocks</h2><div class=\"scroll\"><table>\
+         <tr><th>Interlock</th><th>Doors</th><th>Open or released</th><th>Waiting</th></tr>",
+    );
+    for g in &s.interlocks {
+        let busy = if g.busy.is_empty() {
+            "<span class=\"ok\">none</span>".to_owned()
+        } else {
+            let class = if g.busy.len() > 1 { "bad" } else { "warn" };
+            format!(
+                "<span class=\"{class}\">{}</span>",
+                escape(&g.busy.join(", "))
+            )
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{busy}</td><td>{}</td></tr>",
+            escape(&g.id),
+            escape(&g.doors.join(", ")),
+            g.waiting
+        );
+    }
+    h.push_str("</table></div></section>");
 }
 
 fn events(h: &mut String, events: &[Event], tz: &TimeZone) {
@@ -677,6 +716,7 @@ fn why_box(h: &mut String, s: &Status, why: Option<&WhyView>) {
                 let (code, words) = answer
                     .reason
                     .map_or(("unknown", "unknown"), |r| (r.as_str(), r.words()));
+                let words = answer.detail.as_deref().unwrap_or(words);
                 let _ = write!(
                     h,
                     "<div class=\"answer deny\" id=\"why-answer\"><span class=\"bad\">DENY</span>: {} at {}: <strong>{}</strong> <span class=\"mute\">({}, {})</span></div>",

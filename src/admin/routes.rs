@@ -1094,8 +1094,25 @@ async fn api_events(_: Viewer<Api>, State(st): St, RawQuery(q): RawQuery) -> Res
     }
 }
 
-async fn api_occupancy(_: Viewer<Api>, State(st): St) -> Response {
-    match st.backend.occupancy().await {
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OccupancyParams {
+    area: Option<String>,
+}
+
+async fn api_occupancy(_: Viewer<Api>, State(st): St, RawQuery(q): RawQuery) -> Response {
+    let p: OccupancyParams = match parse_query(q) {
+        Ok(p) => p,
+        Err(e) => return api_error(e.status(), &e.to_string()),
+    };
+    let area = p.area.filter(|a| !a.is_empty());
+    if area
+        .as_ref()
+        .is_some_and(|a| a.len() > crate::rules::areas::MAX_NAME)
+    {
+        return api_error(StatusCode::BAD_REQUEST, "area: at most 64 bytes");
+    }
+    match st.backend.occupancy(area).await {
         Ok(o) => axum::Json(o).into_response(),
         Err(e) => api_error(backend_status(&e), &e.to_string()),
     }
@@ -1120,7 +1137,10 @@ async fn api_why(_: Viewer<Api>, State(st): St, RawQuery(q): RawQuery) -> Respon
     match run_why(&st, &p).await {
         None => api_error(StatusCode::BAD_REQUEST, "give door and card"),
         Some(Ok((door, _, answer))) => {
-            let reason_text = answer.reason.map(|r| r.words().to_owned());
+            let reason_text = answer
+                .detail
+                .clone()
+                .or_else(|| answer.reason.map(|r| r.words().to_owned()));
             axum::Json(WhyReply {
                 door: door.trim().to_owned(),
                 answer,

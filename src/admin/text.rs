@@ -188,16 +188,25 @@ pub fn status_text(s: &Status) -> String {
             }
         );
     }
-    let _ = writeln!(o, "inside: {}", s.presence.len());
-    for p in &s.presence {
+    for g in &s.interlocks {
         let _ = writeln!(
             o,
-            "  {} ({}) since {}",
-            p.name.as_deref().unwrap_or("(no name)"),
-            p.credential,
-            when(&tz, p.since)
+            "interlock {}: {} — {}{}",
+            g.id,
+            g.doors.join(", "),
+            if g.busy.is_empty() {
+                "all closed and locked".to_owned()
+            } else {
+                format!("open or released: {}", g.busy.join(", "))
+            },
+            match g.waiting {
+                0 => String::new(),
+                n => format!(", {n} waiting"),
+            }
         );
     }
+    let _ = writeln!(o, "inside: {}", s.presence.len());
+    o.push_str(&muster_text(&s.presence, &tz));
     let _ = writeln!(o, "recent events:");
     for e in &s.recent_events {
         let (what, _) = event_words(&e.kind);
@@ -206,6 +215,27 @@ pub fn status_text(s: &Status) -> String {
             _ => String::new(),
         };
         let _ = writeln!(o, "  {:>8} {} {what}{code}", e.seq, when(&tz, e.at));
+    }
+    o
+}
+
+/// The muster list as lines: who, in which area, since when, through
+/// which door (`portier status`, `portier status --muster`).
+pub fn muster_text(inside: &[crate::status::PresenceEntry], tz: &TimeZone) -> String {
+    let mut o = String::new();
+    for p in inside {
+        let _ = writeln!(
+            o,
+            "  {} ({}) in {} since {}{}",
+            p.name.as_deref().unwrap_or("(no name)"),
+            p.credential,
+            p.area.as_deref().unwrap_or("the building"),
+            when(tz, p.since),
+            p.door
+                .as_deref()
+                .map(|d| format!(", last door {d}"))
+                .unwrap_or_default()
+        );
     }
     o
 }

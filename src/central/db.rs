@@ -48,6 +48,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/central/0006_rules_repairs.sql"),
     ),
     (7, include_str!("../../migrations/central/0007_readers.sql")),
+    (8, include_str!("../../migrations/central/0008_areas.sql")),
     (
         9,
         include_str!("../../migrations/central/0009_fire_alarms_follow.sql"),
@@ -1156,6 +1157,51 @@ pub async fn fleet(client: &Client) -> Result<Vec<FleetRow>, DbError> {
             journals: r.get(15),
             journal_changed_at: r.get(16),
             journal_previous: r.get(17),
+        })
+        .collect())
+}
+
+/// One line of central's muster list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MusterRow {
+    /// The gateway that saw the passage.
+    pub gateway: String,
+    /// Credential key.
+    pub credential: String,
+    /// Display name, when the event carried one.
+    pub name: Option<String>,
+    /// The innermost area the card is in.
+    pub area: String,
+    /// Since when (the passage's time on the gateway's clock).
+    pub since: Timestamp,
+    /// The door of that passage.
+    pub door: Option<String>,
+}
+
+/// Who is inside, from the stored `presence` events (the `muster` view):
+/// of one gateway and one area (the innermost area recorded) when given.
+pub async fn muster(
+    client: &Client,
+    gateway: Option<&GatewayId>,
+    area: Option<&str>,
+) -> Result<Vec<MusterRow>, DbError> {
+    let rows = client
+        .query(
+            "SELECT gateway, credential, name, area, since, door FROM muster
+              WHERE ($1::text IS NULL OR gateway = $1) AND ($2::text IS NULL OR area = $2)
+              ORDER BY gateway, area, since",
+            &[&gateway.map(GatewayId::as_str), &area],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| MusterRow {
+            gateway: r.get(0),
+            credential: r.get(1),
+            name: r.get(2),
+            area: r.get(3),
+            since: r.get(4),
+            door: r.get(5),
         })
         .collect())
 }

@@ -77,6 +77,16 @@ enum CentralCmd {
         #[arg(long, conflicts_with = "until")]
         follow: bool,
     },
+    /// Who is inside (the muster list), from the stored `presence` events
+    /// of doors with areas: one JSON object per line.
+    Muster {
+        /// Only this gateway.
+        #[arg(long)]
+        gateway: Option<GatewayId>,
+        /// Only this area (the innermost area recorded, e.g. `lab-wing`).
+        #[arg(long)]
+        area: Option<String>,
+    },
     /// Build, sign and publish (retained) a full snapshot for a gateway at
     /// the next version.
     Push(PushArgs),
@@ -288,6 +298,13 @@ pub(crate) fn run(args: CentralArgs) -> anyhow::Result<ExitCode> {
             };
             for a in db::alarms(&pg, since, until, gateway.as_ref()).await? {
                 println!("{a}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        CentralCmd::Muster { gateway, area } => rt.block_on(async {
+            let pg = db::connect(&config.postgres).await?;
+            for row in db::muster(&pg, gateway.as_ref(), area.as_deref()).await? {
+                println!("{}", serde_json::to_string(&row)?);
             }
             Ok(ExitCode::SUCCESS)
         }),

@@ -348,9 +348,48 @@ impl Script<'_> {
         say(
             "student (42:1002) at the lab door; external contractor (42:1003) and guest (42:1004) at the side entrance",
         );
+        let inside = portier::driver::daemon::ask_presence(&self.running.control)
+            .await
+            .unwrap_or_default();
+        if inside.get(&"h10301:42:1002".into()).is_some() {
+            say("the student is still in the lab wing since the last run: they badge out first");
+            self.badge_at(3, 1, "h10301:42:1002").await?;
+            self.until(printer, "exit decision", |e| {
+                e.iter().any(|e| e["reader"] == "lab-reader:1")
+            })
+            .await?;
+            self.input(3, 0, true).await?;
+            self.until(printer, "exit from the lab wing", |e| {
+                e.iter()
+                    .any(|e| e["type"] == "presence" && e["direction"] == "out")
+            })
+            .await?;
+            self.input(3, 0, false).await?;
+        }
         self.badge(3, "h10301:42:1002").await?;
         self.until(printer, "lab decision", |e| decided(e, "lab-1"))
             .await?;
+        say("the student walks into the lab wing (the airlock's outer door opens and closes)");
+        self.input(3, 0, true).await?;
+        self.until(printer, "entry into the lab wing", |e| {
+            e.iter()
+                .any(|e| e["type"] == "presence" && e["area"] == "lab-wing")
+        })
+        .await?;
+        self.input(3, 0, false).await?;
+        self.until(printer, "lab door closed", |e| {
+            has(e, "door_closed", "lab-1")
+        })
+        .await?;
+        say(
+            "the student's card is passed back out and badged at the lab door again: anti-passback",
+        );
+        self.badge(3, "h10301:42:1002").await?;
+        self.until(printer, "anti-passback denial", |e| {
+            e.iter()
+                .any(|e| e["type"] == "access_denied" && e["reason"] == "antipassback")
+        })
+        .await?;
         for card in ["h10301:42:1003", "h10301:42:1004"] {
             self.badge(2, card).await?;
             self.until(printer, "side decision", |e| {
@@ -402,7 +441,7 @@ impl Script<'_> {
             has(e, "door_closed", "side-entrance")
         })
         .await?;
-        say("who is inside after hours (presence list, kept across restarts):");
+        say("who is inside, where, since when (the muster list, kept across restarts):");
         let inside = portier::driver::daemon::ask_presence(&self.running.control)
             .await
             .unwrap_or_default();
@@ -411,11 +450,16 @@ impl Script<'_> {
     }
 
     async fn badge(&self, address: u8, key: &str) -> anyhow::Result<()> {
+        self.badge_at(address, 0, key).await
+    }
+
+    /// A card at reader `reader` of the PD at `address`.
+    async fn badge_at(&self, address: u8, reader: u8, key: &str) -> anyhow::Result<()> {
         tokio::time::sleep(self.pace).await;
         let key: CredentialKey = key.parse()?;
         let (data, bits) = wiegand::encode(&key)?;
         let card = RawCard {
-            reader: 0,
+            reader,
             format: 0,
             bits,
             data,

@@ -308,7 +308,11 @@ pub(crate) fn run(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                 (None, None) => bail!("give --card or --raw"),
             };
             let presented = Presented { card, pin };
-            let situation = Situation { lockdown };
+            // No locations here: anti-passback and interlocks are the gateway's.
+            let situation = Situation {
+                lockdown,
+                ..Situation::default()
+            };
             let door = DoorId::from(door);
             let out = match decision::decide(&v, &door, &presented, When::at(at), situation) {
                 Verdict::Grant {

@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use portier::admin::client::{AdminClient, Auth};
 use portier::admin::tls::Trust;
-use portier::admin::{AdminConfig, status_text};
-use portier::status::Status;
+use portier::admin::{AdminConfig, muster_text, status_text};
+use portier::status::{Occupancy, Status};
 
 /// Arguments of `portier status`.
 #[derive(Debug, clap::Args)]
@@ -46,6 +46,13 @@ pub(crate) struct StatusArgs {
     /// Print the status as JSON (the `/api/v1/status` document).
     #[arg(long)]
     json: bool,
+    /// Print the muster list instead: who is inside, in which area, since
+    /// when, through which door (`/api/v1/occupancy`).
+    #[arg(long)]
+    muster: bool,
+    /// With `--muster`: only this area (its inner areas included).
+    #[arg(long, requires = "muster")]
+    area: Option<String>,
 }
 
 /// URL and certificate of the admin port named in a gateway config.
@@ -114,7 +121,14 @@ pub(crate) fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let status: Status = runtime.block_on(async {
+    let muster_path = args.area.as_ref().map_or_else(
+        || "/api/v1/occupancy".to_owned(),
+        |a| {
+            let q: String = url_escape(a);
+            format!("/api/v1/occupancy?area={q}")
+        },
+    );
+    let (status, occupancy): (Option<Status>, Option<Occupancy>) = runtime.block_on(async {
         if let Some(user) = &args.user {
             let pw = match std::env::var("PORTIER_ADMIN_PASSWORD") {
                 Ok(p) => p,
@@ -129,15 +143,49 @@ pub(crate) fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        client
+        if args.muster {
+            let o: Occupancy = client
+                .get_json(&muster_path)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            return Ok::<_, anyhow::Error>((None, Some(o)));
+        }
+        let s: Status = client
             .get_json("/api/v1/status")
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok((Some(s), None))
     })?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
-        print!("{}", status_text(&status));
+    match (status, occupancy) {
+        (_, Some(o)) if args.json => println!("{}", serde_json::to_string_pretty(&o)?),
+        (_, Some(o)) => {
+            println!(
+                "muster list{} at {}: {} inside",
+                o.area
+                    .as_deref()
+                    .map(|a| format!(" of {a}"))
+                    .unwrap_or_default(),
+                o.now,
+                o.inside.len()
+            );
+            print!("{}", muster_text(&o.inside, &jiff::tz::TimeZone::UTC));
+        }
+        (Some(s), _) if args.json => println!("{}", serde_json::to_string_pretty(&s)?),
+        (Some(s), _) => print!("{}", status_text(&s)),
+        (None, None) => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An area name as a URL query value (names are short config words; every
+/// byte outside `[A-Za-z0-9._~-]` is percent-encoded).
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'~' | b'-' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -7,6 +7,7 @@
 //! (doors → PDs), trusted keys and PD key files are checked by
 //! [`Config::load`] / [`Config::check`], before anything is opened.
 
+pub mod areas;
 pub mod port;
 pub mod site;
 
@@ -222,6 +223,9 @@ pub struct Config {
     /// `[[door]]`.
     #[serde(default, rename = "door")]
     pub doors: Vec<DoorEntry>,
+    /// `[[interlock]]`: airlocks.
+    #[serde(default, rename = "interlock")]
+    pub interlocks: Vec<areas::InterlockEntry>,
     /// `[[fire_alarm]]`: fire panel inputs and the escape doors they release.
     #[serde(default, rename = "fire_alarm")]
     pub fire_alarms: Vec<site::FireAlarmEntry>,
@@ -302,6 +306,7 @@ impl Config {
             fire_alarms: c.fire_alarms.clone(),
         };
         c.pds = site.check().map_err(|e| c.invalid(e))?;
+        areas::check(&c.doors, &c.interlocks).map_err(|e| c.invalid(e))?;
         if let Some(f) = &c.feedback
             && let Err(e) = f.get_ref().table()
         {
@@ -387,6 +392,16 @@ impl Config {
             fire_alarms: Vec::new(),
         };
         site.wiring(&self.pds)
+    }
+
+    /// The doors' areas (`area_in`/`area_out`).
+    pub fn door_areas(&self) -> Vec<(crate::ids::DoorId, crate::site::areas::DoorAreas)> {
+        areas::door_areas(&self.doors)
+    }
+
+    /// The interlock groups (`[[interlock]]`).
+    pub fn interlocks(&self) -> Vec<crate::site::interlock::Interlock> {
+        areas::interlocks(&self.interlocks)
     }
 
     /// The fire-alarm inputs as the building core wants them.
@@ -566,7 +581,9 @@ mod tests {
         ));
         let c = Config::load(file).unwrap();
         assert_eq!(c.buses.len(), 1);
-        assert_eq!(c.doors.len(), 3);
+        assert_eq!(c.doors.len(), 4);
+        assert_eq!(c.door_areas().len(), 3);
+        assert_eq!(c.interlocks()[0].doors.len(), 2);
         let wiring = c.door_wiring();
         assert_eq!(wiring[1].id, "side-entrance");
         assert_eq!(wiring[1].readers[0].id, "side-reader");

@@ -248,6 +248,12 @@ pub struct DoorEntry {
     /// Revolving door: a served grant expires after this without rotation.
     #[serde(default = "default_grant_timeout")]
     pub grant_timeout_seconds: u64,
+    /// The area an `in` passage enters (see `config::areas`).
+    #[serde(default)]
+    pub area_in: Option<Spanned<String>>,
+    /// The area an `out` passage lands in; absent: out of every area.
+    #[serde(default)]
+    pub area_out: Option<Spanned<String>>,
 }
 
 fn default_unlock() -> u64 {

@@ -9,10 +9,17 @@
 //! plain serde struct the daemon persists as it likes; times are wall-clock
 //! [`jiff::Timestamp`]s handed in by the owner (nothing here reads a clock).
 //!
-//! Choices: no anti-passback here; an entry by someone already inside
-//! (their exit was missed) moves their `since` to the new entry, and a
-//! departure of someone not on the list is still recorded after hours,
-//! with `since: None`.
+//! Choices: no anti-passback here (`site::areas` checks it against these
+//! lines); an entry by someone already inside (their exit was missed)
+//! moves their `since` to the new entry, and a departure of someone not on
+//! the list is still recorded after hours, with `since: None`.
+//!
+//! Areas: each line says which area its person is in (`None`: the
+//! building of a door without areas, as before areas existed) and the
+//! last door they went through. One line per person: being in the clean
+//! room means being in the lab wing and the building around it. Leaving
+//! an inner area lands in the outer one (the passage's `outer`); leaving
+//! the outermost takes the person off the list.
 //!
 //! Bounded: at most [`MAX_INSIDE`] people are on the list; an entry past
 //! that drops the one who entered longest ago (their exit was missed, most
@@ -27,6 +34,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{CredentialId, Direction};
+use crate::ids::{AreaId, DoorId};
 
 /// The most people the list holds (a university building holds a few
 /// thousand at most; 20 000 lines are about 1.4 MB).
@@ -47,8 +55,15 @@ pub struct PresenceChange {
 pub struct Occupant {
     /// Display name, if the rules carry one.
     pub name: Option<String>,
-    /// When they last entered.
+    /// When they last entered (the area they are in now).
     pub since: Timestamp,
+    /// The area they are in (`None`: the building, for doors without
+    /// areas and lines written before areas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<AreaId>,
+    /// The door they last went through, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub door: Option<DoorId>,
 }
 
 /// A passage through an entry/exit reader, as the owner reports it.
@@ -64,6 +79,14 @@ pub struct Passage {
     pub at: Timestamp,
     /// Whether it is office hours now (the owner's schedule decides).
     pub office_hours: bool,
+    /// The area entered or left (`None`: the building of a door without
+    /// areas).
+    pub area: Option<AreaId>,
+    /// Where a departure lands: the outer area, or `None` for out of
+    /// every area (off the list).
+    pub outer: Option<AreaId>,
+    /// The door, when known.
+    pub door: Option<DoorId>,
 }
 
 /// An after-hours presence event, to be journaled.
@@ -77,6 +100,8 @@ pub enum PresenceEvent {
         name: Option<String>,
         /// When.
         at: Timestamp,
+        /// The area entered.
+        area: Option<AreaId>,
     },
     /// Someone left outside office hours.
     Left {
@@ -88,6 +113,8 @@ pub enum PresenceEvent {
         at: Timestamp,
         /// When they had entered, if they were on the list.
         since: Option<Timestamp>,
+        /// The area left.
+        area: Option<AreaId>,
     },
 }
 
@@ -195,49 +222,76 @@ impl Presence {
     /// Record a passage; returns the event to journal when it is outside
     /// office hours.
     pub fn record(&mut self, passage: Passage) -> Option<PresenceEvent> {
+        let office_hours = passage.office_hours;
+        let event = self.pass(passage);
+        (!office_hours).then_some(event)
+    }
+
+    /// Record a passage and return its event, in office hours or not (a
+    /// door with areas journals every passage: the muster list of
+    /// central is made of them).
+    pub fn pass(&mut self, passage: Passage) -> PresenceEvent {
         let Passage {
             credential,
             name,
             direction,
             at,
-            office_hours,
+            office_hours: _,
+            area,
+            outer,
+            door,
         } = passage;
-        let event = match direction {
-            Direction::In => {
-                let known = self.inside.get(&credential).and_then(|o| o.name.clone());
+        let known = self.inside.get(&credential).and_then(|o| o.name.clone());
+        let lands = match direction {
+            Direction::In => Some(area.clone()),
+            Direction::Out => outer.map(Some),
+        };
+        let was = match lands {
+            Some(lands) => {
                 if !self.inside.contains_key(&credential) {
                     self.make_room();
                 }
-                let occupant = Occupant {
-                    name: name.or(known),
-                    since: at,
-                };
-                let name = occupant.name.clone();
-                self.set(credential.clone(), Some(occupant));
-                PresenceEvent::Entered {
-                    name,
-                    credential,
-                    at,
-                }
+                self.set(
+                    credential.clone(),
+                    Some(Occupant {
+                        name: name.clone().or(known),
+                        since: at,
+                        area: lands,
+                        door,
+                    }),
+                )
             }
-            Direction::Out => {
-                let was = self.set(credential.clone(), None);
-                let since = was.as_ref().map(|o| o.since);
-                let name = name.or_else(|| was.and_then(|o| o.name));
-                PresenceEvent::Left {
-                    credential,
-                    name,
-                    at,
-                    since,
-                }
-            }
+            None => self.set(credential.clone(), None),
         };
-        (!office_hours).then_some(event)
+        match direction {
+            Direction::In => PresenceEvent::Entered {
+                name: name.or_else(|| was.and_then(|o| o.name)),
+                credential,
+                at,
+                area,
+            },
+            Direction::Out => PresenceEvent::Left {
+                since: was.as_ref().map(|o| o.since),
+                name: name.or_else(|| was.and_then(|o| o.name)),
+                credential,
+                at,
+                area,
+            },
+        }
     }
 
     /// Who is inside, ordered by credential.
     pub fn inside(&self) -> impl Iterator<Item = (&CredentialId, &Occupant)> + '_ {
         self.inside.iter()
+    }
+
+    /// Who is inside from `credential` on (inclusive), ordered by
+    /// credential: a sweep over a long list in steps.
+    pub fn inside_from<'a>(
+        &'a self,
+        credential: &CredentialId,
+    ) -> impl Iterator<Item = (&'a CredentialId, &'a Occupant)> + 'a {
+        self.inside.range(credential.clone()..)
     }
 
     /// How many are inside.
@@ -279,6 +333,9 @@ mod tests {
             direction,
             at: at(when),
             office_hours,
+            area: None,
+            outer: None,
+            door: None,
         }
     }
 
@@ -314,7 +371,8 @@ mod tests {
             Some(PresenceEvent::Entered {
                 credential: "a".into(),
                 name: Some("Ada".into()),
-                at: at("2026-11-23T19:00:00Z")
+                at: at("2026-11-23T19:00:00Z"),
+                area: None,
             })
         );
         p.record(passage("b", Direction::In, "2026-11-23T20:00:00Z", false));
@@ -328,7 +386,8 @@ mod tests {
                 credential: "a".into(),
                 name: Some("Ada".into()),
                 at: at("2026-11-23T22:00:00Z"),
-                since: Some(at("2026-11-23T19:00:00Z"))
+                since: Some(at("2026-11-23T19:00:00Z")),
+                area: None,
             })
         );
         // A departure of someone not on the list is still recorded.
@@ -391,6 +450,9 @@ mod tests {
                 direction: Direction::In,
                 at: t0 + jiff::SignedDuration::from_secs(i as i64),
                 office_hours: true,
+                area: None,
+                outer: None,
+                door: None,
             });
             // One passage, one or two lines: never the list.
             assert!(p.take_changes().len() <= 2);
@@ -408,5 +470,55 @@ mod tests {
         p.record(passage("new", Direction::In, "2026-11-24T07:01:00Z", true));
         assert!(p.get(&"card-10".into()).is_some());
         assert!(p.get(&"card-11".into()).is_none());
+    }
+
+    #[test]
+    fn leaving_an_inner_area_lands_in_the_outer_one() {
+        let mut p = Presence::new();
+        let lab = |direction, when, outer: Option<&str>| Passage {
+            area: Some("lab-wing".into()),
+            outer: outer.map(AreaId::from),
+            door: Some("lab-door".into()),
+            ..passage("a", direction, when, true)
+        };
+        p.record(Passage {
+            area: Some("building".into()),
+            door: Some("main".into()),
+            ..passage("a", Direction::In, "2026-11-23T08:00:00Z", true)
+        });
+        p.record(lab(Direction::In, "2026-11-23T08:05:00Z", Some("building")));
+        let line = p.get(&"a".into()).unwrap();
+        assert_eq!(line.area.as_deref(), Some("lab-wing"));
+        assert_eq!(line.door.as_deref(), Some("lab-door"));
+        let e = p.pass(lab(
+            Direction::Out,
+            "2026-11-23T09:00:00Z",
+            Some("building"),
+        ));
+        assert!(matches!(
+            e,
+            PresenceEvent::Left { ref area, since: Some(_), .. } if area.as_deref() == Some("lab-wing")
+        ));
+        assert_eq!(
+            p.get(&"a".into()).and_then(|o| o.area.as_deref()),
+            Some("building")
+        );
+        // A line written before areas reads as the building.
+        let old: Occupant = serde_cbor::from_slice(
+            &serde_cbor::to_vec(&OldOccupant {
+                name: None,
+                since: at("2026-11-23T08:00:00Z"),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!((old.area, old.door), (None, None));
+    }
+
+    /// A line as written before areas.
+    #[derive(Serialize)]
+    struct OldOccupant {
+        name: Option<String>,
+        since: Timestamp,
     }
 }

@@ -212,6 +212,7 @@ impl GatewayBackend {
             uplink,
             recent_events,
             presence: presence(inside),
+            interlocks: view.interlocks.clone(),
             fire_alarms: view.fire_alarms.iter().map(|i| i.to_string()).collect(),
             duress_since_start: view.duress_total,
         })
@@ -222,7 +223,10 @@ impl GatewayBackend {
     /// The core's decision for the query's card at its door (the one
     /// decision path, with the door's situation now); `None` when the
     /// loop is gone.
-    async fn door_decides(&self, query: &WhyQuery) -> Option<crate::site::Verdict> {
+    async fn door_decides(
+        &self,
+        query: &WhyQuery,
+    ) -> Option<(crate::site::Verdict, Option<String>)> {
         let (reply, answer) = oneshot::channel();
         // "Now" is the core's proven time, not the admin port's reading.
         let now = query.at.duration_since(self.now()).abs() <= jiff::SignedDuration::from_mins(1);
@@ -251,6 +255,28 @@ fn presence(inside: &Presence) -> Vec<PresenceEntry> {
             credential: credential.0.clone(),
             name: o.name.clone(),
             since: o.since,
+            area: o.area.as_ref().map(|a| a.to_string()),
+            door: o.door.as_ref().map(|d| d.to_string()),
+        })
+        .collect()
+}
+
+/// The muster list of `area` from the daemon loop (empty when it is gone).
+async fn muster(control: &mpsc::Sender<Control>, area: Option<String>) -> Vec<PresenceEntry> {
+    let (reply, answer) = oneshot::channel();
+    if control.send(Control::Muster { area, reply }).await.is_err() {
+        return Vec::new();
+    }
+    answer
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| PresenceEntry {
+            credential: l.credential,
+            name: l.name,
+            since: l.since,
+            area: l.area.map(String::from),
+            door: l.door,
         })
         .collect()
 }
@@ -264,11 +290,12 @@ impl AdminBackend for GatewayBackend {
         Box::pin(async move { self.journal.after(after, limit).map_err(unavailable) })
     }
 
-    fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BackendError>> {
+    fn occupancy(&self, area: Option<String>) -> BoxFuture<'_, Result<Occupancy, BackendError>> {
         Box::pin(async move {
             Ok(Occupancy {
                 now: self.now(),
-                inside: presence(&inside(&self.control).await),
+                inside: muster(&self.control, area.clone()).await,
+                area,
             })
         })
     }
@@ -278,11 +305,12 @@ impl AdminBackend for GatewayBackend {
             if !self.view.borrow().doors.iter().any(|d| d.id == query.door) {
                 return Err(BackendError::UnknownDoor(query.door));
             }
-            let verdict = self
+            let (verdict, detail) = self
                 .door_decides(&query)
                 .await
                 .ok_or_else(|| BackendError::Unavailable("the daemon loop is gone".into()))?;
             let mut answer = why_answer(&verdict, self.store.version(), query.at);
+            answer.detail = detail;
             if let Some(header) = self.store.header() {
                 let (_, day) = header.day_of(query.at);
                 answer.day_type = day.day_type.map(str::to_owned);

@@ -88,6 +88,14 @@ pub enum Control {
     /// Who is inside now. Asked for, not published with every round: a
     /// copy of the list costs its length, which a passage must not.
     Presence(oneshot::Sender<Presence>),
+    /// The muster list of an area (its inner areas included), or of
+    /// everyone: the core knows how the areas nest.
+    Muster {
+        /// The area.
+        area: Option<String>,
+        /// The lines.
+        reply: oneshot::Sender<Vec<crate::site::areas::MusterLine>>,
+    },
     /// What the door would decide for this card (the admin "why" box):
     /// the core's own decision path, lockdown and the clock included.
     Why {
@@ -98,7 +106,7 @@ pub enum Control {
         /// Another time than now, asked with today's situation.
         at: Option<Timestamp>,
         /// The answer.
-        reply: oneshot::Sender<crate::site::Verdict>,
+        reply: oneshot::Sender<(crate::site::Verdict, Option<String>)>,
     },
 }
 
@@ -243,6 +251,8 @@ pub struct DaemonView {
     pub last_seq: u64,
     /// What every door is doing.
     pub doors: Vec<crate::site::DoorState>,
+    /// The interlocks (airlocks) now.
+    pub interlocks: Vec<crate::status::InterlockStatus>,
     /// The trusted time of the last round.
     pub trusted_time: Option<Timestamp>,
     /// When this view was published (monotonic).
@@ -429,13 +439,21 @@ fn daemon_input(
             let _ = reply.send(gateway.presence().clone());
             return None;
         }
+        Control::Muster { area, reply } => {
+            let _ = reply.send(gateway.muster(area.as_deref()));
+            return None;
+        }
         Control::Why {
             door,
             presented,
             at,
             reply,
         } => {
-            let _ = reply.send(gateway.decide(&door, &presented, at));
+            let verdict = gateway.decide(&door, &presented, at);
+            let detail = (verdict.deny_reason() == Some(crate::rules::DenyReason::Antipassback))
+                .then(|| gateway.antipassback_why(&door, &presented))
+                .flatten();
+            let _ = reply.send((verdict, detail));
             return None;
         }
     })
@@ -565,6 +583,17 @@ impl Daemon {
             },
             last_seq: self.journal.next_seq().saturating_sub(1),
             doors: self.gateway.doors(),
+            interlocks: self
+                .gateway
+                .interlocks()
+                .into_iter()
+                .map(|g| crate::status::InterlockStatus {
+                    id: g.id,
+                    doors: g.doors.into_iter().map(String::from).collect(),
+                    busy: g.busy.into_iter().map(String::from).collect(),
+                    waiting: g.waiting,
+                })
+                .collect(),
             trusted_time: Some(self.gateway.trusted_now()),
             published_at: Some(clock::monotonic()),
             urgent: self.urgent.iter().copied().collect(),

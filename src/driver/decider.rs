@@ -9,6 +9,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use crate::ids::DoorId;
+use crate::rules::areas::Area;
 use crate::rules::{CredentialKey, DenyReason, Request};
 use crate::site::{Rules, Verdict};
 use crate::store::{Store, StoreError};
@@ -73,6 +74,25 @@ impl Rules for StoreDecider {
 
     fn display_name(&self, key: &CredentialKey) -> Option<String> {
         self.store.credential(key).ok().flatten()?.display_name
+    }
+
+    fn knows(&self, key: &CredentialKey) -> Option<bool> {
+        self.store.header()?;
+        self.store.credential(key).ok().map(|c| c.is_some())
+    }
+
+    fn area(&self, name: &str) -> Option<Area> {
+        self.store.header()?.areas().area(name).cloned()
+    }
+
+    fn antipassback_exempt(&self, key: &CredentialKey) -> bool {
+        self.store
+            .header()
+            .is_some_and(|h| h.areas().is_exempt(key))
+    }
+
+    fn last_forgiveness(&self, at: Timestamp) -> Option<Timestamp> {
+        self.store.header()?.last_forgiveness(at)
     }
 
     fn duress(&self, key: &CredentialKey, pin: &str) -> bool {

@@ -343,7 +343,9 @@ fn start_core(
     let decider = StoreDecider::new(store.clone(), config.presence.office_hours_schedule.clone());
     let building = Building::new(config.door_wiring())
         .with_fire_alarms(config.fire_alarm_wiring())
-        .with_feedback(config.feedback_table());
+        .with_feedback(config.feedback_table())
+        .with_areas(config.door_areas())
+        .with_interlocks(config.interlocks());
     Gateway::new(building, Box::new(decider), restored, daemon::now())
 }
 

@@ -10,6 +10,7 @@
 //! [`envelope::verify_snapshot`] or [`envelope::apply_delta`]; [`decide`]
 //! checks in the documented order (see `docs/rules.md`) and never panics.
 
+pub mod areas;
 pub mod calendar;
 pub mod envelope;
 pub mod fuzz;
@@ -513,6 +514,13 @@ pub struct Snapshot {
     /// Maximum rule age per door class.
     #[serde(default)]
     pub max_age: BTreeMap<String, MaxAge>,
+    /// Areas by name (`[areas.NAME]`), see [`areas`]. Left out of the
+    /// bytes when empty, so snapshots without areas sign as before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub areas: BTreeMap<String, areas::Area>,
+    /// Anti-passback forgiveness and exemptions (`[antipassback]`).
+    #[serde(default, skip_serializing_if = "areas::AntiPassbackRules::is_empty")]
+    pub antipassback: areas::AntiPassbackRules,
     /// The duress rule (none: no PIN signals duress).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duress: Option<DuressRule>,
@@ -539,6 +547,8 @@ impl Snapshot {
             credentials: Vec::new(),
             door_mode_schedules: self.door_mode_schedules.clone(),
             max_age: self.max_age.clone(),
+            areas: self.areas.clone(),
+            antipassback: self.antipassback.clone(),
             duress: self.duress.clone(),
         }
     }
@@ -554,6 +564,8 @@ pub struct Header {
     windows: calendar::Windows,
     /// Access level names in order; records refer to levels by index.
     levels: Vec<String>,
+    /// The areas, checked.
+    area_book: areas::AreaBook,
 }
 
 impl Header {
@@ -627,12 +639,14 @@ impl Header {
         let calendar = Calendar::new(&s.special_days, &s.holidays)?;
         let windows = calendar::Windows::new(&s.event_windows, &tz)?;
         let levels = snapshot.access_levels.keys().cloned().collect();
+        let area_book = areas::AreaBook::new(&snapshot.areas, &snapshot.antipassback)?;
         Ok(Self {
             snapshot,
             tz,
             calendar,
             windows,
             levels,
+            area_book,
         })
     }
 
@@ -745,6 +759,16 @@ impl Header {
             .duress
             .as_ref()
             .is_some_and(|d| d.is_duress(pin, entered))
+    }
+
+    /// The areas and anti-passback rules.
+    pub fn areas(&self) -> &areas::AreaBook {
+        &self.area_book
+    }
+
+    /// The latest anti-passback forgiveness at or before `now`.
+    pub fn last_forgiveness(&self, now: Timestamp) -> Option<Timestamp> {
+        self.area_book.last_forgiveness(&self.tz, now)
     }
 
     /// The rules are older than `door`'s class allows at `now`; returns the
@@ -890,6 +914,14 @@ pub enum DenyReason {
     /// and every door fails secure until a snapshot signed by a trusted
     /// key arrives. Never produced by [`decide`]; the store answers it.
     RulesUntrusted,
+    /// The card is known to be inside the area it tries to enter, or
+    /// outside the area it tries to leave, and the area's anti-passback
+    /// is `hard` or `timed`. Never produced by [`decide`]: the gateway
+    /// core checks it (`site::areas`).
+    Antipassback,
+    /// Another door of the door's interlock (airlock) stayed open or
+    /// released for longer than the grant may wait. The core's check.
+    Interlock,
 }
 
 impl std::fmt::Display for DenyReason {
@@ -914,6 +946,8 @@ impl DenyReason {
             Self::PinRequired => "pin_required",
             Self::WrongPin => "wrong_pin",
             Self::RulesUntrusted => "rules_untrusted",
+            Self::Antipassback => "antipassback",
+            Self::Interlock => "interlock",
         }
     }
 
@@ -933,6 +967,11 @@ impl DenyReason {
             Self::PinRequired => "PIN required",
             Self::WrongPin => "wrong PIN",
             Self::RulesUntrusted => "gateway rules signed by a key no longer trusted",
+            Self::Antipassback => {
+                "anti-passback: the card is already inside this area (or not known to have \
+                 entered the area it leaves)"
+            }
+            Self::Interlock => "interlock: another door of the airlock stayed open or released",
         }
     }
 }

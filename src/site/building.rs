@@ -18,7 +18,9 @@ use crate::ids::{BusId, DoorId, InputId, ReaderId};
 use crate::osdp::message::{Command, RawCard};
 use crate::osdp::{BusEvent, OfflineReason};
 
+use super::areas::DoorAreas;
 use super::decision::Verdict;
+use super::interlock::Interlock;
 use super::modes::{DoorClass, ModePlanner, StandingMode};
 use super::outputs::{self, FeedbackTable, StrikeWiring};
 use super::pin_entry::PinPads;
@@ -173,6 +175,13 @@ pub enum BuildingAction {
         /// Active (alarm) or not.
         active: bool,
     },
+    /// The exit button of a door in an interlock was pressed: the owner
+    /// checks the airlock and answers with [`DoorInput::ExitRequest`]
+    /// (`BuildingInput::Door`) when the other doors are closed and locked.
+    ExitRequest {
+        /// Door id.
+        door: DoorId,
+    },
     /// The PD carrying a fire-alarm input went offline: its last known
     /// level stands, and the owner raises the alarm with that level.
     FireAlarmInputOffline {
@@ -288,6 +297,10 @@ pub struct Building {
     pin_pads: PinPads,
     actions: VecDeque<BuildingAction>,
     feedback: FeedbackTable,
+    /// The areas on the two sides of each door that has them.
+    areas: HashMap<DoorId, DoorAreas>,
+    /// The interlock groups.
+    interlocks: Vec<Interlock>,
 }
 
 impl std::fmt::Debug for Building {
@@ -347,7 +360,39 @@ impl Building {
             pin_pads: PinPads::default(),
             actions: VecDeque::new(),
             feedback: FeedbackTable::default(),
+            areas: HashMap::new(),
+            interlocks: Vec::new(),
         }
+    }
+
+    /// Give doors the areas on their two sides (the config's
+    /// `area_in`/`area_out`).
+    pub fn with_areas(mut self, areas: impl IntoIterator<Item = (DoorId, DoorAreas)>) -> Self {
+        self.areas = areas.into_iter().collect();
+        self
+    }
+
+    /// The areas on the two sides of `door`, when it has them.
+    pub fn door_areas(&self, door: &str) -> Option<&DoorAreas> {
+        self.areas.get(door)
+    }
+
+    /// Interlock these groups of doors: their exit buttons are handed to
+    /// the owner ([`BuildingAction::ExitRequest`]), which holds the
+    /// airlock.
+    pub fn with_interlocks(mut self, interlocks: Vec<Interlock>) -> Self {
+        self.interlocks = interlocks;
+        self
+    }
+
+    /// The interlock groups.
+    pub fn interlocks(&self) -> &[Interlock] {
+        &self.interlocks
+    }
+
+    fn interlocked(&self, door: usize) -> bool {
+        let id = &self.doors[door].wiring.id;
+        self.interlocks.iter().any(|g| g.doors.contains(id))
     }
 
     /// Watch these fire-alarm inputs.
@@ -611,11 +656,13 @@ impl Building {
                 // A fire-alarm input's level is asked for at once: after a
                 // restart (or the PD's own), the kept alarm state must meet
                 // the true one, and a PD reports inputs only on change.
-                if self
-                    .watched
-                    .iter()
-                    .any(|w| w.role == InputRole::FireAlarm && w.input.pd == pd)
-                {
+                // So are an airlock door's contacts: after a restart an
+                // open door must hold the other doors of its interlock.
+                if self.watched.iter().any(|w| {
+                    w.input.pd == pd
+                        && (w.role == InputRole::FireAlarm
+                            || (w.role == InputRole::Contact && self.interlocked(w.target)))
+                }) {
                     self.actions.push_back(BuildingAction::Command {
                         pd,
                         command: Command::InputStatus,
@@ -738,6 +785,11 @@ impl Building {
                     let input = match (role, active) {
                         (InputRole::Contact, true) => DoorInput::ContactOpened,
                         (InputRole::Contact, false) => DoorInput::ContactClosed,
+                        (_, true) if self.interlocked(target) => {
+                            let door = self.doors[target].wiring.id.clone();
+                            self.actions.push_back(BuildingAction::ExitRequest { door });
+                            continue;
+                        }
                         (_, true) => DoorInput::ExitRequest,
                         (_, false) => continue,
                     };

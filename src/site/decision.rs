@@ -6,13 +6,15 @@
 //! In order: the card's bits are decoded once; the rules answer at both
 //! edges of the interval "now" is known to lie in (a grant needs both);
 //! then the checks the core adds from what it knows beyond the rules, the
-//! [`Situation`] of the door (lockdown today; areas, interlocks and the
-//! fire alarm add theirs here).
+//! [`Situation`] of the door: lockdown, anti-passback (`super::areas`
+//! finds the breach) and the interlock (`super::interlock`), in that
+//! order.
 
 use jiff::Timestamp;
 use jiff::civil::Date;
 
 use crate::ids::DoorId;
+use crate::rules::areas::Area;
 use crate::rules::{Card, CredentialKey, Decision, DenyReason, Request, VerifiedSnapshot, wiegand};
 
 /// The rules as the core sees them: lookups in the signed rules in force
@@ -50,6 +52,27 @@ pub trait Rules: Send {
 
     /// The holder's display name, for presence.
     fn display_name(&self, _key: &CredentialKey) -> Option<String> {
+        None
+    }
+
+    /// Whether the rules know `key` (`None`: cannot tell, e.g. no rules
+    /// yet): a card they no longer know leaves every area.
+    fn knows(&self, _key: &CredentialKey) -> Option<bool> {
+        None
+    }
+
+    /// The area called `name`, as the rules define it.
+    fn area(&self, _name: &str) -> Option<Area> {
+        None
+    }
+
+    /// Whether `key` is exempt from anti-passback.
+    fn antipassback_exempt(&self, _key: &CredentialKey) -> bool {
+        false
+    }
+
+    /// The latest anti-passback forgiveness at or before `at`.
+    fn last_forgiveness(&self, _at: Timestamp) -> Option<Timestamp> {
         None
     }
 
@@ -121,6 +144,12 @@ impl Verdict {
 pub struct Situation {
     /// The door is in lockdown: only lockdown-exempt credentials pass.
     pub lockdown: bool,
+    /// This card at this reader breaks a `hard` or `timed` anti-passback
+    /// (found by `super::areas`; a `soft` breach is only journaled).
+    pub antipassback: bool,
+    /// Another door of this door's interlock is open or released: a
+    /// grant waits (the core's queue), the why box says `interlock`.
+    pub interlock: bool,
 }
 
 /// The interval the true time lies in: one instant when the clock is
@@ -201,17 +230,25 @@ pub fn decide(
 }
 
 impl Situation {
-    /// The core's checks on a grant of the rules, in order.
+    /// The core's checks on a grant of the rules, in order: lockdown,
+    /// anti-passback, interlock.
     fn check(self, verdict: Verdict) -> Verdict {
+        let deny = |credential, reason| Verdict::Deny {
+            credential: Some(credential),
+            reason,
+        };
         match verdict {
             Verdict::Grant {
                 credential,
                 lockdown_exempt: false,
                 ..
-            } if self.lockdown => Verdict::Deny {
-                credential: Some(credential),
-                reason: DenyReason::Lockdown,
-            },
+            } if self.lockdown => deny(credential, DenyReason::Lockdown),
+            Verdict::Grant { credential, .. } if self.antipassback => {
+                deny(credential, DenyReason::Antipassback)
+            }
+            Verdict::Grant { credential, .. } if self.interlock => {
+                deny(credential, DenyReason::Interlock)
+            }
             verdict => verdict,
         }
     }
@@ -233,6 +270,22 @@ impl Rules for VerifiedSnapshot {
 
     fn door_mode(&self, door: &DoorId, at: Timestamp) -> Option<String> {
         self.header().door_mode(door, at).map(str::to_owned)
+    }
+
+    fn knows(&self, key: &CredentialKey) -> Option<bool> {
+        Some(self.credentials().contains_key(key))
+    }
+
+    fn area(&self, name: &str) -> Option<Area> {
+        self.header().areas().area(name).cloned()
+    }
+
+    fn antipassback_exempt(&self, key: &CredentialKey) -> bool {
+        self.header().areas().is_exempt(key)
+    }
+
+    fn last_forgiveness(&self, at: Timestamp) -> Option<Timestamp> {
+        self.header().last_forgiveness(at)
     }
 
     fn duress(&self, key: &CredentialKey, pin: &str) -> bool {
@@ -335,10 +388,35 @@ mod tests {
     #[test]
     fn lockdown_is_checked_after_the_rules_and_spares_the_exempt() {
         let now = When::at(t("12:00:00"));
-        let lockdown = Situation { lockdown: true };
+        let lockdown = Situation {
+            lockdown: true,
+            ..Situation::default()
+        };
         assert_eq!(
             decide(&Day, &door(), &card(1001), now, lockdown).deny_reason(),
             Some(DenyReason::Lockdown)
+        );
+        // Then anti-passback, then the interlock; a rules deny first.
+        let both = Situation {
+            antipassback: true,
+            interlock: true,
+            ..Situation::default()
+        };
+        assert_eq!(
+            decide(&Day, &door(), &card(1002), now, both).deny_reason(),
+            Some(DenyReason::Antipassback)
+        );
+        let airlock = Situation {
+            interlock: true,
+            ..Situation::default()
+        };
+        assert_eq!(
+            decide(&Day, &door(), &card(1002), now, airlock).deny_reason(),
+            Some(DenyReason::Interlock)
+        );
+        assert_eq!(
+            decide(&Day, &door(), &card(7), now, both).deny_reason(),
+            Some(DenyReason::UnknownCredential)
         );
         assert!(
             decide(&Day, &door(), &card(1002), now, lockdown)
@@ -400,7 +478,10 @@ mod tests {
         .unwrap();
         let door = DoorId::from("lab");
         let mon = When::at(ts("2026-11-02T09:00:00Z"));
-        let lockdown = Situation { lockdown: true };
+        let lockdown = Situation {
+            lockdown: true,
+            ..Situation::default()
+        };
         let presented = |n: u64| Presented::from(Card::Key(key_of(n)));
         let with_pin = |n: u64, pin: &str| Presented {
             card: Card::Key(key_of(n)),

@@ -25,9 +25,11 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::areas::{self, Finding, MusterLine};
 use super::building::{Building, BuildingAction, BuildingInput, PdRef};
 use super::clock::{ClockAlarm, Reading, TrustedClock};
 use super::decision::{self, Presented, Rules, Situation, Verdict, When};
+use super::interlock::{Interlocks, Served, Waiter};
 use super::modes::{DoorClass, ModePlanner, StandingMode};
 use super::outputs::FeedbackTable;
 use super::remote::{RemoteAction, RemoteError};
@@ -36,13 +38,13 @@ use super::standing::{
 };
 use crate::action::ActionRecord;
 use crate::door::{
-    CredentialId, DoorInput, Override, OverrideState, Passage, Presence, PresenceChange,
+    CredentialId, Direction, DoorInput, Override, OverrideState, Passage, Presence, PresenceChange,
     PresenceEvent, RevolvingInput,
 };
 use crate::event::EventKind;
-use crate::ids::{BusId, DoorId, InputId};
+use crate::ids::{BusId, DoorId, InputId, ReaderId};
 use crate::osdp::BusEvent;
-use crate::osdp::message::Command;
+use crate::osdp::message::{Command, RawCard};
 use crate::rules::{Card, DenyReason};
 
 /// The two clocks, read once by the driver per input.
@@ -253,6 +255,14 @@ pub struct Gateway {
     /// next remote-mode expiry, as monotonic instants.
     next_minute: Instant,
     next_expiry: Option<Instant>,
+    /// The interlock groups and the grants and exit requests waiting at
+    /// them.
+    interlocks: Interlocks,
+    /// The last anti-passback forgiveness (persisted).
+    forgiven_at: Option<Timestamp>,
+    /// Where the sweep for cards the rules no longer know goes on (`None`:
+    /// no sweep running); it starts at each rules change.
+    sweep: Option<CredentialId>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -277,6 +287,7 @@ impl Gateway {
     ) -> Self {
         building.lock_all();
         let planner = building.mode_planner();
+        let interlocks = Interlocks::new(building.interlocks().to_vec());
         let mut gateway = Self {
             building,
             planner,
@@ -313,6 +324,9 @@ impl Gateway {
             floor_signed: false,
             next_minute: now.mono,
             next_expiry: None,
+            interlocks,
+            forgiven_at: restored.forgiven_at,
+            sweep: None,
         };
         gateway.begin(now);
         gateway.restore(now, restored);
@@ -333,7 +347,11 @@ impl Gateway {
                 command,
                 action,
             } => self.remote(now, ticket, source, command, action),
-            Input::RulesChanged => self.apply_modes(now),
+            Input::RulesChanged => {
+                self.sweep = Some(CredentialId(String::new()));
+                self.drop_unknown_locations();
+                self.apply_modes(now);
+            }
             Input::Record(kinds) => self.records.extend(kinds),
             Input::SetFeedback(table) => self.building.set_feedback(table),
             Input::SignedTime(t) => {
@@ -372,6 +390,7 @@ impl Gateway {
             Input::Timeout => {
                 self.building.handle_timeout(now.mono);
                 self.apply_modes(now);
+                self.drop_unknown_locations();
             }
         }
         self.finish(now);
@@ -392,7 +411,42 @@ impl Gateway {
         if let Some(t) = self.next_expiry {
             at = at.min(t);
         }
+        if let Some(t) = self.interlocks.poll_timeout() {
+            at = at.min(t);
+        }
         Some(at)
+    }
+
+    /// Who is inside `area` (its inner areas included), or everyone on
+    /// the list: the muster list.
+    pub fn muster(&self, area: Option<&str>) -> Vec<MusterLine> {
+        areas::muster(&self.presence, &*self.rules, area)
+    }
+
+    /// The interlock groups, each with its doors' states and how many
+    /// wait at them (the status page).
+    pub fn interlocks(&self) -> Vec<InterlockState> {
+        let states = self.building.door_states();
+        self.interlocks
+            .groups()
+            .iter()
+            .map(|g| InterlockState {
+                id: g.id.clone(),
+                doors: g.doors.clone(),
+                busy: g
+                    .doors
+                    .iter()
+                    .filter(|d| states.iter().any(|s| s.id == **d && (s.released || s.open)))
+                    .cloned()
+                    .collect(),
+                waiting: self.interlocks.waiting_at(g),
+            })
+            .collect()
+    }
+
+    /// The last anti-passback forgiveness.
+    pub fn forgiven_at(&self) -> Option<Timestamp> {
+        self.forgiven_at
     }
 
     /// What every door is doing now.
@@ -403,6 +457,12 @@ impl Gateway {
     /// Who is inside.
     pub fn presence(&self) -> &Presence {
         &self.presence
+    }
+
+    /// The presence list to plant lines in (tests only).
+    #[cfg(test)]
+    pub(crate) fn presence_for_tests(&mut self) -> &mut Presence {
+        &mut self.presence
     }
 
     /// The trusted time of the last input.
@@ -449,6 +509,7 @@ impl Gateway {
         if self.planner.next_expiry().is_some_and(|t| t <= now.mono) {
             self.apply_modes(now);
         }
+        self.forgive_if_due();
         if let Some(alarm) = alarm {
             self.records.push(match alarm {
                 ClockAlarm::Untrusted { reason, seen, used } => EventKind::ClockUntrusted {
@@ -595,7 +656,19 @@ impl Gateway {
         command: Option<String>,
         action: RemoteAction,
     ) {
-        let result = action.plan(&mut self.planner, now.mono);
+        // An airlock: a remote release of one door while another of its
+        // group is open or released is refused (at most one at a time).
+        let airlock = match &action {
+            RemoteAction::Unlock { door, .. } => Some(door),
+            RemoteAction::SetMode { door, mode, .. } if mode.releases() => Some(door),
+            _ => None,
+        }
+        .filter(|d| self.interlocks.busy(d, &self.building.door_states()))
+        .cloned();
+        let result = match airlock {
+            Some(door) => Err(RemoteError::Interlocked(door)),
+            None => action.plan(&mut self.planner, now.mono),
+        };
         self.records.push(EventKind::RemoteAction(ActionRecord::new(
             source,
             command,
@@ -739,48 +812,16 @@ impl Gateway {
                     door,
                     reader,
                     card,
+                    direction,
                     pin,
-                    ..
                 } => {
-                    let presented = Presented {
-                        card: Card::Raw {
-                            bytes: card.data,
-                            bits: card.bits,
-                        },
-                        pin,
-                    };
-                    let verdict = self.decide(&door, &presented, None);
-                    // Silent: the reader shows what the verdict shows; the
-                    // alarm goes first in the journal and to central at once.
-                    if decision::is_duress(&*self.rules, &presented) {
-                        self.records.push(EventKind::Duress {
-                            door: door.clone(),
-                            reader: reader.clone(),
-                            credential: decision::credential_of(&presented.card)
-                                .map(|k| k.to_string())
-                                .unwrap_or_default(),
-                        });
-                    }
-                    self.outputs.push_back(Output::Decided {
-                        door: door.clone(),
-                        deny: verdict.deny_reason(),
-                    });
-                    let granted = match &verdict {
-                        Verdict::Grant { credential, .. } => Some(credential.clone()),
-                        Verdict::Deny { .. } => None,
-                    };
-                    self.building.handle(
-                        now.mono,
-                        BuildingInput::Verdict {
-                            door: door.clone(),
-                            reader,
-                            verdict,
-                        },
-                    );
-                    if let Some(credential) = granted {
-                        granted_at.push((door, credential));
+                    if let Some(key) =
+                        self.card(now, door.clone(), reader, direction, card, pin, false)
+                    {
+                        granted_at.push((door, key));
                     }
                 }
+                BuildingAction::ExitRequest { door } => self.exit_request(now, door, false),
                 BuildingAction::Record(kind) => self.records.push(kind),
                 BuildingAction::FireAlarm {
                     input,
@@ -807,42 +848,10 @@ impl Gateway {
                 }
                 BuildingAction::Command { pd, command } => self.commands.push((pd, command)),
                 BuildingAction::Passage {
+                    door,
                     credential,
                     direction,
-                    ..
-                } => {
-                    let at = self.wall;
-                    let name = credential
-                        .parse()
-                        .ok()
-                        .and_then(|key| self.rules.display_name(&key));
-                    let office_hours = self.rules.office_hours(at).unwrap_or(false);
-                    let event = self.presence.record(Passage {
-                        credential: CredentialId(credential),
-                        name,
-                        direction,
-                        at,
-                        office_hours,
-                    });
-                    if let Some(e) = event {
-                        self.records.push(match e {
-                            PresenceEvent::Entered {
-                                credential, name, ..
-                            } => EventKind::Presence {
-                                credential: credential.0,
-                                name,
-                                direction: crate::door::Direction::In,
-                            },
-                            PresenceEvent::Left {
-                                credential, name, ..
-                            } => EventKind::Presence {
-                                credential: credential.0,
-                                name,
-                                direction: crate::door::Direction::Out,
-                            },
-                        });
-                    }
-                }
+                } => self.passage(door, credential, direction),
             }
         }
     }
@@ -902,8 +911,36 @@ impl Gateway {
     /// makes: the rules at the proven time (both edges while the clock is
     /// not believed) and the door's situation. The door and the admin
     /// "why" box both ask this, so their answers cannot differ; `at` asks
-    /// of another time, with the situation of now.
+    /// of another time, with the situation of now. The why box asks of an
+    /// entry (an `in` reader).
     pub fn decide(&self, door: &DoorId, presented: &Presented, at: Option<Timestamp>) -> Verdict {
+        self.decide_at(door, Direction::In, presented, at).0
+    }
+
+    /// Why a card would be held to anti-passback at `door` now, in words
+    /// ("the card is already inside lab-wing"), for the why box.
+    pub fn antipassback_why(&self, door: &DoorId, presented: &Presented) -> Option<String> {
+        let key = decision::credential_of(&presented.card).ok()?;
+        let f = self.antipassback(door, Direction::In, &key)?;
+        Some(match f.breach {
+            crate::event::Breach::AlreadyInside => {
+                format!("the card is already inside {}", f.area)
+            }
+            crate::event::Breach::NotInside => {
+                format!("the card is not known to be inside {}", f.area)
+            }
+        })
+    }
+
+    /// The decision at a reader going `direction`, with the anti-passback
+    /// finding it made (soft or enforced).
+    fn decide_at(
+        &self,
+        door: &DoorId,
+        direction: Direction,
+        presented: &Presented,
+        at: Option<Timestamp>,
+    ) -> (Verdict, Option<Finding>) {
         let when = match at {
             Some(t) => When::at(t),
             None => {
@@ -911,16 +948,292 @@ impl Gateway {
                 When { earliest, latest }
             }
         };
+        let finding = decision::credential_of(&presented.card)
+            .ok()
+            .and_then(|key| self.antipassback(door, direction, &key));
         let situation = Situation {
             lockdown: self.planner.holds_locked(door),
+            antipassback: finding.as_ref().is_some_and(|f| f.enforced),
+            interlock: self.interlocks.busy(door, &self.building.door_states()),
         };
-        decision::decide(&*self.rules, door, presented, when, situation)
+        let verdict = decision::decide(&*self.rules, door, presented, when, situation);
+        (verdict, finding)
+    }
+
+    /// The anti-passback finding for `key` at a reader of `door` going
+    /// `direction`, when the door has areas.
+    fn antipassback(
+        &self,
+        door: &DoorId,
+        direction: Direction,
+        key: &crate::rules::CredentialKey,
+    ) -> Option<Finding> {
+        let sides = self.building.door_areas(door)?;
+        let line = self.presence.get(&CredentialId(key.to_string()));
+        areas::check(
+            &*self.rules,
+            sides,
+            direction,
+            key,
+            line,
+            self.wall,
+            self.forgiven_at,
+        )
+    }
+
+    /// A card read at a reader: decided, and fed to the door — or, at an
+    /// interlocked door whose airlock is busy, left waiting (`waited`:
+    /// it is being served from the wait, which has ended).
+    /// Returns the credential granted, if it was.
+    #[allow(clippy::too_many_arguments)] // a card read's parts, as the bus gave them
+    fn card(
+        &mut self,
+        now: Now,
+        door: DoorId,
+        reader: ReaderId,
+        direction: Direction,
+        card: RawCard,
+        pin: Option<String>,
+        timed_out: bool,
+    ) -> Option<crate::rules::CredentialKey> {
+        let presented = Presented {
+            card: Card::Raw {
+                bytes: card.data.clone(),
+                bits: card.bits,
+            },
+            pin: pin.clone(),
+        };
+        let (mut verdict, finding) = self.decide_at(&door, direction, &presented, None);
+        if verdict.deny_reason() == Some(DenyReason::Interlock) && !timed_out {
+            let waiter = Waiter::Card {
+                door: door.clone(),
+                reader: reader.clone(),
+                direction,
+                card,
+                pin,
+            };
+            if self.interlocks.wait(waiter, now.mono).is_ok() {
+                return None;
+            }
+        }
+        // Silent: the reader shows what the verdict shows; the alarm goes
+        // first in the journal and to central at once.
+        if decision::is_duress(&*self.rules, &presented) {
+            self.records.push(EventKind::Duress {
+                door: door.clone(),
+                reader: reader.clone(),
+                credential: decision::credential_of(&presented.card)
+                    .map(|k| k.to_string())
+                    .unwrap_or_default(),
+            });
+        }
+        if timed_out && let Verdict::Grant { credential, .. } = verdict {
+            verdict = Verdict::Deny {
+                credential: Some(credential),
+                reason: DenyReason::Interlock,
+            };
+        }
+        if let (Some(f), Some(credential)) = (finding, granted_or_held(&verdict)) {
+            let granted = verdict.deny_reason().is_none();
+            if granted || verdict.deny_reason() == Some(DenyReason::Antipassback) {
+                self.records.push(EventKind::Antipassback {
+                    door: door.clone(),
+                    credential,
+                    area: f.area,
+                    breach: f.breach,
+                    granted,
+                });
+            }
+        }
+        self.outputs.push_back(Output::Decided {
+            door: door.clone(),
+            deny: verdict.deny_reason(),
+        });
+        let granted = match &verdict {
+            Verdict::Grant { credential, .. } => Some(credential.clone()),
+            Verdict::Deny { .. } => None,
+        };
+        self.building.handle(
+            now.mono,
+            BuildingInput::Verdict {
+                door,
+                reader,
+                verdict,
+            },
+        );
+        granted
+    }
+
+    /// An exit-button press at an interlocked door: honoured when the
+    /// airlock is free, else it waits; refused when its wait ran out.
+    fn exit_request(&mut self, now: Now, door: DoorId, timed_out: bool) {
+        let busy = self.interlocks.busy(&door, &self.building.door_states());
+        if !busy {
+            self.building.handle(
+                now.mono,
+                BuildingInput::Door {
+                    door,
+                    input: DoorInput::ExitRequest,
+                },
+            );
+            return;
+        }
+        if !timed_out
+            && self
+                .interlocks
+                .wait(Waiter::ExitRequest { door: door.clone() }, now.mono)
+                .is_ok()
+        {
+            return;
+        }
+        self.records.push(EventKind::ExitRequestDenied {
+            door,
+            reason: DenyReason::Interlock,
+        });
+    }
+
+    /// Serve the airlocks' waiters whose doors are free or whose time is
+    /// up, one at a time (each changes the doors).
+    fn serve_interlocks(&mut self, now: Now) {
+        while let Some(served) = self.interlocks.next(now.mono, &self.building.door_states()) {
+            let (waiter, timed_out) = match served {
+                Served::Free(w) => (w, false),
+                Served::TimedOut(w) => (w, true),
+            };
+            match waiter {
+                Waiter::Card {
+                    door,
+                    reader,
+                    direction,
+                    card,
+                    pin,
+                } => {
+                    let at = door.clone();
+                    if let Some(key) = self.card(now, door, reader, direction, card, pin, timed_out)
+                    {
+                        self.process(now);
+                        self.first_person_in(now, at, &key);
+                    }
+                }
+                Waiter::ExitRequest { door } => self.exit_request(now, door, timed_out),
+            }
+            self.process(now);
+        }
+    }
+
+    /// A granted person went through a door: their line on the presence
+    /// list moves. A door with areas journals every passage with its area;
+    /// one without, as before, only after office hours.
+    fn passage(&mut self, door: DoorId, credential: String, direction: Direction) {
+        let at = self.wall;
+        let name = credential
+            .parse()
+            .ok()
+            .and_then(|key| self.rules.display_name(&key));
+        let office_hours = self.rules.office_hours(at).unwrap_or(false);
+        let sides = self.building.door_areas(&door).cloned();
+        let passage = Passage {
+            credential: CredentialId(credential),
+            name,
+            direction,
+            at,
+            office_hours,
+            area: sides.as_ref().map(|s| s.inside.clone()),
+            outer: sides.as_ref().and_then(|s| s.outside.clone()),
+            door: Some(door.clone()),
+        };
+        let event = match &sides {
+            Some(_) => Some(self.presence.pass(passage)),
+            None => self.presence.record(passage),
+        };
+        let Some(event) = event else {
+            return;
+        };
+        let (credential, name, direction, area) = match event {
+            PresenceEvent::Entered {
+                credential,
+                name,
+                area,
+                ..
+            } => (credential, name, Direction::In, area),
+            PresenceEvent::Left {
+                credential,
+                name,
+                area,
+                ..
+            } => (credential, name, Direction::Out, area),
+        };
+        let door = area.is_some().then_some(door);
+        let outer = match direction {
+            Direction::Out => sides.and_then(|s| s.outside),
+            Direction::In => None,
+        };
+        self.records.push(EventKind::Presence {
+            credential: credential.0,
+            name,
+            direction,
+            area,
+            door,
+            outer,
+        });
+    }
+
+    /// The daily forgiveness, once it is due: locations from before it no
+    /// longer count against anyone (journaled once; kept over a restart).
+    /// Only at a believed time: a clock spoofed years ahead must not
+    /// move the forgiveness past every location for good.
+    fn forgive_if_due(&mut self) {
+        if !self.reading.trusted {
+            return;
+        }
+        let Some(due) = self.rules.last_forgiveness(self.wall) else {
+            return;
+        };
+        if self.forgiven_at.is_none_or(|f| f < due) {
+            self.forgiven_at = Some(due);
+            self.records
+                .push(EventKind::AntipassbackForgiven { forgiven_at: due });
+        }
+    }
+
+    /// Cards the rules no longer know leave every area (bounded: the list
+    /// holds only cards the rules know). A sweep over the list after each
+    /// rules change, [`SWEEP_STEP`] lines per input (a rules change and
+    /// each timeout), so no input pays for a long list.
+    fn drop_unknown_locations(&mut self) {
+        let Some(from) = self.sweep.take() else {
+            return;
+        };
+        let mut lines: Vec<CredentialId> = self
+            .presence
+            .inside_from(&from)
+            .take(SWEEP_STEP + 1)
+            .map(|(c, _)| c.clone())
+            .collect();
+        self.sweep = (lines.len() > SWEEP_STEP).then(|| lines.pop()).flatten();
+        let gone: Vec<CredentialId> = lines
+            .into_iter()
+            .filter(|c| {
+                c.0.parse()
+                    .ok()
+                    .is_some_and(|key| self.rules.knows(&key) == Some(false))
+            })
+            .collect();
+        for c in &gone {
+            self.presence.remove(c);
+        }
+        if !gone.is_empty() {
+            self.records.push(EventKind::LocationsDropped {
+                count: gone.len() as u64,
+            });
+        }
     }
 
     /// Close the input: the commit (records and changed standing state)
     /// first, then the commands, then the replies.
     fn finish(&mut self, now: Now) {
         self.process(now);
+        self.serve_interlocks(now);
         let state = self.changed_standing(now);
         let records = std::mem::take(&mut self.records);
         if !records.is_empty() || state.is_some() {
@@ -981,7 +1294,8 @@ impl Gateway {
             && overrides == self.persisted.overrides
             && floor == self.persisted.trusted_floor
             && time_anchor == self.persisted.time_anchor
-            && self.first_in == self.persisted.first_in;
+            && self.first_in == self.persisted.first_in
+            && self.forgiven_at == self.persisted.forgiven_at;
         if same {
             return (!presence.is_empty()).then_some(StandingChange::Presence(presence));
         }
@@ -996,6 +1310,7 @@ impl Gateway {
             trusted_floor: floor,
             time_anchor,
             fire_alarms,
+            forgiven_at: self.forgiven_at,
             first_in: self.first_in.clone(),
         };
         Some(StandingChange::Whole(Box::new(self.standing())))
@@ -1025,6 +1340,33 @@ impl Gateway {
         }
         self.floor_signed = false;
         (self.time_persisted.0, self.time_persisted.1.clone())
+    }
+}
+
+/// One interlock group as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InterlockState {
+    /// Its name.
+    pub id: String,
+    /// Its doors.
+    pub doors: Vec<DoorId>,
+    /// The doors released or open now (more than one only in a fire
+    /// alarm or by an operator's release).
+    pub busy: Vec<DoorId>,
+    /// Grants and exit requests waiting.
+    pub waiting: usize,
+}
+
+/// The credential of a verdict that a passage could have been granted
+/// to: a grant's, or a deny's for anti-passback.
+fn granted_or_held(verdict: &Verdict) -> Option<String> {
+    match verdict {
+        Verdict::Grant { credential, .. } => Some(credential.to_string()),
+        Verdict::Deny {
+            credential: Some(c),
+            reason: DenyReason::Antipassback,
+        } => Some(c.to_string()),
+        Verdict::Deny { .. } => None,
     }
 }
 
@@ -1074,6 +1416,11 @@ fn held_since(
 /// The step of [`held_since`] (schedules are minute-grained; a closure of
 /// under five minutes between two windows is not looked for).
 const HELD_STEP: SignedDuration = SignedDuration::from_mins(5);
+
+/// Presence lines checked against the rules per input while a sweep runs
+/// (`drop_unknown_locations`): 20 000 lines take 40 inputs, at least one
+/// a minute.
+const SWEEP_STEP: usize = 512;
 
 /// How often, at most, beacons alone rewrite the persisted floor and
 /// anchor.

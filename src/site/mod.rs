@@ -3,10 +3,14 @@
 //! the standing state that survives a restart); [`Building`] wires the
 //! door machines to PDs; `outputs` says what is sent to a PD.
 
+pub mod areas;
+#[cfg(test)]
+mod areas_gateway_tests;
 pub mod building;
 pub mod clock;
 pub mod decision;
 pub mod gateway;
+pub mod interlock;
 pub mod modes;
 pub mod outputs;
 pub mod pin_entry;

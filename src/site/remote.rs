@@ -45,6 +45,14 @@ pub enum RemoteError {
     /// (see `site::modes::PRECEDENCE`); security lifts it first.
     #[error("door {:?} is in lockdown: release the lockdown first", .0.as_str())]
     InLockdown(DoorId),
+    /// A release of an airlock door while another door of its interlock
+    /// is open or released (`site::interlock`): at most one at a time.
+    #[error(
+        "door {:?} is in an airlock whose other door is open or released: \
+         try again when it is closed and locked",
+        .0.as_str()
+    )]
+    Interlocked(DoorId),
 }
 
 impl RemoteAction {

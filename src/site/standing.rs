@@ -26,8 +26,9 @@ use crate::ids::{DoorId, InputId};
 /// |---|---|---|
 /// | 1 | up to f2b96d4 | lockdown, remote modes, overrides, presence, time floor and anchor |
 /// | 2 | up to c4d5025 | `fire_alarms`: the building's fire-alarm inputs last seen active |
-/// | 3 | this release | `first_in`: doors whose *first person in* was granted, with the local day |
-pub const VERSION: u32 = 3;
+/// | 3 | up to 29438b6 | `first_in`: doors whose *first person in* was granted, with the local day |
+/// | 4 | this release | `forgiven_at`: the last anti-passback forgiveness; presence lines carry their `area` and `door` (absent in earlier lines: the building) |
+pub const VERSION: u32 = 4;
 
 /// Why a standing state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +90,15 @@ pub fn decode(bytes: &[u8]) -> Result<StandingState, StandingError> {
         1 => serde_cbor::from_slice::<layout_1::StandingState>(bytes)
             .map(layout_1::upgrade)
             .map(layout_2::upgrade)
+            .map(layout_3::upgrade)
             .map_err(unreadable(1)),
         2 => serde_cbor::from_slice::<layout_2::StandingState>(bytes)
             .map(layout_2::upgrade)
+            .map(layout_3::upgrade)
             .map_err(unreadable(2)),
+        3 => serde_cbor::from_slice::<layout_3::StandingState>(bytes)
+            .map(layout_3::upgrade)
+            .map_err(unreadable(3)),
         VERSION => serde_cbor::from_slice(bytes).map_err(unreadable(VERSION)),
         found if found > VERSION => Err(StandingError::Newer {
             found,
@@ -141,7 +147,9 @@ mod layout_1 {
     }
 }
 
-/// Layout 2, frozen as the release at c4d5025 wrote it.
+/// Layout 2, frozen as the release at c4d5025 wrote it. Its presence lines
+/// read as today's (the `area` and `door` of a line are optional and
+/// absent there: the building).
 mod layout_2 {
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -166,6 +174,47 @@ mod layout_2 {
 
     /// 2 → 3: no door's first person in was known (every
     /// `first_person_in` mode waits for a grant again).
+    pub(super) fn upgrade(s: StandingState) -> super::layout_3::StandingState {
+        super::layout_3::StandingState {
+            lockdown: s.lockdown,
+            remote_modes: s.remote_modes,
+            overrides: s.overrides,
+            presence: s.presence,
+            trusted_floor: s.trusted_floor,
+            time_anchor: s.time_anchor,
+            fire_alarms: s.fire_alarms,
+            first_in: BTreeMap::new(),
+        }
+    }
+}
+
+/// Layout 3, frozen as the release at 29438b6 wrote it (its presence lines
+/// read as today's, in the building).
+mod layout_3 {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use jiff::Timestamp;
+    use serde::Deserialize;
+
+    use super::{FirstIn, TimeAnchor, TimedMode, TimedOverride};
+    use crate::door::Presence;
+    use crate::ids::{DoorId, InputId};
+
+    #[derive(Deserialize)]
+    pub(super) struct StandingState {
+        pub(super) lockdown: BTreeSet<DoorId>,
+        pub(super) remote_modes: BTreeMap<DoorId, TimedMode>,
+        pub(super) overrides: BTreeMap<DoorId, TimedOverride>,
+        pub(super) presence: Presence,
+        pub(super) trusted_floor: Option<Timestamp>,
+        #[serde(default)]
+        pub(super) time_anchor: Option<TimeAnchor>,
+        pub(super) fire_alarms: BTreeSet<InputId>,
+        pub(super) first_in: BTreeMap<DoorId, FirstIn>,
+    }
+
+    /// 3 → 4: no forgiveness has happened yet (every location counts
+    /// until the first one the rules schedule).
     pub(super) fn upgrade(s: StandingState) -> super::StandingState {
         super::StandingState {
             version: super::VERSION,
@@ -176,7 +225,8 @@ mod layout_2 {
             trusted_floor: s.trusted_floor,
             time_anchor: s.time_anchor,
             fire_alarms: s.fire_alarms,
-            first_in: BTreeMap::new(),
+            first_in: s.first_in,
+            forgiven_at: None,
         }
     }
 }
@@ -277,6 +327,10 @@ pub struct StandingState {
     /// Doors whose `first_person_in` scheduled mode was started by a
     /// grant, with that grant.
     pub first_in: BTreeMap<DoorId, FirstIn>,
+    /// The last anti-passback forgiveness: locations from before it are
+    /// not held against a card (`site::areas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgiven_at: Option<Timestamp>,
 }
 
 impl Default for StandingState {
@@ -291,6 +345,7 @@ impl Default for StandingState {
             time_anchor: None,
             fire_alarms: BTreeSet::new(),
             first_in: BTreeMap::new(),
+            forgiven_at: None,
         }
     }
 }
@@ -325,8 +380,8 @@ mod tests {
         assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s);
     }
 
-    /// Layout 2 (with an active fire alarm) loads as layout 3: nothing
-    /// dropped, no first person in known.
+    /// Layout 2 (with an active fire alarm) loads as the current layout:
+    /// nothing dropped, no first person in known, no forgiveness yet.
     #[test]
     fn the_layout_2_state_loads() {
         let bytes = include_bytes!("../../tests/fixtures/layout-2/standing-state.cbor");
@@ -345,6 +400,45 @@ mod tests {
         assert!(s.trusted_floor.is_some() && s.time_anchor.is_some());
         assert!(s.fire_alarms.contains(&InputId::from("fire-panel")));
         assert!(s.first_in.is_empty());
+        assert_eq!(s.forgiven_at, None);
+        assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s);
+    }
+
+    /// Another layout-2 state (c4d5025, two people inside, one named):
+    /// its presence lines load in the building, with no area or door.
+    #[test]
+    fn layout_2_presence_lines_load_in_the_building() {
+        let bytes = include_bytes!("../../tests/fixtures/v0.6/standing-state.cbor");
+        let s = decode(bytes).unwrap();
+        assert_eq!(s.version, VERSION);
+        assert!(s.fire_alarms.contains("fire-panel"));
+        assert_eq!(s.presence.count(), 2);
+        let ada = s.presence.get(&"h10301:42:1001".into()).unwrap();
+        assert_eq!(ada.name.as_deref(), Some("Ada Lovelace"));
+        assert_eq!((ada.area.as_ref(), ada.door.as_ref()), (None, None));
+        assert_eq!(s.forgiven_at, None);
+        assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s);
+    }
+
+    /// Layout 3 (29438b6: a first person in, two people inside) loads as
+    /// the current layout: the first person in kept, the people in the
+    /// building, no forgiveness yet.
+    #[test]
+    fn the_layout_3_state_loads() {
+        let bytes = include_bytes!("../../tests/fixtures/layout-3/standing-state.cbor");
+        let s = decode(bytes).unwrap();
+        assert_eq!(s.version, VERSION);
+        assert!(s.lockdown.contains("lab-door"));
+        let first = &s.first_in[&DoorId::from("sports-entrance")];
+        assert_eq!(first.credential, "h10301:42:1001");
+        assert_eq!(first.day, "2026-12-07".parse().unwrap());
+        assert_eq!(s.presence.count(), 2);
+        assert!(
+            s.presence
+                .inside()
+                .all(|(_, o)| o.area.is_none() && o.door.is_none())
+        );
+        assert_eq!(s.forgiven_at, None);
         assert_eq!(decode(&encode(&s).unwrap()).unwrap(), s);
     }
 

@@ -141,7 +141,10 @@ pub fn sample_status() -> Status {
             credential: "h10301:42:1001".into(),
             name: Some("Ada Lovelace".into()),
             since: ts("2026-11-23T21:01:31Z"),
+            area: Some("building".into()),
+            door: Some("main-entrance".into()),
         }],
+        interlocks: Vec::new(),
         fire_alarms: Vec::new(),
         duress_since_start: 0,
     }
@@ -215,12 +218,19 @@ impl AdminBackend for FakeBackend {
         })
     }
 
-    fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BackendError>> {
+    fn occupancy(&self, area: Option<String>) -> BoxFuture<'_, Result<Occupancy, BackendError>> {
         Box::pin(async move {
             let s = self.status.lock().unwrap();
+            let inside = s
+                .presence
+                .iter()
+                .filter(|p| area.is_none() || p.area == area)
+                .cloned()
+                .collect();
             Ok(Occupancy {
                 now: s.gateway.now,
-                inside: s.presence.clone(),
+                area,
+                inside,
             })
         })
     }
@@ -240,6 +250,7 @@ impl AdminBackend for FakeBackend {
                 name: None,
                 rules_version: Some(42),
                 at: q.at,
+                detail: None,
                 day_type: None,
                 day_name: None,
             };
@@ -252,6 +263,7 @@ impl AdminBackend for FakeBackend {
                     name: Some("Ada Lovelace".into()),
                     rules_version: Some(42),
                     at: q.at,
+                    detail: None,
                     day_type: Some("holiday_b".into()),
                     day_name: Some("Christmas break".into()),
                 },
