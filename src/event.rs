@@ -158,6 +158,9 @@ pub enum Withheld {
     TimeUnconfirmed,
     /// The clock is not believed.
     ClockUntrusted,
+    /// An airlock: another door of the door's interlock group is open or
+    /// released (tried again every minute).
+    Interlocked,
 }
 
 impl Withheld {
@@ -166,6 +169,7 @@ impl Withheld {
         match self {
             Self::TimeUnconfirmed => "time_unconfirmed",
             Self::ClockUntrusted => "clock_untrusted",
+            Self::Interlocked => "interlocked",
         }
     }
 }

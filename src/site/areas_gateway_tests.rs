@@ -674,3 +674,122 @@ fn a_remote_unlock_of_a_busy_airlock_door_is_refused() {
     );
     assert!(g.doors()[2].released);
 }
+
+/// The campus with the airlock's outer door scheduled `unlocked` all day.
+struct ScheduledAirlock(Campus);
+
+impl Rules for ScheduledAirlock {
+    fn decide(
+        &self,
+        door: &DoorId,
+        key: &CredentialKey,
+        pin: Option<&str>,
+        at: Timestamp,
+    ) -> Verdict {
+        self.0.decide(door, key, pin, at)
+    }
+
+    fn door_mode(&self, door: &DoorId, _at: Timestamp) -> Option<String> {
+        (door == "air-out").then(|| "unlocked".to_owned())
+    }
+}
+
+/// A scheduled release of an airlock door waits while the other door of
+/// the airlock stands open (`door_mode_withheld`, reason `interlocked`),
+/// and starts at the next minute's look once it is closed and locked:
+/// never both released.
+#[test]
+fn a_scheduled_release_of_an_airlock_door_waits_for_the_other_door() {
+    let mut g = Gateway::new(
+        building(),
+        Box::new(ScheduledAirlock(campus(AntiPassback::None))),
+        StandingState::default(),
+        at(0),
+    );
+    let mut pds = std::collections::BTreeMap::new();
+    strikes(&drain(&mut g), &mut pds);
+    for a in [1, 3, 5, 7] {
+        strikes(&inputs(&mut g, at(0), a, false, false), &mut pds);
+    }
+    // The inner door is opened (from inside: the exit button), then the
+    // time is confirmed: the outer door's scheduled release must wait.
+    strikes(&inputs(&mut g, at(S), 7, false, true), &mut pds);
+    strikes(&inputs(&mut g, at(S + 200), 7, true, false), &mut pds);
+    g.handle(
+        at(2 * S),
+        Input::Beacon {
+            at: at(2 * S).system,
+            came: at(2 * S).mono,
+        },
+    );
+    let out = drain(&mut g);
+    strikes(&out, &mut pds);
+    assert!(
+        records(&out).iter().any(|r| matches!(
+            r,
+            EventKind::DoorModeWithheld {
+                door,
+                reason: crate::event::Withheld::Interlocked,
+                ..
+            } if door == "air-out"
+        )),
+        "{out:?}"
+    );
+    assert_ne!(pds.get(&5), Some(&true), "outer released while inner open");
+    // Closed and relocked: the next minute's look starts the release.
+    strikes(&inputs(&mut g, at(3 * S), 7, false, false), &mut pds);
+    g.handle(at(62 * S), Input::Timeout);
+    strikes(&drain(&mut g), &mut pds);
+    assert_eq!(g.doors()[2].mode, "unlocked");
+    assert_eq!(pds.get(&5), Some(&true));
+    assert_ne!(pds.get(&7), Some(&true));
+}
+
+/// Both airlock doors scheduled `unlocked`: the first in the config gets
+/// the release, the other waits (`interlocked`) — never both.
+#[test]
+fn two_airlock_doors_scheduled_open_never_release_together() {
+    struct BothOpen(Campus);
+    impl Rules for BothOpen {
+        fn decide(
+            &self,
+            door: &DoorId,
+            key: &CredentialKey,
+            pin: Option<&str>,
+            at: Timestamp,
+        ) -> Verdict {
+            self.0.decide(door, key, pin, at)
+        }
+        fn door_mode(&self, door: &DoorId, _at: Timestamp) -> Option<String> {
+            door.as_str()
+                .starts_with("air-")
+                .then(|| "unlocked".to_owned())
+        }
+    }
+    let mut g = Gateway::new(
+        building(),
+        Box::new(BothOpen(campus(AntiPassback::None))),
+        StandingState::default(),
+        at(0),
+    );
+    let mut pds = std::collections::BTreeMap::new();
+    strikes(&drain(&mut g), &mut pds);
+    for a in [1, 3, 5, 7] {
+        strikes(&inputs(&mut g, at(0), a, false, false), &mut pds);
+    }
+    for t in [S, 61 * S, 121 * S] {
+        g.handle(
+            at(t),
+            Input::Beacon {
+                at: at(t).system,
+                came: at(t).mono,
+            },
+        );
+        g.handle(at(t + 1), Input::Timeout);
+        strikes(&drain(&mut g), &mut pds);
+        assert_eq!(g.doors()[2].mode, "unlocked", "the first in the config");
+        assert_ne!(g.doors()[3].mode, "unlocked");
+        assert_eq!(pds.get(&5), Some(&true));
+        assert_ne!(pds.get(&7), Some(&true));
+    }
+}

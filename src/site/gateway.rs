@@ -41,7 +41,7 @@ use crate::door::{
     CredentialId, Direction, DoorInput, Override, OverrideState, Passage, Presence, PresenceChange,
     PresenceEvent, RevolvingInput,
 };
-use crate::event::EventKind;
+use crate::event::{EventKind, Withheld};
 use crate::ids::{BusId, DoorId, InputId, ReaderId};
 use crate::osdp::BusEvent;
 use crate::osdp::message::{Command, RawCard};
@@ -232,9 +232,10 @@ pub struct Gateway {
     wall: Timestamp,
     /// The clock reading of the input being handled.
     reading: Reading,
-    /// Doors whose scheduled release is withheld for want of a confirmed
-    /// time (journaled once per door until it applies).
-    withheld: std::collections::BTreeSet<DoorId>,
+    /// Doors whose scheduled release is withheld, and why (a time not yet
+    /// confirmed, a busy airlock): journaled once per door and reason
+    /// until it applies.
+    withheld: std::collections::BTreeMap<DoorId, Withheld>,
     /// The grants that started a `first_person_in` scheduled mode, by
     /// door (standing state: it decides what the door does).
     first_in: std::collections::BTreeMap<DoorId, FirstIn>,
@@ -316,7 +317,7 @@ impl Gateway {
                 trusted: false,
                 seen: now.system,
             },
-            withheld: std::collections::BTreeSet::new(),
+            withheld: std::collections::BTreeMap::new(),
             first_in: restored.first_in.clone(),
             awaiting_first_in: std::collections::BTreeSet::new(),
             modes_read_at: None,
@@ -710,6 +711,10 @@ impl Gateway {
         });
         let first_in = &self.first_in;
         let planner = &self.planner;
+        let interlocks = &self.interlocks;
+        let states = self.building.door_states();
+        // Airlocks whose one scheduled release this look has given out.
+        let mut claimed = std::collections::BTreeSet::new();
         let mut withheld = Vec::new();
         let mut awaiting = Vec::new();
         let scheduled: HashMap<DoorId, String> = self
@@ -730,25 +735,36 @@ impl Gateway {
                 if let Some(release) = releasing
                     && !proven_mode(&**rules, reading, witness, d, &mode, wall)
                 {
-                    withheld.push((d.clone(), release));
+                    let reason = if reading.trusted {
+                        Withheld::TimeUnconfirmed
+                    } else {
+                        Withheld::ClockUntrusted
+                    };
+                    withheld.push((d.clone(), release, reason));
+                    return None;
+                }
+                // An airlock: a scheduled release waits while another door
+                // of its group is open or released, or another of its
+                // doors got the group's release in this look (at most one
+                // at a time); the next minute's look tries again.
+                if let Some(release) = releasing
+                    && let Some(group) = interlocks.group_of(d)
+                    && (interlocks.busy(d, &states) || !claimed.insert(group.id.clone()))
+                {
+                    withheld.push((d.clone(), release, Withheld::Interlocked));
                     return None;
                 }
                 Some((d.clone(), mode))
             })
             .collect();
-        let now_withheld: std::collections::BTreeSet<DoorId> =
-            withheld.iter().map(|(d, _)| d.clone()).collect();
-        for (door, mode) in withheld {
-            if !self.withheld.contains(&door) {
-                self.records.push(EventKind::DoorModeWithheld {
-                    door,
-                    mode,
-                    reason: if reading.trusted {
-                        crate::event::Withheld::TimeUnconfirmed
-                    } else {
-                        crate::event::Withheld::ClockUntrusted
-                    },
-                });
+        let now_withheld: std::collections::BTreeMap<DoorId, Withheld> =
+            withheld.iter().map(|(d, _, r)| (d.clone(), *r)).collect();
+        // Journaled when a release is first withheld, and again when the
+        // reason changes (the time confirmed, the airlock still busy).
+        for (door, mode, reason) in withheld {
+            if self.withheld.get(&door) != Some(&reason) {
+                self.records
+                    .push(EventKind::DoorModeWithheld { door, mode, reason });
             }
         }
         self.withheld = now_withheld;

@@ -11,8 +11,9 @@
 //! back, and does not hold the others back (`site::modes::PRECEDENCE`).
 //! A remote release of a door while another of its group is busy is
 //! refused by the core (`RemoteError::Interlocked`); a scheduled release
-//! mode is the rules' choice and is not held back. A door released by
-//! either keeps the rest of the group waiting.
+//! mode waits (`door_mode_withheld`, reason `interlocked`) while another
+//! door is busy or got the group's scheduled release first. A door released
+//! by either keeps the rest of the group waiting.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
