@@ -224,6 +224,9 @@ impl DuressRule {
 /// `entered` with its last digit one lower (0 wraps to 9): the holder's
 /// PIN when `entered` is its plus-one duress form.
 fn one_lower(entered: &str) -> Option<String> {
+    if !entered.is_ascii() {
+        return None;
+    }
     let (head, last) = entered.split_at(entered.len().checked_sub(1)?);
     let d = last.chars().next()?.to_digit(10)?;
     Some(format!("{head}{}", (d + 9) % 10))

@@ -554,6 +554,7 @@ fn duress_pins() {
         ("1238", false, false),  // - 1
         ("12390", false, false), // a digit more
         ("", false, false),
+        ("123\u{e9}", false, false), // not ASCII: never a panic
     ] {
         assert_eq!(with(pin).is_none(), granted, "{pin:?}");
         assert_eq!(v.header().is_duress(&own, pin), duress, "{pin:?}");

@@ -259,6 +259,8 @@ pub struct Gateway {
     /// The interlock groups and the grants and exit requests waiting at
     /// them.
     interlocks: Interlocks,
+    /// Readers whose waiting card already raised its duress alarm.
+    duress_waiting: std::collections::BTreeSet<ReaderId>,
     /// The last anti-passback forgiveness (persisted).
     forgiven_at: Option<Timestamp>,
     /// Where the sweep for cards the rules no longer know goes on (`None`:
@@ -326,6 +328,7 @@ impl Gateway {
             next_minute: now.mono,
             next_expiry: None,
             interlocks,
+            duress_waiting: std::collections::BTreeSet::new(),
             forgiven_at: restored.forgiven_at,
             sweep: None,
         };
@@ -1020,6 +1023,23 @@ impl Gateway {
             pin: pin.clone(),
         };
         let (mut verdict, finding) = self.decide_at(&door, direction, &presented, None);
+        // Silent: the reader shows what the verdict shows; the alarm goes
+        // first in the journal and to central at once — also for a card
+        // that now waits for its airlock (raised once: not again when the
+        // wait ends).
+        let alarmed = self.duress_waiting.remove(&reader);
+        if !alarmed && decision::is_duress(&*self.rules, &presented) {
+            self.records.push(EventKind::Duress {
+                door: door.clone(),
+                reader: reader.clone(),
+                credential: decision::credential_of(&presented.card)
+                    .map(|k| k.to_string())
+                    .unwrap_or_default(),
+            });
+            if verdict.deny_reason() == Some(DenyReason::Interlock) && !timed_out {
+                self.duress_waiting.insert(reader.clone());
+            }
+        }
         if verdict.deny_reason() == Some(DenyReason::Interlock) && !timed_out {
             let waiter = Waiter::Card {
                 door: door.clone(),
@@ -1031,17 +1051,7 @@ impl Gateway {
             if self.interlocks.wait(waiter, now.mono).is_ok() {
                 return None;
             }
-        }
-        // Silent: the reader shows what the verdict shows; the alarm goes
-        // first in the journal and to central at once.
-        if decision::is_duress(&*self.rules, &presented) {
-            self.records.push(EventKind::Duress {
-                door: door.clone(),
-                reader: reader.clone(),
-                credential: decision::credential_of(&presented.card)
-                    .map(|k| k.to_string())
-                    .unwrap_or_default(),
-            });
+            self.duress_waiting.remove(&reader);
         }
         if timed_out && let Verdict::Grant { credential, .. } = verdict {
             verdict = Verdict::Deny {

@@ -91,14 +91,16 @@ impl PinPads {
     /// reader that waits for nothing are ignored.
     pub fn keys(&mut self, now: Instant, reader: &ReaderId, keys: &[u8]) -> Option<Entered> {
         let w = self.waiting.get_mut(reader)?;
-        w.deadline = now + PIN_TIMEOUT;
         for &k in keys {
+            // Only a key taken renews the wait: a PD sending empty or odd
+            // reports cannot hold a card forever.
             match k {
                 b'0'..=b'9' => w.digits.push(char::from(k)),
                 CLEAR => w.digits.clear(),
                 ENTER => return self.finish(reader),
-                _ => {}
+                _ => continue,
             }
+            w.deadline = now + PIN_TIMEOUT;
             if w.digits.len() >= MAX_DIGITS {
                 return self.finish(reader);
             }
@@ -188,5 +190,13 @@ mod tests {
         let gone = p.expire(t(18));
         assert_eq!(gone.len(), 1);
         assert_eq!(p.poll_timeout(), None);
+    }
+
+    #[test]
+    fn reports_without_a_key_taken_do_not_hold_the_card() {
+        let mut p = pads();
+        assert_eq!(p.keys(t(5), &"r".into(), b""), None);
+        assert_eq!(p.keys(t(6), &"r".into(), b"ab\x01"), None);
+        assert_eq!(p.poll_timeout(), Some(t(10)));
     }
 }
