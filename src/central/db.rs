@@ -1240,18 +1240,26 @@ pub async fn alarms(
 /// the backlog; the one in `events` follows in turn). Only the urgent types
 /// are kept; a row already stored (a resend, another instance) is skipped.
 /// Returns how many were new.
-pub async fn store_urgent(client: &Client, rows: &[Row]) -> Result<u64, DbError> {
+/// A seq further than `seq_window` beyond its journal's highest stored
+/// (or acknowledged) seq is a claim, not an event, as on the events lane:
+/// not kept.
+pub async fn store_urgent(client: &Client, rows: &[Row], seq_window: u64) -> Result<u64, DbError> {
+    let window = i64::try_from(seq_window).unwrap_or(i64::MAX);
     let mut new = 0;
     for r in rows
         .iter()
         .filter(|r| crate::event::URGENT_TYPES.contains(&r.kind.as_str()))
     {
         let journal: &[u8] = &r.journal.as_bytes()[..];
-        let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
+        let Ok(seq) = i64::try_from(r.seq) else {
+            continue;
+        };
         new += client
             .execute(
                 "INSERT INTO urgent_events (gateway, journal, seq, at, type, door, credential, event)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8::text::jsonb
+                  WHERE $3 <= coalesce((SELECT greatest(acked_seq, stored_max) FROM journals
+                                         WHERE gateway = $1 AND journal = $2), 0) + $9
                  ON CONFLICT DO NOTHING",
                 &[
                     &r.gateway.as_str(),
@@ -1262,6 +1270,7 @@ pub async fn store_urgent(client: &Client, rows: &[Row]) -> Result<u64, DbError>
                     &r.door,
                     &r.credential,
                     &r.json,
+                    &window,
                 ],
             )
             .await?;
@@ -1282,6 +1291,46 @@ pub async fn prune_urgent(client: &Client) -> Result<u64, DbError> {
 
 /// How long `urgent_events` keeps a row.
 pub const URGENT_KEPT_DAYS: i32 = 7;
+
+/// The alarm events (the types of `event::ALARM_TYPES`, stored or as
+/// urgent copies) that happened at or after `since`, with their keys,
+/// in the shape [`announced_alarm`] gives (at most 10 000).
+pub async fn alarm_events(
+    client: &Client,
+    since: Timestamp,
+    gateway: Option<&GatewayId>,
+) -> Result<Vec<Value>, DbError> {
+    let types: Vec<&str> = crate::event::ALARM_TYPES.to_vec();
+    let rows = client
+        .query(
+            "SELECT gateway, at, type, door, reason, event, encode(journal, 'hex'), seq FROM events
+              WHERE at >= $1 AND ($2::text IS NULL OR gateway = $2)
+                AND (type = ANY($3)
+                     OR (type = 'pd_status'
+                         AND ((event->>'tamper')::boolean OR (event->>'power_failure')::boolean)))
+             UNION ALL
+             SELECT gateway, at, type, door, NULL, event, encode(journal, 'hex'), seq FROM urgent_events
+              WHERE at >= $1 AND ($2::text IS NULL OR gateway = $2)
+             ORDER BY 2 LIMIT 10000",
+            &[&since, &gateway.map(GatewayId::as_str), &types],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "gateway": r.get::<_, String>(0),
+                "at": r.get::<_, Timestamp>(1).to_string(),
+                "kind": r.get::<_, String>(2),
+                "door": r.get::<_, Option<String>>(3),
+                "reason": r.get::<_, Option<String>>(4),
+                "event": r.get::<_, Option<Value>>(5),
+                "journal": r.get::<_, String>(6),
+                "seq": r.get::<_, i64>(7),
+            })
+        })
+        .collect())
+}
 
 /// The alarm an `portier_alarms` notification announces (its payload:
 /// `{gateway, journal, seq, at}`), shaped as [`alarms`] prints it; `None`

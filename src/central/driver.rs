@@ -137,18 +137,45 @@ async fn urgent_lane(config: CentralConfig) {
     }
 }
 
+/// The largest urgent message taken: one event, well under 4 KiB, in a
+/// batch; anything larger is dropped unread (the same events come in turn
+/// on `events`, where the quarantine sees them).
+const URGENT_MAX_BYTES: usize = 64 << 10;
+/// The most rows taken from one urgent message (a gateway sends one).
+const URGENT_MAX_ROWS: usize = 4;
+/// How often the lane prunes `urgent_events`.
+const URGENT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Urgent messages taken per gateway per minute; more are dropped here
+/// (they still come in turn on `events`): one gateway cannot hold up the
+/// others' alarms with a flood.
+const URGENT_PER_MINUTE: u32 = 30;
+/// An urgent event comes ahead of its gateway's backlog, which may be far
+/// longer than `[ingest] seq_window`: it is taken up to this many windows
+/// beyond its journal's highest stored seq.
+const URGENT_WINDOWS: u64 = 64;
+
 async fn urgent_lane_once(config: &CentralConfig) -> Result<(), DriverError> {
     let pg = db::connect(&config.postgres).await?;
-    if let Err(e) = db::prune_urgent(&pg).await {
-        tracing::warn!(error = %e, "urgent_events not pruned");
-    }
     let id = format!("{}-urgent", config.central.instance);
     let mut options = mqtt_options(&config.uplink(), &id, None)?;
     options.set_clean_session(true);
+    // Receive what a broker can deliver and drop the oversized here: a
+    // packet over the client's limit would end the connection instead.
+    options.set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let filter = config.urgent_filter();
     let root = &config.central.topic_root;
+    let mut pruned_at: Option<Instant> = None;
+    let mut taken: std::collections::HashMap<GatewayId, (Instant, u32)> = Default::default();
     loop {
+        let now = crate::clock::monotonic();
+        if pruned_at.is_none_or(|t| now.saturating_duration_since(t) >= URGENT_PRUNE_EVERY) {
+            if let Err(e) = db::prune_urgent(&pg).await {
+                tracing::warn!(error = %e, "urgent_events not pruned");
+            }
+            pruned_at = Some(now);
+            taken.clear();
+        }
         let event = eventloop
             .poll()
             .await
@@ -165,13 +192,40 @@ async fn urgent_lane_once(config: &CentralConfig) -> Result<(), DriverError> {
                 let Ok((gateway, TopicKind::Urgent)) = parse_topic(root, &p.topic) else {
                     continue;
                 };
+                let now = crate::clock::monotonic();
+                let (since, count) = taken.entry(gateway.clone()).or_insert((now, 0));
+                if now.saturating_duration_since(*since) >= Duration::from_secs(60) {
+                    (*since, *count) = (now, 0);
+                }
+                *count += 1;
+                if *count > URGENT_PER_MINUTE {
+                    tracing::warn!(%gateway, "more than {URGENT_PER_MINUTE} urgent messages a minute: dropped");
+                    continue;
+                }
+                if p.payload.len() > URGENT_MAX_BYTES {
+                    tracing::warn!(%gateway, bytes = p.payload.len(), "urgent message too large: dropped");
+                    continue;
+                }
                 match decode_batch(&p.topic, &gateway, &p.payload) {
-                    Ok(batch) => {
-                        let new = db::store_urgent(&pg, &batch.rows).await?;
-                        if new > 0 {
+                    Ok(batch) if batch.rows.len() > URGENT_MAX_ROWS => {
+                        tracing::warn!(%gateway, rows = batch.rows.len(), "urgent message with too many events: dropped");
+                    }
+                    Ok(batch) => match db::store_urgent(
+                        &pg,
+                        &batch.rows,
+                        config.ingest.seq_window.saturating_mul(URGENT_WINDOWS),
+                    )
+                    .await
+                    {
+                        Ok(0) => {}
+                        Ok(new) => {
                             tracing::warn!(%gateway, new, "urgent event stored ahead of the backlog");
                         }
-                    }
+                        // The connection's own failure ends the lane (it
+                        // starts again); a row refused is skipped.
+                        Err(e) if pg.is_closed() => return Err(e.into()),
+                        Err(e) => tracing::warn!(%gateway, error = %e, "urgent event not stored"),
+                    },
                     // The same event comes in turn on `events`, where a
                     // bad one is quarantined and seen.
                     Err(e) => tracing::warn!(error = %e, "urgent message not understood"),

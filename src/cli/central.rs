@@ -194,56 +194,92 @@ struct WaitArgs {
 }
 
 /// `alarms --follow`: LISTEN first (nothing stored meanwhile is missed),
-/// then what `--since` asks for, then each alarm as its insert commits.
-/// A lost connection is opened again after a second; the alarms stored
-/// meanwhile are printed from the view (at or after the last one seen).
+/// then the alarm events `--since` asks for, then each alarm as its insert
+/// commits, each key (gateway, journal, seq) once. A lost connection or a
+/// failed query is retried after a second; then the alarm events from
+/// [`CATCH_UP`] before the last one printed (by their time of happening)
+/// are printed again where not yet printed.
 async fn follow_alarms(
     config: CentralConfig,
     since: Option<Timestamp>,
     gateway: Option<GatewayId>,
 ) -> anyhow::Result<ExitCode> {
-    use std::io::Write;
-    let mut from = since;
-    // An urgent event is announced twice (ahead of the backlog, then in
-    // turn): each key is printed once.
-    let mut printed = std::collections::HashSet::new();
+    let mut feed = Feed {
+        from: since,
+        last: None,
+        started: now(),
+        printed: std::collections::HashSet::new(),
+        gateway,
+    };
     loop {
+        if let Err(e) = feed.follow(&config).await {
+            eprintln!("portier central: alarms feed: {e}; again in 1 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        feed.from = Some(feed.last.unwrap_or(feed.started) - CATCH_UP);
+    }
+}
+
+/// How far back (time of happening) the feed looks again after a lost
+/// connection.
+const CATCH_UP: SignedDuration = SignedDuration::from_mins(10);
+
+/// The follower's state over reconnections.
+struct Feed {
+    /// Print alarm events from this time of happening on, at (re)connect.
+    from: Option<Timestamp>,
+    /// The latest time of happening printed.
+    last: Option<Timestamp>,
+    /// When the feed started (the catch-up's base before anything printed).
+    started: Timestamp,
+    /// Keys printed (cleared past 100 000).
+    printed: std::collections::HashSet<(String, String, i64)>,
+    gateway: Option<GatewayId>,
+}
+
+impl Feed {
+    async fn follow(&mut self, config: &CentralConfig) -> anyhow::Result<()> {
         let (pg, mut notes) = db::connect_listening(&config.postgres).await?;
         pg.batch_execute("LISTEN portier_alarms").await?;
-        if let Some(since) = from {
-            for a in db::alarms(&pg, since, now(), gateway.as_ref()).await? {
-                println!("{a}");
+        if let Some(since) = self.from {
+            for alarm in db::alarm_events(&pg, since, self.gateway.as_ref()).await? {
+                self.print(alarm)?;
             }
         }
-        std::io::stdout().flush()?;
-        from = Some(now());
         while let Some(note) = notes.recv().await {
-            let Some(alarm) = db::announced_alarm(&pg, note.payload()).await? else {
-                continue;
-            };
-            if gateway
-                .as_ref()
-                .is_some_and(|g| alarm["gateway"] != g.as_str())
-            {
-                continue;
+            if let Some(alarm) = db::announced_alarm(&pg, note.payload()).await? {
+                self.print(alarm)?;
             }
-            let key = (
-                alarm["gateway"].to_string(),
-                alarm["journal"].to_string(),
-                alarm["seq"].to_string(),
-            );
-            if !printed.insert(key) {
-                continue;
-            }
-            if printed.len() > 100_000 {
-                printed.clear();
-            }
-            println!("{alarm}");
-            std::io::stdout().flush()?;
-            from = Some(now());
         }
-        eprintln!("portier central: alarms feed lost its connection; reconnecting");
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        anyhow::bail!("the database connection ended")
+    }
+
+    fn print(&mut self, alarm: serde_json::Value) -> anyhow::Result<()> {
+        use std::io::Write;
+        if self
+            .gateway
+            .as_ref()
+            .is_some_and(|g| alarm["gateway"] != g.as_str())
+        {
+            return Ok(());
+        }
+        let key = (
+            alarm["gateway"].as_str().unwrap_or_default().to_owned(),
+            alarm["journal"].as_str().unwrap_or_default().to_owned(),
+            alarm["seq"].as_i64().unwrap_or_default(),
+        );
+        if self.printed.len() > 100_000 {
+            self.printed.clear();
+        }
+        if !self.printed.insert(key) {
+            return Ok(());
+        }
+        if let Some(at) = alarm["at"].as_str().and_then(|t| t.parse().ok()) {
+            self.last = Some(self.last.map_or(at, |l: Timestamp| l.max(at)));
+        }
+        println!("{alarm}");
+        std::io::stdout().flush()?;
+        Ok(())
     }
 }
 
