@@ -84,13 +84,19 @@ pub fn check(
     if rule.antipassback == AntiPassback::None || rules.antipassback_exempt(key) {
         return None;
     }
+    // A forgiveness later than now (written while the clock was ahead)
+    // forgives nothing yet.
+    let forgiven = forgiven.filter(|f| *f <= at);
     let line = line.filter(|l| forgiven.is_none_or(|f| l.since > f))?;
     let location = line.area.as_ref()?;
     let inside = within(rules, location, area);
     let breach = match (direction, rule.antipassback) {
         (Direction::In, AntiPassback::Timed) => {
             let minutes = i64::from(rule.timed_minutes.unwrap_or(0));
-            let fresh = at.duration_since(line.since) < SignedDuration::from_mins(minutes);
+            // A line stamped ahead of now (a clock stepped back since) is
+            // not fresh: the card is not held for the size of the step.
+            let age = at.duration_since(line.since);
+            let fresh = age >= SignedDuration::ZERO && age < SignedDuration::from_mins(minutes);
             (inside && fresh).then_some(Breach::AlreadyInside)?
         }
         (Direction::In, _) => inside.then_some(Breach::AlreadyInside)?,

@@ -793,3 +793,59 @@ fn two_airlock_doors_scheduled_open_never_release_together() {
         assert_ne!(pds.get(&7), Some(&true));
     }
 }
+
+/// Remote releasing modes kept under a lockdown cannot give both airlock
+/// doors a release for when it ends: the second is refused while the
+/// first holds the airlock, and after the lockdown only the first opens.
+#[test]
+fn remote_modes_kept_under_a_lockdown_never_release_both_airlock_doors() {
+    use super::remote::{RemoteAction, RemoteError};
+    use crate::door::{Mode, StandingMode};
+    let (mut g, out) = start(campus(AntiPassback::None), StandingState::default(), at(0));
+    let mut pds = std::collections::BTreeMap::new();
+    strikes(&out, &mut pds);
+    let act = |g: &mut Gateway, t: u64, action: RemoteAction| {
+        g.handle(
+            at(t),
+            Input::Remote {
+                ticket: 1,
+                source: "test".into(),
+                command: None,
+                action,
+            },
+        );
+        drain(g)
+    };
+    let unlocked = |door: &str| RemoteAction::SetMode {
+        door: door.into(),
+        mode: StandingMode::Standard(Mode::ScheduledUnlock),
+        seconds: 3600,
+    };
+    let reply = |out: &[Output]| {
+        out.iter().find_map(|o| match o {
+            Output::Reply { result, .. } => Some(result.clone()),
+            _ => None,
+        })
+    };
+    strikes(
+        &act(&mut g, S, RemoteAction::Lockdown { doors: vec![] }),
+        &mut pds,
+    );
+    let out = act(&mut g, 2 * S, unlocked("air-out"));
+    strikes(&out, &mut pds);
+    assert_eq!(reply(&out), Some(Ok(())));
+    let out = act(&mut g, 3 * S, unlocked("air-in"));
+    strikes(&out, &mut pds);
+    assert!(
+        matches!(reply(&out), Some(Err(RemoteError::Interlocked(_)))),
+        "{out:?}"
+    );
+    let out = act(
+        &mut g,
+        4 * S,
+        RemoteAction::ReleaseLockdown { doors: vec![] },
+    );
+    strikes(&out, &mut pds);
+    assert_eq!(pds.get(&5), Some(&true), "{out:?}");
+    assert_ne!(pds.get(&7), Some(&true), "{out:?}");
+}

@@ -261,6 +261,9 @@ pub struct Gateway {
     interlocks: Interlocks,
     /// Readers whose waiting card already raised its duress alarm.
     duress_waiting: std::collections::BTreeSet<ReaderId>,
+    /// Doors whose releasing override is being restored at start: their
+    /// airlocks are theirs while the modes are first applied.
+    restoring_releases: Vec<DoorId>,
     /// The last anti-passback forgiveness (persisted).
     forgiven_at: Option<Timestamp>,
     /// Where the sweep for cards the rules no longer know goes on (`None`:
@@ -329,6 +332,7 @@ impl Gateway {
             next_expiry: None,
             interlocks,
             duress_waiting: std::collections::BTreeSet::new(),
+            restoring_releases: Vec::new(),
             forgiven_at: restored.forgiven_at,
             sweep: None,
         };
@@ -572,7 +576,14 @@ impl Gateway {
                 None => reverted.push(door.clone()),
             }
         }
+        self.restoring_releases = state
+            .overrides
+            .iter()
+            .filter(|(_, o)| matches!(o.state, HeldBy::Unlocked | HeldBy::FreeRotation))
+            .map(|(door, _)| door.clone())
+            .collect();
         self.apply_modes(now);
+        self.restoring_releases.clear();
         for (door, o) in &state.overrides {
             let Some(class) = self.planner.class(door) else {
                 continue;
@@ -667,7 +678,10 @@ impl Gateway {
             RemoteAction::SetMode { door, mode, .. } if mode.releases() => Some(door),
             _ => None,
         }
-        .filter(|d| self.interlocks.busy(d, &self.building.door_states()))
+        .filter(|d| {
+            self.interlocks.busy(d, &self.building.door_states())
+                || self.airlock_claimed_by_other(d, now)
+        })
         .cloned();
         let result = match airlock {
             Some(door) => Err(RemoteError::Interlocked(door)),
@@ -686,6 +700,37 @@ impl Gateway {
             self.apply_modes(now);
         });
         self.replies.push(Output::Reply { ticket, result });
+    }
+
+    /// Whether another door of `door`'s airlock holds a releasing remote
+    /// mode (in force, or kept under a lockdown or fire alarm until they
+    /// end) or a release being restored: then `door` may not be released
+    /// too.
+    fn airlock_claimed_by_other(&self, door: &DoorId, now: Now) -> bool {
+        let Some(group) = self.interlocks.group_of(door) else {
+            return false;
+        };
+        self.airlock_claims(now)
+            .get(&group.id)
+            .is_some_and(|holder| holder != door)
+    }
+
+    /// Per airlock, the door that holds its release by a remote mode or
+    /// an override being restored.
+    fn airlock_claims(&self, now: Now) -> std::collections::BTreeMap<String, DoorId> {
+        let remote = self
+            .planner
+            .remotes()
+            .into_iter()
+            .filter(|(_, (mode, until))| mode.releases() && *until > now.mono)
+            .map(|(door, _)| door);
+        let mut claims = std::collections::BTreeMap::new();
+        for door in self.restoring_releases.iter().cloned().chain(remote) {
+            if let Some(group) = self.interlocks.group_of(&door) {
+                claims.entry(group.id.clone()).or_insert(door);
+            }
+        }
+        claims
     }
 
     /// Re-read the schedules and feed mode changes to the doors.
@@ -716,8 +761,9 @@ impl Gateway {
         let planner = &self.planner;
         let interlocks = &self.interlocks;
         let states = self.building.door_states();
-        // Airlocks whose one scheduled release this look has given out.
-        let mut claimed = std::collections::BTreeSet::new();
+        // Per airlock, the door that holds its release: by a remote mode or
+        // a restored override, or given out by this look to a schedule.
+        let mut claimed = self.airlock_claims(now);
         let mut withheld = Vec::new();
         let mut awaiting = Vec::new();
         let scheduled: HashMap<DoorId, String> = self
@@ -752,7 +798,8 @@ impl Gateway {
                 // at a time); the next minute's look tries again.
                 if let Some(release) = releasing
                     && let Some(group) = interlocks.group_of(d)
-                    && (interlocks.busy(d, &states) || !claimed.insert(group.id.clone()))
+                    && (interlocks.busy(d, &states)
+                        || claimed.entry(group.id.clone()).or_insert_with(|| d.clone()) != d)
                 {
                     withheld.push((d.clone(), release, Withheld::Interlocked));
                     return None;
