@@ -77,6 +77,20 @@ pub fn check(doors: &[DoorEntry], interlocks: &[InterlockEntry]) -> Result<(), S
             (None, None) => {}
         }
     }
+    // Once the building has areas, every door with readers says which it
+    // leads into: a passage at a door without one would take the card out
+    // of its area (and out of hard anti-passback and the muster list).
+    if doors.iter().any(|d| d.area_in.is_some())
+        && let Some(d) = doors
+            .iter()
+            .find(|d| d.area_in.is_none() && !d.readers.is_empty())
+    {
+        return Err(err(
+            &d.id,
+            "door.area_in",
+            "every door with readers needs `area_in` once any door has areas",
+        ));
+    }
     let mut taken = HashSet::new();
     let mut names = HashSet::new();
     for g in interlocks {
@@ -211,5 +225,28 @@ kind = "revolving"
             let e = checked(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    /// A door with readers but no area, beside doors with areas, is refused.
+    #[test]
+    fn every_door_with_readers_has_an_area_once_any_has() {
+        let text = r#"
+[[door]]
+id = "a"
+kind = "standard"
+area_in = "lab"
+[[door]]
+id = "b"
+kind = "standard"
+readers = [{ pd = "p", direction = "in" }]
+"#;
+        let p: Part = toml::from_str(text).unwrap();
+        let e = check(&p.door, &p.interlock).unwrap_err();
+        assert_eq!(e.key, "door.area_in");
+        assert!(
+            e.message.contains("every door with readers"),
+            "{}",
+            e.message
+        );
     }
 }
