@@ -1221,19 +1221,25 @@ pub async fn alarms(
             &[&since, &until, &gateway.map(GatewayId::as_str)],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "gateway": r.get::<_, String>(0),
-                "at": r.get::<_, Timestamp>(1).to_string(),
-                "kind": r.get::<_, String>(2),
-                "door": r.get::<_, Option<String>>(3),
-                "reason": r.get::<_, Option<String>>(4),
-                "event": r.get::<_, Option<Value>>(5),
-            })
-        })
-        .collect())
+    Ok(rows.iter().map(|r| alarm_value(r, None)).collect())
+}
+
+/// An alarm row (`gateway, at, kind, door, reason, event`) as the
+/// `alarms` verbs print it, with its key when it is an event's.
+fn alarm_value(r: &tokio_postgres::Row, key: Option<(String, i64)>) -> Value {
+    let mut v = serde_json::json!({
+        "gateway": r.get::<_, String>(0),
+        "at": r.get::<_, Timestamp>(1).to_string(),
+        "kind": r.get::<_, String>(2),
+        "door": r.get::<_, Option<String>>(3),
+        "reason": r.get::<_, Option<String>>(4),
+        "event": r.get::<_, Option<Value>>(5),
+    });
+    if let Some((journal, seq)) = key {
+        v["journal"] = journal.into();
+        v["seq"] = seq.into();
+    }
+    v
 }
 
 /// Store urgent events as they came on `<prefix>/urgent` (the copy ahead of
@@ -1317,18 +1323,7 @@ pub async fn alarm_events(
         .await?;
     Ok(rows
         .iter()
-        .map(|r| {
-            serde_json::json!({
-                "gateway": r.get::<_, String>(0),
-                "at": r.get::<_, Timestamp>(1).to_string(),
-                "kind": r.get::<_, String>(2),
-                "door": r.get::<_, Option<String>>(3),
-                "reason": r.get::<_, Option<String>>(4),
-                "event": r.get::<_, Option<Value>>(5),
-                "journal": r.get::<_, String>(6),
-                "seq": r.get::<_, i64>(7),
-            })
-        })
+        .map(|r| alarm_value(r, Some((r.get(6), r.get(7)))))
         .collect())
 }
 
@@ -1361,18 +1356,7 @@ pub async fn announced_alarm(client: &Client, payload: &str) -> Result<Option<Va
             &[&key.gateway, &journal, &key.seq, &key.at],
         )
         .await?;
-    Ok(row.map(|r| {
-        serde_json::json!({
-            "gateway": r.get::<_, String>(0),
-            "at": r.get::<_, Timestamp>(1).to_string(),
-            "kind": r.get::<_, String>(2),
-            "door": r.get::<_, Option<String>>(3),
-            "reason": r.get::<_, Option<String>>(4),
-            "event": r.get::<_, Option<Value>>(5),
-            "journal": key.journal,
-            "seq": key.seq,
-        })
-    }))
+    Ok(row.map(|r| alarm_value(&r, Some((key.journal, key.seq)))))
 }
 
 /// What central last published to a gateway.
