@@ -718,8 +718,12 @@ impl Sim {
             }
             // The precedence table: a fire alarm releases the escape doors
             // above every other authority, whatever crashed.
-            let escape = self.fire() && ESCAPE.contains(&door);
-            if escape {
+            // The panel's level takes at once; the core keeps an alarm for
+            // FIRE_CLEAR_HOLD after the level clears (committed with it),
+            // so what holds the door is the committed state or the level.
+            let escape =
+                (self.fire() || !self.disk.fire_alarms.is_empty()) && ESCAPE.contains(&door);
+            if self.fire() && ESCAPE.contains(&door) {
                 let emergency = if state.kind == DoorClass::Revolving {
                     "emergency_free"
                 } else {

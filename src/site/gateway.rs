@@ -259,6 +259,9 @@ pub struct Gateway {
     /// The interlock groups and the grants and exit requests waiting at
     /// them.
     interlocks: Interlocks,
+    /// Fire alarms whose input reads inactive, cleared at the instant
+    /// given unless it reads active again first.
+    fire_clearing: std::collections::BTreeMap<InputId, (Instant, Vec<DoorId>)>,
     /// Readers whose waiting card already raised its duress alarm.
     duress_waiting: std::collections::BTreeSet<ReaderId>,
     /// Doors whose releasing override is being restored at start: their
@@ -332,6 +335,7 @@ impl Gateway {
             next_expiry: None,
             interlocks,
             duress_waiting: std::collections::BTreeSet::new(),
+            fire_clearing: std::collections::BTreeMap::new(),
             restoring_releases: Vec::new(),
             forgiven_at: restored.forgiven_at,
             sweep: None,
@@ -396,6 +400,7 @@ impl Gateway {
                 self.apply_modes(now);
             }
             Input::Timeout => {
+                self.clear_fire_alarms(now);
                 self.building.handle_timeout(now.mono);
                 self.apply_modes(now);
                 self.drop_unknown_locations();
@@ -422,7 +427,32 @@ impl Gateway {
         if let Some(t) = self.interlocks.poll_timeout() {
             at = at.min(t);
         }
+        if let Some(t) = self.fire_clearing.values().map(|(t, _)| *t).min() {
+            at = at.min(t);
+        }
         Some(at)
+    }
+
+    /// The fire alarms whose input has read inactive for
+    /// [`FIRE_CLEAR_HOLD`]: cleared now, with their event; their doors
+    /// return to their modes.
+    fn clear_fire_alarms(&mut self, now: Now) {
+        let due: Vec<InputId> = self
+            .fire_clearing
+            .iter()
+            .filter(|(_, (t, _))| *t <= now.mono)
+            .map(|(i, _)| i.clone())
+            .collect();
+        for input in due {
+            if let Some((_, releases)) = self.fire_clearing.remove(&input) {
+                self.records.push(EventKind::FireAlarm {
+                    input: input.clone(),
+                    active: false,
+                    releases: releases.clone(),
+                });
+                self.planner.set_fire_alarm(&input, &releases, false);
+            }
+        }
     }
 
     /// Who is inside `area` (its inner areas included), or everyone on
@@ -896,16 +926,28 @@ impl Gateway {
                 } => {
                     // Reported on every change and on the first report
                     // after a start: an event only when the kept state
-                    // changes.
-                    if self.planner.fire_alarms().contains(&input) != active {
-                        self.records.push(EventKind::FireAlarm {
-                            input: input.clone(),
-                            active,
-                            releases: releases.clone(),
-                        });
+                    // changes. Active takes at once; inactive only after
+                    // FIRE_CLEAR_HOLD without a new alarm, so a flapping
+                    // loop never relocks escape doors between its flaps.
+                    let kept = self.planner.fire_alarms().contains(&input);
+                    if active {
+                        self.fire_clearing.remove(&input);
+                        if !kept {
+                            self.records.push(EventKind::FireAlarm {
+                                input: input.clone(),
+                                active,
+                                releases: releases.clone(),
+                            });
+                            self.planner.set_fire_alarm(&input, &releases, true);
+                            self.apply_modes(now);
+                        }
+                    } else if kept {
+                        self.fire_clearing
+                            .entry(input)
+                            .or_insert((now.mono + FIRE_CLEAR_HOLD, releases));
+                    } else {
+                        self.fire_clearing.remove(&input);
                     }
-                    self.planner.set_fire_alarm(&input, &releases, active);
-                    self.apply_modes(now);
                 }
                 BuildingAction::FireAlarmInputOffline { input } => {
                     let active = self.planner.fire_alarms().contains(&input);
@@ -1485,6 +1527,11 @@ fn held_since(
     }
     true
 }
+
+/// How long a fire-alarm input must read inactive before its alarm clears
+/// (an alarm takes at once): a flapping loop or a bouncing relay never
+/// relocks escape doors between its flaps.
+pub const FIRE_CLEAR_HOLD: Duration = Duration::from_secs(5);
 
 /// The step of [`held_since`] (schedules are minute-grained; a closure of
 /// under five minutes between two windows is not looked for).
@@ -2076,8 +2123,21 @@ mod tests {
             g.doors()[0].released,
             "released again at once after the restart"
         );
-        // The first report after the start says the alarm cleared.
+        // The first report after the start says the alarm cleared; a flap
+        // back within FIRE_CLEAR_HOLD keeps the door released throughout,
+        // with no event.
         let out = fire_input(&mut g, at(101), false);
+        assert!(g.doors()[0].released, "{out:?}");
+        assert!(fire_events(&out).is_empty());
+        let out = fire_input(&mut g, at(103), true);
+        assert!(fire_events(&out).is_empty() && g.doors()[0].released);
+        fire_input(&mut g, at(104), false);
+        g.handle(at(108), Input::Timeout);
+        assert!(g.doors()[0].released, "still within the hold");
+        // Inactive for the whole hold: cleared, with its event.
+        assert_eq!(g.poll_timeout(), Some(at(104).mono + FIRE_CLEAR_HOLD));
+        g.handle(at(109), Input::Timeout);
+        let out = drain(&mut g);
         assert!(!g.doors()[0].released, "{out:?}");
         assert_eq!(g.doors()[0].mode, "lockdown");
         assert!(g.is_locked_down("lab"));
