@@ -675,10 +675,10 @@ fn a_remote_unlock_of_a_busy_airlock_door_is_refused() {
     assert!(g.doors()[2].released);
 }
 
-/// The campus with the airlock's outer door scheduled `unlocked` all day.
-struct ScheduledAirlock(Campus);
+/// The campus with these doors scheduled `unlocked` all day.
+struct ScheduledOpen(Campus, &'static [&'static str]);
 
-impl Rules for ScheduledAirlock {
+impl Rules for ScheduledOpen {
     fn decide(
         &self,
         door: &DoorId,
@@ -690,7 +690,9 @@ impl Rules for ScheduledAirlock {
     }
 
     fn door_mode(&self, door: &DoorId, _at: Timestamp) -> Option<String> {
-        (door == "air-out").then(|| "unlocked".to_owned())
+        self.1
+            .contains(&door.as_str())
+            .then(|| "unlocked".to_owned())
     }
 }
 
@@ -702,7 +704,7 @@ impl Rules for ScheduledAirlock {
 fn a_scheduled_release_of_an_airlock_door_waits_for_the_other_door() {
     let mut g = Gateway::new(
         building(),
-        Box::new(ScheduledAirlock(campus(AntiPassback::None))),
+        Box::new(ScheduledOpen(campus(AntiPassback::None), &["air-out"])),
         StandingState::default(),
         at(0),
     );
@@ -749,26 +751,12 @@ fn a_scheduled_release_of_an_airlock_door_waits_for_the_other_door() {
 /// the release, the other waits (`interlocked`) — never both.
 #[test]
 fn two_airlock_doors_scheduled_open_never_release_together() {
-    struct BothOpen(Campus);
-    impl Rules for BothOpen {
-        fn decide(
-            &self,
-            door: &DoorId,
-            key: &CredentialKey,
-            pin: Option<&str>,
-            at: Timestamp,
-        ) -> Verdict {
-            self.0.decide(door, key, pin, at)
-        }
-        fn door_mode(&self, door: &DoorId, _at: Timestamp) -> Option<String> {
-            door.as_str()
-                .starts_with("air-")
-                .then(|| "unlocked".to_owned())
-        }
-    }
     let mut g = Gateway::new(
         building(),
-        Box::new(BothOpen(campus(AntiPassback::None))),
+        Box::new(ScheduledOpen(
+            campus(AntiPassback::None),
+            &["air-out", "air-in"],
+        )),
         StandingState::default(),
         at(0),
     );
