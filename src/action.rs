@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::door::{Direction, StandingMode};
-use crate::ids::DoorId;
+use crate::ids::{DoorId, ReaderId};
 
 /// A remote action on doors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +71,127 @@ impl RemoteAction {
             Self::Lockdown { .. } => "lockdown",
             Self::ReleaseLockdown { .. } => "release_lockdown",
         }
+    }
+}
+
+/// What a signed command asks: an action on doors, or the upkeep of a
+/// reader. On the wire both are one map tagged by `action`; the door
+/// actions are tried first, so commands signed before reader actions
+/// existed read as before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CommandAction {
+    /// An action on doors (the daemon loop's).
+    Door(RemoteAction),
+    /// A reader's firmware or key (the upkeep task's, [`crate::upkeep`]).
+    Reader(ReaderAction),
+}
+
+/// Upkeep of one reader (a PD by its configured name), asked by central.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReaderAction {
+    /// Send a firmware file to the reader over OSDP file transfer. The
+    /// file travels apart, on `<prefix>/firmware`; only bytes whose
+    /// SHA-256 is `sha256` are ever sent.
+    ReaderUpdate {
+        /// The PD's name in the gateway's config.
+        reader: ReaderId,
+        /// The file's SHA-256.
+        sha256: FileDigest,
+        /// The file's size in bytes.
+        bytes: u64,
+        /// OSDP file type (1: the PD's firmware, by convention).
+        #[serde(default = "default_file_type")]
+        file_type: u8,
+        /// Refuse unless the reader reports this vendor (6 hex digits).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vendor: Option<String>,
+        /// Refuse unless the reader reports this model.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<u8>,
+    },
+    /// Give the reader a new random Secure Channel key (the gateway makes
+    /// it; it never leaves the gateway).
+    RotateKey {
+        /// The PD's name in the gateway's config.
+        reader: ReaderId,
+    },
+}
+
+fn default_file_type() -> u8 {
+    1
+}
+
+impl ReaderAction {
+    /// The reader it is for.
+    pub fn reader(&self) -> &ReaderId {
+        match self {
+            Self::ReaderUpdate { reader, .. } | Self::RotateKey { reader } => reader,
+        }
+    }
+}
+
+impl From<RemoteAction> for CommandAction {
+    fn from(a: RemoteAction) -> Self {
+        Self::Door(a)
+    }
+}
+
+impl From<ReaderAction> for CommandAction {
+    fn from(a: ReaderAction) -> Self {
+        Self::Reader(a)
+    }
+}
+
+/// A SHA-256 digest; 64 hex digits on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileDigest(pub [u8; 32]);
+
+impl FileDigest {
+    /// The digest of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        use sha2::Digest;
+        Self(sha2::Sha256::digest(data).into())
+    }
+}
+
+impl std::fmt::Display for FileDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for FileDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileDigest({self})")
+    }
+}
+
+/// A digest that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sha256: 64 hex digits expected, got {0:?}")]
+pub struct DigestError(String);
+
+impl std::str::FromStr for FileDigest {
+    type Err = DigestError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || DigestError(crate::text::bounded(s, 80).into_owned());
+        let bytes = hex::decode(s.trim()).map_err(|_| bad())?;
+        Ok(Self(bytes.try_into().map_err(|_| bad())?))
+    }
+}
+
+impl Serialize for FileDigest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for FileDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

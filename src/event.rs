@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::action::{ActionRecord, Outcome, RecordedAction};
+use crate::action::{ActionRecord, FileDigest, Outcome, RecordedAction};
 use crate::door::{ActiveMode, Direction, StandingMode};
 use crate::ids::{AreaId, BusId, DoorId, InputId, ReaderId};
 use crate::osdp::SecurityAlarm;
@@ -652,6 +652,141 @@ pub enum EventKind {
         /// How many.
         count: u64,
     },
+    /// A reader's firmware update began: the file's SHA-256 matched the
+    /// signed command and its first fragment is on its way.
+    ReaderUpdateStarted {
+        /// The central command's id.
+        command: Option<String>,
+        /// The reader (PD name).
+        reader: ReaderId,
+        /// The file's size.
+        bytes: u64,
+        /// The file's SHA-256.
+        sha256: FileDigest,
+    },
+    /// A firmware update advanced: said at each tenth of the file (at most
+    /// nine times per attempt).
+    ReaderUpdateProgress {
+        /// The central command's id.
+        command: Option<String>,
+        /// The reader.
+        reader: ReaderId,
+        /// Bytes the reader confirmed.
+        confirmed: u64,
+        /// The file's size.
+        total: u64,
+        /// Which attempt (a reader lost mid-file is sent it again from
+        /// byte 0, up to 3 attempts).
+        attempt: u32,
+    },
+    /// The reader took the whole file.
+    ReaderUpdateFinished {
+        /// The central command's id.
+        command: Option<String>,
+        /// The reader.
+        reader: ReaderId,
+        /// The file's size.
+        bytes: u64,
+        /// From the first fragment to the reader's last confirmation.
+        millis: u64,
+        /// The reader restarts to apply it.
+        reboot: bool,
+    },
+    /// A firmware update was refused or ended without the reader taking
+    /// the file.
+    ReaderUpdateFailed {
+        /// The central command's id.
+        command: Option<String>,
+        /// The reader.
+        reader: ReaderId,
+        /// Why.
+        reason: UpkeepFailure,
+        /// More, in words.
+        detail: String,
+    },
+    /// A reader's Secure Channel key was rotated: the reader proved the
+    /// new key in a new session and the old one is retired. `command` is
+    /// absent when a rotation cut short earlier is found done at bring-up.
+    ReaderKeyRotated {
+        /// The central command's id.
+        command: Option<String>,
+        /// The reader.
+        reader: ReaderId,
+    },
+    /// A key rotation was refused or did not finish; `detail` says which
+    /// key the reader holds (the gateway keeps reaching it).
+    ReaderKeyRotationFailed {
+        /// The central command's id.
+        command: Option<String>,
+        /// The reader.
+        reader: ReaderId,
+        /// Why.
+        reason: UpkeepFailure,
+        /// More, in words.
+        detail: String,
+    },
+}
+
+/// Why a reader's update or key rotation did not happen
+/// ([`crate::upkeep`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpkeepFailure {
+    /// No PD of that name in the gateway's config.
+    UnknownReader,
+    /// A key rotation of a reader without Secure Channel (plaintext).
+    NoSecureChannel,
+    /// Another update or rotation runs on the reader's bus.
+    Busy,
+    /// The file is empty or larger than the gateway takes.
+    FileTooLarge,
+    /// The file's SHA-256 or size is not the signed command's: not a byte
+    /// was sent.
+    HashMismatch,
+    /// The reader reports another vendor than the command names.
+    WrongVendor,
+    /// The reader reports another model than the command names.
+    WrongModel,
+    /// The file did not arrive before the command expired.
+    FileNotReceived,
+    /// The reader was not online before the command expired.
+    ReaderOffline,
+    /// The reader was lost during the transfer, three times, or during
+    /// the rotation.
+    ReaderLost,
+    /// The reader refused the file or the key (status, NAK, odd reply).
+    RefusedByReader,
+    /// No confirmation from the reader for two minutes.
+    Stalled,
+    /// The bus refused the request.
+    Bus,
+    /// The key file could not be written or read.
+    KeyFile,
+    /// The reader acknowledged the new key but proved the old one.
+    OldKeyKept,
+}
+
+impl UpkeepFailure {
+    /// The contract name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownReader => "unknown_reader",
+            Self::NoSecureChannel => "no_secure_channel",
+            Self::Busy => "busy",
+            Self::FileTooLarge => "file_too_large",
+            Self::HashMismatch => "hash_mismatch",
+            Self::WrongVendor => "wrong_vendor",
+            Self::WrongModel => "wrong_model",
+            Self::FileNotReceived => "file_not_received",
+            Self::ReaderOffline => "reader_offline",
+            Self::ReaderLost => "reader_lost",
+            Self::RefusedByReader => "refused_by_reader",
+            Self::Stalled => "stalled",
+            Self::Bus => "bus",
+            Self::KeyFile => "key_file",
+            Self::OldKeyKept => "old_key_kept",
+        }
+    }
 }
 
 /// How a passage breaks anti-passback.
@@ -703,6 +838,8 @@ pub const ALARM_TYPES: &[&str] = &[
     "command_refused",
     "fire_alarm",
     "fire_alarm_input_offline",
+    "reader_update_failed",
+    "reader_key_rotation_failed",
 ];
 
 /// At most this many ids in one event's list (a fire alarm's doors).
@@ -751,7 +888,10 @@ impl EventKind {
             | Self::RulesRefused { .. }
             | Self::FireAlarm { active: true, .. }
             | Self::FireAlarmInputOffline { .. }
-            | Self::Duress { .. } => Tone::Bad,
+            | Self::Duress { .. }
+            | Self::ReaderUpdateFailed { .. }
+            | Self::ReaderKeyRotationFailed { .. } => Tone::Bad,
+            Self::ReaderUpdateFinished { .. } | Self::ReaderKeyRotated { .. } => Tone::Good,
             Self::PdStatus {
                 tamper,
                 power_failure,
@@ -794,6 +934,7 @@ impl EventKind {
                 | Self::DoorClosed { .. }
                 | Self::DoorModeChanged { .. }
                 | Self::FirstPersonInAwaited { .. }
+                | Self::ReaderUpdateProgress { .. }
                 | Self::PdOnline { .. }
                 | Self::DaemonStarted { .. }
                 | Self::RulesApplied { .. }
@@ -1083,6 +1224,69 @@ impl EventKind {
                 credential: text(credential),
                 mode: id(mode),
             },
+            Self::ReaderUpdateStarted {
+                command,
+                reader: r,
+                bytes,
+                sha256,
+            } => Self::ReaderUpdateStarted {
+                command: command.map(id),
+                reader: reader(r),
+                bytes,
+                sha256,
+            },
+            Self::ReaderUpdateProgress {
+                command,
+                reader: r,
+                confirmed,
+                total,
+                attempt,
+            } => Self::ReaderUpdateProgress {
+                command: command.map(id),
+                reader: reader(r),
+                confirmed,
+                total,
+                attempt,
+            },
+            Self::ReaderUpdateFinished {
+                command,
+                reader: r,
+                bytes,
+                millis,
+                reboot,
+            } => Self::ReaderUpdateFinished {
+                command: command.map(id),
+                reader: reader(r),
+                bytes,
+                millis,
+                reboot,
+            },
+            Self::ReaderUpdateFailed {
+                command,
+                reader: r,
+                reason,
+                detail,
+            } => Self::ReaderUpdateFailed {
+                command: command.map(id),
+                reader: reader(r),
+                reason,
+                detail: text(detail),
+            },
+            Self::ReaderKeyRotated { command, reader: r } => Self::ReaderKeyRotated {
+                command: command.map(id),
+                reader: reader(r),
+            },
+            Self::ReaderKeyRotationFailed {
+                command,
+                reader: r,
+                reason,
+                detail,
+            } => Self::ReaderKeyRotationFailed {
+                command: command.map(id),
+                reader: reader(r),
+                reason,
+                detail: text(detail),
+            },
             // No text in these.
             kind @ (Self::AntipassbackForgiven { .. }
             | Self::LocationsDropped { .. }
@@ -1178,6 +1382,48 @@ impl EventKind {
             Self::LocationsDropped { count } => {
                 format!("muster list: {count} cards no longer in the rules left every area")
             }
+            Self::ReaderUpdateStarted {
+                reader,
+                bytes,
+                sha256,
+                ..
+            } => format!("{reader}: firmware update started ({bytes} bytes, sha256 {sha256})"),
+            Self::ReaderUpdateProgress {
+                reader,
+                confirmed,
+                total,
+                attempt,
+                ..
+            } => format!(
+                "{reader}: firmware update {}% ({confirmed}/{total} bytes, attempt {attempt})",
+                confirmed.saturating_mul(100) / (*total).max(1)
+            ),
+            Self::ReaderUpdateFinished {
+                reader,
+                bytes,
+                millis,
+                reboot,
+                ..
+            } => format!(
+                "{reader}: firmware update finished ({bytes} bytes in {:.1} s){}",
+                *millis as f64 / 1000.0,
+                if *reboot { ", the reader restarts" } else { "" }
+            ),
+            Self::ReaderUpdateFailed {
+                reader,
+                reason,
+                detail,
+                ..
+            } => format!("{reader}: FIRMWARE UPDATE FAILED ({}): {detail}", reason.as_str()),
+            Self::ReaderKeyRotated { reader, .. } => {
+                format!("{reader}: Secure Channel key rotated, the old key retired")
+            }
+            Self::ReaderKeyRotationFailed {
+                reader,
+                reason,
+                detail,
+                ..
+            } => format!("{reader}: KEY ROTATION FAILED ({}): {detail}", reason.as_str()),
             Self::PdOnline {
                 bus,
                 address,
@@ -1453,6 +1699,42 @@ mod area_event_tests {
                 reason: DenyReason::Interlock,
             },
             EventKind::LocationsDropped { count: 3 },
+            EventKind::ReaderUpdateStarted {
+                command: Some("c1".into()),
+                reader: "entrance-reader".into(),
+                bytes: 1024,
+                sha256: FileDigest::of(b"firmware"),
+            },
+            EventKind::ReaderUpdateProgress {
+                command: Some("c1".into()),
+                reader: "entrance-reader".into(),
+                confirmed: 512,
+                total: 1024,
+                attempt: 1,
+            },
+            EventKind::ReaderUpdateFinished {
+                command: Some("c1".into()),
+                reader: "entrance-reader".into(),
+                bytes: 1024,
+                millis: 1500,
+                reboot: true,
+            },
+            EventKind::ReaderUpdateFailed {
+                command: None,
+                reader: "entrance-reader".into(),
+                reason: UpkeepFailure::HashMismatch,
+                detail: "x".into(),
+            },
+            EventKind::ReaderKeyRotated {
+                command: None,
+                reader: "entrance-reader".into(),
+            },
+            EventKind::ReaderKeyRotationFailed {
+                command: Some("c2".into()),
+                reader: "entrance-reader".into(),
+                reason: UpkeepFailure::OldKeyKept,
+                detail: "x".into(),
+            },
         ];
         for kind in kinds {
             let e = Event { seq: 7, at, kind };

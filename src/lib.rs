@@ -27,6 +27,7 @@ pub mod storage;
 pub mod store;
 pub mod text;
 pub mod uplink;
+pub mod upkeep;
 
 #[cfg(test)]
 mod test_clock;

@@ -32,7 +32,8 @@ pub enum MqttError {
 /// MQTT options for a client with id `client_id` (the gateway id, a
 /// central instance, or a one-off id for the integrator tools): mTLS from
 /// `cfg`, 30 s keep-alive, a persistent session (callers change it), the
-/// incoming limit `max_snapshot_mib`, outgoing 16 MiB.
+/// incoming limit the larger of `max_snapshot_mib` and a firmware file,
+/// outgoing 16 MiB or a firmware file (central sends those).
 pub fn mqtt_options(
     cfg: &UplinkConfig,
     client_id: &str,
@@ -45,7 +46,12 @@ pub fn mqtt_options(
     // A persistent session: commands published while the link is down are
     // queued by the broker and delivered (then checked for expiry).
     o.set_clean_session(false);
-    o.set_max_packet_size(cfg.max_snapshot_mib << 20, 16 << 20);
+    // A firmware message is the file and a command id in CBOR.
+    let firmware = cfg.max_firmware_bytes() + (64 << 10);
+    o.set_max_packet_size(
+        (cfg.max_snapshot_mib << 20).max(firmware),
+        (16 << 20).max(firmware),
+    );
     o.set_request_channel_capacity(256);
     if let Some(will) = last_will {
         o.set_last_will(will);

@@ -23,6 +23,7 @@ const CORES: &[&str] = &[
     "src/action.rs",
     "src/event.rs",
     "src/ids.rs",
+    "src/upkeep",
 ];
 
 /// The floors of the crate, lowest first: a module may import from its own
@@ -42,7 +43,7 @@ const FLOORS: &[&[&str]] = &[
     &["action"],
     &["event"],
     &["site", "journal"],
-    &["command", "store", "status"],
+    &["command", "store", "status", "upkeep"],
     &["uplink"],
     &["admin", "mqtt"],
     &["config"],

@@ -432,6 +432,7 @@ impl CentralConfig {
             window: 1,
             max_snapshot_mib: self.broker.max_message_mib,
             max_delta_kib: self.broker.max_message_mib.saturating_mul(1024),
+            max_firmware_mib: self.broker.max_message_mib,
             resend_after_seconds: 10,
             status_interval_seconds: 60,
         }

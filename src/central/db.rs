@@ -1742,6 +1742,33 @@ pub async fn command_result(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// What a gateway journaled about a reader command since `since`: its
+/// `reader_*` events (by their `command` field), a refusal of the command,
+/// and the gateway's starts (a restart ends a reader job), each as
+/// (journal, seq, event), in journal order.
+pub async fn reader_command_events(
+    client: &Client,
+    gateway: &GatewayId,
+    id: &str,
+    since: Timestamp,
+) -> Result<Vec<(Vec<u8>, i64, Value)>, DbError> {
+    let rows = client
+        .query(
+            "SELECT journal, seq, event FROM events
+              WHERE gateway = $1 AND at >= $3
+                AND ((type LIKE 'reader\\_%' AND event->>'command' = $2)
+                  OR (type = 'command_refused' AND event->>'id' = $2)
+                  OR type = 'daemon_started')
+              ORDER BY journal, seq LIMIT 1000",
+            &[&gateway.as_str(), &id, &since],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
 /// Run a user's query (`push --from-sql`) and read its rows as credential
 /// records (every column as text, as PostgreSQL prints it).
 ///

@@ -75,6 +75,8 @@ pub struct GatewayTopics {
     pub command: String,
     /// `<root>/<gw>/ack`.
     pub ack: String,
+    /// `<root>/<gw>/firmware`: reader firmware files.
+    pub firmware: String,
 }
 
 impl GatewayTopics {
@@ -86,6 +88,7 @@ impl GatewayTopics {
             delta: format!("{p}/delta"),
             command: format!("{p}/command"),
             ack: format!("{p}/ack"),
+            firmware: format!("{p}/firmware"),
         }
     }
 }

@@ -18,6 +18,7 @@ use portier::command::{Command, sign_command};
 use portier::config::read_hex32;
 use portier::rules::envelope::{Block, Delta, sign_delta, sign_snapshot};
 use portier::rules::{BlockReason, CredentialKey, Header, source};
+use portier::action::CommandAction;
 use portier::site::remote::RemoteAction;
 use sha2::{Digest, Sha256};
 
@@ -132,6 +133,13 @@ enum CentralCmd {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Update a reader's firmware remotely: the file's SHA-256 in a signed
+    /// command, the file on `<gateway>/firmware`; prints the gateway's
+    /// `reader_update_*` events until it finishes or fails.
+    ReaderUpdate(super::central_upkeep::ReaderUpdateArgs),
+    /// Rotate a reader's Secure Channel key remotely (the gateway makes
+    /// the key; it never leaves the gateway) and wait for the outcome.
+    RotateKey(super::central_upkeep::RotateKeyArgs),
 }
 
 /// `portier central push`.
@@ -187,10 +195,10 @@ enum Reason {
 
 /// Waiting for a command's result.
 #[derive(Debug, Args)]
-struct WaitArgs {
+pub(crate) struct WaitArgs {
     /// Wait this long for the gateway's answer, seconds (0: do not wait).
     #[arg(long, default_value_t = 30)]
-    timeout: u64,
+    pub(crate) timeout: u64,
 }
 
 /// `alarms --follow`: LISTEN first (nothing stored meanwhile is missed),
@@ -283,7 +291,7 @@ impl Feed {
     }
 }
 
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     portier::clock::wall()
 }
 
@@ -373,6 +381,10 @@ pub(crate) fn run(args: CentralArgs) -> anyhow::Result<ExitCode> {
             },
             wait,
         )),
+        CentralCmd::ReaderUpdate(args) => {
+            rt.block_on(super::central_upkeep::reader_update(config, args))
+        }
+        CentralCmd::RotateKey(args) => rt.block_on(super::central_upkeep::rotate_key(config, args)),
         CentralCmd::Release {
             gateway,
             door,
@@ -739,19 +751,21 @@ async fn block(config: CentralConfig, args: BlockArgs, unblock: bool) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-async fn command(
-    config: CentralConfig,
-    gateway: GatewayId,
-    action: RemoteAction,
-    wait: WaitArgs,
-) -> anyhow::Result<ExitCode> {
+/// A signed command for `gateway`, valid for `valid_seconds`, recorded in
+/// the `commands` table.
+pub(crate) async fn new_command(
+    config: &CentralConfig,
+    pg: &tokio_postgres::Client,
+    gateway: &GatewayId,
+    action: CommandAction,
+    valid_seconds: u64,
+) -> anyhow::Result<(Command, Vec<u8>)> {
     let key = signing_key(&config.signing.key)?;
-    let pg = db::connect(&config.postgres).await?;
     let mut r = [0u8; 8];
     portier::clock::os_entropy(&mut r);
     let issued_at = now();
     let expires_at = issued_at.checked_add(SignedDuration::from_secs(
-        i64::try_from(config.signing.command_valid_seconds).unwrap_or(300),
+        i64::try_from(valid_seconds).unwrap_or(300),
     ))?;
     let command = Command {
         id: hex::encode(r),
@@ -761,7 +775,20 @@ async fn command(
         action,
     };
     let bytes = sign_command(&key, &command);
-    db::record_command(&pg, &command).await?;
+    db::record_command(pg, &command).await?;
+    Ok((command, bytes))
+}
+
+async fn command(
+    config: CentralConfig,
+    gateway: GatewayId,
+    action: RemoteAction,
+    wait: WaitArgs,
+) -> anyhow::Result<ExitCode> {
+    let pg = db::connect(&config.postgres).await?;
+    let valid = config.signing.command_valid_seconds;
+    let (command, bytes) = new_command(&config, &pg, &gateway, action.into(), valid).await?;
+    let issued_at = command.issued_at;
     let topic = GatewayTopics::new(&config.central.topic_root, &gateway).command;
     publish_blobs(&config, vec![(topic, bytes, false)]).await?;
     eprintln!(

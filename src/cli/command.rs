@@ -179,7 +179,7 @@ fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
         gateway: args.gateway,
         issued_at,
         expires_at,
-        action: args.action.into(),
+        action: RemoteAction::from(args.action).into(),
     };
     let bytes = sign_command(&key, &command);
     std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod central;
+mod central_upkeep;
 mod command;
 mod demo;
 mod journal;

@@ -123,7 +123,7 @@ mod tests {
             gateway: "gw1".into(),
             issued_at: at,
             expires_at: at,
-            action: crate::site::remote::RemoteAction::ReleaseLockdown { doors: vec![] },
+            action: crate::site::remote::RemoteAction::ReleaseLockdown { doors: vec![] }.into(),
         };
         let signed = sign_command(&key(1), &cmd);
         assert!(verify_beacon(&signed, &keys, "gw1").is_err());

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::rules::envelope::{SignedBlob, TrustedKeys, VerifyError};
+use crate::action::CommandAction;
+#[cfg(test)]
 use crate::site::remote::RemoteAction;
 
 /// Domain tag of command signatures: a command can never pass as a
@@ -44,8 +46,8 @@ pub struct Command {
     pub issued_at: Timestamp,
     /// Not acted on at or after this instant.
     pub expires_at: Timestamp,
-    /// What to do.
-    pub action: RemoteAction,
+    /// What to do: an action on doors or a reader's upkeep.
+    pub action: CommandAction,
 }
 
 /// Why a command was refused. The `Display` text goes into the refusal
@@ -203,7 +205,8 @@ mod tests {
             action: RemoteAction::Unlock {
                 door: "side-entrance".into(),
                 seconds: 5,
-            },
+            }
+            .into(),
         }
     }
 

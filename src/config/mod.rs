@@ -414,6 +414,29 @@ impl Config {
         site.fire_alarm_wiring(&self.pds)
     }
 
+    /// Every PD by name: its bus, address and key file (reader upkeep).
+    pub fn pd_places(
+        &self,
+    ) -> Vec<(
+        crate::ids::ReaderId,
+        crate::upkeep::ReaderPlace,
+        Option<PathBuf>,
+    )> {
+        let mut places = Vec::new();
+        for bus in &self.buses {
+            for pd in &bus.pds {
+                let key_file = pd.key_file.as_ref().map(|k| k.get_ref().clone());
+                let place = crate::upkeep::ReaderPlace {
+                    bus: bus.name.get_ref().as_str().into(),
+                    address: *pd.address.get_ref(),
+                    secure: key_file.is_some(),
+                };
+                places.push((pd.name.get_ref().as_str().into(), place, key_file));
+            }
+        }
+        places
+    }
+
     /// The buses, with PD keys read from their files.
     pub fn bus_plans(&self) -> Result<Vec<BusPlan>, ConfigError> {
         let mut plans = Vec::new();

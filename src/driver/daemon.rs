@@ -308,6 +308,9 @@ pub struct Daemon {
     pub urgent: std::collections::VecDeque<u64>,
     /// Duress alarms journaled since the start.
     pub duress_total: u64,
+    /// Reader upkeep, which follows the PDs' sessions, keys and file
+    /// transfers (a copy of those reports only; never a card or input).
+    pub upkeep: Option<mpsc::Sender<super::upkeep::UpkeepMessage>>,
 }
 
 impl Daemon {
@@ -338,8 +341,23 @@ impl Daemon {
             low_disk_dropped: None,
             urgent: std::collections::VecDeque::new(),
             duress_total: 0,
+            upkeep: None,
         };
         Ok((daemon, reader))
+    }
+
+    /// Copy a PD's session, key or transfer report to reader upkeep. Never
+    /// waits: a full queue drops the copy (upkeep then times out a job)
+    /// rather than hold up a door.
+    fn tell_upkeep(&self, bus: &BusId, event: &BusEvent) {
+        if let Some(upkeep) = &self.upkeep
+            && event.concerns_upkeep()
+            && let Err(mpsc::error::TrySendError::Full(_)) = upkeep.try_send(
+                super::upkeep::UpkeepMessage::Bus(bus.clone(), event.clone()),
+            )
+        {
+            tracing::warn!(bus = %bus, "reader upkeep busy: a PD report was not passed on");
+        }
     }
 }
 
@@ -384,7 +402,10 @@ pub async fn run(
             // Every bus task gone (or none configured): keep serving control
             // requests; a dead bus task stops the watchdog pings instead.
             event = inputs.events.recv(), if events_open => match event {
-                Some((bus, event)) => Input::Bus { bus, event },
+                Some((bus, event)) => {
+                    daemon.tell_upkeep(&bus, &event);
+                    Input::Bus { bus, event }
+                }
                 None => { events_open = false; continue; }
             },
             control = inputs.control.recv(), if control_open => match control {

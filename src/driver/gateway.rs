@@ -167,12 +167,13 @@ pub async fn run(
     }
     let journal = (state.journal.reader, state.journal.acker);
     let readers = super::inventory::watch_inventory(buses.views.clone());
+    let upkeep = start_reader_upkeep(&config, &buses.links, &running, &shutdown);
     let uplink = start_uplink_if(
         &config,
         keys,
         &state.events_db,
         journal,
-        (&running, readers),
+        (&running, readers, upkeep.clone()),
         &shutdown,
     )?;
     let metrics = crate::admin::Metrics::new();
@@ -196,6 +197,7 @@ pub async fn run(
         low_disk_dropped: None,
         urgent: Default::default(),
         duress_total: 0,
+        upkeep: Some(upkeep),
     };
     let inputs = DaemonInputs {
         events: buses.events,
@@ -216,6 +218,30 @@ pub async fn run(
     flush_replay_guard(&state.events_db, &config.gateway.state_dir).await?;
     tracing::info!("stopped; doors left to their PDs' locked state");
     Ok(())
+}
+
+/// Reader upkeep (firmware updates and key rotations from central), on
+/// every bus.
+fn start_reader_upkeep(
+    config: &Config,
+    links: &[BusLink],
+    running: &Running,
+    shutdown: &watch::Receiver<bool>,
+) -> mpsc::Sender<super::upkeep::UpkeepMessage> {
+    super::upkeep::start_upkeep(super::upkeep::UpkeepWiring {
+        places: config.pd_places(),
+        buses: links
+            .iter()
+            .map(|l| (l.name.clone(), l.requests.clone()))
+            .collect(),
+        control: running.control.clone(),
+        view: running.view.clone(),
+        max_file: config
+            .uplink
+            .as_ref()
+            .map_or(16 << 20, crate::uplink::UplinkConfig::max_firmware_bytes),
+        shutdown: shutdown.clone(),
+    })
 }
 
 /// Write the replay guard out before the process ends.
@@ -440,9 +466,10 @@ fn start_uplink_if(
     keys: TrustedKeys,
     events_db: &sled::Db,
     journal: (JournalReader, JournalAcker),
-    (running, readers): (
+    (running, readers, upkeep): (
         &Running,
         watch::Receiver<Vec<crate::status::ReaderInventory>>,
+        mpsc::Sender<super::upkeep::UpkeepMessage>,
     ),
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Option<watch::Receiver<UplinkState>>, RunError> {
@@ -459,6 +486,7 @@ fn start_uplink_if(
         view: running.view.clone(),
         shutdown: shutdown.clone(),
         readers,
+        upkeep,
     };
     Ok(Some(start_uplink(uplink, wiring)))
 }

@@ -11,7 +11,9 @@ use super::uplink::{self, Delivered, Inbound, UplinkHandles, UplinkState};
 use crate::event::EventKind;
 use crate::journal::{JournalAcker, JournalReader};
 use crate::store::Store;
-use crate::uplink::wire::Status;
+use super::upkeep::UpkeepMessage;
+use crate::action::CommandAction;
+use crate::uplink::wire::{FirmwareFile, Status};
 
 /// Which kind of signed rules blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,8 @@ pub(crate) struct UplinkWiring {
     pub shutdown: watch::Receiver<bool>,
     /// The reader inventory for the `status` message.
     pub readers: watch::Receiver<Vec<crate::status::ReaderInventory>>,
+    /// Reader upkeep: reader commands and firmware files go there.
+    pub upkeep: mpsc::Sender<super::upkeep::UpkeepMessage>,
 }
 
 /// Start the MQTT uplink and the tasks that act on what it receives: two
@@ -109,6 +113,7 @@ pub(crate) fn start_uplink(
         view,
         shutdown,
         readers,
+        upkeep,
     } = wiring;
     let trusted = view.clone();
     let mut view = view;
@@ -175,6 +180,7 @@ pub(crate) fn start_uplink(
         seen,
         status: status_tx,
         view: trusted,
+        upkeep,
     };
     let actor = Arc::new(actor);
     tokio::spawn(actor.clone().run(rules));
@@ -214,6 +220,8 @@ struct InboundActor {
     /// For the latest trusted time: a clock that went back must not make
     /// an expired command valid.
     view: watch::Receiver<DaemonView>,
+    /// Reader upkeep.
+    upkeep: mpsc::Sender<super::upkeep::UpkeepMessage>,
 }
 
 impl InboundActor {
@@ -226,6 +234,7 @@ impl InboundActor {
                 Inbound::Snapshot(bytes) => self.rules(RulesBlob::Snapshot, bytes).await,
                 Inbound::Delta(bytes) => self.rules(RulesBlob::Delta, bytes).await,
                 Inbound::Command(bytes) => self.command(&bytes).await,
+                Inbound::Firmware(bytes) => self.firmware(&bytes).await,
                 Inbound::Time { bytes, live, came } => self.time(&bytes, live, came).await,
             }
             receipt.done().await;
@@ -303,18 +312,48 @@ impl InboundActor {
             .control
             .send(Control::TrustedTime(command.issued_at))
             .await;
+        let action = match command.action {
+            CommandAction::Door(action) => action,
+            CommandAction::Reader(action) => {
+                let message = UpkeepMessage::Command {
+                    id: command.id,
+                    expires_at: command.expires_at,
+                    action,
+                };
+                let _ = self.upkeep.send(message).await;
+                return;
+            }
+        };
         let (reply, answer) = oneshot::channel();
         let sent = self
             .control
             .send(Control::Remote {
                 source: "central".into(),
                 command: Some(command.id.clone()),
-                action: command.action,
+                action,
                 reply: Some(reply),
             })
             .await;
         if sent.is_ok() {
             let _ = answer.await;
+        }
+    }
+
+    /// A firmware file: handed to upkeep, which holds it against the
+    /// signed command's hash.
+    async fn firmware(&self, bytes: &[u8]) {
+        match serde_cbor::from_slice::<FirmwareFile>(bytes) {
+            Ok(file) if (1..=crate::command::MAX_ID_BYTES).contains(&file.command.len()) => {
+                let message = UpkeepMessage::File {
+                    command: file.command,
+                    data: file.data.into(),
+                };
+                let _ = self.upkeep.send(message).await;
+            }
+            // Its command, if any, ends `file_not_received` at its expiry.
+            Ok(_) | Err(_) => {
+                tracing::warn!(bytes = bytes.len(), "unreadable firmware message dropped");
+            }
         }
     }
 

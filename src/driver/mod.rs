@@ -19,4 +19,5 @@ pub mod running;
 pub mod serial;
 pub mod service;
 pub mod simulator;
+pub mod upkeep;
 pub mod uplink;

@@ -56,6 +56,8 @@ pub enum Inbound {
     Delta(Vec<u8>),
     /// A signed command.
     Command(Vec<u8>),
+    /// A reader firmware file ([`wire::FirmwareFile`]), unsigned.
+    Firmware(Vec<u8>),
     /// A signed time beacon; `live` unless the broker replayed it as the
     /// retained message (then it only bounds "now" from below).
     Time {
@@ -175,6 +177,9 @@ pub struct Topics {
     pub status: String,
     /// `<prefix>/time`.
     pub time: String,
+    /// `<prefix>/firmware`: reader firmware files for `reader_update`
+    /// commands.
+    pub firmware: String,
 }
 
 impl Topics {
@@ -189,6 +194,7 @@ impl Topics {
             urgent: format!("{prefix}/urgent"),
             status: format!("{prefix}/status"),
             time: format!("{prefix}/time"),
+            firmware: format!("{prefix}/firmware"),
         }
     }
 }
@@ -298,6 +304,7 @@ impl Drop for Lent {
 struct Limits {
     snapshot: usize,
     delta: usize,
+    firmware: usize,
     small: usize,
 }
 
@@ -306,6 +313,7 @@ impl Limits {
         Self {
             snapshot: cfg.max_snapshot_mib << 20,
             delta: cfg.max_delta_kib << 10,
+            firmware: cfg.max_firmware_bytes() + (64 << 10),
             small: wire::MAX_SMALL_MESSAGE,
         }
     }
@@ -557,6 +565,7 @@ impl Link {
             &self.topics.command,
             &self.topics.ack,
             &self.topics.time,
+            &self.topics.firmware,
         ] {
             if let Err(e) = self.client.try_subscribe(t.as_str(), QoS::AtLeastOnce) {
                 tracing::error!(topic = t.as_str(), error = %e, "subscribe not queued");
@@ -736,6 +745,10 @@ impl Link {
             (limits.small, Some((&h.commands, &Inbound::Command)))
         } else if p.topic == t.delta {
             (limits.delta, Some((&h.rules, &Inbound::Delta)))
+        } else if p.topic == t.firmware {
+            // The big-messages lane: a file must not wait behind nor hold
+            // up a lockdown.
+            (limits.firmware, Some((&h.rules, &Inbound::Firmware)))
         } else if p.topic == t.snapshot {
             (limits.snapshot, Some((&h.rules, &Inbound::Snapshot)))
         } else {

@@ -249,6 +249,51 @@ pub enum BusEvent {
     },
 }
 
+impl BusEvent {
+    /// The PD it is about.
+    pub fn address(&self) -> u8 {
+        match self {
+            Self::Online { address, .. }
+            | Self::Offline { address, .. }
+            | Self::SecurityAlarm { address, .. }
+            | Self::KeyInstalled { address }
+            | Self::KeyRotated { address }
+            | Self::KeyRotationFailed { address, .. }
+            | Self::KeyResolved { address, .. }
+            | Self::TransferProgress { address, .. }
+            | Self::TransferFinished { address, .. }
+            | Self::TransferFailed { address, .. }
+            | Self::Card { address, .. }
+            | Self::FormattedCard { address, .. }
+            | Self::Keypad { address, .. }
+            | Self::LocalStatus { address, .. }
+            | Self::Inputs { address, .. }
+            | Self::Outputs { address, .. }
+            | Self::Readers { address, .. }
+            | Self::CommandDone { address, .. }
+            | Self::CommandFailed { address, .. }
+            | Self::Other { address, .. } => *address,
+        }
+    }
+
+    /// A report about a PD's life (sessions, keys, file transfers) rather
+    /// than its doors: what reader upkeep follows. Never a card or input.
+    pub fn concerns_upkeep(&self) -> bool {
+        matches!(
+            self,
+            Self::Online { .. }
+                | Self::Offline { .. }
+                | Self::SecurityAlarm { .. }
+                | Self::KeyRotated { .. }
+                | Self::KeyRotationFailed { .. }
+                | Self::KeyResolved { .. }
+                | Self::TransferProgress { .. }
+                | Self::TransferFinished { .. }
+                | Self::TransferFailed { .. }
+        )
+    }
+}
+
 /// Where a PD is in its life cycle.
 #[derive(Debug, Clone)]
 enum Phase {

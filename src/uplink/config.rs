@@ -44,6 +44,11 @@ pub struct UplinkConfig {
     /// is connection-wide, so it is checked per topic after receipt).
     #[serde(default = "default_max_delta")]
     pub max_delta_kib: usize,
+    /// Largest reader firmware file accepted on `<prefix>/firmware`, MiB
+    /// (1..=64; a larger value is lowered to 64, the most an OSDP file
+    /// transfer here takes).
+    #[serde(default = "default_max_firmware")]
+    pub max_firmware_mib: usize,
     /// Events sent but not acknowledged are sent again when central has
     /// acknowledged nothing new for this long, seconds.
     #[serde(default = "default_resend_after")]
@@ -73,6 +78,9 @@ fn default_max_snapshot() -> usize {
 fn default_max_delta() -> usize {
     1024
 }
+fn default_max_firmware() -> usize {
+    16
+}
 fn default_resend_after() -> u64 {
     10
 }
@@ -84,6 +92,11 @@ impl UplinkConfig {
     /// Bytes per event message, at most: `batch_kib`, within 1..=8192 KiB.
     pub fn batch_bytes(&self) -> usize {
         self.batch_kib.clamp(1, MAX_BATCH_KIB) << 10
+    }
+
+    /// Bytes of a firmware file, at most: `max_firmware_mib` within 1..=64.
+    pub fn max_firmware_bytes(&self) -> usize {
+        self.max_firmware_mib.clamp(1, 64) << 20
     }
 
     /// The topic prefix for `gateway`.

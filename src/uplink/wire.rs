@@ -159,8 +159,23 @@ fn cbor_head(out: &mut Vec<u8>, major: u8, n: u64) {
     }
 }
 
-/// Largest payload accepted on the topics other than `snapshot`: `ack` and
-/// `command` (a few hundred bytes in practice).
+/// A reader firmware file on `<prefix>/firmware` (CBOR): the bytes and
+/// the signed `reader_update` command they are for. Nothing here is
+/// trusted: the gateway sends the bytes only if their SHA-256 and size are
+/// the command's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareFile {
+    /// The command's id.
+    pub command: String,
+    /// The file.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// Largest payload accepted on the topics other than `snapshot`,
+/// `delta` and `firmware`: `ack`, `command`, `time` (a few hundred bytes
+/// in practice).
 pub const MAX_SMALL_MESSAGE: usize = 64 << 10;
 
 #[cfg(test)]

@@ -141,6 +141,7 @@ impl Broker {
             window: 1,
             max_snapshot_mib: 256,
             max_delta_kib: 1024,
+            max_firmware_mib: 16,
             resend_after_seconds: 10,
             status_interval_seconds: 60,
         };

@@ -93,6 +93,11 @@ impl Gateway {
             args.push("--pd".into());
             args.push(format!("{},scbk={key}", i + 1));
         }
+        // The PDs take files (firmware updates) into `received/`.
+        let received = d.join("received");
+        std::fs::create_dir(&received).unwrap();
+        args.push("--files".into());
+        args.push(received.display().to_string());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut pds = JsonChild::spawn(&python(), &args);
         pds.expect(T, "libosdp PDs ready", |v| v["event"] == "ready");
@@ -211,6 +216,12 @@ impl Gateway {
                     .iter()
                     .all(|p| p["online"] == true && p["secure"] == true)
         });
+    }
+
+    /// The gateway's end of the bus (for a reader tool while the daemon
+    /// is stopped).
+    pub fn port(&self) -> &Path {
+        &self._pty.b
     }
 
     pub fn kill_daemon(&mut self) {
