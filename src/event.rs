@@ -1414,7 +1414,10 @@ impl EventKind {
                 reason,
                 detail,
                 ..
-            } => format!("{reader}: FIRMWARE UPDATE FAILED ({}): {detail}", reason.as_str()),
+            } => format!(
+                "{reader}: FIRMWARE UPDATE FAILED ({}): {detail}",
+                reason.as_str()
+            ),
             Self::ReaderKeyRotated { reader, .. } => {
                 format!("{reader}: Secure Channel key rotated, the old key retired")
             }
@@ -1423,7 +1426,10 @@ impl EventKind {
                 reason,
                 detail,
                 ..
-            } => format!("{reader}: KEY ROTATION FAILED ({}): {detail}", reason.as_str()),
+            } => format!(
+                "{reader}: KEY ROTATION FAILED ({}): {detail}",
+                reason.as_str()
+            ),
             Self::PdOnline {
                 bus,
                 address,

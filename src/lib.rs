@@ -26,8 +26,8 @@ pub mod status;
 pub mod storage;
 pub mod store;
 pub mod text;
-pub mod uplink;
 pub mod upkeep;
+pub mod uplink;
 
 #[cfg(test)]
 mod test_clock;

@@ -147,15 +147,22 @@ fn central_updates_a_reader_s_firmware_and_a_wrong_file_never_reaches_it() {
     std::fs::write(&file, &data).unwrap();
     let update = Command::new(portier_bin())
         .args(["central", "--config", config.to_str().unwrap()])
-        .args(["reader-update", "--gateway", GW, "--reader", "entrance-reader"])
+        .args([
+            "reader-update",
+            "--gateway",
+            GW,
+            "--reader",
+            "entrance-reader",
+        ])
         .args(["--file", file.to_str().unwrap(), "--vendor", "b2a100"])
         .args(["--model", "1", "--timeout", "300"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    gw.pds
-        .expect(T, "the transfer opened at PD 1", |v| v["event"] == "file_open");
+    gw.pds.expect(T, "the transfer opened at PD 1", |v| {
+        v["event"] == "file_open"
+    });
     // Another job on the same bus meanwhile: refused, the first goes on.
     let busy = central(
         &config,
@@ -174,9 +181,18 @@ fn central_updates_a_reader_s_firmware_and_a_wrong_file_never_reaches_it() {
         .iter()
         .filter_map(|l| l["type"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(said.first().map(String::as_str), Some("reader_update_started"));
-    assert_eq!(said.last().map(String::as_str), Some("reader_update_finished"));
-    assert!(said.iter().any(|t| t == "reader_update_progress"), "{said:?}");
+    assert_eq!(
+        said.first().map(String::as_str),
+        Some("reader_update_started")
+    );
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("reader_update_finished")
+    );
+    assert!(
+        said.iter().any(|t| t == "reader_update_progress"),
+        "{said:?}"
+    );
     let received = gw.pds.expect(T, "file received at PD 1", |v| {
         v["event"] == "file_received"
     });
@@ -209,18 +225,31 @@ fn central_rotates_a_reader_s_key_and_the_old_key_is_refused() {
 
     let out = central(
         &config,
-        &["rotate-key", "--gateway", GW, "--reader", "side-reader", "--timeout", "60"],
+        &[
+            "rotate-key",
+            "--gateway",
+            GW,
+            "--reader",
+            "side-reader",
+            "--timeout",
+            "60",
+        ],
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("reader_key_rotated"), "{}", text(&out));
     let key_file = gw.dir.path().join("pd2.scbk");
-    let new = std::fs::read_to_string(&key_file).unwrap().trim().to_uppercase();
+    let new = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_uppercase();
     assert_ne!(new, KEYS[1]);
     assert!(!gw.dir.path().join("pd2.scbk.next").exists());
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let keyset = gw.pds.expect(T, "KEYSET at PD 2", |v| v["event"] == "keyset");
+    let keyset = gw
+        .pds
+        .expect(T, "KEYSET at PD 2", |v| v["event"] == "keyset");
     assert_eq!(keyset["address"], 2);
     assert_eq!(keyset["scbk"], new.as_str());
     // No key in what central stored or the gateway logged.
@@ -254,5 +283,60 @@ fn central_rotates_a_reader_s_key_and_the_old_key_is_refused() {
     };
     assert!(!probe(&old), "the old key still opens a session");
     assert!(probe(&key_file), "the new key does not open a session");
+    drop(service);
+}
+
+#[test]
+fn an_update_cut_by_a_gateway_restart_starts_again_and_arrives_whole() {
+    let pg = Postgres::start();
+    let broker = Broker::start(&[GW]);
+    let mut gw = building(&broker);
+    let key = gw.dir.path().join("central.key");
+    let config = write_config(gw.dir.path(), &broker, &pg, "central-1", &key);
+    let mut service = CentralProc::spawn(&config, &[]);
+    service.wait_connected();
+    wait_for(T, "the gateway's readers at central", || {
+        pg.count("SELECT count(*) FROM readers WHERE online") == 3
+    });
+    let data = firmware(96 * 1024, 3);
+    let file = gw.dir.path().join("fw.bin");
+    std::fs::write(&file, &data).unwrap();
+    let update = Command::new(portier_bin())
+        .args(["central", "--config", config.to_str().unwrap()])
+        .args(["reader-update", "--gateway", GW, "--reader", "lab-reader"])
+        .args(["--file", file.to_str().unwrap(), "--timeout", "300"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    gw.expect_event("a tenth of the file confirmed", |e| {
+        e["type"] == "reader_update_progress" && e["reader"] == "lab-reader"
+    });
+    // Power cut: the process dies mid-file.
+    gw.kill_daemon();
+    gw.run_daemon();
+    let out = update.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("restarted during the update"),
+        "{}",
+        text(&out)
+    );
+    let got = std::fs::read(gw.dir.path().join("received/pd3-file1.bin")).unwrap();
+    assert!(got == data, "the file at the PD differs from the one sent");
+    // Started twice (before and after the restart), finished once.
+    assert_eq!(
+        pg.count("SELECT count(*) FROM events WHERE type = 'reader_update_started'"),
+        2
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM events WHERE type = 'reader_update_finished'"),
+        1
+    );
+    // Nothing kept once done.
+    let kept = gw.dir.path().join("state/upkeep");
+    wait_for(T, "the kept job removed", || {
+        std::fs::read_dir(&kept).map_or(true, |d| d.count() == 0)
+    });
     drop(service);
 }

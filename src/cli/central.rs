@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use ed25519_dalek::SigningKey;
 use jiff::{SignedDuration, Timestamp};
+use portier::action::CommandAction;
 use portier::central::db::{self, Publication};
 use portier::central::driver::publish_blobs;
 use portier::central::{CentralConfig, GatewayId, GatewayTopics, import};
@@ -18,7 +19,6 @@ use portier::command::{Command, sign_command};
 use portier::config::read_hex32;
 use portier::rules::envelope::{Block, Delta, sign_delta, sign_snapshot};
 use portier::rules::{BlockReason, CredentialKey, Header, source};
-use portier::action::CommandAction;
 use portier::site::remote::RemoteAction;
 use sha2::{Digest, Sha256};
 

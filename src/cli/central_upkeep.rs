@@ -69,8 +69,8 @@ pub(crate) async fn reader_update(
     config: CentralConfig,
     args: ReaderUpdateArgs,
 ) -> anyhow::Result<ExitCode> {
-    let data = std::fs::read(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
+    let data =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let limit = config.uplink().max_firmware_bytes();
     if data.is_empty() || data.len() > limit {
         bail!(
@@ -108,7 +108,10 @@ pub(crate) async fn reader_update(
     // command for a while, but the common order costs it nothing.
     publish_blobs(
         &config,
-        vec![(topics.command, signed, false), (topics.firmware, file, false)],
+        vec![
+            (topics.command, signed, false),
+            (topics.firmware, file, false),
+        ],
     )
     .await?;
     eprintln!(
@@ -138,7 +141,8 @@ pub(crate) async fn rotate_key(
     follow(&pg, &args.gateway, &command, args.wait.timeout).await
 }
 
-/// Print the command's events as they are stored, until one ends it.
+/// Print the command's events as they are stored, until one ends it (a
+/// gateway restart does not: the gateway keeps the job).
 async fn follow(
     pg: &tokio_postgres::Client,
     gateway: &GatewayId,
@@ -161,15 +165,16 @@ async fn follow(
         {
             let kind = event["type"].as_str().unwrap_or_default().to_owned();
             if kind == "daemon_started" {
-                // A restart after the job began ends it on the gateway.
+                // The gateway kept the job: it starts again once the
+                // reader is online (a new `reader_update_started`).
                 if started
                     .as_ref()
                     .is_some_and(|(j, s)| *j == journal && seq > *s)
+                    && printed.insert((journal.clone(), seq))
                 {
                     println!("{event}");
-                    bail!(
-                        "{gateway} restarted during the job: command {} ended unfinished; send it again",
-                        command.id
+                    eprintln!(
+                        "{gateway} restarted during the update: it sends the file again from the start"
                     );
                 }
                 continue;

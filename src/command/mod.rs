@@ -15,8 +15,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::rules::envelope::{SignedBlob, TrustedKeys, VerifyError};
 use crate::action::CommandAction;
+use crate::rules::envelope::{SignedBlob, TrustedKeys, VerifyError};
 #[cfg(test)]
 use crate::site::remote::RemoteAction;
 

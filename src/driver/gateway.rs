@@ -240,6 +240,7 @@ fn start_reader_upkeep(
             .uplink
             .as_ref()
             .map_or(16 << 20, crate::uplink::UplinkConfig::max_firmware_bytes),
+        dir: config.gateway.state_dir.join("upkeep"),
         shutdown: shutdown.clone(),
     })
 }

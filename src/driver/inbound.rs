@@ -7,12 +7,12 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::daemon::{Control, DaemonView};
+use super::upkeep::UpkeepMessage;
 use super::uplink::{self, Delivered, Inbound, UplinkHandles, UplinkState};
+use crate::action::CommandAction;
 use crate::event::EventKind;
 use crate::journal::{JournalAcker, JournalReader};
 use crate::store::Store;
-use super::upkeep::UpkeepMessage;
-use crate::action::CommandAction;
 use crate::uplink::wire::{FirmwareFile, Status};
 
 /// Which kind of signed rules blob.

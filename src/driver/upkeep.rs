@@ -68,6 +68,9 @@ pub struct UpkeepWiring {
     pub view: watch::Receiver<DaemonView>,
     /// Largest file taken, bytes.
     pub max_file: usize,
+    /// Where reader-update jobs are kept over a restart
+    /// (`<state_dir>/upkeep`).
+    pub dir: PathBuf,
     /// Ends the task.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -88,25 +91,31 @@ async fn run(wiring: UpkeepWiring, mut inbox: mpsc::Receiver<UpkeepMessage>) {
         .iter()
         .filter_map(|(r, _, k)| k.as_ref().map(|k| (r.clone(), KeyFiles::new(k))))
         .collect();
-    let places = wiring
-        .places
-        .into_iter()
-        .map(|(r, p, _)| (r, p))
-        .collect();
+    let places = wiring.places.into_iter().map(|(r, p, _)| (r, p)).collect();
     let mut core = Upkeep::new(places, wiring.max_file);
     let mut driver = Driver {
         buses: wiring.buses,
         key_files,
         control: wiring.control,
         failures: mpsc::unbounded_channel(),
+        kept: Kept { dir: wiring.dir },
+        last_file: None,
     };
+    // Updates a restart cut short start again (from byte 0) once their
+    // reader is online; the buses report only after this.
+    for message in driver.kept.load(wiring.view.borrow().trusted_now()) {
+        core.handle(clock::monotonic(), to_input(message, &wiring.view));
+    }
     let mut shutdown = wiring.shutdown;
     loop {
         driver.carry_out(&mut core).await;
         let deadline = core.poll_timeout();
         let input = tokio::select! {
             message = inbox.recv() => match message {
-                Some(m) => to_input(m, &wiring.view),
+                Some(m) => {
+                    driver.keep(&m);
+                    to_input(m, &wiring.view)
+                }
                 None => return,
             },
             Some((reader, reason, detail)) = driver.failures.1.recv() => {
@@ -159,14 +168,58 @@ struct Driver {
         mpsc::UnboundedSender<Failure>,
         mpsc::UnboundedReceiver<Failure>,
     ),
+    kept: Kept,
+    /// The latest file, in case its command comes after it.
+    last_file: Option<(String, Arc<[u8]>)>,
 }
 
 impl Driver {
+    /// Keep a reader-update command, and its file once both are here, over
+    /// a restart. A failure to write costs only the resume.
+    fn keep(&mut self, message: &UpkeepMessage) {
+        let kept = match message {
+            UpkeepMessage::Command {
+                id,
+                expires_at,
+                action: action @ ReaderAction::ReaderUpdate { .. },
+            } => {
+                let mut kept = self.kept.save_job(id, *expires_at, action);
+                if let Some((file_for, data)) = &self.last_file
+                    && file_for == id
+                {
+                    kept = kept.and_then(|()| self.kept.save_file(id, data));
+                }
+                kept
+            }
+            UpkeepMessage::File { command, data } => {
+                self.last_file = Some((command.clone(), data.clone()));
+                if self.kept.has_job(command) {
+                    self.kept.save_file(command, data)
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = kept {
+            tracing::warn!(error = %e, dir = %self.kept.dir.display(), "a reader update is not kept over a restart");
+        }
+    }
+
     async fn carry_out(&mut self, core: &mut Upkeep) {
         while let Some(output) = core.poll_output() {
             match output {
                 Output::Record(event) => {
                     tracing::info!(event = %event.describe(), "reader upkeep");
+                    if let EventKind::ReaderUpdateFinished {
+                        command: Some(id), ..
+                    }
+                    | EventKind::ReaderUpdateFailed {
+                        command: Some(id), ..
+                    } = &event
+                    {
+                        self.kept.forget(id);
+                    }
                     let _ = self.control.send(Control::Record(vec![event])).await;
                 }
                 Output::StartTransfer {
@@ -255,7 +308,8 @@ impl Driver {
             key,
             started,
         };
-        self.ask_bus(reader, bus, request, result, Some(files)).await;
+        self.ask_bus(reader, bus, request, result, Some(files))
+            .await;
     }
 
     async fn key_step(&self, reader: &ReaderId, step: KeyStep) {
@@ -284,5 +338,112 @@ impl Driver {
                 let _ = self.control.send(Control::Record(vec![event])).await;
             }
         }
+    }
+}
+
+/// Reader-update jobs kept over a restart, in `dir`: `<hex id>.job` (the
+/// command: id, expiry, action; CBOR) and `<hex id>.bin` (its file). Gone
+/// once the job ends; an expired or unreadable one is removed at start.
+struct Kept {
+    dir: PathBuf,
+}
+
+/// A kept command.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptJob {
+    id: String,
+    expires_at: Timestamp,
+    action: ReaderAction,
+}
+
+impl Kept {
+    fn path(&self, id: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}.{ext}", hex::encode(id)))
+    }
+
+    fn has_job(&self, id: &str) -> bool {
+        self.path(id, "job").exists()
+    }
+
+    fn save_job(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+        action: &ReaderAction,
+    ) -> std::io::Result<()> {
+        let job = KeptJob {
+            id: id.to_owned(),
+            expires_at,
+            action: action.clone(),
+        };
+        let bytes = serde_cbor::to_vec(&job).map_err(std::io::Error::other)?;
+        self.write(&self.path(id, "job"), &bytes)
+    }
+
+    fn save_file(&self, id: &str, data: &[u8]) -> std::io::Result<()> {
+        self.write(&self.path(id, "bin"), data)
+    }
+
+    /// Whole or not at all: a temporary file, synced, renamed.
+    fn write(&self, path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    fn forget(&self, id: &str) {
+        for ext in ["job", "bin"] {
+            let _ = std::fs::remove_file(self.path(id, ext));
+        }
+    }
+
+    /// The kept jobs still valid at `now`, as messages (command, then its
+    /// file when kept); everything else in the directory is removed.
+    fn load(&self, now: Timestamp) -> Vec<UpkeepMessage> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut messages = Vec::new();
+        let mut keep = std::collections::HashSet::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "job") {
+                continue;
+            }
+            let job = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_cbor::from_slice::<KeptJob>(&b).ok())
+                .filter(|j| j.expires_at > now && self.path(&j.id, "job") == path);
+            let Some(job) = job else {
+                continue;
+            };
+            tracing::info!(command = job.id, reader = %job.action.reader(), "a reader update cut short by a restart starts again");
+            let file = std::fs::read(self.path(&job.id, "bin")).ok();
+            keep.insert(self.path(&job.id, "job"));
+            keep.insert(self.path(&job.id, "bin"));
+            let id = job.id.clone();
+            messages.push(UpkeepMessage::Command {
+                id: job.id,
+                expires_at: job.expires_at,
+                action: job.action,
+            });
+            if let Some(data) = file {
+                messages.push(UpkeepMessage::File {
+                    command: id,
+                    data: data.into(),
+                });
+            }
+        }
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if !keep.contains(&entry.path()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        messages
     }
 }

@@ -251,7 +251,11 @@ impl Upkeep {
 
     /// When [`Input::Timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let jobs = self.jobs.values().filter(|j| j.waiting()).map(|j| j.deadline);
+        let jobs = self
+            .jobs
+            .values()
+            .filter(|j| j.waiting())
+            .map(|j| j.deadline);
         jobs.chain(self.held.as_ref().map(|h| h.2)).min()
     }
 
@@ -443,7 +447,8 @@ impl Upkeep {
 
     fn rotating(&self, bus: &BusId, reader: &ReaderId) -> bool {
         self.jobs.get(bus).is_some_and(|j| {
-            j.reader == *reader && matches!(j.work, Work::Rotate(s) if s != RotateStage::AwaitingOnline)
+            j.reader == *reader
+                && matches!(j.work, Work::Rotate(s) if s != RotateStage::AwaitingOnline)
         })
     }
 
@@ -573,7 +578,8 @@ impl Upkeep {
                     reader: reader.clone(),
                     step: KeyStep::Discard,
                 });
-                let detail = format!("the reader refused the new key ({code:?}): the old key stays");
+                let detail =
+                    format!("the reader refused the new key ({code:?}): the old key stays");
                 self.record_rotation_failed(
                     Some(&command),
                     &reader,
@@ -651,8 +657,7 @@ impl Upkeep {
                     Some(&job.command),
                     &job.reader,
                     UpkeepFailure::ReaderOffline,
-                    "the reader was not online in Secure Channel before the command expired"
-                        .into(),
+                    "the reader was not online in Secure Channel before the command expired".into(),
                 ),
             }
         }
@@ -815,7 +820,6 @@ fn identity_mismatch(
     }
     None
 }
-
 
 #[cfg(test)]
 mod tests;
