@@ -212,7 +212,7 @@ fn lockdown_latency_during_a_1m_snapshot_import() {
             gateway: GW.into(),
             issued_at: issued,
             expires_at: later,
-            action,
+            action: action.into(),
         };
         let bytes = portier::command::sign_command(&key, &command);
         let sent = portier::driver::daemon::wall_now();
