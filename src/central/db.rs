@@ -53,6 +53,10 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         9,
         include_str!("../../migrations/central/0009_fire_alarms_follow.sql"),
     ),
+    (
+        10,
+        include_str!("../../migrations/central/0010_reader_upkeep.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("portier" in ASCII, truncated).
