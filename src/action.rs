@@ -75,10 +75,11 @@ impl RemoteAction {
 }
 
 /// What a signed command asks: an action on doors, or the upkeep of a
-/// reader. On the wire both are one map tagged by `action`; the door
-/// actions are tried first, so commands signed before reader actions
-/// existed read as before.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// reader. On the wire both are one map tagged by `action`: the tag picks
+/// the enum, so commands signed before reader actions existed read as
+/// before and a malformed one is refused with its own enum's complaint
+/// ("missing field `seconds`", "unknown variant …").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum CommandAction {
     /// An action on doors (the daemon loop's).
@@ -128,6 +129,24 @@ impl ReaderAction {
     pub fn reader(&self) -> &ReaderId {
         match self {
             Self::ReaderUpdate { reader, .. } | Self::RotateKey { reader } => reader,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandAction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // A command's action is a small map of texts and numbers.
+        let value = serde_json::Value::deserialize(d)?;
+        let tag = value.get("action").and_then(serde_json::Value::as_str);
+        if matches!(tag, Some("reader_update" | "rotate_key")) {
+            ReaderAction::deserialize(value)
+                .map(Self::Reader)
+                .map_err(D::Error::custom)
+        } else {
+            RemoteAction::deserialize(value)
+                .map(Self::Door)
+                .map_err(D::Error::custom)
         }
     }
 }
@@ -381,6 +400,51 @@ mod tests {
             cut.action,
             RecordedAction::Text("{\"action\":\"lockd".into())
         );
+    }
+
+    /// Commands of both kinds read back from CBOR as written; a malformed
+    /// one says what is wrong with it.
+    #[test]
+    fn command_actions_read_by_their_tag_with_their_own_errors() {
+        let actions: Vec<CommandAction> = vec![
+            RemoteAction::Unlock {
+                door: "side-entrance".into(),
+                seconds: 5,
+            }
+            .into(),
+            RemoteAction::Lockdown { doors: vec![] }.into(),
+            ReaderAction::ReaderUpdate {
+                reader: "entrance-reader".into(),
+                sha256: FileDigest::of(b"fw"),
+                bytes: 2,
+                file_type: 1,
+                vendor: Some("b2a100".into()),
+                model: Some(1),
+            }
+            .into(),
+            ReaderAction::RotateKey {
+                reader: "side-reader".into(),
+            }
+            .into(),
+        ];
+        for a in actions {
+            let cbor = serde_cbor::to_vec(&a).unwrap();
+            assert_eq!(serde_cbor::from_slice::<CommandAction>(&cbor).unwrap(), a);
+        }
+        let error = |json: &str| {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            let cbor = serde_cbor::to_vec(&value).unwrap();
+            serde_cbor::from_slice::<CommandAction>(&cbor)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error(r#"{"action":"unlock","door":"d"}"#).contains("missing field `seconds`"));
+        assert!(error(r#"{"action":"unlok","door":"d","seconds":5}"#).contains("unknown variant"));
+        assert!(
+            error(r#"{"action":"reader_update","reader":"r","sha256":"00","bytes":1}"#)
+                .contains("64 hex digits")
+        );
+        assert!(error(r#"{"action":"rotate_key"}"#).contains("missing field `reader`"));
     }
 
     /// A lockdown of many doors keeps its record: who, the outcome and the

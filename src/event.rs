@@ -713,8 +713,8 @@ pub enum EventKind {
         /// The reader.
         reader: ReaderId,
     },
-    /// A key rotation was refused or did not finish; `detail` says which
-    /// key the reader holds (the gateway keeps reaching it).
+    /// A key rotation was refused or did not finish; `detail` says what
+    /// the key files keep (always a key the reader holds).
     ReaderKeyRotationFailed {
         /// The central command's id.
         command: Option<String>,
@@ -747,6 +747,9 @@ pub enum UpkeepFailure {
     WrongVendor,
     /// The reader reports another model than the command names.
     WrongModel,
+    /// The command names a vendor or model and the reader never reported
+    /// its identity.
+    IdentityUnknown,
     /// The file did not arrive before the command expired.
     FileNotReceived,
     /// The reader was not online before the command expired.
@@ -777,6 +780,7 @@ impl UpkeepFailure {
             Self::HashMismatch => "hash_mismatch",
             Self::WrongVendor => "wrong_vendor",
             Self::WrongModel => "wrong_model",
+            Self::IdentityUnknown => "identity_unknown",
             Self::FileNotReceived => "file_not_received",
             Self::ReaderOffline => "reader_offline",
             Self::ReaderLost => "reader_lost",

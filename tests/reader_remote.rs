@@ -340,3 +340,66 @@ fn an_update_cut_by_a_gateway_restart_starts_again_and_arrives_whole() {
     });
     drop(service);
 }
+
+/// The daemon dies (aborted, as a power cut would) after a step of a
+/// remote rotation; restarted, it reaches the reader with the key files it
+/// left, settles them, and says so.
+#[test]
+fn a_gateway_dying_mid_rotation_still_reaches_the_reader_and_settles_its_keys() {
+    let pg = Postgres::start();
+    let broker = Broker::start(&[GW]);
+    let mut gw = building(&broker);
+    let key = gw.dir.path().join("central.key");
+    let config = write_config(gw.dir.path(), &broker, &pg, "central-1", &key);
+    let mut service = CentralProc::spawn(&config, &[]);
+    service.wait_connected();
+    let key_file = gw.dir.path().join("pd2.scbk");
+    let next = gw.dir.path().join("pd2.scbk.next");
+    for (point, new_key) in [("next_written", false), ("new_session", true)] {
+        let before = std::fs::read_to_string(&key_file)
+            .unwrap()
+            .trim()
+            .to_uppercase();
+        gw.kill_daemon();
+        gw.run_daemon_env(&[("PORTIER_TEST_CRASH_AT", point.to_owned())]);
+        wait_for(T, "the gateway online at central", || {
+            pg.count(&format!(
+                "SELECT count(*) FROM gateways WHERE id = '{GW}' AND state = 'online'"
+            )) == 1
+        });
+        let rotation = Command::new(portier_bin())
+            .args(["central", "--config", config.to_str().unwrap()])
+            .args(["rotate-key", "--gateway", GW, "--reader", "side-reader"])
+            .args(["--timeout", "120"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let daemon = gw.daemon.as_mut().unwrap();
+        let died = daemon.wait_exit(T);
+        assert!(!died.success(), "{point}: the daemon was to abort");
+        assert!(next.exists(), "{point}: the new key is on disk first");
+        // Restarted without the hook: every reader online in Secure Channel.
+        gw.daemon = None;
+        gw.run_daemon();
+        let out = rotation.wait_with_output().unwrap();
+        assert!(!out.status.success(), "{point}: {}", text(&out));
+        assert!(
+            text(&out).contains("restarted before the rotation ended"),
+            "{point}: {}",
+            text(&out)
+        );
+        wait_for(T, "the key files settled", || !next.exists());
+        let after = std::fs::read_to_string(&key_file)
+            .unwrap()
+            .trim()
+            .to_uppercase();
+        assert_eq!(after != before, new_key, "{point}");
+        let settled = gw
+            .events()
+            .into_iter()
+            .any(|e| e["type"] == "reader_key_rotated" && e["command"].is_null());
+        assert_eq!(settled, new_key, "{point}: {:?}", gw.events());
+    }
+    drop(service);
+}

@@ -19,7 +19,7 @@ use portier::central::driver::publish_blobs;
 use portier::central::{CentralConfig, GatewayId, GatewayTopics};
 use portier::uplink::wire::FirmwareFile;
 
-use super::central::{WaitArgs, new_command};
+use super::central::new_command;
 
 /// `portier central reader-update`.
 #[derive(Debug, Args)]
@@ -47,9 +47,12 @@ pub(crate) struct ReaderUpdateArgs {
     /// online before it gives up, minutes (the command's lifetime; ≤ 1440).
     #[arg(long, default_value_t = 60)]
     valid_minutes: u64,
-    /// Follow the update this long, seconds (0: send and return).
-    #[arg(long, default_value_t = 3600)]
-    timeout: u64,
+    /// Give up following after this many seconds without news from the
+    /// gateway (0: send and return). Default: the command's lifetime plus
+    /// 10 minutes; every event the gateway sends about the update extends
+    /// it by 10 minutes (a large file at 9 600 baud takes hours).
+    #[arg(long)]
+    timeout: Option<u64>,
 }
 
 /// `portier central rotate-key`.
@@ -61,8 +64,11 @@ pub(crate) struct RotateKeyArgs {
     /// The reader: its PD name in the gateway's config.
     #[arg(long)]
     reader: String,
-    #[command(flatten)]
-    wait: WaitArgs,
+    /// Wait this long for the outcome, seconds (0: do not wait).
+    /// Default: the command's lifetime (the gateway waits that long for
+    /// the reader) plus 30 s.
+    #[arg(long)]
+    timeout: Option<u64>,
 }
 
 pub(crate) async fn reader_update(
@@ -119,7 +125,8 @@ pub(crate) async fn reader_update(
         serde_json::json!({"sent": command.id, "gateway": args.gateway.as_str(),
                            "reader": args.reader, "sha256": sha256.to_string()})
     );
-    follow(&pg, &args.gateway, &command, args.timeout).await
+    let timeout = args.timeout.unwrap_or(valid + 600);
+    follow(&pg, &args.gateway, &command, timeout, Job::Update).await
 }
 
 pub(crate) async fn rotate_key(
@@ -138,16 +145,31 @@ pub(crate) async fn rotate_key(
         "{}",
         serde_json::json!({"sent": command.id, "gateway": args.gateway.as_str(), "reader": args.reader})
     );
-    follow(&pg, &args.gateway, &command, args.wait.timeout).await
+    let timeout = args.timeout.unwrap_or(valid + 30);
+    follow(&pg, &args.gateway, &command, timeout, Job::Rotation).await
 }
 
-/// Print the command's events as they are stored, until one ends it (a
-/// gateway restart does not: the gateway keeps the job).
+/// What is followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    /// A firmware update: kept by the gateway over a restart.
+    Update,
+    /// A key rotation: not kept (the key files are).
+    Rotation,
+}
+
+/// More time to follow after each event of an update.
+const NEWS_EXTENDS: Duration = Duration::from_secs(600);
+
+/// Print the command's events as they are stored, until one ends it. A
+/// gateway restart ends a rotation (its key files settle at the reader's
+/// next bring-up), not an update (the gateway keeps it).
 async fn follow(
     pg: &tokio_postgres::Client,
     gateway: &GatewayId,
     command: &portier::command::Command,
     timeout: u64,
+    job: Job,
 ) -> anyhow::Result<ExitCode> {
     if timeout == 0 {
         println!("{}", serde_json::json!({"command": command.id}));
@@ -156,7 +178,7 @@ async fn follow(
     let since = command
         .issued_at
         .checked_sub(SignedDuration::from_mins(10))?;
-    let deadline = portier::clock::timer() + Duration::from_secs(timeout);
+    let mut deadline = portier::clock::timer() + Duration::from_secs(timeout);
     let mut printed = HashSet::new();
     let mut started: Option<(Vec<u8>, i64)> = None;
     loop {
@@ -165,7 +187,17 @@ async fn follow(
         {
             let kind = event["type"].as_str().unwrap_or_default().to_owned();
             if kind == "daemon_started" {
-                // The gateway kept the job: it starts again once the
+                let after_command = event["at"]
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .is_some_and(|at| at > command.issued_at);
+                if job == Job::Rotation && after_command {
+                    println!("{event}");
+                    bail!(
+                        "{gateway} restarted before the rotation ended: its key files settle at the reader's next Secure Channel bring-up (see `reader_key_rotated`); send the command again to rotate"
+                    );
+                }
+                // The gateway kept the update: it starts again once the
                 // reader is online (a new `reader_update_started`).
                 if started
                     .as_ref()
@@ -183,6 +215,9 @@ async fn follow(
                 continue;
             }
             println!("{event}");
+            if job == Job::Update {
+                deadline = deadline.max(portier::clock::timer() + NEWS_EXTENDS);
+            }
             match kind.as_str() {
                 "reader_update_started" => started = Some((journal, seq)),
                 "reader_update_finished" | "reader_key_rotated" => return Ok(ExitCode::SUCCESS),
@@ -194,7 +229,7 @@ async fn follow(
         }
         if portier::clock::timer() >= deadline {
             bail!(
-                "no end from {gateway} to command {} within {timeout} s (is `portier central` running and the gateway online? see `portier central status`)",
+                "no end from {gateway} to command {} in time (is `portier central` running and the gateway online? see `portier central status`); the gateway may still carry it out",
                 command.id
             );
         }

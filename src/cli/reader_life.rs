@@ -23,21 +23,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use portier::driver::clock;
-use portier::driver::key_files::KeyFiles;
+use portier::driver::key_files::{KeyFiles, crash_point};
 use portier::driver::serial::BusRequest;
 use portier::osdp::secure::Scbk;
 use portier::osdp::transfer::{FileOffer, MAX_FILE_LEN, TransferFailure};
 use portier::osdp::{BusEvent, KeyPolicy, RotationFailure};
 
 use super::reader::{RotateArgs, RunningBus, UpdateArgs, alarm_hint, identity_json, start_bus};
-
-/// Abort here if the crash tests asked for it.
-fn crash_point(name: &str) {
-    if std::env::var("PORTIER_TEST_CRASH_AT").is_ok_and(|v| v == name) {
-        eprintln!("PORTIER_TEST_CRASH_AT={name}: aborting");
-        std::process::abort();
-    }
-}
 
 /// The next event from the bus, or an error at the deadline.
 async fn next_event(

@@ -197,7 +197,7 @@ pub async fn run(
         low_disk_dropped: None,
         urgent: Default::default(),
         duress_total: 0,
-        upkeep: Some(upkeep),
+        upkeep: Some(upkeep.messages),
     };
     let inputs = DaemonInputs {
         events: buses.events,
@@ -227,7 +227,7 @@ fn start_reader_upkeep(
     links: &[BusLink],
     running: &Running,
     shutdown: &watch::Receiver<bool>,
-) -> mpsc::Sender<super::upkeep::UpkeepMessage> {
+) -> super::upkeep::UpkeepLink {
     super::upkeep::start_upkeep(super::upkeep::UpkeepWiring {
         places: config.pd_places(),
         buses: links
@@ -470,7 +470,7 @@ fn start_uplink_if(
     (running, readers, upkeep): (
         &Running,
         watch::Receiver<Vec<crate::status::ReaderInventory>>,
-        mpsc::Sender<super::upkeep::UpkeepMessage>,
+        super::upkeep::UpkeepLink,
     ),
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Option<watch::Receiver<UplinkState>>, RunError> {

@@ -94,7 +94,7 @@ pub(crate) struct UplinkWiring {
     /// The reader inventory for the `status` message.
     pub readers: watch::Receiver<Vec<crate::status::ReaderInventory>>,
     /// Reader upkeep: reader commands and firmware files go there.
-    pub upkeep: mpsc::Sender<super::upkeep::UpkeepMessage>,
+    pub upkeep: super::upkeep::UpkeepLink,
 }
 
 /// Start the MQTT uplink and the tasks that act on what it receives: two
@@ -221,7 +221,7 @@ struct InboundActor {
     /// an expired command valid.
     view: watch::Receiver<DaemonView>,
     /// Reader upkeep.
-    upkeep: mpsc::Sender<super::upkeep::UpkeepMessage>,
+    upkeep: super::upkeep::UpkeepLink,
 }
 
 impl InboundActor {
@@ -316,11 +316,18 @@ impl InboundActor {
             CommandAction::Door(action) => action,
             CommandAction::Reader(action) => {
                 let message = UpkeepMessage::Command {
-                    id: command.id,
+                    id: command.id.clone(),
                     expires_at: command.expires_at,
                     action,
                 };
-                let _ = self.upkeep.send(message).await;
+                // Never waits: a door command may be next on this lane.
+                if self.upkeep.messages.try_send(message).is_err() {
+                    let record = EventKind::CommandRefused {
+                        id: Some(command.id),
+                        reason: "reader upkeep is busy: send the command again later".into(),
+                    };
+                    let _ = self.control.send(Control::Record(vec![record])).await;
+                }
                 return;
             }
         };
@@ -344,11 +351,13 @@ impl InboundActor {
     async fn firmware(&self, bytes: &[u8]) {
         match serde_cbor::from_slice::<FirmwareFile>(bytes) {
             Ok(file) if (1..=crate::command::MAX_ID_BYTES).contains(&file.command.len()) => {
-                let message = UpkeepMessage::File {
-                    command: file.command,
-                    data: file.data.into(),
-                };
-                let _ = self.upkeep.send(message).await;
+                // One file waits for upkeep at most; this (the rules and
+                // files lane) waits meanwhile.
+                let _ = self
+                    .upkeep
+                    .files
+                    .send((file.command, file.data.into()))
+                    .await;
             }
             // Its command, if any, ends `file_not_received` at its expiry.
             Ok(_) | Err(_) => {

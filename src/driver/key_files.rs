@@ -48,6 +48,16 @@ pub enum KeyFileError {
     },
 }
 
+/// Test hook of the crash tests: abort the process, as a power cut would,
+/// when `PORTIER_TEST_CRASH_AT` names this step of a rotation
+/// (`next_written`, `keyset_acked`, `new_session`, `promoted`).
+pub fn crash_point(name: &str) {
+    if std::env::var("PORTIER_TEST_CRASH_AT").is_ok_and(|v| v == name) {
+        eprintln!("PORTIER_TEST_CRASH_AT={name}: aborting");
+        std::process::abort();
+    }
+}
+
 /// A reader's key file and its pending sibling.
 #[derive(Debug, Clone)]
 pub struct KeyFiles {

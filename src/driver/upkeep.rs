@@ -51,10 +51,14 @@ pub enum UpkeepMessage {
     Bus(BusId, BusEvent),
 }
 
-/// Reports the daemon loop may queue before it drops one (with a
-/// warning): a job then waits for its deadline instead of the loop
-/// waiting for upkeep.
+/// Reports and commands that may wait for the task before the daemon
+/// loop drops a report (with a warning) and the uplink refuses a command
+/// (`command_refused`): neither waits for upkeep.
 pub const QUEUE: usize = 256;
+
+/// Free space a kept firmware file must leave in the state directory
+/// (the journal's, which alarms need).
+const KEEP_FILE_MARGIN: u64 = 64 << 20;
 
 /// What the task is wired to.
 pub struct UpkeepWiring {
@@ -75,17 +79,32 @@ pub struct UpkeepWiring {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Start the task; what it is sent goes through the returned sender.
-pub fn start_upkeep(wiring: UpkeepWiring) -> mpsc::Sender<UpkeepMessage> {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run(wiring, rx));
-    tx
+/// Where the task is sent things: reports and commands on one queue,
+/// files (up to 64 MiB each) one at a time on their own.
+#[derive(Debug, Clone)]
+pub struct UpkeepLink {
+    /// Commands and PD reports ([`QUEUE`] deep).
+    pub messages: mpsc::Sender<UpkeepMessage>,
+    /// Firmware files: (command id, bytes), one waiting at most.
+    pub files: mpsc::Sender<(String, Arc<[u8]>)>,
+}
+
+/// Start the task.
+pub fn start_upkeep(wiring: UpkeepWiring) -> UpkeepLink {
+    let (messages, inbox) = mpsc::channel(QUEUE);
+    let (files, file_inbox) = mpsc::channel(1);
+    tokio::spawn(run(wiring, inbox, file_inbox));
+    UpkeepLink { messages, files }
 }
 
 /// A request the core asked for failed on its way (from a helper task).
 type Failure = (ReaderId, UpkeepFailure, String);
 
-async fn run(wiring: UpkeepWiring, mut inbox: mpsc::Receiver<UpkeepMessage>) {
+async fn run(
+    wiring: UpkeepWiring,
+    mut inbox: mpsc::Receiver<UpkeepMessage>,
+    mut file_inbox: mpsc::Receiver<(String, Arc<[u8]>)>,
+) {
     let key_files: HashMap<ReaderId, KeyFiles> = wiring
         .places
         .iter()
@@ -98,12 +117,16 @@ async fn run(wiring: UpkeepWiring, mut inbox: mpsc::Receiver<UpkeepMessage>) {
         key_files,
         control: wiring.control,
         failures: mpsc::unbounded_channel(),
-        kept: Kept { dir: wiring.dir },
-        last_file: None,
+        kept: Arc::new(Kept { dir: wiring.dir }),
     };
     // Updates a restart cut short start again (from byte 0) once their
     // reader is online; the buses report only after this.
-    for message in driver.kept.load(wiring.view.borrow().trusted_now()) {
+    let kept = driver.kept.clone();
+    let now = wiring.view.borrow().trusted_now();
+    let resumed = tokio::task::spawn_blocking(move || kept.load(now))
+        .await
+        .unwrap_or_default();
+    for message in resumed {
         core.handle(clock::monotonic(), to_input(message, &wiring.view));
     }
     let mut shutdown = wiring.shutdown;
@@ -113,11 +136,22 @@ async fn run(wiring: UpkeepWiring, mut inbox: mpsc::Receiver<UpkeepMessage>) {
         let input = tokio::select! {
             message = inbox.recv() => match message {
                 Some(m) => {
-                    driver.keep(&m);
+                    driver.keep_job(&m).await;
                     to_input(m, &wiring.view)
                 }
                 None => return,
             },
+            Some((command, data)) = file_inbox.recv() => {
+                // Hashing megabytes is not for the runtime's threads.
+                let file = tokio::task::spawn_blocking(move || {
+                    core_file_input(command, data)
+                })
+                .await;
+                match file {
+                    Ok(input) => input,
+                    Err(_) => continue,
+                }
+            }
             Some((reader, reason, detail)) = driver.failures.1.recv() => {
                 Input::RequestFailed { reader, reason, detail }
             }
@@ -130,6 +164,17 @@ async fn run(wiring: UpkeepWiring, mut inbox: mpsc::Receiver<UpkeepMessage>) {
             }
         };
         core.handle(clock::monotonic(), input);
+    }
+}
+
+/// A file as the core takes it, its digest computed beforehand (the
+/// core's check then costs a comparison, see [`Input::File`]).
+fn core_file_input(command: String, data: Arc<[u8]>) -> Input {
+    let digest = crate::action::FileDigest::of(&data);
+    Input::File {
+        command,
+        data,
+        digest,
     }
 }
 
@@ -148,7 +193,7 @@ fn to_input(message: UpkeepMessage, view: &watch::Receiver<DaemonView>) -> Input
                 action,
             }
         }
-        UpkeepMessage::File { command, data } => Input::File { command, data },
+        UpkeepMessage::File { command, data } => core_file_input(command, data),
         UpkeepMessage::Bus(bus, event) => Input::Bus { bus, event },
     }
 }
@@ -168,40 +213,27 @@ struct Driver {
         mpsc::UnboundedSender<Failure>,
         mpsc::UnboundedReceiver<Failure>,
     ),
-    kept: Kept,
-    /// The latest file, in case its command comes after it.
-    last_file: Option<(String, Arc<[u8]>)>,
+    kept: Arc<Kept>,
 }
 
 impl Driver {
-    /// Keep a reader-update command, and its file once both are here, over
-    /// a restart. A failure to write costs only the resume.
-    fn keep(&mut self, message: &UpkeepMessage) {
-        let kept = match message {
-            UpkeepMessage::Command {
-                id,
-                expires_at,
-                action: action @ ReaderAction::ReaderUpdate { .. },
-            } => {
-                let mut kept = self.kept.save_job(id, *expires_at, action);
-                if let Some((file_for, data)) = &self.last_file
-                    && file_for == id
-                {
-                    kept = kept.and_then(|()| self.kept.save_file(id, data));
-                }
-                kept
-            }
-            UpkeepMessage::File { command, data } => {
-                self.last_file = Some((command.clone(), data.clone()));
-                if self.kept.has_job(command) {
-                    self.kept.save_file(command, data)
-                } else {
-                    Ok(())
-                }
-            }
-            _ => Ok(()),
+    /// Keep a reader-update command over a restart (its file once the
+    /// core took it, [`Output::KeepFile`]). A failure costs only the
+    /// resume.
+    async fn keep_job(&self, message: &UpkeepMessage) {
+        let UpkeepMessage::Command {
+            id,
+            expires_at,
+            action: action @ ReaderAction::ReaderUpdate { .. },
+        } = message
+        else {
+            return;
         };
-        if let Err(e) = kept {
+        let kept = self.kept.clone();
+        let (id, expires_at, action) = (id.clone(), *expires_at, action.clone());
+        let saved =
+            tokio::task::spawn_blocking(move || kept.save_job(&id, expires_at, &action)).await;
+        if let Ok(Err(e)) = saved {
             tracing::warn!(error = %e, dir = %self.kept.dir.display(), "a reader update is not kept over a restart");
         }
     }
@@ -218,7 +250,8 @@ impl Driver {
                         command: Some(id), ..
                     } = &event
                     {
-                        self.kept.forget(id);
+                        let (kept, id) = (self.kept.clone(), id.clone());
+                        let _ = tokio::task::spawn_blocking(move || kept.forget(&id)).await;
                     }
                     let _ = self.control.send(Control::Record(vec![event])).await;
                 }
@@ -236,6 +269,12 @@ impl Driver {
                     };
                     self.ask_bus(reader, &bus, request, result, None).await;
                 }
+                Output::AbortTransfer { bus, address } => {
+                    if let Some(link) = self.buses.get(&bus) {
+                        let _ = link.send(BusRequest::AbortTransfer { address }).await;
+                    }
+                }
+                Output::KeepFile { command, data } => self.keep_file(command, data),
                 Output::RotateKey {
                     reader,
                     bus,
@@ -246,8 +285,27 @@ impl Driver {
         }
     }
 
+    /// Keep an accepted file beside its job, if the state directory has
+    /// room for it and the journal's margin; in the background.
+    fn keep_file(&self, command: String, data: Arc<[u8]>) {
+        let kept = self.kept.clone();
+        tokio::task::spawn_blocking(move || {
+            let room = super::disk::available_bytes(kept.dir.parent().unwrap_or(&kept.dir))
+                .is_ok_and(|free| free > data.len() as u64 + KEEP_FILE_MARGIN);
+            let saved = if room {
+                kept.save_file(&command, &data)
+            } else {
+                Err(std::io::Error::other("too little free space"))
+            };
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, command, "a reader update's file is not kept over a restart");
+            }
+        });
+    }
+
     /// Send a request to a bus; a refusal comes back as a failure (after
-    /// `undo`, for a rotation's written key).
+    /// `undo`, for a rotation's written key). A PD that dropped out just
+    /// before is `reader_offline`: the core waits for it again.
     async fn ask_bus(
         &self,
         reader: ReaderId,
@@ -266,22 +324,27 @@ impl Driver {
             return;
         }
         tokio::spawn(async move {
-            let refused = match result.await {
+            let (reason, refused) = match result.await {
                 Ok(Ok(())) => return,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "the bus stopped".to_owned(),
+                Ok(Err(
+                    e @ (crate::osdp::BusError::Offline(_) | crate::osdp::BusError::NotSecure(_)),
+                )) => (UpkeepFailure::ReaderOffline, e.to_string()),
+                Ok(Err(e)) => (UpkeepFailure::Bus, e.to_string()),
+                Err(_) => (UpkeepFailure::Bus, "the bus stopped".to_owned()),
             };
             if let Some(files) = undo
                 && let Err(e) = files.discard_next()
             {
                 tracing::error!(error = %e, "the unused new key could not be removed");
             }
-            let _ = failures.send((reader, UpkeepFailure::Bus, refused));
+            let _ = failures.send((reader, reason, refused));
         });
     }
 
     /// Step 1 of a rotation here (a new key, on disk first), step 2 on the
-    /// bus (KEYSET in the session); the core follows the rest.
+    /// bus (KEYSET in the session); the core follows the rest. Refused
+    /// while an earlier rotation is unsettled: its `F.next` may be the
+    /// only copy of the reader's key.
     async fn rotate(&mut self, reader: ReaderId, bus: &BusId, address: u8) {
         let Some(files) = self.key_files.get(&reader).cloned() else {
             let detail = "the reader has no key file".to_owned();
@@ -291,6 +354,17 @@ impl Driver {
                 .send((reader, UpkeepFailure::NoSecureChannel, detail));
             return;
         };
+        if files.next().exists() {
+            let detail = format!(
+                "{} exists: an earlier rotation is unsettled (it settles at the reader's next Secure Channel bring-up)",
+                files.next().display()
+            );
+            let _ = self
+                .failures
+                .0
+                .send((reader, UpkeepFailure::KeyFile, detail));
+            return;
+        }
         let mut key = [0u8; 16];
         clock::os_entropy(&mut key);
         let key = Scbk(key);
@@ -301,6 +375,7 @@ impl Driver {
             let _ = self.failures.0.send((reader, UpkeepFailure::KeyFile, e));
             return;
         }
+        super::key_files::crash_point("next_written");
         tracing::info!(reader = %reader, next = %files.next().display(), "key rotation: new key written, sending KEYSET in Secure Channel");
         let (started, result) = oneshot::channel();
         let request = BusRequest::RotateKey {
@@ -317,7 +392,10 @@ impl Driver {
             return;
         };
         let done = match step {
-            KeyStep::Promote => files.promote(),
+            KeyStep::Promote => {
+                super::key_files::crash_point("new_session");
+                files.promote()
+            }
             KeyStep::Discard => files.discard_next(),
             KeyStep::Settle { pending } => files.settle(pending),
         };
@@ -357,12 +435,11 @@ struct KeptJob {
 }
 
 impl Kept {
-    fn path(&self, id: &str, ext: &str) -> PathBuf {
-        self.dir.join(format!("{}.{ext}", hex::encode(id)))
-    }
-
-    fn has_job(&self, id: &str) -> bool {
-        self.path(id, "job").exists()
+    /// A file name of any id: its SHA-256 (an id may hold `/`, and up to
+    /// 128 bytes of it in hex would pass `NAME_MAX`).
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir
+            .join(crate::action::FileDigest::of(id.as_bytes()).to_string())
     }
 
     fn save_job(
@@ -377,18 +454,20 @@ impl Kept {
             action: action.clone(),
         };
         let bytes = serde_cbor::to_vec(&job).map_err(std::io::Error::other)?;
-        self.write(&self.path(id, "job"), &bytes)
+        self.write(&self.path(id).with_extension("job"), &bytes)
     }
 
     fn save_file(&self, id: &str, data: &[u8]) -> std::io::Result<()> {
-        self.write(&self.path(id, "bin"), data)
+        self.write(&self.path(id).with_extension("bin"), data)
     }
 
     /// Whole or not at all: a temporary file, synced, renamed.
     fn write(&self, path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
         std::fs::create_dir_all(&self.dir)?;
-        let tmp = path.with_extension("tmp");
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -398,7 +477,7 @@ impl Kept {
 
     fn forget(&self, id: &str) {
         for ext in ["job", "bin"] {
-            let _ = std::fs::remove_file(self.path(id, ext));
+            let _ = std::fs::remove_file(self.path(id).with_extension(ext));
         }
     }
 
@@ -418,14 +497,14 @@ impl Kept {
             let job = std::fs::read(&path)
                 .ok()
                 .and_then(|b| serde_cbor::from_slice::<KeptJob>(&b).ok())
-                .filter(|j| j.expires_at > now && self.path(&j.id, "job") == path);
+                .filter(|j| j.expires_at > now && self.path(&j.id).with_extension("job") == path);
             let Some(job) = job else {
                 continue;
             };
             tracing::info!(command = job.id, reader = %job.action.reader(), "a reader update cut short by a restart starts again");
-            let file = std::fs::read(self.path(&job.id, "bin")).ok();
-            keep.insert(self.path(&job.id, "job"));
-            keep.insert(self.path(&job.id, "bin"));
+            let file = std::fs::read(self.path(&job.id).with_extension("bin")).ok();
+            keep.insert(self.path(&job.id).with_extension("job"));
+            keep.insert(self.path(&job.id).with_extension("bin"));
             let id = job.id.clone();
             messages.push(UpkeepMessage::Command {
                 id: job.id,

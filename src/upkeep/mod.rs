@@ -8,20 +8,26 @@
 //! Rules it keeps:
 //! - one job at a time per bus (a transfer slows the bus's other polls;
 //!   a rotation re-opens a session), a second is refused `busy`;
-//! - not a byte of a file is sent unless its SHA-256 and size are the
+//! - not a byte of a file is sent unless its size and SHA-256 are the
 //!   signed command's (the file itself travels unsigned, apart);
 //! - a file may arrive before its command: one is held, for
-//!   [`HELD_FILE_FOR`], then dropped;
-//! - a job waits for its file and for its reader to be online until its
-//!   command expires; a reader lost mid-file gets it again from byte 0,
-//!   at most [`ATTEMPTS`] times;
-//! - a key rotation retires the old key only after the reader proved the
-//!   new one in a new session; whatever happens, the key files keep a key
-//!   the reader holds (the bus tries both while a rotation is unsettled).
+//!   [`HELD_FILE_FOR`]; a command waits as long for its file;
+//! - a job waits for its reader to be online until its command expires
+//!   (a reader that drops out between its `Online` and the request is
+//!   waited for again); a reader lost mid-file gets it again from byte 0,
+//!   at most [`ATTEMPTS`] times; a transfer or rotation that hears nothing
+//!   for [`QUIET_LIMIT`] ends, so a lost report never blocks a bus;
+//! - a command naming the reader's vendor or model is refused when the
+//!   reader never said who it is;
+//! - a key rotation retires the old key as soon as the reader proved the
+//!   new one (its client cryptogram in the new session, `KeyResolved`);
+//!   whatever happens, the key files keep a key the reader holds (the bus
+//!   tries both while a rotation is unsettled, and the driver refuses a
+//!   new rotation while one is).
 //!
-//! A job lives in memory: a gateway restart ends it (the reader is told to
-//! abort by the next session's first transfer, which starts at byte 0);
-//! central sees `reader_update_started` without an end and asks again.
+//! An accepted file goes out as [`Output::KeepFile`]: the driver keeps an
+//! update over a gateway restart and gives it back as a command and a
+//! file at start (the transfer starts again at byte 0).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -38,6 +44,12 @@ pub const HELD_FILE_FOR: Duration = Duration::from_secs(600);
 
 /// How many times a file is started when its reader drops out mid-file.
 pub const ATTEMPTS: u32 = 3;
+
+/// A transfer with no progress, or a rotation with no answer, for this
+/// long ends: past the bus core's own limits (its stall limit, its offline
+/// timeout), so it fires only when a report was lost or a PD keeps a
+/// transfer alive without progress (answering BUSY).
+pub const QUIET_LIMIT: Duration = Duration::from_secs(180);
 
 /// Where a reader is, as the gateway's config says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +81,9 @@ pub enum Input {
         command: String,
         /// Its bytes.
         data: Arc<[u8]>,
+        /// Their SHA-256 (computed by the driver off the runtime's
+        /// threads: megabytes).
+        digest: FileDigest,
     },
     /// A bus's report about one of its PDs.
     Bus {
@@ -78,7 +93,9 @@ pub enum Input {
         event: BusEvent,
     },
     /// A request this core asked for failed before it reached the PD (the
-    /// bus refused it, the key file could not be written).
+    /// bus refused it, the key file could not be written). With reason
+    /// `reader_offline` (the PD dropped out before the request reached it)
+    /// the job waits for the reader again.
     RequestFailed {
         /// The reader.
         reader: ReaderId,
@@ -119,6 +136,20 @@ pub enum Output {
         /// The file.
         offer: FileOffer,
     },
+    /// Stop a transfer that went quiet.
+    AbortTransfer {
+        /// Its bus.
+        bus: BusId,
+        /// Its address.
+        address: u8,
+    },
+    /// The file of `command` matched its hash: keep it over a restart.
+    KeepFile {
+        /// The command.
+        command: String,
+        /// The file.
+        data: Arc<[u8]>,
+    },
     /// Make a new key, write it as the key file's next version, then ask
     /// the bus to send it with KEYSET inside the session.
     RotateKey {
@@ -143,7 +174,7 @@ pub enum Output {
 /// A firmware update's stage.
 #[derive(Debug)]
 enum UpdateStage {
-    /// Waiting for the file (until the command expires).
+    /// Waiting for the file.
     AwaitingFile,
     /// The file checked; waiting for the reader to be online.
     AwaitingOnline(Arc<[u8]>),
@@ -160,10 +191,8 @@ enum UpdateStage {
 enum RotateStage {
     /// Waiting for the reader to be online in Secure Channel.
     AwaitingOnline,
-    /// KEYSET asked for; waiting for the reader to prove the new key.
+    /// KEYSET asked for; waiting for the reader to prove a key.
     Sent,
-    /// The reader proved the new key; waiting for its new session.
-    Proven,
 }
 
 #[derive(Debug)]
@@ -185,7 +214,11 @@ enum Work {
 struct Job {
     command: String,
     reader: ReaderId,
-    /// The command's expiry: a job not yet under way ends here.
+    /// The command's expiry.
+    expires: Instant,
+    /// When the job ends if nothing moves it: [`HELD_FILE_FOR`] for its
+    /// file, the command's expiry for its reader, [`QUIET_LIMIT`] after
+    /// the last sign of life while under way.
     deadline: Instant,
     work: Work,
 }
@@ -206,7 +239,9 @@ pub struct Upkeep {
     seen: HashMap<ReaderId, Seen>,
     /// At most one per bus.
     jobs: HashMap<BusId, Job>,
-    held: Option<(String, Arc<[u8]>, Instant)>,
+    /// A file that came before its command: (command, file, its digest,
+    /// dropped at).
+    held: Option<(String, Arc<[u8]>, FileDigest, Instant)>,
     max_file: usize,
     outputs: VecDeque<Output>,
 }
@@ -233,13 +268,17 @@ impl Upkeep {
                 valid_for,
                 action,
             } => self.command(now, id, valid_for, action),
-            Input::File { command, data } => self.file(now, command, data),
+            Input::File {
+                command,
+                data,
+                digest,
+            } => self.file(now, command, data, digest),
             Input::Bus { bus, event } => self.bus(now, &bus, event),
             Input::RequestFailed {
                 reader,
                 reason,
                 detail,
-            } => self.request_failed(&reader, reason, detail),
+            } => self.request_failed(now, &reader, reason, detail),
             Input::Timeout => self.timeout(now),
         }
     }
@@ -251,12 +290,8 @@ impl Upkeep {
 
     /// When [`Input::Timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let jobs = self
-            .jobs
-            .values()
-            .filter(|j| j.waiting())
-            .map(|j| j.deadline);
-        jobs.chain(self.held.as_ref().map(|h| h.2)).min()
+        let jobs = self.jobs.values().map(|j| j.deadline);
+        jobs.chain(self.held.as_ref().map(|h| h.3)).min()
     }
 
     /// Whether a job runs on `bus` (tests, status).
@@ -277,7 +312,8 @@ impl Upkeep {
             );
             return self.refuse(&id, &action, UpkeepFailure::Busy, detail);
         }
-        let work = match action {
+        let expires = now + valid_for;
+        let (work, deadline) = match action {
             ReaderAction::ReaderUpdate {
                 sha256,
                 bytes,
@@ -286,12 +322,10 @@ impl Upkeep {
                 model,
                 ..
             } => {
-                if bytes == 0 || bytes > self.max_file as u64 {
-                    let detail = format!("{bytes} bytes: 1..={} taken", self.max_file);
-                    self.record_update_failed(&id, &reader, UpkeepFailure::FileTooLarge, detail);
-                    return;
+                if let Some((why, detail)) = self.bad_update(bytes, vendor.as_deref()) {
+                    return self.record_update_failed(&id, &reader, why, detail);
                 }
-                Work::Update {
+                let work = Work::Update {
                     digest: sha256,
                     bytes,
                     file_type,
@@ -300,38 +334,51 @@ impl Upkeep {
                     stage: UpdateStage::AwaitingFile,
                     attempt: 1,
                     started: None,
-                }
+                };
+                (work, expires.min(now + HELD_FILE_FOR))
             }
             ReaderAction::RotateKey { .. } => {
                 if !place.secure {
                     let detail = "the reader has no key file (plaintext)".to_owned();
-                    self.record_rotation_failed(
-                        Some(&id),
-                        &reader,
-                        UpkeepFailure::NoSecureChannel,
-                        detail,
-                    );
-                    return;
+                    let why = UpkeepFailure::NoSecureChannel;
+                    return self.record_rotation_failed(Some(&id), &reader, why, detail);
                 }
-                Work::Rotate(RotateStage::AwaitingOnline)
+                (Work::Rotate(RotateStage::AwaitingOnline), expires)
             }
         };
         let job = Job {
             command: id,
             reader,
-            deadline: now + valid_for,
+            expires,
+            deadline,
             work,
         };
         self.jobs.insert(place.bus.clone(), job);
         // A file that came first.
-        if let Some((command, data, _)) = self.held.take() {
+        if let Some((command, data, digest, until)) = self.held.take() {
             if self.job_for_command(&command).is_some() {
-                self.file(now, command, data);
+                self.file(now, command, data, digest);
             } else {
-                self.held = Some((command, data, now + HELD_FILE_FOR));
+                self.held = Some((command, data, digest, until));
             }
         }
         self.advance(now, &place.bus);
+    }
+
+    /// Why an update command cannot be taken, if it cannot.
+    fn bad_update(&self, bytes: u64, vendor: Option<&str>) -> Option<(UpkeepFailure, String)> {
+        if bytes == 0 || bytes > self.max_file as u64 {
+            let detail = format!("{bytes} bytes: 1..={} taken", self.max_file);
+            return Some((UpkeepFailure::FileTooLarge, detail));
+        }
+        match vendor {
+            Some(v) if v.len() != 6 || !v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                let v = crate::text::bounded(v, 16);
+                let detail = format!("vendor {v:?}: 6 hex digits expected");
+                Some((UpkeepFailure::WrongVendor, detail))
+            }
+            _ => None,
+        }
     }
 
     fn refuse(&mut self, id: &str, action: &ReaderAction, reason: UpkeepFailure, detail: String) {
@@ -350,10 +397,10 @@ impl Upkeep {
         self.jobs.values_mut().find(|j| j.command == command)
     }
 
-    fn file(&mut self, now: Instant, command: String, data: Arc<[u8]>) {
+    fn file(&mut self, now: Instant, command: String, data: Arc<[u8]>, actual: FileDigest) {
         let Some(job) = self.job_for_command(&command) else {
-            // Before its command, or for one already over: held a while.
-            self.held = Some((command, data, now + HELD_FILE_FOR));
+            // Before its command (or for one already over): held a while.
+            self.held = Some((command, data, actual, now + HELD_FILE_FOR));
             return;
         };
         let Work::Update {
@@ -363,23 +410,28 @@ impl Upkeep {
             ..
         } = &mut job.work
         else {
+            // A copy of a file already taken (QoS 1 delivers twice).
             return;
         };
-        let actual = FileDigest::of(&data);
-        if actual != *digest || data.len() as u64 != *bytes {
+        if data.len() as u64 != *bytes || actual != *digest {
             let detail = format!(
                 "the file received is {} bytes with sha256 {actual}; the command says {bytes} bytes, {digest}: nothing sent",
                 data.len()
             );
             let (reader, command) = (job.reader.clone(), job.command.clone());
             self.end_job(&reader);
-            self.record_update_failed(&command, &reader, UpkeepFailure::HashMismatch, detail);
-            return;
+            return self.record_update_failed(
+                &command,
+                &reader,
+                UpkeepFailure::HashMismatch,
+                detail,
+            );
         }
-        *stage = UpdateStage::AwaitingOnline(data);
-        let reader = job.reader.clone();
-        if let Some(place) = self.places.get(&reader) {
-            let bus = place.bus.clone();
+        *stage = UpdateStage::AwaitingOnline(data.clone());
+        job.deadline = job.expires;
+        let (reader, command) = (job.reader.clone(), job.command.clone());
+        self.outputs.push_back(Output::KeepFile { command, data });
+        if let Some(bus) = self.places.get(&reader).map(|p| p.bus.clone()) {
             self.advance(now, &bus);
         }
     }
@@ -415,10 +467,22 @@ impl Upkeep {
             } => seen.online = false,
             _ => {}
         }
+        let job = self.jobs.get(bus).filter(|j| j.reader == reader);
+        let rotating = job.is_some_and(|j| matches!(j.work, Work::Rotate(RotateStage::Sent)));
+        let updating = job.is_some_and(|j| matches!(j.work, Work::Update { .. }));
+        let resolved = match event {
+            BusEvent::KeyResolved { pending, .. } => Some(pending),
+            _ => None,
+        };
+        if updating {
+            self.update_report(now, bus, event);
+        } else if rotating {
+            self.rotation_report(bus, event);
+        }
         // A rotation cut short (an earlier run, or a job that lost its
         // reader): the bring-up found out which key the reader holds.
-        if let BusEvent::KeyResolved { pending, .. } = event
-            && !self.rotating(bus, &reader)
+        if let Some(pending) = resolved
+            && !rotating
         {
             self.outputs.push_back(Output::KeyFile {
                 reader: reader.clone(),
@@ -431,25 +495,7 @@ impl Upkeep {
                 });
             }
         }
-        let Some(job) = self.jobs.get_mut(bus) else {
-            return;
-        };
-        if job.reader != reader {
-            return;
-        }
-        if matches!(job.work, Work::Update { .. }) {
-            self.update_report(now, bus, event);
-        } else {
-            self.rotation_report(bus, event);
-        }
         self.advance(now, bus);
-    }
-
-    fn rotating(&self, bus: &BusId, reader: &ReaderId) -> bool {
-        self.jobs.get(bus).is_some_and(|j| {
-            j.reader == *reader
-                && matches!(j.work, Work::Rotate(s) if s != RotateStage::AwaitingOnline)
-        })
     }
 
     fn update_report(&mut self, now: Instant, bus: &BusId, event: BusEvent) {
@@ -473,6 +519,7 @@ impl Upkeep {
             BusEvent::TransferProgress {
                 confirmed, total, ..
             } => {
+                job.deadline = now + QUIET_LIMIT;
                 let tenth = u64::from(confirmed) * 10 / u64::from(total.max(1));
                 if tenth > *tenths && tenth < 10 {
                     *tenths = tenth;
@@ -506,7 +553,7 @@ impl Upkeep {
                 // it with osdp_ABORT first).
                 *attempt += 1;
                 *stage = UpdateStage::AwaitingOnline(data.clone());
-                job.deadline = job.deadline.max(now + Duration::from_secs(600));
+                job.deadline = job.expires.max(now + QUIET_LIMIT);
             }
             BusEvent::TransferFailed { reason, .. } => {
                 let why = match reason {
@@ -527,95 +574,107 @@ impl Upkeep {
     }
 
     fn rotation_report(&mut self, bus: &BusId, event: BusEvent) {
-        let Some(job) = self.jobs.get_mut(bus) else {
+        let Some(job) = self.jobs.get(bus) else {
             return;
         };
-        let Work::Rotate(stage) = &mut job.work else {
+        if !matches!(job.work, Work::Rotate(RotateStage::Sent)) {
             return;
-        };
+        }
         let (command, reader) = (job.command.clone(), job.reader.clone());
-        let lost = "the reader was lost during the rotation: both keys are kept and the next \
-                    session finds out which one it holds";
-        match (event, *stage) {
-            (BusEvent::KeyResolved { pending: true, .. }, RotateStage::Sent) => {
-                *stage = RotateStage::Proven;
-            }
-            (BusEvent::Online { secure: true, .. }, RotateStage::Proven) => {
-                self.jobs.remove(bus);
-                self.outputs.push_back(Output::KeyFile {
-                    reader: reader.clone(),
-                    step: KeyStep::Promote,
-                });
-                self.record(EventKind::ReaderKeyRotated {
-                    command: Some(command),
-                    reader,
-                });
-            }
-            (BusEvent::KeyResolved { pending: false, .. }, RotateStage::Sent) => {
-                self.jobs.remove(bus);
-                self.outputs.push_back(Output::KeyFile {
-                    reader: reader.clone(),
-                    step: KeyStep::Discard,
-                });
+        let (step, outcome) = match event {
+            // The reader's client cryptogram proved the new key: it holds
+            // it, whatever happens to this session.
+            BusEvent::KeyResolved { pending: true, .. } => (KeyStep::Promote, None),
+            BusEvent::KeyResolved { pending: false, .. } => {
                 let detail = "the reader acknowledged the new key but proved the old one: \
                               the old key stays";
-                self.record_rotation_failed(
-                    Some(&command),
-                    &reader,
-                    UpkeepFailure::OldKeyKept,
-                    detail.into(),
-                );
+                (
+                    KeyStep::Discard,
+                    Some((UpkeepFailure::OldKeyKept, detail.to_owned())),
+                )
             }
-            (
-                BusEvent::KeyRotationFailed {
-                    reason: RotationFailure::Nak(code),
-                    ..
-                },
-                RotateStage::Sent,
-            ) => {
-                self.jobs.remove(bus);
-                self.outputs.push_back(Output::KeyFile {
-                    reader: reader.clone(),
-                    step: KeyStep::Discard,
-                });
+            BusEvent::KeyRotationFailed {
+                reason: RotationFailure::Nak(code),
+                ..
+            } => {
                 let detail =
                     format!("the reader refused the new key ({code:?}): the old key stays");
-                self.record_rotation_failed(
-                    Some(&command),
-                    &reader,
-                    UpkeepFailure::RefusedByReader,
-                    detail,
-                );
+                (
+                    KeyStep::Discard,
+                    Some((UpkeepFailure::RefusedByReader, detail)),
+                )
             }
-            (
-                BusEvent::KeyRotationFailed { .. }
-                | BusEvent::Offline { .. }
-                | BusEvent::SecurityAlarm { .. },
-                RotateStage::Sent | RotateStage::Proven,
-            ) => {
+            BusEvent::KeyRotationFailed { .. }
+            | BusEvent::Offline { .. }
+            | BusEvent::SecurityAlarm { .. } => {
                 self.jobs.remove(bus);
-                self.record_rotation_failed(
+                return self.record_rotation_failed(
                     Some(&command),
                     &reader,
                     UpkeepFailure::ReaderLost,
-                    lost.into(),
+                    UNSETTLED.into(),
                 );
             }
-            _ => {}
+            _ => return,
+        };
+        self.jobs.remove(bus);
+        self.outputs.push_back(Output::KeyFile {
+            reader: reader.clone(),
+            step,
+        });
+        match outcome {
+            None => self.record(EventKind::ReaderKeyRotated {
+                command: Some(command),
+                reader,
+            }),
+            Some((why, detail)) => {
+                self.record_rotation_failed(Some(&command), &reader, why, detail)
+            }
         }
     }
 
-    fn request_failed(&mut self, reader: &ReaderId, reason: UpkeepFailure, detail: String) {
+    fn request_failed(
+        &mut self,
+        now: Instant,
+        reader: &ReaderId,
+        reason: UpkeepFailure,
+        detail: String,
+    ) {
         let Some(bus) = self.places.get(reader).map(|p| p.bus.clone()) else {
             return;
         };
+        let Some(job) = self.jobs.get_mut(&bus).filter(|j| j.reader == *reader) else {
+            return;
+        };
+        if reason == UpkeepFailure::ReaderOffline {
+            // It dropped out between its `Online` and the request: wait
+            // for it again.
+            let waiting_again = match &mut job.work {
+                Work::Update { stage, .. } => {
+                    match std::mem::replace(stage, UpdateStage::AwaitingFile) {
+                        UpdateStage::Sending { data, .. } | UpdateStage::AwaitingOnline(data) => {
+                            *stage = UpdateStage::AwaitingOnline(data);
+                            true
+                        }
+                        UpdateStage::AwaitingFile => false,
+                    }
+                }
+                Work::Rotate(stage) => {
+                    *stage = RotateStage::AwaitingOnline;
+                    true
+                }
+            };
+            if waiting_again {
+                job.deadline = job.expires.max(now + QUIET_LIMIT);
+                self.seen.entry(reader.clone()).or_default().online = false;
+                return;
+            }
+        }
         let Some(job) = self.jobs.remove(&bus) else {
             return;
         };
         match job.work {
-            Work::Update { .. } => {
-                self.record_update_failed(&job.command, reader, reason, detail);
-            }
+            Work::Update { .. } => self.record_update_failed(&job.command, reader, reason, detail),
             Work::Rotate(_) => {
                 self.record_rotation_failed(Some(&job.command), reader, reason, detail);
             }
@@ -623,43 +682,73 @@ impl Upkeep {
     }
 
     fn timeout(&mut self, now: Instant) {
-        if self.held.as_ref().is_some_and(|h| h.2 <= now) {
+        if self.held.as_ref().is_some_and(|h| h.3 <= now) {
             self.held = None;
         }
         let due: Vec<BusId> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.waiting() && j.deadline <= now)
+            .filter(|(_, j)| j.deadline <= now)
             .map(|(b, _)| b.clone())
             .collect();
         for bus in due {
             let Some(job) = self.jobs.remove(&bus) else {
                 continue;
             };
-            match job.work {
+            let (command, reader) = (job.command, job.reader);
+            let failed = |why, detail: &str| (why, detail.to_owned());
+            let (why, detail) = match job.work {
                 Work::Update {
                     stage: UpdateStage::AwaitingFile,
                     ..
-                } => self.record_update_failed(
-                    &job.command,
-                    &job.reader,
+                } => failed(
                     UpkeepFailure::FileNotReceived,
-                    "the file did not arrive on the firmware topic before the command expired"
-                        .into(),
+                    "the file did not arrive on the firmware topic in time",
                 ),
-                Work::Update { .. } => self.record_update_failed(
-                    &job.command,
-                    &job.reader,
+                Work::Update {
+                    stage: UpdateStage::AwaitingOnline(_),
+                    ..
+                } => failed(
                     UpkeepFailure::ReaderOffline,
-                    "the reader was not online before the command expired".into(),
+                    "the reader was not online before the command expired",
                 ),
-                Work::Rotate(_) => self.record_rotation_failed(
-                    Some(&job.command),
-                    &job.reader,
-                    UpkeepFailure::ReaderOffline,
-                    "the reader was not online in Secure Channel before the command expired".into(),
-                ),
-            }
+                Work::Update {
+                    stage: UpdateStage::Sending { .. },
+                    ..
+                } => {
+                    if let Some(p) = self.places.get(&reader) {
+                        self.outputs.push_back(Output::AbortTransfer {
+                            bus: p.bus.clone(),
+                            address: p.address,
+                        });
+                    }
+                    failed(
+                        UpkeepFailure::Stalled,
+                        "no progress from the reader for 3 minutes: transfer aborted",
+                    )
+                }
+                Work::Rotate(RotateStage::AwaitingOnline) => {
+                    let detail =
+                        "the reader was not online in Secure Channel before the command expired";
+                    self.record_rotation_failed(
+                        Some(&command),
+                        &reader,
+                        UpkeepFailure::ReaderOffline,
+                        detail.into(),
+                    );
+                    continue;
+                }
+                Work::Rotate(RotateStage::Sent) => {
+                    self.record_rotation_failed(
+                        Some(&command),
+                        &reader,
+                        UpkeepFailure::ReaderLost,
+                        UNSETTLED.into(),
+                    );
+                    continue;
+                }
+            };
+            self.record_update_failed(&command, &reader, why, detail.to_owned());
         }
     }
 
@@ -672,7 +761,9 @@ impl Upkeep {
             return;
         };
         let seen = self.seen.get(&job.reader);
-        let online = seen.is_some_and(|s| s.online);
+        if !seen.is_some_and(|s| s.online) {
+            return;
+        }
         match &mut job.work {
             Work::Update {
                 stage: stage @ UpdateStage::AwaitingOnline(_),
@@ -683,27 +774,22 @@ impl Upkeep {
                 bytes,
                 attempt,
                 started,
-            } if online => {
-                let mismatch = identity_mismatch(seen, vendor.as_deref(), *model);
-                if let Some((why, detail)) = mismatch {
+            } => {
+                if let Some((why, detail)) = identity_mismatch(seen, vendor.as_deref(), *model) {
                     let (command, reader) = (job.command.clone(), job.reader.clone());
                     self.jobs.remove(bus);
-                    self.record_update_failed(&command, &reader, why, detail);
-                    return;
+                    return self.record_update_failed(&command, &reader, why, detail);
                 }
-                let UpdateStage::AwaitingOnline(data) = std::mem::replace(
-                    stage,
-                    UpdateStage::Sending {
-                        data: Arc::from(Vec::new()),
-                        tenths: 0,
-                    },
-                ) else {
+                let UpdateStage::AwaitingOnline(data) =
+                    std::mem::replace(stage, UpdateStage::AwaitingFile)
+                else {
                     return;
                 };
                 *stage = UpdateStage::Sending {
                     data: data.clone(),
                     tenths: 0,
                 };
+                job.deadline = now + QUIET_LIMIT;
                 let first = *attempt == 1;
                 started.get_or_insert(now);
                 let (digest, bytes) = (*digest, *bytes);
@@ -728,10 +814,9 @@ impl Upkeep {
                     });
                 }
             }
-            Work::Rotate(stage @ RotateStage::AwaitingOnline)
-                if online && seen.is_some_and(|s| s.secure) =>
-            {
+            Work::Rotate(stage @ RotateStage::AwaitingOnline) if seen.is_some_and(|s| s.secure) => {
                 *stage = RotateStage::Sent;
+                job.deadline = now + QUIET_LIMIT;
                 self.outputs.push_back(Output::RotateKey {
                     reader: job.reader.clone(),
                     bus: place.bus,
@@ -783,26 +868,28 @@ impl Upkeep {
     }
 }
 
-impl Job {
-    /// Waiting for something that may never come (its file, its reader):
-    /// ends at the command's expiry. Moving bytes or keys is bounded by
-    /// the bus core's own timeouts.
-    fn waiting(&self) -> bool {
-        match &self.work {
-            Work::Update { stage, .. } => !matches!(stage, UpdateStage::Sending { .. }),
-            Work::Rotate(stage) => *stage == RotateStage::AwaitingOnline,
-        }
-    }
-}
+/// What a rotation that lost its reader leaves.
+const UNSETTLED: &str = "the reader was lost during the rotation: both keys are kept, and its \
+                         next Secure Channel bring-up settles which one it holds";
 
-/// The reader's reported identity against what the command names.
+/// The reader's reported identity against what the command names; a
+/// reader that never reported one is not sent a file meant for a vendor
+/// or a model.
 fn identity_mismatch(
     seen: Option<&Seen>,
     vendor: Option<&str>,
     model: Option<u8>,
 ) -> Option<(UpkeepFailure, String)> {
-    let seen = seen?;
-    if let (Some(want), Some(got)) = (vendor, seen.vendor)
+    let reported_vendor = seen.and_then(|s| s.vendor);
+    let reported_model = seen.and_then(|s| s.model);
+    if (vendor.is_some() && reported_vendor.is_none())
+        || (model.is_some() && reported_model.is_none())
+    {
+        let detail = "the reader has not reported its identity (osdp_PDID), so the file's \
+                      vendor or model cannot be checked: nothing sent";
+        return Some((UpkeepFailure::IdentityUnknown, detail.to_owned()));
+    }
+    if let (Some(want), Some(got)) = (vendor, reported_vendor)
         && !want.eq_ignore_ascii_case(&hex::encode(got))
     {
         let detail = format!(
@@ -811,7 +898,7 @@ fn identity_mismatch(
         );
         return Some((UpkeepFailure::WrongVendor, detail));
     }
-    if let (Some(want), Some(got)) = (model, seen.model)
+    if let (Some(want), Some(got)) = (model, reported_model)
         && want != got
     {
         let detail =

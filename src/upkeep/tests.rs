@@ -78,6 +78,7 @@ impl Rig {
         self.input(Input::File {
             command: id.into(),
             data: data.into(),
+            digest: FileDigest::of(data),
         })
     }
 
@@ -345,13 +346,13 @@ fn a_rotation_retires_the_old_key_only_after_the_reader_proved_the_new_one() {
     rig.online(1);
     let out = rotate(&mut rig, "k1");
     assert!(matches!(out[..], [Output::RotateKey { address: 1, .. }]));
+    // The acknowledgement alone retires nothing: its answer may be lost.
     assert!(key_steps(&rig.bus(BusEvent::KeyRotated { address: 1 })).is_empty());
+    // The reader's cryptogram in the new session proves the new key.
     let out = rig.bus(BusEvent::KeyResolved {
         address: 1,
         pending: true,
     });
-    assert!(key_steps(&out).is_empty(), "not before the new session");
-    let out = rig.online(1);
     assert_eq!(key_steps(&out), [KeyStep::Promote]);
     assert!(matches!(
         events(&out)[..],
@@ -360,6 +361,9 @@ fn a_rotation_retires_the_old_key_only_after_the_reader_proved_the_new_one() {
             ..
         }]
     ));
+    // The session that follows changes nothing more.
+    assert!(rig.online(1).is_empty());
+    assert!(!rig.core.busy(&BUS.into()));
 }
 
 #[test]
@@ -422,4 +426,119 @@ fn a_rotation_of_a_plaintext_reader_or_an_offline_one_is_refused_in_time() {
     assert!(out.is_empty(), "waits for the reader");
     let out = rig.advance(Duration::from_secs(301));
     assert_eq!(failure(&out), Some(UpkeepFailure::ReaderOffline));
+}
+
+#[test]
+fn a_transfer_that_goes_quiet_is_aborted_and_never_blocks_its_bus() {
+    let mut rig = Rig::new();
+    rig.online(1);
+    rig.update("c1", "entrance-reader", b"fw");
+    rig.file("c1", b"fw");
+    // Progress keeps it alive…
+    rig.advance(QUIET_LIMIT - Duration::from_secs(1));
+    rig.bus(BusEvent::TransferProgress {
+        address: 1,
+        confirmed: 1,
+        total: 2,
+    });
+    assert!(rig.advance(QUIET_LIMIT - Duration::from_secs(1)).is_empty());
+    // …silence (a lost report, a PD answering BUSY for ever) ends it.
+    let out = rig.advance(Duration::from_secs(2));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::AbortTransfer { address: 1, .. }))
+    );
+    assert_eq!(failure(&out), Some(UpkeepFailure::Stalled));
+    assert!(!rig.core.busy(&BUS.into()));
+
+    // A rotation whose answer never comes ends too, keeping both keys.
+    rotate(&mut rig, "k1");
+    let out = rig.advance(QUIET_LIMIT + Duration::from_secs(1));
+    assert!(key_steps(&out).is_empty());
+    assert_eq!(failure(&out), Some(UpkeepFailure::ReaderLost));
+}
+
+#[test]
+fn a_file_for_a_vendor_is_not_sent_to_a_reader_that_never_said_who_it_is() {
+    let mut rig = Rig::new();
+    rig.bus(BusEvent::Online {
+        address: 1,
+        secure: true,
+        identity: None,
+        capabilities: Vec::new(),
+    });
+    rig.input(Input::Command {
+        id: "c1".into(),
+        valid_for: Duration::from_secs(60),
+        action: ReaderAction::ReaderUpdate {
+            reader: "entrance-reader".into(),
+            sha256: FileDigest::of(b"fw"),
+            bytes: 2,
+            file_type: 1,
+            vendor: Some("b2a100".into()),
+            model: None,
+        },
+    });
+    let out = rig.file("c1", b"fw");
+    assert!(transfers(&out).is_empty());
+    assert_eq!(failure(&out), Some(UpkeepFailure::IdentityUnknown));
+    // A malformed vendor is refused with the command.
+    let out = rig.input(Input::Command {
+        id: "c2".into(),
+        valid_for: Duration::from_secs(60),
+        action: ReaderAction::ReaderUpdate {
+            reader: "entrance-reader".into(),
+            sha256: FileDigest::of(b"fw"),
+            bytes: 2,
+            file_type: 1,
+            vendor: Some("acme".into()),
+            model: None,
+        },
+    });
+    assert_eq!(failure(&out), Some(UpkeepFailure::WrongVendor));
+}
+
+#[test]
+fn a_reader_that_drops_out_before_the_request_is_waited_for_again() {
+    let mut rig = Rig::new();
+    rig.online(1);
+    rig.update("c1", "entrance-reader", b"fw");
+    assert_eq!(transfers(&rig.file("c1", b"fw")).len(), 1);
+    let out = rig.input(Input::RequestFailed {
+        reader: "entrance-reader".into(),
+        reason: UpkeepFailure::ReaderOffline,
+        detail: "PD 1 is offline".into(),
+    });
+    assert!(failure(&out).is_none());
+    assert_eq!(transfers(&rig.online(1)).len(), 1, "sent once it is back");
+}
+
+#[test]
+fn a_command_waits_for_its_file_only_a_while_and_a_copy_is_ignored() {
+    let mut rig = Rig::new();
+    rig.online(1);
+    rig.input(Input::Command {
+        id: "c1".into(),
+        valid_for: Duration::from_secs(6 * 3600),
+        action: ReaderAction::ReaderUpdate {
+            reader: "entrance-reader".into(),
+            sha256: FileDigest::of(b"fw"),
+            bytes: 2,
+            file_type: 1,
+            vendor: None,
+            model: None,
+        },
+    });
+    let out = rig.advance(HELD_FILE_FOR);
+    assert_eq!(failure(&out), Some(UpkeepFailure::FileNotReceived));
+    assert!(
+        !rig.core.busy(&BUS.into()),
+        "the bus is free long before expiry"
+    );
+
+    // A second delivery of the same file (QoS 1) changes nothing.
+    rig.update("c2", "entrance-reader", b"fw");
+    let first = rig.file("c2", b"fw");
+    assert!(first.iter().any(|o| matches!(o, Output::KeepFile { .. })));
+    assert!(rig.file("c2", b"fw").is_empty());
 }
