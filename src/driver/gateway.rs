@@ -165,14 +165,13 @@ pub async fn run(
         let context = ControlContext::of(&running, keys.clone(), config.gateway.id.clone());
         serve_control_socket(path, context, shutdown.clone())?;
     }
-    let journal = (state.journal.reader, state.journal.acker);
     let readers = super::inventory::watch_inventory(buses.views.clone());
     let upkeep = start_reader_upkeep(&config, &buses.links, &running, &shutdown);
     let uplink = start_uplink_if(
         &config,
         keys,
         &state.events_db,
-        journal,
+        (state.journal.reader, state.journal.acker),
         (&running, readers, upkeep.clone()),
         &shutdown,
     )?;
