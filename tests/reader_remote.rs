@@ -199,6 +199,14 @@ fn central_updates_a_reader_s_firmware_and_a_wrong_file_never_reaches_it() {
     assert_eq!(received["address"], 1);
     let got = std::fs::read(gw.dir.path().join("received/pd1-file1.bin")).unwrap();
     assert!(got == data, "the file at the PD differs from the one sent");
+    let finished = lines(&out)
+        .into_iter()
+        .find(|l| l["type"] == "reader_update_finished")
+        .unwrap();
+    eprintln!(
+        "remote update: {} bytes in {} ms at 115 200 baud (libosdp PD, Secure Channel, two more PDs on the bus)",
+        finished["bytes"], finished["millis"]
+    );
     // Central stored the whole story, in order.
     assert_eq!(
         pg.count(
