@@ -14,7 +14,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -33,6 +33,62 @@ fn building(broker: &Broker) -> Gateway {
     std::fs::write(&gw.config, format!("{text}\n{}", broker.uplink_section(GW))).unwrap();
     gw.run_daemon();
     gw
+}
+
+/// PostgreSQL, Mosquitto, one building whose three readers central knows
+/// online, and `portier central` running.
+struct Site {
+    pg: Postgres,
+    gw: Gateway,
+    config: PathBuf,
+    key: PathBuf,
+    _service: CentralProc,
+    _broker: Broker,
+}
+
+impl Site {
+    fn start() -> Self {
+        let pg = Postgres::start();
+        let broker = Broker::start(&[GW]);
+        let gw = building(&broker);
+        let key = gw.dir.path().join("central.key");
+        let config = write_config(gw.dir.path(), &broker, &pg, "central-1", &key);
+        let mut service = CentralProc::spawn(&config, &[]);
+        service.wait_connected();
+        wait_for(T, "the gateway's readers at central", || {
+            pg.count("SELECT count(*) FROM readers WHERE online") == 3
+        });
+        Self {
+            pg,
+            gw,
+            config,
+            key,
+            _service: service,
+            _broker: broker,
+        }
+    }
+}
+
+/// `portier central reader-update` of `data` to `reader`, in the
+/// background.
+fn reader_update(
+    config: &Path,
+    gw: &Gateway,
+    reader: &str,
+    data: &[u8],
+    extra: &[&str],
+) -> std::process::Child {
+    let file = gw.dir.path().join(format!("{reader}.bin"));
+    std::fs::write(&file, data).unwrap();
+    Command::new(portier_bin())
+        .args(["central", "--config", config.to_str().unwrap()])
+        .args(["reader-update", "--gateway", GW, "--reader", reader])
+        .args(["--file", file.to_str().unwrap(), "--timeout", "300"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn central(config: &Path, args: &[&str]) -> Output {
@@ -115,21 +171,19 @@ fn send_by_hand(config: &Path, key: &Path, id: &str, digest_of: &[u8], data: Vec
 
 #[test]
 fn central_updates_a_reader_s_firmware_and_a_wrong_file_never_reaches_it() {
-    let pg = Postgres::start();
-    let broker = Broker::start(&[GW]);
-    let mut gw = building(&broker);
-    let key = gw.dir.path().join("central.key");
-    let config = write_config(gw.dir.path(), &broker, &pg, "central-1", &key);
-    let mut service = CentralProc::spawn(&config, &[]);
-    service.wait_connected();
-    wait_for(T, "the gateway's readers at central", || {
-        pg.count("SELECT count(*) FROM readers WHERE online") == 3
-    });
+    let mut site = Site::start();
+    let Site {
+        pg,
+        gw,
+        config,
+        key,
+        ..
+    } = &mut site;
 
     // A file that is not the command's (sent first, as a hostile or buggy
     // central might): refused, and the PD never sees a transfer.
     let right = firmware(4096, 7);
-    send_by_hand(&config, &key, "by-hand-1", &right, firmware(4096, 8));
+    send_by_hand(config, key, "by-hand-1", &right, firmware(4096, 8));
     wait_for(T, "hash_mismatch at central", || {
         pg.count(
             "SELECT count(*) FROM events WHERE type = 'reader_update_failed' \
@@ -143,29 +197,19 @@ fn central_updates_a_reader_s_firmware_and_a_wrong_file_never_reaches_it() {
 
     // The real thing, through the verb, with the reader's identity checked.
     let data = firmware(96 * 1024, 1);
-    let file = gw.dir.path().join("fw.bin");
-    std::fs::write(&file, &data).unwrap();
-    let update = Command::new(portier_bin())
-        .args(["central", "--config", config.to_str().unwrap()])
-        .args([
-            "reader-update",
-            "--gateway",
-            GW,
-            "--reader",
-            "entrance-reader",
-        ])
-        .args(["--file", file.to_str().unwrap(), "--vendor", "b2a100"])
-        .args(["--model", "1", "--timeout", "300"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let update = reader_update(
+        config,
+        gw,
+        "entrance-reader",
+        &data,
+        &["--vendor", "b2a100", "--model", "1"],
+    );
     gw.pds.expect(T, "the transfer opened at PD 1", |v| {
         v["event"] == "file_open"
     });
     // Another job on the same bus meanwhile: refused, the first goes on.
     let busy = central(
-        &config,
+        config,
         &["rotate-key", "--gateway", GW, "--reader", "side-reader"],
     );
     assert!(!busy.status.success(), "{}", text(&busy));
@@ -215,24 +259,15 @@ fn central_updates_a_reader_s_firmware_and_a_wrong_file_never_reaches_it() {
         ),
         1
     );
-    drop(service);
 }
 
 #[test]
 fn central_rotates_a_reader_s_key_and_the_old_key_is_refused() {
-    let pg = Postgres::start();
-    let broker = Broker::start(&[GW]);
-    let mut gw = building(&broker);
-    let key = gw.dir.path().join("central.key");
-    let config = write_config(gw.dir.path(), &broker, &pg, "central-1", &key);
-    let mut service = CentralProc::spawn(&config, &[]);
-    service.wait_connected();
-    wait_for(T, "the gateway's readers at central", || {
-        pg.count("SELECT count(*) FROM readers WHERE online") == 3
-    });
+    let mut site = Site::start();
+    let Site { pg, gw, config, .. } = &mut site;
 
     let out = central(
-        &config,
+        config,
         &[
             "rotate-key",
             "--gateway",
@@ -291,32 +326,14 @@ fn central_rotates_a_reader_s_key_and_the_old_key_is_refused() {
     };
     assert!(!probe(&old), "the old key still opens a session");
     assert!(probe(&key_file), "the new key does not open a session");
-    drop(service);
 }
 
 #[test]
 fn an_update_cut_by_a_gateway_restart_starts_again_and_arrives_whole() {
-    let pg = Postgres::start();
-    let broker = Broker::start(&[GW]);
-    let mut gw = building(&broker);
-    let key = gw.dir.path().join("central.key");
-    let config = write_config(gw.dir.path(), &broker, &pg, "central-1", &key);
-    let mut service = CentralProc::spawn(&config, &[]);
-    service.wait_connected();
-    wait_for(T, "the gateway's readers at central", || {
-        pg.count("SELECT count(*) FROM readers WHERE online") == 3
-    });
+    let mut site = Site::start();
+    let Site { pg, gw, config, .. } = &mut site;
     let data = firmware(96 * 1024, 3);
-    let file = gw.dir.path().join("fw.bin");
-    std::fs::write(&file, &data).unwrap();
-    let update = Command::new(portier_bin())
-        .args(["central", "--config", config.to_str().unwrap()])
-        .args(["reader-update", "--gateway", GW, "--reader", "lab-reader"])
-        .args(["--file", file.to_str().unwrap(), "--timeout", "300"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let update = reader_update(config, gw, "lab-reader", &data, &[]);
     gw.expect_event("a tenth of the file confirmed", |e| {
         e["type"] == "reader_update_progress" && e["reader"] == "lab-reader"
     });
@@ -346,7 +363,6 @@ fn an_update_cut_by_a_gateway_restart_starts_again_and_arrives_whole() {
     wait_for(T, "the kept job removed", || {
         std::fs::read_dir(&kept).map_or(true, |d| d.count() == 0)
     });
-    drop(service);
 }
 
 /// The daemon dies (aborted, as a power cut would) after a step of a
@@ -354,13 +370,8 @@ fn an_update_cut_by_a_gateway_restart_starts_again_and_arrives_whole() {
 /// left, settles them, and says so.
 #[test]
 fn a_gateway_dying_mid_rotation_still_reaches_the_reader_and_settles_its_keys() {
-    let pg = Postgres::start();
-    let broker = Broker::start(&[GW]);
-    let mut gw = building(&broker);
-    let key = gw.dir.path().join("central.key");
-    let config = write_config(gw.dir.path(), &broker, &pg, "central-1", &key);
-    let mut service = CentralProc::spawn(&config, &[]);
-    service.wait_connected();
+    let mut site = Site::start();
+    let Site { pg, gw, config, .. } = &mut site;
     let key_file = gw.dir.path().join("pd2.scbk");
     let next = gw.dir.path().join("pd2.scbk.next");
     for (point, new_key) in [("next_written", false), ("new_session", true)] {
@@ -409,5 +420,4 @@ fn a_gateway_dying_mid_rotation_still_reaches_the_reader_and_settles_its_keys() 
             .any(|e| e["type"] == "reader_key_rotated" && e["command"].is_null());
         assert_eq!(settled, new_key, "{point}: {:?}", gw.events());
     }
-    drop(service);
 }

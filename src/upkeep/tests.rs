@@ -19,6 +19,23 @@ fn places() -> HashMap<ReaderId, ReaderPlace> {
     ])
 }
 
+fn update_of(reader: &str, data: &[u8], vendor: Option<&str>, model: Option<u8>) -> ReaderAction {
+    ReaderAction::ReaderUpdate {
+        reader: reader.into(),
+        sha256: FileDigest::of(data),
+        bytes: data.len() as u64,
+        file_type: 1,
+        vendor: vendor.map(str::to_owned),
+        model,
+    }
+}
+
+fn rotation_of(reader: &str) -> ReaderAction {
+    ReaderAction::RotateKey {
+        reader: reader.into(),
+    }
+}
+
 struct Rig {
     core: Upkeep,
     now: Instant,
@@ -59,19 +76,16 @@ impl Rig {
         })
     }
 
-    fn update(&mut self, id: &str, reader: &str, data: &[u8]) -> Vec<Output> {
+    fn command(&mut self, id: &str, valid_secs: u64, action: ReaderAction) -> Vec<Output> {
         self.input(Input::Command {
             id: id.into(),
-            valid_for: Duration::from_secs(3600),
-            action: ReaderAction::ReaderUpdate {
-                reader: reader.into(),
-                sha256: FileDigest::of(data),
-                bytes: data.len() as u64,
-                file_type: 1,
-                vendor: None,
-                model: None,
-            },
+            valid_for: Duration::from_secs(valid_secs),
+            action,
         })
+    }
+
+    fn update(&mut self, id: &str, reader: &str, data: &[u8]) -> Vec<Output> {
+        self.command(id, 3600, update_of(reader, data, None, None))
     }
 
     fn file(&mut self, id: &str, data: &[u8]) -> Vec<Output> {
@@ -200,26 +214,13 @@ fn one_job_per_bus_and_unknown_readers_are_refused() {
     rig.update("c1", "entrance-reader", b"a");
     let out = rig.update("c2", "side-reader", b"b");
     assert_eq!(failure(&out), Some(UpkeepFailure::Busy));
-    let out = rig.input(Input::Command {
-        id: "c3".into(),
-        valid_for: Duration::from_secs(60),
-        action: ReaderAction::RotateKey {
-            reader: "side-reader".into(),
-        },
-    });
+    let out = rig.command("c3", 60, rotation_of("side-reader"));
     assert_eq!(failure(&out), Some(UpkeepFailure::Busy));
     let out = rig.update("c4", "no-such-reader", b"c");
     assert_eq!(failure(&out), Some(UpkeepFailure::UnknownReader));
-    let out = rig.input(Input::Command {
-        id: "c5".into(),
-        valid_for: Duration::from_secs(60),
-        action: ReaderAction::RotateKey {
-            reader: "bench-reader".into(),
-        },
-    });
-    // bench-reader is on the busy bus too, but plaintext is said first
-    // only when the bus is free: here the bus answers.
-    assert!(failure(&out).is_some());
+    let out = rig.command("c5", 60, rotation_of("bench-reader"));
+    // The bus is asked about first, whatever else is wrong.
+    assert_eq!(failure(&out), Some(UpkeepFailure::Busy));
 }
 
 #[test]
@@ -248,18 +249,7 @@ fn a_reader_of_another_vendor_or_model_gets_nothing() {
         let mut rig = Rig::new();
         rig.online(1);
         let data = b"fw";
-        rig.input(Input::Command {
-            id: "c1".into(),
-            valid_for: Duration::from_secs(60),
-            action: ReaderAction::ReaderUpdate {
-                reader: "entrance-reader".into(),
-                sha256: FileDigest::of(data),
-                bytes: 2,
-                file_type: 1,
-                vendor: vendor.map(str::to_owned),
-                model,
-            },
-        });
+        rig.command("c1", 60, update_of("entrance-reader", data, vendor, model));
         let out = rig.file("c1", data);
         assert!(transfers(&out).is_empty());
         assert_eq!(failure(&out), Some(want));
@@ -321,13 +311,7 @@ fn a_refusing_reader_or_a_refusing_bus_ends_the_job() {
 }
 
 fn rotate(rig: &mut Rig, id: &str) -> Vec<Output> {
-    rig.input(Input::Command {
-        id: id.into(),
-        valid_for: Duration::from_secs(300),
-        action: ReaderAction::RotateKey {
-            reader: "entrance-reader".into(),
-        },
-    })
+    rig.command(id, 300, rotation_of("entrance-reader"))
 }
 
 fn key_steps(outputs: &[Output]) -> Vec<KeyStep> {
@@ -414,13 +398,7 @@ fn a_rotation_cut_short_keeps_both_keys_until_a_bring_up_settles_them() {
 #[test]
 fn a_rotation_of_a_plaintext_reader_or_an_offline_one_is_refused_in_time() {
     let mut rig = Rig::new();
-    let out = rig.input(Input::Command {
-        id: "k1".into(),
-        valid_for: Duration::from_secs(60),
-        action: ReaderAction::RotateKey {
-            reader: "bench-reader".into(),
-        },
-    });
+    let out = rig.command("k1", 60, rotation_of("bench-reader"));
     assert_eq!(failure(&out), Some(UpkeepFailure::NoSecureChannel));
     let out = rotate(&mut rig, "k2");
     assert!(out.is_empty(), "waits for the reader");
@@ -467,34 +445,20 @@ fn a_file_for_a_vendor_is_not_sent_to_a_reader_that_never_said_who_it_is() {
         identity: None,
         capabilities: Vec::new(),
     });
-    rig.input(Input::Command {
-        id: "c1".into(),
-        valid_for: Duration::from_secs(60),
-        action: ReaderAction::ReaderUpdate {
-            reader: "entrance-reader".into(),
-            sha256: FileDigest::of(b"fw"),
-            bytes: 2,
-            file_type: 1,
-            vendor: Some("b2a100".into()),
-            model: None,
-        },
-    });
+    rig.command(
+        "c1",
+        60,
+        update_of("entrance-reader", b"fw", Some("b2a100"), None),
+    );
     let out = rig.file("c1", b"fw");
     assert!(transfers(&out).is_empty());
     assert_eq!(failure(&out), Some(UpkeepFailure::IdentityUnknown));
     // A malformed vendor is refused with the command.
-    let out = rig.input(Input::Command {
-        id: "c2".into(),
-        valid_for: Duration::from_secs(60),
-        action: ReaderAction::ReaderUpdate {
-            reader: "entrance-reader".into(),
-            sha256: FileDigest::of(b"fw"),
-            bytes: 2,
-            file_type: 1,
-            vendor: Some("acme".into()),
-            model: None,
-        },
-    });
+    let out = rig.command(
+        "c2",
+        60,
+        update_of("entrance-reader", b"fw", Some("acme"), None),
+    );
     assert_eq!(failure(&out), Some(UpkeepFailure::WrongVendor));
 }
 
@@ -517,18 +481,11 @@ fn a_reader_that_drops_out_before_the_request_is_waited_for_again() {
 fn a_command_waits_for_its_file_only_a_while_and_a_copy_is_ignored() {
     let mut rig = Rig::new();
     rig.online(1);
-    rig.input(Input::Command {
-        id: "c1".into(),
-        valid_for: Duration::from_secs(6 * 3600),
-        action: ReaderAction::ReaderUpdate {
-            reader: "entrance-reader".into(),
-            sha256: FileDigest::of(b"fw"),
-            bytes: 2,
-            file_type: 1,
-            vendor: None,
-            model: None,
-        },
-    });
+    rig.command(
+        "c1",
+        6 * 3600,
+        update_of("entrance-reader", b"fw", None, None),
+    );
     let out = rig.advance(HELD_FILE_FOR);
     assert_eq!(failure(&out), Some(UpkeepFailure::FileNotReceived));
     assert!(
