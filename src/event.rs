@@ -704,6 +704,14 @@ pub enum EventKind {
         /// More, in words.
         detail: String,
     },
+    /// A key rotation began: the new key is on disk and KEYSET is on its
+    /// way inside the Secure Channel.
+    ReaderKeyRotationStarted {
+        /// The central command's id.
+        command: Option<String>,
+        /// The reader.
+        reader: ReaderId,
+    },
     /// A reader's Secure Channel key was rotated: the reader proved the
     /// new key in a new session and the old one is retired. `command` is
     /// absent when a rotation cut short earlier is found done at bring-up.
@@ -1280,6 +1288,12 @@ impl EventKind {
                 command: command.map(id),
                 reader: reader(r),
             },
+            Self::ReaderKeyRotationStarted { command, reader: r } => {
+                Self::ReaderKeyRotationStarted {
+                    command: command.map(id),
+                    reader: reader(r),
+                }
+            }
             Self::ReaderKeyRotationFailed {
                 command,
                 reader: r,
@@ -1424,6 +1438,9 @@ impl EventKind {
             ),
             Self::ReaderKeyRotated { reader, .. } => {
                 format!("{reader}: Secure Channel key rotated, the old key retired")
+            }
+            Self::ReaderKeyRotationStarted { reader, .. } => {
+                format!("{reader}: key rotation started (KEYSET in Secure Channel)")
             }
             Self::ReaderKeyRotationFailed {
                 reader,
@@ -1737,6 +1754,10 @@ mod area_event_tests {
             },
             EventKind::ReaderKeyRotated {
                 command: None,
+                reader: "entrance-reader".into(),
+            },
+            EventKind::ReaderKeyRotationStarted {
+                command: Some("c2".into()),
                 reader: "entrance-reader".into(),
             },
             EventKind::ReaderKeyRotationFailed {

@@ -114,9 +114,13 @@ fn events_land_once_and_acks_follow_the_commit_also_across_a_crash() {
         pg.psql("SELECT at FROM events WHERE gateway = 'gw-b' AND seq = 1"),
         "2026-11-23 22:00:00+00"
     );
+    // Acks follow the commits; the spy hears them on its own connection
+    // and checks each against the database (a psql per ack: not at once).
+    wait_for(T, "the spy heard acks", || {
+        !spy.acks.lock().unwrap().is_empty()
+    });
     let violations = spy.violations.lock().unwrap().clone();
     assert!(violations.is_empty(), "{violations:#?}");
-    assert!(!spy.acks.lock().unwrap().is_empty());
 
     // Fleet status from the retained status messages.
     wait_for(T, "both gateways online in the fleet", || {

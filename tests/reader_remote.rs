@@ -389,7 +389,7 @@ fn a_gateway_dying_mid_rotation_still_reaches_the_reader_and_settles_its_keys() 
         let rotation = Command::new(portier_bin())
             .args(["central", "--config", config.to_str().unwrap()])
             .args(["rotate-key", "--gateway", GW, "--reader", "side-reader"])
-            .args(["--timeout", "120"])
+            .args(["--timeout", "60"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -404,7 +404,12 @@ fn a_gateway_dying_mid_rotation_still_reaches_the_reader_and_settles_its_keys() 
         let out = rotation.wait_with_output().unwrap();
         assert!(!out.status.success(), "{point}: {}", text(&out));
         assert!(
-            text(&out).contains("restarted before the rotation ended"),
+            text(&out).contains("reader_key_rotation_started"),
+            "{point}: {}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains("restarted during the rotation"),
             "{point}: {}",
             text(&out)
         );

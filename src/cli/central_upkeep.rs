@@ -47,10 +47,10 @@ pub(crate) struct ReaderUpdateArgs {
     /// online before it gives up, minutes (the command's lifetime; ≤ 1440).
     #[arg(long, default_value_t = 60)]
     valid_minutes: u64,
-    /// Give up following after this many seconds without news from the
-    /// gateway (0: send and return). Default: the command's lifetime plus
-    /// 10 minutes; every event the gateway sends about the update extends
-    /// it by 10 minutes (a large file at 9 600 baud takes hours).
+    /// Give up following after this many seconds (0: send and return).
+    /// Default: the command's lifetime plus 10 minutes; every event the
+    /// gateway sends about the update extends it to at least 10 minutes
+    /// (or twice the time since the event before) from then on.
     #[arg(long)]
     timeout: Option<u64>,
 }
@@ -66,7 +66,7 @@ pub(crate) struct RotateKeyArgs {
     reader: String,
     /// Wait this long for the outcome, seconds (0: do not wait).
     /// Default: the command's lifetime (the gateway waits that long for
-    /// the reader) plus 30 s.
+    /// the reader) plus 3.5 minutes (its wait for the reader's answer).
     #[arg(long)]
     timeout: Option<u64>,
 }
@@ -77,7 +77,11 @@ pub(crate) async fn reader_update(
 ) -> anyhow::Result<ExitCode> {
     let data =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let limit = config.uplink().max_firmware_bytes();
+    // The file travels with its command id in one MQTT message.
+    let limit = config
+        .uplink()
+        .max_firmware_bytes()
+        .min((config.broker.max_message_mib << 20).saturating_sub(64 << 10));
     if data.is_empty() || data.len() > limit {
         bail!(
             "{}: {} bytes; a gateway takes 1..={limit}",
@@ -145,7 +149,9 @@ pub(crate) async fn rotate_key(
         "{}",
         serde_json::json!({"sent": command.id, "gateway": args.gateway.as_str(), "reader": args.reader})
     );
-    let timeout = args.timeout.unwrap_or(valid + 30);
+    // The gateway waits for the reader until expiry, then up to 3 min for
+    // its answer.
+    let timeout = args.timeout.unwrap_or(valid + 180 + 30);
     follow(&pg, &args.gateway, &command, timeout, Job::Rotation).await
 }
 
@@ -158,12 +164,19 @@ enum Job {
     Rotation,
 }
 
-/// More time to follow after each event of an update.
+/// At least this much more time to follow after each event of an update
+/// (or twice the time since the one before: a tenth of a large file at
+/// 9 600 baud takes long).
 const NEWS_EXTENDS: Duration = Duration::from_secs(600);
 
+/// How far before the command's issue time its events are looked for (the
+/// gateway's clock may be behind central's).
+const CLOCK_MARGIN: SignedDuration = SignedDuration::from_hours(1);
+
 /// Print the command's events as they are stored, until one ends it. A
-/// gateway restart ends a rotation (its key files settle at the reader's
-/// next bring-up), not an update (the gateway keeps it).
+/// gateway restart after a rotation began ends it (its key files settle
+/// at the reader's next bring-up); an update is kept by the gateway and
+/// followed on.
 async fn follow(
     pg: &tokio_postgres::Client,
     gateway: &GatewayId,
@@ -175,52 +188,57 @@ async fn follow(
         println!("{}", serde_json::json!({"command": command.id}));
         return Ok(ExitCode::SUCCESS);
     }
-    let since = command
-        .issued_at
-        .checked_sub(SignedDuration::from_mins(10))?;
+    let since = command.issued_at.checked_sub(CLOCK_MARGIN)?;
     let mut deadline = portier::clock::timer() + Duration::from_secs(timeout);
+    let mut last_news = portier::clock::timer();
     let mut printed = HashSet::new();
+    // The latest `*_started` of the job (journal, seq): a restart after it
+    // (the same journal, a higher seq) cut the job.
     let mut started: Option<(Vec<u8>, i64)> = None;
     loop {
         for (journal, seq, event) in
             db::reader_command_events(pg, gateway, &command.id, since).await?
         {
             let kind = event["type"].as_str().unwrap_or_default().to_owned();
+            let after_start = started
+                .as_ref()
+                .is_some_and(|(j, s)| *j == journal && seq > *s);
             if kind == "daemon_started" {
-                let after_command = event["at"]
-                    .as_str()
-                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                    .is_some_and(|at| at > command.issued_at);
-                if job == Job::Rotation && after_command {
-                    println!("{event}");
+                if !after_start || !printed.insert((journal.clone(), seq)) {
+                    continue;
+                }
+                println!("{event}");
+                if job == Job::Rotation {
                     bail!(
-                        "{gateway} restarted before the rotation ended: its key files settle at the reader's next Secure Channel bring-up (see `reader_key_rotated`); send the command again to rotate"
+                        "{gateway} restarted during the rotation: its key files settle at the reader's next Secure Channel bring-up (`reader_key_rotated` without a command when it took the new key); send the command again to rotate"
                     );
                 }
-                // The gateway kept the update: it starts again once the
-                // reader is online (a new `reader_update_started`).
-                if started
-                    .as_ref()
-                    .is_some_and(|(j, s)| *j == journal && seq > *s)
-                    && printed.insert((journal.clone(), seq))
-                {
-                    println!("{event}");
-                    eprintln!(
-                        "{gateway} restarted during the update: it sends the file again from the start"
-                    );
-                }
+                eprintln!(
+                    "{gateway} restarted during the update: it sends the file again from the start"
+                );
                 continue;
             }
             if !printed.insert((journal.clone(), seq)) {
                 continue;
             }
             println!("{event}");
+            let now = portier::clock::timer();
             if job == Job::Update {
-                deadline = deadline.max(portier::clock::timer() + NEWS_EXTENDS);
+                let gap = now.duration_since(last_news);
+                deadline = deadline.max(now + NEWS_EXTENDS.max(gap * 2));
             }
+            last_news = now;
             match kind.as_str() {
-                "reader_update_started" => started = Some((journal, seq)),
+                "reader_update_started" | "reader_key_rotation_started" => {
+                    started = Some((journal, seq));
+                }
                 "reader_update_finished" | "reader_key_rotated" => return Ok(ExitCode::SUCCESS),
+                // A second delivery of the command (QoS 1) is refused as a
+                // replay; the first is being carried out.
+                "command_refused"
+                    if event["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("already seen")) => {}
                 "reader_update_failed" | "reader_key_rotation_failed" | "command_refused" => {
                     return Ok(ExitCode::FAILURE);
                 }
@@ -233,6 +251,6 @@ async fn follow(
                 command.id
             );
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

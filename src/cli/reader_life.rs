@@ -170,6 +170,13 @@ async fn rotate_on(
                 bail!("PD {address} refused the new key ({code:?}); it keeps the old one");
             }
             BusEvent::KeyRotationFailed {
+                reason: RotationFailure::NotSent,
+                ..
+            } => {
+                files.discard_next()?;
+                bail!("PD {address} went offline before the new key was sent; nothing changed");
+            }
+            BusEvent::KeyRotationFailed {
                 reason: RotationFailure::Offline,
                 ..
             }

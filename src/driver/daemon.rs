@@ -349,13 +349,20 @@ impl Daemon {
     /// Copy a PD's session, key or transfer report to reader upkeep. Never
     /// waits: a full queue drops the copy (upkeep then times out a job)
     /// rather than hold up a door.
+    /// Progress (one report per fragment) goes only while the queue is
+    /// less than half full, so the reports that end a job find room.
     fn tell_upkeep(&self, bus: &BusId, event: &BusEvent) {
-        if let Some(upkeep) = &self.upkeep
-            && event.concerns_upkeep()
-            && let Err(mpsc::error::TrySendError::Full(_)) = upkeep.try_send(
-                super::upkeep::UpkeepMessage::Bus(bus.clone(), event.clone()),
-            )
+        let Some(upkeep) = &self.upkeep else {
+            return;
+        };
+        if !event.concerns_upkeep()
+            || (matches!(event, BusEvent::TransferProgress { .. })
+                && upkeep.capacity() < super::upkeep::QUEUE / 2)
         {
+            return;
+        }
+        let report = super::upkeep::UpkeepMessage::Bus(bus.clone(), event.clone());
+        if let Err(mpsc::error::TrySendError::Full(_)) = upkeep.try_send(report) {
             tracing::warn!(bus = %bus, "reader upkeep busy: a PD report was not passed on");
         }
     }

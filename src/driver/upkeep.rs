@@ -40,13 +40,6 @@ pub enum UpkeepMessage {
         /// What to do.
         action: ReaderAction,
     },
-    /// A file from the firmware topic.
-    File {
-        /// The command it names.
-        command: String,
-        /// Its bytes.
-        data: Arc<[u8]>,
-    },
     /// A bus's report about a PD's life ([`BusEvent::concerns_upkeep`]).
     Bus(BusId, BusEvent),
 }
@@ -110,6 +103,7 @@ async fn run(
         .iter()
         .filter_map(|(r, _, k)| k.as_ref().map(|k| (r.clone(), KeyFiles::new(k))))
         .collect();
+    let shared_keys = shared_key_files(&wiring.places);
     let places = wiring.places.into_iter().map(|(r, p, _)| (r, p)).collect();
     let mut core = Upkeep::new(places, wiring.max_file);
     let mut driver = Driver {
@@ -118,6 +112,8 @@ async fn run(
         control: wiring.control,
         failures: mpsc::unbounded_channel(),
         kept: Arc::new(Kept { dir: wiring.dir }),
+        shared_keys,
+        view: wiring.view.clone(),
     };
     // Updates a restart cut short start again (from byte 0) once their
     // reader is online; the buses report only after this.
@@ -126,8 +122,13 @@ async fn run(
     let resumed = tokio::task::spawn_blocking(move || kept.load(now))
         .await
         .unwrap_or_default();
-    for message in resumed {
-        core.handle(clock::monotonic(), to_input(message, &wiring.view));
+    for resume in resumed {
+        match resume {
+            Resumed::Job(input) => core.handle(clock::monotonic(), input),
+            Resumed::Lost(event) => {
+                let _ = driver.control.send(Control::Record(vec![event])).await;
+            }
+        }
     }
     let mut shutdown = wiring.shutdown;
     loop {
@@ -193,7 +194,6 @@ fn to_input(message: UpkeepMessage, view: &watch::Receiver<DaemonView>) -> Input
                 action,
             }
         }
-        UpkeepMessage::File { command, data } => core_file_input(command, data),
         UpkeepMessage::Bus(bus, event) => Input::Bus { bus, event },
     }
 }
@@ -214,6 +214,29 @@ struct Driver {
         mpsc::UnboundedReceiver<Failure>,
     ),
     kept: Arc<Kept>,
+    /// Readers whose key file another PD uses too: a rotation would lock
+    /// the other one out at the next start.
+    shared_keys: std::collections::HashSet<ReaderId>,
+    /// The daemon's view: when a record is in the journal.
+    view: watch::Receiver<DaemonView>,
+}
+
+/// The readers whose key file (by its canonical path) is another PD's too.
+fn shared_key_files(
+    places: &[(ReaderId, ReaderPlace, Option<PathBuf>)],
+) -> std::collections::HashSet<ReaderId> {
+    let mut by_path: HashMap<PathBuf, Vec<ReaderId>> = HashMap::new();
+    for (reader, _, key) in places {
+        if let Some(key) = key {
+            let path = std::fs::canonicalize(key).unwrap_or_else(|_| key.clone());
+            by_path.entry(path).or_default().push(reader.clone());
+        }
+    }
+    by_path
+        .into_values()
+        .filter(|readers| readers.len() > 1)
+        .flatten()
+        .collect()
 }
 
 impl Driver {
@@ -253,7 +276,20 @@ impl Driver {
                         let (kept, id) = (self.kept.clone(), id.clone());
                         let _ = tokio::task::spawn_blocking(move || kept.forget(&id)).await;
                     }
+                    let journaled_first =
+                        matches!(event, EventKind::ReaderKeyRotationStarted { .. });
+                    let before = self.view.borrow().last_seq;
                     let _ = self.control.send(Control::Record(vec![event])).await;
+                    if journaled_first {
+                        // In the journal before a key is written: a crash
+                        // in the rotation is then seen as one by central.
+                        let mut view = self.view.clone();
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            view.wait_for(|v| v.last_seq > before),
+                        )
+                        .await;
+                    }
                 }
                 Output::StartTransfer {
                     reader,
@@ -274,7 +310,7 @@ impl Driver {
                         let _ = link.send(BusRequest::AbortTransfer { address }).await;
                     }
                 }
-                Output::KeepFile { command, data } => self.keep_file(command, data),
+                Output::KeepFile { command, data } => self.keep_file(command, data).await,
                 Output::RotateKey {
                     reader,
                     bus,
@@ -286,10 +322,11 @@ impl Driver {
     }
 
     /// Keep an accepted file beside its job, if the state directory has
-    /// room for it and the journal's margin; in the background.
-    fn keep_file(&self, command: String, data: Arc<[u8]>) {
+    /// room for it and the journal's margin. Waited for: a job that ends
+    /// at once must not find its file written after it was forgotten.
+    async fn keep_file(&self, command: String, data: Arc<[u8]>) {
         let kept = self.kept.clone();
-        tokio::task::spawn_blocking(move || {
+        let _ = tokio::task::spawn_blocking(move || {
             let room = super::disk::available_bytes(kept.dir.parent().unwrap_or(&kept.dir))
                 .is_ok_and(|free| free > data.len() as u64 + KEEP_FILE_MARGIN);
             let saved = if room {
@@ -300,7 +337,8 @@ impl Driver {
             if let Err(e) = saved {
                 tracing::warn!(error = %e, command, "a reader update's file is not kept over a restart");
             }
-        });
+        })
+        .await;
     }
 
     /// Send a request to a bus; a refusal comes back as a failure (after
@@ -354,6 +392,17 @@ impl Driver {
                 .send((reader, UpkeepFailure::NoSecureChannel, detail));
             return;
         };
+        if self.shared_keys.contains(&reader) {
+            let detail = format!(
+                "{} is another reader's key file too: rotating it would lock that reader out; give each reader its own key file",
+                files.current().display()
+            );
+            let _ = self
+                .failures
+                .0
+                .send((reader, UpkeepFailure::KeyFile, detail));
+            return;
+        }
         if files.next().exists() {
             let detail = format!(
                 "{} exists: an earlier rotation is unsettled (it settles at the reader's next Secure Channel bring-up)",
@@ -457,8 +506,13 @@ impl Kept {
         self.write(&self.path(id).with_extension("job"), &bytes)
     }
 
+    /// A resumed job's file is there already: not written again.
     fn save_file(&self, id: &str, data: &[u8]) -> std::io::Result<()> {
-        self.write(&self.path(id).with_extension("bin"), data)
+        let path = self.path(id).with_extension("bin");
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == data.len() as u64) {
+            return Ok(());
+        }
+        self.write(&path, data)
     }
 
     /// Whole or not at all: a temporary file, synced, renamed.
@@ -481,13 +535,15 @@ impl Kept {
         }
     }
 
-    /// The kept jobs still valid at `now`, as messages (command, then its
-    /// file when kept); everything else in the directory is removed.
-    fn load(&self, now: Timestamp) -> Vec<UpkeepMessage> {
+    /// The kept jobs still valid at `now`, as the core's inputs (the
+    /// command, then its file, hashed here, off the runtime), or as the
+    /// failure of a job whose file was not kept; everything else in the
+    /// directory is removed.
+    fn load(&self, now: Timestamp) -> Vec<Resumed> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        let mut messages = Vec::new();
+        let mut resumed = Vec::new();
         let mut keep = std::collections::HashSet::new();
         for entry in entries.flatten() {
             let path = entry.path();
@@ -501,28 +557,42 @@ impl Kept {
             let Some(job) = job else {
                 continue;
             };
+            let Ok(data) = std::fs::read(self.path(&job.id).with_extension("bin")) else {
+                resumed.push(Resumed::Lost(EventKind::ReaderUpdateFailed {
+                    command: Some(job.id.clone()),
+                    reader: job.action.reader().clone(),
+                    reason: UpkeepFailure::FileNotReceived,
+                    detail: "the gateway restarted and had not kept the file (too little free \
+                             space?): send the command again"
+                        .into(),
+                }));
+                continue;
+            };
             tracing::info!(command = job.id, reader = %job.action.reader(), "a reader update cut short by a restart starts again");
-            let file = std::fs::read(self.path(&job.id).with_extension("bin")).ok();
             keep.insert(self.path(&job.id).with_extension("job"));
             keep.insert(self.path(&job.id).with_extension("bin"));
-            let id = job.id.clone();
-            messages.push(UpkeepMessage::Command {
-                id: job.id,
-                expires_at: job.expires_at,
+            let valid_for =
+                Duration::try_from(job.expires_at.duration_since(now)).unwrap_or_default();
+            resumed.push(Resumed::Job(Input::Command {
+                id: job.id.clone(),
+                valid_for,
                 action: job.action,
-            });
-            if let Some(data) = file {
-                messages.push(UpkeepMessage::File {
-                    command: id,
-                    data: data.into(),
-                });
-            }
+            }));
+            resumed.push(Resumed::Job(core_file_input(job.id, data.into())));
         }
         for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             if !keep.contains(&entry.path()) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        messages
+        resumed
     }
+}
+
+/// A kept job at start.
+enum Resumed {
+    /// Its inputs to the core.
+    Job(Input),
+    /// It cannot go on: this says why.
+    Lost(EventKind),
 }

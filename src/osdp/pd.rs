@@ -87,6 +87,12 @@ pub enum RotationFailure {
     /// The PD went offline with KEYSET unanswered: it holds the old key or
     /// the new one, and the next bring-up finds out which.
     Offline,
+    /// The PD went offline before KEYSET was sent: it keeps the old key.
+    NotSent,
+    /// KEYSET was sent more than once (a reply lost) and a copy was
+    /// answered NAK: the first may have been taken. The session is dropped
+    /// and the new handshake tries both keys (`KeyResolved` follows).
+    Unsettled,
 }
 
 /// Why a queued command did not complete.
@@ -408,6 +414,8 @@ pub(crate) struct Pd {
     backoff_max: Duration,
     /// A new key to send with KEYSET inside the session.
     rotation: Option<Scbk>,
+    /// The KEYSET in flight was sent again (its reply was late or lost).
+    keyset_resent: bool,
     /// A file being sent.
     transfer: Option<Transfer>,
     /// Send osdp_ABORT before the next fragment (a new transfer starts
@@ -438,6 +446,7 @@ impl Pd {
             backoff_initial: timing.backoff_initial,
             backoff_max: timing.backoff_max,
             rotation: None,
+            keyset_resent: false,
             transfer: None,
             abort_first: false,
         }
@@ -543,7 +552,10 @@ impl Pd {
         now: Instant,
         entropy: &mut dyn FnMut(&mut [u8]),
     ) -> Vec<u8> {
-        if let Some((_, bytes)) = &self.outstanding {
+        if let Some((request, bytes)) = &self.outstanding {
+            if matches!(request, Request::RotateKey) {
+                self.keyset_resent = true;
+            }
             return bytes.clone();
         }
         if let Phase::Offline { .. } = self.phase {
@@ -627,6 +639,7 @@ impl Pd {
     /// owed to a transfer, queued commands, a file fragment, or a POLL.
     fn online_request(&mut self, now: Instant) -> (Request, Command, Option<SecurityBlock>) {
         if let Some(new_key) = self.rotation.take() {
+            self.keyset_resent = false;
             // From here on the PD may hold either key (its answer can be
             // lost after it took the new one): bring-up tries both.
             if let KeyPolicy::Secure(current) = &self.key {
@@ -674,6 +687,16 @@ impl Pd {
             // kept its old key is still reached, and reported.
             self.session = None;
             events.push_back(BusEvent::KeyRotated { address });
+            return Phase::Challenge { rnd_a: [0; 8] };
+        }
+        if self.keyset_resent {
+            // A NAK to a copy says nothing of the first: keep both keys
+            // and let a new handshake find out which the PD holds.
+            self.session = None;
+            events.push_back(BusEvent::KeyRotationFailed {
+                address,
+                reason: RotationFailure::Unsettled,
+            });
             return Phase::Challenge { rnd_a: [0; 8] };
         }
         if let KeyPolicy::Rotating { current, .. } = &self.key {
@@ -1026,12 +1049,16 @@ impl Pd {
         events: &mut VecDeque<BusEvent>,
     ) {
         let was_probing = self.probing;
-        let rotation_unanswered = matches!(self.outstanding, Some((Request::RotateKey, _)))
-            || self.rotation.take().is_some();
-        if rotation_unanswered {
+        let unanswered = matches!(self.outstanding, Some((Request::RotateKey, _)));
+        let unsent = self.rotation.take().is_some();
+        if unanswered || unsent {
             events.push_back(BusEvent::KeyRotationFailed {
                 address: self.address,
-                reason: RotationFailure::Offline,
+                reason: if unanswered {
+                    RotationFailure::Offline
+                } else {
+                    RotationFailure::NotSent
+                },
             });
         }
         self.abort_first = false;

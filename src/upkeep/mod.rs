@@ -545,15 +545,25 @@ impl Upkeep {
                 self.jobs.remove(bus);
                 self.record(event);
             }
+            // `Offline` alone: the transfer's own report was lost.
             BusEvent::TransferFailed {
                 reason: TransferFailure::Offline,
                 ..
-            } if *attempt < ATTEMPTS => {
+            }
+            | BusEvent::Offline { .. }
+                if *attempt < ATTEMPTS =>
+            {
                 // Once the reader is back, from byte 0 (the bus core tells
                 // it with osdp_ABORT first).
                 *attempt += 1;
                 *stage = UpdateStage::AwaitingOnline(data.clone());
                 job.deadline = job.expires.max(now + QUIET_LIMIT);
+            }
+            BusEvent::Offline { .. } => {
+                let detail = format!("the reader went offline (attempt {attempt} of {ATTEMPTS})");
+                let (command, reader) = (job.command.clone(), job.reader.clone());
+                self.jobs.remove(bus);
+                self.record_update_failed(&command, &reader, UpkeepFailure::ReaderLost, detail);
             }
             BusEvent::TransferFailed { reason, .. } => {
                 let why = match reason {
@@ -591,6 +601,23 @@ impl Upkeep {
                 (
                     KeyStep::Discard,
                     Some((UpkeepFailure::OldKeyKept, detail.to_owned())),
+                )
+            }
+            // A NAK to a resent KEYSET: the new handshake decides
+            // (`KeyResolved` above), within this job.
+            BusEvent::KeyRotationFailed {
+                reason: RotationFailure::Unsettled,
+                ..
+            } => return,
+            BusEvent::KeyRotationFailed {
+                reason: RotationFailure::NotSent,
+                ..
+            } => {
+                let detail = "the reader went offline before the new key was sent: the old \
+                              key stays";
+                (
+                    KeyStep::Discard,
+                    Some((UpkeepFailure::ReaderLost, detail.to_owned())),
                 )
             }
             BusEvent::KeyRotationFailed {
@@ -646,28 +673,22 @@ impl Upkeep {
         let Some(job) = self.jobs.get_mut(&bus).filter(|j| j.reader == *reader) else {
             return;
         };
-        if reason == UpkeepFailure::ReaderOffline {
-            // It dropped out between its `Online` and the request: wait
-            // for it again.
-            let waiting_again = match &mut job.work {
-                Work::Update { stage, .. } => {
-                    match std::mem::replace(stage, UpdateStage::AwaitingFile) {
-                        UpdateStage::Sending { data, .. } | UpdateStage::AwaitingOnline(data) => {
-                            *stage = UpdateStage::AwaitingOnline(data);
-                            true
-                        }
-                        UpdateStage::AwaitingFile => false,
-                    }
+        if reason == UpkeepFailure::ReaderOffline
+            && let Work::Update { stage, attempt, .. } = &mut job.work
+        {
+            match stage {
+                // Its `Offline` came first and set it waiting already.
+                UpdateStage::AwaitingOnline(_) => return,
+                // It dropped out between its `Online` and the request:
+                // another attempt once it is online (at once if its
+                // `Online` came already: the refusal may be older).
+                UpdateStage::Sending { data, .. } if *attempt < ATTEMPTS => {
+                    *stage = UpdateStage::AwaitingOnline(data.clone());
+                    *attempt += 1;
+                    job.deadline = job.expires.max(now + QUIET_LIMIT);
+                    return self.advance(now, &bus);
                 }
-                Work::Rotate(stage) => {
-                    *stage = RotateStage::AwaitingOnline;
-                    true
-                }
-            };
-            if waiting_again {
-                job.deadline = job.expires.max(now + QUIET_LIMIT);
-                self.seen.entry(reader.clone()).or_default().online = false;
-                return;
+                _ => {}
             }
         }
         let Some(job) = self.jobs.remove(&bus) else {
@@ -817,8 +838,14 @@ impl Upkeep {
             Work::Rotate(stage @ RotateStage::AwaitingOnline) if seen.is_some_and(|s| s.secure) => {
                 *stage = RotateStage::Sent;
                 job.deadline = now + QUIET_LIMIT;
+                let (command, reader) = (job.command.clone(), job.reader.clone());
+                // Said first: the journal has it before any key is written.
+                self.record(EventKind::ReaderKeyRotationStarted {
+                    command: Some(command),
+                    reader: reader.clone(),
+                });
                 self.outputs.push_back(Output::RotateKey {
-                    reader: job.reader.clone(),
+                    reader,
                     bus: place.bus,
                     address: place.address,
                 });

@@ -329,7 +329,13 @@ fn a_rotation_retires_the_old_key_only_after_the_reader_proved_the_new_one() {
     let mut rig = Rig::new();
     rig.online(1);
     let out = rotate(&mut rig, "k1");
-    assert!(matches!(out[..], [Output::RotateKey { address: 1, .. }]));
+    assert!(matches!(
+        out[..],
+        [
+            Output::Record(EventKind::ReaderKeyRotationStarted { .. }),
+            Output::RotateKey { address: 1, .. }
+        ]
+    ));
     // The acknowledgement alone retires nothing: its answer may be lost.
     assert!(key_steps(&rig.bus(BusEvent::KeyRotated { address: 1 })).is_empty());
     // The reader's cryptogram in the new session proves the new key.
@@ -468,13 +474,68 @@ fn a_reader_that_drops_out_before_the_request_is_waited_for_again() {
     rig.online(1);
     rig.update("c1", "entrance-reader", b"fw");
     assert_eq!(transfers(&rig.file("c1", b"fw")).len(), 1);
-    let out = rig.input(Input::RequestFailed {
+    let refused = || Input::RequestFailed {
         reader: "entrance-reader".into(),
         reason: UpkeepFailure::ReaderOffline,
         detail: "PD 1 is offline".into(),
+    };
+    rig.bus(BusEvent::Offline {
+        address: 1,
+        reason: OfflineReason::NoReply,
+    });
+    let out = rig.input(refused());
+    assert!(failure(&out).is_none());
+    assert!(transfers(&out).is_empty(), "not while offline");
+    let out = rig.online(1);
+    assert_eq!(transfers(&out).len(), 1, "sent once it is back");
+    assert!(events(&out).is_empty(), "started is not said again");
+    // A refusal older than the reader's `Online`: at once, and the
+    // attempts are counted.
+    let out = rig.input(refused());
+    assert_eq!(transfers(&out).len(), 1);
+    let out = rig.input(refused());
+    assert_eq!(failure(&out), Some(UpkeepFailure::ReaderOffline));
+}
+
+#[test]
+fn a_rotation_the_reader_never_got_or_answered_twice_is_settled_right() {
+    // Offline before KEYSET went out: the new key is dropped.
+    let mut rig = Rig::new();
+    rig.online(1);
+    rotate(&mut rig, "k1");
+    let out = rig.bus(BusEvent::KeyRotationFailed {
+        address: 1,
+        reason: RotationFailure::NotSent,
+    });
+    assert_eq!(key_steps(&out), [KeyStep::Discard]);
+    assert!(failure(&out).is_some());
+    // A NAK to a resent KEYSET: the handshake that follows decides.
+    rotate(&mut rig, "k2");
+    let out = rig.bus(BusEvent::KeyRotationFailed {
+        address: 1,
+        reason: RotationFailure::Unsettled,
+    });
+    assert!(out.is_empty(), "nothing decided yet: {out:?}");
+    let out = rig.bus(BusEvent::KeyResolved {
+        address: 1,
+        pending: true,
+    });
+    assert_eq!(key_steps(&out), [KeyStep::Promote]);
+}
+
+#[test]
+fn a_reader_gone_mid_file_without_its_transfer_report_gets_the_file_again() {
+    let mut rig = Rig::new();
+    rig.online(1);
+    rig.update("c1", "entrance-reader", b"fw");
+    rig.file("c1", b"fw");
+    // The transfer's own report was lost; `Offline` alone.
+    let out = rig.bus(BusEvent::Offline {
+        address: 1,
+        reason: OfflineReason::NoReply,
     });
     assert!(failure(&out).is_none());
-    assert_eq!(transfers(&rig.online(1)).len(), 1, "sent once it is back");
+    assert_eq!(transfers(&rig.online(1)).len(), 1);
 }
 
 #[test]
