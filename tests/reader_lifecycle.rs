@@ -312,7 +312,7 @@ fn a_transfer_to_one_reader_leaves_the_other_reader_on_the_bus_answering() {
 /// The 1 MiB case: about two minutes against libosdp's PD (its
 /// loop answers every 20 ms, 214-byte fragments for its 256-byte buffer).
 #[test]
-#[ignore = "1 MiB, ~2 min: cargo test --test reader_lifecycle -- --ignored"]
+#[ignore = "1 MiB, about 7 min against libosdp (CI runs it apart): cargo test --test reader_lifecycle -- --ignored"]
 fn a_one_mib_file_arrives_whole_beside_a_reader_in_service() {
     transfer_beside_cards(1024 * 1024);
 }
