@@ -865,6 +865,37 @@ fn a_keyset_answer_lost_with_the_pd_still_reaches_it_on_either_key() {
     }
 }
 
+/// A PD that falls silent while a rotation waits for its turn never got
+/// KEYSET: the failure says so (`NotSent`: the old key stays, no
+/// unsettled rotation), and the PD comes back on its old key.
+#[test]
+fn a_rotation_whose_keyset_never_left_is_reported_not_sent() {
+    let mut net = Net::new(vec![secure(1)], vec![pd(1, Some(KEY), false)]);
+    assert!(net.run_until(Duration::from_secs(2), |n| n.online(1, true)));
+    net.dead[0] = true;
+    // A POLL goes out unanswered; its retries hold the PD's turn.
+    net.run_for(Duration::from_millis(60));
+    net.bus.rotate_key(1, NEW_KEY).unwrap();
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        n.count(|e| matches!(e, BusEvent::KeyRotationFailed { .. })) == 1
+    }));
+    assert_eq!(
+        net.count(|e| matches!(
+            e,
+            BusEvent::KeyRotationFailed {
+                reason: RotationFailure::NotSent,
+                ..
+            }
+        )),
+        1
+    );
+    assert!(net.sent_to.iter().all(|(_, _, code)| *code != 0x75));
+    assert_eq!(net.bus.key_policy(1), Some(&KeyPolicy::Secure(KEY)));
+    net.dead[0] = false;
+    assert!(net.run_until(Duration::from_secs(20), |n| n.online(1, true)));
+    assert_eq!(net.count(|e| matches!(e, BusEvent::KeyResolved { .. })), 0);
+}
+
 #[test]
 fn a_rotating_policy_reaches_a_pd_on_either_key() {
     for (key, pending) in [(KEY, false), (NEW_KEY, true)] {
