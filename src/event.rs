@@ -704,8 +704,9 @@ pub enum EventKind {
         /// More, in words.
         detail: String,
     },
-    /// A key rotation began: the new key is on disk and KEYSET is on its
-    /// way inside the Secure Channel.
+    /// A key rotation began: the reader is online in Secure Channel; the
+    /// new key is written and sent next (a refusal of those steps follows
+    /// as `reader_key_rotation_failed`).
     ReaderKeyRotationStarted {
         /// The central command's id.
         command: Option<String>,

@@ -90,8 +90,9 @@ pub fn start_upkeep(wiring: UpkeepWiring) -> UpkeepLink {
     UpkeepLink { messages, files }
 }
 
-/// A request the core asked for failed on its way (from a helper task).
-type Failure = (ReaderId, UpkeepFailure, String);
+/// A request the core asked for failed on its way (from a helper task):
+/// the reader, why, in words, and the request's generation.
+type Failure = (ReaderId, UpkeepFailure, String, u64);
 
 async fn run(
     wiring: UpkeepWiring,
@@ -153,8 +154,8 @@ async fn run(
                     Err(_) => continue,
                 }
             }
-            Some((reader, reason, detail)) = driver.failures.1.recv() => {
-                Input::RequestFailed { reader, reason, detail }
+            Some((reader, reason, detail, generation)) = driver.failures.1.recv() => {
+                Input::RequestFailed { reader, reason, detail, generation }
             }
             () = sleep_until(deadline) => Input::Timeout,
             changed = shutdown.changed() => {
@@ -221,6 +222,19 @@ struct Driver {
     view: watch::Receiver<DaemonView>,
 }
 
+/// A request the core made: whose, and in which of the reader's online
+/// periods (given back with a refusal).
+struct Asked {
+    reader: ReaderId,
+    generation: u64,
+}
+
+impl Asked {
+    fn failed(self, to: &mpsc::UnboundedSender<Failure>, reason: UpkeepFailure, detail: String) {
+        let _ = to.send((self.reader, reason, detail, self.generation));
+    }
+}
+
 /// The readers whose key file (by its canonical path) is another PD's too.
 fn shared_key_files(
     places: &[(ReaderId, ReaderPlace, Option<PathBuf>)],
@@ -240,14 +254,14 @@ fn shared_key_files(
 }
 
 impl Driver {
-    /// Keep a reader-update command over a restart (its file once the
-    /// core took it, [`Output::KeepFile`]). A failure costs only the
-    /// resume.
+    /// Keep a reader command over a restart (an update's file once the
+    /// core took it, [`Output::KeepFile`]; a rotation only so that its
+    /// end is said after a restart). A failure costs only the resume.
     async fn keep_job(&self, message: &UpkeepMessage) {
         let UpkeepMessage::Command {
             id,
             expires_at,
-            action: action @ ReaderAction::ReaderUpdate { .. },
+            action,
         } = message
         else {
             return;
@@ -270,6 +284,12 @@ impl Driver {
                         command: Some(id), ..
                     }
                     | EventKind::ReaderUpdateFailed {
+                        command: Some(id), ..
+                    }
+                    | EventKind::ReaderKeyRotated {
+                        command: Some(id), ..
+                    }
+                    | EventKind::ReaderKeyRotationFailed {
                         command: Some(id), ..
                     } = &event
                     {
@@ -296,6 +316,7 @@ impl Driver {
                     bus,
                     address,
                     offer,
+                    generation,
                 } => {
                     let (started, result) = oneshot::channel();
                     let request = BusRequest::StartTransfer {
@@ -303,7 +324,8 @@ impl Driver {
                         offer,
                         started,
                     };
-                    self.ask_bus(reader, &bus, request, result, None).await;
+                    let asked = Asked { reader, generation };
+                    self.ask_bus(asked, &bus, request, result, None).await;
                 }
                 Output::AbortTransfer { bus, address } => {
                     if let Some(link) = self.buses.get(&bus) {
@@ -315,7 +337,11 @@ impl Driver {
                     reader,
                     bus,
                     address,
-                } => self.rotate(reader, &bus, address).await,
+                    generation,
+                } => {
+                    self.rotate(Asked { reader, generation }, &bus, address)
+                        .await
+                }
                 Output::KeyFile { reader, step } => self.key_step(&reader, step).await,
             }
         }
@@ -346,7 +372,7 @@ impl Driver {
     /// before is `reader_offline`: the core waits for it again.
     async fn ask_bus(
         &self,
-        reader: ReaderId,
+        asked: Asked,
         bus: &BusId,
         request: BusRequest,
         result: oneshot::Receiver<Result<(), crate::osdp::BusError>>,
@@ -354,11 +380,11 @@ impl Driver {
     ) {
         let failures = self.failures.0.clone();
         let Some(link) = self.buses.get(bus) else {
-            let _ = failures.send((reader, UpkeepFailure::Bus, format!("no bus {bus}")));
+            asked.failed(&failures, UpkeepFailure::Bus, format!("no bus {bus}"));
             return;
         };
         if link.send(request).await.is_err() {
-            let _ = failures.send((reader, UpkeepFailure::Bus, format!("bus {bus} stopped")));
+            asked.failed(&failures, UpkeepFailure::Bus, format!("bus {bus} stopped"));
             return;
         }
         tokio::spawn(async move {
@@ -375,7 +401,7 @@ impl Driver {
             {
                 tracing::error!(error = %e, "the unused new key could not be removed");
             }
-            let _ = failures.send((reader, reason, refused));
+            asked.failed(&failures, reason, refused);
         });
     }
 
@@ -383,24 +409,19 @@ impl Driver {
     /// bus (KEYSET in the session); the core follows the rest. Refused
     /// while an earlier rotation is unsettled: its `F.next` may be the
     /// only copy of the reader's key.
-    async fn rotate(&mut self, reader: ReaderId, bus: &BusId, address: u8) {
-        let Some(files) = self.key_files.get(&reader).cloned() else {
+    async fn rotate(&mut self, asked: Asked, bus: &BusId, address: u8) {
+        let failures = self.failures.0.clone();
+        let Some(files) = self.key_files.get(&asked.reader).cloned() else {
             let detail = "the reader has no key file".to_owned();
-            let _ = self
-                .failures
-                .0
-                .send((reader, UpkeepFailure::NoSecureChannel, detail));
+            asked.failed(&failures, UpkeepFailure::NoSecureChannel, detail);
             return;
         };
-        if self.shared_keys.contains(&reader) {
+        if self.shared_keys.contains(&asked.reader) {
             let detail = format!(
                 "{} is another reader's key file too: rotating it would lock that reader out; give each reader its own key file",
                 files.current().display()
             );
-            let _ = self
-                .failures
-                .0
-                .send((reader, UpkeepFailure::KeyFile, detail));
+            asked.failed(&failures, UpkeepFailure::KeyFile, detail);
             return;
         }
         if files.next().exists() {
@@ -408,10 +429,7 @@ impl Driver {
                 "{} exists: an earlier rotation is unsettled (it settles at the reader's next Secure Channel bring-up)",
                 files.next().display()
             );
-            let _ = self
-                .failures
-                .0
-                .send((reader, UpkeepFailure::KeyFile, detail));
+            asked.failed(&failures, UpkeepFailure::KeyFile, detail);
             return;
         }
         let mut key = [0u8; 16];
@@ -421,19 +439,18 @@ impl Driver {
             .map_err(|e| e.to_string())
             .and_then(|()| files.write_next(&key).map_err(|e| e.to_string()));
         if let Err(e) = written {
-            let _ = self.failures.0.send((reader, UpkeepFailure::KeyFile, e));
+            asked.failed(&failures, UpkeepFailure::KeyFile, e);
             return;
         }
         super::key_files::crash_point("next_written");
-        tracing::info!(reader = %reader, next = %files.next().display(), "key rotation: new key written, sending KEYSET in Secure Channel");
+        tracing::info!(reader = %asked.reader, next = %files.next().display(), "key rotation: new key written, sending KEYSET in Secure Channel");
         let (started, result) = oneshot::channel();
         let request = BusRequest::RotateKey {
             address,
             key,
             started,
         };
-        self.ask_bus(reader, bus, request, result, Some(files))
-            .await;
+        self.ask_bus(asked, bus, request, result, Some(files)).await;
     }
 
     async fn key_step(&self, reader: &ReaderId, step: KeyStep) {
@@ -557,13 +574,29 @@ impl Kept {
             let Some(job) = job else {
                 continue;
             };
+            let reader = job.action.reader().clone();
+            let command = Some(job.id.clone());
+            if let ReaderAction::RotateKey { .. } = job.action {
+                // Not resumed: its key files settle at the reader's next
+                // bring-up (`reader_key_rotated` without a command).
+                resumed.push(Resumed::Lost(EventKind::ReaderKeyRotationFailed {
+                    command,
+                    reader,
+                    reason: UpkeepFailure::ReaderLost,
+                    detail: "the gateway restarted before the rotation ended: its key files \
+                             settle at the reader's next bring-up; send the command again"
+                        .into(),
+                }));
+                continue;
+            }
             let Ok(data) = std::fs::read(self.path(&job.id).with_extension("bin")) else {
                 resumed.push(Resumed::Lost(EventKind::ReaderUpdateFailed {
-                    command: Some(job.id.clone()),
-                    reader: job.action.reader().clone(),
+                    command,
+                    reader,
                     reason: UpkeepFailure::FileNotReceived,
-                    detail: "the gateway restarted and had not kept the file (too little free \
-                             space?): send the command again"
+                    detail: "the gateway restarted before it had kept the file (it came \
+                             too late, or there was too little free space): send the \
+                             command again"
                         .into(),
                 }));
                 continue;

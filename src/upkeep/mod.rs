@@ -14,7 +14,8 @@
 //!   [`HELD_FILE_FOR`]; a command waits as long for its file;
 //! - a job waits for its reader to be online until its command expires
 //!   (a reader that drops out between its `Online` and the request is
-//!   waited for again); a reader lost mid-file gets it again from byte 0,
+//!   asked again once online; a refusal is matched to its request by the
+//!   reader's online period, so a late one changes nothing); a reader lost mid-file gets it again from byte 0,
 //!   at most [`ATTEMPTS`] times; a transfer or rotation that hears nothing
 //!   for [`QUIET_LIMIT`] ends, so a lost report never blocks a bus;
 //! - a command naming the reader's vendor or model is refused when the
@@ -103,6 +104,9 @@ pub enum Input {
         reason: UpkeepFailure,
         /// More, in words.
         detail: String,
+        /// The request's [`Output`] generation: a refusal of an older
+        /// request than the job's latest is ignored.
+        generation: u64,
     },
     /// A deadline passed.
     Timeout,
@@ -135,6 +139,9 @@ pub enum Output {
         address: u8,
         /// The file.
         offer: FileOffer,
+        /// Which of the reader's online periods it was asked in (given
+        /// back with a refusal).
+        generation: u64,
     },
     /// Stop a transfer that went quiet.
     AbortTransfer {
@@ -159,6 +166,8 @@ pub enum Output {
         bus: BusId,
         /// Its address.
         address: u8,
+        /// As for [`Output::StartTransfer`].
+        generation: u64,
     },
     /// A step on a reader's key files.
     KeyFile {
@@ -183,6 +192,8 @@ enum UpdateStage {
         data: Arc<[u8]>,
         /// Tenths reported in this attempt.
         tenths: u64,
+        /// The reader's online period it was started in.
+        generation: u64,
     },
 }
 
@@ -191,8 +202,9 @@ enum UpdateStage {
 enum RotateStage {
     /// Waiting for the reader to be online in Secure Channel.
     AwaitingOnline,
-    /// KEYSET asked for; waiting for the reader to prove a key.
-    Sent,
+    /// KEYSET asked for (in the reader's online period `.0`); waiting for
+    /// the reader to prove a key.
+    Sent(u64),
 }
 
 #[derive(Debug)]
@@ -227,6 +239,9 @@ struct Job {
 #[derive(Debug, Default)]
 struct Seen {
     online: bool,
+    /// Counts its `Online` reports: which online period a request was
+    /// made in.
+    generation: u64,
     secure: bool,
     vendor: Option<[u8; 3]>,
     model: Option<u8>,
@@ -278,7 +293,8 @@ impl Upkeep {
                 reader,
                 reason,
                 detail,
-            } => self.request_failed(now, &reader, reason, detail),
+                generation,
+            } => self.request_failed(now, &reader, reason, detail, generation),
             Input::Timeout => self.timeout(now),
         }
     }
@@ -452,6 +468,7 @@ impl Upkeep {
                 secure, identity, ..
             } => {
                 seen.online = true;
+                seen.generation += 1;
                 seen.secure = *secure;
                 if let Some(id) = identity {
                     seen.vendor = Some(id.vendor);
@@ -468,7 +485,7 @@ impl Upkeep {
             _ => {}
         }
         let job = self.jobs.get(bus).filter(|j| j.reader == reader);
-        let rotating = job.is_some_and(|j| matches!(j.work, Work::Rotate(RotateStage::Sent)));
+        let rotating = job.is_some_and(|j| matches!(j.work, Work::Rotate(RotateStage::Sent(_))));
         let updating = job.is_some_and(|j| matches!(j.work, Work::Update { .. }));
         let resolved = match event {
             BusEvent::KeyResolved { pending, .. } => Some(pending),
@@ -512,7 +529,7 @@ impl Upkeep {
         else {
             return;
         };
-        let UpdateStage::Sending { data, tenths } = stage else {
+        let UpdateStage::Sending { data, tenths, .. } = stage else {
             return;
         };
         match event {
@@ -587,7 +604,7 @@ impl Upkeep {
         let Some(job) = self.jobs.get(bus) else {
             return;
         };
-        if !matches!(job.work, Work::Rotate(RotateStage::Sent)) {
+        if !matches!(job.work, Work::Rotate(RotateStage::Sent(_))) {
             return;
         }
         let (command, reader) = (job.command.clone(), job.reader.clone());
@@ -666,6 +683,7 @@ impl Upkeep {
         reader: &ReaderId,
         reason: UpkeepFailure,
         detail: String,
+        generation: u64,
     ) {
         let Some(bus) = self.places.get(reader).map(|p| p.bus.clone()) else {
             return;
@@ -673,23 +691,36 @@ impl Upkeep {
         let Some(job) = self.jobs.get_mut(&bus).filter(|j| j.reader == *reader) else {
             return;
         };
-        if reason == UpkeepFailure::ReaderOffline
-            && let Work::Update { stage, attempt, .. } = &mut job.work
-        {
-            match stage {
-                // Its `Offline` came first and set it waiting already.
-                UpdateStage::AwaitingOnline(_) => return,
-                // It dropped out between its `Online` and the request:
-                // another attempt once it is online (at once if its
-                // `Online` came already: the refusal may be older).
-                UpdateStage::Sending { data, .. } if *attempt < ATTEMPTS => {
-                    *stage = UpdateStage::AwaitingOnline(data.clone());
-                    *attempt += 1;
-                    job.deadline = job.expires.max(now + QUIET_LIMIT);
-                    return self.advance(now, &bus);
-                }
-                _ => {}
+        let asked_in = match &job.work {
+            Work::Update {
+                stage: UpdateStage::Sending { generation, .. },
+                ..
             }
+            | Work::Rotate(RotateStage::Sent(generation)) => *generation,
+            // Nothing asked of the bus now: an old refusal.
+            _ => return,
+        };
+        if asked_in != generation {
+            return;
+        }
+        let seen = self.seen.entry(reader.clone()).or_default();
+        if reason == UpkeepFailure::ReaderOffline {
+            // The reader dropped out between its `Online` and the request,
+            // which never reached it: ask again once it is online — at
+            // once if it came back since (this refusal is older).
+            if seen.generation == generation {
+                seen.online = false;
+            }
+            match &mut job.work {
+                Work::Update { stage, .. } => {
+                    if let UpdateStage::Sending { data, .. } = stage {
+                        *stage = UpdateStage::AwaitingOnline(data.clone());
+                    }
+                }
+                Work::Rotate(stage) => *stage = RotateStage::AwaitingOnline,
+            }
+            job.deadline = job.expires.max(now + QUIET_LIMIT);
+            return self.advance(now, &bus);
         }
         let Some(job) = self.jobs.remove(&bus) else {
             return;
@@ -759,7 +790,7 @@ impl Upkeep {
                     );
                     continue;
                 }
-                Work::Rotate(RotateStage::Sent) => {
+                Work::Rotate(RotateStage::Sent(_)) => {
                     self.record_rotation_failed(
                         Some(&command),
                         &reader,
@@ -793,8 +824,8 @@ impl Upkeep {
                 file_type,
                 digest,
                 bytes,
-                attempt,
                 started,
+                ..
             } => {
                 if let Some((why, detail)) = identity_mismatch(seen, vendor.as_deref(), *model) {
                     let (command, reader) = (job.command.clone(), job.reader.clone());
@@ -806,12 +837,14 @@ impl Upkeep {
                 else {
                     return;
                 };
+                let generation = seen.map_or(0, |s| s.generation);
                 *stage = UpdateStage::Sending {
                     data: data.clone(),
                     tenths: 0,
+                    generation,
                 };
                 job.deadline = now + QUIET_LIMIT;
-                let first = *attempt == 1;
+                let first = started.is_none();
                 started.get_or_insert(now);
                 let (digest, bytes) = (*digest, *bytes);
                 let offer = FileOffer {
@@ -825,6 +858,7 @@ impl Upkeep {
                     bus: place.bus,
                     address: place.address,
                     offer,
+                    generation,
                 });
                 if first {
                     self.record(EventKind::ReaderUpdateStarted {
@@ -836,7 +870,8 @@ impl Upkeep {
                 }
             }
             Work::Rotate(stage @ RotateStage::AwaitingOnline) if seen.is_some_and(|s| s.secure) => {
-                *stage = RotateStage::Sent;
+                let generation = seen.map_or(0, |s| s.generation);
+                *stage = RotateStage::Sent(generation);
                 job.deadline = now + QUIET_LIMIT;
                 let (command, reader) = (job.command.clone(), job.reader.clone());
                 // Said first: the journal has it before any key is written.
@@ -848,6 +883,7 @@ impl Upkeep {
                     reader,
                     bus: place.bus,
                     address: place.address,
+                    generation,
                 });
             }
             _ => {}

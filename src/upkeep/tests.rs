@@ -304,7 +304,8 @@ fn a_refusing_reader_or_a_refusing_bus_ends_the_job() {
     let out = rig.input(Input::RequestFailed {
         reader: "entrance-reader".into(),
         reason: UpkeepFailure::Bus,
-        detail: "PD 1 offline".into(),
+        detail: "the bus stopped".into(),
+        generation: 1,
     });
     assert_eq!(failure(&out), Some(UpkeepFailure::Bus));
     assert!(!rig.core.busy(&BUS.into()));
@@ -471,30 +472,37 @@ fn a_file_for_a_vendor_is_not_sent_to_a_reader_that_never_said_who_it_is() {
 #[test]
 fn a_reader_that_drops_out_before_the_request_is_waited_for_again() {
     let mut rig = Rig::new();
-    rig.online(1);
+    rig.online(1); // online period 1
     rig.update("c1", "entrance-reader", b"fw");
     assert_eq!(transfers(&rig.file("c1", b"fw")).len(), 1);
-    let refused = || Input::RequestFailed {
+    let refused = |generation| Input::RequestFailed {
         reader: "entrance-reader".into(),
         reason: UpkeepFailure::ReaderOffline,
         detail: "PD 1 is offline".into(),
+        generation,
     };
-    rig.bus(BusEvent::Offline {
-        address: 1,
-        reason: OfflineReason::NoReply,
-    });
-    let out = rig.input(refused());
+    // The bus refused: the PD dropped out before the request reached it.
+    let out = rig.input(refused(1));
     assert!(failure(&out).is_none());
-    assert!(transfers(&out).is_empty(), "not while offline");
-    let out = rig.online(1);
+    assert!(transfers(&out).is_empty(), "not until it is back");
+    let out = rig.online(1); // period 2
     assert_eq!(transfers(&out).len(), 1, "sent once it is back");
     assert!(events(&out).is_empty(), "started is not said again");
-    // A refusal older than the reader's `Online`: at once, and the
-    // attempts are counted.
-    let out = rig.input(refused());
+    // A refusal that comes after the reader's next `Online` (period 3):
+    // asked again at once, in the new period.
+    rig.online(1);
+    let out = rig.input(refused(2));
     assert_eq!(transfers(&out).len(), 1);
-    let out = rig.input(refused());
-    assert_eq!(failure(&out), Some(UpkeepFailure::ReaderOffline));
+    // A refusal of an older request than the job's latest: ignored (no
+    // second transfer, no failure).
+    let out = rig.input(refused(2));
+    assert!(out.is_empty(), "{out:?}");
+    // Refusals never use up the job: the reader never saw the request.
+    for _ in 0..5 {
+        rig.input(refused(3));
+        rig.online(1);
+    }
+    assert!(rig.core.busy(&BUS.into()));
 }
 
 #[test]
