@@ -34,6 +34,18 @@ fn free_port() -> u16 {
 impl Broker {
     /// Certificates for `gateways` and a broker that requires them.
     pub fn start(gateways: &[&str]) -> Self {
+        Self::start_with(gateways, false)
+    }
+
+    /// A broker that keeps sessions and subscriptions on disk (saved every
+    /// second) and restores them after [`Broker::restart`], as a
+    /// production broker with persistence does: a persistent subscriber
+    /// then misses nothing published while it reconnects.
+    pub fn start_persistent(gateways: &[&str]) -> Self {
+        Self::start_with(gateways, true)
+    }
+
+    fn start_with(gateways: &[&str], persistent: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let out = Command::new(repo().join("scripts/dev-pki"))
@@ -61,6 +73,19 @@ impl Broker {
         );
         assert!(text.contains("127.0.0.1"), "dev-pki listener line changed");
         let text = format!("{text}user {}\n", whoami());
+        let text = if persistent {
+            let store = dir.path().join("store");
+            std::fs::create_dir(&store).unwrap();
+            text.replace(
+                "persistence false\n",
+                &format!(
+                    "persistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\n",
+                    store.display()
+                ),
+            )
+        } else {
+            text
+        };
         std::fs::write(&conf, text).unwrap();
         let mut b = Self {
             dir,
@@ -108,6 +133,24 @@ impl Broker {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Wait until a [`Broker::start_persistent`] broker has saved its
+    /// state (sessions, subscriptions) after this call: a restart then
+    /// restores what exists now.
+    #[allow(clippy::disallowed_methods)] // a file's time against the clock
+    pub fn wait_saved(&self) {
+        let db = self.dir.path().join("store/mosquitto.db");
+        let asked = std::time::SystemTime::now();
+        super::wait_for(
+            Duration::from_secs(10),
+            "the broker saved its state",
+            || {
+                std::fs::metadata(&db)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t > asked)
+            },
+        );
     }
 
     pub fn restart(&mut self) {
@@ -228,6 +271,16 @@ pub struct Central {
 
 impl Central {
     pub fn start(broker: &Broker, ack: bool) -> Self {
+        Self::start_with(broker, ack, false)
+    }
+
+    /// With a persistent session: on a [`Broker::start_persistent`] broker
+    /// it misses nothing across a broker restart.
+    pub fn start_persistent(broker: &Broker, ack: bool) -> Self {
+        Self::start_with(broker, ack, true)
+    }
+
+    fn start_with(broker: &Broker, ack: bool, persistent: bool) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -235,6 +288,7 @@ impl Central {
             .unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let mut options = broker.options("central-test", "central");
+        options.set_clean_session(!persistent);
         options.set_max_packet_size(256 << 20, 256 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         let store = seen.clone();
