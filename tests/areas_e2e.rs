@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::gateway::*;
+use support::wait_for;
 
 const STUDENT: &str = "h10301:42:1002";
 
@@ -244,8 +245,13 @@ fn the_airlock_never_releases_both_strikes() {
         v["event"] == "output" && v["address"] == 3 && v["output"] == 0 && is_release(v)
     });
     gw.input(3, 0, true);
+    wait_for(T, "the outer door seen open", || {
+        gw.door("lab-1")["open"] == true
+    });
     gw.input(3, 5, true);
     gw.input(3, 5, false);
+    // A window to watch for what must not happen (no event says the
+    // button is waiting).
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         !gw.outputs_since(mark, 3)
@@ -266,7 +272,9 @@ fn the_airlock_never_releases_both_strikes() {
     // The inner door held open: a card at the outer door waits 10 s, then
     // is refused with `interlock`.
     gw.input(3, 4, true);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(T, "the inner door seen open", || {
+        gw.door("lab-1-inner")["open"] == true
+    });
     let refused = gw.mark();
     gw.badge(3, STUDENT);
     let denied = gw.expect_event("refused by the airlock", |e| {
@@ -279,6 +287,8 @@ fn the_airlock_never_releases_both_strikes() {
         "the outer door released for the refused card: {after:#?}"
     );
     gw.input(3, 4, false);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(T, "the inner door seen closed", || {
+        gw.door("lab-1-inner")["open"] == false
+    });
     never_both(&gw.outputs_since(mark, 3));
 }
